@@ -1,0 +1,221 @@
+"""What the router knows about one call, what it decided, and how it ended.
+
+These are the values hooks receive (`cortex_authorize(call)`, `cortex_observe(call, outcome)`),
+so they are plain dataclasses, stable across plugins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from .registry import MethodInfo
+
+PRINCIPAL_HEADER = "x-cortex-principal"
+CALL_ID_HEADER = "x-cortex-call-id"
+PROVIDER_HEADER = "x-cortex-provider"
+ROUTE_HEADER = "x-cortex-route"
+
+# Call ids: a per-process random prefix and a counter; cheap, unique, and sortable within a run.
+_PREFIX = os.urandom(4).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_call_id() -> str:
+    return f"{_PREFIX}-{next(_COUNTER):08x}"
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """The provider a call is about to reach (what authorize hooks judge)."""
+
+    name: str
+    plugin: str
+    endpoint: str  # "" for an in-process provider
+    local: bool
+
+
+@dataclass
+class Decision:
+    """An authorize hook's answer. Any deny wins; reasons of every answer are kept."""
+
+    allow: bool
+    reasons: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # ids of the rules that matched, if any
+    by: str = ""  # the plugin that answered; the combiner fills it
+
+    @classmethod
+    def permit(cls, reason: str = "", rule: str = "") -> Decision:
+        return cls(True, [reason] if reason else [], [rule] if rule else [])
+
+    @classmethod
+    def deny(cls, reason: str, rule: str = "") -> Decision:
+        return cls(False, [reason], [rule] if rule else [])
+
+    @classmethod
+    def combine(cls, answers: list[Decision]) -> Decision:
+        denies = [a for a in answers if not a.allow]
+        chosen = denies or answers
+        return cls(
+            allow=not denies,
+            reasons=[f"{a.by}: {r}" if a.by else r for a in chosen for r in a.reasons],
+            rules=[rule for a in chosen for rule in a.rules],
+            by=",".join(a.by for a in chosen if a.by),
+        )
+
+
+ALLOW_BY_DEFAULT = Decision(True, ["no plugin objected"])
+
+
+@dataclass
+class Call:
+    """One call of a contract method, from outside or from a plugin."""
+
+    id: str
+    method: MethodInfo
+    request: Message | None  # None for a client-streaming call
+    principal: str
+    metadata: tuple[tuple[str, str], ...] = ()
+    deadline: float | None = None  # time.monotonic() value, None for no deadline
+    provider: ProviderInfo | None = None  # set while authorizing each attempt
+
+    @property
+    def service(self) -> str:
+        return self.method.service
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+@dataclass
+class Attempt:
+    """One provider the router considered: tried, skipped, or denied."""
+
+    provider: str
+    outcome: str  # "ok", "skipped", "denied", or a status code name
+    detail: str = ""
+    latency_s: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """How a call ended, handed to `cortex_observe` hooks."""
+
+    code: grpc.StatusCode
+    details: str
+    provider: str | None
+    attempts: list[Attempt]
+    decision: Decision
+    latency_s: float
+    response: Message | None = None
+    messages: int = 0  # messages streamed to the caller
+
+    @property
+    def route(self) -> str:
+        """Compact trace for logs and metadata: "mlx:UNAVAILABLE,ollama:ok"."""
+        return ",".join(f"{a.provider}:{a.outcome}" for a in self.attempts)
+
+
+class RouterError(grpc.RpcError):
+    """A call's failure as a gRPC status. Plugins calling through the kernel catch grpc.RpcError
+    and read `.code()` and `.details()`, as with any gRPC stub."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, outcome: Outcome | None = None):
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details, self.outcome = code, details, outcome
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+
+class ProviderAbort(Exception):
+    """Raised by LocalContext.abort: the in-process provider ended the call with a status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+class LocalContext:
+    """The part of grpc.aio.ServicerContext that servicers use, for in-process calls.
+
+    The router hands this to a provider instead of the real context, so that a provider's abort
+    becomes a result the router can act on (fail over, count against the circuit) rather than
+    ending the caller's RPC directly.
+    """
+
+    __slots__ = ("_call", "_peer", "code", "details", "trailing", "initial")
+
+    def __init__(self, call: Call, peer: str = "local"):
+        self._call, self._peer = call, peer
+        self.code: grpc.StatusCode | None = None
+        self.details: str = ""
+        self.trailing: tuple[tuple[str, str], ...] = ()
+        self.initial: tuple[tuple[str, str], ...] = ()
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        if trailing_metadata:
+            self.trailing = tuple(trailing_metadata)
+        raise ProviderAbort(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def code_and_details(self) -> tuple[grpc.StatusCode | None, str]:
+        return self.code, self.details
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._call.metadata
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = tuple(metadata)
+
+    async def send_initial_metadata(self, metadata) -> None:
+        self.initial = tuple(metadata)
+
+    def time_remaining(self) -> float | None:
+        return self._call.remaining()
+
+    def peer(self) -> str:
+        return self._peer
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return False
+
+    def is_active(self) -> bool:
+        return True
+
+    def add_done_callback(self, callback) -> None:  # nothing to notify in-process
+        pass
+
+    @property
+    def call_id(self) -> str:
+        return self._call.id
+
+    @property
+    def principal(self) -> str:
+        return self._call.principal

@@ -1,0 +1,309 @@
+"""The `cortex` command line.
+
+    cortex serve [--config PATH] [--listen HOST:PORT] [--data-dir DIR]
+    cortex info | health | contracts list      talk to a running kernel (--target HOST:PORT)
+    cortex plugins list | enable NAME | disable NAME     read and edit the config file
+
+Every listing command takes --json. Plugins may add commands (`cortex_register_commands`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from google.protobuf import json_format
+
+from .config import ConfigError, editable_config_path, load_config
+from .logs import configure_logging
+
+TIMEOUT = 10.0
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _load(config: str | None, **overrides: Any):
+    try:
+        return load_config(config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), envvar="CORTEX_CONFIG",
+    help="Config file (default: $CORTEX_CONFIG, ./cortex.toml, ~/.cortex/cortex.toml).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+target_option = click.option("--target", default=None, help="Kernel address HOST:PORT (default: from config).")
+
+
+class KernelClient:
+    """A synchronous client of a running kernel, with errors a person can act on."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.channel = grpc.insecure_channel(target)
+        self.metadata = (("x-cortex-principal", f"cli:{getpass.getuser()}"),)
+
+    def call(self, fn: Callable, request: Any, timeout: float = TIMEOUT) -> Any:
+        try:
+            return fn(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise self.error(exc) from None
+
+    def error(self, exc: grpc.RpcError) -> click.ClickException:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return click.ClickException(
+                f"no kernel is answering at {self.target} ({code.name}: {exc.details()}). "
+                "Start one with `cortex serve`, or pass --target HOST:PORT."
+            )
+        return click.ClickException(f"{code.name}: {exc.details()}")
+
+    def kernel(self):
+        from cortex.contracts.kernel.v1 import kernel_pb2_grpc
+
+        return kernel_pb2_grpc.KernelServiceStub(self.channel)
+
+
+def _client(config: str | None, target: str | None) -> KernelClient:
+    return KernelClient(target or _load(config).target)
+
+
+@click.group()
+@click.version_option(package_name="cortex-os", prog_name="cortex")
+def cli() -> None:
+    """Cortex-OS: a local-first, governed, deterministic second-brain runtime."""
+
+
+# -- serve ----------------------------------------------------------------------------------------
+@cli.command()
+@config_option
+@click.option("--listen", default=None, help="HOST:PORT for gRPC (default 127.0.0.1:50051).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Data directory (default ~/.cortex).")
+def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
+    """Start the kernel and serve every enabled plugin's contracts over gRPC."""
+    cfg = _load(config, **{"kernel.listen": listen, "kernel.data_dir": data_dir})
+    configure_logging(cfg.kernel["log_level"], cfg.kernel["log_format"])
+    try:
+        asyncio.run(_serve(cfg))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(cfg) -> None:
+    from .runtime import Kernel
+
+    kernel = Kernel(cfg)
+    await kernel.start()
+    click.echo(f"cortex: serving on {kernel.address} (data dir {cfg.data_dir})", err=False)
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await kernel.stop()
+
+
+# -- client commands ------------------------------------------------------------------------------
+@cli.command()
+@config_option
+@target_option
+@json_option
+def info(config, target, as_json) -> None:
+    """Show the running kernel's version, data dir and privacy mode."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    client = _client(config, target)
+    reply = client.call(client.kernel().GetInfo, kernel_pb2.GetInfoRequest())
+    if as_json:
+        return _print_json(_to_dict(reply))
+    click.echo(f"cortex {reply.version} at {reply.listen}")
+    click.echo(f"  data dir:     {reply.data_dir}")
+    click.echo(f"  privacy mode: {'on' if reply.privacy_mode else 'off'}")
+    click.echo(f"  config:       {reply.config_path or '(embedded defaults)'}")
+    click.echo(f"  uptime:       {reply.uptime_seconds:.0f}s")
+
+
+@cli.command()
+@config_option
+@target_option
+@json_option
+@click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
+def health(config, target, as_json, services) -> None:
+    """Check the kernel's gRPC health, overall and per contract. Exits 1 if anything is not serving."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    client = _client(config, target)
+    if not services:
+        contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
+        services = ("", *(c.service for c in contracts.contracts))
+    stub = health_pb2_grpc.HealthStub(client.channel)
+    statuses = {}
+    for service in services:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            statuses[service or "(overall)"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise client.error(exc) from None
+            statuses[service or "(overall)"] = "SERVICE_UNKNOWN"
+    if as_json:
+        _print_json(statuses)
+    else:
+        _table([[s, st] for s, st in statuses.items()], ["SERVICE", "STATUS"])
+    if any(st != "SERVING" for st in statuses.values()):
+        sys.exit(1)
+
+
+@cli.group()
+def contracts() -> None:
+    """Contracts served by the running kernel."""
+
+
+@contracts.command("list")
+@config_option
+@target_option
+@json_option
+def contracts_list(config, target, as_json) -> None:
+    """List every served contract, its methods, and its providers in routing order."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    client = _client(config, target)
+    reply = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
+    if as_json:
+        return _print_json(_to_dict(reply))
+    for c in reply.contracts:
+        click.echo(f"{c.service} ({c.version})")
+        click.echo("  methods:   " + ", ".join(m.name + (" [stream]" if m.server_streaming else "") for m in c.methods))
+        for p in c.providers:
+            health = kernel_pb2.Provider.Health.Name(p.health).removeprefix("HEALTH_").lower()
+            circuit = kernel_pb2.Provider.Circuit.Name(p.circuit).removeprefix("CIRCUIT_").lower()
+            where = p.endpoint or "in-process"
+            click.echo(
+                f"  provider:  {p.name} ({where}, {'local' if p.local else 'remote'}) "
+                f"health={health} circuit={circuit} calls={p.calls} failures={p.failures}"
+            )
+
+
+# -- plugins --------------------------------------------------------------------------------------
+@cli.group()
+def plugins() -> None:
+    """Installed plugins, and enabling or disabling them in the config file."""
+
+
+@plugins.command("list")
+@config_option
+@json_option
+def plugins_list(config, as_json) -> None:
+    """List installed plugins and whether the config enables them (no kernel needed)."""
+    from .plugin_host import discover
+
+    cfg = _load(config)
+    disabled = set(cfg.disabled_plugins)
+    rows = [
+        {
+            "name": r.name,
+            "version": r.version,
+            "enabled": r.name not in disabled,
+            "source": r.source,
+            "contracts": r.contracts,
+        }
+        for r in discover()
+    ]
+    if as_json:
+        return _print_json({"config": str(cfg.path or ""), "plugins": rows})
+    if not rows:
+        click.echo("no plugins installed")
+        return
+    _table(
+        [[r["name"], r["version"], "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])] for r in rows],
+        ["NAME", "VERSION", "ENABLED", "SOURCE", "CONTRACTS"],
+    )
+
+
+def _set_enabled(config: str | None, name: str, enabled: bool) -> None:
+    import tomlkit
+
+    from .plugin_host import discover
+
+    known = {r.name for r in discover()}
+    if name not in known:
+        raise click.ClickException(f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}")
+    path = editable_config_path(config)
+    if path.exists():
+        _load(str(path))  # refuse to edit a file that does not parse
+    doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    section = doc.setdefault("plugins", tomlkit.table())
+    disabled = section.setdefault("disabled", tomlkit.array())
+    names = [str(n) for n in disabled]
+    if enabled:
+        for index in reversed([i for i, n in enumerate(names) if n == name]):
+            del disabled[index]
+    elif name not in names:
+        disabled.append(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(tomlkit.dumps(doc), encoding="utf-8")
+    state = "enabled" if enabled else "disabled"
+    click.echo(f"{state} plugin '{name}' in {path}; restart the kernel to apply")
+
+
+@plugins.command("enable")
+@config_option
+@click.argument("name")
+def plugins_enable(config, name) -> None:
+    """Enable plugin NAME in the config file."""
+    _set_enabled(config, name, True)
+
+
+@plugins.command("disable")
+@config_option
+@click.argument("name")
+def plugins_disable(config, name) -> None:
+    """Disable plugin NAME in the config file: it will not be loaded at all."""
+    _set_enabled(config, name, False)
+
+
+def _add_plugin_commands() -> None:
+    """Let plugins add subcommands. A broken config or plugin never breaks the CLI itself."""
+    try:
+        from .plugin_host import PluginHost
+        from .registry import ContractRegistry
+
+        cfg = load_config(None)
+        host = PluginHost(cfg, ContractRegistry(), quiet=True)
+        host.load()
+        host.register_commands(cli)
+    except Exception:  # noqa: BLE001 - `cortex serve` reports plugin problems properly
+        pass
+
+
+def main() -> None:
+    _add_plugin_commands()
+    cli(prog_name="cortex")

@@ -1,0 +1,104 @@
+"""What a plugin gets from the kernel: its settings, its folder, and a channel to other contracts.
+
+    @hookimpl
+    async def cortex_start(context):
+        memories = MemoryServiceStub(context.channel)      # the generated grpc.aio stub
+        reply = await memories.Search(SearchRequest(query="..."), timeout=2)
+
+The channel is in-process: the call is routed (authorized, observed, failed over) by the same
+router as a call from outside, with the plugin as principal, but without a network hop or
+serialization.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+
+from .call import PRINCIPAL_HEADER, Call, RouterError, new_call_id
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+class _Multicallable:
+    def __init__(self, channel: KernelChannel, path: str):
+        self._channel, self._path = channel, path
+
+    def _call(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Call]:
+        method = self._channel.router.registry.method(self._path)
+        if method is None:
+            raise RouterError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{self._path} is not served by this kernel; `cortex contracts list` shows what is",
+            )
+        meta = tuple(metadata or ()) + ((PRINCIPAL_HEADER, self._channel.principal),)
+        call = Call(
+            id=new_call_id(),
+            method=method,
+            request=request,
+            principal=self._channel.principal,
+            metadata=meta,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        return method, call
+
+
+class _UnaryUnary(_Multicallable):
+    def __call__(self, request, *, timeout=None, metadata=None, **_ignored):
+        method, call = self._call(request, timeout, metadata)
+        return self._channel.router.unary(method, request, call)
+
+
+class _UnaryStream(_Multicallable):
+    def __call__(self, request, *, timeout=None, metadata=None, **_ignored):
+        method, call = self._call(request, timeout, metadata)
+        return self._channel.router.stream(method, request, call)
+
+
+class KernelChannel:
+    """A grpc.aio.Channel look-alike for generated stubs, backed by the kernel's router."""
+
+    def __init__(self, router: Router, principal: str):
+        self.router, self.principal = router, principal
+
+    def unary_unary(self, method: str, request_serializer=None, response_deserializer=None, **_kw):
+        return _UnaryUnary(self, method)
+
+    def unary_stream(self, method: str, request_serializer=None, response_deserializer=None, **_kw):
+        return _UnaryStream(self, method)
+
+    def stream_unary(self, method: str, *args, **kwargs):
+        raise NotImplementedError("client-streaming calls between plugins are not supported")
+
+    stream_stream = stream_unary
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class PluginContext:
+    """Handed to a plugin's configure, start and stop hooks."""
+
+    name: str
+    config: dict[str, Any]
+    data_dir: Path  # the kernel's data dir; keep your files under `plugin_dir`
+    privacy_mode: bool
+    channel: KernelChannel
+    log: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = structlog.get_logger("cortex.plugin").bind(plugin=self.name)
+
+    @property
+    def plugin_dir(self) -> Path:
+        folder = self.data_dir / "plugins" / self.name
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder

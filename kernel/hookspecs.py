@@ -1,0 +1,86 @@
+"""The plugin contract: every hook a Cortex-OS plugin may implement.
+
+A plugin is a module or object with functions marked `@hookimpl`, registered under the
+entry-point group `cortex` of its distribution:
+
+    [project.entry-points.cortex]
+    echo = "cortex_echo.plugin"
+
+    # optional static manifest: the contracts it provides, read without importing it
+    [project.entry-points."cortex.contracts"]
+    "cortex_echo.v1.EchoService" = "cortex_echo.plugin"
+
+Hook names are checked when the plugin is registered: a misspelt hook is an error, not silence.
+A plugin never imports another plugin; it calls other contracts through `context.channel`
+(see PluginContext), which goes through the kernel's router like any outside call.
+
+Hooks may be plain functions or coroutines where noted. Each plugin's hooks run in isolation: an
+exception marks that plugin broken (or, in `cortex_authorize`, denies the call) and the kernel
+goes on with the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .call import Call, Decision, Outcome
+    from .context import PluginContext
+    from .registry import Health, Registrar
+
+PROJECT = "cortex"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def cortex_configure(config: dict[str, Any], context: PluginContext) -> None:
+    """Receive the plugin's own config section (`[plugins.NAME]`, {} when absent) and its context
+    (name, data dir, kernel channel, logger). Called once, first. Raise ValueError with a message a
+    person can act on for a bad setting: the plugin is reported broken and skipped."""
+
+
+@hookspec
+def cortex_register(registry: Registrar) -> None:
+    """Register the contracts this plugin provides: `registry.add(service, servicer)`, where
+    `service` is a protobuf ServiceDescriptor (or its full name) and `servicer` implements every
+    method of it, grpc.aio style (`async def Method(self, request, context)`)."""
+
+
+@hookspec
+async def cortex_start(context: PluginContext) -> None:
+    """Start background work (open databases, load models lazily). Plugins start in load order."""
+
+
+@hookspec
+async def cortex_stop(context: PluginContext) -> None:
+    """Release what `cortex_start` took. Plugins stop in reverse load order, after in-flight calls
+    have finished."""
+
+
+@hookspec
+async def cortex_health() -> Health | dict[str, Health] | None:
+    """Report this plugin's providers' health: one Health for all of them, or a dict keyed by
+    service full name. Keep it cheap and bounded in time: the kernel polls it periodically."""
+
+
+@hookspec
+def cortex_authorize(call: Call) -> Decision | None:
+    """Judge a call about to reach `call.provider`. Return Decision.deny(reason) to refuse it,
+    Decision.permit() to allow, or None to abstain. Any deny wins; the caller gets
+    PERMISSION_DENIED with every deny's reasons. May return an awaitable."""
+
+
+@hookspec
+def cortex_observe(call: Call, outcome: Outcome) -> None:
+    """Learn how a call ended (provider, decision, attempts, status, latency), e.g. for an audit
+    log. Called after the response is produced; keep it fast. May return an awaitable."""
+
+
+@hookspec
+def cortex_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the `cortex` command line (as `llm` plugins do)."""

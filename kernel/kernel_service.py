@@ -1,0 +1,99 @@
+"""`cortex.kernel.v1.KernelService`: the kernel describing itself. Served through the router like
+any contract, so governance and audit see these calls too."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+
+from .circuit import CircuitState
+from .plugin_host import BROKEN, DISABLED, LOADED
+
+if TYPE_CHECKING:
+    from .runtime import Kernel
+
+_STATES = {
+    LOADED: kernel_pb2.Plugin.STATE_LOADED,
+    DISABLED: kernel_pb2.Plugin.STATE_DISABLED,
+    BROKEN: kernel_pb2.Plugin.STATE_BROKEN,
+}
+_CIRCUITS = {
+    CircuitState.CLOSED: kernel_pb2.Provider.CIRCUIT_CLOSED,
+    CircuitState.OPEN: kernel_pb2.Provider.CIRCUIT_OPEN,
+    CircuitState.HALF_OPEN: kernel_pb2.Provider.CIRCUIT_HALF_OPEN,
+}
+
+SERVICE = kernel_pb2.DESCRIPTOR.services_by_name["KernelService"]
+
+
+class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+
+    async def GetInfo(self, request, context):
+        k = self.kernel
+        return kernel_pb2.GetInfoResponse(
+            version=k.version,
+            data_dir=str(k.config.data_dir),
+            privacy_mode=k.config.privacy_mode,
+            listen=k.address,
+            config_path=str(k.config.path.resolve()) if k.config.path else "",
+            uptime_seconds=time.monotonic() - k.started_at,
+        )
+
+    async def ListPlugins(self, request, context):
+        return kernel_pb2.ListPluginsResponse(
+            plugins=[
+                kernel_pb2.Plugin(
+                    name=r.name,
+                    version=r.version,
+                    enabled=r.enabled,
+                    source=r.source,
+                    contracts=r.contracts,
+                    state=_STATES[r.state],
+                    error=r.error,
+                )
+                for r in self.kernel.host.records.values()
+            ]
+        )
+
+    async def ListContracts(self, request, context):
+        k = self.kernel
+        contracts = []
+        for service in k.registry.served():
+            methods = [
+                kernel_pb2.Method(
+                    name=m.name,
+                    input_type=m.input.DESCRIPTOR.full_name,
+                    output_type=m.output.DESCRIPTOR.full_name,
+                    client_streaming=m.client_streaming,
+                    server_streaming=m.server_streaming,
+                    failover_safe=m.failover_safe,
+                )
+                for m in service.methods.values()
+            ]
+            providers = [
+                kernel_pb2.Provider(
+                    name=p.name,
+                    plugin=p.plugin,
+                    endpoint=p.endpoint,
+                    local=p.local,
+                    health=kernel_pb2.Provider.HEALTH_SERVING
+                    if p.health.serving
+                    else kernel_pb2.Provider.HEALTH_NOT_SERVING,
+                    health_detail=p.health.detail,
+                    circuit=_CIRCUITS[p.circuit],
+                    consecutive_failures=p.breaker.consecutive_failures,
+                    calls=p.calls,
+                    failures=p.failures,
+                )
+                for p in k.registry.ordered(service.full_name, k.config.routing_order(service.full_name))
+            ]
+            contracts.append(
+                kernel_pb2.Contract(
+                    service=service.full_name, version=service.version, methods=methods, providers=providers
+                )
+            )
+        return kernel_pb2.ListContractsResponse(contracts=contracts)

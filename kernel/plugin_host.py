@@ -1,0 +1,294 @@
+"""Finds, loads and runs plugins: pluggy, the entry-point group `cortex`, and isolation.
+
+Every plugin, built-in or third-party, is an entry point in the group `cortex`. A plugin disabled
+in the config is blocked before loading (pluggy's `set_blocked`, as pytest's `-p no:NAME`), so it
+is never imported. Each plugin is loaded and each of its hooks called on its own, so one broken
+plugin (import error, bad hook name, exception in a hook) is reported by name and skipped while
+the kernel goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+import structlog
+
+from . import hookspecs
+from .call import ALLOW_BY_DEFAULT, Call, Decision, Outcome
+from .config import Config
+from .context import PluginContext
+from .registry import ContractRegistry, Health, Registrar
+
+GROUP = "cortex"
+MANIFEST_GROUP = "cortex.contracts"
+BUILT_IN_DIST = "cortex-os"
+RESERVED_NAMES = {"disabled", "kernel"}
+
+log = structlog.get_logger("cortex.plugins")
+
+LOADED, DISABLED, BROKEN = "loaded", "disabled", "broken"
+
+
+@dataclass
+class PluginRecord:
+    """A discovered plugin and what became of it."""
+
+    name: str
+    version: str = ""
+    source: str = ""  # "built-in", a distribution name, or "in-process"
+    target: str = ""  # the entry point's value, e.g. "cortex_echo.plugin"
+    state: str = LOADED
+    error: str = ""
+    contracts: list[str] = field(default_factory=list)
+    obj: Any = None
+    context: PluginContext | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.state != DISABLED
+
+
+def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "", ""
+    name = dist.metadata["Name"] or ""
+    source = "built-in" if name.lower().replace("_", "-") == BUILT_IN_DIST else name
+    return source, dist.version or ""
+
+
+def discover() -> list[PluginRecord]:
+    """Every plugin installed, from distribution metadata alone (nothing is imported)."""
+    manifest: dict[str, list[str]] = {}
+    for ep in metadata.entry_points(group=MANIFEST_GROUP):
+        manifest.setdefault(ep.value, []).append(ep.name)
+    records: dict[str, PluginRecord] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        if ep.name in records:  # the same name from two distributions: the first one wins
+            continue
+        source, version = _dist_name(ep)
+        records[ep.name] = PluginRecord(
+            name=ep.name,
+            version=version,
+            source=source,
+            target=ep.value,
+            contracts=sorted(manifest.get(ep.value, [])),
+        )
+    return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PluginHost:
+    def __init__(
+        self,
+        config: Config,
+        registry: ContractRegistry,
+        extra_plugins: Iterable[tuple[str, Any]] = (),
+        quiet: bool = False,
+    ):
+        self.config = config
+        self.quiet = quiet  # the CLI loads plugins for their commands; `cortex serve` reports problems
+        self.registry = registry
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._extra = list(extra_plugins)
+        self._authorizers: list[tuple[str, Any, tuple[str, ...]]] = []
+        self._observers: list[tuple[str, Any, tuple[str, ...]]] = []
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Discover and register every enabled plugin; validate the config's plugin names."""
+        discovered = discover() + [PluginRecord(name=n, source="in-process", obj=o) for n, o in self._extra]
+        known = {r.name for r in discovered}
+        for name in self.config.disabled_plugins + self.config.plugin_sections():
+            if name not in known:
+                raise self.config.error(
+                    f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}",
+                    name,
+                )
+        for record in discovered:
+            if record.name in RESERVED_NAMES:
+                record.state, record.error = BROKEN, f"'{record.name}' is a reserved name"
+            elif record.name in self.config.disabled_plugins:
+                record.state = DISABLED
+                self.pm.set_blocked(record.name)
+            else:
+                self._register(record)
+            self.records[record.name] = record
+        self._index_hot_hooks()
+
+    def _register(self, record: PluginRecord) -> None:
+        try:
+            if record.obj is None:
+                # pluggy's own loader, one entry point at a time so a failure stays isolated
+                self.pm.load_setuptools_entrypoints(GROUP, name=record.name)
+                record.obj = self.pm.get_plugin(record.name)
+                if record.obj is None:
+                    raise RuntimeError("entry point did not register (blocked or duplicate)")
+            else:
+                self.pm.register(record.obj, name=record.name)
+            self.pm.check_pending()  # a hookimpl matching no hookspec: a typo, not silence
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained
+            if record.obj is not None and self.pm.is_registered(record.obj):
+                self.pm.unregister(record.obj)
+            self._broken(record, f"failed to load: {_first_line(exc)}", exc)
+
+    def _broken(self, record: PluginRecord, error: str, exc: BaseException | None = None) -> None:
+        record.state, record.error = BROKEN, error
+        if record.obj is not None and self.pm.is_registered(record.obj):
+            self.pm.unregister(record.obj)
+        self.registry.remove_plugin(record.name)
+        self._index_hot_hooks()
+        if self.quiet:
+            return
+        log.error(
+            "plugin.broken",
+            plugin=record.name,
+            error=error,
+            traceback="".join(traceback.format_exception(exc)) if exc else None,
+        )
+
+    def loaded(self) -> list[PluginRecord]:
+        return [r for r in self.records.values() if r.state == LOADED]
+
+    # -- calling one plugin's hook in isolation ----------------------------------------------------
+    def _impl(self, record: PluginRecord, hook: str) -> Any:
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            if impl.plugin is record.obj:
+                return impl
+        return None
+
+    @staticmethod
+    def _args(impl: Any, kwargs: dict[str, Any]) -> list[Any]:
+        return [kwargs[name] for name in impl.argnames]
+
+    async def _run(self, record: PluginRecord, hook: str, **kwargs: Any) -> Any:
+        impl = self._impl(record, hook)
+        if impl is None:
+            return None
+        result = impl.function(*self._args(impl, kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _each(self, hook: str, records: list[PluginRecord], **kwargs: Any) -> None:
+        for record in records:
+            if record.state != LOADED:
+                continue
+            try:
+                await self._run(record, hook, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                self._broken(record, f"{hook} failed: {_first_line(exc)}", exc)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def configure(self, make_context) -> None:
+        for record in self.loaded():
+            record.context = make_context(record.name)
+        for record in self.loaded():
+            try:
+                await self._run(
+                    record,
+                    "cortex_configure",
+                    config=self.config.plugin_section(record.name),
+                    context=record.context,
+                )
+            except Exception as exc:  # noqa: BLE001
+                self._broken(record, f"cortex_configure failed: {_first_line(exc)}", exc)
+
+    async def register(self) -> None:
+        providers = self.config.data["providers"]
+        for record in self.loaded():
+            registrar = Registrar(self.registry, record.name, providers)
+            try:
+                await self._run(record, "cortex_register", registry=registrar)
+            except Exception as exc:  # noqa: BLE001
+                self._broken(record, f"cortex_register failed: {_first_line(exc)}", exc)
+                continue
+            provided = sorted({p.service.full_name for p in registrar.added})
+            if record.contracts and set(record.contracts) != set(provided):
+                log.warning(
+                    "plugin.manifest_mismatch", plugin=record.name, declared=record.contracts, registered=provided
+                )
+            record.contracts = provided
+
+    async def start(self) -> None:
+        for record in self.loaded():
+            await self._each("cortex_start", [record], context=record.context)
+
+    async def stop(self) -> None:
+        for record in reversed(self.loaded()):
+            await self._each("cortex_stop", [record], context=record.context)
+
+    async def health(self) -> dict[str, dict[str, Health] | Health]:
+        """Each loaded plugin's own health report (plugins without the hook are left out)."""
+        reports: dict[str, dict[str, Health] | Health] = {}
+        for record in self.loaded():
+            try:
+                report = await self._run(record, "cortex_health")
+            except Exception as exc:  # noqa: BLE001 - a failing probe means not serving
+                report = Health(False, f"health hook failed: {_first_line(exc)}")
+            if report is not None:
+                reports[record.name] = report
+        return reports
+
+    def register_commands(self, cli: Any) -> None:
+        for record in self.loaded():
+            impl = self._impl(record, "cortex_register_commands")
+            if impl is None:
+                continue
+            try:
+                impl.function(*self._args(impl, {"cli": cli}))
+            except Exception as exc:  # noqa: BLE001
+                self._broken(record, f"cortex_register_commands failed: {_first_line(exc)}", exc)
+
+    # -- the hot path: authorize and observe on every call -------------------------------------------
+    def _index_hot_hooks(self) -> None:
+        def index(hook: str) -> list[tuple[str, Any, tuple[str, ...]]]:
+            found = []
+            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):  # registration order
+                found.append((self.pm.get_name(impl.plugin) or "?", impl.function, tuple(impl.argnames)))
+            return found
+
+        self._authorizers = index("cortex_authorize")
+        self._observers = index("cortex_observe")
+
+    async def authorize(self, call: Call) -> Decision:
+        """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed)."""
+        if not self._authorizers:
+            return ALLOW_BY_DEFAULT
+        answers: list[Decision] = []
+        for name, fn, argnames in self._authorizers:
+            try:
+                answer = fn(*[call for _ in argnames])
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except Exception as exc:  # noqa: BLE001
+                log.error("plugin.authorize_failed", plugin=name, call_id=call.id, error=_first_line(exc))
+                answer = Decision.deny(f"authorize hook failed ({_first_line(exc)}); denying to be safe")
+            if answer is None:
+                continue
+            if not isinstance(answer, Decision):
+                answer = Decision.deny(f"authorize hook returned {type(answer).__name__}, not a Decision")
+            answer.by = name
+            answers.append(answer)
+        return Decision.combine(answers) if answers else ALLOW_BY_DEFAULT
+
+    async def observe(self, call: Call, outcome: Outcome) -> None:
+        for name, fn, argnames in self._observers:
+            try:
+                result = fn(*[call if a == "call" else outcome for a in argnames])
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - observing must never fail a call
+                log.error("plugin.observe_failed", plugin=name, call_id=call.id, error=_first_line(exc))

@@ -1,0 +1,326 @@
+"""The contract registry: which providers serve which gRPC service, known from its descriptor.
+
+A contract is a protobuf service. Plugins add providers for it in their `cortex_register` hook
+(in-process servicers); the config adds remote ones (a gRPC endpoint). Several providers may serve
+one service; the router picks among them per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+
+from .call import Call
+from .circuit import CircuitBreaker, CircuitState
+
+_SAFE = {
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One RPC of a contract, with the message classes to parse and build its messages."""
+
+    service: str
+    name: str
+    path: str  # "/pkg.v1.Service/Method", as on the wire
+    input: type[Message]
+    output: type[Message]
+    client_streaming: bool
+    server_streaming: bool
+    failover_safe: bool
+
+    @classmethod
+    def from_descriptor(cls, desc: MethodDescriptor) -> MethodInfo:
+        service = desc.containing_service.full_name
+        return cls(
+            service=service,
+            name=desc.name,
+            path=f"/{service}/{desc.name}",
+            input=message_factory.GetMessageClass(desc.input_type),
+            output=message_factory.GetMessageClass(desc.output_type),
+            client_streaming=desc.client_streaming,
+            server_streaming=desc.server_streaming,
+            failover_safe=desc.GetOptions().idempotency_level in _SAFE,
+        )
+
+
+@dataclass
+class ServiceInfo:
+    full_name: str
+    version: str  # from the package: "cortex.kernel.v1" -> "v1"
+    methods: dict[str, MethodInfo]
+    descriptor: ServiceDescriptor
+
+    @classmethod
+    def from_descriptor(cls, desc: ServiceDescriptor) -> ServiceInfo:
+        package = desc.file.package
+        match = re.search(r"(?:^|\.)(v\d+(?:(?:alpha|beta)\d*)?)$", package)
+        return cls(
+            full_name=desc.full_name,
+            version=match.group(1) if match else "",
+            methods={m.name: MethodInfo.from_descriptor(m) for m in desc.methods},
+            descriptor=desc,
+        )
+
+
+def resolve_service(service: ServiceDescriptor | str) -> ServiceDescriptor:
+    """A service descriptor from itself or its full name (looked up among imported contracts)."""
+    if isinstance(service, ServiceDescriptor):
+        return service
+    try:
+        return descriptor_pool.Default().FindServiceByName(service)
+    except KeyError:
+        raise ValueError(
+            f"unknown contract service '{service}': no imported .proto defines it "
+            "(import its generated _pb2 module, or install the plugin that ships it)"
+        ) from None
+
+
+@dataclass
+class Health:
+    """A provider's health as its plugin (or a remote probe) reports it."""
+
+    serving: bool
+    detail: str = ""
+
+
+UNKNOWN_HEALTH = Health(True, "not probed yet")
+
+
+@dataclass(eq=False)
+class Provider:
+    """A provider of one service. Subclasses say how a call reaches it."""
+
+    name: str
+    plugin: str
+    service: ServiceInfo
+    breaker: CircuitBreaker
+    local: bool = True
+    endpoint: str = ""
+    timeout: float | None = None  # per attempt, seconds
+    health: Health = field(default_factory=lambda: UNKNOWN_HEALTH)
+    calls: int = 0
+    failures: int = 0
+
+    async def unary(
+        self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
+    ) -> Message:
+        raise NotImplementedError
+
+    def stream(
+        self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
+    ) -> AsyncIterator[Message]:
+        raise NotImplementedError
+
+    async def probe(self) -> Health | None:
+        """A remote provider's own health probe; None where the plugin's hook reports health."""
+        return None
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def circuit(self) -> CircuitState:
+        return self.breaker.state
+
+
+def _not_implemented(fn: Any) -> bool:
+    # Generated XServicer base classes answer UNIMPLEMENTED; a servicer must override each method.
+    func = getattr(fn, "__func__", fn)
+    return getattr(func, "__module__", "").endswith("_pb2_grpc")
+
+
+@dataclass(eq=False)
+class InProcessProvider(Provider):
+    """A servicer object in this process, called directly: no serialization, no network."""
+
+    servicer: Any = None
+
+    def __post_init__(self) -> None:
+        missing = [
+            m for m in self.service.methods if not callable(getattr(self.servicer, m, None))
+            or _not_implemented(getattr(self.servicer, m))
+        ]
+        if missing:
+            raise ValueError(
+                f"{type(self.servicer).__name__} does not implement {self.service.full_name} "
+                f"method(s) {', '.join(missing)}; a provider must implement every method of its contract"
+            )
+        self._sync = {m: not _is_async(getattr(self.servicer, m)) for m in self.service.methods}
+
+    async def unary(self, method, request, call, context, timeout=None):
+        fn = getattr(self.servicer, method.name)
+        if self._sync[method.name]:
+            return await asyncio.to_thread(fn, request, context)
+        return await fn(request, context)
+
+    async def stream(self, method, request, call, context, timeout=None):
+        result = getattr(self.servicer, method.name)(request, context)
+        if hasattr(result, "__aiter__"):
+            async for message in result:
+                yield message
+        else:
+            if inspect.isawaitable(result):
+                result = await result
+            for message in result or ():
+                yield message
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+class ContractRegistry:
+    """Services by full name, each with its providers in registration order."""
+
+    def __init__(self, failure_threshold: int = 5, reset_timeout: float = 30.0):
+        self.services: dict[str, ServiceInfo] = {}
+        self.providers: dict[str, list[Provider]] = {}
+        self._methods: dict[str, MethodInfo] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_args = (failure_threshold, reset_timeout)
+        self.listeners: list[Any] = []  # called with (provider_name, CircuitState) on a change
+
+    def breaker(self, provider_name: str) -> CircuitBreaker:
+        """One breaker per provider name, shared by every service that provider serves."""
+        if provider_name not in self._breakers:
+            threshold, reset = self._breaker_args
+            self._breakers[provider_name] = CircuitBreaker(
+                threshold, reset, on_change=lambda state: self._circuit_changed(provider_name, state)
+            )
+        return self._breakers[provider_name]
+
+    def _circuit_changed(self, provider_name: str, state: CircuitState) -> None:
+        for listener in self.listeners:
+            listener(provider_name, state)
+
+    def service(self, service: ServiceDescriptor | str) -> ServiceInfo:
+        desc = resolve_service(service)
+        info = self.services.get(desc.full_name)
+        if info is None:
+            info = self.services[desc.full_name] = ServiceInfo.from_descriptor(desc)
+            self.providers[desc.full_name] = []
+            for method in info.methods.values():
+                self._methods[method.path] = method
+        return info
+
+    def add(self, provider: Provider) -> Provider:
+        existing = self.providers[provider.service.full_name]
+        if any(p.name == provider.name for p in existing):
+            raise ValueError(
+                f"provider '{provider.name}' already serves {provider.service.full_name}; "
+                "give the second one another name"
+            )
+        existing.append(provider)
+        return provider
+
+    def add_servicer(
+        self,
+        service: ServiceDescriptor | str,
+        servicer: Any,
+        *,
+        plugin: str,
+        name: str | None = None,
+        local: bool = True,
+        timeout: float | None = None,
+    ) -> Provider:
+        info = self.service(service)
+        provider_name = name or plugin
+        return self.add(
+            InProcessProvider(
+                name=provider_name,
+                plugin=plugin,
+                service=info,
+                breaker=self.breaker(provider_name),
+                local=local,
+                timeout=timeout,
+                servicer=servicer,
+            )
+        )
+
+    def remove_plugin(self, plugin: str) -> list[Provider]:
+        removed = []
+        for service, providers in self.providers.items():
+            removed += [p for p in providers if p.plugin == plugin]
+            self.providers[service] = [p for p in providers if p.plugin != plugin]
+        return removed
+
+    def method(self, path: str) -> MethodInfo | None:
+        return self._methods.get(path)
+
+    def served(self) -> list[ServiceInfo]:
+        """Services with at least one provider, sorted by name."""
+        return [self.services[s] for s in sorted(self.services) if self.providers[s]]
+
+    def all_providers(self) -> Iterable[Provider]:
+        for providers in self.providers.values():
+            yield from providers
+
+    def plugins_of(self, service: str) -> list[str]:
+        return [p.plugin for p in self.providers.get(service, [])]
+
+    def ordered(self, service: str, preferred: list[str]) -> list[Provider]:
+        """Providers in routing order: the configured order first, then registration order;
+        within that, healthy providers before unhealthy ones (stable)."""
+        providers = self.providers.get(service, [])
+        rank = {name: i for i, name in enumerate(preferred)}
+        by_config = sorted(providers, key=lambda p: rank.get(p.name, len(rank)))
+        return sorted(by_config, key=lambda p: not p.health.serving)
+
+
+class Registrar:
+    """What a plugin's `cortex_register(registry)` hook receives: the registry, bound to it."""
+
+    def __init__(self, registry: ContractRegistry, plugin: str, provider_settings: dict[str, dict]):
+        self._registry, self.plugin = registry, plugin
+        self._settings = provider_settings
+        self.added: list[Provider] = []
+
+    def add(
+        self,
+        service: ServiceDescriptor | str,
+        servicer: Any,
+        *,
+        name: str | None = None,
+        local: bool = True,
+    ) -> Provider:
+        """Serve `service` (a descriptor, or a full name such as "pkg.v1.EchoService") with
+        `servicer`, an object with one method per RPC, as for grpc.aio. `name` defaults to the
+        plugin's name; `local` says whether calls stay on this machine."""
+        settings = self._settings.get(name or self.plugin, {})
+        provider = self._registry.add_servicer(
+            service,
+            servicer,
+            plugin=self.plugin,
+            name=name,
+            local=local,
+            timeout=settings.get("timeout_seconds"),
+        )
+        self.added.append(provider)
+        return provider
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The (code, details) of a gRPC-shaped exception, or None."""
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            value = code()
+        except Exception:  # an RpcError without a status (rare, channel-level)
+            return None
+        if isinstance(value, grpc.StatusCode):
+            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+            return value, details or ""
+    return None

@@ -1,0 +1,96 @@
+"""A provider on another machine (or process): the router calls it over a gRPC channel.
+
+Configured, not registered by a plugin:
+
+    [providers.box-2]
+    endpoint = "10.0.0.7:50051"
+    services = ["cortex_echo.v1.EchoService"]
+
+The contract must be known here (its generated code imported), so that requests and responses
+can be serialized; the remote side may itself be another Cortex-OS kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, Call
+from .registry import Health, MethodInfo, Provider
+
+PROBE_TIMEOUT = 2.0
+
+
+def is_loopback(endpoint: str) -> bool:
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(eq=False)
+class RemoteProvider(Provider):
+    max_message_bytes: int = 8 * 1024 * 1024
+    _channel: grpc.aio.Channel | None = field(default=None, repr=False)
+    _callables: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def channel(self) -> grpc.aio.Channel:
+        # Created lazily, inside the serving event loop (grpc.aio channels belong to one loop).
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.endpoint,
+                options=[
+                    ("grpc.max_send_message_length", self.max_message_bytes),
+                    ("grpc.max_receive_message_length", self.max_message_bytes),
+                ],
+            )
+        return self._channel
+
+    def _callable(self, method: MethodInfo) -> Any:
+        fn = self._callables.get(method.path)
+        if fn is None:
+            make = self.channel().unary_stream if method.server_streaming else self.channel().unary_unary
+            fn = self._callables[method.path] = make(
+                method.path,
+                request_serializer=method.input.SerializeToString,
+                response_deserializer=method.output.FromString,
+            )
+        return fn
+
+    @staticmethod
+    def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
+        forwarded = tuple((k, v) for k, v in call.metadata if k not in (PRINCIPAL_HEADER, CALL_ID_HEADER))
+        return forwarded + ((PRINCIPAL_HEADER, call.principal), (CALL_ID_HEADER, call.id))
+
+    async def unary(self, method, request, call, context, timeout: float | None = None):
+        return await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call))
+
+    async def stream(self, method, request, call, context, timeout: float | None = None):
+        async for message in self._callable(method)(request, timeout=timeout, metadata=self._metadata(call)):
+            yield message
+
+    async def probe(self) -> Health:
+        """The remote's own gRPC health status for this service."""
+        stub = health_pb2_grpc.HealthStub(self.channel())
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=self.service.full_name), timeout=PROBE_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return Health(True, "reachable (no health service)")
+            return Health(False, f"{self.endpoint}: {exc.code().name}: {exc.details()}")
+        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+        return Health(serving, "" if serving else f"{self.endpoint} reports {reply.status}")
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,216 @@
+"""The kernel: config + plugin host + contract registry + router + gRPC server, started and
+stopped in the right order.
+
+start: load plugins -> configure -> register contracts -> add remote providers -> start plugins
+       -> first health probe -> serve.
+stop:  health NOT_SERVING -> server stops (in-flight calls get `shutdown_grace_seconds`)
+       -> plugins stop in reverse order -> remote channels close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import metadata
+from typing import Any
+
+import structlog
+from grpc_health.v1 import health, health_pb2
+
+from .circuit import CircuitState
+from .config import Config, ConfigError
+from .context import KernelChannel, PluginContext
+from .kernel_service import SERVICE as KERNEL_SERVICE
+from .kernel_service import KernelServicer
+from .plugin_host import BROKEN, DISABLED, PluginHost
+from .registry import ContractRegistry, Health, resolve_service
+from .remote import RemoteProvider, is_loopback
+from .router import Router
+from .server import build_server
+
+log = structlog.get_logger("cortex.kernel")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def cortex_version() -> str:
+    try:
+        return metadata.version("cortex-os")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Kernel:
+    def __init__(self, config: Config, extra_plugins: list[tuple[str, Any]] | None = None):
+        self.config = config
+        self.version = cortex_version()
+        self.registry = ContractRegistry(
+            config.data["circuit"]["failure_threshold"], config.data["circuit"]["reset_timeout_seconds"]
+        )
+        self.host = PluginHost(config, self.registry, extra_plugins or [])
+        self.router = Router(self.registry, self.host, config)
+        self.health = health.aio.HealthServicer()
+        self.server = None
+        self.address = config.listen
+        self.started_at = time.monotonic()
+        self._monitor: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+
+    # -- start ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log.info("kernel.starting", version=self.version, data_dir=str(cfg.data_dir), config=str(cfg.path or ""))
+        self.host.load()
+        self.registry.add_servicer(KERNEL_SERVICE, KernelServicer(self), plugin="kernel")
+        await self.host.configure(self._plugin_context)
+        await self.host.register()
+        self._add_remote_providers()
+        await self.host.start()
+        for record in self.host.records.values():
+            if record.state == BROKEN:
+                log.warning("plugin.skipped", plugin=record.name, error=record.error)
+        self._check_routing()
+        await self.refresh_health()
+        self.server = build_server(
+            self.registry, self.router, self.health, self.explain_unknown, cfg.kernel["max_message_bytes"]
+        )
+        try:
+            port = self.server.add_insecure_port(cfg.listen)
+        except RuntimeError as exc:
+            await self.host.stop()
+            raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another kernel running there?)") from None
+        host = cfg.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        await self.server.start()
+        self.registry.listeners.append(self._on_circuit_change)
+        self._monitor = asyncio.create_task(self._health_loop(), name="cortex-health")
+        self.started_at = time.monotonic()
+        log.info(
+            "kernel.serving",
+            listen=self.address,
+            plugins=[r.name for r in self.host.loaded()],
+            contracts=[s.full_name for s in self.registry.served()],
+        )
+
+    def _plugin_context(self, name: str) -> PluginContext:
+        return PluginContext(
+            name=name,
+            config=self.config.plugin_section(name),
+            data_dir=self.config.data_dir,
+            privacy_mode=self.config.privacy_mode,
+            channel=KernelChannel(self.router, principal=f"plugin:{name}"),
+        )
+
+    def _add_remote_providers(self) -> None:
+        cfg = self.config
+        for name, settings in cfg.data["providers"].items():
+            endpoint = settings.get("endpoint")
+            if not endpoint:
+                continue
+            for service in settings["services"]:
+                try:
+                    info = self.registry.service(resolve_service(service))
+                except ValueError as exc:
+                    raise cfg.error(f"[providers.{name}]: {exc}", service) from None
+                self.registry.add(
+                    RemoteProvider(
+                        name=name,
+                        plugin="",
+                        service=info,
+                        breaker=self.registry.breaker(name),
+                        local=settings.get("local", is_loopback(endpoint)),
+                        endpoint=endpoint,
+                        timeout=settings.get("timeout_seconds"),
+                        max_message_bytes=cfg.kernel["max_message_bytes"],
+                    )
+                )
+
+    def _check_routing(self) -> None:
+        for service, route in self.config.data["routing"].items():
+            names = {p.name for p in self.registry.providers.get(service, [])}
+            unknown = [n for n in route.get("order", []) if n not in names]
+            if unknown:
+                log.warning("routing.unknown_providers", service=service, providers=unknown, known=sorted(names))
+
+    # -- health ---------------------------------------------------------------------------------
+    async def refresh_health(self) -> None:
+        """Probe every provider (plugin hooks, remote health checks) and publish gRPC health."""
+        reports = await self.host.health()
+        remote = [p for p in self.registry.all_providers() if p.endpoint]
+        probes = await asyncio.gather(*(p.probe() for p in remote), return_exceptions=True)
+        for provider, result in zip(remote, probes, strict=True):
+            provider.health = result if isinstance(result, Health) else Health(False, f"probe failed: {result!r}")
+        for provider in self.registry.all_providers():
+            report = reports.get(provider.plugin)
+            if isinstance(report, Health):
+                provider.health = report
+            elif isinstance(report, dict) and provider.service.full_name in report:
+                provider.health = report[provider.service.full_name]
+            elif not provider.endpoint and report is None:
+                provider.health = Health(True, "")
+        await self._publish_health()
+
+    async def _publish_health(self) -> None:
+        for service in self.registry.services.values():
+            providers = self.registry.providers[service.full_name]
+            up = any(p.health.serving and p.circuit is not CircuitState.OPEN for p in providers)
+            await self.health.set(service.full_name, SERVING if up else NOT_SERVING)
+        await self.health.set("", SERVING)
+
+    def _on_circuit_change(self, provider: str, state: CircuitState) -> None:
+        log.warning("circuit.changed", provider=provider, state=state.value)
+        asyncio.get_running_loop().create_task(self._publish_health())
+
+    async def _health_loop(self) -> None:
+        interval = float(self.config.kernel["health_interval_seconds"])
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh_health()
+            except Exception as exc:  # noqa: BLE001 - keep probing
+                log.error("health.refresh_failed", error=repr(exc))
+
+    # -- unknown methods ------------------------------------------------------------------------------
+    def explain_unknown(self, path: str) -> str:
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or not all(parts):
+            return f"malformed method path {path!r}: expected /package.Service/Method"
+        service, method = parts
+        info = self.registry.services.get(service)
+        if info is not None and self.registry.providers[service]:
+            return f"{service} has no method {method!r}; its methods: {', '.join(info.methods)}"
+        for record in self.host.records.values():
+            if service in record.contracts and record.state == DISABLED:
+                where = f" in {self.config.path}" if self.config.path else ""
+                return (
+                    f"{service} is provided by plugin '{record.name}', which is disabled{where}; "
+                    f"enable it with `cortex plugins enable {record.name}` and restart the kernel"
+                )
+            if service in record.contracts and record.state == BROKEN:
+                return f"{service} is provided by plugin '{record.name}', which is broken: {record.error}"
+        disabled = [r.name for r in self.host.records.values() if r.state == DISABLED]
+        hint = f" (disabled plugins: {', '.join(disabled)})" if disabled else ""
+        return f"no contract {service!r} is served here{hint}; `cortex contracts list` shows what is"
+
+    # -- stop -----------------------------------------------------------------------------------
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.kernel["shutdown_grace_seconds"] if grace is None else grace
+        log.info("kernel.stopping", grace_seconds=grace)
+        if self._monitor:
+            self._monitor.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        await self.host.stop()
+        for provider in self.registry.all_providers():
+            await provider.close()
+        log.info("kernel.stopped")
+
+    async def wait(self) -> None:
+        if self.server is not None:
+            await self.server.wait_for_termination()

@@ -1,0 +1,159 @@
+"""The gRPC server: grpc.aio with the router behind one handler per contract method, plus the
+standard health and reflection services.
+
+Requests arrive as bytes and are parsed here, so a malformed message gets INVALID_ARGUMENT with
+the parser's reason (grpc's own deserializer would answer a bare INTERNAL). A method nobody serves
+gets UNIMPLEMENTED with a message saying why (a disabled or broken plugin, a typo).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, ROUTE_HEADER, Call, Outcome, RouterError, new_call_id
+from .registry import ContractRegistry, MethodInfo
+from .router import Router
+
+_ASCII_SAFE = str.maketrans({c: "?" for c in map(chr, range(0, 32))})
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+def _trailers(call: Call, outcome: Outcome | None) -> tuple[tuple[str, str], ...]:
+    trailers = [(CALL_ID_HEADER, call.id)]
+    if outcome is not None:
+        if outcome.provider:
+            trailers.append((PROVIDER_HEADER, outcome.provider))
+        if outcome.attempts:
+            route = outcome.route.encode("ascii", "replace").decode().translate(_ASCII_SAFE)
+            trailers.append((ROUTE_HEADER, route[:1024]))
+    return tuple(trailers)
+
+
+def _make_call(method: MethodInfo, request: Any, context: grpc.aio.ServicerContext) -> Call:
+    metadata = tuple((m.key, m.value) for m in context.invocation_metadata() or () if isinstance(m.value, str))
+    principal = call_id = ""
+    for key, value in metadata:
+        if key == PRINCIPAL_HEADER:
+            principal = value[:200]
+        elif key == CALL_ID_HEADER and 0 < len(value) <= 64 and value.isascii():
+            call_id = value  # keep the caller's id: one call traced across kernels
+    remaining = context.time_remaining()
+    return Call(
+        id=call_id or new_call_id(),
+        method=method,
+        request=request,
+        principal=principal or f"grpc:{context.peer()}",
+        metadata=metadata,
+        deadline=None if remaining is None else time.monotonic() + remaining,
+    )
+
+
+async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    try:
+        return method.input.FromString(raw)
+    except DecodeError as exc:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {method.input.DESCRIPTOR.full_name} message ({exc}); "
+            f"send one built from the {method.service} .proto",
+        )
+
+
+def _unary_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        request = await _parse(method, raw, context)
+        call = _make_call(method, request, context)
+        try:
+            response, outcome = await router.unary_with_outcome(method, request, call)
+        except RouterError as err:
+            await context.abort(err.code(), err.details(), _trailers(call, err.outcome))
+        context.set_trailing_metadata(_trailers(call, outcome))
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _stream_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+        request = await _parse(method, raw, context)
+        call = _make_call(method, request, context)
+        try:
+            async for message in router.stream(method, request, call):
+                yield message
+        except RouterError as err:
+            await context.abort(err.code(), err.details(), _trailers(call, err.outcome))
+        context.set_trailing_metadata(_trailers(call, None))
+
+    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _refusing_handler(method: MethodInfo) -> grpc.RpcMethodHandler:
+    async def handle(request_iterator, context):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method.path} is client-streaming; the router does not route client-streaming methods yet",
+        )
+
+    if method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(handle)
+    return grpc.stream_unary_rpc_method_handler(handle)
+
+
+class _UnknownMethodHandler(grpc.GenericRpcHandler):
+    """Last in line: explains why a method is not served."""
+
+    def __init__(self, explain: Callable[[str], str]):
+        self._explain = explain
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        message = self._explain(handler_call_details.method)
+
+        async def refuse(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def build_server(
+    registry: ContractRegistry,
+    router: Router,
+    health_servicer: health.aio.HealthServicer,
+    explain_unknown: Callable[[str], str],
+    max_message_bytes: int,
+) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second kernel on a taken port must fail, not share it
+        ]
+    )
+    names = []
+    for service in registry.served():
+        handlers = {}
+        for method in service.methods.values():
+            if method.client_streaming:
+                handlers[method.name] = _refusing_handler(method)
+            elif method.server_streaming:
+                handlers[method.name] = _stream_handler(router, method)
+            else:
+                handlers[method.name] = _unary_handler(router, method)
+        # as generated add_XServicer_to_server does: a generic handler, plus the registered fast path
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        server.add_registered_method_handlers(service.full_name, handlers)
+        names.append(service.full_name)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    server.add_generic_rpc_handlers((_UnknownMethodHandler(explain_unknown),))
+    return server

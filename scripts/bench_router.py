@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""The router's overhead: a trivial contract through the kernel vs the same servicer on a bare
+grpc.aio server, measured in the same run.
+
+    python scripts/bench_router.py [--seconds 5] [--concurrency 32] [--rounds 3] [--json out.json]
+
+Both servers run in their own subprocess (one core each, at most); the client is this process.
+Two measurements per server, alternated over several rounds (noise hits both alike):
+  latency:    one call at a time -> p50 / p99 of a single call
+  throughput: `concurrency` calls in flight -> calls/s (and the p50 / p99 under that load)
+The ratios are kernel / bare. Targets (issue #2): p50 overhead < 30%, kernel > 2,000 calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+BARE_SERVER = """
+import asyncio, grpc, sys
+from cortex_echo.plugin import EchoServicer
+from cortex_echo.v1 import echo_pb2_grpc
+
+async def main():
+    server = grpc.aio.server()
+    echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoServicer("bare"), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"serving on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+def start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        match = re.search(r"serving on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit(f"server did not start: {' '.join(cmd)}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latency(target: str, calls: int) -> list[float]:
+    from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(message="ping")
+        for _ in range(200):  # warm-up
+            await stub.Echo(request)
+        samples = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await stub.Echo(request)
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+
+async def throughput(target: str, seconds: float, concurrency: int) -> tuple[float, list[float], int]:
+    from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = echo_pb2_grpc.EchoServiceStub(channel)
+        request = echo_pb2.EchoRequest(message="ping")
+        samples: list[float] = []
+        errors = 0
+        stop_at = 0.0
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    await stub.Echo(request)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                samples.append(time.perf_counter() - t0)
+
+        stop_at = time.perf_counter() + 0.5  # warm-up
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        samples.clear()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        return len(samples) / elapsed, samples, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="throughput window per round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
+    opts = parser.parse_args()
+
+    data = tempfile.mkdtemp(prefix="cortex-bench-")
+    env = {**os.environ, "CORTEX_DATA_DIR": data, "CORTEX_LOG_LEVEL": "warning", "CORTEX_CONFIG": str(Path(data) / "none.toml")}
+    Path(env["CORTEX_CONFIG"]).write_text("")
+    bare, bare_target = start([sys.executable, "-c", BARE_SERVER], env)
+    kernel, kernel_target = start([sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0"], env)
+    results: dict[str, dict[str, list[float]]] = {name: {"lat": [], "rps": [], "load": []} for name in ("bare", "kernel")}
+    errors = 0
+    try:
+        for round_no in range(1, opts.rounds + 1):
+            for name, target in (("bare", bare_target), ("kernel", kernel_target)):
+                results[name]["lat"] += asyncio.run(latency(target, opts.latency_calls))
+                rps, samples, errs = asyncio.run(throughput(target, opts.seconds, opts.concurrency))
+                results[name]["rps"].append(rps)
+                results[name]["load"] += samples
+                errors += errs
+                print(f"round {round_no}/{opts.rounds} {name:6s}: {rps:8.0f} calls/s", flush=True)
+    finally:
+        for proc in (bare, kernel):
+            proc.terminate()
+            proc.wait(10)
+
+    def summary(name: str) -> dict[str, float]:
+        r = results[name]
+        return {
+            "p50_ms": percentile(r["lat"], 0.50) * 1000,
+            "p99_ms": percentile(r["lat"], 0.99) * 1000,
+            "calls_per_s": statistics.median(r["rps"]),
+            "loaded_p50_ms": percentile(r["load"], 0.50) * 1000,
+            "loaded_p99_ms": percentile(r["load"], 0.99) * 1000,
+        }
+
+    bare_s, kernel_s = summary("bare"), summary("kernel")
+    report = {
+        "bare": bare_s,
+        "kernel": kernel_s,
+        "ratio": {k: kernel_s[k] / bare_s[k] for k in bare_s},
+        "errors": errors,
+        "concurrency": opts.concurrency,
+        "rounds": opts.rounds,
+    }
+    print()
+    print(f"{'':24s}{'bare grpc.aio':>16s}{'through kernel':>16s}{'ratio':>8s}")
+    labels = {
+        "p50_ms": "p50 latency (ms)",
+        "p99_ms": "p99 latency (ms)",
+        "calls_per_s": f"calls/s (c={opts.concurrency})",
+        "loaded_p50_ms": "p50 under load (ms)",
+        "loaded_p99_ms": "p99 under load (ms)",
+    }
+    for key, label in labels.items():
+        print(f"{label:24s}{bare_s[key]:16.3f}{kernel_s[key]:16.3f}{report['ratio'][key]:8.2f}")
+    overhead = (report["ratio"]["p50_ms"] - 1) * 100
+    print(f"\nkernel adds {overhead:+.1f}% to p50 (target < 30%); sustains {kernel_s['calls_per_s']:.0f} calls/s "
+          f"(target > 2000); errors: {errors}")
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

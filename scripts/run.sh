@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up, start `cortex serve` with the embedded defaults, show a short demo, keep serving.
+#   scripts/run.sh            (Ctrl-C stops the kernel gracefully)
+# The demo pip-installs the example third-party plugin (examples/cortex-echo) to show plugins at
+# work; `.venv/bin/pip uninstall cortex-echo` removes it again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/python -m pip install --quiet ./examples/cortex-echo
+cortex=.venv/bin/cortex
+listen="${CORTEX_LISTEN:-127.0.0.1:50051}"
+
+log="$(mktemp -t cortex-serve.XXXXXX)"
+"$cortex" serve --listen "$listen" >"$log" 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server' INT TERM
+for _ in $(seq 1 100); do
+  grep -q "serving on" "$log" && break
+  kill -0 $server 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+
+demo() { echo; echo "\$ cortex $*"; "$cortex" "$@"; }
+demo info --target "$listen"
+demo plugins list
+demo contracts list --target "$listen"
+demo health --target "$listen"
+echo
+echo "\$ grpc call cortex_echo.v1.EchoService/Echo (the example plugin, through the kernel's router)"
+.venv/bin/python - "$listen" <<'PY'
+import sys, grpc
+from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+reply, call = echo_pb2_grpc.EchoServiceStub(grpc.insecure_channel(sys.argv[1])).Echo.with_call(
+    echo_pb2.EchoRequest(message="hello, cortex", upper=True), timeout=5)
+print(f"{reply.message!r} served by {dict(call.trailing_metadata())['x-cortex-provider']}")
+PY
+echo
+echo "cortex is serving on $listen (logs: $log). Ctrl-C to stop."
+wait $server

@@ -1,0 +1,200 @@
+"""Shared fixtures: real kernels on loopback, in this process (a thread with its own event loop) or
+as `cortex serve` subprocesses, and the example plugin pip-installed into the test environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "cortex-echo"
+
+
+def _example_version() -> str:
+    text = (EXAMPLE / "pyproject.toml").read_text()
+    return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The issue's user story: a third-party plugin is pip-installed, and the kernel finds it."""
+    try:
+        installed = metadata.version("cortex-echo")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed != _example_version():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
+            check=True,
+        )
+        metadata.distributions.cache_clear() if hasattr(metadata.distributions, "cache_clear") else None
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+class KernelThread:
+    """A Kernel serving on 127.0.0.1:<free port> in a background thread's event loop."""
+
+    def __init__(self, config, extra_plugins: list[tuple[str, Any]] | None = None):
+        from cortex.kernel.runtime import Kernel
+
+        self.loop = asyncio.new_event_loop()
+        self.kernel = Kernel(config, extra_plugins)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> str:
+        self._thread.start()
+        self.run(self.kernel.start())
+        return self.kernel.address
+
+    def stop(self, grace: float = 1.0) -> None:
+        try:
+            self.run(self.kernel.stop(grace))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
+    """start_kernel(config_text="", plugins=[(name, obj)], env={}) -> (target, KernelThread)."""
+    from cortex.kernel.config import load_config
+
+    started: list[KernelThread] = []
+
+    def start(config_text: str = "", plugins=None, env: dict[str, str] | None = None):
+        path = write_config(tmp_path / f"cortex-{len(started)}.toml", config_text)
+        environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **(env or {})}
+        config = load_config(path, env=environment)
+        kt = KernelThread(config, plugins)
+        started.append(kt)
+        return kt.start(), kt
+
+    yield start
+    for kt in reversed(started):
+        kt.stop()
+
+
+@pytest.fixture
+def channel_to():
+    """channel_to(target) -> a grpc channel closed after the test."""
+    channels: list[grpc.Channel] = []
+
+    def open_channel(target: str, **options: Any) -> grpc.Channel:
+        channel = grpc.insecure_channel(target, options=list(options.items()))
+        channels.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in channels:
+        channel.close()
+
+
+def cortex_env(data_dir: Path, extra_path: list[Path] | None = None, **env: str) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
+    environment.update({"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LOG_FORMAT": "json", **env})
+    if extra_path:
+        environment["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), environment.get("PYTHONPATH", "")])
+    return environment
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cortex.kernel", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )
+
+
+class ServeProcess:
+    """`cortex serve` in a subprocess; `target` is read from its 'serving on' line."""
+
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        )
+        self.target = ""
+
+    def wait_ready(self, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"serving on (\S+)", line)
+            if match:
+                self.target = match.group(1)
+                return self.target
+        self.proc.kill()
+        raise AssertionError(f"cortex serve did not start: {self.proc.stderr.read()}")
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode, self.proc.stderr.read()
+
+
+@pytest.fixture
+def serve_process() -> Iterator:
+    """serve_process(*args, env=...) -> a started ServeProcess, stopped after the test."""
+    processes: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str], cwd: Path | None = None, ready: bool = True) -> ServeProcess:
+        proc = ServeProcess(*args, env=env, cwd=cwd)
+        processes.append(proc)
+        if ready:
+            proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in processes:
+        proc.stop()
+
+
+def make_dist(root: Path, name: str, module_source: str, entry_points: str) -> Path:
+    """A minimal installed distribution (module + .dist-info) under `root`, as pip would leave it;
+    put `root` on PYTHONPATH and importlib.metadata finds its entry points."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.py").write_text(textwrap.dedent(module_source))
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    return root
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

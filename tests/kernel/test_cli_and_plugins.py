@@ -1,0 +1,211 @@
+"""The `cortex` command line and plugin discovery, run as a user would: subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import grpc
+import pytest
+
+from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+from ..conftest import cortex_env, make_dist, run_cli, write_config
+
+BROKEN_PLUGINS = {
+    "import_fails": (
+        "import this_module_does_not_exist_anywhere\n",
+    ),
+    "register_raises": (
+        """
+        from cortex.kernel import hookimpl
+
+        @hookimpl
+        def cortex_register(registry):
+            raise RuntimeError("cannot open my database")
+        """,
+    ),
+    "hook_typo": (
+        """
+        from cortex.kernel import hookimpl
+
+        @hookimpl
+        def cortex_registr(registry):  # misspelt: must be an error, not silence
+            pass
+        """,
+    ),
+}
+
+
+@pytest.fixture
+def broken_plugins(tmp_path):
+    root = tmp_path / "site"
+    for name, (source,) in BROKEN_PLUGINS.items():
+        make_dist(root, name, source, f"[cortex]\n{name} = {name}\n")
+    return root
+
+
+def test_broken_plugins_are_reported_by_name_and_the_rest_serve(tmp_path, broken_plugins, serve_process, channel_to):
+    env = cortex_env(tmp_path / "data", [broken_plugins])
+    kernel = serve_process(env=env)
+    reply = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target)).Echo(echo_pb2.EchoRequest(message="ok"), timeout=5)
+    assert reply.message == "ok"
+    listed = json.loads(run_cli("plugins", "list", "--json", env=env).stdout)
+    assert {p["name"] for p in listed["plugins"]} >= {"echo", *BROKEN_PLUGINS}
+    from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+
+    plugins = kernel_pb2_grpc.KernelServiceStub(channel_to(kernel.target)).ListPlugins(
+        kernel_pb2.ListPluginsRequest(), timeout=5
+    )
+    states = {p.name: (p.state, p.error) for p in plugins.plugins}
+    assert states["echo"][0] == kernel_pb2.Plugin.STATE_LOADED
+    assert states["import_fails"] == (
+        kernel_pb2.Plugin.STATE_BROKEN,
+        "failed to load: ModuleNotFoundError: No module named 'this_module_does_not_exist_anywhere'",
+    )
+    assert states["register_raises"] == (
+        kernel_pb2.Plugin.STATE_BROKEN,
+        "cortex_register failed: RuntimeError: cannot open my database",
+    )
+    assert states["hook_typo"][0] == kernel_pb2.Plugin.STATE_BROKEN
+    assert "cortex_registr" in states["hook_typo"][1]
+    code, stderr = kernel.stop()
+    assert code == 0
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert {e["plugin"] for e in logged if e["event"] == "plugin.broken"} == set(BROKEN_PLUGINS)
+
+
+def test_info_contracts_and_health_commands(tmp_path, serve_process):
+    env = cortex_env(tmp_path / "data")
+    kernel = serve_process(env=env)
+    info = json.loads(run_cli("info", "--target", kernel.target, "--json", env=env).stdout)
+    assert info["data_dir"] == str((tmp_path / "data").resolve()) and info["privacy_mode"] is False
+    contracts = json.loads(run_cli("contracts", "list", "--target", kernel.target, "--json", env=env).stdout)
+    services = {c["service"]: c for c in contracts["contracts"]}
+    assert services["cortex_echo.v1.EchoService"]["providers"][0]["name"] == "echo"
+    health = run_cli("health", "--target", kernel.target, "--json", env=env)
+    assert health.returncode == 0
+    assert json.loads(health.stdout) == {
+        "(overall)": "SERVING",
+        "cortex.kernel.v1.KernelService": "SERVING",
+        "cortex_echo.v1.EchoService": "SERVING",
+    }
+    text = run_cli("contracts", "list", "--target", kernel.target, env=env).stdout
+    assert "provider:  echo (in-process, local) health=serving circuit=closed" in text
+
+
+def test_client_commands_say_clearly_when_no_kernel_runs(tmp_path):
+    env = cortex_env(tmp_path / "data")
+    result = run_cli("info", "--target", "127.0.0.1:9", env=env)
+    assert result.returncode == 1
+    assert "no kernel is answering at 127.0.0.1:9" in result.stderr
+    assert "cortex serve" in result.stderr
+
+
+def test_plugins_enable_and_disable_edit_the_config_file(tmp_path, serve_process, channel_to):
+    config = write_config(tmp_path / "cortex.toml", "# my settings\n[kernel]\nlog_level = \"info\"\n")
+    env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
+    result = run_cli("plugins", "disable", "echo", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"disabled plugin 'echo' in {config}" in result.stdout
+    text = config.read_text()
+    assert "# my settings" in text and 'disabled = ["echo"]' in text
+    listed = json.loads(run_cli("plugins", "list", "--json", env=env).stdout)
+    assert {p["name"]: p["enabled"] for p in listed["plugins"]}["echo"] is False
+
+    kernel = serve_process(env=env)
+    with pytest.raises(grpc.RpcError) as err:
+        echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target)).Echo(echo_pb2.EchoRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "plugin 'echo', which is disabled" in err.value.details()
+    kernel.stop()
+
+    assert run_cli("plugins", "enable", "echo", env=env).returncode == 0
+    assert "echo" not in config.read_text().split("disabled")[1].split("\n")[0]
+    kernel = serve_process(env=env)
+    reply = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target)).Echo(echo_pb2.EchoRequest(message="back"), timeout=5)
+    assert reply.message == "back"
+
+
+def test_enabling_an_unknown_plugin_is_refused(tmp_path):
+    config = tmp_path / "cortex.toml"
+    env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
+    result = run_cli("plugins", "enable", "nosuch", env=env)
+    assert result.returncode == 1
+    assert "unknown plugin 'nosuch'; installed plugins: echo" in result.stderr
+    assert not config.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[kernel]\nlisten = "127.0.0.1:0"\nprivacy_mode = yes\n', "cortex.toml:3: invalid TOML"),
+        ("[kernel]\nlisten_on = 1\n", "cortex.toml:2: unknown key 'listen_on' in [kernel]"),
+        ('[plugins]\ndisabled = ["ecoh"]\n', "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: echo"),
+        ("[plugins.memoriez]\nx = 1\n", "cortex.toml:1: unknown plugin 'memoriez'"),
+        ('[kernel]\nprivacy_mode = "no"\n', "cortex.toml:2: kernel.privacy_mode must be true or false"),
+    ],
+)
+def test_a_bad_config_file_is_an_error_naming_file_and_line(tmp_path, text, message):
+    config = write_config(tmp_path / "cortex.toml", text)
+    result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0", env=cortex_env(tmp_path / "data"))
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+
+
+def test_environment_variables_override_single_keys(tmp_path, serve_process):
+    config = write_config(tmp_path / "cortex.toml", "[kernel]\nprivacy_mode = false\n")
+    env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config), CORTEX_KERNEL__PRIVACY_MODE="true")
+    kernel = serve_process(env=env)
+    info = json.loads(run_cli("info", "--target", kernel.target, "--json", env=env).stdout)
+    assert info["privacy_mode"] is True and info["config_path"] == str(config.resolve())
+
+
+def test_sigterm_lets_in_flight_calls_finish_and_stops_plugins_in_reverse(tmp_path, serve_process, channel_to):
+    site = tmp_path / "site"
+    journal = tmp_path / "journal.txt"
+    for name in ("first_p", "second_p"):
+        make_dist(
+            site,
+            name,
+            f"""
+            import asyncio
+            from cortex.kernel import hookimpl
+            from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+            class Slow(echo_pb2_grpc.EchoServiceServicer):
+                async def Echo(self, request, context):
+                    await asyncio.sleep(1.0)
+                    return echo_pb2.EchoResponse(message=request.message, served_by="{name}")
+                async def EchoStream(self, request, context):
+                    yield echo_pb2.EchoResponse()
+                async def Now(self, request, context):
+                    return echo_pb2.NowResponse()
+
+            @hookimpl
+            def cortex_register(registry):
+                registry.add("cortex_echo.v1.EchoService", Slow())
+
+            @hookimpl
+            async def cortex_stop(context):
+                with open({str(journal)!r}, "a") as f:
+                    f.write("stop {name}\\n")
+            """,
+            f"[cortex]\n{name} = {name}\n",
+        )
+    config = write_config(
+        tmp_path / "cortex.toml",
+        '[plugins]\ndisabled = ["echo"]\n[routing."cortex_echo.v1.EchoService"]\norder = ["first_p", "second_p"]\n',
+    )
+    env = cortex_env(tmp_path / "data", [site], CORTEX_CONFIG=str(config))
+    kernel = serve_process(env=env)
+    stub = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
+    future = stub.Echo.future(echo_pb2.EchoRequest(message="in flight"), timeout=10)
+    import time
+
+    time.sleep(0.3)
+    kernel.proc.send_signal(signal.SIGTERM)
+    assert future.result().message == "in flight"
+    code, _ = kernel.stop()
+    assert code == 0
+    assert journal.read_text().splitlines() == ["stop second_p", "stop first_p"]

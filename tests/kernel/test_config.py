@@ -1,0 +1,72 @@
+"""Config precedence and validation: file, then CORTEX_* variables, then flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex.kernel.config import ConfigError, load_config
+
+from ..conftest import write_config
+
+
+def test_embedded_defaults_need_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, env={})
+    assert cfg.path is None
+    assert cfg.listen == "127.0.0.1:50051"
+    assert cfg.data_dir == (tmp_path / ".cortex").resolve()
+    assert cfg.privacy_mode is False and cfg.disabled_plugins == []
+
+
+def test_file_then_env_then_flags(tmp_path):
+    path = write_config(tmp_path / "c.toml", '[kernel]\nlisten = "127.0.0.1:1"\nlog_level = "debug"\n')
+    env = {"CORTEX_LISTEN": "127.0.0.1:2", "CORTEX_KERNEL__PRIVACY_MODE": "true", "CORTEX_PLUGINS__DISABLED": '["a"]'}
+    cfg = load_config(path, env=env)
+    assert (cfg.listen, cfg.privacy_mode, cfg.disabled_plugins) == ("127.0.0.1:2", True, ["a"])
+    assert cfg.kernel["log_level"] == "debug"
+    assert cfg.sources["kernel.listen"] == "$CORTEX_LISTEN"
+    cfg = load_config(path, env=env, overrides={"kernel.listen": "127.0.0.1:3", "kernel.data_dir": None})
+    assert cfg.listen == "127.0.0.1:3"
+
+
+def test_cortex_config_names_the_file(tmp_path):
+    path = write_config(tmp_path / "elsewhere.toml", "[kernel]\nprivacy_mode = true\n")
+    assert load_config(None, env={"CORTEX_CONFIG": str(path)}).privacy_mode is True
+    with pytest.raises(ConfigError, match="missing.toml: config file not found"):
+        load_config(None, env={"CORTEX_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CORTEX_KERNEL__LISTN": "x"}, "CORTEX_KERNEL__LISTN: unknown key 'listn' in [kernel]"),
+        ({"CORTEX_PRIVACY_MODE": "maybe"}, "$CORTEX_PRIVACY_MODE: kernel.privacy_mode must be true or false"),
+        ({"CORTEX_LISTEN": "nowhere"}, "kernel.listen must look like 'host:port'"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(env, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env=env)
+    assert message in str(err.value)
+
+
+def test_unrelated_cortex_variables_are_left_to_plugins():
+    assert load_config(None, env={"CORTEX_HYBRID_MODE": "privacy"}).listen == "127.0.0.1:50051"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[kernal]\n", "c.toml:1: unknown section [kernal]"),
+        ("[kernel]\nlog_level = \"loud\"\n", "c.toml:2: kernel.log_level must be one of debug, info, warning, error"),
+        ("[providers.box]\nendpoint = \"h:1\"\n", "c.toml:1: [providers.box] has an endpoint, so it needs services"),
+        ("[providers.box]\ntimeout_seconds = -1\n", "providers.box.timeout_seconds must be a positive number"),
+        ('[routing."a.v1.S"]\norder = "x"\n', 'routing."a.v1.S".order must be a list of provider names'),
+        ("x = = 1\n", "c.toml:1: invalid TOML"),
+    ],
+)
+def test_bad_files_name_file_and_line(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path / "c.toml", text), env={})
+    assert message in str(err.value)

@@ -1,0 +1,271 @@
+"""The policy router, seen from a gRPC client: authorize, failover, circuits, privacy, deadlines."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from cortex.kernel import hookimpl
+
+from .conftest import CounterPlugin, CounterServicer, Gatekeeper
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+def _stub(channel_to, target, counter_pb2):
+    channel = channel_to(target)
+
+    class Stub:
+        Add = channel.unary_unary(
+            "/cortex_test.v1.CounterService/Add",
+            request_serializer=counter_pb2.AddRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+        Get = channel.unary_unary(
+            "/cortex_test.v1.CounterService/Get",
+            request_serializer=counter_pb2.GetRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+        Count = channel.unary_stream(
+            "/cortex_test.v1.CounterService/Count",
+            request_serializer=counter_pb2.CountRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+
+    return Stub
+
+
+def _plugins(pb2, *servicers, **kw):
+    return [(s.name, CounterPlugin(pb2, s, **kw)) for s in servicers]
+
+
+def test_deny_from_an_authorize_hook_is_permission_denied_with_reasons(start_kernel, channel_to, counter_pb2):
+    gate = Gatekeeper(lambda call: "adding is not allowed here" if call.method_name == "Add" else None)
+    servicer = CounterServicer(counter_pb2, "only")
+    target, _ = start_kernel("", [*_plugins(counter_pb2, servicer), ("gate", gate)])
+    stub = _stub(channel_to, target, counter_pb2)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Add(counter_pb2.AddRequest(amount=1), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "gate: adding is not allowed here" in err.value.details()
+    assert servicer.calls == 0  # a denied call never reaches the provider
+    assert stub.Get(counter_pb2.GetRequest(), timeout=5).value == 0
+    denied = [o for c, o in gate.observed if c.method_name == "Add"][0]
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.attempts[0].outcome == "denied"
+
+
+def test_an_authorize_hook_that_raises_denies(start_kernel, channel_to, counter_pb2):
+    class Broken:
+        @hookimpl
+        def cortex_authorize(self, call):
+            raise RuntimeError("policy store unreachable")
+
+    target, _ = start_kernel("", [*_plugins(counter_pb2, CounterServicer(counter_pb2, "p")), ("shaky", Broken())])
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "policy store unreachable" in err.value.details()
+
+
+def test_failover_to_the_second_provider_on_unavailable(start_kernel, channel_to, counter_pb2):
+    down = CounterServicer(counter_pb2, "primary", fail=UNAVAILABLE)
+    up = CounterServicer(counter_pb2, "backup")
+    config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
+    target, _ = start_kernel(config, _plugins(counter_pb2, down, up))
+    reply, call = _stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    assert reply.provider == "backup"
+    trailers = dict(call.trailing_metadata())
+    assert trailers["x-cortex-provider"] == "backup"
+    assert trailers["x-cortex-route"] == "primary:UNAVAILABLE,backup:ok"
+    assert (down.calls, up.calls) == (1, 1)
+
+
+def test_a_crashing_provider_fails_over_too(start_kernel, channel_to, counter_pb2):
+    class Crashing(CounterServicer):
+        async def Get(self, request, context):
+            self.calls += 1
+            raise ZeroDivisionError("bug in the provider")
+
+    crash, up = Crashing(counter_pb2, "crashy"), CounterServicer(counter_pb2, "steady")
+    target, _ = start_kernel("", _plugins(counter_pb2, crash, up))
+    assert _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5).provider == "steady"
+    assert crash.calls == 1
+
+
+def test_no_failover_for_a_method_not_marked_failover_safe(start_kernel, channel_to, counter_pb2):
+    down = CounterServicer(counter_pb2, "primary", fail=UNAVAILABLE)
+    up = CounterServicer(counter_pb2, "backup")
+    target, _ = start_kernel("", _plugins(counter_pb2, down, up))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Add(counter_pb2.AddRequest(amount=5), timeout=5)
+    assert err.value.code() == UNAVAILABLE
+    assert "primary is failing on purpose" in err.value.details()
+    assert up.calls == 0 and up.value == 0  # never added twice
+
+
+def test_client_errors_do_not_fail_over(start_kernel, channel_to, counter_pb2):
+    bad = CounterServicer(counter_pb2, "strict", fail=grpc.StatusCode.INVALID_ARGUMENT)
+    other = CounterServicer(counter_pb2, "lenient")
+    target, _ = start_kernel("", _plugins(counter_pb2, bad, other))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert other.calls == 0
+
+
+def test_circuit_opens_after_failures_then_half_open_probe_closes_it(start_kernel, channel_to, counter_pb2):
+    flaky = CounterServicer(counter_pb2, "flaky", fail=UNAVAILABLE)
+    backup = CounterServicer(counter_pb2, "backup")
+    config = """
+        [circuit]
+        failure_threshold = 2
+        reset_timeout_seconds = 0.5
+        [routing."cortex_test.v1.CounterService"]
+        order = ["flaky", "backup"]
+    """
+    target, kt = start_kernel(config, _plugins(counter_pb2, flaky, backup))
+    stub = _stub(channel_to, target, counter_pb2)
+    breaker = kt.kernel.registry.breaker("flaky")
+    for _ in range(2):
+        assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "backup"
+    assert breaker.state.value == "open" and flaky.calls == 2
+    _, call = stub.Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    assert flaky.calls == 2  # open: skipped without a call
+    assert dict(call.trailing_metadata())["x-cortex-route"] == "flaky:skipped,backup:ok"
+    time.sleep(0.6)
+    assert breaker.state.value == "half_open"
+    flaky.fail = None  # it recovered: the probe succeeds and closes the circuit
+    assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "flaky"
+    assert breaker.state.value == "closed"
+
+
+def test_all_circuits_open_is_unavailable_with_the_reason(start_kernel, channel_to, counter_pb2):
+    down = CounterServicer(counter_pb2, "only", fail=UNAVAILABLE)
+    target, _ = start_kernel("[circuit]\nfailure_threshold = 1\nreset_timeout_seconds = 60\n", _plugins(counter_pb2, down))
+    stub = _stub(channel_to, target, counter_pb2)
+    with pytest.raises(grpc.RpcError):
+        stub.Get(counter_pb2.GetRequest(), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Get(counter_pb2.GetRequest(), timeout=5)
+    assert err.value.code() == UNAVAILABLE
+    assert "circuit open" in err.value.details()
+    assert down.calls == 1
+
+
+def test_privacy_mode_never_calls_a_remote_provider(start_kernel, channel_to, counter_pb2):
+    remote = CounterServicer(counter_pb2, "cloud")
+    target, _ = start_kernel("[kernel]\nprivacy_mode = true\n", _plugins(counter_pb2, remote, local=False))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no local provider can serve cortex_test.v1.CounterService" in err.value.details()
+    assert "privacy mode is on" in err.value.details()
+    assert remote.calls == 0
+
+
+def test_local_only_request_skips_remote_providers(start_kernel, channel_to, counter_pb2):
+    remote = CounterServicer(counter_pb2, "cloud")
+    local = CounterServicer(counter_pb2, "laptop")
+    config = '[routing."cortex_test.v1.CounterService"]\norder = ["cloud", "laptop"]\n'
+    plugins = [("cloud", CounterPlugin(counter_pb2, remote, local=False)), ("laptop", CounterPlugin(counter_pb2, local))]
+    target, _ = start_kernel(config, plugins)
+    stub = _stub(channel_to, target, counter_pb2)
+    assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "cloud"
+    assert stub.Get(counter_pb2.GetRequest(local_only=True), timeout=5).provider == "laptop"
+    assert remote.calls == 1
+
+
+def test_the_callers_deadline_is_respected(start_kernel, channel_to, counter_pb2):
+    slow = CounterServicer(counter_pb2, "slow", delay=2.0)
+    target, _ = start_kernel("", _plugins(counter_pb2, slow))
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_hanging_provider_times_out_and_the_fallback_serves(start_kernel, channel_to, counter_pb2):
+    hung = CounterServicer(counter_pb2, "hung", delay=30)
+    backup = CounterServicer(counter_pb2, "backup")
+    config = """
+        [providers.hung]
+        timeout_seconds = 0.2
+        [routing."cortex_test.v1.CounterService"]
+        order = ["hung", "backup"]
+    """
+    target, _ = start_kernel(config, _plugins(counter_pb2, hung, backup))
+    reply, call = _stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    assert reply.provider == "backup"
+    assert dict(call.trailing_metadata())["x-cortex-route"] == "hung:UNAVAILABLE,backup:ok"
+
+
+def test_stream_fails_over_before_its_first_message(start_kernel, channel_to, counter_pb2):
+    down = CounterServicer(counter_pb2, "primary", fail=UNAVAILABLE)
+    up = CounterServicer(counter_pb2, "backup")
+    config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
+    target, _ = start_kernel(config, _plugins(counter_pb2, down, up))
+    got = list(_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5))
+    assert [(m.value, m.provider) for m in got] == [(0, "backup"), (1, "backup"), (2, "backup")]
+
+
+def test_stream_does_not_fail_over_after_its_first_message(start_kernel, channel_to, counter_pb2):
+    class DiesMidStream(CounterServicer):
+        async def Count(self, request, context):
+            self.calls += 1
+            yield self.pb2.CountResponse(value=0, provider=self.name)
+            await context.abort(UNAVAILABLE, "lost the model mid-stream")
+
+    dying, up = DiesMidStream(counter_pb2, "primary"), CounterServicer(counter_pb2, "backup")
+    config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
+    target, _ = start_kernel(config, _plugins(counter_pb2, dying, up))
+    received = []
+    with pytest.raises(grpc.RpcError) as err:
+        for message in _stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5):
+            received.append(message.value)
+    assert received == [0]
+    assert err.value.code() == UNAVAILABLE
+    assert "not retried on another provider because the stream had started" in err.value.details()
+    assert up.calls == 0
+
+
+def test_a_provider_returning_the_wrong_type_is_internal(start_kernel, channel_to, counter_pb2):
+    class Wrong(CounterServicer):
+        async def Get(self, request, context):
+            return self.pb2.AddRequest(amount=1)
+
+    target, _ = start_kernel("", _plugins(counter_pb2, Wrong(counter_pb2, "wrong")))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "returned AddRequest, expected cortex_test.v1.CountResponse" in err.value.details()
+
+
+def test_observe_hook_sees_every_outcome(start_kernel, channel_to, counter_pb2):
+    gate = Gatekeeper(lambda call: None)
+    target, _ = start_kernel("", [*_plugins(counter_pb2, CounterServicer(counter_pb2, "c")), ("gate", gate)])
+    channel_to(target)
+    _stub(channel_to, target, counter_pb2).Add(
+        counter_pb2.AddRequest(amount=2), timeout=5, metadata=(("x-cortex-principal", "tester"),)
+    )
+    call, outcome = [(c, o) for c, o in gate.observed if c.method_name == "Add"][0]
+    assert call.principal == "tester" and call.provider.name == "c"
+    assert outcome.code == grpc.StatusCode.OK and outcome.provider == "c"
+    assert outcome.response.value == 2 and outcome.latency_s > 0
+
+
+def test_plugins_call_other_contracts_through_the_router(start_kernel, counter_pb2):
+    """A plugin's channel reaches other contracts via the router, with the plugin as principal."""
+    gate = Gatekeeper(lambda call: "plugins may not add" if call.principal.startswith("plugin:") and call.method_name == "Add" else None)
+    servicer = CounterServicer(counter_pb2, "c")
+    target, kt = start_kernel("", [*_plugins(counter_pb2, servicer), ("gate", gate)])
+    channel = kt.kernel.host.records["c"].context.channel
+    add = channel.unary_unary("/cortex_test.v1.CounterService/Add")
+    get = channel.unary_unary("/cortex_test.v1.CounterService/Get")
+    with pytest.raises(grpc.RpcError) as err:
+        kt.run(add(counter_pb2.AddRequest(amount=1)))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert kt.run(get(counter_pb2.GetRequest(), timeout=2)).provider == "c"
+    assert gate.observed[-1][0].principal == "plugin:c"

@@ -118,14 +118,14 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
 async def _serve(cfg) -> None:
     from .runtime import Kernel
 
-    kernel = Kernel(cfg)
-    await kernel.start()
-    click.echo(f"cortex: serving on {kernel.address} (data dir {cfg.data_dir})", err=False)
-    sys.stdout.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before "serving on": a stop may follow at once
         loop.add_signal_handler(sig, stop.set)
+    kernel = Kernel(cfg)
+    await kernel.start()
+    click.echo(f"cortex: serving on {kernel.address} (data dir {cfg.data_dir})")
+    sys.stdout.flush()
     await stop.wait()
     await kernel.stop()
 

@@ -91,6 +91,9 @@ class PluginContext:
     data_dir: Path  # the kernel's data dir; keep your files under `plugin_dir`
     privacy_mode: bool
     channel: KernelChannel
+    # every discovered plugin's record (name, state, contracts it provides, calls its manifest
+    # declares), for plugins that judge other plugins, such as governance; read-only
+    plugins: dict[str, Any] = field(default_factory=dict)
     log: Any = field(default=None)
 
     def __post_init__(self) -> None:

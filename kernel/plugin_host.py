@@ -26,7 +26,8 @@ from .context import PluginContext
 from .registry import ContractRegistry, Health, Registrar
 
 GROUP = "cortex"
-MANIFEST_GROUP = "cortex.contracts"
+MANIFEST_GROUP = "cortex.contracts"  # name: a service the plugin provides; value: the plugin's entry point
+CALLS_GROUP = "cortex.calls"  # name: a service (or glob) the plugin calls; value: the plugin's entry point
 BUILT_IN_DIST = "cortex-os"
 RESERVED_NAMES = {"disabled", "kernel"}
 
@@ -46,6 +47,7 @@ class PluginRecord:
     state: str = LOADED
     error: str = ""
     contracts: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # what its manifest says it may call
     obj: Any = None
     context: PluginContext | None = None
 
@@ -68,6 +70,9 @@ def discover() -> list[PluginRecord]:
     manifest: dict[str, list[str]] = {}
     for ep in metadata.entry_points(group=MANIFEST_GROUP):
         manifest.setdefault(ep.value, []).append(ep.name)
+    calls: dict[str, list[str]] = {}
+    for ep in metadata.entry_points(group=CALLS_GROUP):
+        calls.setdefault(ep.value, []).append(ep.name)
     records: dict[str, PluginRecord] = {}
     for ep in metadata.entry_points(group=GROUP):
         if ep.name in records:  # the same name from two distributions: the first one wins
@@ -79,6 +84,7 @@ def discover() -> list[PluginRecord]:
             source=source,
             target=ep.value,
             contracts=sorted(manifest.get(ep.value, [])),
+            calls=sorted(calls.get(ep.value, [])),
         )
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 

@@ -101,6 +101,7 @@ class Kernel:
             data_dir=self.config.data_dir,
             privacy_mode=self.config.privacy_mode,
             channel=KernelChannel(self.router, principal=f"plugin:{name}"),
+            plugins=self.host.records,
         )
 
     def _add_remote_providers(self) -> None:

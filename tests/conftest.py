@@ -42,6 +42,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         metadata.distributions.cache_clear() if hasattr(metadata.distributions, "cache_clear") else None
 
 
+@pytest.fixture(scope="session")
+def counter_pb2(tmp_path_factory):
+    """The test-only CounterService contract (tests/protos/counter.proto), compiled."""
+    from .counter_contract import compile_counter
+
+    return compile_counter(tmp_path_factory)
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
@@ -80,15 +88,17 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
-    """start_kernel(config_text="", plugins=[(name, obj)], env={}) -> (target, KernelThread)."""
+    """start_kernel(config_text="", plugins=[(name, obj)], env={}, governance=False) -> (target, KernelThread)."""
     from cortex.kernel.config import load_config
 
     started: list[KernelThread] = []
 
-    def start(config_text: str = "", plugins=None, env: dict[str, str] | None = None):
+    def start(config_text: str = "", plugins=None, env: dict[str, str] | None = None, governance: bool = False):
         path = write_config(tmp_path / f"cortex-{len(started)}.toml", config_text)
         environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **(env or {})}
         config = load_config(path, env=environment)
+        if not governance:  # the kernel's own tests judge the kernel alone
+            config.data["plugins"]["disabled"].append("governance")
         kt = KernelThread(config, plugins)
         started.append(kt)
         return kt.start(), kt

@@ -87,6 +87,7 @@ def test_info_contracts_and_health_commands(tmp_path, serve_process):
     assert health.returncode == 0
     assert json.loads(health.stdout) == {
         "(overall)": "SERVING",
+        "cortex.governance.v1.GovernanceService": "SERVING",
         "cortex.kernel.v1.KernelService": "SERVING",
         "cortex_echo.v1.EchoService": "SERVING",
     }
@@ -132,7 +133,7 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
     env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
     result = run_cli("plugins", "enable", "nosuch", env=env)
     assert result.returncode == 1
-    assert "unknown plugin 'nosuch'; installed plugins: echo" in result.stderr
+    assert "unknown plugin 'nosuch'; installed plugins: echo, governance" in result.stderr
     assert not config.exists()
 
 
@@ -141,7 +142,7 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
     [
         ('[kernel]\nlisten = "127.0.0.1:0"\nprivacy_mode = yes\n', "cortex.toml:3: invalid TOML"),
         ("[kernel]\nlisten_on = 1\n", "cortex.toml:2: unknown key 'listen_on' in [kernel]"),
-        ('[plugins]\ndisabled = ["ecoh"]\n', "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: echo"),
+        ('[plugins]\ndisabled = ["ecoh"]\n', "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: echo, governance"),
         ("[plugins.memoriez]\nx = 1\n", "cortex.toml:1: unknown plugin 'memoriez'"),
         ('[kernel]\nprivacy_mode = "no"\n', "cortex.toml:2: kernel.privacy_mode must be true or false"),
     ],

@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from .conftest import CounterPlugin, CounterServicer
+from ..counter_contract import CounterPlugin, CounterServicer
 
 
 def test_get_info_reports_version_data_dir_and_privacy(start_kernel, channel_to, data_dir):

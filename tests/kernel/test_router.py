@@ -9,32 +9,11 @@ import pytest
 
 from cortex.kernel import hookimpl
 
-from .conftest import CounterPlugin, CounterServicer, Gatekeeper
+from ..counter_contract import CounterPlugin, CounterServicer, Gatekeeper, counter_stub
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
-def _stub(channel_to, target, counter_pb2):
-    channel = channel_to(target)
-
-    class Stub:
-        Add = channel.unary_unary(
-            "/cortex_test.v1.CounterService/Add",
-            request_serializer=counter_pb2.AddRequest.SerializeToString,
-            response_deserializer=counter_pb2.CountResponse.FromString,
-        )
-        Get = channel.unary_unary(
-            "/cortex_test.v1.CounterService/Get",
-            request_serializer=counter_pb2.GetRequest.SerializeToString,
-            response_deserializer=counter_pb2.CountResponse.FromString,
-        )
-        Count = channel.unary_stream(
-            "/cortex_test.v1.CounterService/Count",
-            request_serializer=counter_pb2.CountRequest.SerializeToString,
-            response_deserializer=counter_pb2.CountResponse.FromString,
-        )
-
-    return Stub
 
 
 def _plugins(pb2, *servicers, **kw):
@@ -45,7 +24,7 @@ def test_deny_from_an_authorize_hook_is_permission_denied_with_reasons(start_ker
     gate = Gatekeeper(lambda call: "adding is not allowed here" if call.method_name == "Add" else None)
     servicer = CounterServicer(counter_pb2, "only")
     target, _ = start_kernel("", [*_plugins(counter_pb2, servicer), ("gate", gate)])
-    stub = _stub(channel_to, target, counter_pb2)
+    stub = counter_stub(channel_to, target, counter_pb2)
     with pytest.raises(grpc.RpcError) as err:
         stub.Add(counter_pb2.AddRequest(amount=1), timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -64,7 +43,7 @@ def test_an_authorize_hook_that_raises_denies(start_kernel, channel_to, counter_
 
     target, _ = start_kernel("", [*_plugins(counter_pb2, CounterServicer(counter_pb2, "p")), ("shaky", Broken())])
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+        counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "policy store unreachable" in err.value.details()
 
@@ -74,7 +53,7 @@ def test_failover_to_the_second_provider_on_unavailable(start_kernel, channel_to
     up = CounterServicer(counter_pb2, "backup")
     config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
     target, _ = start_kernel(config, _plugins(counter_pb2, down, up))
-    reply, call = _stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    reply, call = counter_stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
     assert reply.provider == "backup"
     trailers = dict(call.trailing_metadata())
     assert trailers["x-cortex-provider"] == "backup"
@@ -90,7 +69,7 @@ def test_a_crashing_provider_fails_over_too(start_kernel, channel_to, counter_pb
 
     crash, up = Crashing(counter_pb2, "crashy"), CounterServicer(counter_pb2, "steady")
     target, _ = start_kernel("", _plugins(counter_pb2, crash, up))
-    assert _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5).provider == "steady"
+    assert counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5).provider == "steady"
     assert crash.calls == 1
 
 
@@ -99,7 +78,7 @@ def test_no_failover_for_a_method_not_marked_failover_safe(start_kernel, channel
     up = CounterServicer(counter_pb2, "backup")
     target, _ = start_kernel("", _plugins(counter_pb2, down, up))
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Add(counter_pb2.AddRequest(amount=5), timeout=5)
+        counter_stub(channel_to, target, counter_pb2).Add(counter_pb2.AddRequest(amount=5), timeout=5)
     assert err.value.code() == UNAVAILABLE
     assert "primary is failing on purpose" in err.value.details()
     assert up.calls == 0 and up.value == 0  # never added twice
@@ -110,7 +89,7 @@ def test_client_errors_do_not_fail_over(start_kernel, channel_to, counter_pb2):
     other = CounterServicer(counter_pb2, "lenient")
     target, _ = start_kernel("", _plugins(counter_pb2, bad, other))
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+        counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert other.calls == 0
 
@@ -126,7 +105,7 @@ def test_circuit_opens_after_failures_then_half_open_probe_closes_it(start_kerne
         order = ["flaky", "backup"]
     """
     target, kt = start_kernel(config, _plugins(counter_pb2, flaky, backup))
-    stub = _stub(channel_to, target, counter_pb2)
+    stub = counter_stub(channel_to, target, counter_pb2)
     breaker = kt.kernel.registry.breaker("flaky")
     for _ in range(2):
         assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "backup"
@@ -144,7 +123,7 @@ def test_circuit_opens_after_failures_then_half_open_probe_closes_it(start_kerne
 def test_all_circuits_open_is_unavailable_with_the_reason(start_kernel, channel_to, counter_pb2):
     down = CounterServicer(counter_pb2, "only", fail=UNAVAILABLE)
     target, _ = start_kernel("[circuit]\nfailure_threshold = 1\nreset_timeout_seconds = 60\n", _plugins(counter_pb2, down))
-    stub = _stub(channel_to, target, counter_pb2)
+    stub = counter_stub(channel_to, target, counter_pb2)
     with pytest.raises(grpc.RpcError):
         stub.Get(counter_pb2.GetRequest(), timeout=5)
     with pytest.raises(grpc.RpcError) as err:
@@ -158,7 +137,7 @@ def test_privacy_mode_never_calls_a_remote_provider(start_kernel, channel_to, co
     remote = CounterServicer(counter_pb2, "cloud")
     target, _ = start_kernel("[kernel]\nprivacy_mode = true\n", _plugins(counter_pb2, remote, local=False))
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+        counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no local provider can serve cortex_test.v1.CounterService" in err.value.details()
     assert "privacy mode is on" in err.value.details()
@@ -171,7 +150,7 @@ def test_local_only_request_skips_remote_providers(start_kernel, channel_to, cou
     config = '[routing."cortex_test.v1.CounterService"]\norder = ["cloud", "laptop"]\n'
     plugins = [("cloud", CounterPlugin(counter_pb2, remote, local=False)), ("laptop", CounterPlugin(counter_pb2, local))]
     target, _ = start_kernel(config, plugins)
-    stub = _stub(channel_to, target, counter_pb2)
+    stub = counter_stub(channel_to, target, counter_pb2)
     assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "cloud"
     assert stub.Get(counter_pb2.GetRequest(local_only=True), timeout=5).provider == "laptop"
     assert remote.calls == 1
@@ -182,7 +161,7 @@ def test_the_callers_deadline_is_respected(start_kernel, channel_to, counter_pb2
     target, _ = start_kernel("", _plugins(counter_pb2, slow))
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=0.3)
+        counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.5
 
@@ -197,7 +176,7 @@ def test_a_hanging_provider_times_out_and_the_fallback_serves(start_kernel, chan
         order = ["hung", "backup"]
     """
     target, _ = start_kernel(config, _plugins(counter_pb2, hung, backup))
-    reply, call = _stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    reply, call = counter_stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
     assert reply.provider == "backup"
     assert dict(call.trailing_metadata())["x-cortex-route"] == "hung:UNAVAILABLE,backup:ok"
 
@@ -207,7 +186,7 @@ def test_stream_fails_over_before_its_first_message(start_kernel, channel_to, co
     up = CounterServicer(counter_pb2, "backup")
     config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
     target, _ = start_kernel(config, _plugins(counter_pb2, down, up))
-    got = list(_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5))
+    got = list(counter_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5))
     assert [(m.value, m.provider) for m in got] == [(0, "backup"), (1, "backup"), (2, "backup")]
 
 
@@ -223,7 +202,7 @@ def test_stream_does_not_fail_over_after_its_first_message(start_kernel, channel
     target, _ = start_kernel(config, _plugins(counter_pb2, dying, up))
     received = []
     with pytest.raises(grpc.RpcError) as err:
-        for message in _stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5):
+        for message in counter_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5):
             received.append(message.value)
     assert received == [0]
     assert err.value.code() == UNAVAILABLE
@@ -238,7 +217,7 @@ def test_a_provider_returning_the_wrong_type_is_internal(start_kernel, channel_t
 
     target, _ = start_kernel("", _plugins(counter_pb2, Wrong(counter_pb2, "wrong")))
     with pytest.raises(grpc.RpcError) as err:
-        _stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
+        counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "returned AddRequest, expected cortex_test.v1.CountResponse" in err.value.details()
 
@@ -247,7 +226,7 @@ def test_observe_hook_sees_every_outcome(start_kernel, channel_to, counter_pb2):
     gate = Gatekeeper(lambda call: None)
     target, _ = start_kernel("", [*_plugins(counter_pb2, CounterServicer(counter_pb2, "c")), ("gate", gate)])
     channel_to(target)
-    _stub(channel_to, target, counter_pb2).Add(
+    counter_stub(channel_to, target, counter_pb2).Add(
         counter_pb2.AddRequest(amount=2), timeout=5, metadata=(("x-cortex-principal", "tester"),)
     )
     call, outcome = [(c, o) for c, o in gate.observed if c.method_name == "Add"][0]

@@ -1,5 +1,5 @@
-"""Test plugins for the kernel's tests: a counter contract compiled from tests/kernel/protos at
-session start, and plugins providing it that can fail, hang, deny or record what they see."""
+"""A counter contract for tests, compiled from tests/protos at session start (fixture
+`counter_pb2`), and plugins providing it that can fail, hang, deny or record what they see."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import sys
 from pathlib import Path
 
 import grpc
-import pytest
-
 from cortex.kernel import Decision, Health, hookimpl
 
 PROTOS = Path(__file__).parent / "protos"
 
 
-@pytest.fixture(scope="session")
-def counter_pb2(tmp_path_factory):
+def compile_counter(tmp_path_factory):
     from grpc_tools import protoc
 
     out = tmp_path_factory.mktemp("counter_gen")
@@ -99,3 +96,27 @@ class Gatekeeper:
     @hookimpl
     def cortex_observe(self, call, outcome):
         self.observed.append((call, outcome))
+
+
+def counter_stub(channel_to, target, counter_pb2):
+    """A client of CounterService through `channel_to(target)`."""
+    channel = channel_to(target)
+
+    class Stub:
+        Add = channel.unary_unary(
+            "/cortex_test.v1.CounterService/Add",
+            request_serializer=counter_pb2.AddRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+        Get = channel.unary_unary(
+            "/cortex_test.v1.CounterService/Get",
+            request_serializer=counter_pb2.GetRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+        Count = channel.unary_stream(
+            "/cortex_test.v1.CounterService/Count",
+            request_serializer=counter_pb2.CountRequest.SerializeToString,
+            response_deserializer=counter_pb2.CountResponse.FromString,
+        )
+
+    return Stub

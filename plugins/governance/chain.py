@@ -1,0 +1,314 @@
+"""The audit chain: an append-only, hash-chained, Ed25519-signed log in SQLite.
+
+Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its deterministic protobuf
+serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
+covered); its signature is Ed25519 over that hash. Entry 1 (genesis) names the public key; every
+later entry must be signed by it. Verification needs only the database file (and, to rule out a
+rewritten chain, a copy of the public key kept elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+
+SCHEMA_VERSION = 1
+KEY_FILE, PUBLIC_KEY_FILE, DB_FILE = "signing_key.pem", "public_key.pem", "audit.db"
+
+
+class ChainError(Exception):
+    """The chain cannot be used as it is (e.g. the signing key does not match its genesis)."""
+
+
+# -- keys --------------------------------------------------------------------------------------------
+def load_or_create_key(folder: Path) -> Ed25519PrivateKey:
+    """The kernel's signing key, created on first start with 0600 permissions; its public key is
+    written beside it for third parties."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / KEY_FILE
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ChainError(f"{path} is not an Ed25519 private key")
+    else:
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+    public = folder / PUBLIC_KEY_FILE
+    public.write_bytes(public_pem(key.public_key()))
+    return key
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ChainError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# -- hashing -------------------------------------------------------------------------------------------
+def entry_hash(entry: pb.AuditEntry) -> bytes:
+    bare = pb.AuditEntry()
+    bare.CopyFrom(entry)
+    bare.ClearField("hash")
+    bare.ClearField("signature")
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+
+
+def proof_id(entry: pb.AuditEntry) -> str:
+    return f"p-{entry.seq}"
+
+
+# -- the chain -----------------------------------------------------------------------------------------
+class AuditChain:
+    """One SQLite database, one writer (the kernel). Appends are committed before they return."""
+
+    def __init__(self, path: Path, key: Ed25519PrivateKey | None = None, *, read_only: bool = False):
+        self.path = path
+        self._key = key
+        if read_only:
+            if not path.exists():
+                raise ChainError(f"no audit chain at {path}")
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill
+            self._migrate()
+        self.head_seq, self.head_hash = self._head()
+        if not read_only:
+            self._open_chain()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ChainError(f"{self.path} has schema {version}, newer than this Cortex-OS ({SCHEMA_VERSION})")
+        if version < 1:
+            self.db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE IF NOT EXISTS entries (
+                    seq INTEGER PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    call_id TEXT NOT NULL DEFAULT '',
+                    body BLOB NOT NULL
+                );
+                CREATE INDEX IF NOT EXISTS entries_call_id ON entries(call_id) WHERE call_id != '';
+                PRAGMA user_version = 1;
+                COMMIT;
+                """
+            )
+
+    def _head(self) -> tuple[int, bytes]:
+        row = self.db.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, b""
+        entry = pb.AuditEntry.FromString(row[0])
+        return entry.seq, entry.hash
+
+    def _open_chain(self) -> None:
+        assert self._key is not None
+        mine = raw_public(self._key.public_key())
+        if self.head_seq == 0:
+            self.append([pb.AuditEntry(genesis=pb.Genesis(public_key=mine, created_by="cortex-os"))])
+            return
+        genesis = self.get(1)
+        if genesis is None or genesis.WhichOneof("body") != "genesis":
+            raise ChainError(f"{self.path}: entry 1 is not a genesis entry; the chain was altered")
+        if genesis.genesis.public_key != mine:
+            raise ChainError(
+                f"the signing key (fingerprint {fingerprint(mine)}) is not the key this audit chain was "
+                f"started with ({fingerprint(genesis.genesis.public_key)}): the key file was swapped. "
+                "Restore the original signing_key.pem, or move the audit chain aside to start a new one."
+            )
+
+    def append(self, entries: list[pb.AuditEntry]) -> list[pb.AuditEntry]:
+        """Link, hash, sign and store `entries` in one transaction; returns them completed."""
+        assert self._key is not None, "read-only chain"
+        seq, prev = self.head_seq, self.head_hash
+        now = time.time_ns()
+        rows = []
+        for entry in entries:
+            seq += 1
+            entry.seq, entry.prev_hash = seq, prev
+            if not entry.time_unix_nanos:
+                entry.time_unix_nanos = now
+            entry.hash = entry_hash(entry)
+            entry.signature = self._key.sign(entry.hash)
+            prev = entry.hash
+            rows.append((seq, entry.WhichOneof("body"), entry.call_id or _call_id_of(entry), entry.SerializeToString(deterministic=True)))
+        with self.db:  # one transaction: all or nothing
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO entries(seq, kind, call_id, body) VALUES (?, ?, ?, ?)", rows)
+        self.head_seq, self.head_hash = seq, prev
+        return entries
+
+    def get(self, seq: int) -> pb.AuditEntry | None:
+        row = self.db.execute("SELECT body FROM entries WHERE seq = ?", (seq,)).fetchone()
+        return pb.AuditEntry.FromString(row[0]) if row else None
+
+    def proof_for_call(self, call_id: str) -> pb.AuditEntry | None:
+        row = self.db.execute(
+            "SELECT body FROM entries WHERE call_id = ? AND kind = 'proof' ORDER BY seq DESC LIMIT 1", (call_id,)
+        ).fetchone()
+        return pb.AuditEntry.FromString(row[0]) if row else None
+
+    def entries(self, from_seq: int = 0, limit: int = 0) -> Iterator[pb.AuditEntry]:
+        query = "SELECT body FROM entries WHERE seq >= ? ORDER BY seq"
+        args: tuple = (from_seq,)
+        if limit:
+            query += " LIMIT ?"
+            args += (limit,)
+        for (body,) in self.db.execute(query, args):
+            yield pb.AuditEntry.FromString(body)
+
+    def tail(self, count: int) -> list[pb.AuditEntry]:
+        rows = self.db.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT ?", (count,)).fetchall()
+        return [pb.AuditEntry.FromString(b) for (b,) in reversed(rows)]
+
+    def public_key(self) -> bytes:
+        genesis = self.get(1)
+        return genesis.genesis.public_key if genesis is not None and genesis.HasField("genesis") else b""
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _call_id_of(entry: pb.AuditEntry) -> str:
+    return entry.proof.call_id if entry.HasField("proof") else ""
+
+
+# -- verification ----------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    ok: bool
+    checked: int
+    problem: str = ""
+    seq: int = 0  # the first broken entry
+
+    def __str__(self) -> str:
+        return f"OK: {self.checked} entries verified" if self.ok else f"BROKEN at entry {self.seq}: {self.problem}"
+
+
+def verify_entry(entry: pb.AuditEntry, public_key: bytes) -> str:
+    """'' when the entry's hash and signature hold, else what is wrong."""
+    if entry_hash(entry) != entry.hash:
+        return "its content does not match its hash (the entry was altered)"
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(entry.signature, entry.hash)
+    except (InvalidSignature, ValueError):
+        return f"its signature is not valid for the chain's key {fingerprint(public_key)}"
+    return ""
+
+
+def _verify_signatures(args: tuple[bytes, list[tuple[int, bytes, bytes]]]) -> tuple[int, str] | None:
+    key_bytes, items = args
+    key = Ed25519PublicKey.from_public_bytes(key_bytes)
+    for seq, signature, digest in items:
+        try:
+            key.verify(signature, digest)
+        except InvalidSignature:
+            return seq, f"its signature is not valid for the chain's key {fingerprint(key_bytes)}"
+    return None
+
+
+def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | None = None) -> Verdict:
+    """Walk the whole chain: order, links, hashes, then every signature (in parallel)."""
+    try:
+        chain = AuditChain(path, read_only=True)
+    except (ChainError, sqlite3.Error) as exc:
+        return Verdict(False, 0, f"cannot open the chain: {exc}")
+    try:
+        rows = chain.db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
+    except sqlite3.Error as exc:
+        return Verdict(False, 0, f"cannot read the chain: {exc}")
+    finally:
+        chain.close()
+    if not rows:
+        return Verdict(False, 0, "the chain is empty (no genesis entry)")
+    key = b""
+    prev = b""
+    signed: list[tuple[int, bytes, bytes]] = []
+    for position, (row_seq, body) in enumerate(rows, start=1):
+        try:
+            entry = pb.AuditEntry.FromString(body)
+        except DecodeError:
+            return Verdict(False, position - 1, "the stored entry is not a valid AuditEntry", row_seq)
+        if row_seq != position or entry.seq != position:
+            missing = position if row_seq > position else row_seq
+            return Verdict(
+                False, position - 1,
+                f"expected entry {position} here, found entry {entry.seq} in row {row_seq}: "
+                f"entries were removed or reordered (first gap at {missing})",
+                position,
+            )
+        if entry.prev_hash != prev:
+            before = signed[-1] if signed else None
+            if before is not None and _verify_signatures((key, [before])) is not None:
+                # the entry before was altered and re-hashed: its signature gives it away
+                return Verdict(False, position - 2, "its signature does not match its content (altered and re-hashed)", position - 1)
+            return Verdict(
+                False, position - 1,
+                "it does not link to the entry before it (an entry was removed, inserted or reordered)", position,
+            )
+        if entry_hash(entry) != entry.hash:
+            return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
+        if position == 1:
+            if not entry.HasField("genesis") or len(entry.genesis.public_key) != 32:
+                return Verdict(False, 0, "the first entry is not a genesis entry naming the key", 1)
+            key = entry.genesis.public_key
+            if expected_key is not None and key != expected_key:
+                return Verdict(
+                    False, 0,
+                    f"the chain was started with key {fingerprint(key)}, not the expected {fingerprint(expected_key)} "
+                    "(the key was swapped and the chain rewritten)",
+                    1,
+                )
+        signed.append((position, entry.signature, entry.hash))
+        prev = entry.hash
+    broken = _check_signatures(key, signed, workers)
+    if broken is not None:
+        seq, problem = broken
+        return Verdict(False, seq - 1, problem, seq)
+    return Verdict(True, len(rows))
+
+
+def _check_signatures(key: bytes, signed: list[tuple[int, bytes, bytes]], workers: int | None) -> tuple[int, str] | None:
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if workers <= 1 or len(signed) < 20_000:
+        return _verify_signatures((key, signed))
+    size = -(-len(signed) // (workers * 4))
+    chunks = [signed[i : i + size] for i in range(0, len(signed), size)]
+    with ProcessPoolExecutor(workers) as pool:
+        for result in pool.map(_verify_signatures, [(key, c) for c in chunks]):
+            if result is not None:
+                return result  # chunks come back in order: this is the first bad one
+    return None

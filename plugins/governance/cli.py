@@ -1,0 +1,252 @@
+"""Governance commands: `cortex policy ...`, `cortex proofs ...`, `cortex audit tail`.
+
+`policy` talks to the running kernel; `proofs` and `audit` read the data dir directly, so that
+verifying never needs the thing being verified to be up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from google.protobuf import json_format
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+from cortex.contracts.governance.v1 import governance_pb2_grpc
+from cortex.kernel.cli import _client, _load, _print_json, _table, _to_dict, config_option, json_option, target_option
+
+from .chain import DB_FILE, PUBLIC_KEY_FILE, AuditChain, ChainError, load_public_key, proof_id, raw_public, verify_chain, verify_entry
+from .rules import PolicyError, parse_policy
+
+EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_UNSPECIFIED: "?"}
+LOCALITY = {pb.LOCALITY_UNSPECIFIED: "any", pb.LOCALITY_LOCAL: "local", pb.LOCALITY_REMOTE: "remote"}
+
+
+def _stub(config, target):
+    client = _client(config, target)
+    return client, governance_pb2_grpc.GovernanceServiceStub(client.channel)
+
+
+def _decision_text(decision: pb.Decision) -> str:
+    lines = [f"{EFFECTS[decision.effect].upper()}" + (" (by default: no rule matched)" if decision.by_default else "")]
+    lines += [f"  - {reason}" for reason in decision.reasons]
+    return "\n".join(lines)
+
+
+@click.group()
+def policy() -> None:
+    """Policies in force in the running kernel."""
+
+
+@policy.command("list")
+@config_option
+@target_option
+@json_option
+def policy_list(config, target, as_json) -> None:
+    """List every rule in force and where it comes from."""
+    client, stub = _stub(config, target)
+    reply = client.call(stub.ListPolicies, pb.ListPoliciesRequest())
+    if as_json:
+        return _print_json(_to_dict(reply))
+    click.echo(f"default: {EFFECTS[reply.default_effect]}")
+    _table(
+        [[r.id, EFFECTS[r.effect] + ("*" if r.overridable else ""), LOCALITY[r.provider], r.source, r.description] for r in reply.rules],
+        ["ID", "EFFECT", "PROVIDER", "SOURCE", "DESCRIPTION"],
+    )
+
+
+@policy.command("add")
+@config_option
+@target_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def policy_add(config, target, file) -> None:
+    """Add the rules of a policy FILE (TOML [[rule]] tables)."""
+    text = Path(file).read_text(encoding="utf-8")
+    try:
+        parse_policy(text, file)  # report mistakes with this file's name and line
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    client, stub = _stub(config, target)
+    reply = client.call(stub.AddPolicy, pb.AddPolicyRequest(toml=text, name=Path(file).stem))
+    click.echo(f"added {', '.join(r.id for r in reply.rules)} (kept in {reply.path})")
+
+
+@policy.command("remove")
+@config_option
+@target_option
+@click.argument("rule_id")
+def policy_remove(config, target, rule_id) -> None:
+    """Remove rule RULE_ID (one added from a policy file)."""
+    client, stub = _stub(config, target)
+    reply = client.call(stub.RemovePolicy, pb.RemovePolicyRequest(id=rule_id))
+    click.echo(f"removed {reply.removed.id} (from {reply.removed.source})")
+
+
+@policy.command("explain")
+@config_option
+@target_option
+@json_option
+@click.argument("method")
+@click.option("--principal", default="cli:local", show_default=True)
+@click.option("--remote", is_flag=True, help="Judge the call as going to a remote provider.")
+@click.option("--provider", default="", help="Provider name.")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help="A request field (repeatable).")
+@click.option("--label", "labels", multiple=True, help="A data label such as private (repeatable).")
+def policy_explain(config, target, as_json, method, principal, remote, provider, fields, labels) -> None:
+    """Explain the decision for METHOD ("package.Service/Method") without calling it."""
+    service, _, name = method.strip("/").partition("/")
+    if not service or not name:
+        raise click.BadParameter("expected SERVICE/METHOD, e.g. cortex.models.v1.ModelService/Generate")
+    pairs = {}
+    for item in fields:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--field {item!r}: expected NAME=VALUE")
+        pairs[key] = value
+    call = pb.CallDescription(
+        service=service, method=name, principal=principal, provider=provider,
+        provider_local=not remote, fields=pairs, labels=list(labels),
+    )
+    client, stub = _stub(config, target)
+    reply = client.call(stub.Evaluate, pb.EvaluateRequest(call=call))
+    if as_json:
+        return _print_json(_to_dict(reply.decision))
+    click.echo(_decision_text(reply.decision))
+
+
+# -- offline: proofs and audit ------------------------------------------------------------------------
+def _data_dir(config, data_dir) -> Path:
+    return Path(data_dir).expanduser().resolve() if data_dir else _load(config).data_dir
+
+
+def _open_chain(folder: Path) -> AuditChain:
+    try:
+        return AuditChain(folder / "governance" / DB_FILE, read_only=True)
+    except ChainError as exc:
+        raise click.ClickException(f"{exc} (is --data-dir right?)") from None
+
+
+def _entry_dict(entry: pb.AuditEntry) -> dict:
+    return json_format.MessageToDict(entry, preserving_proto_field_name=True)
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
+
+
+@click.group()
+def proofs() -> None:
+    """Verify, show and export proofs from the audit chain (offline: no kernel needed)."""
+
+
+@proofs.command("verify")
+@config_option
+@data_dir_option
+@click.option("--all", "verify_all", is_flag=True, help="Verify the whole chain (the default without ID).")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False), help="Expected public key (PEM), kept elsewhere.")
+@click.argument("proof", required=False)
+def proofs_verify(config, data_dir, verify_all, public_key, proof) -> None:
+    """Check signatures and the whole hash chain; report the first broken link. Exits 1 if broken."""
+    folder = _data_dir(config, data_dir)
+    expected = raw_public(load_public_key(Path(public_key))) if public_key else None
+    if proof and not verify_all:
+        chain = _open_chain(folder)
+        try:
+            entry = chain.get(int(proof[2:])) if proof.startswith("p-") and proof[2:].isdigit() else chain.proof_for_call(proof)
+            if entry is None:
+                raise click.ClickException(f"no proof {proof!r} in {chain.path}")
+            key = expected or chain.public_key()
+            problem = verify_entry(entry, key)
+            if not problem and entry.seq > 1:
+                before = chain.get(entry.seq - 1)
+                if before is None or before.hash != entry.prev_hash:
+                    problem = f"it does not link to entry {entry.seq - 1}"
+        finally:
+            chain.close()
+        if problem:
+            click.echo(f"INVALID: {proof_id(entry)} (entry {entry.seq}): {problem}")
+            sys.exit(1)
+        click.echo(f"OK: {proof_id(entry)} (entry {entry.seq}) is signed and linked")
+        return
+    verdict = verify_chain(folder / "governance" / DB_FILE, expected)
+    click.echo(str(verdict))
+    if not verdict.ok:
+        sys.exit(1)
+
+
+@proofs.command("show")
+@config_option
+@data_dir_option
+@click.argument("proof")
+def proofs_show(config, data_dir, proof) -> None:
+    """Show proof PROOF (a proof id p-<n>, or a call id) as JSON."""
+    chain = _open_chain(_data_dir(config, data_dir))
+    try:
+        entry = chain.get(int(proof[2:])) if proof.startswith("p-") and proof[2:].isdigit() else chain.proof_for_call(proof)
+    finally:
+        chain.close()
+    if entry is None or not entry.HasField("proof"):
+        raise click.ClickException(f"no proof {proof!r}")
+    _print_json({"proof_id": proof_id(entry), **_entry_dict(entry)})
+
+
+@proofs.command("export")
+@config_option
+@data_dir_option
+@click.argument("path", type=click.Path(dir_okay=False))
+def proofs_export(config, data_dir, path) -> None:
+    """Write the whole chain to PATH as JSON lines, and the public key to PATH.pub.pem."""
+    folder = _data_dir(config, data_dir)
+    chain = _open_chain(folder)
+    count = 0
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for entry in chain.entries():
+                out.write(json.dumps(_entry_dict(entry), sort_keys=True) + "\n")
+                count += 1
+    finally:
+        chain.close()
+    key = folder / "governance" / PUBLIC_KEY_FILE
+    if key.exists():
+        Path(f"{path}.pub.pem").write_bytes(key.read_bytes())
+    click.echo(f"exported {count} entries to {path}")
+
+
+@click.group()
+def audit() -> None:
+    """The audit chain (offline)."""
+
+
+@audit.command("tail")
+@config_option
+@data_dir_option
+@json_option
+@click.option("-n", "count", default=20, show_default=True, help="How many entries.")
+def audit_tail(config, data_dir, as_json, count) -> None:
+    """Show the last entries of the audit chain."""
+    chain = _open_chain(_data_dir(config, data_dir))
+    try:
+        entries = chain.tail(max(1, min(count, 10_000)))
+    finally:
+        chain.close()
+    if as_json:
+        return _print_json([_entry_dict(e) for e in entries])
+    for e in entries:
+        kind = e.WhichOneof("body")
+        if kind == "proof":
+            p = e.proof
+            text = f"{p.service}/{p.method} by {p.principal} -> {p.provider or '-'} {p.status} ({p.latency_ms:.1f} ms)"
+        elif kind == "decision":
+            text = f"{e.call.service}/{e.call.method} by {e.call.principal} on {e.call.provider}: " + EFFECTS[e.decision.effect]
+            text += f" [{', '.join(e.decision.rule_ids) or 'default'}]"
+        elif kind == "policy_change":
+            text = f"{e.policy_change.action} rule {e.policy_change.rule.id} by {e.policy_change.principal}"
+        else:
+            text = "genesis"
+        click.echo(f"{e.seq:>8}  {kind:<13} {e.call_id:<18} {text}")
+
+
+def register(cli: click.Group) -> None:
+    for group in (policy, proofs, audit):
+        cli.add_command(group)

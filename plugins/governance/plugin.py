@@ -1,0 +1,254 @@
+"""The governance plugin: answers the kernel's authorize hook for every call, records every
+decision and finished call in the audit chain, and serves GovernanceService.
+
+Settings (`[plugins.governance]` in cortex.toml):
+
+    default = "allow"          # the decision when no rule matches: allow | deny
+    builtin = true             # the built-in rules (see builtin.py)
+    [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
+    id = "..."
+
+Policy files live in `<data dir>/policies/*.toml`; they are re-read when they change. A file with
+a mistake is reported with its line and the rules in force stay as they were.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+from cortex.kernel import Decision, Health, hookimpl
+
+from .builtin import BUILTIN_RULES, MANIFEST_RULE
+from .chain import AuditChain, load_or_create_key
+from .rules import ALLOW, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
+
+log = structlog.get_logger("cortex.governance")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
+LABELS_HEADER = "x-cortex-labels"
+SETTINGS = {"default", "builtin", "rule"}
+
+
+def request_labels(request: Any, metadata: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    """Data labels of a call: the request's `tags` / `labels` fields and the x-cortex-labels header."""
+    labels: set[str] = set()
+    for name in ("tags", "labels"):
+        values = getattr(request, name, None)
+        if values is not None and not isinstance(values, (str, bytes)):
+            try:
+                labels.update(v for v in values if isinstance(v, str))
+            except TypeError:
+                pass
+    for key, value in metadata:
+        if key == LABELS_HEADER:
+            labels.update(v.strip() for v in value.split(",") if v.strip())
+    return frozenset(labels)
+
+
+def request_fields(request: Any) -> dict[str, str]:
+    """Top-level scalar fields of a request, as text ("true", "42", "note"), defaults included."""
+    if request is None or not hasattr(request, "DESCRIPTOR"):
+        return {}
+    values = {}
+    for f in request.DESCRIPTOR.fields:
+        if f.label == f.LABEL_REPEATED or f.message_type is not None:
+            continue
+        value = getattr(request, f.name)
+        values[f.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return values
+
+
+def canonical_sha256(message: Any) -> bytes:
+    if message is None:
+        return b""
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).digest()
+
+
+class Governance:
+    """Per-kernel state; pluggy registers the module-level instance below."""
+
+    def __init__(self) -> None:
+        self.chain: AuditChain | None = None
+        self.rules = RuleSet([])
+        self.privacy_mode = False
+        self.plugins: dict[str, Any] = {}
+        self.policy_dir = Path()
+        self._settings: dict[str, Any] = {}
+        self._pending: dict[str, list[tuple[pb.CallDescription, pb.Decision]]] = {}
+        self._dir_state: tuple = ()
+        self.rejected: list[PolicyError] = []  # policy files not in force, with file and line
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @hookimpl
+    def cortex_configure(self, config: dict[str, Any], context) -> None:
+        unknown = set(config) - SETTINGS
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.governance]; known: {', '.join(sorted(SETTINGS))}"
+            )
+        if config.get("default", "allow") not in ("allow", "deny"):
+            raise ValueError('[plugins.governance] default must be "allow" or "deny"')
+        self._settings = dict(config)
+        self.privacy_mode = context.privacy_mode
+        self.plugins = context.plugins
+        self.policy_dir = context.data_dir / "policies"
+        self.policy_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._manifest_verdict.cache_clear()
+        self.rules = RuleSet([])
+        # At start there is nothing in force to keep: the good files load, a bad one is reported
+        # (and health says NOT_SERVING until it is fixed). A bad rule in cortex.toml itself is a
+        # configure error: the plugin is reported broken.
+        self.reload(keep_on_error=False)
+        folder = context.data_dir / "governance"
+        if self.chain is not None:
+            self.chain.close()
+        self.chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
+        log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
+
+    @hookimpl
+    def cortex_register(self, registry) -> None:
+        from .service import GovernanceServicer
+
+        registry.add(SERVICE, GovernanceServicer(self))
+
+    @hookimpl
+    async def cortex_stop(self, context) -> None:
+        if self.chain is not None:
+            self.chain.close()
+            self.chain = None
+
+    @hookimpl
+    async def cortex_health(self) -> Health:
+        self.reload_if_changed()
+        if self.chain is None:
+            return Health(False, "the audit chain is closed")
+        if self.rejected:
+            return Health(False, "policy file rejected: " + "; ".join(map(str, self.rejected)))
+        return Health(True, f"{len(self.rules.rules)} rules, chain at entry {self.chain.head_seq}")
+
+    # -- policies ----------------------------------------------------------------------------------
+    def _state_of_dir(self) -> tuple:
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(self.policy_dir.glob("*.toml")))
+
+    def compose(self) -> tuple[RuleSet, list[PolicyError]]:
+        """The rules: built-in, config, policy files; and the policy files rejected."""
+        rules = list(BUILTIN_RULES) if self._settings.get("builtin", True) else []
+        rules += rules_from_tables(self._settings.get("rule", []), "cortex.toml [plugins.governance]")
+        from_files, rejected = load_policy_dir(self.policy_dir)
+        seen = {r.id: r.source for r in rules}
+        for rule in from_files:
+            if rule.id in seen:
+                rejected.append(PolicyError(f"rule id '{rule.id}' is already defined in {seen[rule.id]}", rule.source))
+                continue
+            seen[rule.id] = rule.source
+            rules.append(rule)
+        default = DENY if self._settings.get("default", "allow") == "deny" else ALLOW
+        return RuleSet(rules, default, self._manifest_check), rejected
+
+    def reload(self, keep_on_error: bool = True) -> None:
+        """Put the policies on disk in force. With `keep_on_error`, any rejected file keeps the
+        rules in force exactly as they were and raises the first problem."""
+        state = self._state_of_dir()
+        rules, rejected = self.compose()
+        self._dir_state = state
+        for problem in rejected:
+            log.error("governance.policy_rejected", error=str(problem), kept_rules=len(self.rules.rules))
+        if rejected and keep_on_error:
+            raise rejected[0]
+        self.rules, self.rejected = rules, rejected
+
+    def reload_if_changed(self) -> None:
+        if self._state_of_dir() == self._dir_state:
+            return
+        try:
+            self.reload()
+            log.info("governance.policies_reloaded", rules=len(self.rules.rules))
+        except PolicyError as exc:
+            self.rejected = [exc]
+
+    # -- the plugin-manifest rule -------------------------------------------------------------------------
+    def _manifest_check(self, facts: CallFacts) -> pb.Rule | None:
+        if not facts.principal.startswith("plugin:"):
+            return None
+        return self._manifest_verdict(facts.principal[len("plugin:") :], facts.service)
+
+    @lru_cache(maxsize=1024)  # noqa: B019 - one instance per process; cleared on configure
+    def _manifest_verdict(self, plugin: str, service: str) -> pb.Rule | None:
+        record = self.plugins.get(plugin)
+        allowed = [*getattr(record, "contracts", []), *getattr(record, "calls", [])]
+        if any(fnmatch.fnmatchcase(service, pattern) for pattern in allowed):
+            return None
+        rule = pb.Rule()
+        rule.CopyFrom(MANIFEST_RULE)
+        declared = ", ".join(getattr(record, "calls", [])) or "nothing"
+        rule.description = f"plugin '{plugin}' may not call {service}: its manifest declares {declared}"
+        return rule
+
+    # -- deciding ----------------------------------------------------------------------------------
+    def facts(self, call) -> CallFacts:
+        provider = call.provider
+        return CallFacts(
+            service=call.service,
+            method=call.method_name,
+            principal=call.principal,
+            provider=provider.name if provider else "",
+            provider_local=provider.local if provider else True,
+            privacy_mode=self.privacy_mode,
+            labels=request_labels(call.request, call.metadata),
+            fields=lambda: request_fields(call.request),
+        )
+
+    @hookimpl
+    def cortex_authorize(self, call) -> Decision:
+        facts = self.facts(call)
+        decision = self.rules.evaluate(facts)
+        description = pb.CallDescription(
+            service=facts.service, method=facts.method, principal=facts.principal,
+            provider=facts.provider, provider_local=facts.provider_local, labels=sorted(facts.labels),
+        )
+        self._pending.setdefault(call.id, []).append((description, decision))
+        if decision.effect == DENY:
+            return Decision(False, list(decision.reasons), list(decision.rule_ids))
+        return Decision(True, list(decision.reasons), list(decision.rule_ids))
+
+    @hookimpl
+    def cortex_observe(self, call, outcome) -> None:
+        decided = self._pending.pop(call.id, [])
+        if self.chain is None:
+            return
+        entries = [pb.AuditEntry(call_id=call.id, call=d, decision=v) for d, v in decided]
+        entries.append(
+            pb.AuditEntry(
+                call_id=call.id,
+                proof=pb.Proof(
+                    call_id=call.id,
+                    service=call.service,
+                    method=call.method_name,
+                    principal=call.principal,
+                    provider=outcome.provider or "",
+                    status=outcome.code.name,
+                    request_sha256=canonical_sha256(call.request),
+                    response_sha256=canonical_sha256(outcome.response),
+                    messages=outcome.messages,
+                    decision=decided[-1][1] if decided else None,
+                    latency_ms=outcome.latency_s * 1000,
+                ),
+            )
+        )
+        self.chain.append(entries)
+
+    @hookimpl
+    def cortex_register_commands(self, cli) -> None:
+        from .cli import register
+
+        register(cli)
+
+
+plugin = Governance()

@@ -1,0 +1,167 @@
+"""`cortex.governance.v1.GovernanceService`."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+import grpc
+import tomlkit
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+from cortex.contracts.governance.v1 import governance_pb2_grpc
+
+from .chain import proof_id, verify_entry
+from .rules import CallFacts, PolicyError, parse_policy
+
+if TYPE_CHECKING:
+    from .plugin import Governance
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MAX_POLICY_BYTES = 256 * 1024
+MAX_EXPORT = 100_000
+
+
+def _principal(context) -> str:
+    return getattr(context, "principal", "") or ""
+
+
+class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
+    def __init__(self, governance: Governance):
+        self.gov = governance
+
+    @property
+    def chain(self):
+        return self.gov.chain
+
+    async def Evaluate(self, request, context):
+        call = request.call
+        if not call.service or not call.method:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "call.service and call.method are required, e.g. service=\"cortex.models.v1.ModelService\" method=\"Generate\"",
+            )
+        facts = CallFacts(
+            service=call.service,
+            method=call.method,
+            principal=call.principal,
+            provider=call.provider,
+            provider_local=call.provider_local,
+            privacy_mode=self.gov.privacy_mode,
+            labels=frozenset(call.labels),
+            fields=dict(call.fields),
+        )
+        return pb.EvaluateResponse(decision=self.gov.rules.evaluate(facts))
+
+    async def ListPolicies(self, request, context):
+        return pb.ListPoliciesResponse(rules=self.gov.rules.rules, default_effect=self.gov.rules.default)
+
+    async def AddPolicy(self, request, context):
+        if not request.toml.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "toml is empty: send a document of [[rule]] tables")
+        if len(request.toml.encode()) > MAX_POLICY_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the policy document is over {MAX_POLICY_BYTES // 1024} KiB; split it"
+            )
+        try:
+            rules = parse_policy(request.toml, "request")
+        except PolicyError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not rules:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the document holds no [[rule]] table")
+        name = request.name or rules[0].id.replace("/", "_").replace(":", "_")
+        if not NAME.match(name):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name {name!r}: use letters, digits, '_', '.', '-'")
+        path = self.gov.policy_dir / f"{name.removesuffix('.toml')}.toml"
+        existing = {r.id: r.source for r in self.gov.rules.rules}
+        clash = [r.id for r in rules if r.id in existing]
+        if clash:
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"rule id(s) {', '.join(clash)} already in force (from {existing[clash[0]]}); remove them first",
+            )
+        if path.exists():
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{path} exists; choose another name")
+        _write_atomically(path, request.toml)
+        try:
+            self.gov.reload()
+        except PolicyError as exc:
+            path.unlink()  # the rules in force were left as they were
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not added: {exc}")
+        added = [r for r in self.gov.rules.rules if r.source == str(path)]
+        self.chain.append(
+            [pb.AuditEntry(policy_change=pb.PolicyChange(action="add", rule=r, principal=_principal(context))) for r in added]
+        )
+        return pb.AddPolicyResponse(rules=added, path=str(path))
+
+    async def RemovePolicy(self, request, context):
+        rule = next((r for r in self.gov.rules.rules if r.id == request.id), None)
+        if rule is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no rule {request.id!r} is in force; `cortex policy list` shows them")
+        folder = str(self.gov.policy_dir)
+        if not rule.source.startswith(folder + os.sep):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"rule {rule.id!r} comes from {rule.source}, not a policy file: change it there",
+            )
+        path = self.gov.policy_dir / os.path.basename(rule.source)
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        kept = [t for t in doc.get("rule", []) if t.get("id") != rule.id]
+        if kept:
+            doc["rule"] = tomlkit.aot()
+            for table in kept:
+                doc["rule"].append(table)
+            _write_atomically(path, tomlkit.dumps(doc))
+        else:
+            path.unlink()
+        self.gov.reload()
+        self.chain.append([pb.AuditEntry(policy_change=pb.PolicyChange(action="remove", rule=rule, principal=_principal(context)))])
+        return pb.RemovePolicyResponse(removed=rule)
+
+    async def _find(self, proof: str, context) -> pb.AuditEntry:
+        entry = None
+        if re.fullmatch(r"p-\d{1,19}", proof):
+            entry = self.chain.get(int(proof[2:]))
+            if entry is not None and not entry.HasField("proof"):
+                entry = None
+        elif proof:
+            entry = self.chain.proof_for_call(proof)
+        if entry is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no proof {proof!r}: give a proof id (p-<n>) or the call id from the x-cortex-call-id trailer",
+            )
+        return entry
+
+    async def GetProof(self, request, context):
+        entry = await self._find(request.id, context)
+        return pb.GetProofResponse(entry=entry, proof_id=proof_id(entry))
+
+    async def VerifyProof(self, request, context):
+        if request.id:
+            entry = await self._find(request.id, context)
+        elif request.HasField("entry"):
+            entry = request.entry
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give a proof id, or the entry to verify")
+        problem = verify_entry(entry, self.chain.public_key())
+        if not problem:
+            stored = self.chain.get(entry.seq)
+            before = self.chain.get(entry.seq - 1) if entry.seq > 1 else None
+            if stored is None or stored.hash != entry.hash:
+                problem = f"entry {entry.seq} is not the one in this kernel's chain"
+            elif entry.seq > 1 and (before is None or before.hash != entry.prev_hash):
+                problem = f"entry {entry.seq} does not link to entry {entry.seq - 1} in the chain"
+        return pb.VerifyProofResponse(valid=not problem, problem=problem)
+
+    async def ExportAudit(self, request, context):
+        limit = request.limit or MAX_EXPORT
+        for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):
+            yield entry
+
+
+def _write_atomically(path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -2,8 +2,9 @@
 
 Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its deterministic protobuf
 serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
-covered); its signature is Ed25519 over that hash. Entry 1 (genesis) names the public key; every
-later entry must be signed by it. Verification needs only the database file (and, to rule out a
+covered). Genesis, proof and policy-change entries are signed (Ed25519 over the hash) with the key
+entry 1 (genesis) names; decision entries are not signed themselves but are covered by the signed
+proof that follows them in the same append, whose hash chains back through them. Verification needs only the database file (and, to rule out a
 rewritten chain, a copy of the public key kept elsewhere).
 """
 
@@ -74,12 +75,17 @@ def fingerprint(raw: bytes) -> str:
 
 
 # -- hashing -------------------------------------------------------------------------------------------
+SIGNED = frozenset({"genesis", "proof", "policy_change"})
+
+
 def entry_hash(entry: pb.AuditEntry) -> bytes:
-    bare = pb.AuditEntry()
-    bare.CopyFrom(entry)
-    bare.ClearField("hash")
-    bare.ClearField("signature")
-    return hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+    if entry.hash or entry.signature:
+        bare = pb.AuditEntry()
+        bare.CopyFrom(entry)
+        bare.ClearField("hash")
+        bare.ClearField("signature")
+        entry = bare
+    return hashlib.sha256(entry.SerializeToString(deterministic=True)).digest()
 
 
 def proof_id(entry: pb.AuditEntry) -> str:
@@ -161,10 +167,13 @@ class AuditChain:
             entry.seq, entry.prev_hash = seq, prev
             if not entry.time_unix_nanos:
                 entry.time_unix_nanos = now
-            entry.hash = entry_hash(entry)
-            entry.signature = self._key.sign(entry.hash)
-            prev = entry.hash
-            rows.append((seq, entry.WhichOneof("body"), entry.call_id or _call_id_of(entry), entry.SerializeToString(deterministic=True)))
+            digest = entry_hash(entry)
+            kind = entry.WhichOneof("body")
+            entry.hash = digest
+            if kind in SIGNED:
+                entry.signature = self._key.sign(digest)
+            prev = digest
+            rows.append((seq, kind, entry.call_id or _call_id_of(entry), entry.SerializeToString(deterministic=True)))
         with self.db:  # one transaction: all or nothing
             self.db.execute("BEGIN")
             self.db.executemany("INSERT INTO entries(seq, kind, call_id, body) VALUES (?, ?, ?, ?)", rows)
@@ -222,6 +231,8 @@ def verify_entry(entry: pb.AuditEntry, public_key: bytes) -> str:
     """'' when the entry's hash and signature hold, else what is wrong."""
     if entry_hash(entry) != entry.hash:
         return "its content does not match its hash (the entry was altered)"
+    if not entry.signature and entry.WhichOneof("body") not in SIGNED:
+        return ""  # a decision: covered by the signed proof after it
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(entry.signature, entry.hash)
     except (InvalidSignature, ValueError):
@@ -271,7 +282,7 @@ def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | N
                 position,
             )
         if entry.prev_hash != prev:
-            before = signed[-1] if signed else None
+            before = signed[-1] if signed and signed[-1][0] == position - 1 else None
             if before is not None and _verify_signatures((key, [before])) is not None:
                 # the entry before was altered and re-hashed: its signature gives it away
                 return Verdict(False, position - 2, "its signature does not match its content (altered and re-hashed)", position - 1)
@@ -292,7 +303,8 @@ def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | N
                     "(the key was swapped and the chain rewritten)",
                     1,
                 )
-        signed.append((position, entry.signature, entry.hash))
+        if entry.WhichOneof("body") in SIGNED or entry.signature:
+            signed.append((position, entry.signature, entry.hash))
         prev = entry.hash
     broken = _check_signatures(key, signed, workers)
     if broken is not None:

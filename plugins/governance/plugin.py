@@ -14,6 +14,7 @@ a mistake is reported with its line and the rules in force stay as they were.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 from functools import lru_cache
@@ -84,6 +85,8 @@ class Governance:
         self._pending: dict[str, list[tuple[pb.CallDescription, pb.Decision]]] = {}
         self._dir_state: tuple = ()
         self.rejected: list[PolicyError] = []  # policy files not in force, with file and line
+        self._unwritten: list[pb.AuditEntry] = []
+        self._flush_scheduled = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -121,8 +124,16 @@ class Governance:
     @hookimpl
     async def cortex_stop(self, context) -> None:
         if self.chain is not None:
+            self.flush()
             self.chain.close()
             self.chain = None
+
+    def flush(self) -> None:
+        """Append what the observe hook queued, in one transaction."""
+        self._flush_scheduled = False
+        if self._unwritten and self.chain is not None:
+            entries, self._unwritten = self._unwritten, []
+            self.chain.append(entries)
 
     @hookimpl
     async def cortex_health(self) -> Health:
@@ -242,7 +253,16 @@ class Governance:
                 ),
             )
         )
-        self.chain.append(entries)
+        # Calls finishing in the same event-loop turn share one transaction; the turn after this
+        # one commits them (a kill -9 in between loses only that turn's entries, never the
+        # chain's consistency).
+        self._unwritten += entries
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a direct call): write now
+                self.flush()
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:

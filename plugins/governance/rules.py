@@ -217,10 +217,12 @@ class CompiledRule:
         self.privacy = None if not rule.privacy_mode else rule.privacy_mode == "true"
         self.not_before, self.not_after = _timestamp(rule.not_before), _timestamp(rule.not_after)
 
-    def statically_matches(self, service: str, method: str, principal: str, local: bool) -> bool:
+    def matches_service(self, service: str) -> bool:
+        return self.services is None or self.services.fullmatch(service) is not None
+
+    def statically_matches(self, method: str, principal: str, local: bool) -> bool:
         return (
-            (self.services is None or self.services.fullmatch(service) is not None)
-            and (self.methods is None or self.methods.fullmatch(method) is not None)
+            (self.methods is None or self.methods.fullmatch(method) is not None)
             and (self.principals is None or self.principals.fullmatch(principal) is not None)
             and (
                 self.locality == pb.LOCALITY_UNSPECIFIED
@@ -259,10 +261,16 @@ class RuleSet:
         self.default = default
         self._compiled = [CompiledRule(r) for r in rules]
         self._extra = extra_check
-        self.candidates = lru_cache(maxsize=4096)(self._candidates)
+        # Two cached levels: rules by service (few services, many rules), then by the rest of the
+        # call's shape within that small set; a miss costs a scan of one service's rules.
+        self._by_service = lru_cache(maxsize=4096)(self._rules_for_service)
+        self.candidates = lru_cache(maxsize=65536)(self._candidates)
+
+    def _rules_for_service(self, service: str) -> tuple[CompiledRule, ...]:
+        return tuple(c for c in self._compiled if c.matches_service(service))
 
     def _candidates(self, service: str, method: str, principal: str, local: bool) -> tuple[CompiledRule, ...]:
-        return tuple(c for c in self._compiled if c.statically_matches(service, method, principal, local))
+        return tuple(c for c in self._by_service(service) if c.statically_matches(method, principal, local))
 
     def evaluate(self, facts: CallFacts, now: float | None = None) -> pb.Decision:
         now = time.time() if now is None else now

@@ -33,6 +33,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
 
     @property
     def chain(self):
+        self.gov.flush()  # what was observed is in the chain before anyone reads it
         return self.gov.chain
 
     async def Evaluate(self, request, context):

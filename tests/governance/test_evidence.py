@@ -117,7 +117,7 @@ def test_a_rehashed_entry_is_caught_by_its_signature(chain_with_calls):
 
     data, env, _ = chain_with_calls
     db, entries = rows(data)
-    seq, body = entries[5]
+    seq, body = next((s, b) for s, b in entries[4:] if pb.AuditEntry.FromString(b).HasField("proof"))
     entry = pb.AuditEntry.FromString(body)
     entry.time_unix_nanos += 1
     entry.hash = entry_hash(entry)  # consistent hash, but not re-signed, and the next link breaks
@@ -126,6 +126,22 @@ def test_a_rehashed_entry_is_caught_by_its_signature(chain_with_calls):
     result = verify(env, "--all")
     assert result.returncode == 1
     assert result.stdout.strip() == f"BROKEN at entry {seq}: its signature does not match its content (altered and re-hashed)"
+
+
+def test_a_rehashed_decision_breaks_the_next_link(chain_with_calls):
+    from cortex.plugins.governance.chain import entry_hash
+
+    data, env, _ = chain_with_calls
+    db, entries = rows(data)
+    seq, body = next((s, b) for s, b in entries[4:] if pb.AuditEntry.FromString(b).HasField("decision"))
+    entry = pb.AuditEntry.FromString(body)
+    entry.decision.effect = pb.EFFECT_DENY
+    entry.hash = entry_hash(entry)
+    db.execute("UPDATE entries SET body = ? WHERE seq = ?", (entry.SerializeToString(), seq))
+    db.commit()
+    result = verify(env, "--all")
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"BROKEN at entry {seq + 1}: it does not link to the entry before it")
 
 
 def test_a_deleted_entry_is_caught(chain_with_calls):

@@ -305,5 +305,8 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    from .model_commands import register
+
+    register(cli)
     _add_plugin_commands()
     cli(prog_name="cortex")

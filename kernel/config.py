@@ -32,6 +32,16 @@ A config file looks like this (every key optional):
     [circuit]
     failure_threshold = 5
     reset_timeout_seconds = 30
+    retries = 1                     # extra passes over the providers, failover-safe methods only
+    retry_backoff_seconds = 0.05    # doubled on each pass
+
+    [hybrid]                        # how the router mixes local and remote providers
+    mode = "balanced"               # balanced: the configured order | performance: fastest first
+                                    # (measured latency) | privacy: local providers only
+    mlx_first = true                # the provider named "mlx" leads, whatever the mode
+    conjunction = true              # false: a remote provider never serves as a fallback
+
+    The default order for cortex.models.v1.ModelService is mlx, ollama, openai.
 
 Environment: `CORTEX_CONFIG` names the file; `CORTEX_<SECTION>__<KEY>` sets one key
 (`CORTEX_KERNEL__LISTEN=0.0.0.0:6000`, `CORTEX_PLUGINS__DISABLED='["echo"]'`); values are read as
@@ -63,10 +73,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "client": {"target": ""},
     "plugins": {"disabled": []},
-    "routing": {},
+    "routing": {"cortex.models.v1.ModelService": {"order": ["mlx", "ollama", "openai"]}},
     "providers": {},
-    "circuit": {"failure_threshold": 5, "reset_timeout_seconds": 30.0},
+    "circuit": {"failure_threshold": 5, "reset_timeout_seconds": 30.0, "retries": 1, "retry_backoff_seconds": 0.05},
+    "hybrid": {"mode": "balanced", "mlx_first": True, "conjunction": True},
 }
+HYBRID_MODES = ("balanced", "performance", "privacy")
 
 # Tables whose keys are names chosen by the user (plugin, service and provider names).
 OPEN_TABLES = {"routing", "providers"}
@@ -78,6 +90,9 @@ ENV_ALIASES = {
     "CORTEX_LOG_LEVEL": ("kernel", "log_level"),
     "CORTEX_LOG_FORMAT": ("kernel", "log_format"),
     "CORTEX_TARGET": ("client", "target"),
+    "CORTEX_HYBRID_MODE": ("hybrid", "mode"),
+    "CORTEX_MLX_FIRST_PRIORITY": ("hybrid", "mlx_first"),
+    "CORTEX_CONJUNCTION_ENABLED": ("hybrid", "conjunction"),
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -118,6 +133,11 @@ class Config:
     @property
     def privacy_mode(self) -> bool:
         return bool(self.kernel["privacy_mode"])
+
+    @property
+    def local_only(self) -> bool:
+        """No call may leave the machine: privacy mode, or the privacy hybrid mode."""
+        return self.privacy_mode or self.data["hybrid"]["mode"] == "privacy"
 
     @property
     def target(self) -> str:
@@ -279,6 +299,16 @@ def _validate(cfg: Config) -> None:
     _expect(cfg, "kernel", "health_interval_seconds", (int, float), "a number of seconds")
     _expect(cfg, "circuit", "failure_threshold", int, "an integer")
     _expect(cfg, "circuit", "reset_timeout_seconds", (int, float), "a number of seconds")
+    _expect(cfg, "circuit", "retries", int, "an integer")
+    _expect(cfg, "circuit", "retry_backoff_seconds", (int, float), "a number of seconds")
+    _expect(cfg, "hybrid", "mlx_first", bool, "true or false")
+    _expect(cfg, "hybrid", "conjunction", bool, "true or false")
+    if cfg.data["hybrid"]["mode"] not in HYBRID_MODES:
+        where = cfg.sources.get("hybrid.mode", "")
+        message = f"hybrid.mode must be one of {', '.join(HYBRID_MODES)}, got {cfg.data['hybrid']['mode']!r}"
+        raise ConfigError(message, where) if where.startswith("$") else cfg.error(message, "mode")
+    if not 0 <= cfg.data["circuit"]["retries"] <= 5:
+        raise cfg.error("circuit.retries must be between 0 and 5", "retries")
     if cfg.kernel["log_level"] not in LOG_LEVELS:
         raise cfg.error(f"kernel.log_level must be one of {', '.join(LOG_LEVELS)}", "log_level")
     if cfg.kernel["log_format"] not in LOG_FORMATS:

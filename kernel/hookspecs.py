@@ -6,9 +6,12 @@ entry-point group `cortex` of its distribution:
     [project.entry-points.cortex]
     echo = "cortex_echo.plugin"
 
-    # optional static manifest: the contracts it provides, read without importing it
+    # optional static manifest, read without importing the plugin: "PLUGIN/SERVICE" names what
+    # it provides (cortex.contracts) and what it may call through the kernel (cortex.calls)
     [project.entry-points."cortex.contracts"]
-    "cortex_echo.v1.EchoService" = "cortex_echo.plugin"
+    "echo/cortex_echo.v1.EchoService" = "cortex_echo.plugin"
+    [project.entry-points."cortex.calls"]
+    "echo/cortex.kernel.v1.KernelService" = "cortex_echo.plugin"
 
 Hook names are checked when the plugin is registered: a misspelt hook is an error, not silence.
 A plugin never imports another plugin; it calls other contracts through `context.channel`

@@ -88,6 +88,8 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                     consecutive_failures=p.breaker.consecutive_failures,
                     calls=p.calls,
                     failures=p.failures,
+                    last_error=p.last_error,
+                    latency_ms=(p.latency_ewma or 0.0) * 1000,
                 )
                 for p in k.registry.ordered(service.full_name, k.config.routing_order(service.full_name))
             ]

@@ -26,8 +26,11 @@ from .context import PluginContext
 from .registry import ContractRegistry, Health, Registrar
 
 GROUP = "cortex"
-MANIFEST_GROUP = "cortex.contracts"  # name: a service the plugin provides; value: the plugin's entry point
-CALLS_GROUP = "cortex.calls"  # name: a service (or glob) the plugin calls; value: the plugin's entry point
+# Static manifests, read without importing a plugin. Entry-point names are "PLUGIN/SERVICE"
+# (unique within a distribution even when several plugins provide one contract); the value is
+# the plugin's own entry-point target.
+MANIFEST_GROUP = "cortex.contracts"  # the services PLUGIN provides
+CALLS_GROUP = "cortex.calls"  # the services (globs allowed) PLUGIN may call
 BUILT_IN_DIST = "cortex-os"
 RESERVED_NAMES = {"disabled", "kernel"}
 
@@ -65,14 +68,21 @@ def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
     return source, dist.version or ""
 
 
+def _manifest(group: str) -> dict[str, list[str]]:
+    """{plugin name: [service, ...]} from entry points named "PLUGIN/SERVICE"."""
+    found: dict[str, list[str]] = {}
+    for ep in metadata.entry_points(group=group):
+        plugin, sep, service = ep.name.partition("/")
+        if sep and service:
+            found.setdefault(plugin, []).append(service)
+        else:
+            log.warning("plugin.bad_manifest_entry", group=group, name=ep.name, expected="PLUGIN/SERVICE")
+    return found
+
+
 def discover() -> list[PluginRecord]:
     """Every plugin installed, from distribution metadata alone (nothing is imported)."""
-    manifest: dict[str, list[str]] = {}
-    for ep in metadata.entry_points(group=MANIFEST_GROUP):
-        manifest.setdefault(ep.value, []).append(ep.name)
-    calls: dict[str, list[str]] = {}
-    for ep in metadata.entry_points(group=CALLS_GROUP):
-        calls.setdefault(ep.value, []).append(ep.name)
+    manifest, calls = _manifest(MANIFEST_GROUP), _manifest(CALLS_GROUP)
     records: dict[str, PluginRecord] = {}
     for ep in metadata.entry_points(group=GROUP):
         if ep.name in records:  # the same name from two distributions: the first one wins
@@ -83,8 +93,8 @@ def discover() -> list[PluginRecord]:
             version=version,
             source=source,
             target=ep.value,
-            contracts=sorted(manifest.get(ep.value, [])),
-            calls=sorted(calls.get(ep.value, [])),
+            contracts=sorted(manifest.get(ep.name, [])),
+            calls=sorted(calls.get(ep.name, [])),
         )
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 

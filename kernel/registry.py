@@ -113,6 +113,8 @@ class Provider:
     health: Health = field(default_factory=lambda: UNKNOWN_HEALTH)
     calls: int = 0
     failures: int = 0
+    last_error: str = ""
+    latency_ewma: float | None = None  # seconds, successful calls only
 
     async def unary(
         self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None

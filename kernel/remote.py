@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, Call
+from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
 from .registry import Health, MethodInfo, Provider
 
 PROBE_TIMEOUT = 2.0
@@ -66,7 +66,8 @@ class RemoteProvider(Provider):
 
     @staticmethod
     def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
-        forwarded = tuple((k, v) for k, v in call.metadata if k not in (PRINCIPAL_HEADER, CALL_ID_HEADER))
+        own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER)  # a pin names a provider here, not there
+        forwarded = tuple((k, v) for k, v in call.metadata if k not in own)
         return forwarded + ((PRINCIPAL_HEADER, call.principal), (CALL_ID_HEADER, call.id))
 
     async def unary(self, method, request, call, context, timeout: float | None = None):

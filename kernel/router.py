@@ -19,7 +19,18 @@ from typing import Any
 import grpc
 import structlog
 
-from .call import ALLOW_BY_DEFAULT, Attempt, Call, Decision, LocalContext, Outcome, ProviderAbort, ProviderInfo, RouterError
+from .call import (
+    ALLOW_BY_DEFAULT,
+    PROVIDER_HEADER,
+    Attempt,
+    Call,
+    Decision,
+    LocalContext,
+    Outcome,
+    ProviderAbort,
+    ProviderInfo,
+    RouterError,
+)
 from .config import Config
 from .plugin_host import PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
@@ -56,11 +67,23 @@ class Router:
             self._provider_info[id(provider)] = info
         return info
 
-    async def _admit(self, provider: Provider, call: Call, local_only: bool) -> tuple[Attempt | None, Decision]:
+    def _local_only(self, request: Any) -> bool:
+        return self.config.local_only or _asks_local_only(request)
+
+    async def _admit(
+        self, provider: Provider, call: Call, local_only: bool, position: int = 0
+    ) -> tuple[Attempt | None, Decision]:
         """(None, decision) if the call may go to `provider` now, else (why not, decision)."""
         if local_only and not provider.local:
-            why = "privacy mode is on" if self.config.privacy_mode else "the request asks for local_only"
+            why = (
+                "privacy mode is on" if self.config.privacy_mode
+                else "hybrid mode is privacy" if self.config.local_only
+                else "the request asks for local_only"
+            )
             return Attempt(provider.name, "skipped", f"remote provider not allowed: {why}"), ALLOW_BY_DEFAULT
+        if position > 0 and not provider.local and not self.config.data["hybrid"]["conjunction"]:
+            reason = "remote provider not allowed: conjunction is off, so remote providers are never fallbacks"
+            return Attempt(provider.name, "skipped", reason), ALLOW_BY_DEFAULT
         call.provider = self._info(provider)
         decision = await self.host.authorize(call)
         if not decision.allow:
@@ -97,16 +120,23 @@ class Router:
             return _Failure(Code.INTERNAL, f"provider {provider.name} failed: {type(exc).__name__}: {exc}", True)
         return _Failure(code, details, code in PROVIDER_FAULTS)
 
-    def _settle(self, provider: Provider, failure: _Failure | None) -> None:
+    def _settle(self, provider: Provider, failure: _Failure | None, latency: float) -> None:
         provider.calls += 1
         if failure is not None and failure.fault:
             provider.failures += 1
+            provider.last_error = f"{failure.code.name}: {failure.details}"[:500]
             provider.breaker.record_failure()
         else:
             provider.breaker.record_success()
+            if failure is None:  # an exponentially weighted latency, for the performance mode
+                old = provider.latency_ewma
+                provider.latency_ewma = latency if old is None else 0.8 * old + 0.2 * latency
 
     def _no_provider_error(self, method: MethodInfo, attempts: list[Attempt], last: _Failure | None) -> RouterError:
-        tried = "; ".join(f"{a.provider}: {a.outcome}{' (' + a.detail + ')' if a.detail else ''}" for a in attempts)
+        tried = "; ".join(
+            f"{a.provider}: {a.outcome}" + (f" ({a.detail})" if a.detail and a.outcome in ("skipped", "denied") else "")
+            for a in attempts
+        )
         if last is not None:
             return RouterError(last.code, last.details if len(attempts) == 1 else f"{last.details} [route: {tried}]")
         outcomes = {a.outcome for a in attempts}
@@ -116,15 +146,34 @@ class Router:
         if any("remote provider not allowed" in a.detail for a in attempts):
             return RouterError(
                 Code.FAILED_PRECONDITION,
-                f"no local provider can serve {method.service}: {tried}. "
-                "Enable a local provider, or turn privacy mode off (kernel.privacy_mode) / drop local_only.",
+                f"no local provider can serve {method.service}: {tried}. Enable a local provider, or allow "
+                "remote ones (kernel.privacy_mode = false, hybrid.mode other than privacy, hybrid.conjunction "
+                "= true, no local_only in the request).",
             )
         if attempts:
             return RouterError(Code.UNAVAILABLE, f"no provider of {method.service} is available: {tried}")
         return RouterError(Code.UNIMPLEMENTED, f"no provider serves {method.service}")
 
-    def _providers(self, method: MethodInfo) -> list[Provider]:
-        return self.registry.ordered(method.service, self.config.routing_order(method.service))
+    def _providers(self, method: MethodInfo, call: Call) -> list[Provider]:
+        """Candidates in the order to try them: configured order, healthy first; fastest first in
+        the performance mode; "mlx" first when hybrid.mlx_first; only one when the caller pins a
+        provider with the x-cortex-provider request header."""
+        providers = self.registry.ordered(method.service, self.config.routing_order(method.service))
+        hybrid = self.config.data["hybrid"]
+        if hybrid["mode"] == "performance":
+            providers.sort(key=lambda p: (not p.health.serving, p.latency_ewma or 0.0))
+        if hybrid["mlx_first"]:
+            providers.sort(key=lambda p: p.name != "mlx")
+        for key, value in call.metadata:
+            if key == PROVIDER_HEADER:
+                pinned = [p for p in providers if p.name == value]
+                if not pinned:
+                    names = ", ".join(p.name for p in providers) or "(none)"
+                    raise RouterError(
+                        Code.NOT_FOUND, f"no provider {value!r} serves {method.service}; its providers: {names}"
+                    )
+                return pinned
+        return providers
 
     # -- unary ----------------------------------------------------------------------------------
     async def unary(self, method: MethodInfo, request: Any, call: Call) -> Any:
@@ -135,11 +184,36 @@ class Router:
     async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]:
         started = time.monotonic()
         attempts: list[Attempt] = []
-        local_only = self.config.privacy_mode or _asks_local_only(request)
+        local_only = self._local_only(request)
         last: _Failure | None = None
         decision = ALLOW_BY_DEFAULT
-        for provider in self._providers(method):
-            skipped, decision = await self._admit(provider, call, local_only)
+        providers = self._providers(method, call)
+        for pass_no in range(1 + self.config.data["circuit"]["retries"]):
+            if pass_no:  # another pass only after provider faults, for failover-safe methods
+                if last is None or last.final or not last.fault or not method.failover_safe:
+                    break
+                backoff = self.config.data["circuit"]["retry_backoff_seconds"] * 2 ** (pass_no - 1)
+                remaining = call.remaining()
+                if remaining is not None and remaining <= backoff:
+                    break
+                await asyncio.sleep(backoff)
+            response, outcome, last, decision = await self._unary_pass(
+                method, request, call, providers, attempts, local_only, started, decision
+            )
+            if outcome is not None:
+                return response, outcome
+        error = self._no_provider_error(method, attempts, last)
+        outcome = Outcome(error.code(), error.details(), None, attempts, decision, time.monotonic() - started)
+        error.outcome = outcome
+        await self._finish(call, outcome)
+        raise error
+
+    async def _unary_pass(self, method, request, call, providers, attempts, local_only, started, decision):
+        """One pass over the providers: (response, outcome, None, decision) on success, else
+        (None, None, last failure, decision)."""
+        last: _Failure | None = None
+        for position, provider in enumerate(providers):
+            skipped, decision = await self._admit(provider, call, local_only, position)
             if skipped is not None:
                 attempts.append(skipped)
                 continue
@@ -172,36 +246,32 @@ class Router:
                         )
             except _Failure as f:  # the deadline passed before this attempt
                 failure = f
-            self._settle(provider, failure)
             latency = time.monotonic() - t0
+            self._settle(provider, failure, latency)
             if failure is None:
                 attempts.append(Attempt(provider.name, "ok", latency_s=latency))
                 outcome = Outcome(Code.OK, "", provider.name, attempts, decision, time.monotonic() - started, response)
                 await self._finish(call, outcome)
-                return response, outcome
+                return response, outcome, None, decision
             attempts.append(Attempt(provider.name, failure.code.name, failure.details, latency))
             last = failure
             if failure.final or not failure.fault or not method.failover_safe:
                 break
-        error = self._no_provider_error(method, attempts, last)
-        outcome = Outcome(error.code(), error.details(), None, attempts, decision, time.monotonic() - started)
-        error.outcome = outcome
-        await self._finish(call, outcome)
-        raise error
+        return None, None, last, decision
 
     # -- server streaming ------------------------------------------------------------------------
     async def stream(self, method: MethodInfo, request: Any, call: Call) -> AsyncIterator[Any]:
         """Route one server-streaming call, yielding its messages or raising RouterError."""
         started = time.monotonic()
         attempts: list[Attempt] = []
-        local_only = self.config.privacy_mode or _asks_local_only(request)
+        local_only = self._local_only(request)
         last: _Failure | None = None
         decision = ALLOW_BY_DEFAULT
         sent = 0
         outcome: Outcome | None = None
         try:
-            for provider in self._providers(method):
-                skipped, decision = await self._admit(provider, call, local_only)
+            for position, provider in enumerate(self._providers(method, call)):
+                skipped, decision = await self._admit(provider, call, local_only, position)
                 if skipped is not None:
                     attempts.append(skipped)
                     continue
@@ -237,8 +307,8 @@ class Router:
                         await messages.aclose()
                 except _Failure as f:
                     failure = f
-                self._settle(provider, failure)
                 latency = time.monotonic() - t0
+                self._settle(provider, failure, latency)
                 if failure is None:
                     attempts.append(Attempt(provider.name, "ok", latency_s=latency))
                     outcome = Outcome(

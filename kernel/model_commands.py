@@ -1,0 +1,136 @@
+"""`cortex generate`, `cortex embed`, `cortex models list`: clients of cortex.models.v1.ModelService
+(whichever provider the router picks)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import grpc
+
+from .cli import _client, _print_json, _table, _to_dict, config_option, json_option, target_option
+
+GENERATION_TIMEOUT = 300.0
+
+
+def _models(client):
+    from cortex.contracts.models.v1 import models_pb2_grpc
+
+    return models_pb2_grpc.ModelServiceStub(client.channel)
+
+
+@click.command()
+@config_option
+@target_option
+@json_option
+@click.argument("prompt")
+@click.option("--stream", is_flag=True, help="Print text as it is generated.")
+@click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same bytes).")
+@click.option("--temperature", type=float, default=None, help="0 (default) is greedy.")
+@click.option("--top-p", type=float, default=None)
+@click.option("--max-tokens", type=int, default=0, help="0: the provider's default.")
+@click.option("--model", default="", help="Model id (default: the provider's).")
+@click.option("--stop", "stops", multiple=True, help="Stop before this text (repeatable).")
+@click.option("--local-only", is_flag=True, help="Never use a remote provider for this call.")
+def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, max_tokens, model, stops, local_only):
+    """Generate text for PROMPT."""
+    from cortex.contracts.models.v1 import models_pb2 as pb
+
+    request = pb.GenerateRequest(
+        prompt=prompt, max_tokens=max_tokens, model=model, stop=list(stops), local_only=local_only
+    )
+    if seed is not None:
+        request.seed = seed
+    if temperature is not None:
+        request.temperature = temperature
+    if top_p is not None:
+        request.top_p = top_p
+    client = _client(config, target)
+    stub = _models(client)
+    if not stream:
+        reply = client.call(stub.Generate, request, timeout=GENERATION_TIMEOUT)
+        if as_json:
+            return _print_json(_to_dict(reply))
+        click.echo(reply.text)
+        click.echo(f"[{reply.provider} {reply.model}: {reply.usage.completion_tokens} tokens, {reply.finish_reason}]", err=True)
+        return
+    try:
+        for message in stub.GenerateStream(request, timeout=GENERATION_TIMEOUT, metadata=client.metadata):
+            if as_json:
+                click.echo(json.dumps(_to_dict(message)))
+            elif message.done:
+                click.echo()
+                click.echo(
+                    f"[{message.provider} {message.model}: {message.usage.completion_tokens} tokens, {message.finish_reason}]",
+                    err=True,
+                )
+            else:
+                sys.stdout.write(message.delta)
+                sys.stdout.flush()
+    except grpc.RpcError as exc:
+        raise client.error(exc) from None
+
+
+@click.command()
+@config_option
+@target_option
+@json_option
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--model", default="", help="Model id (default: the provider's).")
+@click.option("--local-only", is_flag=True)
+def embed(config, target, as_json, texts, model, local_only):
+    """Embed TEXTS; with --json prints {"model", "dimension", "vectors"}."""
+    from cortex.contracts.models.v1 import models_pb2 as pb
+
+    client = _client(config, target)
+    reply = client.call(_models(client).Embed, pb.EmbedRequest(texts=list(texts), model=model, local_only=local_only))
+    vectors = [list(v.values) for v in reply.vectors]
+    if as_json:
+        return _print_json({"model": reply.model, "dimension": reply.dimension, "vectors": vectors, "provider": reply.provider})
+    for text, vector in zip(texts, vectors, strict=True):
+        shown = ", ".join(f"{x:.4f}" for x in vector[:4])
+        click.echo(f"{text[:40]!r}: [{shown}, ...] ({reply.dimension} dims, {reply.model} via {reply.provider})")
+
+
+@click.group()
+def models():
+    """Models of every ModelService provider."""
+
+
+@models.command("list")
+@config_option
+@target_option
+@json_option
+def models_list(config, target, as_json):
+    """List each provider's models (asking each provider in turn)."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+    from cortex.contracts.models.v1 import models_pb2 as pb
+
+    client = _client(config, target)
+    contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
+    providers = [p.name for c in contracts.contracts if c.service == "cortex.models.v1.ModelService" for p in c.providers]
+    rows, problems = [], {}
+    for name in providers:
+        try:
+            reply = _models(client).ListModels(
+                pb.ListModelsRequest(), timeout=10, metadata=client.metadata + (("x-cortex-provider", name),)
+            )
+        except grpc.RpcError as exc:
+            problems[name] = f"{exc.code().name}: {exc.details()}"
+            continue
+        rows += [_to_dict(m) for m in reply.models]
+    if as_json:
+        return _print_json({"models": rows, "unavailable": problems})
+    kinds = {"KIND_GENERATION": "generation", "KIND_EMBEDDING": "embedding"}
+    _table(
+        [[r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else ""] for r in rows],
+        ["PROVIDER", "MODEL", "KIND", "WHERE", "DEFAULT"],
+    )
+    for name, problem in problems.items():
+        click.echo(f"{name}: unavailable ({problem})", err=True)
+
+
+def register(cli: click.Group) -> None:
+    for command in (generate, embed, models):
+        cli.add_command(command)

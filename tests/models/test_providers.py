@@ -1,0 +1,212 @@
+"""The ollama and openai providers through their official clients, and the hybrid routing of
+ModelService: MLX first, failover, circuits, privacy."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from cortex.contracts.models.v1 import models_pb2 as pb
+from cortex.contracts.models.v1 import models_pb2_grpc
+
+from .fake_servers import FakeOllama, FakeOpenAI, fake_vector
+
+
+@pytest.fixture
+def openai_server(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # a "remote" endpoint needs a key
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def ollama_server():
+    with FakeOllama() as server:
+        yield server
+
+
+def stub_for(start_kernel, channel_to, config: str):
+    target, kt = start_kernel(config)
+    return models_pb2_grpc.ModelServiceStub(channel_to(target)), kt
+
+
+def test_openai_compatible_endpoint_through_the_official_client(start_kernel, channel_to, openai_server):
+    config = f"""
+        [plugins]
+        disabled = ["mlx", "ollama"]
+        [plugins.openai]
+        base_url = "{openai_server.base_url}"
+        model = "fake-gpt"
+        embedding_model = "fake-embed"
+    """
+    stub, _ = stub_for(start_kernel, channel_to, config)
+    reply = stub.Generate(pb.GenerateRequest(prompt="hello there", max_tokens=5, seed=3, temperature=0.5), timeout=10)
+    assert (reply.text, reply.provider, reply.model, reply.finish_reason) == ("echo: hello there", "openai", "fake-gpt", "stop")
+    assert reply.usage.completion_tokens == 3
+    _, _, sent = openai_server.requests[-1]
+    assert (sent["seed"], sent["temperature"], sent["max_tokens"], sent["model"]) == (3, 0.5, 5, "fake-gpt")
+    chunks = list(stub.GenerateStream(pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content="a b c")]), timeout=10))
+    assert "".join(c.delta for c in chunks) == "echo: a b c"
+    assert chunks[-1].done and chunks[-1].usage.completion_tokens == 4 and chunks[-1].provider == "openai"
+    embedded = stub.Embed(pb.EmbedRequest(texts=["x", "yz"]), timeout=10)
+    assert embedded.dimension == 8 and embedded.model == "fake-embed"
+    for got, text in zip(embedded.vectors, ["x", "yz"], strict=True):
+        assert list(got.values) == pytest.approx(fake_vector(text), abs=1e-6)
+    listed = stub.ListModels(pb.ListModelsRequest(), timeout=10)
+    assert {(m.id, m.kind, m.default) for m in listed.models} == {
+        ("fake-gpt", pb.ModelInfo.KIND_GENERATION, True),
+        ("fake-embed", pb.ModelInfo.KIND_EMBEDDING, True),
+    }
+
+
+def test_ollama_through_the_official_client(start_kernel, channel_to, ollama_server):
+    config = f"""
+        [plugins]
+        disabled = ["mlx", "openai"]
+        [plugins.ollama]
+        host = "{ollama_server.host}"
+    """
+    stub, kt = stub_for(start_kernel, channel_to, config)
+    reply = stub.Generate(pb.GenerateRequest(prompt="plan the day", seed=11), timeout=10)
+    assert (reply.text, reply.provider, reply.model) == ("echo: plan the day", "ollama", "llama3.2")
+    _, path, sent = ollama_server.requests[-1]
+    assert path == "/api/chat" and sent["options"]["seed"] == 11 and sent["options"]["temperature"] == 0.0
+    chunks = list(stub.GenerateStream(pb.GenerateRequest(prompt="one two"), timeout=10))
+    assert "".join(c.delta for c in chunks) == "echo: one two" and chunks[-1].usage.completion_tokens == 3
+    embedded = stub.Embed(pb.EmbedRequest(texts=["q"]), timeout=10)
+    assert (embedded.model, embedded.dimension) == ("all-minilm", 8)
+    listed = {m.id for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
+    assert listed == {"llama3.2:latest", "all-minilm:latest"}
+    ollama_provider = [p for p in kt.kernel.registry.all_providers() if p.name == "ollama"][0]
+    assert ollama_provider.health.serving and ollama_provider.local  # from its /api/tags probe
+
+
+def test_endpoint_errors_keep_their_meaning(start_kernel, channel_to, openai_server):
+    config = f"""
+        [plugins]
+        disabled = ["mlx", "ollama"]
+        [plugins.openai]
+        base_url = "{openai_server.base_url}"
+    """
+    stub, _ = stub_for(start_kernel, channel_to, config)
+    openai_server.fail_with = 400
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "rejected the request" in err.value.details()
+    openai_server.fail_with = 503
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def broken_mlx_config(tmp_path, openai_server, extra: str = "") -> str:
+    (tmp_path / "not-a-model").mkdir(exist_ok=True)
+    return f"""
+        [plugins]
+        disabled = ["ollama"]
+        [plugins.mlx]
+        generation_model = "{tmp_path / 'not-a-model'}"
+        [plugins.openai]
+        base_url = "{openai_server.base_url}"
+        local = false  # stands in for a cloud endpoint
+        {extra}
+    """
+
+
+def test_failover_from_a_broken_mlx_and_its_circuit(start_kernel, channel_to, openai_server, tmp_path):
+    extra = "[circuit]\nfailure_threshold = 2\nreset_timeout_seconds = 0.5\nretries = 0"
+    stub, kt = stub_for(start_kernel, channel_to, broken_mlx_config(tmp_path, openai_server, extra))
+    for _ in range(2):
+        reply, call = stub.Generate.with_call(pb.GenerateRequest(prompt="still answered"), timeout=20)
+        assert reply.provider == "openai" and reply.text == "echo: still answered"
+        assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:INTERNAL,openai:ok"
+    breaker = kt.kernel.registry.breaker("mlx")
+    assert breaker.state.value == "open"
+    _, call = stub.Generate.with_call(pb.GenerateRequest(prompt="x"), timeout=20)
+    assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:skipped,openai:ok"
+    # MLX gets its model back; after the cool-down one probe goes to it and closes the circuit
+    from cortex.plugins.mlx.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "not-a-model")
+    time.sleep(0.6)
+    assert breaker.state.value == "half_open"
+    reply, call = stub.Generate.with_call(pb.GenerateRequest(prompt="x", max_tokens=4), timeout=20)
+    assert reply.provider == "mlx" and breaker.state.value == "closed"
+    # streams fail over too, before their first message
+    (tmp_path / "not-a-model" / "model.safetensors").unlink()
+    kt.run(_reset_engine())
+    chunks = list(stub.GenerateStream(pb.GenerateRequest(prompt="streamed"), timeout=20))
+    assert chunks[-1].provider == "openai"
+
+
+async def _reset_engine():
+    from cortex.plugins.mlx.plugin import plugin
+
+    if plugin.engine is not None:
+        plugin.engine.close()
+    plugin.engine = None
+
+
+def test_privacy_mode_never_reaches_the_remote_endpoint(start_kernel, channel_to, openai_server, tmp_path):
+    stub, _ = stub_for(start_kernel, channel_to, broken_mlx_config(tmp_path, openai_server) + "\n[kernel]\nprivacy_mode = true\n")
+    before = len(openai_server.requests)  # the health probe at start may have asked for /models
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="my diary"), timeout=20)
+    assert err.value.code() == grpc.StatusCode.INTERNAL  # MLX's own failure: nothing else may serve
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Embed(pb.EmbedRequest(texts=["my diary"], model="text-embedding-3-small"), timeout=20)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert [r for r in openai_server.requests[before:] if r[0] == "POST"] == []
+    assert len(openai_server.requests) == before
+
+
+def test_privacy_with_no_local_provider_is_failed_precondition(start_kernel, channel_to, openai_server, tmp_path):
+    config = broken_mlx_config(tmp_path, openai_server).replace('disabled = ["ollama"]', 'disabled = ["ollama", "mlx"]')
+    stub, _ = stub_for(start_kernel, channel_to, config + '\n[hybrid]\nmode = "privacy"\n')
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "hybrid mode is privacy" in err.value.details()
+    assert [r for r in openai_server.requests if r[0] == "POST"] == []
+
+
+def test_local_only_requests_and_conjunction_off(start_kernel, channel_to, openai_server, tmp_path):
+    stub, _ = stub_for(start_kernel, channel_to, broken_mlx_config(tmp_path, openai_server))
+    with pytest.raises(grpc.RpcError):
+        stub.Generate(pb.GenerateRequest(prompt="x", local_only=True), timeout=20)
+    assert [r for r in openai_server.requests if r[0] == "POST"] == []
+    assert stub.Generate(pb.GenerateRequest(prompt="x"), timeout=20).provider == "openai"
+
+
+def test_conjunction_off_means_no_remote_fallback(start_kernel, channel_to, openai_server, tmp_path):
+    config = broken_mlx_config(tmp_path, openai_server) + "\n[hybrid]\nconjunction = false\n"
+    stub, _ = stub_for(start_kernel, channel_to, config)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="x"), timeout=20)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "conjunction is off" in err.value.details()
+    assert [r for r in openai_server.requests if r[0] == "POST"] == []
+
+
+def test_a_pinned_provider_and_performance_mode(start_kernel, channel_to, openai_server, ollama_server):
+    config = f"""
+        [plugins]
+        disabled = ["mlx"]
+        [plugins.openai]
+        base_url = "{openai_server.base_url}"
+        [plugins.ollama]
+        host = "{ollama_server.host}"
+    """
+    stub, kt = stub_for(start_kernel, channel_to, config)
+    assert stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10).provider == "ollama"  # configured order
+    pinned = stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10, metadata=(("x-cortex-provider", "openai"),))
+    assert pinned.provider == "openai"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10, metadata=(("x-cortex-provider", "nope"),))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "its providers: ollama, openai" in err.value.details()
+    providers = {p.name: p for p in kt.kernel.registry.all_providers() if p.service.full_name.endswith("ModelService")}
+    providers["ollama"].latency_ewma, providers["openai"].latency_ewma = 0.5, 0.01
+    kt.kernel.config.data["hybrid"]["mode"] = "performance"
+    assert stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10).provider == "openai"  # the faster one

@@ -246,10 +246,13 @@ class PluginHost:
         for record in reversed(self.loaded()):
             await self._each("cortex_stop", [record], context=record.context)
 
-    async def health(self) -> dict[str, dict[str, Health] | Health]:
-        """Each loaded plugin's own health report (plugins without the hook are left out)."""
+    async def health(self, skip: set[str] = frozenset()) -> dict[str, dict[str, Health] | Health]:
+        """Each loaded plugin's own health report (plugins without the hook, or in `skip`, are
+        left out)."""
         reports: dict[str, dict[str, Health] | Health] = {}
         for record in self.loaded():
+            if record.name in skip:
+                continue
             try:
                 report = await self._run(record, "cortex_health")
             except Exception as exc:  # noqa: BLE001 - a failing probe means not serving

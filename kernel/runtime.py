@@ -139,13 +139,23 @@ class Kernel:
 
     # -- health ---------------------------------------------------------------------------------
     async def refresh_health(self) -> None:
-        """Probe every provider (plugin hooks, remote health checks) and publish gRPC health."""
-        reports = await self.host.health()
-        remote = [p for p in self.registry.all_providers() if p.endpoint]
+        """Probe every provider (plugin hooks, remote health checks) and publish gRPC health.
+        Under privacy nothing leaves the machine, probes included: remote providers are not
+        probed, and plugins whose providers are all remote are not asked."""
+        private = self.config.local_only
+        providers = list(self.registry.all_providers())
+        remote_only = {
+            p.plugin for p in providers if not p.local and all(not q.local for q in providers if q.plugin == p.plugin)
+        }
+        reports = await self.host.health(skip=remote_only if private else set())
+        remote = [p for p in providers if p.endpoint and (p.local or not private)]
         probes = await asyncio.gather(*(p.probe() for p in remote), return_exceptions=True)
         for provider, result in zip(remote, probes, strict=True):
             provider.health = result if isinstance(result, Health) else Health(False, f"probe failed: {result!r}")
-        for provider in self.registry.all_providers():
+        for provider in providers:
+            if private and not provider.local:
+                provider.health = Health(False, "remote: not used or probed under privacy")
+                continue
             report = reports.get(provider.plugin)
             if isinstance(report, Health):
                 provider.health = report

@@ -6,7 +6,7 @@ What a plugin needs is importable from here:
 """
 
 from .call import Call, Decision, Outcome, ProviderInfo, RouterError
-from .context import PluginContext
+from .context import PluginContext, check_settings
 from .hookspecs import hookimpl, hookspec
 from .registry import Health, Registrar
 
@@ -19,6 +19,7 @@ __all__ = [
     "ProviderInfo",
     "Registrar",
     "RouterError",
+    "check_settings",
     "hookimpl",
     "hookspec",
 ]

@@ -105,3 +105,13 @@ class PluginContext:
         folder = self.data_dir / "plugins" / self.name
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder
+
+
+def check_settings(config: dict[str, Any], known: set[str], plugin: str) -> None:
+    """Refuse settings a plugin does not know (a typo must not pass silently). Raise it from
+    `cortex_configure`: the plugin is reported broken with this message."""
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.{plugin}]; known: {', '.join(sorted(known))}"
+        )

@@ -9,7 +9,7 @@ extras="${1:-}"
 if [ ! -x .venv/bin/python ]; then
   py=""
   for candidate in python3.13 python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       py="$candidate"; break
     fi
   done

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
-from cortex.kernel import Decision, Health, hookimpl
+from cortex.kernel import Decision, Health, check_settings, hookimpl
 
 from .builtin import BUILTIN_RULES, MANIFEST_RULE
 from .chain import AuditChain, load_or_create_key
@@ -91,11 +91,7 @@ class Governance:
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
-        unknown = set(config) - SETTINGS
-        if unknown:
-            raise ValueError(
-                f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.governance]; known: {', '.join(sorted(SETTINGS))}"
-            )
+        check_settings(config, SETTINGS, context.name)
         if config.get("default", "allow") not in ("allow", "deny"):
             raise ValueError('[plugins.governance] default must be "allow" or "deny"')
         self._settings = dict(config)

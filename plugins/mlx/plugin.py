@@ -20,7 +20,7 @@ import structlog
 
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
-from cortex.kernel import Health, hookimpl
+from cortex.kernel import Health, check_settings, hookimpl
 from cortex.plugins import models_common as common
 
 log = structlog.get_logger("cortex.mlx")
@@ -129,9 +129,7 @@ class MlxPlugin:
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
-        unknown = set(config) - SETTINGS
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.mlx]; known: {', '.join(sorted(SETTINGS))}")
+        check_settings(config, SETTINGS, context.name)
         self.settings, self.name, self.data_dir = dict(config), context.name, context.data_dir
         self.engine = None
         generation = config.get("generation_model")

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from cortex.contracts.models.v1 import models_pb2 as pb
-from cortex.kernel import Health, hookimpl
+from cortex.kernel import Health, check_settings, hookimpl
 from cortex.plugins import models_common as common
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
@@ -35,11 +35,7 @@ class OpenAIPlugin:
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
-        unknown = set(config) - SETTINGS
-        if unknown:
-            raise ValueError(
-                f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.openai]; known: {', '.join(sorted(SETTINGS))}"
-            )
+        check_settings(config, SETTINGS, context.name)
         self.settings, self.name = dict(config), context.name
         self.base_url = str(config.get("base_url", "https://api.openai.com/v1"))
         self.local = bool(config.get("local", common.is_loopback_url(self.base_url)))

@@ -10,7 +10,7 @@ import time
 
 import grpc
 
-from cortex.kernel import Health, hookimpl
+from cortex.kernel import Health, check_settings, hookimpl
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 SERVICE = echo_pb2.DESCRIPTOR.services_by_name["EchoService"]
@@ -42,9 +42,7 @@ _settings: dict = {}
 
 @hookimpl
 def cortex_configure(config, context):
-    unknown = set(config) - {"served_by"}
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.{context.name}]")
+    check_settings(config, {"served_by"}, context.name)
     _settings["served_by"] = str(config.get("served_by", context.name))
 
 

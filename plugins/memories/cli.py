@@ -1,0 +1,228 @@
+"""`cortex remember`, `cortex recall`, `cortex memories get|delete|list|stats|reindex|import`:
+clients of MemoryService on the running kernel."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+import grpc
+
+from cortex.contracts.memories.v1 import memories_pb2 as pb
+from cortex.contracts.memories.v1 import memories_pb2_grpc
+from cortex.kernel.cli import _client, _print_json, _table, _to_dict, config_option, json_option, target_option
+
+MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "semantic": pb.SEARCH_MODE_SEMANTIC, "keyword": pb.SEARCH_MODE_KEYWORD}
+TIMEOUT = 120.0
+
+
+def _stub(config, target):
+    client = _client(config, target)
+    return client, memories_pb2_grpc.MemoryServiceStub(client.channel)
+
+
+def _line(m) -> str:
+    tags = f" [{', '.join(m['tags'])}]" if m.get("tags") else ""
+    return f"{m['id']}  {m['kind']:<8} {m['text'][:70]!r}{tags}"
+
+
+@click.command()
+@config_option
+@target_option
+@json_option
+@click.argument("text")
+@click.option("--kind", default="note", show_default=True)
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable); 'private' keeps it off remote providers.")
+@click.option("--ttl", type=int, default=0, help="Forget after this many seconds.")
+def remember(config, target, as_json, text, kind, tags, ttl):
+    """Store TEXT as a memory."""
+    client, stub = _stub(config, target)
+    reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, ttl_seconds=ttl, source="cli"), TIMEOUT)
+    if as_json:
+        return _print_json(_to_dict(reply))
+    click.echo(f"{'remembered' if reply.created else 'already remembered'}: {reply.id}")
+
+
+@click.command()
+@config_option
+@target_option
+@json_option
+@click.argument("query")
+@click.option("--mode", type=click.Choice(list(MODES)), default="hybrid", show_default=True)
+@click.option("-k", "top_k", type=int, default=5, show_default=True)
+@click.option("--kind", "kinds", multiple=True)
+@click.option("--tag", "tags", multiple=True, help="Only memories with every one of these tags.")
+def recall(config, target, as_json, query, mode, top_k, kinds, tags):
+    """Search memories for QUERY."""
+    client, stub = _stub(config, target)
+    request = pb.SearchRequest(query=query, mode=MODES[mode], top_k=top_k, filter=pb.Filter(kinds=kinds, tags_all=tags))
+    reply = client.call(stub.Search, request, TIMEOUT)
+    results = [{"memory": _to_dict(r.memory), "score": r.score,
+                "matched": [pb.SearchMode.Name(m).removeprefix("SEARCH_MODE_").lower() for m in r.matched]}
+               for r in reply.results]
+    if as_json:
+        return _print_json({"results": results, "mode": pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()})
+    if not results:
+        click.echo("nothing found")
+    for r in results:
+        click.echo(f"{r['score']:.3f}  {_line(r['memory'])}  ({'+'.join(r['matched'])})")
+
+
+@click.group()
+def memories():
+    """Memories in the running kernel."""
+
+
+@memories.command("get")
+@config_option
+@target_option
+@click.argument("memory_id")
+def get(config, target, memory_id):
+    """Print memory MEMORY_ID as JSON."""
+    client, stub = _stub(config, target)
+    _print_json(_to_dict(client.call(stub.Get, pb.GetRequest(id=memory_id)).memory))
+
+
+@memories.command("delete")
+@config_option
+@target_option
+@click.argument("memory_id")
+def delete(config, target, memory_id):
+    """Delete memory MEMORY_ID."""
+    client, stub = _stub(config, target)
+    if not client.call(stub.Delete, pb.DeleteRequest(id=memory_id)).deleted:
+        raise click.ClickException(f"no memory {memory_id}")
+    click.echo(f"deleted {memory_id}")
+
+
+@memories.command("list")
+@config_option
+@target_option
+@json_option
+@click.option("--kind", "kinds", multiple=True)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="How many, newest first (0: all).")
+def list_(config, target, as_json, kinds, tags, limit):
+    """List memories, newest first."""
+    client, stub = _stub(config, target)
+    found, token = [], ""
+    while True:
+        page = min(500, limit - len(found)) if limit else 500
+        reply = client.call(stub.List, pb.ListRequest(filter=pb.Filter(kinds=kinds, tags_all=tags), page_size=page, page_token=token))
+        found += [_to_dict(m) for m in reply.memories]
+        token = reply.next_page_token
+        if not token or (limit and len(found) >= limit):
+            break
+    if as_json:
+        return _print_json({"memories": found})
+    for m in found:
+        click.echo(_line(m))
+
+
+@memories.command("stats")
+@config_option
+@target_option
+@json_option
+def stats(config, target, as_json):
+    """Counts by kind and tag, storage size, index state."""
+    client, stub = _stub(config, target)
+    reply = _to_dict(client.call(stub.Stats, pb.StatsRequest()))
+    reply["total"] = int(reply["total"])
+    if as_json:
+        return _print_json(reply)
+    click.echo(f"{reply['total']} memories, {int(reply['storage_bytes']) / 1e6:.1f} MB; index: {reply['index']}")
+    click.echo(f"embedding model: {reply['embedding_model'] or '(none yet)'}; stale: {reply['stale']}; expired: {reply['expired']}")
+    _table([[k, v] for k, v in sorted(reply["by_kind"].items())], ["KIND", "COUNT"])
+
+
+@memories.command("reindex")
+@config_option
+@target_option
+@click.option("--all", "everything", is_flag=True, help="Re-embed every memory, not only stale ones.")
+def reindex(config, target, everything):
+    """Re-embed memories whose vectors come from another model, with progress."""
+    client, stub = _stub(config, target)
+    bar = None
+    try:
+        for progress in stub.Reindex(pb.ReindexRequest(all=everything), timeout=3600, metadata=client.metadata):
+            if bar is None:
+                bar = click.progressbar(length=progress.total, label=f"re-embedding with {progress.embedding_model}", file=sys.stderr)
+                bar.__enter__()
+            bar.update(progress.done - bar.pos)
+    except grpc.RpcError as exc:
+        raise client.error(exc) from None
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"reindexed {bar.length if bar else 0} memories")
+
+
+FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
+
+
+def front_matter_tags(block: str) -> list[str]:
+    """tags: [a, b] | tags: a, b | tags:\\n  - a\\n  - b (a small YAML subset)."""
+    lines = block.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^tags\s*:\s*(.*)$", line)
+        if not match:
+            continue
+        inline = match.group(1).strip()
+        if inline:
+            return [t.strip().strip("'\"") for t in inline.strip("[]").split(",") if t.strip()]
+        tags = []
+        for item in lines[i + 1 :]:
+            bullet = re.match(r"^\s*-\s*(.+)$", item)
+            if not bullet:
+                break
+            tags.append(bullet.group(1).strip().strip("'\""))
+        return tags
+    return []
+
+
+def notes_of(path: Path, split: str) -> list[tuple[str, list[str], str]]:
+    """(text, tags, source) for each memory in the note at `path`."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    tags: list[str] = []
+    match = FRONT_MATTER.match(text)
+    if match:
+        tags, text = front_matter_tags(match.group(1)), text[match.end():]
+    if split != "headings" or not HEADING.search(text):
+        return [(text.strip(), tags, f"file:{path}")] if text.strip() else []
+    parts, starts = [], [m.start() for m in HEADING.finditer(text)]
+    if text[: starts[0]].strip():
+        parts.append((text[: starts[0]].strip(), tags, f"file:{path}"))
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        section = text[begin:end].strip()
+        heading = HEADING.match(section).group(2)
+        parts.append((section, tags, f"file:{path}#{heading}"))
+    return parts
+
+
+@memories.command("import")
+@config_option
+@target_option
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--split", type=click.Choice(["note", "headings"]), default="note", show_default=True,
+              help="One memory per note, or per heading section.")
+@click.option("--kind", default="note", show_default=True)
+def import_(config, target, path, split, kind):
+    """Import a folder of Markdown/text notes (tags from front matter)."""
+    root = Path(path)
+    files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.suffix.lower() in (".md", ".markdown", ".txt"))
+    client, stub = _stub(config, target)
+    created = existing = 0
+    with click.progressbar(files, label=f"importing {len(files)} notes", file=sys.stderr) as bar:
+        for file in bar:
+            for text, tags, source in notes_of(file, split):
+                reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, source=source), TIMEOUT)
+                created, existing = created + reply.created, existing + (not reply.created)
+    click.echo(f"imported {created} new memories from {len(files)} files ({existing} already known)")
+
+
+def register(cli: click.Group) -> None:
+    for command in (remember, recall, memories):
+        cli.add_command(command)

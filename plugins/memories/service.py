@@ -1,0 +1,389 @@
+"""`cortex.memories.v1.MemoryService`: validation, embeddings through the kernel, and the three
+search modes over the store and the vector index."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+import structlog
+
+from cortex.contracts.memories.v1 import memories_pb2 as pb
+from cortex.contracts.memories.v1 import memories_pb2_grpc
+from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
+
+from .store import Query, Record
+from .vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from .plugin import MemoriesPlugin
+
+log = structlog.get_logger("cortex.memories")
+
+SEMANTIC, KEYWORD, HYBRID = pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID
+RRF_K = 60
+MAX_TAGS, MAX_TAG_CHARS, MAX_METADATA, MAX_METADATA_CHARS = 32, 64, 32, 1024
+MAX_TOP_K, MAX_PAGE = 100, 500
+MASK_PATHS = {"text", "kind", "tags", "metadata", "source", "ttl_seconds"}
+EMBED_TIMEOUT = 120.0
+
+
+class Invalid(ValueError):
+    pass
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def content_hash(kind: str, text: str, tags: list[str]) -> str:
+    return hashlib.sha256("\x1f".join([kind, text, *sorted(set(tags))]).encode()).hexdigest()
+
+
+def new_id() -> str:
+    return f"m{now_ms():012x}{os.urandom(5).hex()}"
+
+
+def to_proto(r: Record) -> pb.Memory:
+    m = pb.Memory(
+        id=r.id, kind=r.kind, text=r.text, tags=r.tags, metadata=r.metadata, source=r.source,
+        embedding_model=r.embedding_model, dimension=0 if r.embedding is None else len(r.embedding),
+        content_hash=r.content_hash,
+    )
+    m.created_at.FromMilliseconds(r.created_at)
+    m.updated_at.FromMilliseconds(r.updated_at)
+    if r.expires_at is not None:
+        m.expires_at.FromMilliseconds(r.expires_at)
+    return m
+
+
+class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
+    def __init__(self, plugin: MemoriesPlugin):
+        self.p = plugin
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-memories")
+        self.index: VectorIndex | None = None
+        self._index_lock = asyncio.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def store(self):
+        return self.p.store
+
+    async def io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
+    async def _refuse(self, context, error: Invalid) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+    # -- validation -------------------------------------------------------------------------------
+    def _kind(self, kind: str) -> str:
+        kind = kind or "note"
+        if kind not in self.p.kinds:
+            raise Invalid(f"unknown kind {kind!r}; use one of {', '.join(self.p.kinds)} (or set [plugins.memories] kinds)")
+        return kind
+
+    def _text(self, text: str) -> str:
+        if not text.strip():
+            raise Invalid("text is empty: send the memory's text")
+        if len(text) > self.p.max_text_chars:
+            raise Invalid(f"text is {len(text)} characters; the limit is {self.p.max_text_chars} (split it into several memories)")
+        return text
+
+    @staticmethod
+    def _tags(tags) -> list[str]:
+        tags = list(dict.fromkeys(t.strip() for t in tags))
+        if len(tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in tags):
+            raise Invalid(f"tags: at most {MAX_TAGS}, each 1 to {MAX_TAG_CHARS} characters")
+        return tags
+
+    @staticmethod
+    def _metadata(metadata) -> dict[str, str]:
+        metadata = dict(metadata)
+        if len(metadata) > MAX_METADATA or any(not k or len(k) + len(v) > MAX_METADATA_CHARS for k, v in metadata.items()):
+            raise Invalid(f"metadata: at most {MAX_METADATA} entries, keys non-empty, key+value up to {MAX_METADATA_CHARS} characters")
+        return metadata
+
+    def _query(self, f: pb.Filter) -> Query:
+        for kind in f.kinds:
+            self._kind(kind)
+        query = Query(
+            kinds=list(f.kinds), tags_all=list(f.tags_all), tags_any=list(f.tags_any), metadata=dict(f.metadata),
+            created_after=f.created_after.ToMilliseconds() if f.HasField("created_after") else None,
+            created_before=f.created_before.ToMilliseconds() if f.HasField("created_before") else None,
+        )
+        if query.created_after is not None and query.created_before is not None and query.created_after >= query.created_before:
+            raise Invalid("filter: created_after must be before created_before")
+        return query
+
+    # -- embeddings, through the kernel ------------------------------------------------------------
+    async def embed(self, texts: list[str], labels: list[str]) -> tuple[str, np.ndarray] | None:
+        """(model, vectors), or None when no provider can embed now (the caller degrades)."""
+        stub = models_pb2_grpc.ModelServiceStub(self.p.channel)
+        try:
+            reply = await stub.Embed(
+                models_pb2.EmbedRequest(texts=texts, model=self.p.embedding_model, labels=labels), timeout=EMBED_TIMEOUT
+            )
+        except grpc.RpcError as exc:
+            log.warning("memories.embed_unavailable", code=exc.code().name, details=exc.details())
+            return None
+        vectors = np.array([v.values for v in reply.vectors], dtype=np.float32)
+        return reply.model, vectors
+
+    async def ready_index(self, model: str | None = None) -> VectorIndex | None:
+        """The index of the current embedding model, loaded from the store on first use."""
+        async with self._index_lock:
+            current = model or self.store.meta("embedding_model")
+            if current is None:
+                return None
+            if self.index is None or self.index.model != current:
+                self.store.meta("embedding_model", current)
+                self.index = await self.io(self._load_index, current)
+            return self.index
+
+    def _load_index(self, model: str) -> VectorIndex:
+        started = time.monotonic()
+        index = VectorIndex(model)
+        for record in self.store.vectors(model, now_ms()):
+            index.add(record, record.embedding)
+        log.info("memories.index_loaded", model=model, vectors=len(index), seconds=round(time.monotonic() - started, 3))
+        return index
+
+    # -- the methods --------------------------------------------------------------------------------
+    async def Store(self, request, context):
+        try:
+            kind, text = self._kind(request.kind), self._text(request.text)
+            tags, metadata = self._tags(request.tags), self._metadata(request.metadata)
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        digest = content_hash(kind, text, tags)
+        now = now_ms()
+        existing = await self.io(self.store.by_hash, digest)
+        if existing is not None and (existing.expires_at is None or existing.expires_at > now):
+            return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
+        record = Record(
+            id=new_id(), kind=kind, text=text, tags=tags, metadata=metadata, source=request.source or "",
+            created_at=now, updated_at=now, expires_at=now + request.ttl_seconds * 1000 if request.ttl_seconds else None,
+            content_hash=digest,
+        )
+        # Embed first so one transaction writes the memory with its vector; without an embedding
+        # it is stored all the same (acknowledged means stored).
+        result = await self.embed([text], tags)
+        if result is not None:
+            record.embedding_model, record.embedding = result[0], result[1][0]
+        if existing is not None:  # the same content, expired: it comes back as new
+            await self.io(self.store.replace, Record(**{**record.__dict__, "id": existing.id}))
+            record.id = existing.id
+        else:
+            await self.io(self.store.insert, record)
+        if result is not None:
+            index = await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
+            if index is not None and index.model == record.embedding_model:
+                index.add(record, record.embedding)
+        return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record))
+
+    async def Get(self, request, context):
+        record = await self.io(self.store.get, request.id, now_ms()) if request.id else None
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
+        return pb.GetResponse(memory=to_proto(record))
+
+    async def Search(self, request, context):
+        mode = request.mode or HYBRID
+        top_k = request.top_k
+        try:
+            if not request.query.strip():
+                raise Invalid("query is empty: send what to look for")
+            if len(request.query) > self.p.max_text_chars:
+                raise Invalid(f"query is over {self.p.max_text_chars} characters")
+            if not 1 <= top_k <= MAX_TOP_K:
+                raise Invalid(f"top_k is {top_k}; ask for 1 to {MAX_TOP_K}")
+            if mode not in (SEMANTIC, KEYWORD, HYBRID):
+                raise Invalid(f"unknown mode {mode}; use SEMANTIC, KEYWORD or HYBRID")
+            query = self._query(request.filter)
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        now = now_ms()
+        wide = max(top_k * 4, 40) if mode == HYBRID else top_k
+        semantic: list[tuple[str, float]] = []
+        model = ""
+        if mode in (SEMANTIC, HYBRID):
+            semantic, model, why = await self._semantic(request.query, wide, query, now)
+            if why and mode == SEMANTIC:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"semantic search is unavailable: {why}")
+            if why:
+                mode = KEYWORD  # hybrid degrades to keyword, and says so
+        keyword = await self.io(self.store.keyword, request.query, query, now, wide) if mode in (KEYWORD, HYBRID) else []
+        scores: dict[str, dict[str, float]] = {}
+        for name, ranked in (("semantic", semantic), ("keyword", keyword)):
+            for rank, (memory_id, score) in enumerate(ranked):
+                entry = scores.setdefault(memory_id, {})
+                entry[name] = score
+                entry["rrf"] = entry.get("rrf", 0.0) + 1.0 / (RRF_K + rank + 1)
+        key = {SEMANTIC: "semantic", KEYWORD: "keyword", HYBRID: "rrf"}[mode]
+        ranked = sorted(scores.items(), key=lambda item: -item[1][key])
+        results = []
+        for memory_id, entry in ranked:
+            if entry[key] < request.min_score:
+                continue
+            record = await self.io(self.store.get, memory_id, now)
+            if record is None:
+                continue
+            matched = [m for m, name in ((SEMANTIC, "semantic"), (KEYWORD, "keyword")) if name in entry]
+            results.append(
+                pb.SearchResult(
+                    memory=to_proto(record), score=entry[key], matched=matched,
+                    semantic_score=entry.get("semantic", 0.0), keyword_score=entry.get("keyword", 0.0),
+                )
+            )
+            if len(results) == top_k:
+                break
+        return pb.SearchResponse(results=results, mode=mode, embedding_model=model)
+
+    async def _semantic(self, text: str, k: int, query: Query, now: int) -> tuple[list[tuple[str, float]], str, str]:
+        result = await self.embed([text], [])
+        if result is None:
+            return [], "", "no embedding provider answered"
+        model, vectors = result
+        index = await self.ready_index()
+        if index is None:
+            return [], model, ""  # nothing embedded yet: nothing to find by meaning
+        if index.model != model:
+            return [], model, (
+                f"the query was embedded by {model}, the memories by {index.model}; run `cortex memories reindex` "
+                "to move them to the new model"
+            )
+        return await self.io(index.search, vectors[0], k, query, now), model, ""
+
+    async def Update(self, request, context):
+        paths = set(request.update_mask.paths) or {
+            f.name for f, _ in request.ListFields() if f.name in MASK_PATHS
+        }
+        try:
+            unknown = paths - MASK_PATHS
+            if unknown:
+                raise Invalid(f"update_mask: unknown path(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(MASK_PATHS))}")
+            if not paths:
+                raise Invalid("nothing to update: set the fields to change (and list them in update_mask)")
+            record = await self.io(self.store.get, request.id, now_ms()) if request.id else None
+            if record is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r}")
+            updated = Record(**record.__dict__)
+            if "text" in paths:
+                updated.text = self._text(request.text)
+            if "kind" in paths:
+                updated.kind = self._kind(request.kind)
+            if "tags" in paths:
+                updated.tags = self._tags(request.tags)
+            if "metadata" in paths:
+                updated.metadata = self._metadata(request.metadata)
+            if "source" in paths:
+                updated.source = request.source
+            now = now_ms()
+            if "ttl_seconds" in paths:
+                updated.expires_at = now + request.ttl_seconds * 1000 if request.ttl_seconds else None
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        updated.updated_at = now
+        updated.content_hash = content_hash(updated.kind, updated.text, updated.tags)
+        if updated.content_hash != record.content_hash:
+            clash = await self.io(self.store.by_hash, updated.content_hash)
+            if clash is not None and clash.id != record.id:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"memory {clash.id} already has this kind, text and tags")
+        if "text" in paths and updated.text != record.text:
+            result = await self.embed([updated.text], updated.tags)
+            updated.embedding_model, updated.embedding = (result[0], result[1][0]) if result else ("", None)
+        await self.io(self.store.replace, updated)
+        if self.index is not None:
+            self.index.remove(updated.id)
+            if updated.embedding is not None and updated.embedding_model == self.index.model:
+                self.index.add(updated, updated.embedding)
+        return pb.UpdateResponse(memory=to_proto(updated))
+
+    async def Delete(self, request, context):
+        deleted = await self.io(self.store.delete, request.id) if request.id else False
+        if deleted and self.index is not None:
+            self.index.remove(request.id)
+        return pb.DeleteResponse(deleted=deleted)
+
+    # -- paging ---------------------------------------------------------------------------------------
+    def _token(self, record: Record, filter_bytes: bytes) -> str:
+        body = json.dumps([record.created_at, record.id, hashlib.sha256(filter_bytes).hexdigest()[:16]]).encode()
+        mac = hmac.new(self.p.secret, body, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + body).decode()
+
+    def _after(self, token: str, filter_bytes: bytes) -> tuple[int, str]:
+        try:
+            raw = base64.urlsafe_b64decode(token.encode())
+            mac, body = raw[:16], raw[16:]
+            if not hmac.compare_digest(mac, hmac.new(self.p.secret, body, hashlib.sha256).digest()[:16]):
+                raise ValueError
+            created, memory_id, filter_hash = json.loads(body)
+        except (ValueError, TypeError, json.JSONDecodeError):
+            raise Invalid("page_token was not made by this store: pass the next_page_token of the previous List, unchanged") from None
+        if filter_hash != hashlib.sha256(filter_bytes).hexdigest()[:16]:
+            raise Invalid("page_token belongs to a List with another filter: keep the filter the same while paging")
+        return int(created), str(memory_id)
+
+    async def List(self, request, context):
+        size = request.page_size or 50
+        filter_bytes = request.filter.SerializeToString(deterministic=True)
+        try:
+            if not 1 <= size <= MAX_PAGE:
+                raise Invalid(f"page_size is {size}; ask for 1 to {MAX_PAGE}")
+            query = self._query(request.filter)
+            after = self._after(request.page_token, filter_bytes) if request.page_token else None
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        records = await self.io(self.store.page, query, now_ms(), after, size + 1)
+        more = len(records) > size
+        records = records[:size]
+        return pb.ListResponse(
+            memories=[to_proto(r) for r in records],
+            next_page_token=self._token(records[-1], filter_bytes) if more else "",
+        )
+
+    async def Stats(self, request, context):
+        index = await self.ready_index()
+        model = index.model if index else ""
+        stats = await self.io(self.store.stats, model, now_ms())
+        return pb.StatsResponse(
+            total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"], storage_bytes=stats["storage_bytes"],
+            embedding_model=model, stale=stats["stale"], expired=stats["expired"], schema_version=self.store.version,
+            index=f"exact in-memory matrix, {len(index)} vectors of {index.dimension} dims" if index else "empty: nothing embedded yet",
+        )
+
+    async def Reindex(self, request, context):
+        current = self.store.meta("embedding_model") or ""
+        probe = await self.embed(["reindex"], [])
+        if probe is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no embedding provider answered; start one (e.g. enable mlx) and retry")
+        model = probe[0]
+        records = await self.io(self.store.unembedded, model, request.all or model != current)
+        total, done = len(records), 0
+        yield pb.ReindexProgress(done=0, total=total, embedding_model=model)
+        for start in range(0, total, 32):
+            batch = records[start : start + 32]
+            for labels in {tuple(sorted(r.tags)) for r in batch}:  # labels travel with their texts
+                group = [r for r in batch if tuple(sorted(r.tags)) == labels]
+                result = await self.embed([r.text for r in group], list(labels))
+                if result is None or result[0] != model:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"embedding stopped after {done} of {total}; run reindex again")
+                for record, vector in zip(group, result[1], strict=True):
+                    await self.io(self.store.set_embedding, record.id, model, vector)
+                done += len(group)
+            yield pb.ReindexProgress(done=done, total=total, embedding_model=model)
+        self.store.meta("embedding_model", model)
+        async with self._index_lock:
+            self.index = await self.io(self._load_index, model)

@@ -1,0 +1,345 @@
+"""Where memories live. `MemoryStore` is the interface (a PostgreSQL + pgvector backend can
+implement it later); `SqliteStore` is the embedded default: one SQLite file in the data dir, WAL,
+FTS5 for keyword search, each memory's vector stored with its row.
+
+Every write is one transaction, committed before it returns (synchronous=FULL by default), so
+an acknowledged memory survives a kill -9 or a power cut, and the database stays consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    id: str
+    kind: str
+    text: str
+    tags: list[str]
+    metadata: dict[str, str]
+    source: str
+    created_at: int  # unix milliseconds
+    updated_at: int
+    expires_at: int | None
+    content_hash: str
+    embedding_model: str = ""
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class Query:
+    """A filter, as the store applies it."""
+
+    kinds: list[str] = field(default_factory=list)
+    tags_all: list[str] = field(default_factory=list)
+    tags_any: list[str] = field(default_factory=list)
+    created_after: int | None = None
+    created_before: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, r: Record) -> bool:
+        return (
+            (not self.kinds or r.kind in self.kinds)
+            and all(t in r.tags for t in self.tags_all)
+            and (not self.tags_any or any(t in r.tags for t in self.tags_any))
+            and (self.created_after is None or r.created_at > self.created_after)
+            and (self.created_before is None or r.created_at < self.created_before)
+            and all(r.metadata.get(k) == v for k, v in self.metadata.items())
+        )
+
+
+class MemoryStore(ABC):
+    """The storage a MemoryService needs."""
+
+    @abstractmethod
+    def insert(self, record: Record) -> None: ...
+    @abstractmethod
+    def get(self, memory_id: str, now: int) -> Record | None: ...
+    @abstractmethod
+    def by_hash(self, content_hash: str) -> Record | None: ...
+    @abstractmethod
+    def replace(self, record: Record) -> None: ...
+    @abstractmethod
+    def delete(self, memory_id: str) -> bool: ...
+    @abstractmethod
+    def page(self, query: Query, now: int, after: tuple[int, str] | None, limit: int) -> list[Record]: ...
+    @abstractmethod
+    def keyword(self, text: str, query: Query, now: int, limit: int) -> list[tuple[str, float]]: ...
+    @abstractmethod
+    def vectors(self, model: str, now: int) -> Iterator[Record]: ...
+    @abstractmethod
+    def unembedded(self, model: str, everything: bool) -> list[Record]: ...
+    @abstractmethod
+    def set_embedding(self, memory_id: str, model: str, vector: np.ndarray) -> None: ...
+    @abstractmethod
+    def stats(self, model: str, now: int) -> dict: ...
+    @abstractmethod
+    def purge_expired(self, now: int) -> list[str]: ...
+    @abstractmethod
+    def meta(self, key: str, value: str | None = None) -> str | None: ...
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+MIGRATIONS = [
+    # 1: memories, their tags, full-text index kept in step by triggers, key/value meta
+    """
+    CREATE TABLE memories (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        content_hash TEXT NOT NULL UNIQUE,
+        embedding_model TEXT NOT NULL DEFAULT '',
+        embedding BLOB
+    );
+    CREATE INDEX memories_created ON memories(created_at DESC, id DESC);
+    CREATE INDEX memories_model ON memories(embedding_model);
+    CREATE TABLE memory_tags (
+        memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (memory_id, tag)
+    );
+    CREATE INDEX memory_tags_tag ON memory_tags(tag);
+    CREATE VIRTUAL TABLE memories_fts USING fts5(text, tags, content='memories', content_rowid='rowid');
+    CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+        INSERT INTO memories_fts(rowid, text, tags) VALUES (new.rowid, new.text, new.tags);
+    END;
+    CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, text, tags) VALUES ('delete', old.rowid, old.text, old.tags);
+    END;
+    CREATE TRIGGER memories_au AFTER UPDATE OF text, tags ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, text, tags) VALUES ('delete', old.rowid, old.text, old.tags);
+        INSERT INTO memories_fts(rowid, text, tags) VALUES (new.rowid, new.text, new.tags);
+    END;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+COLUMNS = "id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, embedding"
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+# Words too common to say anything: matching them only adds noise to hybrid ranking.
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from had has have how i if in is it its me my of on or our "
+    "should so that the their them then there these they this to was we were what when where which who why "
+    "will with would you your".split()
+)
+
+
+def fts_query(text: str) -> str:
+    """User words as an FTS5 query: each quoted (no operators get through), any may match;
+    stopwords dropped unless the query has nothing else."""
+    words = list(dict.fromkeys(WORD.findall(text.lower())))[:32]
+    meaningful = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in meaningful)
+
+
+def _record(row: tuple) -> Record:
+    blob = row[11]
+    return Record(
+        id=row[0], kind=row[1], text=row[2], tags=json.loads(row[3]), metadata=json.loads(row[4]), source=row[5],
+        created_at=row[6], updated_at=row[7], expires_at=row[8], content_hash=row[9], embedding_model=row[10],
+        embedding=np.frombuffer(blob, dtype=np.float32) if blob else None,
+    )
+
+
+class SqliteStore(MemoryStore):
+    def __init__(self, path: Path, synchronous: str = "FULL"):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()  # one writer; readers share the connection (plugin runs one thread)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.version = self._migrate()
+
+    def _migrate(self) -> int:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema {version}, newer than this Cortex-OS knows ({SCHEMA_VERSION})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.lock:
+                self.db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        return SCHEMA_VERSION
+
+    # -- writes --------------------------------------------------------------------------------
+    def _write(self, record: Record) -> None:
+        self.db.execute(
+            f"INSERT INTO memories ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id, record.kind, record.text, json.dumps(record.tags), json.dumps(record.metadata, sort_keys=True),
+                record.source, record.created_at, record.updated_at, record.expires_at, record.content_hash,
+                record.embedding_model,
+                record.embedding.astype(np.float32).tobytes() if record.embedding is not None else None,
+            ),
+        )
+        self.db.executemany(
+            "INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(record.id, t) for t in dict.fromkeys(record.tags)]
+        )
+
+    def insert(self, record: Record) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._write(record)
+
+    def replace(self, record: Record) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM memories WHERE id = ?", (record.id,))
+            self._write(record)
+
+    def delete(self, memory_id: str) -> bool:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount > 0
+
+    def set_embedding(self, memory_id: str, model: str, vector: np.ndarray) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "UPDATE memories SET embedding_model = ?, embedding = ? WHERE id = ?",
+                (model, vector.astype(np.float32).tobytes(), memory_id),
+            )
+
+    def purge_expired(self, now: int) -> list[str]:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in self.db.execute("SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
+            self.db.executemany("DELETE FROM memories WHERE id = ?", [(i,) for i in ids])
+            return ids
+
+    def meta(self, key: str, value: str | None = None) -> str | None:
+        with self.lock:
+            if value is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+                return value
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+    # -- reads ---------------------------------------------------------------------------------
+    @staticmethod
+    def _where(query: Query, now: int, alias: str = "m") -> tuple[str, list]:
+        clauses = [f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)"]
+        args: list = [now]
+        if query.kinds:
+            clauses.append(f"{alias}.kind IN ({','.join('?' * len(query.kinds))})")
+            args += query.kinds
+        for tag in query.tags_all:
+            clauses.append(f"EXISTS (SELECT 1 FROM memory_tags t WHERE t.memory_id = {alias}.id AND t.tag = ?)")
+            args.append(tag)
+        if query.tags_any:
+            marks = ",".join("?" * len(query.tags_any))
+            clauses.append(f"EXISTS (SELECT 1 FROM memory_tags t WHERE t.memory_id = {alias}.id AND t.tag IN ({marks}))")
+            args += query.tags_any
+        if query.created_after is not None:
+            clauses.append(f"{alias}.created_at > ?")
+            args.append(query.created_after)
+        if query.created_before is not None:
+            clauses.append(f"{alias}.created_at < ?")
+            args.append(query.created_before)
+        for key, value in query.metadata.items():
+            clauses.append(f"json_extract({alias}.metadata, ?) = ?")
+            args += [f'$."{key}"', value]
+        return " AND ".join(clauses), args
+
+    def get(self, memory_id: str, now: int) -> Record | None:
+        with self.lock:
+            row = self.db.execute(
+                f"SELECT {COLUMNS} FROM memories WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)", (memory_id, now)
+            ).fetchone()
+        return _record(row) if row else None
+
+    def by_hash(self, content_hash: str) -> Record | None:
+        with self.lock:
+            row = self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE content_hash = ?", (content_hash,)).fetchone()
+        return _record(row) if row else None
+
+    def page(self, query: Query, now: int, after: tuple[int, str] | None, limit: int) -> list[Record]:
+        where, args = self._where(query, now)
+        if after is not None:
+            where += " AND (m.created_at < ? OR (m.created_at = ? AND m.id < ?))"
+            args += [after[0], after[0], after[1]]
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT {', '.join('m.' + c for c in COLUMNS.split(', '))} FROM memories m WHERE {where} "
+                "ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def keyword(self, text: str, query: Query, now: int, limit: int) -> list[tuple[str, float]]:
+        match = fts_query(text)
+        if not match:
+            return []
+        where, args = self._where(query, now)
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT m.id, -bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+                f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
+                [match, *args, limit],
+            ).fetchall()
+        return [(r[0], float(r[1])) for r in rows]
+
+    def vectors(self, model: str, now: int) -> Iterator[Record]:
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT {COLUMNS} FROM memories WHERE embedding_model = ? AND embedding IS NOT NULL "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (model, now),
+            ).fetchall()
+        for row in rows:
+            yield _record(row)
+
+    def unembedded(self, model: str, everything: bool) -> list[Record]:
+        sql = f"SELECT {COLUMNS} FROM memories"
+        args: tuple = ()
+        if not everything:
+            sql += " WHERE embedding_model != ? OR embedding IS NULL"
+            args = (model,)
+        with self.lock:
+            return [_record(r) for r in self.db.execute(sql + " ORDER BY created_at", args).fetchall()]
+
+    def stats(self, model: str, now: int) -> dict:
+        live = "(expires_at IS NULL OR expires_at > ?)"
+        with self.lock:
+            total = self.db.execute(f"SELECT COUNT(*) FROM memories WHERE {live}", (now,)).fetchone()[0]
+            by_kind = dict(self.db.execute(f"SELECT kind, COUNT(*) FROM memories WHERE {live} GROUP BY kind", (now,)).fetchall())
+            by_tag = dict(
+                self.db.execute(
+                    f"SELECT t.tag, COUNT(*) FROM memory_tags t JOIN memories m ON m.id = t.memory_id "
+                    f"WHERE (m.expires_at IS NULL OR m.expires_at > ?) GROUP BY t.tag",
+                    (now,),
+                ).fetchall()
+            )
+            stale = self.db.execute(
+                f"SELECT COUNT(*) FROM memories WHERE {live} AND (embedding_model != ? OR embedding IS NULL)", (now, model)
+            ).fetchone()[0]
+            expired = self.db.execute("SELECT COUNT(*) FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).fetchone()[0]
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0] * self.db.execute("PRAGMA page_size").fetchone()[0]
+        wal = self.path.with_name(self.path.name + "-wal")
+        return {
+            "total": total, "by_kind": by_kind, "by_tag": by_tag, "stale": stale, "expired": expired,
+            "storage_bytes": pages + (wal.stat().st_size if wal.exists() else 0),
+        }
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()

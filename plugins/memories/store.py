@@ -129,6 +129,10 @@ MIGRATIONS = [
     END;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: document frequencies of indexed terms, to tell this corpus's stopwords
+    """
+    CREATE VIRTUAL TABLE memories_vocab USING fts5vocab(memories_fts, row);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = "id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, embedding"
@@ -143,12 +147,22 @@ STOPWORDS = frozenset(
 )
 
 
-def fts_query(text: str) -> str:
-    """User words as an FTS5 query: each quoted (no operators get through), any may match;
-    stopwords dropped unless the query has nothing else."""
+COMMON_SHARE = 0.05  # a term in more than this share of memories says little (and costs a lot)
+
+
+COMMON_WINDOW = 10_000  # a query of common terms only looks at this many recent memories
+
+
+def fts_query(text: str, common: frozenset[str] = frozenset()) -> tuple[str, bool]:
+    """User words as an FTS5 query: each quoted (no operators get through), any may match.
+    Stopwords, and this corpus's own common terms, are dropped. A query of nothing else asks for
+    all of its words together, and says so (True): it would match most of the store."""
     words = list(dict.fromkeys(WORD.findall(text.lower())))[:32]
     meaningful = [w for w in words if w not in STOPWORDS] or words
-    return " OR ".join(f'"{w}"' for w in meaningful)
+    selective = [w for w in meaningful if w not in common]
+    if selective:
+        return " OR ".join(f'"{w}"' for w in selective), False
+    return " AND ".join(f'"{w}"' for w in meaningful), bool(meaningful)
 
 
 def _record(row: tuple) -> Record:
@@ -170,6 +184,8 @@ class SqliteStore(MemoryStore):
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.version = self._migrate()
+        self._common: frozenset[str] = frozenset()
+        self._writes_since_common = 10**9  # compute on first use
 
     def _migrate(self) -> int:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -199,6 +215,7 @@ class SqliteStore(MemoryStore):
         with self.lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._write(record)
+        self._writes_since_common += 1
 
     def replace(self, record: Record) -> None:
         with self.lock, self.db:
@@ -285,16 +302,31 @@ class SqliteStore(MemoryStore):
             ).fetchall()
         return [_record(r) for r in rows]
 
+    def common_terms(self) -> frozenset[str]:
+        """Terms in more than COMMON_SHARE of memories, recounted after every 1,000 writes."""
+        if self._writes_since_common >= 1000:
+            with self.lock:
+                total = self.db.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
+                rows = self.db.execute(
+                    "SELECT term FROM memories_vocab WHERE doc > ?", (max(50, int(total * COMMON_SHARE)),)
+                ).fetchall()
+            self._common = frozenset(r[0] for r in rows)
+            self._writes_since_common = 0
+        return self._common
+
     def keyword(self, text: str, query: Query, now: int, limit: int) -> list[tuple[str, float]]:
-        match = fts_query(text)
+        match, only_common = fts_query(text, self.common_terms())
         if not match:
             return []
         where, args = self._where(query, now)
         with self.lock:
+            floor = 0
+            if only_common:  # ranking most of the store by BM25 costs much and tells little
+                floor = (self.db.execute("SELECT MAX(rowid) FROM memories").fetchone()[0] or 0) - COMMON_WINDOW
             rows = self.db.execute(
                 f"SELECT m.id, -bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
-                [match, *args, limit],
+                f"WHERE memories_fts MATCH ? AND memories_fts.rowid > ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
+                [match, floor, *args, limit],
             ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 

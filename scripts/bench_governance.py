@@ -60,6 +60,7 @@ def make_governance(folder: Path, rules: int, rng: random.Random) -> Governance:
         (folder / "policies" / "bench.toml").write_text(rules_toml(rules, rng))
 
     class Ctx:
+        name = "governance"
         privacy_mode = False
         plugins: dict = {}
         data_dir = folder

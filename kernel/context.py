@@ -67,6 +67,18 @@ class KernelChannel:
     def __init__(self, router: Router, principal: str):
         self.router, self.principal = router, principal
 
+    async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata=None):
+        """Call any unary method by path, returning (response, outcome): who served it, the
+        route, the decision. Raises RouterError (a grpc.RpcError) with the outcome attached."""
+        method, call = _Multicallable(self, path)._call(request, timeout, metadata)
+        if method.server_streaming or method.client_streaming:
+            raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{path} streams; only unary methods can be called this way")
+        return await self.router.unary_with_outcome(method, request, call)
+
+    def method(self, path: str):
+        """The registered method at `path` (its message classes, failover safety), or None."""
+        return self.router.registry.method(path)
+
     def unary_unary(self, method: str, request_serializer=None, response_deserializer=None, **_kw):
         return _UnaryUnary(self, method)
 

@@ -1,0 +1,380 @@
+"""`cortex.cerebrum.v1.CerebrumService`. Every call it makes (memories, models, governance, the
+plan's steps) goes through the kernel's router as `plugin:cerebrum`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from google.protobuf import json_format
+
+from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
+from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
+from cortex.contracts.governance.v1 import governance_pb2 as gov
+from cortex.contracts.kernel.v1 import kernel_pb2
+from cortex.contracts.memories.v1 import memories_pb2 as mem
+from cortex.contracts.models.v1 import models_pb2 as models
+
+from . import plans
+from .plans import PlanError
+
+if TYPE_CHECKING:
+    from .plugin import CerebrumPlugin
+
+log = structlog.get_logger("cortex.cerebrum")
+
+SEARCH = "/cortex.memories.v1.MemoryService/Search"
+STORE = "/cortex.memories.v1.MemoryService/Store"
+GENERATE = "/cortex.models.v1.ModelService/Generate"
+EVALUATE = "/cortex.governance.v1.GovernanceService/Evaluate"
+CONTRACTS = "/cortex.kernel.v1.KernelService/ListContracts"
+STEP_TIMEOUT = 120.0
+EXAMPLE_MIN_SCORE = 0.75  # cosine: how close a taught goal must be to be reused
+State = pb.StepRecord
+
+
+def sha(message: Any) -> bytes:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).digest()
+
+
+def as_json(message: Any) -> str:
+    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
+
+
+class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
+    def __init__(self, plugin: CerebrumPlugin):
+        self.p = plugin
+
+    # -- calls through the kernel -------------------------------------------------------------------
+    async def call(self, path: str, request: Any, metadata=None) -> tuple[Any, Any]:
+        return await self.p.channel.call(path, request, timeout=STEP_TIMEOUT, metadata=metadata)
+
+    async def _try(self, path: str, request: Any) -> Any | None:
+        try:
+            return (await self.call(path, request))[0]
+        except grpc.RpcError as exc:
+            log.info("cerebrum.call_failed", method=path, code=exc.code().name, details=exc.details())
+            return None
+
+    def method_of(self, path: str):
+        return self.p.channel.method(path)
+
+    # -- planning ---------------------------------------------------------------------------------------
+    async def make_plan(self, goal: str) -> tuple[pb.Plan, list[str]]:
+        repairs: list[str] = []
+        found = await self._try(SEARCH, mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=5))
+        context = [r.memory.id for r in found.results if r.memory.kind != "learning-example"] if found else []
+        example = await self._try(
+            SEARCH,
+            mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=1, filter=mem.Filter(kinds=["learning-example"])),
+        )
+        if example and example.results and example.results[0].score >= EXAMPLE_MIN_SCORE:
+            hit = example.results[0].memory
+            taught = self.p.traces.get(hit.metadata.get("trace_id", ""))
+            if taught is not None:
+                plan = self.adapt(taught.plan, goal, hit.id, context)
+                try:
+                    plans.validate(plan, self.method_of)
+                    return plan, repairs
+                except PlanError as exc:
+                    repairs.append(f"the taught example {hit.id} no longer fits: {exc}")
+        plan, notes = await self.plan_with_model(goal, context)
+        repairs += notes
+        return plan, repairs
+
+    def adapt(self, example: pb.Plan, goal: str, memory_id: str, context: list[str]) -> pb.Plan:
+        """The taught plan, with the old goal's words replaced by the new goal's."""
+        steps = []
+        for step in example.steps:
+            request = step.request_json.replace(json.dumps(example.goal)[1:-1], json.dumps(goal)[1:-1])
+            steps.append(pb.Step(id=step.id, method=step.method, request_json=request, depends_on=step.depends_on))
+        return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"example:{memory_id}"))
+
+    async def plan_with_model(self, goal: str, context: list[str]) -> tuple[pb.Plan, list[str]]:
+        """Ask ModelService for a plan (temperature 0: the same goal and memories, the same plan);
+        one repair attempt; then the template plan. Every fallback is recorded."""
+        repairs: list[str] = []
+        methods = sorted(
+            m for m in [SEARCH, GENERATE, STORE] if self.method_of(m) is not None
+        )
+        prompt = (
+            "Write a plan as JSON: {\"steps\": [{\"id\": \"s1\", \"method\": \"package.Service/Method\", "
+            "\"request_json\": \"{...}\", \"depends_on\": []}]}. Use only these methods: "
+            + ", ".join(m.strip("/") for m in methods)
+            + ". A value may refer to an earlier step's output as ${steps.s1.field}.\nGoal: "
+            + goal
+            + "\nJSON:"
+        )
+        for attempt in range(2):
+            reply = await self._try(GENERATE, models.GenerateRequest(prompt=prompt, max_tokens=256, temperature=0.0))
+            if reply is None:
+                repairs.append("no model answered the planning request")
+                break
+            try:
+                plan = self._parse_model_plan(reply.text, goal, context, reply.model)
+                plans.validate(plan, self.method_of)
+                return plan, repairs
+            except (PlanError, ValueError) as exc:
+                repairs.append(f"attempt {attempt + 1}: {reply.model} did not answer a valid plan ({exc})")
+                prompt += f"\nThat was not valid: {exc}. Answer only the JSON.\nJSON:"
+        plan = self.template(goal, context)
+        repairs.append("used the template plan: search memories for the goal, then summarise them with a model")
+        return plan, repairs
+
+    @staticmethod
+    def _parse_model_plan(text: str, goal: str, context: list[str], model: str) -> pb.Plan:
+        match = re.search(r"\{.*\}", text, re.S)
+        if not match:
+            raise ValueError("no JSON object in the answer")
+        raw = json.loads(match.group(0))
+        steps = []
+        for item in raw.get("steps", []):
+            request = item.get("request_json", {})
+            steps.append(
+                pb.Step(
+                    id=str(item.get("id", "")), method=str(item.get("method", "")),
+                    request_json=request if isinstance(request, str) else json.dumps(request, sort_keys=True),
+                    depends_on=[str(d) for d in item.get("depends_on", [])],
+                )
+            )
+        return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"model:{model}"))
+
+    def template(self, goal: str, context: list[str]) -> pb.Plan:
+        steps = [
+            pb.Step(id="recall", method=SEARCH.strip("/"),
+                    request_json=json.dumps({"query": goal, "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}, sort_keys=True)),
+        ]
+        if self.method_of(GENERATE) is not None:
+            prompt = f"Goal: {goal}\nWhat I noted:\n${{steps.recall.results[*].memory.text}}\nAnswer:"
+            steps.append(
+                pb.Step(id="answer", method=GENERATE.strip("/"), depends_on=["recall"],
+                        request_json=json.dumps({"prompt": prompt, "max_tokens": 64, "temperature": 0}, sort_keys=True))
+            )
+        return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source="template"))
+
+    async def Plan(self, request, context):
+        if not request.goal.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "goal is empty: say what to achieve")
+        plan, repairs = await self.make_plan(request.goal)
+        return pb.PlanResponse(plan=plan, repairs=repairs)
+
+    async def _checked(self, plan: pb.Plan, context) -> pb.Plan:
+        try:
+            plans.validate(plan, self.method_of)
+        except PlanError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid plan: {exc}")
+        return plans.sealed(plan)
+
+    # -- simulate -----------------------------------------------------------------------------------------
+    async def Simulate(self, request, context):
+        plan = await self._checked(request.plan, context)
+        contracts = await self._try(CONTRACTS, kernel_pb2.ListContractsRequest())
+        first = {c.service: c.providers[0] for c in contracts.contracts if c.providers} if contracts else {}
+        can_evaluate = self.method_of(EVALUATE) is not None
+        results, ok = [], True
+        for step in plan.steps:
+            service, _, method = step.method.strip("/").partition("/")
+            provider = first.get(service)
+            sim = pb.StepSimulation(step_id=step.id, method=step.method, provider=provider.name if provider else "",
+                                    references_ok=True, allowed=True)
+            request_value = json.loads(step.request_json or "{}")
+            fields = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in request_value.items()
+                      if not isinstance(v, (dict, list))}
+            if can_evaluate:
+                call = gov.CallDescription(
+                    service=service, method=method, principal=self.p.principal, provider=sim.provider,
+                    provider_local=provider.local if provider else True, fields=fields,
+                    labels=[str(t) for t in request_value.get("tags", []) + request_value.get("labels", [])],
+                )
+                verdict = await self._try(EVALUATE, gov.EvaluateRequest(call=call))
+                if verdict is not None:
+                    sim.allowed = verdict.decision.effect != gov.EFFECT_DENY
+                    sim.reasons.extend(verdict.decision.reasons)
+            else:
+                sim.reasons.append("no governance plugin: allowed by default")
+            if not sim.allowed:
+                sim.problem = "denied by policy"
+            ok = ok and sim.allowed and sim.references_ok
+            results.append(sim)
+        return pb.SimulateResponse(ok=ok, steps=results)
+
+    # -- execute --------------------------------------------------------------------------------------------
+    async def _run_step(self, step: pb.Step, outputs: dict[str, Any], pin: str = "", recorded: str = "") -> pb.StepRecord:
+        record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED, started_unix_ms=time.time_ns() // 1_000_000)
+        path = "/" + step.method.strip("/")
+        method = self.method_of(path)
+        started = time.monotonic()
+        try:
+            value = json.loads(recorded) if recorded else plans.resolve(json.loads(step.request_json or "{}"), outputs)
+            message = json_format.ParseDict(value, method.input())
+        except (KeyError, IndexError, json_format.ParseError, AttributeError, TypeError, ValueError) as exc:
+            record.state, record.status, record.error = State.STATE_FAILED, "INVALID_ARGUMENT", f"could not build the request: {exc}"
+            return record
+        record.request_json = as_json(message)
+        record.request_sha256 = sha(message)
+        metadata = (("x-cortex-provider", pin),) if pin else None
+        try:
+            response, outcome = await self.call(path, message, metadata)
+        except grpc.RpcError as exc:
+            outcome = getattr(exc, "outcome", None)
+            record.state, record.status, record.error = State.STATE_FAILED, exc.code().name, exc.details()
+            record.route = outcome.route if outcome else ""
+        else:
+            record.state, record.status = State.STATE_FINISHED, "OK"
+            record.response_json = as_json(response)
+            record.response_sha256 = sha(response)
+            record.provider, record.route = outcome.provider or "", outcome.route
+            outputs[step.id] = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        record.latency_ms = (time.monotonic() - started) * 1000
+        return record
+
+    async def run(self, plan: pb.Plan, call_id: str, replay_of: pb.Trace | None = None):
+        """Yield step records as they happen, then the stored trace."""
+        outputs: dict[str, Any] = {}
+        records: dict[str, pb.StepRecord] = {}
+        recorded = {r.step_id: r for r in replay_of.steps} if replay_of else {}
+        failed = False
+        for level in plans.order(plan):
+            if failed:
+                break
+            for step in level:
+                yield pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED)
+            tasks = [
+                asyncio.ensure_future(
+                    self._run_step(step, outputs, recorded[step.id].provider if step.id in recorded else "",
+                                   recorded[step.id].request_json if step.id in recorded else "")
+                )
+                for step in level
+            ]
+            for done in asyncio.as_completed(tasks):
+                record = await done
+                records[record.step_id] = record
+                failed = failed or record.state == State.STATE_FAILED
+                yield record
+        for step in plan.steps:
+            if step.id not in records:
+                record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_SKIPPED,
+                                       error="skipped: an earlier step failed")
+                records[step.id] = record
+                yield record
+        steps = [records[s.id] for s in plan.steps]
+        summary = pb.TraceSummary(
+            status="failed" if failed else "succeeded",
+            steps_ok=sum(r.state == State.STATE_FINISHED for r in steps),
+            steps_failed=sum(r.state == State.STATE_FAILED for r in steps),
+            steps_skipped=sum(r.state == State.STATE_SKIPPED for r in steps),
+        )
+        trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
+                         call_id=call_id, replay_of=replay_of.id if replay_of else "")
+        summary.trace_id = self.p.traces.put(trace)
+        trace.summary.trace_id = summary.trace_id
+        yield trace
+
+    async def Execute(self, request, context):
+        if request.HasField("plan"):
+            plan = await self._checked(request.plan, context)
+        elif request.goal.strip():
+            plan, _ = await self.make_plan(request.goal)
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a plan, or a goal to plan")
+        async for item in self.run(plan, getattr(context, "call_id", "")):
+            if isinstance(item, pb.Trace):
+                yield pb.ExecuteEvent(summary=item.summary)
+            else:
+                yield pb.ExecuteEvent(step=item)
+
+    # -- after the fact -------------------------------------------------------------------------------------
+    async def _trace(self, trace_id: str, context) -> pb.Trace:
+        trace = self.p.traces.get(trace_id) if trace_id else None
+        if trace is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no trace {trace_id!r}; `cortex traces list` shows them")
+        return trace
+
+    async def GetTrace(self, request, context):
+        return await self._trace(request.id, context)
+
+    async def ListTraces(self, request, context):
+        limit = request.limit or 50
+        if limit > 1000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: at most 1000")
+        return pb.ListTracesResponse(traces=[t.summary for t in self.p.traces.recent(limit)])
+
+    async def Critique(self, request, context):
+        trace = await self._trace(request.trace_id, context)
+        findings, score = [], 1.0
+        used = {ref for s in trace.plan.steps for ref, _ in plans.references(json.loads(s.request_json or "{}"))}
+        used |= {d for s in trace.plan.steps for d in s.depends_on}
+        last = trace.plan.steps[-1].id if trace.plan.steps else ""
+        for record in trace.steps:
+            if record.state == State.STATE_FAILED:
+                score -= 0.4
+                findings.append(f"step {record.step_id} failed: {record.status}: {record.error}")
+            elif record.state == State.STATE_SKIPPED:
+                score -= 0.1
+                findings.append(f"step {record.step_id} was skipped")
+            if "," in record.route:
+                score -= 0.1
+                findings.append(f"step {record.step_id} needed more than one provider ({record.route})")
+            if record.latency_ms > 10_000:
+                score -= 0.1
+                findings.append(f"step {record.step_id} took {record.latency_ms / 1000:.1f}s")
+            if record.step_id not in used and record.step_id != last:
+                score -= 0.05
+                findings.append(f"the output of step {record.step_id} was never used")
+        revised = None
+        dead = [r.step_id for r in trace.steps if r.step_id not in used and r.step_id != last] + [
+            r.step_id for r in trace.steps if r.state == State.STATE_FAILED and "PERMISSION_DENIED" in r.status
+        ]
+        if dead:
+            keep = [s for s in trace.plan.steps if s.id not in dead]
+            candidate = plans.sealed(pb.Plan(goal=trace.plan.goal, steps=keep, context=trace.plan.context, source="critique"))
+            try:
+                plans.validate(candidate, self.method_of)
+                revised = candidate
+                findings.append(f"revised plan drops {', '.join(dead)}")
+            except PlanError as exc:
+                findings.append(f"no revision proposed: dropping {', '.join(dead)} breaks the plan ({exc})")
+        return pb.CritiqueResponse(score=max(0.0, round(score, 3)), findings=findings or ["clean run"], revised_plan=revised)
+
+    async def Teach(self, request, context):
+        trace = await self._trace(request.trace_id, context)
+        if trace.summary.status != "succeeded":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "only a succeeded trace can be taught; critique it instead")
+        try:
+            reply, _ = await self.call(
+                STORE,
+                mem.StoreRequest(text=trace.plan.goal, kind="learning-example", tags=["cerebrum"],
+                                 metadata={"trace_id": trace.id, "plan_hash": trace.plan.hash}, source=f"cerebrum:trace/{trace.id}"),
+            )
+        except grpc.RpcError as exc:
+            await context.abort(exc.code(), f"could not store the example: {exc.details()}")
+        return pb.TeachResponse(memory_id=reply.id)
+
+    async def Replay(self, request, context):
+        original = await self._trace(request.trace_id, context)
+        replayed = None
+        async for item in self.run(original.plan, getattr(context, "call_id", ""), replay_of=original):
+            if isinstance(item, pb.Trace):
+                replayed = item
+        for before, after in zip(original.steps, replayed.steps, strict=True):
+            if before.response_sha256 == after.response_sha256 and before.state == after.state:
+                continue
+            if after.state != State.STATE_FINISHED:
+                reason = f"the step now fails: {after.status}: {after.error}" if after.state == State.STATE_FAILED else "the step did not run"
+            elif before.provider != after.provider:
+                reason = f"a different provider served it ({before.provider} then, {after.provider} now)"
+            elif before.method.startswith("cortex.memories."):
+                reason = "a changed memory: the same request now reads different memories"
+            elif before.method.startswith("cortex.models."):
+                reason = "a model change: the same request and seed now generate different output"
+            else:
+                reason = "the same request now gets a different response"
+            return pb.ReplayResponse(status="diverged", step_id=before.step_id, expected_sha256=before.response_sha256,
+                                     actual_sha256=after.response_sha256, reason=reason, replay_trace_id=replayed.id)
+        return pb.ReplayResponse(status="identical", replay_trace_id=replayed.id)

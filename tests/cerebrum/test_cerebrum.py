@@ -1,0 +1,185 @@
+"""Cerebrum through the kernel's gRPC API: plan, simulate, execute, critique, teach, replay."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
+from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
+from cortex.contracts.memories.v1 import memories_pb2 as mem
+from cortex.contracts.memories.v1 import memories_pb2_grpc
+
+from ..conftest import cortex_env, run_cli
+
+LOCAL = '[plugins]\ndisabled = ["ollama", "openai"]\n'
+GOAL = "summarise what I noted about the garden project"
+State = pb.StepRecord
+
+
+@pytest.fixture
+def brain(start_kernel, channel_to):
+    def start(config: str = LOCAL, governance: bool = False):
+        target, kt = start_kernel(config, governance=governance)
+        channel = channel_to(target)
+        memories = memories_pb2_grpc.MemoryServiceStub(channel)
+        for text in ("The garden project: raised beds go along the south fence.",
+                     "Garden project budget is 300 euros for soil and seeds.",
+                     "Unrelated: the car needs new tyres."):
+            memories.Store(mem.StoreRequest(text=text, tags=["garden"] if "arden" in text else []), timeout=60)
+        return cerebrum_pb2_grpc.CerebrumServiceStub(channel), memories, kt
+
+    return start
+
+
+def execute(stub, **request):
+    events = list(stub.Execute(pb.ExecuteRequest(**request), timeout=120))
+    return [e.step for e in events if e.HasField("step")], events[-1].summary
+
+
+def test_plan_is_deterministic_and_built_from_memories(brain):
+    stub, memories, _ = brain()
+    first = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
+    second = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
+    assert first.plan.hash == second.plan.hash and len(first.plan.hash) == 64
+    assert first.plan.source == "template"  # the tiny model cannot write plans: recorded, not hidden
+    assert any("did not answer a valid plan" in r for r in first.repairs)
+    garden = {r.memory.id for r in memories.Search(mem.SearchRequest(query="garden", mode=mem.SEARCH_MODE_KEYWORD, top_k=5), timeout=30).results}
+    assert set(first.plan.context) >= garden
+    assert [s.method for s in first.plan.steps] == ["cortex.memories.v1.MemoryService/Search", "cortex.models.v1.ModelService/Generate"]
+
+
+def test_execute_streams_events_and_stores_a_content_addressed_trace(brain):
+    stub, _, _ = brain()
+    plan = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120).plan
+    steps, summary = execute(stub, plan=plan)
+    assert [(s.step_id, s.state) for s in steps] == [
+        ("recall", State.STATE_STARTED), ("recall", State.STATE_FINISHED),
+        ("answer", State.STATE_STARTED), ("answer", State.STATE_FINISHED),
+    ]
+    assert summary.status == "succeeded" and (summary.steps_ok, summary.steps_failed) == (2, 0)
+    trace = stub.GetTrace(pb.GetTraceRequest(id=summary.trace_id), timeout=10)
+    recall, answer = trace.steps
+    assert recall.provider == "memories" and answer.provider == "mlx" and answer.route == "mlx:ok"
+    assert "raised beds" in json.loads(answer.request_json)["prompt"]  # the reference was resolved
+    assert len(recall.response_sha256) == 32 and trace.plan.hash == plan.hash
+    from cortex.plugins.cerebrum.traces import trace_id
+
+    assert trace_id(trace) == trace.id == summary.trace_id
+    assert [t.trace_id for t in stub.ListTraces(pb.ListTracesRequest(), timeout=10).traces] == [summary.trace_id]
+
+
+def test_teach_then_replan_from_the_taught_example(brain):
+    stub, _, _ = brain()
+    _, summary = execute(stub, goal=GOAL)
+    taught = stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=60)
+    replanned = stub.Plan(pb.PlanRequest(goal="summarise what I noted about the garden project, briefly"), timeout=120)
+    assert replanned.plan.source == f"example:{taught.memory_id}"
+    assert "briefly" in replanned.plan.steps[0].request_json
+    assert stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=60).memory_id == taught.memory_id
+
+
+def test_replay_is_identical_then_names_the_step_a_memory_edit_changed(brain):
+    stub, memories, _ = brain()
+    _, summary = execute(stub, goal=GOAL)
+    same = stub.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
+    assert same.status == "identical" and same.replay_trace_id
+    budget = memories.Search(mem.SearchRequest(query="budget", mode=mem.SEARCH_MODE_KEYWORD, top_k=1), timeout=30).results[0].memory
+    memories.Update(mem.UpdateRequest(id=budget.id, text="Garden project budget is 500 euros.", update_mask={"paths": ["text"]}), timeout=60)
+    changed = stub.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
+    assert (changed.status, changed.step_id) == ("diverged", "recall")
+    assert changed.expected_sha256 != changed.actual_sha256 and "changed memory" in changed.reason
+
+
+def test_a_denied_step_is_caught_by_simulate_before_execute(brain):
+    config = LOCAL + """
+        [[plugins.governance.rule]]
+        id = "no-deleting-by-agents"
+        description = "agents may not delete memories"
+        effect = "deny"
+        methods = ["Delete"]
+        principals = ["plugin:*"]
+    """
+    stub, memories, _ = brain(config, governance=True)
+    victim = memories.List(mem.ListRequest(page_size=1), timeout=10).memories[0].id
+    plan = pb.Plan(goal="tidy up", steps=[
+        pb.Step(id="find", method="cortex.memories.v1.MemoryService/Search", request_json='{"query": "tyres", "top_k": 1}'),
+        pb.Step(id="drop", method="cortex.memories.v1.MemoryService/Delete", request_json=json.dumps({"id": victim})),
+    ])
+    simulated = stub.Simulate(pb.SimulateRequest(plan=plan), timeout=60)
+    assert not simulated.ok
+    verdicts = {s.step_id: s for s in simulated.steps}
+    assert verdicts["find"].allowed and verdicts["find"].provider == "memories"
+    assert not verdicts["drop"].allowed and "no-deleting-by-agents: agents may not delete memories" in verdicts["drop"].reasons
+    steps, summary = execute(stub, plan=plan)  # and Execute is refused the same way, by the router
+    failed = [s for s in steps if s.state == State.STATE_FAILED]
+    assert summary.status == "failed" and failed[0].step_id == "drop" and failed[0].status == "PERMISSION_DENIED"
+    assert memories.Get(mem.GetRequest(id=victim), timeout=10).memory.id == victim
+
+
+def test_a_failing_step_is_recorded_and_later_steps_are_skipped(brain):
+    stub, _, _ = brain()
+    plan = pb.Plan(goal="fail in the middle", steps=[
+        pb.Step(id="a", method="cortex.memories.v1.MemoryService/Search", request_json='{"query": "garden", "top_k": 2}'),
+        pb.Step(id="b", method="cortex.memories.v1.MemoryService/Get", request_json='{"id": "m-does-not-exist"}', depends_on=["a"]),
+        pb.Step(id="c", method="cortex.models.v1.ModelService/Generate",
+                request_json='{"prompt": "${steps.b.memory.text}", "max_tokens": 4}'),
+    ])
+    steps, summary = execute(stub, plan=plan)
+    final = {s.step_id: s for s in steps if s.state != State.STATE_STARTED}
+    assert final["a"].state == State.STATE_FINISHED
+    assert (final["b"].state, final["b"].status) == (State.STATE_FAILED, "NOT_FOUND") and "m-does-not-exist" in final["b"].error
+    assert final["c"].state == State.STATE_SKIPPED
+    assert (summary.status, summary.steps_ok, summary.steps_failed, summary.steps_skipped) == ("failed", 1, 1, 1)
+    critique = stub.Critique(pb.CritiqueRequest(trace_id=summary.trace_id), timeout=30)
+    assert critique.score < 0.7 and any("step b failed: NOT_FOUND" in f for f in critique.findings)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([], "the plan has no steps"),
+        ([pb.Step(id="s1", method="no.such.v1.Service/Do", request_json="{}")], "step s1: 'no.such.v1.Service/Do' is not a method served"),
+        ([pb.Step(id="s1", method="cortex.memories.v1.MemoryService/Search", request_json='{"qeury": "x"}')],
+         "step s1: request_json does not fit cortex.memories.v1.SearchRequest"),
+        ([pb.Step(id="s1", method="cortex.memories.v1.MemoryService/Search", request_json="{not json")], "step s1: request_json is not JSON"),
+        ([pb.Step(id="s1", method="cortex.models.v1.ModelService/Generate", request_json='{"prompt": "${steps.s9.text}"}')],
+         "step s1: refers to step 's9'"),
+        ([pb.Step(id="s1", method="cortex.models.v1.ModelService/GenerateStream", request_json='{"prompt": "x"}')],
+         "streams; plan steps must be unary methods"),
+        ([pb.Step(id="a", method="cortex.memories.v1.MemoryService/Stats", depends_on=["b"]),
+          pb.Step(id="b", method="cortex.memories.v1.MemoryService/Stats", depends_on=["a"])], "depend on each other in a cycle"),
+        ([pb.Step(id="a b", method="cortex.memories.v1.MemoryService/Stats")], "step id 'a b'"),
+    ],
+)
+def test_invalid_plans_are_rejected_precisely(brain, steps, message):
+    stub, _, _ = brain()
+    for call in (lambda p: stub.Simulate(pb.SimulateRequest(plan=p), timeout=30),
+                 lambda p: list(stub.Execute(pb.ExecuteRequest(plan=p), timeout=30))):
+        with pytest.raises(grpc.RpcError) as err:
+            call(pb.Plan(goal="g", steps=steps))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in err.value.details()
+    assert stub.ListTraces(pb.ListTracesRequest(), timeout=10).traces == []
+
+
+def test_cli_run_json_and_replay_verdict(tmp_path, serve_process):
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED='["ollama", "openai"]')
+    kernel = serve_process(env=env)
+    env["CORTEX_TARGET"] = kernel.target
+    run_cli("remember", "The orchids need repotting in spring", env=env)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(run_cli("plan", "what did I note about orchids", "--json", env=env).stdout)
+    assert run_cli("simulate", str(plan_file), env=env).returncode == 0
+    ran = run_cli("run", str(plan_file), "--json", env=env)
+    assert ran.returncode == 0, ran.stderr
+    events = [json.loads(line) for line in ran.stdout.splitlines()]
+    trace_id = events[-1]["summary"]["trace_id"]
+    assert events[-1]["summary"]["status"] == "succeeded"
+    verdict = json.loads(run_cli("replay", trace_id, "--json", env=env).stdout)
+    assert verdict["status"] == "identical"

@@ -21,10 +21,16 @@ for _ in $(seq 1 100); do
 done
 
 demo() { echo; echo "\$ cortex $*"; "$cortex" "$@"; }
-demo info --target "$listen"
+export CORTEX_TARGET="$listen"
+demo info
 demo plugins list
-demo contracts list --target "$listen"
-demo health --target "$listen"
+demo health
+demo remember "The garden project: raised beds go along the south fence." --tag garden
+demo remember "Garden project budget is 300 euros for soil and seeds." --tag garden
+demo recall "how much can I spend on the vegetable patch" -k 2
+demo run "summarise what I noted about the garden project"
+demo audit tail -n 4
+demo proofs verify --all
 echo
 echo "\$ grpc call cortex_echo.v1.EchoService/Echo (the example plugin, through the kernel's router)"
 .venv/bin/python - "$listen" <<'PY'

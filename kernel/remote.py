@@ -25,14 +25,20 @@ from .registry import Health, MethodInfo, Provider
 PROBE_TIMEOUT = 2.0
 
 
-def is_loopback(endpoint: str) -> bool:
-    host = endpoint.rsplit(":", 1)[0].strip("[]")
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses: a provider there runs on this machine."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback(endpoint: str) -> bool:
+    """For a "host:port" endpoint."""
+    return is_loopback_host(endpoint.rsplit(":", 1)[0])
 
 
 @dataclass(eq=False)

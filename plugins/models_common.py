@@ -6,13 +6,13 @@ other).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import grpc
 
 from cortex.contracts.models.v1 import models_pb2 as pb
+from cortex.kernel.remote import is_loopback_host
 
 MAX_TOKENS_LIMIT = 8192
 DEFAULT_MAX_TOKENS = 256
@@ -88,6 +88,22 @@ async def refuse(context, error: BadRequest) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
 
+async def valid_generation(request: pb.GenerateRequest, context) -> Generation:
+    """The request's Generation, or the call ends with INVALID_ARGUMENT saying why."""
+    try:
+        return generation(request)
+    except BadRequest as exc:
+        await refuse(context, exc)
+
+
+async def valid_texts(request: pb.EmbedRequest, context) -> list[str]:
+    """The request's texts, or the call ends with INVALID_ARGUMENT saying why."""
+    try:
+        return texts(request)
+    except BadRequest as exc:
+        await refuse(context, exc)
+
+
 def unknown_model(context, model: str, known: list[str]):
     return context.abort(
         grpc.StatusCode.NOT_FOUND, f"model {model!r} is not served here; models: {', '.join(known)} (or leave model empty)"
@@ -96,10 +112,4 @@ def unknown_model(context, model: str, known: list[str]):
 
 def is_loopback_url(url: str) -> bool:
     """True when `url` points at this machine: a provider there is local."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlparse(url).hostname or "")

@@ -170,7 +170,7 @@ def main() -> int:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    pk = Ed25519PublicKey.from_public_bytes(public if False else entries[0].genesis.public_key)
+    pk = Ed25519PublicKey.from_public_bytes(entries[0].genesis.public_key)
     t0 = time.perf_counter()
     for e in entries:
         pk.verify(e.signature, e.hash)

@@ -356,8 +356,8 @@ class SqliteStore(MemoryStore):
             by_kind = dict(self.db.execute(f"SELECT kind, COUNT(*) FROM memories WHERE {live} GROUP BY kind", (now,)).fetchall())
             by_tag = dict(
                 self.db.execute(
-                    f"SELECT t.tag, COUNT(*) FROM memory_tags t JOIN memories m ON m.id = t.memory_id "
-                    f"WHERE (m.expires_at IS NULL OR m.expires_at > ?) GROUP BY t.tag",
+                    "SELECT t.tag, COUNT(*) FROM memory_tags t JOIN memories m ON m.id = t.memory_id "
+                    "WHERE (m.expires_at IS NULL OR m.expires_at > ?) GROUP BY t.tag",
                     (now,),
                 ).fetchall()
             )

@@ -78,11 +78,11 @@ class AttentionOutput(nn.Module):
 class Attention(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
-        setattr(self, "self", SelfAttention(c))  # the checkpoint's name for it
+        self.self = SelfAttention(c)  # the checkpoint's name for it
         self.output = AttentionOutput(c)
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        attn: SelfAttention = getattr(self, "self")
+        attn: SelfAttention = self.self
         b, n, d = x.shape
         h = attn.heads
 

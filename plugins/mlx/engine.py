@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import structlog
 
+from cortex.plugins.models_common import Generation
+
 log = structlog.get_logger("cortex.mlx")
 
 
@@ -31,17 +33,6 @@ class Chunk:
     finish_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-
-@dataclass
-class GenerationParams:
-    prompt: str | None
-    messages: list[dict[str, str]]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    seed: int
-    stop: list[str]
 
 
 class Engine:
@@ -126,7 +117,7 @@ class Engine:
                 offset += len(item)
 
     # -- generation ------------------------------------------------------------------------------------
-    def _prompt(self, tokenizer: Any, params: GenerationParams) -> list[int]:
+    def _prompt(self, tokenizer: Any, params: Generation) -> list[int]:
         if params.messages:
             if getattr(tokenizer, "chat_template", None):
                 return tokenizer.apply_chat_template(params.messages, add_generation_prompt=True)
@@ -134,7 +125,7 @@ class Engine:
             return tokenizer.encode(text)
         return tokenizer.encode(params.prompt or "")
 
-    def _generate(self, params: GenerationParams, cancelled: threading.Event) -> Iterator[Chunk]:
+    def _generate(self, params: Generation, cancelled: threading.Event) -> Iterator[Chunk]:
         import mlx.core as mx
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_sampler
@@ -165,7 +156,7 @@ class Engine:
             yield Chunk(text[emitted:])
         yield Chunk("", True, finish, len(prompt), generated)
 
-    async def stream(self, params: GenerationParams) -> AsyncIterator[Chunk]:
+    async def stream(self, params: Generation) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
         cancelled = threading.Event()

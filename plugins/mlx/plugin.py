@@ -44,24 +44,14 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
         self.p = plugin
 
     async def _generation(self, request, context) -> common.Generation:
-        try:
-            params = common.generation(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        params = await common.valid_generation(request, context)
         if params.model and params.model != self.p.generation_id:
             await common.unknown_model(context, params.model, [self.p.generation_id])
         return params
 
     async def _chunks(self, params: common.Generation):
-        from .engine import GenerationParams
-
         engine = await self.p.engine_ready()
-        async for chunk in engine.stream(
-            GenerationParams(
-                params.prompt, params.messages, params.max_tokens, params.temperature, params.top_p,
-                params.seed, params.stop,
-            )
-        ):
+        async for chunk in engine.stream(params):
             yield chunk
 
     async def Generate(self, request, context):
@@ -95,10 +85,7 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
             )
 
     async def Embed(self, request, context):
-        try:
-            texts = common.texts(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        texts = await common.valid_texts(request, context)
         if request.model and request.model != EMBEDDING_ID:
             await common.unknown_model(context, request.model, [EMBEDDING_ID])
         engine = await self.p.engine_ready()

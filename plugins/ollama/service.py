@@ -50,10 +50,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
         return options
 
     async def _params(self, request, context) -> common.Generation:
-        try:
-            params = common.generation(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        params = await common.valid_generation(request, context)
         params.model = params.model or self.p.settings.get("model", "llama3.2")
         params.messages = params.messages or [{"role": "user", "content": params.prompt}]
         return params
@@ -100,10 +97,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
         )
 
     async def Embed(self, request, context):
-        try:
-            texts = common.texts(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        texts = await common.valid_texts(request, context)
         model = request.model or self.p.settings.get("embedding_model", "all-minilm")
         try:
             reply = await self.p.client().embed(model=model, input=texts)

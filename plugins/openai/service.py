@@ -66,10 +66,7 @@ class OpenAIServicer(models_pb2_grpc.ModelServiceServicer):
         return arguments
 
     async def _params(self, request, context) -> common.Generation:
-        try:
-            return common.generation(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        return await common.valid_generation(request, context)
 
     async def Generate(self, request, context):
         params = await self._params(request, context)
@@ -121,10 +118,7 @@ class OpenAIServicer(models_pb2_grpc.ModelServiceServicer):
         )
 
     async def Embed(self, request, context):
-        try:
-            texts = common.texts(request)
-        except common.BadRequest as exc:
-            await common.refuse(context, exc)
+        texts = await common.valid_texts(request, context)
         client = await self._client(context)
         model = request.model or self.p.settings.get("embedding_model", "text-embedding-3-small")
         try:

@@ -9,7 +9,6 @@ import textwrap
 import threading
 
 import grpc
-import pytest
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Drive a running kernel with a realistic mix at a fixed rate, for a fixed time.
+
+    python scripts/loadtest.py --spawn --rate 100 --duration 300            # the 100 RPS / 5 min bar
+    python scripts/loadtest.py --spawn --knee 100 150 200 300 --duration 60  # find the knee
+    python scripts/loadtest.py --target 127.0.0.1:50051 --rate 50 --duration 30 --json out.json
+
+The mix (default 70% memory Search, 20% Store, 10% Embed through MLX) is sent open-loop: each
+request leaves at its scheduled time whether or not earlier ones have answered, and its latency is
+counted from that time (no coordinated omission). Prints achieved RPS, errors by status, latency
+p50/p95/p99/max, and the kernel's RSS when it was spawned here; --json writes the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from cortex.contracts.memories.v1 import memories_pb2 as mem
+from cortex.contracts.memories.v1 import memories_pb2_grpc
+from cortex.contracts.models.v1 import models_pb2 as models
+from cortex.contracts.models.v1 import models_pb2_grpc
+
+TOPICS = ["garden", "budget", "dentist", "flight", "recipe", "meeting", "tyres", "passport", "orchids", "taxes"]
+VERBS = ["moved", "costs", "needs", "is due", "starts", "was cancelled", "depends on", "arrives"]
+
+
+def sentence(rng: random.Random) -> str:
+    return (f"The {rng.choice(TOPICS)} {rng.choice(VERBS)} on {rng.choice(['Monday', 'Friday', 'the 3rd', 'next week'])}; "
+            f"note {rng.randrange(10**6)} about {rng.choice(TOPICS)}.")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def spawn() -> tuple[subprocess.Popen, str]:
+    data = tempfile.mkdtemp(prefix="cortex-load-")
+    env = {**os.environ, "CORTEX_DATA_DIR": data, "CORTEX_LOG_LEVEL": "warning",
+           "CORTEX_PLUGINS__DISABLED": '["ollama", "openai"]', "CORTEX_CONFIG": str(Path(data) / "none.toml")}
+    Path(env["CORTEX_CONFIG"]).write_text("")
+    proc = subprocess.Popen([sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        match = re.search(r"serving on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise SystemExit("the kernel did not start")
+
+
+async def seed(channel: grpc.aio.Channel, count: int, rng: random.Random) -> None:
+    stub = memories_pb2_grpc.MemoryServiceStub(channel)
+    for start in range(0, count, 20):
+        await asyncio.gather(*(stub.Store(mem.StoreRequest(text=sentence(rng), tags=[rng.choice(TOPICS)]), timeout=60)
+                               for _ in range(min(20, count - start))))
+
+
+async def run(target: str, rate: float, duration: float, mix: dict[str, int], timeout: float, rng: random.Random) -> dict:
+    async with grpc.aio.insecure_channel(target) as channel:
+        memories = memories_pb2_grpc.MemoryServiceStub(channel)
+        model = models_pb2_grpc.ModelServiceStub(channel)
+        kinds = [k for k, weight in mix.items() for _ in range(weight)]
+        latencies: dict[str, list[float]] = {k: [] for k in mix}
+        statuses: Counter[str] = Counter()
+
+        async def one(kind: str, due: float) -> None:
+            try:
+                if kind == "search":
+                    await memories.Search(mem.SearchRequest(query=f"what about the {rng.choice(TOPICS)}", top_k=5), timeout=timeout)
+                elif kind == "store":
+                    await memories.Store(mem.StoreRequest(text=sentence(rng), tags=[rng.choice(TOPICS)]), timeout=timeout)
+                else:
+                    await model.Embed(models.EmbedRequest(texts=[sentence(rng)]), timeout=timeout)
+                statuses["OK"] += 1
+            except grpc.aio.AioRpcError as exc:
+                statuses[exc.code().name] += 1
+            latencies[kind].append(time.perf_counter() - due)
+
+        start = time.perf_counter()
+        tasks, sent = set(), 0
+        while (now := time.perf_counter()) - start < duration:
+            due = start + sent / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            task = asyncio.create_task(one(rng.choice(kinds), due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    every = sorted(x for values in latencies.values() for x in values)
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+    return {
+        "target_rps": rate, "duration_s": round(elapsed, 1), "sent": sent,
+        "achieved_rps": round(sum(statuses.values()) / elapsed, 1), "statuses": dict(statuses),
+        "errors": sum(v for k, v in statuses.items() if k != "OK"),
+        "latency_ms": {"p50": pct(every, .5), "p95": pct(every, .95), "p99": pct(every, .99), "max": every[-1] * 1000 if every else None},
+        "by_kind_p99_ms": {k: pct(sorted(v), .99) for k, v in latencies.items()},
+    }
+
+
+def show(result: dict) -> None:
+    lat = result["latency_ms"]
+    print(f"rate {result['target_rps']:>6.0f}/s for {result['duration_s']}s: achieved {result['achieved_rps']} RPS, "
+          f"errors {result['errors']} {result['statuses']}")
+    print(f"  latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}; "
+          f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
+    if "rss_mb" in result:
+        print(f"  kernel RSS: {result['rss_mb']['start']:.0f} MB at start, {result['rss_mb']['end']:.0f} MB at end")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--spawn", action="store_true", help="start a kernel here (temp data dir, MLX only)")
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--mix", default="search=70,store=20,embed=10")
+    parser.add_argument("--timeout", type=float, default=10)
+    parser.add_argument("--seed-memories", type=int, default=500)
+    parser.add_argument("--knee", type=float, nargs="*", help="rates to step through; stops past p99 >= 2 s or errors")
+    parser.add_argument("--json", dest="json_out")
+    opts = parser.parse_args()
+    mix = {k: int(v) for k, v in (part.split("=") for part in opts.mix.split(","))}
+    rng = random.Random(1)
+    proc, target = spawn() if opts.spawn else (None, opts.target)
+    results = []
+    try:
+        async def prepare() -> None:
+            async with grpc.aio.insecure_channel(target) as channel:
+                await seed(channel, opts.seed_memories, rng)
+
+        asyncio.run(prepare())
+        start_rss = rss_mb(proc.pid) if proc else None
+        for rate in opts.knee or [opts.rate]:
+            result = asyncio.run(run(target, rate, opts.duration, mix, opts.timeout, rng))
+            if proc:
+                result["rss_mb"] = {"start": start_rss, "end": rss_mb(proc.pid)}
+            show(result)
+            results.append(result)
+            if opts.knee and (result["errors"] or result["latency_ms"]["p99"] >= 2000):
+                break
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+    if opts.knee:
+        good = [r["target_rps"] for r in results if not r["errors"] and r["latency_ms"]["p99"] < 2000]
+        print(f"knee: highest rate meeting p99 < 2 s with no errors: {max(good) if good else 'none'} RPS")
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(results if opts.knee else results[0], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -305,8 +305,10 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    from .doctor import doctor
     from .model_commands import register
 
     register(cli)
+    cli.add_command(doctor)
     _add_plugin_commands()
     cli(prog_name="cortex")

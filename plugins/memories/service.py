@@ -69,7 +69,8 @@ def to_proto(r: Record) -> pb.Memory:
 class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     def __init__(self, plugin: MemoriesPlugin):
         self.p = plugin
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-memories")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-memories-write")
+        self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cortex-memories-read")
         self.index: VectorIndex | None = None
         self._index_lock = asyncio.Lock()
 
@@ -79,10 +80,16 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return self.p.store
 
     async def io(self, fn, *args):
+        """Writes, one at a time, on the writer thread."""
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def read(self, fn, *args):
+        """Reads and searches, beside the writes (WAL readers; numpy and SQLite drop the GIL)."""
+        return await asyncio.get_running_loop().run_in_executor(self._reads, fn, *args)
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
 
     async def _refuse(self, context, error: Invalid) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -143,6 +150,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
 
     async def ready_index(self, model: str | None = None) -> VectorIndex | None:
         """The index of the current embedding model, loaded from the store on first use."""
+        if model is None and self.index is not None:
+            return self.index  # the common case, without a trip to the database
         async with self._index_lock:
             current = model or self.store.meta("embedding_model")
             if current is None:
@@ -188,13 +197,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         else:
             await self.io(self.store.insert, record)
         if result is not None:
-            index = await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
+            index = self.index or await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
             if index is not None and index.model == record.embedding_model:
                 index.add(record, record.embedding)
         return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record))
 
     async def Get(self, request, context):
-        record = await self.io(self.store.get, request.id, now_ms()) if request.id else None
+        record = await self.read(self.store.get, request.id, now_ms()) if request.id else None
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
         return pb.GetResponse(memory=to_proto(record))
@@ -224,7 +233,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"semantic search is unavailable: {why}")
             if why:
                 mode = KEYWORD  # hybrid degrades to keyword, and says so
-        keyword = await self.io(self.store.keyword, request.query, query, now, wide) if mode in (KEYWORD, HYBRID) else []
+        keyword = await self.read(self.store.keyword, request.query, query, now, wide) if mode in (KEYWORD, HYBRID) else []
         scores: dict[str, dict[str, float]] = {}
         for name, ranked in (("semantic", semantic), ("keyword", keyword)):
             for rank, (memory_id, score) in enumerate(ranked):
@@ -232,12 +241,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 entry[name] = score
                 entry["rrf"] = entry.get("rrf", 0.0) + 1.0 / (RRF_K + rank + 1)
         key = {SEMANTIC: "semantic", KEYWORD: "keyword", HYBRID: "rrf"}[mode]
-        ranked = sorted(scores.items(), key=lambda item: -item[1][key])
+        ranked = [(i, e) for i, e in sorted(scores.items(), key=lambda item: -item[1][key]) if e[key] >= request.min_score]
+        records = await self.read(self.store.get_many, [i for i, _ in ranked[: top_k * 2]], now)
         results = []
         for memory_id, entry in ranked:
-            if entry[key] < request.min_score:
-                continue
-            record = await self.io(self.store.get, memory_id, now)
+            record = records.get(memory_id)
             if record is None:
                 continue
             matched = [m for m, name in ((SEMANTIC, "semantic"), (KEYWORD, "keyword")) if name in entry]
@@ -264,7 +272,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 f"the query was embedded by {model}, the memories by {index.model}; run `cortex memories reindex` "
                 "to move them to the new model"
             )
-        return await self.io(index.search, vectors[0], k, query, now), model, ""
+        return await self.read(index.search, vectors[0], k, query, now), model, ""
 
     async def Update(self, request, context):
         paths = set(request.update_mask.paths) or {
@@ -346,7 +354,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             after = self._after(request.page_token, filter_bytes) if request.page_token else None
         except Invalid as exc:
             await self._refuse(context, exc)
-        records = await self.io(self.store.page, query, now_ms(), after, size + 1)
+        records = await self.read(self.store.page, query, now_ms(), after, size + 1)
         more = len(records) > size
         records = records[:size]
         return pb.ListResponse(

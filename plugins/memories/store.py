@@ -66,6 +66,8 @@ class MemoryStore(ABC):
     @abstractmethod
     def get(self, memory_id: str, now: int) -> Record | None: ...
     @abstractmethod
+    def get_many(self, ids: list[str], now: int) -> dict[str, Record]: ...
+    @abstractmethod
     def by_hash(self, content_hash: str) -> Record | None: ...
     @abstractmethod
     def replace(self, record: Record) -> None: ...
@@ -184,6 +186,10 @@ class SqliteStore(MemoryStore):
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.version = self._migrate()
+        # WAL lets readers run beside the writer: one read connection a thread, no lock
+        # (SQLite releases the GIL while it works)
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
         self._common: frozenset[str] = frozenset()
         self._writes_since_common = 10**9  # compute on first use
 
@@ -252,6 +258,13 @@ class SqliteStore(MemoryStore):
             return row[0] if row else None
 
     # -- reads ---------------------------------------------------------------------------------
+    def _read(self) -> sqlite3.Connection:
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            with self.lock:
+                self._all_readers.append(db)
+        return db
     @staticmethod
     def _where(query: Query, now: int, alias: str = "m") -> tuple[str, list]:
         clauses = [f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)"]
@@ -278,15 +291,21 @@ class SqliteStore(MemoryStore):
         return " AND ".join(clauses), args
 
     def get(self, memory_id: str, now: int) -> Record | None:
-        with self.lock:
-            row = self.db.execute(
-                f"SELECT {COLUMNS} FROM memories WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)", (memory_id, now)
-            ).fetchone()
-        return _record(row) if row else None
+        return self.get_many([memory_id], now).get(memory_id)
+
+    def get_many(self, ids: list[str], now: int) -> dict[str, Record]:
+        """The live ones among `ids`, by id, in one query."""
+        if not ids:
+            return {}
+        rows = self._read().execute(
+            f"SELECT {COLUMNS} FROM memories WHERE id IN ({','.join('?' * len(ids))}) "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            [*ids, now],
+        ).fetchall()
+        return {r[0]: _record(r) for r in rows}
 
     def by_hash(self, content_hash: str) -> Record | None:
-        with self.lock:
-            row = self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE content_hash = ?", (content_hash,)).fetchone()
+        row = self._read().execute(f"SELECT {COLUMNS} FROM memories WHERE content_hash = ?", (content_hash,)).fetchone()
         return _record(row) if row else None
 
     def page(self, query: Query, now: int, after: tuple[int, str] | None, limit: int) -> list[Record]:
@@ -294,12 +313,11 @@ class SqliteStore(MemoryStore):
         if after is not None:
             where += " AND (m.created_at < ? OR (m.created_at = ? AND m.id < ?))"
             args += [after[0], after[0], after[1]]
-        with self.lock:
-            rows = self.db.execute(
-                f"SELECT {', '.join('m.' + c for c in COLUMNS.split(', '))} FROM memories m WHERE {where} "
-                "ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
+        rows = self._read().execute(
+            f"SELECT {', '.join('m.' + c for c in COLUMNS.split(', '))} FROM memories m WHERE {where} "
+            "ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
+            [*args, limit],
+        ).fetchall()
         return [_record(r) for r in rows]
 
     def common_terms(self) -> frozenset[str]:
@@ -319,15 +337,15 @@ class SqliteStore(MemoryStore):
         if not match:
             return []
         where, args = self._where(query, now)
-        with self.lock:
-            floor = 0
-            if only_common:  # ranking most of the store by BM25 costs much and tells little
-                floor = (self.db.execute("SELECT MAX(rowid) FROM memories").fetchone()[0] or 0) - COMMON_WINDOW
-            rows = self.db.execute(
-                f"SELECT m.id, -bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND memories_fts.rowid > ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
-                [match, floor, *args, limit],
-            ).fetchall()
+        db = self._read()
+        floor = 0
+        if only_common:  # ranking most of the store by BM25 costs much and tells little
+            floor = (db.execute("SELECT MAX(rowid) FROM memories").fetchone()[0] or 0) - COMMON_WINDOW
+        rows = db.execute(
+            f"SELECT m.id, -bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND memories_fts.rowid > ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
+            [match, floor, *args, limit],
+        ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
     def vectors(self, model: str, now: int) -> Iterator[Record]:
@@ -374,4 +392,6 @@ class SqliteStore(MemoryStore):
 
     def close(self) -> None:
         with self.lock:
+            for reader in self._all_readers:
+                reader.close()
             self.db.close()

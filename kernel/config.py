@@ -44,7 +44,8 @@ A config file looks like this (every key optional):
     The default order for cortex.models.v1.ModelService is mlx, ollama, openai.
 
 Environment: `CORTEX_CONFIG` names the file; `CORTEX_<SECTION>__<KEY>` sets one key
-(`CORTEX_KERNEL__LISTEN=0.0.0.0:6000`, `CORTEX_PLUGINS__DISABLED='["echo"]'`); values are read as
+(`CORTEX_KERNEL__LISTEN=0.0.0.0:6000`, `CORTEX_PLUGINS__DISABLED='["echo"]'`), and
+`CORTEX_PLUGINS__<PLUGIN>__<KEY>` one key of a plugin's section; values are read as
 TOML values when they parse as one, else as strings. Short aliases: see ENV_ALIASES.
 """
 
@@ -259,6 +260,13 @@ def _apply_env(cfg: Config, name: str, raw: str) -> None:
         section, key = ENV_ALIASES[name]
     else:
         parts = name[len("CORTEX_") :].lower().split("__")
+        if len(parts) == 3 and parts[0] == "plugins" and all(parts):
+            # CORTEX_PLUGINS__HTTP__LISTEN=127.0.0.1:0 -> [plugins.http] listen; the plugin checks its keys
+            section = cfg.data["plugins"].setdefault(parts[1], {})
+            if isinstance(section, dict):
+                section[parts[2]] = _parse_env_value(raw)
+                cfg.sources[f"plugins.{parts[1]}.{parts[2]}"] = f"${name}"
+            return
         if len(parts) != 2 or parts[0] not in DEFAULTS:
             return  # not a config variable (e.g. CORTEX_HYBRID_MODE is a plugin's own business)
         section, key = parts

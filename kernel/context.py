@@ -38,6 +38,8 @@ class _Multicallable:
                 f"{self._path} is not served by this kernel; `cortex contracts list` shows what is",
             )
         meta = tuple(metadata or ()) + ((PRINCIPAL_HEADER, self._channel.principal),)
+        if self._channel.via:
+            meta += ((VIA_HEADER, self._channel.via),)
         call = Call(
             id=new_call_id(),
             method=method,
@@ -61,11 +63,26 @@ class _UnaryStream(_Multicallable):
         return self._channel.router.stream(method, request, call)
 
 
+VIA_HEADER = "x-cortex-via"
+
+
 class KernelChannel:
     """A grpc.aio.Channel look-alike for generated stubs, backed by the kernel's router."""
 
-    def __init__(self, router: Router, principal: str):
-        self.router, self.principal = router, principal
+    def __init__(self, router: Router, principal: str, via: str = ""):
+        self.router, self.principal, self.via = router, principal, via
+
+    def acting_for(self, principal: str) -> KernelChannel:
+        """A channel whose calls carry a bridge's client as principal ("mcp:editor",
+        "http:127.0.0.1"), so policy judges the client; the bridging plugin is recorded in
+        the x-cortex-via header. No plugin may pose as another plugin or the kernel."""
+        if not principal or principal.startswith(("plugin:", "kernel")) or len(principal) > 200:
+            raise ValueError(f"a bridge may not act as {principal!r}")
+        return KernelChannel(self.router, principal, via=self.principal)
+
+    def methods(self) -> list:
+        """Every served contract method (MethodInfo: path, message classes, streaming)."""
+        return [m for service in self.router.registry.served() for m in service.methods.values()]
 
     async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata=None):
         """Call any unary method by path, returning (response, outcome): who served it, the
@@ -107,6 +124,8 @@ class PluginContext:
     # declares), for plugins that judge other plugins, such as governance; read-only
     plugins: dict[str, Any] = field(default_factory=dict)
     log: Any = field(default=None)
+    # hands an event to every plugin's cortex_event hook; used by the plugin that runs the bus
+    deliver_event: Any = field(default=None)
 
     def __post_init__(self) -> None:
         if self.log is None:

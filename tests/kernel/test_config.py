@@ -70,3 +70,12 @@ def test_bad_files_name_file_and_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(write_config(tmp_path / "c.toml", text), env={})
     assert message in str(err.value)
+
+
+def test_one_key_of_a_plugin_section_from_the_environment(tmp_path):
+    path = write_config(tmp_path / "c.toml", '[plugins.http]\nlisten = "127.0.0.1:8000"\nrate_limit = 5.0\n')
+    env = {"CORTEX_PLUGINS__HTTP__LISTEN": "127.0.0.1:0", "CORTEX_PLUGINS__MCP__EXPOSE": '["memory_*"]'}
+    cfg = load_config(path, env=env)
+    assert cfg.plugin_section("http") == {"listen": "127.0.0.1:0", "rate_limit": 5.0}
+    assert cfg.plugin_section("mcp") == {"expose": ["memory_*"]}
+    assert cfg.sources["plugins.http.listen"] == "$CORTEX_PLUGINS__HTTP__LISTEN"

@@ -1,0 +1,129 @@
+"""JSON Schema for protobuf messages, as their JSON mapping writes and reads them.
+
+One generator for every bridge: MCP tool input/output schemas and the OpenAPI document. Field
+names are the .proto names (snake_case), which is what the bridges print; the protobuf JSON
+parser also accepts lowerCamelCase. Schemas match `json_format.MessageToDict` output: 64-bit
+integers may be strings, enums are names, bytes are base64, well-known types use their special
+forms. Messages are shared definitions referenced as `{ref_prefix}{full name}`, so recursive
+messages work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from . import proto_docs
+
+_INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32,
+          FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
+          FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
+_FLOAT = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+
+_WRAPPERS = {
+    "google.protobuf.DoubleValue": {"type": "number"},
+    "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.Int64Value": {"type": ["integer", "string"]},
+    "google.protobuf.UInt64Value": {"type": ["integer", "string"]},
+    "google.protobuf.Int32Value": {"type": "integer"},
+    "google.protobuf.UInt32Value": {"type": "integer"},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BytesValue": {"type": "string", "contentEncoding": "base64"},
+}
+_WELL_KNOWN = {
+    **_WRAPPERS,
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?s$"},
+    "google.protobuf.FieldMask": {"type": "string", "description": "comma-separated field paths"},
+    "google.protobuf.Struct": {"type": "object"},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Value": {},
+    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}},
+    "google.protobuf.Empty": {"type": "object"},
+}
+
+
+class SchemaBuilder:
+    """Collects message definitions while building schemas; `defs` holds them all."""
+
+    def __init__(self, ref_prefix: str = "#/$defs/"):
+        self.ref_prefix = ref_prefix
+        self.defs: dict[str, dict[str, Any]] = {}
+
+    def ref(self, message: Descriptor) -> dict[str, Any]:
+        if message.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[message.full_name])
+        if message.full_name not in self.defs:
+            self.defs[message.full_name] = {}  # placeholder first: recursion stops here
+            self.defs[message.full_name] = self._message(message)
+        return {"$ref": f"{self.ref_prefix}{message.full_name}"}
+
+    def inline(self, message: Descriptor) -> dict[str, Any]:
+        """The message's own schema (for a top-level input), its nested messages as references."""
+        if message.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[message.full_name])
+        return self._message(message)
+
+    def _message(self, message: Descriptor) -> dict[str, Any]:
+        properties = {field.name: self._field(field) for field in message.fields}
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        description = proto_docs.doc(message.full_name)
+        if description:
+            schema["description"] = description
+        return schema
+
+    def _field(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value = field.message_type.fields_by_name["value"]
+            schema: dict[str, Any] = {"type": "object", "additionalProperties": self._single(value)}
+        elif field.is_repeated:
+            schema = {"type": "array", "items": self._single(field)}
+        else:
+            schema = self._single(field)
+        description = proto_docs.doc(field.full_name)
+        if description:
+            if "$ref" in schema:  # siblings of $ref are ignored by older validators: wrap it
+                schema = {"allOf": [schema]}
+            schema["description"] = description
+        return schema
+
+    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
+        kind = field.type
+        if kind == FieldDescriptor.TYPE_MESSAGE or kind == FieldDescriptor.TYPE_GROUP:
+            return self.ref(field.message_type)
+        if kind == FieldDescriptor.TYPE_ENUM:
+            return _enum(field.enum_type)
+        if kind == FieldDescriptor.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind == FieldDescriptor.TYPE_STRING:
+            return {"type": "string"}
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return {"type": "string", "contentEncoding": "base64"}
+        if kind in _INT32:
+            return {"type": "integer"}
+        if kind in _INT64:
+            return {"type": ["integer", "string"]}  # the JSON mapping writes 64-bit integers as strings
+        if kind in _FLOAT:
+            return {"type": ["number", "string"]}  # "NaN", "Infinity" are strings
+        raise ValueError(f"unsupported field type {kind} in {field.full_name}")
+
+
+def _enum(enum: EnumDescriptor) -> dict[str, Any]:
+    names = [value.name for value in enum.values]
+    schema: dict[str, Any] = {"type": ["string", "integer"], "enum": [*names, *(v.number for v in enum.values)]}
+    documented = [f"{n}: {d}" for n in names if (d := proto_docs.doc(f"{enum.full_name}.{n}"))]
+    if documented:
+        schema["description"] = "; ".join(documented)
+    return schema
+
+
+def standalone(message: Descriptor) -> dict[str, Any]:
+    """A self-contained schema for one message: its definitions under `$defs`."""
+    builder = SchemaBuilder("#/$defs/")
+    schema = builder.inline(message)
+    if builder.defs:
+        schema["$defs"] = builder.defs
+    return schema

@@ -85,5 +85,14 @@ def cortex_observe(call: Call, outcome: Outcome) -> None:
 
 
 @hookspec
+def cortex_event(event: Any) -> None:
+    """React to an event published on the event bus (a `cortex.events.v1.Event`: id, source,
+    type, subject, time, data, position), e.g. `memory.stored`. Delivered by the events plugin,
+    at least once, in order, after the event is durable. Keep it short or hand the work to a
+    task; an exception is logged and the event is not re-delivered to this hook. May return an
+    awaitable."""
+
+
+@hookspec
 def cortex_register_commands(cli: click.Group) -> None:
     """Add subcommands to the `cortex` command line (as `llm` plugins do)."""

@@ -261,6 +261,16 @@ class PluginHost:
                 reports[record.name] = report
         return reports
 
+    async def deliver_event(self, event: Any) -> None:
+        """Hand a published event to every loaded plugin's `cortex_event` hook; a failing hook is
+        logged, not fatal: one plugin's bug must not stop delivery to the others."""
+        for record in self.loaded():
+            try:
+                await self._run(record, "cortex_event", event=event)
+            except Exception as exc:  # noqa: BLE001
+                log.error("plugin.event_failed", plugin=record.name, event_type=getattr(event, "type", "?"),
+                          error=_first_line(exc))
+
     def register_commands(self, cli: Any) -> None:
         for record in self.loaded():
             impl = self._impl(record, "cortex_register_commands")

@@ -102,6 +102,7 @@ class Kernel:
             privacy_mode=self.config.privacy_mode,
             channel=KernelChannel(self.router, principal=f"plugin:{name}"),
             plugins=self.host.records,
+            deliver_event=self.host.deliver_event,
         )
 
     def _add_remote_providers(self) -> None:

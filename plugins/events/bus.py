@@ -1,0 +1,131 @@
+"""The event log behind EventService. `EventBus` is the interface (NATS JetStream can back it in
+multi-host deployments); `SqliteEventBus` is the embedded default: one SQLite file, WAL, each
+publish one transaction committed before it is acknowledged, positions from an integer key.
+
+Topics are event types; subscribers read the rows after their position whose type matches one
+of their globs (SQLite GLOB: `*`, `?` and `[...]`, case-sensitive, as fnmatch), then wait for
+the next publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class StoredEvent:
+    position: int
+    id: str
+    source: str
+    type: str
+    subject: str
+    time_ms: int
+    datacontenttype: str
+    data: str
+    trace_id: str
+
+
+class EventBus(ABC):
+    @abstractmethod
+    def append(self, event: StoredEvent) -> tuple[int, bool]:
+        """Store the event (position ignored); return (position, duplicate). Blocking."""
+
+    @abstractmethod
+    def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+        """Events after `position` whose type matches a glob (all when none), oldest first. Blocking."""
+
+    @abstractmethod
+    def latest_position(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SqliteEventBus(EventBus):
+    def __init__(self, path: Path, synchronous: str = "FULL"):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"events database schema v{version} is newer than this cortex-os (v{SCHEMA_VERSION})")
+        if version < 1:
+            self._db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE events (
+                    position INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL, source TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL,
+                    time_ms INTEGER NOT NULL, datacontenttype TEXT NOT NULL, data TEXT NOT NULL,
+                    trace_id TEXT NOT NULL,
+                    UNIQUE (source, id)
+                );
+                CREATE INDEX events_type ON events (type, position);
+                PRAGMA user_version = 1;
+                COMMIT;
+                """
+            )
+
+    def append(self, event: StoredEvent) -> tuple[int, bool]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT position FROM events WHERE source = ? AND id = ?", (event.source, event.id)
+            ).fetchone()
+            if row:
+                return row[0], True
+            cursor = self._db.execute(
+                "INSERT INTO events (id, source, type, subject, time_ms, datacontenttype, data, trace_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.id, event.source, event.type, event.subject, event.time_ms, event.datacontenttype,
+                 event.data, event.trace_id),
+            )
+            return cursor.lastrowid, False
+
+    def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+        where, args = "position > ?", [position]
+        if topics:
+            where += " AND (" + " OR ".join("type GLOB ?" for _ in topics) + ")"
+            args += topics
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id"
+                f" FROM events WHERE {where} ORDER BY position LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def latest_position(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Wakeup:
+    """Lets subscribers sleep until the next publish: take `current` before reading, wait on it
+    after finding nothing; a publish in between has already set it, so nothing is missed."""
+
+    def __init__(self) -> None:
+        self.current = asyncio.Event()
+
+    def notify(self) -> None:
+        self.current.set()
+        self.current = asyncio.Event()

@@ -1,0 +1,118 @@
+"""EventService over an EventBus: validation, publish (durable before acknowledged, then handed
+to plugins' cortex_event hooks in order), and subscribe (replay, then live)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cortex.contracts.events.v1 import events_pb2 as pb
+
+from .bus import EventBus, StoredEvent, Wakeup
+
+TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+MAX_TOPICS = 32
+BATCH = 256
+
+
+def to_message(event: StoredEvent) -> pb.Event:
+    message = pb.Event(
+        id=event.id, source=event.source, type=event.type, subject=event.subject,
+        datacontenttype=event.datacontenttype, data=event.data, trace_id=event.trace_id, position=event.position,
+    )
+    message.time.FromMilliseconds(event.time_ms)
+    return message
+
+
+class EventServicer:
+    def __init__(self, bus: EventBus, deliver: Any, max_data_bytes: int, log: Any):
+        self.bus = bus
+        self.max_data_bytes = max_data_bytes
+        self.log = log
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-events")
+        self._wakeup = Wakeup()
+        self._deliver = deliver
+        self._hooks: asyncio.Queue[pb.Event] = asyncio.Queue()
+        self._hook_task = asyncio.get_running_loop().create_task(self._run_hooks(), name="cortex-event-hooks")
+
+    async def _blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # -- Publish ---------------------------------------------------------------------------------
+    async def Publish(self, request: pb.PublishRequest, context) -> pb.PublishResponse:
+        event = request.event
+        problem = self._invalid(event)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        when = event.time.ToMilliseconds() if event.HasField("time") else int(time.time() * 1000)
+        stored = StoredEvent(
+            position=0,
+            id=event.id or str(uuid.uuid4()),
+            source=event.source or getattr(context, "principal", "") or "unknown",
+            type=event.type,
+            subject=event.subject,
+            time_ms=when,
+            datacontenttype=event.datacontenttype or ("application/json" if event.data[:1] in ("{", "[") else "text/plain"),
+            data=event.data,
+            trace_id=event.trace_id or getattr(context, "call_id", ""),
+        )
+        position, duplicate = await self._blocking(self.bus.append, stored)
+        if not duplicate:
+            stored.position = position
+            self._wakeup.notify()
+            self._hooks.put_nowait(to_message(stored))
+        return pb.PublishResponse(id=stored.id, position=position, duplicate=duplicate)
+
+    def _invalid(self, event: pb.Event) -> str:
+        if not event.type:
+            return "event.type is required: the topic, e.g. 'memory.stored'"
+        if not TYPE_PATTERN.match(event.type):
+            return f"event.type {event.type[:80]!r} must be 1-200 letters, digits and . _ : / - (e.g. 'memory.stored')"
+        if len(event.id) > 200 or len(event.source) > 500 or len(event.subject) > 500 or len(event.trace_id) > 200:
+            return "event id, trace_id (200) or source, subject (500 characters) too long"
+        if event.position:
+            return "event.position is assigned by the bus; leave it unset"
+        size = len(event.data.encode("utf-8"))
+        if size > self.max_data_bytes:
+            return f"event.data is {size} bytes; the limit is {self.max_data_bytes} ([plugins.events] max_data_bytes)"
+        return ""
+
+    async def _run_hooks(self) -> None:
+        while True:
+            event = await self._hooks.get()
+            if self._deliver is not None:
+                await self._deliver(event)
+
+    # -- Subscribe -------------------------------------------------------------------------------
+    async def Subscribe(self, request: pb.SubscribeRequest, context):
+        topics = list(request.topics)
+        if len(topics) > MAX_TOPICS or any(not t or len(t) > 200 for t in topics):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"give 0 to {MAX_TOPICS} topic globs of 1 to 200 characters each"
+            )
+        topics = [] if "*" in topics else topics
+        position = await self._blocking(self.bus.latest_position) if request.from_latest else request.after_position
+        while True:
+            wakeup = self._wakeup.current
+            events = await self._blocking(self.bus.read_after, position, topics, BATCH)
+            for event in events:
+                yield to_message(event)
+                position = event.position
+            if len(events) < BATCH:
+                await wakeup.wait()
+
+    async def close(self) -> None:
+        self._hook_task.cancel()
+        self._io.shutdown(wait=True)
+        self.bus.close()
+
+
+def timestamp_ms(ts: Timestamp) -> int:
+    return ts.ToMilliseconds()

@@ -25,7 +25,7 @@ EXAMPLE = ROOT / "examples" / "cortex-echo"
 
 def _example_version() -> str:
     text = (EXAMPLE / "pyproject.toml").read_text()
-    return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    return re.search(r'^version = "([^"]+)"', text, re.MULTILINE).group(1)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -51,6 +51,16 @@ def counter_pb2(tmp_path_factory):
     from .counter_contract import compile_counter
 
     return compile_counter(tmp_path_factory)
+
+
+# the HTTP API and the A2A endpoint listen on fixed loopback ports by default; kernels under test
+# take free ones, so that they never collide (a test that needs the address sets its own)
+BRIDGES_ON_FREE_PORTS = {"CORTEX_PLUGINS__HTTP__LISTEN": "127.0.0.1:0", "CORTEX_PLUGINS__A2A__LISTEN": "127.0.0.1:0"}
+
+
+def plugin_of(kt, name: str):
+    """The plugin object `name` of an in-process kernel (e.g. to read the address it bound)."""
+    return kt.kernel.host.records[name].obj
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -100,7 +110,7 @@ def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
 
     def start(config_text: str = "", plugins=None, env: dict[str, str] | None = None, governance: bool = False):
         path = write_config(tmp_path / f"cortex-{len(started)}.toml", config_text)
-        environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **(env or {})}
+        environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **BRIDGES_ON_FREE_PORTS, **(env or {})}
         config = load_config(path, env=environment)
         if not governance:  # the kernel's own tests judge the kernel alone
             config.data["plugins"]["disabled"].append("governance")
@@ -130,7 +140,7 @@ def channel_to():
 
 def cortex_env(data_dir: Path, extra_path: list[Path] | None = None, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
-    environment.update({"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LOG_FORMAT": "json", **env})
+    environment.update({"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LOG_FORMAT": "json", **BRIDGES_ON_FREE_PORTS, **env})
     if extra_path:
         environment["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), environment.get("PYTHONPATH", "")])
     return environment

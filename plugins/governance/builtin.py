@@ -40,9 +40,9 @@ BUILTIN_RULES = [
     ),
     pb.Rule(
         id="builtin/policy-admin",
-        description="plugins, MCP clients and agents may not change policies unless a rule allows it",
+        description="plugins, MCP clients, agents and HTTP clients may not change policies unless a rule allows it",
         effect=pb.EFFECT_DENY, services=["cortex.governance.v1.GovernanceService"],
-        methods=["AddPolicy", "RemovePolicy"], principals=["plugin:*", "mcp:*", "a2a:*"],
+        methods=["AddPolicy", "RemovePolicy"], principals=["plugin:*", "mcp:*", "a2a:*", "http:*"],
         overridable=True, source=SOURCE,
     ),
 ]

@@ -1,0 +1,80 @@
+"""The a2a plugin: Cortex-OS as an Agent2Agent agent (official `a2a-sdk`). Other agents read its
+card at /.well-known/agent-card.json and send messages (JSON-RPC `SendMessage` /
+`SendStreamingMessage` at /a2a) that map onto memories and Cerebrum.
+
+    [plugins.a2a]
+    listen = "127.0.0.1:50082"   # "" turns it off; loopback only
+    name = "Cortex-OS"
+
+A message picks its skill with metadata {"skill": "recall"} (or a data part), or a prefix:
+"remember: ...", "recall: ...", "plan: ...", "execute: ..."; plain text is a recall.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex.kernel import check_settings, hookimpl
+from cortex.kernel.asgi import is_loopback_host, split_listen
+
+SETTINGS = {"listen", "name"}
+DEFAULT_LISTEN = "127.0.0.1:50082"
+RPC_PATH = "/a2a"
+
+
+class A2aPlugin:
+    def __init__(self) -> None:
+        self.listen = DEFAULT_LISTEN
+        self.name = "Cortex-OS"
+        self.server: Any = None
+        self.address = ""
+
+    @hookimpl
+    def cortex_configure(self, config: dict[str, Any], context) -> None:
+        check_settings(config, SETTINGS, context.name)
+        self.listen = str(config.get("listen", DEFAULT_LISTEN))
+        self.name = str(config.get("name", "Cortex-OS"))
+        if self.listen:
+            host, _ = split_listen(self.listen)
+            if not is_loopback_host(host):
+                raise ValueError(
+                    f"[plugins.a2a] listen = {self.listen!r}: the A2A endpoint has no authentication here; "
+                    "listen on loopback and put an authenticating proxy in front for remote agents"
+                )
+
+    @hookimpl
+    async def cortex_start(self, context) -> None:
+        if not self.listen:
+            return
+        from a2a.server.request_handlers import DefaultRequestHandler
+        from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+        from a2a.server.tasks import InMemoryTaskStore
+        from starlette.applications import Starlette
+
+        from cortex.kernel.asgi import AsgiServer
+        from cortex.kernel.bridge import KernelGateway
+
+        from .agent import CortexAgentExecutor
+        from .card import agent_card
+
+        self.server = AsgiServer(None, self.listen, "a2a")
+        # the card names the real URL, so bind first (port 0 becomes a port), then build the app
+        self.address = await self.server.bind()
+        card = agent_card(self.name, f"http://{self.address}{RPC_PATH}")
+        handler = DefaultRequestHandler(
+            agent_executor=CortexAgentExecutor(KernelGateway(context.channel)),
+            task_store=InMemoryTaskStore(),
+            agent_card=card,
+        )
+        app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url=RPC_PATH)])
+        await self.server.serve(app)
+        context.log.info("a2a.serving", card=f"http://{self.address}/.well-known/agent-card.json")
+
+    @hookimpl
+    async def cortex_stop(self, context) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+plugin = A2aPlugin()

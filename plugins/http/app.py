@@ -1,0 +1,208 @@
+"""The HTTP/JSON API as a Starlette app: every contract method from the gateway, no per-method
+code. POST /v1/<package.Service>/<Method> (JSON in, JSON out, or Server-Sent Events for
+server-streaming methods), /openapi.json, /health, /ready and /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cortex.contracts.kernel.v1 import kernel_pb2
+from cortex.kernel.bridge import BridgeMethod, parse_json, to_json
+
+from . import openapi
+from .errors import HTTP_STATUS, error_body, from_rpc_error
+from .guard import Authenticator, RateLimiter, retry_after
+from .metrics import Metrics
+
+OPEN_PATHS = {"/health", "/ready"}  # probes: no token, no rate limit
+
+
+def _error(code: grpc.StatusCode, message: str, headers: dict[str, str] | None = None, status: int | None = None) -> JSONResponse:
+    body = error_body(code, message)
+    if status is not None:
+        body["error"]["http_status"] = status
+    return JSONResponse(body, status_code=status or HTTP_STATUS.get(code, 500), headers=headers)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request body is over {limit} bytes ([plugins.http] max_body_bytes)",
+                  status=413)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class HttpApi:
+    def __init__(self, gateway: Any, channel: Any, metrics: Metrics, auth: Authenticator, limiter: RateLimiter,
+                 *, max_body_bytes: int, timeout: float, version: str):
+        self.gateway, self.channel, self.metrics = gateway, channel, metrics
+        self.auth, self.limiter = auth, limiter
+        self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
+        self.methods: dict[str, BridgeMethod] = {}
+        self._openapi: dict | None = None
+
+    def refresh(self) -> None:
+        self.methods = {f"{m.service}/{m.name}": m for m in self.gateway.methods()}
+        self._openapi = None
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/v1/{service}/{method}", self.call, methods=["POST"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+        ]
+        app = Starlette(routes=routes)
+        app.add_middleware(_Guard, api=self)
+        return app
+
+    # -- contract calls ---------------------------------------------------------------------------
+    async def call(self, request: Request) -> Response:
+        key = f"{request.path_params['service']}/{request.path_params['method']}"
+        method = self.methods.get(key)
+        if method is None:
+            return _error(grpc.StatusCode.NOT_FOUND, f"no contract method {key!r} is served here; GET /openapi.json lists them")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            # a web page can send a cross-origin "simple" POST (text/plain, form) without asking:
+            # insisting on JSON makes browsers ask first (CORS preflight), which this API never grants
+            return _error(grpc.StatusCode.INVALID_ARGUMENT, "send the request as Content-Type: application/json",
+                          status=415)
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        principal = f"http:{request.client.host if request.client else 'unknown'}"
+        try:
+            message = parse_json(method, body)
+            if method.server_streaming:
+                return await self._stream(method, message, principal)
+            response = await self.gateway.unary(method, message, principal, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            return _error(*from_rpc_error(exc))
+        return JSONResponse(to_json(response))
+
+    async def _body(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return _error(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}")
+
+    async def _stream(self, method: BridgeMethod, message: Any, principal: str) -> Response:
+        stream = aiter(self.gateway.stream(method, message, principal))
+        try:  # the first message decides the HTTP status: an immediate failure is a JSON error
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+
+        async def events():
+            if first is not None:
+                yield _sse("message", to_json(first))
+                try:
+                    async for item in stream:
+                        yield _sse("message", to_json(item))
+                except grpc.RpcError as exc:
+                    yield _sse("error", error_body(*from_rpc_error(exc)))
+                    return
+            yield _sse("end", {})
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    # -- documents and probes -----------------------------------------------------------------
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = openapi.build(list(self.methods.values()), self.version)
+        return JSONResponse(self._openapi)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _contracts(self) -> kernel_pb2.ListContractsResponse:
+        response, _ = await self.channel.call(
+            "/cortex.kernel.v1.KernelService/ListContracts", kernel_pb2.ListContractsRequest(), timeout=5
+        )
+        return response
+
+    async def ready(self, request: Request) -> Response:
+        try:
+            contracts = await self._contracts()
+        except grpc.RpcError as exc:
+            code, details = from_rpc_error(exc)
+            return JSONResponse({"status": "not ready", "reason": f"{code.name}: {details}"}, status_code=503)
+        down = [
+            c.service for c in contracts.contracts
+            if not any(p.health == kernel_pb2.Provider.HEALTH_SERVING and p.circuit != kernel_pb2.Provider.CIRCUIT_OPEN
+                       for p in c.providers)
+        ]
+        if down:
+            return JSONResponse({"status": "not ready", "not_serving": down}, status_code=503)
+        return JSONResponse({"status": "ready", "contracts": len(contracts.contracts)})
+
+    async def prometheus(self, request: Request) -> Response:
+        try:
+            self.metrics.update_providers(await self._contracts())
+        except grpc.RpcError:
+            pass  # call metrics are still worth serving
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class _Guard:
+    """ASGI middleware: token, then rate limit, then the route; counts every response."""
+
+    def __init__(self, app: Any, api: HttpApi):
+        self.app, self.api = app, api
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        route = "call" if path.startswith("/v1/") else path.strip("/") or "root"
+        status_seen = {}
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status_seen["status"] = message["status"]
+            await send(message)
+
+        refusal = None if path in OPEN_PATHS else self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, counting_send)
+        else:
+            await self.app(scope, receive, counting_send)
+        self.api.metrics.http_requests.labels(route if route in {"call", "openapi.json", "health", "ready", "metrics"} else "other",
+                                              str(status_seen.get("status", 0))).inc()
+
+    def _refusal(self, scope) -> Response | None:
+        host = (scope.get("client") or ("", 0))[0]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        authorization = headers.get("authorization", "")
+        if not self.api.auth.allows(host, authorization):
+            return _error(grpc.StatusCode.UNAUTHENTICATED, "send the API token as 'Authorization: Bearer <token>'",
+                          {"WWW-Authenticate": 'Bearer realm="cortex"'})
+        client = authorization or host
+        wait = self.api.limiter.check(client)
+        if wait:
+            return _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"rate limit of {self.api.limiter.rate:g} requests/s exceeded; retry after {retry_after(wait)} s",
+                          {"Retry-After": retry_after(wait)})
+        return None

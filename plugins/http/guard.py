@@ -1,0 +1,67 @@
+"""Who may call the HTTP API, and how often: a bearer token for clients that are not on
+loopback (compared in constant time), and a token bucket per client (429 with Retry-After)."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from dataclasses import dataclass, field
+
+from cortex.kernel.asgi import is_loopback_host
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """`rate` requests per second per client, bursts up to `burst`; rate 0 turns it off."""
+
+    rate: float
+    burst: float
+    max_clients: int = 10_000
+    _buckets: dict[str, Bucket] = field(default_factory=dict)
+
+    def check(self, client: str, now: float | None = None) -> float:
+        """0 when the request may go ahead, else the seconds to wait before retrying."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= self.max_clients:  # bounded memory under many clients
+                self._evict(now)
+            bucket = self._buckets[client] = Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
+
+    def _evict(self, now: float) -> None:
+        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
+        for key in full or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[key]
+
+
+@dataclass
+class Authenticator:
+    token: str
+    trust_loopback: bool = True
+
+    def allows(self, client_host: str, authorization: str) -> bool:
+        if self.trust_loopback and is_loopback_host(client_host):
+            return True
+        if not self.token:
+            return False
+        scheme, _, presented = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode())
+
+
+def retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))

@@ -1,0 +1,87 @@
+"""The mcp plugin: the kernel's contracts as MCP tools (official `mcp` SDK), generated from the
+descriptors, every call routed (and so governed) with the MCP client as principal.
+
+    [plugins.mcp]
+    http_listen = ""                 # e.g. "127.0.0.1:50081": serve streamable HTTP at /mcp
+    expose = ["*"]                   # globs over "package.Service/Method" or tool names
+    hide = ["cortex.events.v1.EventService/Subscribe"]
+    timeout_seconds = 300            # deadline of each tool call
+
+stdio, for editors, is the `cortex mcp` command: it bridges a running kernel (`--target`) or
+starts an embedded one when none answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex.kernel import check_settings, hookimpl
+from cortex.kernel.asgi import is_loopback_host, split_listen
+
+SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds"}
+
+
+def tool_settings(config: dict[str, Any]) -> dict[str, Any]:
+    from .tools import DEFAULT_EXPOSE, DEFAULT_HIDE
+
+    expose, hide = config.get("expose", DEFAULT_EXPOSE), config.get("hide", DEFAULT_HIDE)
+    for key, value in (("expose", expose), ("hide", hide)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"[plugins.mcp] {key} must be a list of globs, e.g. [\"cortex.memories.v1.MemoryService/*\"]")
+    timeout = float(config.get("timeout_seconds", 300))
+    if timeout <= 0:
+        raise ValueError("[plugins.mcp] timeout_seconds must be positive")
+    return {"expose": expose, "hide": hide, "timeout": timeout}
+
+
+class McpPlugin:
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+        self.http_listen = ""
+        self.server: Any = None
+        self.address = ""
+
+    @hookimpl
+    def cortex_configure(self, config: dict[str, Any], context) -> None:
+        check_settings(config, SETTINGS, context.name)
+        self.settings = tool_settings(config)
+        self.http_listen = str(config.get("http_listen", ""))
+        if self.http_listen:
+            host, _ = split_listen(self.http_listen)
+            if not is_loopback_host(host):
+                raise ValueError(
+                    f"[plugins.mcp] http_listen = {self.http_listen!r}: MCP over HTTP has no authentication here; "
+                    "listen on loopback (127.0.0.1) and put an authenticating proxy in front for remote clients"
+                )
+
+    @hookimpl
+    async def cortex_start(self, context) -> None:
+        if not self.http_listen:
+            return
+        from cortex.kernel.asgi import AsgiServer
+        from cortex.kernel.bridge import KernelGateway
+
+        from .serve import build_server
+
+        mcp_server = build_server(KernelGateway(context.channel), self.settings, transport="http")
+        host, _ = split_listen(self.http_listen)
+        # on loopback the SDK checks Host and Origin headers (DNS-rebinding protection)
+        app = mcp_server.streamable_http_app(host=host)
+        self.server = AsgiServer(app, self.http_listen, "mcp")
+        self.address = await self.server.start()
+        context.log.info("mcp.http_serving", url=f"http://{self.address}/mcp")
+
+    @hookimpl
+    async def cortex_stop(self, context) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    @hookimpl
+    def cortex_register_commands(self, cli) -> None:
+        from .cli import register
+
+        register(cli)
+
+
+plugin = McpPlugin()

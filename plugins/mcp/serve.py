@@ -1,0 +1,63 @@
+"""Building the MCP server over a gateway, and running it on stdio for `cortex mcp`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from .server import ContractToolServer
+from .tools import build_tools
+
+log = structlog.get_logger("cortex.mcp")
+
+
+def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> ContractToolServer:
+    from cortex.kernel.runtime import cortex_version
+
+    tools = build_tools(gateway.methods(), settings["expose"], settings["hide"])
+    log.info("mcp.tools", transport=transport, count=len(tools))
+    return ContractToolServer(gateway, tools, version=cortex_version(), timeout=settings["timeout"], transport=transport)
+
+
+async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
+    """Bridge the kernel at `target` over stdio; when none answers and `embedded` allows it,
+    start a kernel in this process (its gRPC on a free loopback port, no HTTP listeners)."""
+    from cortex.kernel.bridge import GrpcGateway, KernelGateway
+
+    from .plugin import tool_settings
+
+    settings = tool_settings(cfg.plugin_section("mcp"))
+    target = target or cfg.target
+    kernel = None
+    gateway: Any = None
+    if embedded != "always":
+        remote = GrpcGateway(target, cfg.kernel["max_message_bytes"])
+        try:
+            await remote.discover(timeout=3.0)
+            gateway = remote
+            log.info("mcp.bridging", target=target)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it means: no kernel there
+            await remote.close()
+            if embedded == "never":
+                raise SystemExit(f"cortex mcp: no kernel answers at {target} ({exc!r}); start one with `cortex serve`")
+            log.info("mcp.no_kernel", target=target, error=repr(exc))
+    if gateway is None:
+        from cortex.kernel.context import KernelChannel
+        from cortex.kernel.runtime import Kernel
+
+        cfg.data["kernel"]["listen"] = "127.0.0.1:0"
+        for name, key in (("http", "listen"), ("mcp", "http_listen")):
+            section = cfg.data["plugins"].setdefault(name, {})
+            if isinstance(section, dict):
+                section[key] = ""
+        kernel = Kernel(cfg)
+        await kernel.start()
+        gateway = KernelGateway(KernelChannel(kernel.router, principal="plugin:mcp"))
+        log.info("mcp.embedded_kernel", listen=kernel.address, data_dir=str(cfg.data_dir))
+    try:
+        await build_server(gateway, settings, transport="stdio").run_stdio_async()
+    finally:
+        await gateway.close()
+        if kernel is not None:
+            await kernel.stop(grace=1.0)

@@ -1,0 +1,71 @@
+"""An MCPServer (official `mcp` SDK 2.x) whose tools are the contracts' methods: listed from the
+descriptors rather than from Python functions, and called through a gateway (the kernel's router
+in-process, or a kernel over gRPC), with the MCP client as principal."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import grpc
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, TextContent
+from mcp_types import Tool as MCPTool
+
+from .tools import ToolSpec, run_tool
+
+INSTRUCTIONS = (
+    "Cortex-OS: a local-first, governed second brain. memory_* tools store and search memories; "
+    "cortex_plan / cortex_simulate / cortex_execute / cortex_replay plan and run governed multi-step work; "
+    "cortex_generate runs the local model. Every call is checked by policy and audited."
+)
+
+
+def client_principal(context: Any, fallback: str) -> str:
+    name = ""
+    try:
+        name = context.session.client_params.client_info.name
+    except AttributeError:
+        pass
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", name or "")[:64]
+    return f"mcp:{name or fallback}"
+
+
+class ContractToolServer(MCPServer):
+    def __init__(self, gateway: Any, tools: dict[str, ToolSpec], *, version: str, timeout: float | None,
+                 transport: str):
+        super().__init__(name="cortex-os", version=version, instructions=INSTRUCTIONS, log_level="WARNING")
+        self.gateway, self.tools, self.timeout, self.transport = gateway, tools, timeout, transport
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        tool = self.tools.get(name)
+        return None if tool is None else tool.input_schema
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [
+            MCPTool(name=t.name, description=t.description, input_schema=t.input_schema, output_schema=t.output_schema)
+            for t in self.tools.values()
+        ]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> CallToolResult:
+        tool = self.tools.get(name)
+        if tool is None:
+            return _error("NOT_FOUND", f"no tool {name!r}; tools/list shows what is exposed")
+        principal = client_principal(context, self.transport)
+        try:
+            result = await run_tool(self.gateway, tool, arguments or {}, principal, self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+            return _error((code or grpc.StatusCode.UNKNOWN).name, exc.details() or "")
+        return CallToolResult(
+            content=[TextContent(type="text", text=json.dumps(result, ensure_ascii=False))], structured_content=result
+        )
+
+
+def _error(code: str, message: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{code}: {message}")],
+        structured_content={"error": {"code": code, "message": message}},
+        is_error=True,
+    )

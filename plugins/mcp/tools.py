@@ -1,0 +1,87 @@
+"""Contract methods as MCP tools: names, descriptions and JSON Schemas generated from the
+descriptors, which methods are exposed from config (globs), and the call itself (JSON in,
+structured JSON out, gRPC errors as tool errors)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cortex.kernel.bridge import BridgeMethod, parse_json, to_json
+from cortex.kernel.json_schema import standalone
+
+# tool-name prefixes of the built-in contracts; other services use their own name, snake_cased
+PREFIXES = {
+    "cortex.memories.v1.MemoryService": "memory",
+    "cortex.cerebrum.v1.CerebrumService": "cortex",
+    "cortex.models.v1.ModelService": "cortex",
+    "cortex.governance.v1.GovernanceService": "governance",
+    "cortex.kernel.v1.KernelService": "kernel",
+    "cortex.events.v1.EventService": "events",
+}
+DEFAULT_EXPOSE = ["*"]
+# watching a live event stream cannot end as a tool result; subscribe over gRPC or HTTP instead
+DEFAULT_HIDE = ["cortex.events.v1.EventService/Subscribe"]
+MAX_STREAM_MESSAGES = 1000
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def tool_name(method: BridgeMethod) -> str:
+    service = method.service.rsplit(".", 1)[-1]
+    prefix = PREFIXES.get(method.service) or snake(service.removesuffix("Service")) or "cortex"
+    return f"{prefix}_{snake(method.name)}"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    method: BridgeMethod
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+def _matches(method: BridgeMethod, name: str, patterns: list[str]) -> bool:
+    keys = (f"{method.service}/{method.name}", name)
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns for key in keys)
+
+
+def build_tools(methods: list[BridgeMethod], expose: list[str], hide: list[str]) -> dict[str, ToolSpec]:
+    """Tools for the methods matching `expose` and not `hide` (globs over "package.Service/Method"
+    or tool names)."""
+    tools: dict[str, ToolSpec] = {}
+    for method in sorted(methods, key=lambda m: m.path):
+        name = tool_name(method)
+        if not _matches(method, name, expose) or _matches(method, name, hide):
+            continue
+        if name in tools:  # two services map to one name: qualify the later one
+            name = f"{snake(method.service.replace('.', '_'))}_{snake(method.name)}"
+        output = standalone(method.output.DESCRIPTOR)
+        description = method.description
+        if method.server_streaming:
+            output = {
+                "type": "object",
+                "properties": {"messages": {"type": "array", "items": {k: v for k, v in output.items() if k != "$defs"}}},
+                **({"$defs": output["$defs"]} if "$defs" in output else {}),
+            }
+            description += " (Streams: the result lists every message in order.)"
+        tools[name] = ToolSpec(name, method, description, standalone(method.input.DESCRIPTOR), output)
+    return tools
+
+
+async def run_tool(gateway: Any, tool: ToolSpec, arguments: dict[str, Any], principal: str, timeout: float | None) -> dict[str, Any]:
+    """Call the tool's method; returns its structured result. Raises grpc.RpcError."""
+    request = parse_json(tool.method, arguments)
+    if not tool.method.server_streaming:
+        return to_json(await gateway.unary(tool.method, request, principal, timeout=timeout))
+    messages = []
+    async for message in gateway.stream(tool.method, request, principal, timeout=timeout):
+        messages.append(to_json(message))
+        if len(messages) >= MAX_STREAM_MESSAGES:
+            break
+    return {"messages": messages}

@@ -1,0 +1,95 @@
+"""Cortex-OS as an A2A agent, through the official a2a-sdk client: the agent card is served,
+and messages round-trip onto memories and Cerebrum, sent plainly and streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.types import a2a_pb2
+from google.protobuf import json_format
+
+from ..conftest import plugin_of
+
+BASE = '[plugins]\ndisabled = ["ollama", "openai", "mcp", "http"]\n'
+
+
+@pytest.fixture
+def agent_url(start_kernel):
+    def start(**kw) -> str:
+        _, kt = start_kernel(BASE, **kw)
+        return f"http://{plugin_of(kt, 'a2a').address}"
+
+    return start
+
+
+def message(text: str, **metadata) -> a2a_pb2.SendMessageRequest:
+    msg = a2a_pb2.Message(role=a2a_pb2.ROLE_USER, message_id=str(uuid.uuid4()), parts=[a2a_pb2.Part(text=text)])
+    if metadata:
+        msg.metadata.update(metadata)
+    return a2a_pb2.SendMessageRequest(message=msg)
+
+
+async def send(url: str, request, streaming: bool) -> list[dict]:
+    client = await create_client(url, client_config=ClientConfig(streaming=streaming))
+    try:
+        return [json_format.MessageToDict(r, preserving_proto_field_name=True) async for r in client.send_message(request)]
+    finally:
+        await client.close()
+
+
+def reply_of(responses: list[dict]) -> tuple[str, dict]:
+    parts = responses[-1]["message"]["parts"]
+    return parts[0]["text"], parts[1]["data"]
+
+
+def test_agent_card_describes_the_skills(agent_url):
+    url = agent_url()
+    card = httpx.get(f"{url}/.well-known/agent-card.json", timeout=10).json()
+    assert card["name"] == "Cortex-OS" and card["capabilities"]["streaming"] is True
+    assert {s["id"] for s in card["skills"]} == {"remember", "recall", "plan", "execute"}
+    assert card["supportedInterfaces"][0]["url"] == f"{url}/a2a"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_messages_round_trip_onto_memories_and_cerebrum(agent_url, streaming):
+    url = agent_url()
+
+    async def conversation():
+        said, data = reply_of(await send(url, message("remember: the kettle is in the blue cupboard"), streaming))
+        assert said.startswith("Remembered.") and data["ok"] and data["result"]["created"]
+        said, data = reply_of(await send(url, message("where is the kettle?"), streaming))
+        assert "blue cupboard" in said and data["skill"] == "recall"
+        said, data = reply_of(await send(url, message("note that tea is ready", skill="plan"), streaming))
+        assert data["skill"] == "plan" and data["result"]["plan"]["steps"]
+        said, data = reply_of(await send(url, message("execute: what do I know about the kettle?"), streaming))
+        assert data["ok"] and "succeeded" in said
+        said, data = reply_of(await send(url, message("plan:"), streaming))
+        assert not data["ok"] and data["error"]["code"] == "INVALID_ARGUMENT"
+
+    asyncio.run(asyncio.wait_for(conversation(), 120))
+
+
+def test_policy_applies_to_agents(start_kernel):
+    config = BASE + """
+[[plugins.governance.rule]]
+id = "agents-read-only"
+description = "other agents may recall but not write memories"
+effect = "deny"
+services = ["cortex.memories.v1.MemoryService"]
+methods = ["Store", "Update", "Delete"]
+principals = ["a2a:*"]
+"""
+    _, kt = start_kernel(config, governance=True)
+    url = f"http://{plugin_of(kt, 'a2a').address}"
+
+    async def ask(text):
+        return reply_of(await send(url, message(text), False))
+
+    said, data = asyncio.run(asyncio.wait_for(ask("remember: agents may not write"), 60))
+    assert not data["ok"] and data["error"]["code"] == "PERMISSION_DENIED" and "agents-read-only" in said
+    said, data = asyncio.run(asyncio.wait_for(ask("recall: anything"), 60))
+    assert data["ok"]

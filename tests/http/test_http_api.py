@@ -1,0 +1,200 @@
+"""The HTTP/JSON API against a real kernel on loopback: generated routes for unary and streaming
+methods, errors with gRPC status names, OpenAPI, probes, metrics, token, rate limit, webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from ..conftest import plugin_of
+
+BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp"]\n'
+
+
+@pytest.fixture
+def api(start_kernel):
+    def start(config: str = BASE, env: dict | None = None, **kw):
+        target, kt = start_kernel(config, env=env, **kw)
+        http = plugin_of(kt, "http")
+        return httpx.Client(base_url=f"http://{http.address}", timeout=60), kt
+
+    return start
+
+
+def call(client, path: str, body, **kw):
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(f"/v1/{path}", content=content, headers={"Content-Type": "application/json"}, **kw)
+
+
+def test_unary_methods_take_and_give_protobuf_json(api):
+    client, _ = api()
+    stored = call(client, "cortex.memories.v1.MemoryService/Store", {"text": "The heron nests by the lake", "tags": ["birds"]})
+    assert stored.status_code == 200, stored.text
+    memory_id = stored.json()["id"]
+    # the JSON mapping's lowerCamelCase names are accepted too
+    found = call(client, "cortex.memories.v1.MemoryService/Search", {"query": "where do birds live", "topK": 1})
+    assert found.status_code == 200
+    result = found.json()["results"][0]
+    assert result["memory"]["id"] == memory_id and result["memory"]["tags"] == ["birds"]
+    assert "SEARCH_MODE_SEMANTIC" in result["matched"]
+    info = call(client, "cortex.kernel.v1.KernelService/GetInfo", b"")
+    assert info.status_code == 200 and info.json()["version"]
+
+
+def test_server_streaming_methods_answer_with_server_sent_events(api):
+    client, _ = api()
+    reply = call(client, "cortex.models.v1.ModelService/GenerateStream", {"prompt": "hello", "max_tokens": 4, "seed": 1})
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    blocks = [b for b in reply.text.split("\n\n") if b.strip()]
+    events = [(b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1].removeprefix("data: "))) for b in blocks]
+    assert events[-1] == ("end", {})
+    final = events[-2][1]
+    assert final["done"] and final["provider"] == "mlx" and final["usage"]["completion_tokens"] == 4
+    assert all(kind == "message" for kind, _ in events[:-1])
+
+
+def test_errors_carry_the_grpc_status_and_a_matching_http_status(api):
+    client, _ = api(BASE, governance=True)
+    cases = [
+        ("cortex.memories.v1.MemoryService/Search", b"{not json", 400, "INVALID_ARGUMENT", "not valid JSON"),
+        ("cortex.memories.v1.MemoryService/Search", {"bogus": 1}, 400, "INVALID_ARGUMENT", "no field named"),
+        ("cortex.memories.v1.MemoryService/Search", [1, 2], 400, "INVALID_ARGUMENT", "must be a JSON object"),
+        ("cortex.memories.v1.MemoryService/Store", {"text": ""}, 400, "INVALID_ARGUMENT", "text is empty"),
+        ("cortex.memories.v1.MemoryService/Get", {"id": "nope"}, 404, "NOT_FOUND", "no memory"),
+        ("cortex.memories.v1.MemoryService/Nope", {}, 404, "NOT_FOUND", "GET /openapi.json lists them"),
+        ("cortex.governance.v1.GovernanceService/AddPolicy", {}, 403, "PERMISSION_DENIED", "builtin/policy-admin"),
+        ("cortex.memories.v1.MemoryService/Store", {"text": "x" * (9 << 20)}, 413, "RESOURCE_EXHAUSTED", "max_body_bytes"),
+    ]
+    for path, body, status, code, words in cases:
+        reply = call(client, path, body)
+        assert reply.status_code == status, (path, reply.text)
+        error = reply.json()["error"]
+        assert error["code"] == code and words in error["message"], error
+    assert client.get("/v1/cortex.memories.v1.MemoryService/Search").status_code == 405
+    assert call(client, "cortex.memories.v1.MemoryService/List", {}).json().get("memories", []) == []  # nothing stored
+
+
+def test_openapi_document_validates_and_lists_every_method(api):
+    from openapi_spec_validator import validate
+
+    client, kt = api()
+    document = client.get("/openapi.json").json()
+    validate(document)
+    served = {f"/v1/{s.full_name}/{m}" for s in kt.kernel.registry.served() for m in s.methods}
+    assert served <= set(document["paths"])
+    store = document["paths"]["/v1/cortex.memories.v1.MemoryService/Store"]["post"]
+    assert store["description"].startswith("Store keeps a memory")
+    schema = document["components"]["schemas"]["cortex.memories.v1.StoreRequest"]
+    assert {"text", "kind", "tags", "metadata", "source", "ttl_seconds"} <= set(schema["properties"])
+
+
+def test_probes_and_prometheus_metrics(api):
+    client, _ = api()
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    call(client, "cortex.memories.v1.MemoryService/Store", {"text": "metrics count this"})
+    text = client.get("/metrics").text
+    assert 'cortex_calls_total{code="OK",method="Store",provider="memories",service="cortex.memories.v1.MemoryService"} 1.0' in text
+    assert "cortex_call_latency_seconds_bucket" in text and 'cortex_decisions_total{effect="allow"}' in text
+    assert 'cortex_provider_circuit_state{provider="mlx",service="cortex.models.v1.ModelService"} 0.0' in text
+
+
+def test_a_non_loopback_listener_needs_a_token(api, start_kernel):
+    _, kt = start_kernel(BASE, env={"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0"})
+    record = kt.kernel.host.records["http"]
+    assert record.state == "broken" and "is not loopback: set a bearer token" in record.error
+    kt.stop()
+    env = {"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0", "CORTEX_PLUGINS__HTTP__TOKEN": "s3cret-token",
+           "CORTEX_PLUGINS__HTTP__TRUST_LOOPBACK": "false"}
+    client, _ = api(BASE, env=env)
+    client.base_url = client.base_url.copy_with(host="127.0.0.1")
+    refused = client.get("/openapi.json")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert client.get("/health").status_code == 200  # probes stay open
+
+
+def test_rate_limit_answers_429_with_retry_after(api):
+    client, _ = api(BASE + '[plugins.http]\nrate_limit = 2.0\nrate_burst = 3\n')
+    codes = [client.get("/openapi.json").status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    limited = client.get("/openapi.json")
+    assert limited.headers["Retry-After"] == "1" and "rate limit of 2 requests/s" in limited.json()["error"]["message"]
+    time.sleep(0.6)
+    assert client.get("/openapi.json").status_code == 200
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list[tuple[dict, bytes]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhooks_are_signed_and_failures_recorded(api, tmp_path, data_dir):
+    Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = BASE + f"""
+[[plugins.http.webhook]]
+name = "receiver"
+url = "http://127.0.0.1:{server.server_port}/hook"
+topics = ["memory.*"]
+secret_env = "TEST_WEBHOOK_SECRET"
+
+[[plugins.http.webhook]]
+name = "nobody-home"
+url = "http://127.0.0.1:9/hook"
+topics = ["memory.stored"]
+secret = "another"
+attempts = 2
+backoff_seconds = 0.05
+"""
+    import os
+
+    os.environ["TEST_WEBHOOK_SECRET"] = "hook-secret"
+    try:
+        client, _ = api(config)
+        time.sleep(0.5)  # webhooks subscribe from the live end of the log
+        memory_id = call(client, "cortex.memories.v1.MemoryService/Store", {"text": "webhooks fire on store"}).json()["id"]
+        deadline = time.monotonic() + 10
+        failures = data_dir / "plugins" / "http" / "failures.jsonl"
+        while (not Receiver.received or not failures.exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.environ.pop("TEST_WEBHOOK_SECRET", None)
+        server.shutdown()
+    headers, body = Receiver.received[0]
+    expected = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Cortex-Signature"], expected)
+    event = json.loads(body)
+    assert (event["type"], event["subject"], event["specversion"], event["data"]["id"]) == (
+        "memory.stored", memory_id, "1.0", memory_id)
+    failure = json.loads(failures.read_text().splitlines()[0])
+    assert failure["webhook"] == "nobody-home" and failure["event_type"] == "memory.stored"
+
+
+def test_only_json_bodies_are_accepted(api):
+    """A web page may POST text/plain or a form to loopback without a CORS preflight; JSON only
+    keeps other sites' pages from driving the API through a local browser."""
+    client, _ = api()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        reply = client.post("/v1/cortex.memories.v1.MemoryService/Store", content='{"text": "from a web page"}',
+                            headers={"Content-Type": content_type} if content_type else {})
+        assert reply.status_code == 415 and "application/json" in reply.json()["error"]["message"]
+    assert call(client, "cortex.memories.v1.MemoryService/List", {}).json().get("memories", []) == []

@@ -1,0 +1,120 @@
+"""The MCP bridge through the official SDK client: tools generated from the contracts, listed and
+called over streamable HTTP and over stdio (`cortex mcp`), governance denials as tool errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from ..conftest import cortex_env, plugin_of
+
+BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "http"]\n'
+REQUIRED = {"cortex_plan", "cortex_execute", "cortex_simulate", "cortex_replay", "cortex_generate", "memory_store",
+            "memory_get", "memory_search", "memory_update", "memory_delete", "memory_list", "memory_stats"}
+
+
+def run(coro, timeout: float = 90):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def mcp_url(start_kernel):
+    def start(config: str = BASE, mcp_settings: str = "", **kw) -> str:
+        _, kt = start_kernel(config + f'[plugins.mcp]\nhttp_listen = "127.0.0.1:0"\n{mcp_settings}', **kw)
+        return f"http://{plugin_of(kt, 'mcp').address}/mcp"
+
+    return start
+
+
+async def _session(server, body):
+    async with Client(server) as client:
+        return await body(client)
+
+
+def test_streamable_http_lists_generated_tools_and_calls_them(mcp_url):
+    url = mcp_url()
+
+    async def body(client):
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert REQUIRED <= set(tools)
+        store = tools["memory_store"]
+        assert store.description.startswith("Store keeps a memory")
+        assert {"text", "kind", "tags", "ttl_seconds"} <= set(store.input_schema["properties"])
+        assert store.output_schema["properties"]["id"] == {"type": "string"}
+        stored = await client.call_tool("memory_store", {"text": "The spare key is under the blue pot", "tags": ["home"]})
+        assert not stored.is_error and stored.structured_content["created"] is True
+        found = await client.call_tool("memory_search", {"query": "where is the spare key", "top_k": 1})
+        assert found.structured_content["results"][0]["memory"]["id"] == stored.structured_content["id"]
+        plan = await client.call_tool("cortex_plan", {"goal": "what do I know about keys?"})
+        assert not plan.is_error and plan.structured_content["plan"]["steps"]
+        executed = await client.call_tool("cortex_execute", {"plan": plan.structured_content["plan"]})
+        assert not executed.is_error
+        assert executed.structured_content["messages"][-1]["summary"]["status"] == "succeeded"
+        bad = await client.call_tool("memory_search", {"query": "x", "top_k": "many"})
+        assert bad.is_error and bad.content[0].text.startswith("INVALID_ARGUMENT")
+        missing = await client.call_tool("memory_get", {"id": "m-none"})
+        assert missing.is_error and missing.structured_content["error"]["code"] == "NOT_FOUND"
+
+    run(_session(url, body))
+
+
+def test_a_governance_deny_is_a_tool_error_naming_the_rule(mcp_url):
+    url = mcp_url(governance=True)
+
+    async def body(client):
+        denied = await client.call_tool("governance_add_policy", {"toml": '[[rule]]\nid = "mine"\neffect = "allow"\n'})
+        assert denied.is_error
+        text = denied.content[0].text
+        assert text.startswith("PERMISSION_DENIED") and "builtin/policy-admin" in text
+        evaluated = await client.call_tool("governance_evaluate", {"call": {"service": "cortex.memories.v1.MemoryService",
+                                                                            "method": "Search", "principal": "mcp:test"}})
+        assert not evaluated.is_error
+
+    run(_session(url, body))
+
+
+def test_expose_and_hide_select_the_tools(mcp_url):
+    url = mcp_url(mcp_settings='expose = ["cortex.memories.v1.MemoryService/*"]\nhide = ["memory_delete"]\n')
+
+    async def body(client):
+        return {t.name for t in (await client.list_tools()).tools}
+
+    names = run(_session(url, body))
+    assert "memory_search" in names and "memory_delete" not in names and "cortex_generate" not in names
+
+
+def stdio(data_dir, *args: str) -> StdioServerParameters:
+    env = cortex_env(data_dir, CORTEX_PLUGINS__DISABLED='["ollama", "openai", "a2a", "http"]')
+    return StdioServerParameters(command=sys.executable, args=["-m", "cortex.kernel", "mcp", *args], env=env)
+
+
+def test_stdio_bridges_a_running_kernel(serve_process, tmp_path):
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED='["ollama", "openai", "a2a"]')
+    kernel = serve_process(env=env)
+
+    async def body(client):
+        names = {t.name for t in (await client.list_tools()).tools}
+        info = await client.call_tool("kernel_get_info", {})
+        stored = await client.call_tool("memory_store", {"text": "bridged over stdio"})
+        return names, info.structured_content, stored.structured_content
+
+    names, info, stored = run(_session(stdio(tmp_path / "other", "--target", kernel.target), body))
+    assert REQUIRED <= names
+    assert info["listen"] == kernel.target and info["data_dir"] == str(tmp_path / "data")
+    assert stored["created"] is True
+
+
+def test_stdio_starts_an_embedded_kernel_when_none_answers(tmp_path, unused_tcp_port):
+    async def body(client):
+        info = await client.call_tool("kernel_get_info", {})
+        stats = await client.call_tool("memory_stats", {})
+        return info.structured_content, stats.structured_content
+
+    info, stats = run(_session(stdio(tmp_path / "data", "--target", f"127.0.0.1:{unused_tcp_port}"), body))
+    assert info["data_dir"] == str(tmp_path / "data") and info["listen"] != f"127.0.0.1:{unused_tcp_port}"
+    assert stats.get("total", "0") == "0"
+    assert json.loads(json.dumps(stats)) == stats

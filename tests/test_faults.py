@@ -177,6 +177,32 @@ def test_garbage_on_the_grpc_port_does_not_crash_the_kernel(tmp_path, serve_proc
     assert info.listen == kernel.target
 
 
+def test_garbage_on_the_http_ports_does_not_crash_the_kernel(tmp_path, serve_process, unused_tcp_port):
+    http_port = unused_tcp_port
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL,
+                     CORTEX_PLUGINS__HTTP__LISTEN=f"127.0.0.1:{http_port}")
+    kernel = serve_process(env=env)
+    payloads = [
+        os.urandom(4096),
+        b"POST /v1/cortex.memories.v1.MemoryService/Store HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n{",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",  # an oversized request line
+        b"POST /v1/x/y HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n",
+        b"\x00" * 100_000,
+    ]
+    for payload in payloads:
+        with socket.create_connection(("127.0.0.1", http_port), timeout=5) as sock:
+            try:
+                sock.sendall(payload)
+                sock.recv(1024)
+            except OSError:
+                pass
+    assert kernel.proc.poll() is None
+    import httpx
+
+    reply = httpx.post(f"http://127.0.0.1:{http_port}/v1/cortex.kernel.v1.KernelService/GetInfo", json={}, timeout=10)
+    assert reply.status_code == 200 and reply.json()["listen"] == kernel.target
+
+
 def test_doctor_reports_what_to_fix(tmp_path, serve_process):
     env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL)
     cold = run_cli("doctor", "--json", env={**env, "CORTEX_LISTEN": "127.0.0.1:9"}, timeout=120)

@@ -162,6 +162,13 @@ class ServeProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         )
         self.target = ""
+        # drain the logs as they come: a full pipe would block the kernel's next log write
+        self._stderr: list[str] = []
+        self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True)
+        self._drain.start()
+
+    def stderr(self) -> str:
+        return "".join(self._stderr)
 
     def wait_ready(self, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
@@ -174,7 +181,9 @@ class ServeProcess:
                 self.target = match.group(1)
                 return self.target
         self.proc.kill()
-        raise AssertionError(f"cortex serve did not start: {self.proc.stderr.read()}")
+        self.proc.wait()
+        self._drain.join(5)
+        raise AssertionError(f"cortex serve did not start: {self.stderr()}")
 
     def stop(self, sig: int = 15, timeout: float = 20) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -184,7 +193,8 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        return self.proc.returncode, self.proc.stderr.read()
+        self._drain.join(5)
+        return self.proc.returncode, self.stderr()
 
 
 @pytest.fixture

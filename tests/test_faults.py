@@ -150,7 +150,9 @@ def test_a_plugin_full_of_exceptions_does_not_stop_the_rest(tmp_path, serve_proc
                 assert exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
     memories = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
     assert memories.Store(mem.StoreRequest(text="still fine"), timeout=30).created
-    health = json.loads(run_cli("health", "--json", "--target", kernel.target, env=env).stdout)
+    checked = run_cli("health", "--json", "--target", kernel.target, env=env)
+    assert checked.stdout, checked.stderr
+    health = json.loads(checked.stdout)
     assert health["(overall)"] == "SERVING" and health["cortex.memories.v1.MemoryService"] == "SERVING"
     assert health["cortex_echo.v1.EchoService"] == "NOT_SERVING"
 

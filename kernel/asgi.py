@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 from typing import Any
 
 import structlog
+
+from .remote import is_loopback_host
 
 log = structlog.get_logger("cortex.asgi")
 
@@ -27,13 +28,14 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def require_loopback(listen: str, setting: str, what: str) -> None:
+    """Refuse a non-loopback listener for an endpoint that has no authentication of its own."""
+    host, _ = split_listen(listen)
+    if not is_loopback_host(host):
+        raise ValueError(
+            f"{setting} = {listen!r}: {what} has no authentication here; listen on loopback (127.0.0.1) "
+            "and put an authenticating proxy in front for remote clients"
+        )
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -157,6 +157,16 @@ def test_a_plugin_full_of_exceptions_does_not_stop_the_rest(tmp_path, serve_proc
     assert health["cortex_echo.v1.EchoService"] == "NOT_SERVING"
 
 
+def send_garbage(host: str, port: int, payloads: list[bytes]) -> None:
+    for payload in payloads:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            try:
+                sock.sendall(payload)
+                sock.recv(1024)
+            except OSError:
+                pass
+
+
 def test_garbage_on_the_grpc_port_does_not_crash_the_kernel(tmp_path, serve_process, channel_to):
     kernel = serve_process(env=cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL))
     host, port = kernel.target.rsplit(":", 1)
@@ -167,13 +177,7 @@ def test_garbage_on_the_grpc_port_does_not_crash_the_kernel(tmp_path, serve_proc
         b"PRI * HTTP/2.0\r\n",  # cut short
         b"\x00" * 100_000,
     ]
-    for payload in payloads:
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            try:
-                sock.sendall(payload)
-                sock.recv(1024)
-            except OSError:
-                pass
+    send_garbage(host, int(port), payloads)
     assert kernel.proc.poll() is None
     info = kernel_pb2_grpc.KernelServiceStub(channel_to(kernel.target)).GetInfo(kernel_pb2.GetInfoRequest(), timeout=5)
     assert info.listen == kernel.target
@@ -191,13 +195,7 @@ def test_garbage_on_the_http_ports_does_not_crash_the_kernel(tmp_path, serve_pro
         b"POST /v1/x/y HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n",
         b"\x00" * 100_000,
     ]
-    for payload in payloads:
-        with socket.create_connection(("127.0.0.1", http_port), timeout=5) as sock:
-            try:
-                sock.sendall(payload)
-                sock.recv(1024)
-            except OSError:
-                pass
+    send_garbage("127.0.0.1", http_port, payloads)
     assert kernel.proc.poll() is None
     import httpx
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import is_loopback_host, split_listen
+from cortex.kernel.asgi import require_loopback
 
 SETTINGS = {"listen", "name"}
 DEFAULT_LISTEN = "127.0.0.1:50082"
@@ -35,12 +35,7 @@ class A2aPlugin:
         self.listen = str(config.get("listen", DEFAULT_LISTEN))
         self.name = str(config.get("name", "Cortex-OS"))
         if self.listen:
-            host, _ = split_listen(self.listen)
-            if not is_loopback_host(host):
-                raise ValueError(
-                    f"[plugins.a2a] listen = {self.listen!r}: the A2A endpoint has no authentication here; "
-                    "listen on loopback and put an authenticating proxy in front for remote agents"
-                )
+            require_loopback(self.listen, "[plugins.a2a] listen", "the A2A endpoint")
 
     @hookimpl
     async def cortex_start(self, context) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import is_loopback_host, split_listen
+from cortex.kernel.asgi import require_loopback, split_listen
 
 SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds"}
 
@@ -47,12 +47,7 @@ class McpPlugin:
         self.settings = tool_settings(config)
         self.http_listen = str(config.get("http_listen", ""))
         if self.http_listen:
-            host, _ = split_listen(self.http_listen)
-            if not is_loopback_host(host):
-                raise ValueError(
-                    f"[plugins.mcp] http_listen = {self.http_listen!r}: MCP over HTTP has no authentication here; "
-                    "listen on loopback (127.0.0.1) and put an authenticating proxy in front for remote clients"
-                )
+            require_loopback(self.http_listen, "[plugins.mcp] http_listen", "MCP over HTTP")
 
     @hookimpl
     async def cortex_start(self, context) -> None:

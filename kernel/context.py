@@ -126,6 +126,9 @@ class PluginContext:
     log: Any = field(default=None)
     # hands an event to every plugin's cortex_event hook; used by the plugin that runs the bus
     deliver_event: Any = field(default=None)
+    # an asyncio.Event set when the kernel begins to stop, before the gRPC server drains: endless
+    # streams (subscriptions) end on it instead of holding the shutdown for its whole grace period
+    stopping: Any = field(default=None)
 
     def __post_init__(self) -> None:
         if self.log is None:

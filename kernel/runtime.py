@@ -103,6 +103,7 @@ class Kernel:
             channel=KernelChannel(self.router, principal=f"plugin:{name}"),
             plugins=self.host.records,
             deliver_event=self.host.deliver_event,
+            stopping=self._stopped,
         )
 
     def _add_remote_providers(self) -> None:

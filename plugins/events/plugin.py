@@ -49,7 +49,7 @@ class EventsPlugin:
         from .service import EventServicer
 
         bus = SqliteEventBus(self.folder / "events.db", self.synchronous)
-        self.servicer = EventServicer(bus, context.deliver_event, self.max_data_bytes, context.log)
+        self.servicer = EventServicer(bus, context.deliver_event, self.max_data_bytes, context.log, context.stopping)
 
     @hookimpl
     async def cortex_health(self) -> Health:

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cortex.contracts.events.v1 import events_pb2 as pb
 
@@ -32,7 +31,7 @@ def to_message(event: StoredEvent) -> pb.Event:
 
 
 class EventServicer:
-    def __init__(self, bus: EventBus, deliver: Any, max_data_bytes: int, log: Any):
+    def __init__(self, bus: EventBus, deliver: Any, max_data_bytes: int, log: Any, stopping: Any = None):
         self.bus = bus
         self.max_data_bytes = max_data_bytes
         self.log = log
@@ -41,6 +40,16 @@ class EventServicer:
         self._deliver = deliver
         self._hooks: asyncio.Queue[pb.Event] = asyncio.Queue()
         self._hook_task = asyncio.get_running_loop().create_task(self._run_hooks(), name="cortex-event-hooks")
+        self.closing = False
+        self._closer = asyncio.get_running_loop().create_task(self._end_streams_on(stopping), name="cortex-event-close")
+
+    async def _end_streams_on(self, stopping: Any) -> None:
+        """When the kernel stops, subscriptions end (OK): clients resume from their last position."""
+        if stopping is None:
+            return
+        await stopping.wait()
+        self.closing = True
+        self._wakeup.notify()
 
     async def _blocking(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -99,7 +108,7 @@ class EventServicer:
             )
         topics = [] if "*" in topics else topics
         position = await self._blocking(self.bus.latest_position) if request.from_latest else request.after_position
-        while True:
+        while not self.closing:
             wakeup = self._wakeup.current
             events = await self._blocking(self.bus.read_after, position, topics, BATCH)
             for event in events:
@@ -109,10 +118,9 @@ class EventServicer:
                 await wakeup.wait()
 
     async def close(self) -> None:
+        self.closing = True
+        self._wakeup.notify()
+        self._closer.cancel()
         self._hook_task.cancel()
         self._io.shutdown(wait=True)
         self.bus.close()
-
-
-def timestamp_ms(ts: Timestamp) -> int:
-    return ts.ToMilliseconds()

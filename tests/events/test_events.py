@@ -140,3 +140,31 @@ def test_memories_publish_memory_stored(events, channel_to):
     data = json.loads(event.data)
     assert (event.subject, event.source, data["id"], data["tags"]) == (stored.id, "cortex/memories", stored.id, ["home", "private"])
     assert "text" not in data  # events may leave the machine (webhooks): they name memories, never their text
+
+
+def test_subscriptions_end_when_the_kernel_stops_and_resume_after(events):
+    stub, _, kt = events()
+    publish(stub, "shutdown.test", data="before")
+    seen: list[pb.Event] = []
+    ended: list[object] = []
+
+    def follow():
+        try:
+            seen.extend(stub.Subscribe(pb.SubscribeRequest(topics=["shutdown.*"]), timeout=30))
+            ended.append("ok")
+        except grpc.RpcError as exc:
+            ended.append(exc.code())
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    kt.stop(grace=10.0)  # a live subscription must not hold the shutdown for the whole grace period
+    reader.join(10)
+    assert time.monotonic() - started < 5 and ended == ["ok"]
+    stub, _, _ = events()
+    publish(stub, "shutdown.test", data="after")
+    rest = take(stub.Subscribe(pb.SubscribeRequest(topics=["shutdown.*"], after_position=seen[-1].position), timeout=10), 1)
+    assert [e.data for e in seen + rest] == ["before", "after"]

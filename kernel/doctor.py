@@ -1,7 +1,8 @@
 """`cortex doctor`: check the install and say what to fix.
 
-Checks the config, the data dir, the port, the plugins, MLX (backend, device, BLAS), the
-models, the governance keys, and, when a kernel answers, every contract's live health.
+Checks the config, the data dir, the ports (gRPC and the bridges'), the plugins, MLX (backend,
+device, BLAS), the models, the governance keys, and, when a kernel answers, every contract's live
+health.
 Exit status 1 when anything must be fixed; warnings alone exit 0.
 """
 
@@ -45,6 +46,8 @@ def _checks(config_path: str | None) -> list[Check]:
     checks.append(_data_dir(cfg))
     running = _kernel_at(cfg.listen)
     checks.append(_port(cfg.listen, running))
+    if not running:
+        checks += _bridge_ports(cfg)
     checks += _plugins(cfg)
     checks += _mlx()
     checks += _models(cfg)
@@ -77,16 +80,31 @@ def _kernel_at(listen: str) -> bool:
             return False
 
 
-def _port(listen: str, running: bool) -> Check:
+def _port(listen: str, running: bool, name: str = "port",
+          fix: str = "stop what holds it, or set kernel.listen / --listen") -> Check:
     if running:
-        return Check("port", OK, f"a kernel is serving on {listen}")
+        return Check(name, OK, f"a kernel is serving on {listen}")
     host, port = listen.rsplit(":", 1)
     try:
         with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as sock:
             sock.bind((host.strip("[]"), int(port)))
     except OSError as exc:
-        return Check("port", FAIL, f"{listen}: {exc.strerror}", "stop what holds it, or set kernel.listen / --listen")
-    return Check("port", OK, f"{listen} is free")
+        return Check(name, FAIL, f"{listen}: {exc.strerror}", fix)
+    return Check(name, OK, f"{listen} is free")
+
+
+def _bridge_ports(cfg) -> list[Check]:
+    """The HTTP API's, the A2A endpoint's and MCP-over-HTTP's ports, when no kernel holds them."""
+    from cortex.plugins.a2a.plugin import DEFAULT_LISTEN as A2A_LISTEN
+    from cortex.plugins.http.plugin import DEFAULT_LISTEN as HTTP_LISTEN
+
+    checks = []
+    for plugin, key, default in (("http", "listen", HTTP_LISTEN), ("a2a", "listen", A2A_LISTEN), ("mcp", "http_listen", "")):
+        listen = str(cfg.plugin_section(plugin).get(key, default))
+        if plugin in cfg.disabled_plugins or not listen or listen.endswith(":0"):
+            continue
+        checks.append(_port(listen, False, f"port ({plugin})", f"stop what holds it, or set [plugins.{plugin}] {key}"))
+    return checks
 
 
 def _plugins(cfg) -> list[Check]:

@@ -205,8 +205,14 @@ def test_garbage_on_the_http_ports_does_not_crash_the_kernel(tmp_path, serve_pro
 
 def test_doctor_reports_what_to_fix(tmp_path, serve_process):
     env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL)
-    cold = run_cli("doctor", "--json", env={**env, "CORTEX_LISTEN": "127.0.0.1:9"}, timeout=120)
+    with socket.socket() as taken:  # something else holds the HTTP API's port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        held = f"127.0.0.1:{taken.getsockname()[1]}"
+        cold = run_cli("doctor", "--json", env={**env, "CORTEX_LISTEN": "127.0.0.1:9", "CORTEX_PLUGINS__HTTP__LISTEN": held},
+                       timeout=120)
     checks = {c["name"]: c for c in json.loads(cold.stdout)}
+    assert checks["port (http)"]["state"] == "fail" and "[plugins.http] listen" in checks["port (http)"]["fix"]
     assert checks["config"]["state"] == "ok" and checks["data dir"]["state"] == "ok"
     assert checks["embedding model"]["state"] == "ok" and checks["plugin memories"]["state"] == "ok"
     assert checks["live health"]["state"] == "warning"

@@ -87,10 +87,11 @@ def cortex_observe(call: Call, outcome: Outcome) -> None:
 @hookspec
 def cortex_event(event: Any) -> None:
     """React to an event published on the event bus (a `cortex.events.v1.Event`: id, source,
-    type, subject, time, data, position), e.g. `memory.stored`. Delivered by the events plugin,
-    at least once, in order, after the event is durable. Keep it short or hand the work to a
-    task; an exception is logged and the event is not re-delivered to this hook. May return an
-    awaitable."""
+    type, subject, time, data, position), e.g. `memory.stored`. Delivered by the events plugin
+    once, in order, after the event is durable; events published while the kernel was down, or
+    not yet handed over when it died, do not come back here: a plugin that must see every event
+    subscribes through EventService with a saved position (as the http plugin's webhooks do).
+    Keep it short or hand the work to a task; an exception is logged. May return an awaitable."""
 
 
 @hookspec

@@ -1,5 +1,6 @@
-"""What the bridges (MCP, HTTP/JSON, A2A) see of the contracts: a list of methods with their
-message classes, and a way to call them as a given principal, with JSON in and out.
+"""What the bridges (MCP, HTTP/JSON, A2A) see of the contracts: the methods (the registry's
+MethodInfo: path, message classes, streaming), and a way to call them as a given principal, with
+JSON in and out.
 
 Two gateways, one shape:
 - `KernelGateway`: inside a kernel, through a plugin's channel and so through the router
@@ -7,51 +8,52 @@ Two gateways, one shape:
 - `GrpcGateway`: a running kernel over gRPC, its contracts discovered by server reflection
   (`cortex mcp --target HOST:PORT`), third-party contracts included.
 
-Errors are grpc.RpcError either way (code(), details()), so bridges map one kind of error.
+Errors are grpc.RpcError either way; `rpc_status` reads one for any bridge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import Message
 
 from . import proto_docs
 from .call import PRINCIPAL_HEADER, RouterError
+from .registry import MethodInfo
 
 # the kernel's plumbing, not contracts: never bridged
 INTERNAL_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
 
 
-@dataclass(frozen=True)
-class BridgeMethod:
-    service: str  # "cortex.memories.v1.MemoryService"
-    name: str  # "Store"
-    input: type[Message]
-    output: type[Message]
-    server_streaming: bool
-    failover_safe: bool = False
-
-    @property
-    def path(self) -> str:
-        return f"/{self.service}/{self.name}"
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.service}.{self.name}"
-
-    @property
-    def description(self) -> str:
-        fallback = f"Calls {self.service}/{self.name} ({self.input.DESCRIPTOR.name} -> {self.output.DESCRIPTOR.name})."
-        return proto_docs.doc(self.full_name, fallback)
+def bridged(method: MethodInfo) -> bool:
+    return not method.client_streaming and method.service not in INTERNAL_SERVICES
 
 
-def parse_json(method: BridgeMethod, data: Any) -> Message:
+def describe(method: MethodInfo) -> str:
+    """The method's .proto comment, or a plain description for contracts shipped without one."""
+    fallback = f"Calls {method.service}/{method.name} ({method.input.DESCRIPTOR.name} -> {method.output.DESCRIPTOR.name})."
+    return proto_docs.doc(f"{method.service}.{method.name}", fallback)
+
+
+def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """(code, details) of a failed call, local (RouterError) or remote, defaulting safely."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+    return code or grpc.StatusCode.UNKNOWN, details or ""
+
+
+def client_principal(kind: str, name: str | None, fallback: str) -> str:
+    """"mcp:zed-editor", "a2a:agent": a bridge's client as principal, its self-given name made safe."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name or "")[:64]
+    return f"{kind}:{cleaned or fallback}"
+
+
+def parse_json(method: MethodInfo, data: Any) -> Message:
     """A request message from JSON (protobuf JSON mapping); INVALID_ARGUMENT saying what is wrong."""
     if data is None:
         data = {}
@@ -78,18 +80,17 @@ class KernelGateway:
     def __init__(self, channel: Any):
         self._channel = channel
 
-    def methods(self) -> list[BridgeMethod]:
-        return [
-            BridgeMethod(m.service, m.name, m.input, m.output, m.server_streaming, m.failover_safe)
-            for m in self._channel.methods()
-            if not m.client_streaming and m.service not in INTERNAL_SERVICES
-        ]
+    def methods(self) -> list[MethodInfo]:
+        return [m for m in self._channel.methods() if bridged(m)]
 
-    async def unary(self, method: BridgeMethod, request: Message, principal: str, timeout: float | None = None) -> Message:
+    def method(self, path: str) -> MethodInfo | None:
+        return self._channel.method(path)
+
+    async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
         response, _outcome = await self._channel.acting_for(principal).call(method.path, request, timeout=timeout)
         return response
 
-    def stream(self, method: BridgeMethod, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
+    def stream(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
         return self._channel.acting_for(principal).unary_stream(method.path)(request, timeout=timeout)
 
     async def close(self) -> None:
@@ -103,14 +104,15 @@ class GrpcGateway:
         self.target = target
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
         self._channel = grpc.aio.insecure_channel(target, options=options)
-        self._methods: list[BridgeMethod] = []
+        self._methods: dict[str, MethodInfo] = {}
 
-    async def discover(self, timeout: float = 5.0) -> list[BridgeMethod]:
+    async def discover(self, timeout: float = 5.0) -> list[MethodInfo]:
         """Read the served services and their descriptors; UNAVAILABLE when nothing answers."""
-        self._methods = await asyncio.wait_for(asyncio.to_thread(self._reflect, timeout), timeout + 1)
-        return self._methods
+        found = await asyncio.wait_for(asyncio.to_thread(self._reflect, timeout), timeout + 1)
+        self._methods = {m.path: m for m in found}
+        return found
 
-    def _reflect(self, timeout: float) -> list[BridgeMethod]:
+    def _reflect(self, timeout: float) -> list[MethodInfo]:
         from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
             ProtoReflectionDescriptorDatabase,
         )
@@ -119,37 +121,27 @@ class GrpcGateway:
             grpc.channel_ready_future(sync).result(timeout=timeout)
             database = ProtoReflectionDescriptorDatabase(sync)
             pool = descriptor_pool.DescriptorPool(database)
-            methods = []
-            for name in database.get_services():
-                if name in INTERNAL_SERVICES:
-                    continue
-                service = pool.FindServiceByName(name)
-                for m in service.methods:
-                    if m.client_streaming:
-                        continue
-                    level = m.GetOptions().idempotency_level
-                    methods.append(
-                        BridgeMethod(
-                            service=name,
-                            name=m.name,
-                            input=message_factory.GetMessageClass(m.input_type),
-                            output=message_factory.GetMessageClass(m.output_type),
-                            server_streaming=m.server_streaming,
-                            failover_safe=level in (1, 2),  # NO_SIDE_EFFECTS, IDEMPOTENT
-                        )
-                    )
-            return methods
+            return [
+                info
+                for name in database.get_services()
+                if name not in INTERNAL_SERVICES
+                for info in map(MethodInfo.from_descriptor, pool.FindServiceByName(name).methods)
+                if bridged(info)
+            ]
 
-    def methods(self) -> list[BridgeMethod]:
-        return list(self._methods)
+    def methods(self) -> list[MethodInfo]:
+        return list(self._methods.values())
 
-    async def unary(self, method: BridgeMethod, request: Message, principal: str, timeout: float | None = None) -> Message:
+    def method(self, path: str) -> MethodInfo | None:
+        return self._methods.get(path)
+
+    async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
         call = self._channel.unary_unary(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )
         return await call(request, timeout=timeout, metadata=((PRINCIPAL_HEADER, principal),))
 
-    async def stream(self, method: BridgeMethod, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
+    async def stream(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
         call = self._channel.unary_stream(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )

@@ -3,7 +3,6 @@ message carrying a text part (for people) and a data part (the structured result
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import grpc
@@ -13,6 +12,8 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.types import a2a_pb2
 from google.protobuf import json_format
+
+from cortex.kernel.bridge import client_principal, rpc_status
 
 from . import skills
 
@@ -31,9 +32,7 @@ def _metadata(context: RequestContext) -> dict[str, Any]:
 
 
 def _principal(context: RequestContext) -> str:
-    user = getattr(getattr(context.call_context, "user", None), "user_name", "") or ""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", user)[:64]
-    return f"a2a:{name or 'agent'}"
+    return client_principal("a2a", getattr(getattr(context.call_context, "user", None), "user_name", ""), "agent")
 
 
 class CortexAgentExecutor(AgentExecutor):
@@ -51,9 +50,9 @@ class CortexAgentExecutor(AgentExecutor):
         except skills.SkillError as exc:
             said, data = str(exc), {"skill": skill, "ok": False, "error": {"code": "INVALID_ARGUMENT", "message": str(exc)}}
         except grpc.RpcError as exc:
-            code = exc.code().name if callable(getattr(exc, "code", None)) else "UNKNOWN"
-            said = f"{code}: {exc.details()}"
-            data = {"skill": skill, "ok": False, "error": {"code": code, "message": exc.details()}}
+            code, details = rpc_status(exc)
+            said = f"{code.name}: {details}"
+            data = {"skill": skill, "ok": False, "error": {"code": code.name, "message": details}}
         reply = new_message(
             [new_text_part(said), new_data_part(data)],
             context_id=context.context_id,

@@ -58,10 +58,8 @@ async def run(skill: str, text: str, gateway: Any, principal: str) -> tuple[str,
         raise SkillError(f"unknown skill {skill!r}; this agent offers {', '.join(sorted(SKILL_IDS))}")
     if not text:
         raise SkillError(f"the {skill} skill needs text: send 'skill: text' or the text with metadata skill={skill}")
-    methods = {m.path: m for m in gateway.methods()}
-
     async def call(path: str, request: Any) -> Any:
-        method = methods.get(path)
+        method = gateway.method(path)
         if method is None:
             raise SkillError(f"{path} is not served by this kernel (is its plugin disabled?)")
         return await gateway.unary(method, request, principal, timeout=300)
@@ -80,7 +78,7 @@ async def run(skill: str, text: str, gateway: Any, principal: str) -> tuple[str,
     if skill == "plan":
         steps = [f"{s.id}: {s.method}" for s in plan.plan.steps]
         return f"A plan of {len(steps)} step(s): " + "; ".join(steps), to_json(plan)
-    execute = methods.get(f"{CEREBRUM}/Execute")
+    execute = gateway.method(f"{CEREBRUM}/Execute")
     if execute is None:
         raise SkillError(f"{CEREBRUM}/Execute is not served by this kernel")
     events = [

@@ -110,10 +110,6 @@ class SqliteEventBus(EventBus):
         with self._lock:
             return self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
 
-    def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

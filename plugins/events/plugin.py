@@ -25,7 +25,6 @@ class EventsPlugin:
         self.folder: Any = None
         self.synchronous = "FULL"
         self.max_data_bytes = 1 << 20
-        self.context: Any = None
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
@@ -37,51 +36,30 @@ class EventsPlugin:
         if not 0 < self.max_data_bytes <= 64 << 20:
             raise ValueError("[plugins.events] max_data_bytes must be between 1 and 67108864")
         self.folder = context.data_dir / "events"
-        self.context = context
 
     @hookimpl
     def cortex_register(self, registry) -> None:
-        registry.add(SERVICE, _Deferred(self), local=True)
+        from .service import EventServicer
+
+        self.servicer = EventServicer(self.max_data_bytes)
+        registry.add(SERVICE, self.servicer, local=True)
 
     @hookimpl
     async def cortex_start(self, context) -> None:
         from .bus import SqliteEventBus
-        from .service import EventServicer
 
         bus = SqliteEventBus(self.folder / "events.db", self.synchronous)
-        self.servicer = EventServicer(bus, context.deliver_event, self.max_data_bytes, context.log, context.stopping)
+        self.servicer.open(bus, context.deliver_event, context.stopping)
 
     @hookimpl
     async def cortex_health(self) -> Health:
-        return Health(self.servicer is not None, "" if self.servicer else "the event log is closed")
+        is_open = self.servicer is not None and self.servicer.bus is not None
+        return Health(is_open, "" if is_open else "the event log is closed")
 
     @hookimpl
     async def cortex_stop(self, context) -> None:
         if self.servicer is not None:
             await self.servicer.close()
-            self.servicer = None
-
-
-class _Deferred:
-    """Registered before start; forwards to the servicer made in cortex_start."""
-
-    def __init__(self, plugin: EventsPlugin):
-        self._plugin = plugin
-
-    def _servicer(self):
-        if self._plugin.servicer is None:
-            import grpc
-
-            from cortex.kernel.call import ProviderAbort
-
-            raise ProviderAbort(grpc.StatusCode.UNAVAILABLE, "the event log is not open (starting or stopping)")
-        return self._plugin.servicer
-
-    async def Publish(self, request, context):
-        return await self._servicer().Publish(request, context)
-
-    def Subscribe(self, request, context):
-        return self._servicer().Subscribe(request, context)
 
 
 plugin = EventsPlugin()

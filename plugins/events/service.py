@@ -31,17 +31,29 @@ def to_message(event: StoredEvent) -> pb.Event:
 
 
 class EventServicer:
-    def __init__(self, bus: EventBus, deliver: Any, max_data_bytes: int, log: Any, stopping: Any = None):
-        self.bus = bus
+    """Registered at start-up; serves once `open` has given it the log (UNAVAILABLE before)."""
+
+    def __init__(self, max_data_bytes: int):
+        self.bus: EventBus | None = None
         self.max_data_bytes = max_data_bytes
-        self.log = log
+        self.closing = False
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-events")
         self._wakeup = Wakeup()
-        self._deliver = deliver
         self._hooks: asyncio.Queue[pb.Event] = asyncio.Queue()
-        self._hook_task = asyncio.get_running_loop().create_task(self._run_hooks(), name="cortex-event-hooks")
-        self.closing = False
-        self._closer = asyncio.get_running_loop().create_task(self._end_streams_on(stopping), name="cortex-event-close")
+        self._tasks: list[asyncio.Task] = []
+
+    def open(self, bus: EventBus, deliver: Any, stopping: Any) -> None:
+        """Serve `bus`; hand new events to `deliver` (the plugins' cortex_event hooks) in order;
+        end subscriptions when `stopping` is set."""
+        self.bus = bus
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run_hooks(deliver), name="cortex-event-hooks"),
+            loop.create_task(self._end_streams_on(stopping), name="cortex-event-close"),
+        ]
+
+    async def _unavailable(self, context) -> None:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the event log is not open (starting or stopping)")
 
     async def _end_streams_on(self, stopping: Any) -> None:
         """When the kernel stops, subscriptions end (OK): clients resume from their last position."""
@@ -56,6 +68,8 @@ class EventServicer:
 
     # -- Publish ---------------------------------------------------------------------------------
     async def Publish(self, request: pb.PublishRequest, context) -> pb.PublishResponse:
+        if self.bus is None:
+            await self._unavailable(context)
         event = request.event
         problem = self._invalid(event)
         if problem:
@@ -93,14 +107,16 @@ class EventServicer:
             return f"event.data is {size} bytes; the limit is {self.max_data_bytes} ([plugins.events] max_data_bytes)"
         return ""
 
-    async def _run_hooks(self) -> None:
+    async def _run_hooks(self, deliver: Any) -> None:
         while True:
             event = await self._hooks.get()
-            if self._deliver is not None:
-                await self._deliver(event)
+            if deliver is not None:
+                await deliver(event)
 
     # -- Subscribe -------------------------------------------------------------------------------
     async def Subscribe(self, request: pb.SubscribeRequest, context):
+        if self.bus is None:
+            await self._unavailable(context)
         topics = list(request.topics)
         if len(topics) > MAX_TOPICS or any(not t or len(t) > 200 for t in topics):
             await context.abort(
@@ -120,7 +136,9 @@ class EventServicer:
     async def close(self) -> None:
         self.closing = True
         self._wakeup.notify()
-        self._closer.cancel()
-        self._hook_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         self._io.shutdown(wait=True)
-        self.bus.close()
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None

@@ -14,10 +14,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
-from cortex.kernel.bridge import BridgeMethod, parse_json, to_json
+from cortex.kernel.bridge import parse_json, rpc_status, to_json
+from cortex.kernel.registry import MethodInfo
 
 from . import openapi
-from .errors import HTTP_STATUS, error_body, from_rpc_error
+from .errors import HTTP_STATUS, error_body
 from .guard import Authenticator, RateLimiter, retry_after
 from .metrics import Metrics
 
@@ -46,12 +47,9 @@ class HttpApi:
         self.gateway, self.channel, self.metrics = gateway, channel, metrics
         self.auth, self.limiter = auth, limiter
         self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
-        self.methods: dict[str, BridgeMethod] = {}
+        # the registry is complete before plugins start, and fixed while the kernel runs
+        self.methods: dict[str, MethodInfo] = {f"{m.service}/{m.name}": m for m in gateway.methods()}
         self._openapi: dict | None = None
-
-    def refresh(self) -> None:
-        self.methods = {f"{m.service}/{m.name}": m for m in self.gateway.methods()}
-        self._openapi = None
 
     def app(self) -> Starlette:
         routes = [
@@ -87,7 +85,7 @@ class HttpApi:
                 return await self._stream(method, message, principal)
             response = await self.gateway.unary(method, message, principal, timeout=self.timeout)
         except grpc.RpcError as exc:
-            return _error(*from_rpc_error(exc))
+            return _error(*rpc_status(exc))
         return JSONResponse(to_json(response))
 
     async def _body(self, request: Request) -> Any:
@@ -108,7 +106,7 @@ class HttpApi:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             return _error(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}")
 
-    async def _stream(self, method: BridgeMethod, message: Any, principal: str) -> Response:
+    async def _stream(self, method: MethodInfo, message: Any, principal: str) -> Response:
         stream = aiter(self.gateway.stream(method, message, principal))
         try:  # the first message decides the HTTP status: an immediate failure is a JSON error
             first = await anext(stream)
@@ -122,7 +120,7 @@ class HttpApi:
                     async for item in stream:
                         yield _sse("message", to_json(item))
                 except grpc.RpcError as exc:
-                    yield _sse("error", error_body(*from_rpc_error(exc)))
+                    yield _sse("error", error_body(*rpc_status(exc)))
                     return
             yield _sse("end", {})
 
@@ -147,7 +145,7 @@ class HttpApi:
         try:
             contracts = await self._contracts()
         except grpc.RpcError as exc:
-            code, details = from_rpc_error(exc)
+            code, details = rpc_status(exc)
             return JSONResponse({"status": "not ready", "reason": f"{code.name}: {details}"}, status_code=503)
         down = [
             c.service for c in contracts.contracts

@@ -28,8 +28,3 @@ HTTP_STATUS = {
 def error_body(code: grpc.StatusCode, message: str) -> dict:
     return {"error": {"code": code.name, "http_status": HTTP_STATUS.get(code, 500), "message": message}}
 
-
-def from_rpc_error(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
-    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-    return code or grpc.StatusCode.UNKNOWN, details or ""

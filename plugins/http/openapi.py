@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel.bridge import BridgeMethod
+from cortex.kernel.bridge import describe
 from cortex.kernel.json_schema import SchemaBuilder
+from cortex.kernel.registry import MethodInfo
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -31,10 +32,11 @@ def _summary(text: str) -> str:
     return first[:120]
 
 
-def build(methods: list[BridgeMethod], version: str) -> dict[str, Any]:
+def build(methods: list[MethodInfo], version: str) -> dict[str, Any]:
     schemas = SchemaBuilder("#/components/schemas/")
     paths: dict[str, Any] = {}
     for method in sorted(methods, key=lambda m: m.path):
+        description = describe(method)
         body = schemas.ref(method.input.DESCRIPTOR)
         result = schemas.ref(method.output.DESCRIPTOR)
         if method.server_streaming:
@@ -49,8 +51,8 @@ def build(methods: list[BridgeMethod], version: str) -> dict[str, Any]:
             "post": {
                 "operationId": f"{method.service}.{method.name}",
                 "tags": [method.service],
-                "summary": _summary(method.description),
-                "description": method.description,
+                "summary": _summary(description),
+                "description": description,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
                 "responses": {"200": ok, "default": {"$ref": "#/components/responses/Error"}},
             }

@@ -88,7 +88,6 @@ class HttpPlugin:
                 Authenticator(s["token"], s["trust_loopback"]), RateLimiter(s["rate"], s["burst"]),
                 max_body_bytes=s["max_body_bytes"], timeout=s["timeout"], version=cortex_version(),
             )
-            self.api.refresh()
             self.server = AsgiServer(self.api.app(), s["listen"], "http-api")
             self.address = await self.server.start()
             context.log.info("http.api_serving", address=self.address, url=f"http://{self.address}/openapi.json")

@@ -22,9 +22,11 @@ import grpc
 import structlog
 
 from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
+from cortex.kernel import check_settings
 from cortex.kernel.bridge import to_json
 
 log = structlog.get_logger("cortex.http.webhooks")
+WEBHOOK_SETTINGS = {"name", "url", "topics", "secret", "secret_env", "attempts", "backoff_seconds", "timeout_seconds"}
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,8 @@ class Webhook:
 
     @classmethod
     def from_config(cls, index: int, raw: dict[str, Any], env: dict[str, str]) -> Webhook:
-        known = {"name", "url", "topics", "secret", "secret_env", "attempts", "backoff_seconds", "timeout_seconds"}
-        unknown = set(raw) - known
+        check_settings(raw, WEBHOOK_SETTINGS, "http.webhook")
         where = f"[[plugins.http.webhook]] #{index + 1}"
-        if unknown:
-            raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         url = str(raw.get("url", ""))
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{where}: url must be an http:// or https:// URL, not {url!r}")

@@ -5,13 +5,14 @@ in-process, or a kernel over gRPC), with the MCP client as principal."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import grpc
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as MCPTool
+
+from cortex.kernel.bridge import client_principal, rpc_status
 
 from .tools import ToolSpec, run_tool
 
@@ -22,14 +23,11 @@ INSTRUCTIONS = (
 )
 
 
-def client_principal(context: Any, fallback: str) -> str:
-    name = ""
+def _client_name(context: Any) -> str:
     try:
-        name = context.session.client_params.client_info.name
+        return context.session.client_params.client_info.name
     except AttributeError:
-        pass
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", name or "")[:64]
-    return f"mcp:{name or fallback}"
+        return ""
 
 
 class ContractToolServer(MCPServer):
@@ -52,12 +50,12 @@ class ContractToolServer(MCPServer):
         tool = self.tools.get(name)
         if tool is None:
             return _error("NOT_FOUND", f"no tool {name!r}; tools/list shows what is exposed")
-        principal = client_principal(context, self.transport)
+        principal = client_principal("mcp", _client_name(context), self.transport)
         try:
             result = await run_tool(self.gateway, tool, arguments or {}, principal, self.timeout)
         except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
-            return _error((code or grpc.StatusCode.UNKNOWN).name, exc.details() or "")
+            code, details = rpc_status(exc)
+            return _error(code.name, details)
         return CallToolResult(
             content=[TextContent(type="text", text=json.dumps(result, ensure_ascii=False))], structured_content=result
         )

@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cortex.kernel.bridge import BridgeMethod, parse_json, to_json
+from cortex.kernel.bridge import describe, parse_json, to_json
 from cortex.kernel.json_schema import standalone
+from cortex.kernel.registry import MethodInfo
 
 # tool-name prefixes of the built-in contracts; other services use their own name, snake_cased
 PREFIXES = {
@@ -31,7 +32,7 @@ def snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-def tool_name(method: BridgeMethod) -> str:
+def tool_name(method: MethodInfo) -> str:
     service = method.service.rsplit(".", 1)[-1]
     prefix = PREFIXES.get(method.service) or snake(service.removesuffix("Service")) or "cortex"
     return f"{prefix}_{snake(method.name)}"
@@ -40,18 +41,18 @@ def tool_name(method: BridgeMethod) -> str:
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
-    method: BridgeMethod
+    method: MethodInfo
     description: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
 
 
-def _matches(method: BridgeMethod, name: str, patterns: list[str]) -> bool:
+def _matches(method: MethodInfo, name: str, patterns: list[str]) -> bool:
     keys = (f"{method.service}/{method.name}", name)
     return any(fnmatch.fnmatchcase(key, p) for p in patterns for key in keys)
 
 
-def build_tools(methods: list[BridgeMethod], expose: list[str], hide: list[str]) -> dict[str, ToolSpec]:
+def build_tools(methods: list[MethodInfo], expose: list[str], hide: list[str]) -> dict[str, ToolSpec]:
     """Tools for the methods matching `expose` and not `hide` (globs over "package.Service/Method"
     or tool names)."""
     tools: dict[str, ToolSpec] = {}
@@ -62,7 +63,7 @@ def build_tools(methods: list[BridgeMethod], expose: list[str], hide: list[str])
         if name in tools:  # two services map to one name: qualify the later one
             name = f"{snake(method.service.replace('.', '_'))}_{snake(method.name)}"
         output = standalone(method.output.DESCRIPTOR)
-        description = method.description
+        description = describe(method)
         if method.server_streaming:
             output = {
                 "type": "object",

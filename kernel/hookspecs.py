@@ -6,12 +6,13 @@ entry-point group `cortex` of its distribution:
     [project.entry-points.cortex]
     echo = "cortex_echo.plugin"
 
-    # optional static manifest, read without importing the plugin: "PLUGIN/SERVICE" names what
-    # it provides (cortex.contracts) and what it may call through the kernel (cortex.calls)
+    # optional static manifest, read without importing the plugin: "PLUGIN.SERVICE" names what
+    # it provides (cortex.contracts) and what it may call through the kernel (cortex.calls;
+    # "PLUGIN.any": every contract)
     [project.entry-points."cortex.contracts"]
-    "echo/cortex_echo.v1.EchoService" = "cortex_echo.plugin"
+    "echo.cortex_echo.v1.EchoService" = "cortex_echo.plugin"
     [project.entry-points."cortex.calls"]
-    "echo/cortex.kernel.v1.KernelService" = "cortex_echo.plugin"
+    "echo.cortex.kernel.v1.KernelService" = "cortex_echo.plugin"
 
 Hook names are checked when the plugin is registered: a misspelt hook is an error, not silence.
 A plugin never imports another plugin; it calls other contracts through `context.channel`

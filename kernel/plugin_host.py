@@ -26,11 +26,13 @@ from .context import PluginContext
 from .registry import ContractRegistry, Health, Registrar
 
 GROUP = "cortex"
-# Static manifests, read without importing a plugin. Entry-point names are "PLUGIN/SERVICE"
-# (unique within a distribution even when several plugins provide one contract); the value is
-# the plugin's own entry-point target.
+# Static manifests, read without importing a plugin. Entry-point names are "PLUGIN.SERVICE" (unique
+# within a distribution even when several plugins provide one contract; plugin names hold no dot);
+# "PLUGIN.any" in cortex.calls lets a plugin call every contract. The value is the plugin's own
+# entry-point target. ("PLUGIN/SERVICE", the form before 0.2, is still read.)
 MANIFEST_GROUP = "cortex.contracts"  # the services PLUGIN provides
-CALLS_GROUP = "cortex.calls"  # the services (globs allowed) PLUGIN may call
+CALLS_GROUP = "cortex.calls"  # the services PLUGIN may call
+ANY_SERVICE = "any"
 BUILT_IN_DIST = "cortex-os"
 RESERVED_NAMES = {"disabled", "kernel"}
 
@@ -68,15 +70,23 @@ def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
     return source, dist.version or ""
 
 
+def manifest_entry(name: str) -> tuple[str, str] | None:
+    """(plugin, service pattern) of a manifest entry-point name, or None if it is not one."""
+    plugin, sep, service = name.partition("/") if "/" in name else name.partition(".")
+    if not (plugin and sep and service):
+        return None
+    return plugin, "*" if service == ANY_SERVICE else service
+
+
 def _manifest(group: str) -> dict[str, list[str]]:
-    """{plugin name: [service, ...]} from entry points named "PLUGIN/SERVICE"."""
+    """{plugin name: [service, ...]} from entry points named "PLUGIN.SERVICE"."""
     found: dict[str, list[str]] = {}
     for ep in metadata.entry_points(group=group):
-        plugin, sep, service = ep.name.partition("/")
-        if sep and service:
-            found.setdefault(plugin, []).append(service)
-        else:
-            log.warning("plugin.bad_manifest_entry", group=group, name=ep.name, expected="PLUGIN/SERVICE")
+        entry = manifest_entry(ep.name)
+        if entry is None:
+            log.warning("plugin.bad_manifest_entry", group=group, name=ep.name, expected="PLUGIN.SERVICE")
+            continue
+        found.setdefault(entry[0], []).append(entry[1])
     return found
 
 
@@ -136,6 +146,11 @@ class PluginHost:
         for record in discovered:
             if record.name in RESERVED_NAMES:
                 record.state, record.error = BROKEN, f"'{record.name}' is a reserved name"
+            elif "." in record.name or "/" in record.name:
+                record.state, record.error = BROKEN, (
+                    f"plugin name '{record.name}' holds '.' or '/'; name the entry point in the 'cortex' group "
+                    "with letters, digits, '_' and '-' only (its manifest entries are 'NAME.SERVICE')"
+                )
             elif record.name in self.config.disabled_plugins:
                 record.state = DISABLED
                 self.pm.set_blocked(record.name)

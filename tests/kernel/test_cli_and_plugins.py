@@ -206,3 +206,20 @@ def test_sigterm_lets_in_flight_calls_finish_and_stops_plugins_in_reverse(tmp_pa
     assert future.result().message == "in flight"
     assert kernel.proc.wait(20) == 0  # a clean exit, on the one SIGTERM
     assert journal.read_text().splitlines() == ["stop second_p", "stop first_p"]
+
+
+@pytest.mark.parametrize(
+    ("name", "entry"),
+    [
+        ("echo.cortex_echo.v1.EchoService", ("echo", "cortex_echo.v1.EchoService")),
+        ("cerebrum.any", ("cerebrum", "*")),
+        ("my-plugin.pkg.v1.S", ("my-plugin", "pkg.v1.S")),
+        ("echo/cortex_echo.v1.EchoService", ("echo", "cortex_echo.v1.EchoService")),  # before 0.2
+        ("echo", None),
+        ("echo.", None),
+    ],
+)
+def test_manifest_entry_names(name, entry):
+    from cortex.kernel.plugin_host import manifest_entry
+
+    assert manifest_entry(name) == entry

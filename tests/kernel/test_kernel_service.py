@@ -28,7 +28,7 @@ def test_list_plugins_shows_the_pip_installed_example(start_kernel, channel_to):
     reply = kernel_pb2_grpc.KernelServiceStub(channel_to(target)).ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5)
     echo = {p.name: p for p in reply.plugins}["echo"]
     assert echo.source == "cortex-echo"
-    assert echo.version == "0.1.2"
+    assert echo.version == "0.1.3"
     assert echo.enabled and echo.state == kernel_pb2.Plugin.STATE_LOADED
     assert list(echo.contracts) == ["cortex_echo.v1.EchoService"]
 

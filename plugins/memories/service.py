@@ -22,7 +22,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
 
-from .store import Query, Record
+from .store import DuplicateContent, Query, Record
 from .vector_index import VectorIndex
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await self._refuse(context, exc)
         digest = content_hash(kind, text, tags)
         now = now_ms()
-        existing = await self.io(self.store.by_hash, digest)
+        existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
         if existing is not None and (existing.expires_at is None or existing.expires_at > now):
             return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
         record = Record(
@@ -219,11 +219,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         result = await self.embed([text], tags)
         if result is not None:
             record.embedding_model, record.embedding = result[0], result[1][0]
-        if existing is not None:  # the same content, expired: it comes back as new
-            await self.io(self.store.replace, Record(**{**record.__dict__, "id": existing.id}))
-            record.id = existing.id
-        else:
-            await self.io(self.store.insert, record)
+        # Another Store of the same content may have won while this one embedded: put() decides
+        # atomically, and the loser answers with the winner's memory, as a sequential repeat would.
+        record, created = await self.io(self.store.put, record, now)
+        if not created:
+            return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
         if result is not None:
             index = self.index or await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
             if index is not None and index.model == record.embedding_model:
@@ -334,14 +334,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await self._refuse(context, exc)
         updated.updated_at = now
         updated.content_hash = content_hash(updated.kind, updated.text, updated.tags)
-        if updated.content_hash != record.content_hash:
-            clash = await self.io(self.store.by_hash, updated.content_hash)
-            if clash is not None and clash.id != record.id:
-                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"memory {clash.id} already has this kind, text and tags")
         if "text" in paths and updated.text != record.text:
             result = await self.embed([updated.text], updated.tags)
             updated.embedding_model, updated.embedding = (result[0], result[1][0]) if result else ("", None)
-        await self.io(self.store.replace, updated)
+        try:
+            await self.io(self.store.replace, updated)
+        except DuplicateContent as clash:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(clash))
         if self.index is not None:
             self.index.remove(updated.id)
             if updated.embedding is not None and updated.embedding_model == self.index.model:

@@ -58,11 +58,25 @@ class Query:
         )
 
 
+class DuplicateContent(Exception):
+    """A write would give a second memory the kind, text and tags of `existing` (content hashes
+    are unique: one memory per content)."""
+
+    def __init__(self, existing: Record | None):
+        super().__init__(f"memory {existing.id if existing else '?'} already has this kind, text and tags")
+        self.existing = existing
+
+
 class MemoryStore(ABC):
     """The storage a MemoryService needs."""
 
     @abstractmethod
     def insert(self, record: Record) -> None: ...
+    @abstractmethod
+    def put(self, record: Record, now: int) -> tuple[Record, bool]:
+        """Store `record` unless a live memory has its content hash: (the memory stored or found,
+        created). Atomic, so concurrent identical stores make one memory. An expired memory with the
+        same content is replaced by `record`, keeping its id."""
     @abstractmethod
     def get(self, memory_id: str, now: int) -> Record | None: ...
     @abstractmethod
@@ -70,7 +84,8 @@ class MemoryStore(ABC):
     @abstractmethod
     def by_hash(self, content_hash: str) -> Record | None: ...
     @abstractmethod
-    def replace(self, record: Record) -> None: ...
+    def replace(self, record: Record) -> None:
+        """Rewrite the memory `record.id`; DuplicateContent if another memory has its content."""
     @abstractmethod
     def delete(self, memory_id: str) -> bool: ...
     @abstractmethod
@@ -223,11 +238,28 @@ class SqliteStore(MemoryStore):
             self._write(record)
         self._writes_since_common += 1
 
-    def replace(self, record: Record) -> None:
+    def put(self, record: Record, now: int) -> tuple[Record, bool]:
         with self.lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("DELETE FROM memories WHERE id = ?", (record.id,))
+            row = self.db.execute(f"SELECT {COLUMNS} FROM memories WHERE content_hash = ?", (record.content_hash,)).fetchone()
+            if row is not None:
+                existing = _record(row)
+                if existing.expires_at is None or existing.expires_at > now:
+                    return existing, False
+                self.db.execute("DELETE FROM memories WHERE id = ?", (existing.id,))
+                record.id = existing.id  # the same content, expired: it comes back as new, under its id
             self._write(record)
+        self._writes_since_common += 1
+        return record, True
+
+    def replace(self, record: Record) -> None:
+        try:
+            with self.lock, self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM memories WHERE id = ?", (record.id,))
+                self._write(record)
+        except sqlite3.IntegrityError:
+            raise DuplicateContent(self.by_hash(record.content_hash)) from None
 
     def delete(self, memory_id: str) -> bool:
         with self.lock, self.db:

@@ -45,6 +45,21 @@ def test_store_get_and_idempotent_store(memories):
     assert store(stub, "The dentist moved my appointment to Thursday", kind="note", tags=["health"]).created
 
 
+def test_concurrent_identical_stores_make_one_memory(memories):
+    """20 clients store one text at once: one memory, every caller told its id, nothing counted
+    against the provider (the UNIQUE content hash once surfaced as INTERNAL and opened the circuit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stub, kt = memories()
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda _: store(stub, "Everyone says the same thing at once"), range(20)))
+    assert len({r.id for r in replies}) == 1 and sum(r.created for r in replies) == 1
+    provider = next(p for p in kt.kernel.registry.all_providers() if p.name == "memories")
+    assert provider.failures == 0 and provider.calls == 20
+    listed = stub.List(pb.ListRequest(page_size=50), timeout=10)
+    assert [m.text for m in listed.memories] == ["Everyone says the same thing at once"]
+
+
 def test_three_search_modes_and_what_matched(memories):
     stub, _ = memories()
     dentist = store(stub, "The dentist moved my appointment to Thursday afternoon", tags=["health"]).id

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from .registry import MethodInfo
 
 PRINCIPAL_HEADER = "x-cortex-principal"
+# A caller's own call id, sent in x-cortex-call-id, is kept as the call's parent (a correlation id
+# across kernels); the kernel always makes its own id, returned in the trailers with the parent.
 CALL_ID_HEADER = "x-cortex-call-id"
+PARENT_CALL_ID_HEADER = "x-cortex-parent-call-id"
 PROVIDER_HEADER = "x-cortex-provider"
 ROUTE_HEADER = "x-cortex-route"
 
@@ -86,6 +90,10 @@ class Call:
     metadata: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None  # time.monotonic() value, None for no deadline
     provider: ProviderInfo | None = None  # set while authorizing each attempt
+    # the caller's id for this call (x-cortex-call-id), or the call a plugin was serving when it
+    # made this one: never used as this call's identity, only to correlate
+    parent_id: str = ""
+    outcome: Outcome | None = None  # how it ended, once the router has finished it
 
     @property
     def service(self) -> str:
@@ -97,6 +105,10 @@ class Call:
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+# The call a provider is serving, while it serves it: a call a plugin makes then is its child.
+CURRENT_CALL: ContextVar[Call | None] = ContextVar("cortex_current_call", default=None)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from .call import PRINCIPAL_HEADER, Call, RouterError, new_call_id
+from .call import CURRENT_CALL, PRINCIPAL_HEADER, Call, RouterError, new_call_id
 
 if TYPE_CHECKING:
     from .router import Router
@@ -40,8 +40,10 @@ class _Multicallable:
         meta = tuple(metadata or ()) + ((PRINCIPAL_HEADER, self._channel.principal),)
         if self._channel.via:
             meta += ((VIA_HEADER, self._channel.via),)
+        serving = CURRENT_CALL.get()
         call = Call(
             id=new_call_id(),
+            parent_id=serving.id if serving is not None else "",
             method=method,
             request=request,
             principal=self._channel.principal,

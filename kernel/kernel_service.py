@@ -91,7 +91,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                     last_error=p.last_error,
                     latency_ms=(p.latency_ewma or 0.0) * 1000,
                 )
-                for p in k.registry.ordered(service.full_name, k.config.routing_order(service.full_name))
+                for p in k.router.order(service.full_name)  # the order the router will try them
             ]
             contracts.append(
                 kernel_pb2.Contract(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,6 +23,7 @@ import structlog
 
 from .call import (
     ALLOW_BY_DEFAULT,
+    CURRENT_CALL,
     PROVIDER_HEADER,
     Attempt,
     Call,
@@ -48,6 +51,67 @@ class _Failure(Exception):
     def __init__(self, code: Code, details: str, fault: bool, final: bool = False):
         super().__init__(details)
         self.code, self.details, self.fault, self.final = code, details, fault, final
+
+
+@dataclass
+class _Route:
+    """One call's walk over its providers: what was tried, the last failure, the decision."""
+
+    method: MethodInfo
+    call: Call
+    local_only: bool
+    started: float = field(default_factory=time.monotonic)
+    attempts: list[Attempt] = field(default_factory=list)
+    last: _Failure | None = None
+    decision: Decision = field(default_factory=lambda: ALLOW_BY_DEFAULT)
+    provider: str | None = None  # the one that served it
+    response: Any = None  # a unary call's response
+    sent: int = 0  # messages streamed to the caller
+
+    def outcome(self, code: Code, details: str) -> Outcome:
+        ok = code == Code.OK
+        latency = time.monotonic() - self.started
+        return Outcome(
+            code, details, self.provider if ok else None, self.attempts, self.decision, latency,
+            self.response if ok else None, self.sent,
+        )
+
+
+@dataclass
+class _Try:
+    """One admitted attempt at one provider."""
+
+    provider: Provider
+    context: LocalContext
+    timeout: float | None = None
+    is_deadline: bool = False  # the timeout is the caller's own deadline, not the provider's
+    failure: _Failure | None = None
+    response: Any = None
+    started: float = field(default_factory=time.monotonic)
+
+    async def call_unary(self, method: MethodInfo, request: Any, call: Call) -> Any:
+        if self.timeout is None:
+            response = await self.provider.unary(method, request, call, self.context)
+        else:
+            async with asyncio.timeout(self.timeout):
+                response = await self.provider.unary(method, request, call, self.context, self.timeout)
+        self.check_context()
+        return response
+
+    def check_context(self) -> None:
+        """A provider may end a call by setting a status on its context instead of aborting."""
+        if self.context.code is not None and self.context.code != Code.OK:
+            raise ProviderAbort(self.context.code, self.context.details)
+
+
+def _wrong_type(response: Any, method: MethodInfo, provider: Provider) -> _Failure | None:
+    if isinstance(response, method.output):
+        return None
+    return _Failure(
+        Code.INTERNAL,
+        f"provider {provider.name} returned {type(response).__name__}, expected {method.output.DESCRIPTOR.full_name}",
+        True,
+    )
 
 
 def _asks_local_only(request: Any) -> bool:
@@ -120,18 +184,6 @@ class Router:
             return _Failure(Code.INTERNAL, f"provider {provider.name} failed: {type(exc).__name__}: {exc}", True)
         return _Failure(code, details, code in PROVIDER_FAULTS)
 
-    def _settle(self, provider: Provider, failure: _Failure | None, latency: float) -> None:
-        provider.calls += 1
-        if failure is not None and failure.fault:
-            provider.failures += 1
-            provider.last_error = f"{failure.code.name}: {failure.details}"[:500]
-            provider.breaker.record_failure()
-        else:
-            provider.breaker.record_success()
-            if failure is None:  # an exponentially weighted latency, for the performance mode
-                old = provider.latency_ewma
-                provider.latency_ewma = latency if old is None else 0.8 * old + 0.2 * latency
-
     def _no_provider_error(self, method: MethodInfo, attempts: list[Attempt], last: _Failure | None) -> RouterError:
         tried = "; ".join(
             f"{a.provider}: {a.outcome}" + (f" ({a.detail})" if a.detail and a.outcome in ("skipped", "denied") else "")
@@ -154,16 +206,23 @@ class Router:
             return RouterError(Code.UNAVAILABLE, f"no provider of {method.service} is available: {tried}")
         return RouterError(Code.UNIMPLEMENTED, f"no provider serves {method.service}")
 
-    def _providers(self, method: MethodInfo, call: Call) -> list[Provider]:
-        """Candidates in the order to try them: configured order, healthy first; fastest first in
-        the performance mode; "mlx" first when hybrid.mlx_first; only one when the caller pins a
-        provider with the x-cortex-provider request header."""
-        providers = self.registry.ordered(method.service, self.config.routing_order(method.service))
+    def order(self, service: str) -> list[Provider]:
+        """The providers of `service` in the order the router tries them: the configured order
+        (routing.<service>.order, then registration order), healthy first; fastest first in the
+        performance mode; "mlx" first when hybrid.mlx_first. The one place that decides it:
+        ListContracts (and so `cortex contracts list`) shows this list."""
+        providers = self.registry.ordered(service, self.config.routing_order(service))
         hybrid = self.config.data["hybrid"]
         if hybrid["mode"] == "performance":
             providers.sort(key=lambda p: (not p.health.serving, p.latency_ewma or 0.0))
         if hybrid["mlx_first"]:
             providers.sort(key=lambda p: p.name != "mlx")
+        return providers
+
+    def _providers(self, method: MethodInfo, call: Call) -> list[Provider]:
+        """This call's candidates: the routing order, or only the provider the caller pins with
+        the x-cortex-provider request header."""
+        providers = self.order(method.service)
         for key, value in call.metadata:
             if key == PROVIDER_HEADER:
                 pinned = [p for p in providers if p.name == value]
@@ -175,6 +234,66 @@ class Router:
                 return pinned
         return providers
 
+    # -- the attempt loop, shared by unary and streaming calls ------------------------------------
+    async def _attempts(self, route: _Route) -> AsyncIterator[_Try]:
+        """Each provider to try, in order, admitted (privacy, policy, circuit) and with its timeout;
+        the caller settles each one (`route.settle`). More passes over the providers only after
+        provider faults, for failover-safe methods, within the deadline."""
+        providers = self._providers(route.method, route.call)
+        for pass_no in range(1 + self.config.data["circuit"]["retries"]):
+            if pass_no:
+                last = route.last
+                if last is None or last.final or not last.fault or not route.method.failover_safe:
+                    return
+                backoff = self.config.data["circuit"]["retry_backoff_seconds"] * 2 ** (pass_no - 1)
+                remaining = route.call.remaining()
+                if remaining is not None and remaining <= backoff:
+                    return
+                await asyncio.sleep(backoff)
+            for position, provider in enumerate(providers):
+                skipped, route.decision = await self._admit(provider, route.call, route.local_only, position)
+                if skipped is not None:
+                    route.attempts.append(skipped)
+                    continue
+                attempt = _Try(provider, LocalContext(route.call))
+                try:
+                    attempt.timeout, attempt.is_deadline = self._timeout(provider, route.call)
+                except _Failure as failure:  # the deadline passed before this attempt
+                    attempt.failure = failure
+                else:
+                    yield attempt
+                self._settle(route, attempt)
+                if attempt.failure is None:
+                    return
+                failure = attempt.failure
+                if failure.final or not failure.fault or not route.method.failover_safe:
+                    return
+
+    def _settle(self, route: _Route, attempt: _Try) -> None:
+        provider, failure = attempt.provider, attempt.failure
+        latency = time.monotonic() - attempt.started
+        provider.calls += 1
+        if failure is not None and failure.fault:
+            provider.failures += 1
+            provider.last_error = f"{failure.code.name}: {failure.details}"[:500]
+            provider.breaker.record_failure()
+        else:
+            provider.breaker.record_success()
+            if failure is None:  # an exponentially weighted latency, for the performance mode
+                old = provider.latency_ewma
+                provider.latency_ewma = latency if old is None else 0.8 * old + 0.2 * latency
+        if failure is None:
+            route.attempts.append(Attempt(provider.name, "ok", latency_s=latency))
+            route.provider, route.response = provider.name, attempt.response
+        else:
+            route.attempts.append(Attempt(provider.name, failure.code.name, failure.details, latency))
+            route.last = failure
+
+    def _failed(self, route: _Route) -> RouterError:
+        error = self._no_provider_error(route.method, route.attempts, route.last)
+        error.outcome = route.outcome(error.code(), error.details())
+        return error
+
     # -- unary ----------------------------------------------------------------------------------
     async def unary(self, method: MethodInfo, request: Any, call: Call) -> Any:
         """Route one unary call; returns the response or raises RouterError."""
@@ -182,173 +301,105 @@ class Router:
         return response
 
     async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]:
-        started = time.monotonic()
-        attempts: list[Attempt] = []
-        local_only = self._local_only(request)
-        last: _Failure | None = None
-        decision = ALLOW_BY_DEFAULT
-        providers = self._providers(method, call)
-        for pass_no in range(1 + self.config.data["circuit"]["retries"]):
-            if pass_no:  # another pass only after provider faults, for failover-safe methods
-                if last is None or last.final or not last.fault or not method.failover_safe:
-                    break
-                backoff = self.config.data["circuit"]["retry_backoff_seconds"] * 2 ** (pass_no - 1)
-                remaining = call.remaining()
-                if remaining is not None and remaining <= backoff:
-                    break
-                await asyncio.sleep(backoff)
-            response, outcome, last, decision = await self._unary_pass(
-                method, request, call, providers, attempts, local_only, started, decision
-            )
-            if outcome is not None:
-                return response, outcome
-        error = self._no_provider_error(method, attempts, last)
-        outcome = Outcome(error.code(), error.details(), None, attempts, decision, time.monotonic() - started)
-        error.outcome = outcome
-        await self._finish(call, outcome)
-        raise error
+        route = _Route(method, call, self._local_only(request))
+        outcome: Outcome | None = None
+        try:
+            async with aclosing(self._attempts(route)) as attempts:
+                async for attempt in attempts:
+                    await self._try_unary(attempt, method, request, call)
+            if route.provider is not None:
+                outcome = route.outcome(Code.OK, "")
+                return outcome.response, outcome
+            raise self._failed(route)
+        except RouterError as error:
+            outcome = error.outcome = error.outcome or route.outcome(error.code(), error.details())
+            raise
+        finally:
+            if outcome is None:  # the caller went away
+                outcome = route.outcome(Code.CANCELLED, "cancelled by the caller")
+            await self._finish(call, outcome)
 
-    async def _unary_pass(self, method, request, call, providers, attempts, local_only, started, decision):
-        """One pass over the providers: (response, outcome, None, decision) on success, else
-        (None, None, last failure, decision)."""
-        last: _Failure | None = None
-        for position, provider in enumerate(providers):
-            skipped, decision = await self._admit(provider, call, local_only, position)
-            if skipped is not None:
-                attempts.append(skipped)
-                continue
-            t0 = time.monotonic()
-            failure = None
-            try:
-                timeout, is_deadline = self._timeout(provider, call)
-                context = LocalContext(call)
-                try:
-                    if timeout is None:
-                        response = await provider.unary(method, request, call, context)
-                    else:
-                        async with asyncio.timeout(timeout):
-                            response = await provider.unary(method, request, call, context, timeout)
-                    if context.code is not None and context.code != Code.OK:
-                        raise ProviderAbort(context.code, context.details)
-                except _Failure:
-                    raise
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    failure = self._classify(exc, provider, timeout, is_deadline)
-                else:
-                    if not isinstance(response, method.output):
-                        failure = _Failure(
-                            Code.INTERNAL,
-                            f"provider {provider.name} returned {type(response).__name__}, "
-                            f"expected {method.output.DESCRIPTOR.full_name}",
-                            True,
-                        )
-            except _Failure as f:  # the deadline passed before this attempt
-                failure = f
-            latency = time.monotonic() - t0
-            self._settle(provider, failure, latency)
-            if failure is None:
-                attempts.append(Attempt(provider.name, "ok", latency_s=latency))
-                outcome = Outcome(Code.OK, "", provider.name, attempts, decision, time.monotonic() - started, response)
-                await self._finish(call, outcome)
-                return response, outcome, None, decision
-            attempts.append(Attempt(provider.name, failure.code.name, failure.details, latency))
-            last = failure
-            if failure.final or not failure.fault or not method.failover_safe:
-                break
-        return None, None, last, decision
+    async def _try_unary(self, attempt: _Try, method: MethodInfo, request: Any, call: Call) -> None:
+        serving = CURRENT_CALL.set(call)  # calls the provider makes are this call's children
+        try:
+            attempt.response = await attempt.call_unary(method, request, call)
+        except Exception as exc:  # noqa: BLE001 - classified (a cancellation is no Exception: it goes on up)
+            attempt.failure = self._classify(exc, attempt.provider, attempt.timeout, attempt.is_deadline)
+        else:
+            attempt.failure = _wrong_type(attempt.response, method, attempt.provider)
+        finally:
+            CURRENT_CALL.reset(serving)
 
     # -- server streaming ------------------------------------------------------------------------
     async def stream(self, method: MethodInfo, request: Any, call: Call) -> AsyncIterator[Any]:
-        """Route one server-streaming call, yielding its messages or raising RouterError."""
-        started = time.monotonic()
-        attempts: list[Attempt] = []
-        local_only = self._local_only(request)
-        last: _Failure | None = None
-        decision = ALLOW_BY_DEFAULT
-        sent = 0
+        """Route one server-streaming call, yielding its messages or raising RouterError. A stream
+        fails over (and is retried) only before its first message."""
+        route = _Route(method, call, self._local_only(request))
         outcome: Outcome | None = None
         try:
-            for position, provider in enumerate(self._providers(method, call)):
-                skipped, decision = await self._admit(provider, call, local_only, position)
-                if skipped is not None:
-                    attempts.append(skipped)
-                    continue
-                t0 = time.monotonic()
-                failure = None
-                try:
-                    timeout, is_deadline = self._timeout(provider, call)
-                    context = LocalContext(call)
-                    messages = provider.stream(method, request, call, context, timeout)
-                    try:
-                        while True:
-                            # the provider's own timeout bounds the wait for the first message
-                            wait = timeout if sent == 0 else call.remaining()
-                            try:
-                                if wait is None:
-                                    message = await anext(messages)
-                                else:
-                                    async with asyncio.timeout(wait):
-                                        message = await anext(messages)
-                            except StopAsyncIteration:
-                                break
-                            if not isinstance(message, method.output):
-                                raise TypeError(f"streamed a {type(message).__name__}")
-                            sent += 1
+            async with aclosing(self._attempts(route)) as attempts:
+                async for attempt in attempts:
+                    async with aclosing(self._try_stream(attempt, route, method, request, call)) as messages:
+                        async for message in messages:
                             yield message
-                        if context.code is not None and context.code != Code.OK:
-                            raise ProviderAbort(context.code, context.details)
-                    except (asyncio.CancelledError, GeneratorExit):
-                        raise
-                    except Exception as exc:  # noqa: BLE001
-                        failure = self._classify(exc, provider, wait, is_deadline or sent > 0)
-                    finally:
-                        await messages.aclose()
-                except _Failure as f:
-                    failure = f
-                latency = time.monotonic() - t0
-                self._settle(provider, failure, latency)
-                if failure is None:
-                    attempts.append(Attempt(provider.name, "ok", latency_s=latency))
-                    outcome = Outcome(
-                        Code.OK, "", provider.name, attempts, decision, time.monotonic() - started, None, sent
-                    )
-                    return
-                if sent:
-                    failure.details += (
-                        f" (after {sent} message(s) from {provider.name}; not retried on another provider "
-                        "because the stream had started)"
-                    )
-                    failure.final = True
-                attempts.append(Attempt(provider.name, failure.code.name, failure.details, latency))
-                last = failure
-                if failure.final or not failure.fault or not method.failover_safe:
-                    break
-            error = self._no_provider_error(method, attempts, last)
-            outcome = Outcome(error.code(), error.details(), None, attempts, decision, time.monotonic() - started)
-            error.outcome = outcome
-            raise error
+            if route.provider is not None:
+                outcome = route.outcome(Code.OK, "")
+                return
+            raise self._failed(route)
+        except RouterError as error:
+            outcome = error.outcome = error.outcome or route.outcome(error.code(), error.details())
+            raise
         finally:
             if outcome is None:  # the caller went away mid-stream
-                outcome = Outcome(
-                    Code.CANCELLED, "cancelled by the caller", None, attempts, decision,
-                    time.monotonic() - started, None, sent,
-                )
+                outcome = route.outcome(Code.CANCELLED, "cancelled by the caller")
             await self._finish(call, outcome)
+
+    async def _try_stream(self, attempt: _Try, route: _Route, method: MethodInfo, request: Any, call: Call):
+        """The provider's messages, passed on as they come; a failure is left on the attempt."""
+        wait = attempt.timeout
+        messages = None
+        try:
+            messages = attempt.provider.stream(method, request, call, attempt.context, attempt.timeout)
+            while True:
+                # the provider's own timeout bounds the wait for the first message
+                wait = attempt.timeout if route.sent == 0 else call.remaining()
+                try:
+                    async with asyncio.timeout(wait):
+                        message = await anext(messages)
+                except StopAsyncIteration:
+                    break
+                if not isinstance(message, method.output):
+                    raise TypeError(f"streamed a {type(message).__name__}")
+                route.sent += 1
+                yield message
+            attempt.check_context()
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified
+            attempt.failure = self._classify(exc, attempt.provider, wait, attempt.is_deadline or route.sent > 0)
+            if route.sent:
+                attempt.failure.details += (
+                    f" (after {route.sent} message(s) from {attempt.provider.name}; not retried on another "
+                    "provider because the stream had started)"
+                )
+                attempt.failure.final = True
+        finally:
+            if messages is not None:
+                await messages.aclose()
 
     # -- reporting --------------------------------------------------------------------------------
     async def _finish(self, call: Call, outcome: Outcome) -> None:
+        call.outcome = outcome
+        fields: dict[str, Any] = {"call_id": call.id, "method": call.method.path, "principal": call.principal}
+        if call.parent_id:
+            fields["parent_call_id"] = call.parent_id
+        latency_ms = round(outcome.latency_s * 1000, 3)
         if outcome.code == Code.OK:
-            log.debug(
-                "call", call_id=call.id, method=call.method.path, principal=call.principal,
-                provider=outcome.provider, route=outcome.route, latency_ms=round(outcome.latency_s * 1000, 3),
-            )
+            log.debug("call", **fields, provider=outcome.provider, route=outcome.route, latency_ms=latency_ms)
         else:
             log.info(
-                "call.failed", call_id=call.id, method=call.method.path, principal=call.principal,
-                code=outcome.code.name, details=outcome.details, route=outcome.route,
-                latency_ms=round(outcome.latency_s * 1000, 3),
+                "call.failed", **fields, code=outcome.code.name, details=outcome.details, route=outcome.route,
+                latency_ms=latency_ms,
             )
         await self.host.observe(call, outcome)
 

@@ -17,7 +17,17 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, ROUTE_HEADER, Call, Outcome, RouterError, new_call_id
+from .call import (
+    CALL_ID_HEADER,
+    PARENT_CALL_ID_HEADER,
+    PRINCIPAL_HEADER,
+    PROVIDER_HEADER,
+    ROUTE_HEADER,
+    Call,
+    Outcome,
+    RouterError,
+    new_call_id,
+)
 from .registry import ContractRegistry, MethodInfo
 from .router import Router
 
@@ -30,6 +40,8 @@ def _serialize(message: Any) -> bytes:
 
 def _trailers(call: Call, outcome: Outcome | None) -> tuple[tuple[str, str], ...]:
     trailers = [(CALL_ID_HEADER, call.id)]
+    if call.parent_id:
+        trailers.append((PARENT_CALL_ID_HEADER, call.parent_id))
     if outcome is not None:
         if outcome.provider:
             trailers.append((PROVIDER_HEADER, outcome.provider))
@@ -41,15 +53,16 @@ def _trailers(call: Call, outcome: Outcome | None) -> tuple[tuple[str, str], ...
 
 def _make_call(method: MethodInfo, request: Any, context: grpc.aio.ServicerContext) -> Call:
     metadata = tuple((m.key, m.value) for m in context.invocation_metadata() or () if isinstance(m.value, str))
-    principal = call_id = ""
+    principal = parent_id = ""
     for key, value in metadata:
         if key == PRINCIPAL_HEADER:
             principal = value[:200]
-        elif key == CALL_ID_HEADER and 0 < len(value) <= 64 and value.isascii():
-            call_id = value  # keep the caller's id: one call traced across kernels
+        elif key == CALL_ID_HEADER and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
+            parent_id = value  # the caller's id correlates; it never names this call (callers may repeat it)
     remaining = context.time_remaining()
     return Call(
-        id=call_id or new_call_id(),
+        id=new_call_id(),
+        parent_id=parent_id,
         method=method,
         request=request,
         principal=principal or f"grpc:{context.peer()}",
@@ -92,7 +105,7 @@ def _stream_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler
                 yield message
         except RouterError as err:
             await context.abort(err.code(), err.details(), _trailers(call, err.outcome))
-        context.set_trailing_metadata(_trailers(call, None))
+        context.set_trailing_metadata(_trailers(call, call.outcome))
 
     return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
 

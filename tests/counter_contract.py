@@ -59,14 +59,17 @@ class CounterServicer:
 class CounterPlugin:
     """Provides CounterService with `servicer`; records its lifecycle in `events`."""
 
-    def __init__(self, pb2, servicer, local: bool = True, events: list | None = None, healthy: bool = True):
-        self.pb2, self.servicer, self.local = pb2, servicer, local
+    def __init__(self, pb2, servicer, local: bool = True, events: list | None = None, healthy: bool = True,
+                 provider: str | None = None):
+        self.pb2, self.servicer, self.local, self.provider = pb2, servicer, local, provider
         self.events = events if events is not None else []
         self.healthy = healthy
 
     @hookimpl
     def cortex_register(self, registry):
-        registry.add(self.pb2.DESCRIPTOR.services_by_name["CounterService"], self.servicer, local=self.local)
+        registry.add(
+            self.pb2.DESCRIPTOR.services_by_name["CounterService"], self.servicer, local=self.local, name=self.provider
+        )
 
     @hookimpl
     async def cortex_start(self, context):

@@ -240,6 +240,7 @@ class Governance:
                 call_id=call.id,
                 proof=pb.Proof(
                     call_id=call.id,
+                    parent_call_id=call.parent_id,
                     service=call.service,
                     method=call.method_name,
                     principal=call.principal,

@@ -202,3 +202,29 @@ def test_verify_reports_a_missing_or_garbage_chain(tmp_path):
     (tmp_path / "nothing" / "governance" / "audit.db").write_bytes(b"not a database at all" * 100)
     result = verify(env, "--all")
     assert result.returncode == 1 and "BROKEN" in result.stdout
+
+
+def test_a_callers_call_id_never_names_the_call(start_kernel, channel_to):
+    """Three concurrent calls sending one x-cortex-call-id get three call ids and three proofs,
+    each with its own decision; the caller's id is kept as their parent (trailers and audit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target, _ = start_kernel(governance=True)
+    echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target))
+
+    def send(i):
+        _, call = echo.Echo.with_call(
+            echo_pb2.EchoRequest(message=f"n{i}"), timeout=5, metadata=(("x-cortex-call-id", "same-id"),)
+        )
+        return dict(call.trailing_metadata())
+
+    with ThreadPoolExecutor(3) as pool:
+        trailers = list(pool.map(send, range(3)))
+    call_ids = {t["x-cortex-call-id"] for t in trailers}
+    assert len(call_ids) == 3 and "same-id" not in call_ids
+    assert {t["x-cortex-parent-call-id"] for t in trailers} == {"same-id"}
+    for call_id in call_ids:
+        proof = gov.GetProof(pb.GetProofRequest(id=call_id), timeout=5).entry.proof
+        assert proof.call_id == call_id and proof.parent_call_id == "same-id"
+        assert proof.decision.effect == pb.EFFECT_ALLOW and proof.status == "OK"

@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..counter_contract import CounterPlugin, CounterServicer
+from ..counter_contract import CounterPlugin, CounterServicer, counter_stub
 
 
 def test_get_info_reports_version_data_dir_and_privacy(start_kernel, channel_to, data_dir):
@@ -159,3 +159,19 @@ def test_disabled_plugin_is_not_loaded_and_its_service_says_so(start_kernel, cha
     echo = {p.name: p for p in plugins.plugins}["echo"]
     assert not echo.enabled and echo.state == kernel_pb2.Plugin.STATE_DISABLED
     assert kt.kernel.host.pm.is_blocked("echo") and kt.kernel.host.pm.get_plugin("echo") is None
+
+
+def test_list_contracts_shows_the_order_the_router_tries(start_kernel, channel_to, counter_pb2):
+    """hybrid.mlx_first puts a provider named "mlx" ahead of the configured order: the listing
+    must show that order, since it is the one the router follows."""
+    config = '[routing."cortex_test.v1.CounterService"]\norder = ["other", "mlx"]\n'
+    plugins = [
+        ("other", CounterPlugin(counter_pb2, CounterServicer(counter_pb2, "other"))),
+        # a provider named "mlx" (the built-in mlx plugin's name is taken: another plugin serves it)
+        ("local-fast", CounterPlugin(counter_pb2, CounterServicer(counter_pb2, "mlx"), provider="mlx")),
+    ]
+    target, _ = start_kernel(config, plugins)
+    reply = kernel_pb2_grpc.KernelServiceStub(channel_to(target)).ListContracts(kernel_pb2.ListContractsRequest(), timeout=5)
+    listed = [p.name for c in reply.contracts if c.service == "cortex_test.v1.CounterService" for p in c.providers]
+    served_by = counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5).provider
+    assert listed == ["mlx", "other"] and served_by == listed[0]

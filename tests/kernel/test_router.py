@@ -190,6 +190,29 @@ def test_stream_fails_over_before_its_first_message(start_kernel, channel_to, co
     assert [(m.value, m.provider) for m in got] == [(0, "backup"), (1, "backup"), (2, "backup")]
 
 
+@pytest.mark.parametrize("method", ["Get", "Count"])
+def test_unary_and_streams_retry_a_lone_provider_alike(start_kernel, channel_to, counter_pb2, method):
+    """circuit.retries gives a failover-safe call another pass after a provider fault, unary or
+    streaming (before its first message): the two paths share one attempt loop."""
+
+    class FailsOnce(CounterServicer):
+        async def _enter(self, context):
+            self.calls += 1
+            if self.calls == 1:
+                await context.abort(UNAVAILABLE, "a hiccup")
+
+    once = FailsOnce(counter_pb2, "only")
+    target, _ = start_kernel("[circuit]\nretries = 1\nretry_backoff_seconds = 0.01\n", _plugins(counter_pb2, once))
+    stub = counter_stub(channel_to, target, counter_pb2)
+    if method == "Get":
+        _, call = stub.Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    else:
+        call = stub.Count(counter_pb2.CountRequest(upto=2), timeout=5)
+        assert [m.value for m in call] == [0, 1]
+    assert dict(call.trailing_metadata())["x-cortex-route"] == "only:UNAVAILABLE,only:ok"
+    assert once.calls == 2
+
+
 def test_stream_does_not_fail_over_after_its_first_message(start_kernel, channel_to, counter_pb2):
     class DiesMidStream(CounterServicer):
         async def Count(self, request, context):

@@ -155,7 +155,7 @@ class RemovePolicyResponse(_message.Message):
     def __init__(self, removed: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
 
 class Proof(_message.Message):
-    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms")
+    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms", "parent_call_id")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class Proof(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     service: str
     method: str
@@ -178,7 +179,8 @@ class Proof(_message.Message):
     messages: int
     decision: Decision
     latency_ms: float
-    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    parent_call_id: str
+    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ...) -> None: ...
 
 class PolicyChange(_message.Message):
     __slots__ = ("action", "rule", "principal")

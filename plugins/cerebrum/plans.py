@@ -1,4 +1,7 @@
-"""Plans: canonical hashing, validation against the registry, and `${steps...}` references.
+"""Plans: canonical hashing, validation against the registry, `${goal}` and `${steps...}` references.
+
+`${goal}` stands for the plan's goal, so that a plan taught for one goal serves another (the
+goal's words are never searched for and replaced inside a request: "top" is not `top_k`).
 
 A reference is `${steps.<id>.<path>}` where path walks the step's response as protobuf JSON with
 field names as in the .proto: `results[0].memory.text`, and `[*]` maps over a list
@@ -18,6 +21,8 @@ from google.protobuf import json_format
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 
 REFERENCE = re.compile(r"\$\{steps\.([A-Za-z0-9_-]+)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[(?:\d+|\*)\])*)\}")
+GOAL = "${goal}"
+TOKEN = re.compile(r"\$\{goal\}|" + REFERENCE.pattern)  # either kind, in one left-to-right pass
 PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\*)\]")
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MAX_STEPS = 32
@@ -77,18 +82,23 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def resolve(value: Any, outputs: dict[str, Any]) -> Any:
-    """`value` with every reference replaced by the referenced output."""
+def resolve(value: Any, outputs: dict[str, Any], goal: str = "") -> Any:
+    """`value` with `${goal}` replaced by `goal` and every step reference by the referenced output.
+    One pass: text a substitution brings in (a goal that reads "${steps...}") is never resolved."""
     if isinstance(value, dict):
-        return {k: resolve(v, outputs) for k, v in value.items()}
+        return {k: resolve(v, outputs, goal) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, outputs) for v in value]
+        return [resolve(v, outputs, goal) for v in value]
     if not isinstance(value, str):
         return value
-    whole = REFERENCE.fullmatch(value)
+
+    def substitute(match: re.Match) -> Any:
+        return goal if match.group(0) == GOAL else walk(outputs[match.group(1)], match.group(2))
+
+    whole = TOKEN.fullmatch(value)
     if whole:
-        return walk(outputs[whole.group(1)], whole.group(2))
-    return REFERENCE.sub(lambda m: _text(walk(outputs[m.group(1)], m.group(2))), value)
+        return substitute(whole)
+    return TOKEN.sub(lambda m: _text(substitute(m)), value)
 
 
 def order(plan: pb.Plan) -> list[list[pb.Step]]:

@@ -89,11 +89,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return plan, repairs
 
     def adapt(self, example: pb.Plan, goal: str, memory_id: str, context: list[str]) -> pb.Plan:
-        """The taught plan, with the old goal's words replaced by the new goal's."""
-        steps = []
-        for step in example.steps:
-            request = step.request_json.replace(json.dumps(example.goal)[1:-1], json.dumps(goal)[1:-1])
-            steps.append(pb.Step(id=step.id, method=step.method, request_json=request, depends_on=step.depends_on))
+        """The taught plan for the new goal: its steps as taught, where `${goal}` now stands for
+        the new goal (text the taught plan wrote out is kept as written)."""
+        steps = [pb.Step(id=s.id, method=s.method, request_json=s.request_json, depends_on=s.depends_on) for s in example.steps]
         return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"example:{memory_id}"))
 
     async def plan_with_model(self, goal: str, context: list[str]) -> tuple[pb.Plan, list[str]]:
@@ -107,7 +105,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             "Write a plan as JSON: {\"steps\": [{\"id\": \"s1\", \"method\": \"package.Service/Method\", "
             "\"request_json\": \"{...}\", \"depends_on\": []}]}. Use only these methods: "
             + ", ".join(m.strip("/") for m in methods)
-            + ". A value may refer to an earlier step's output as ${steps.s1.field}.\nGoal: "
+            + ". A value may refer to the goal as ${goal} and to an earlier step's output as ${steps.s1.field}.\nGoal: "
             + goal
             + "\nJSON:"
         )
@@ -148,10 +146,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     def template(self, goal: str, context: list[str]) -> pb.Plan:
         steps = [
             pb.Step(id="recall", method=SEARCH.strip("/"),
-                    request_json=json.dumps({"query": goal, "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}, sort_keys=True)),
+                    request_json=json.dumps({"query": plans.GOAL, "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}, sort_keys=True)),
         ]
         if self.method_of(GENERATE) is not None:
-            prompt = f"Goal: {goal}\nWhat I noted:\n${{steps.recall.results[*].memory.text}}\nAnswer:"
+            prompt = f"Goal: {plans.GOAL}\nWhat I noted:\n${{steps.recall.results[*].memory.text}}\nAnswer:"
             steps.append(
                 pb.Step(id="answer", method=GENERATE.strip("/"), depends_on=["recall"],
                         request_json=json.dumps({"prompt": prompt, "max_tokens": 64, "temperature": 0}, sort_keys=True))
@@ -205,13 +203,15 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return pb.SimulateResponse(ok=ok, steps=results)
 
     # -- execute --------------------------------------------------------------------------------------------
-    async def _run_step(self, step: pb.Step, outputs: dict[str, Any], pin: str = "", recorded: str = "") -> pb.StepRecord:
+    async def _run_step(
+        self, step: pb.Step, goal: str, outputs: dict[str, Any], pin: str = "", recorded: str = ""
+    ) -> pb.StepRecord:
         record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED, started_unix_ms=time.time_ns() // 1_000_000)
         path = "/" + step.method.strip("/")
         method = self.method_of(path)
         started = time.monotonic()
         try:
-            value = json.loads(recorded) if recorded else plans.resolve(json.loads(step.request_json or "{}"), outputs)
+            value = json.loads(recorded) if recorded else plans.resolve(json.loads(step.request_json or "{}"), outputs, goal)
             message = json_format.ParseDict(value, method.input())
         except (KeyError, IndexError, json_format.ParseError, AttributeError, TypeError, ValueError) as exc:
             record.state, record.status, record.error = State.STATE_FAILED, "INVALID_ARGUMENT", f"could not build the request: {exc}"
@@ -247,16 +247,24 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                 yield pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED)
             tasks = [
                 asyncio.ensure_future(
-                    self._run_step(step, outputs, recorded[step.id].provider if step.id in recorded else "",
+                    self._run_step(step, plan.goal, outputs, recorded[step.id].provider if step.id in recorded else "",
                                    recorded[step.id].request_json if step.id in recorded else "")
                 )
                 for step in level
             ]
-            for done in asyncio.as_completed(tasks):
-                record = await done
-                records[record.step_id] = record
-                failed = failed or record.state == State.STATE_FAILED
-                yield record
+            try:
+                for done in asyncio.as_completed(tasks):
+                    record = await done
+                    records[record.step_id] = record
+                    failed = failed or record.state == State.STATE_FAILED
+                    yield record
+            finally:
+                # The caller went away (this generator is closed at a yield) or a step crashed: the
+                # level's other steps stop too. (A TaskGroup would do this, but it wraps the
+                # generator's GeneratorExit in an exception group, which an async generator may not raise.)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         for step in plan.steps:
             if step.id not in records:
                 record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_SKIPPED,

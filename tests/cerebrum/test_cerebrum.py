@@ -75,9 +75,11 @@ def test_teach_then_replan_from_the_taught_example(brain):
     stub, _, _ = brain()
     _, summary = execute(stub, goal=GOAL)
     taught = stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=60)
-    replanned = stub.Plan(pb.PlanRequest(goal="summarise what I noted about the garden project, briefly"), timeout=120)
-    assert replanned.plan.source == f"example:{taught.memory_id}"
-    assert "briefly" in replanned.plan.steps[0].request_json
+    new_goal = "summarise what I noted about the garden project, briefly"
+    replanned = stub.Plan(pb.PlanRequest(goal=new_goal), timeout=120)
+    assert replanned.plan.source == f"example:{taught.memory_id}" and replanned.plan.goal == new_goal
+    steps, _ = execute(stub, plan=replanned.plan)
+    assert json.loads(steps[1].request_json)["query"] == new_goal  # ${goal} is the new goal
     assert stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=60).memory_id == taught.memory_id
 
 
@@ -183,3 +185,49 @@ def test_cli_run_json_and_replay_verdict(tmp_path, serve_process):
     assert events[-1]["summary"]["status"] == "succeeded"
     verdict = json.loads(run_cli("replay", trace_id, "--json", env=env).stdout)
     assert verdict["status"] == "identical"
+
+
+def test_a_taught_goal_is_never_substituted_inside_other_words(brain):
+    """A plan taught for the goal "query" adapts to another goal without touching its `query`
+    field (the goal's words were once replaced everywhere: "top" turned `top_k` into nonsense)."""
+    stub, _, _ = brain()
+    _, summary = execute(stub, goal="query")
+    taught = stub.Teach(pb.TeachRequest(trace_id=summary.trace_id), timeout=60)
+    adapted = stub.Plan(pb.PlanRequest(goal="queries"), timeout=120)
+    assert adapted.plan.source == f"example:{taught.memory_id}", adapted.repairs
+    steps, summary = execute(stub, plan=adapted.plan)
+    recall = [s for s in steps if s.step_id == "recall" and s.state == State.STATE_FINISHED][0]
+    assert json.loads(recall.request_json) == {"query": "queries", "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}
+    assert summary.status == "succeeded"
+
+
+def test_cancelling_execute_cancels_its_running_steps(start_kernel, channel_to, counter_pb2):
+    import threading
+
+    from ..counter_contract import CounterPlugin, CounterServicer
+
+    cancelled = threading.Event()
+
+    class Slow(CounterServicer):
+        async def Get(self, request, context):
+            import asyncio
+
+            self.calls += 1
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return self.pb2.CountResponse(value=0, provider=self.name)
+
+    slow = Slow(counter_pb2, "slow")
+    target, _ = start_kernel(LOCAL, [("slow", CounterPlugin(counter_pb2, slow))])
+    stub = cerebrum_pb2_grpc.CerebrumServiceStub(channel_to(target))
+    plan = pb.Plan(goal="wait", steps=[
+        pb.Step(id="a", method="cortex_test.v1.CounterService/Get", request_json="{}"),
+        pb.Step(id="b", method="cortex_test.v1.CounterService/Get", request_json="{}"),
+    ])
+    call = stub.Execute(pb.ExecuteRequest(plan=plan), timeout=60)
+    assert next(call).step.state == State.STATE_STARTED
+    call.cancel()
+    assert cancelled.wait(10), "the step kept running after the caller cancelled"

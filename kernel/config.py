@@ -46,7 +46,17 @@ A config file looks like this (every key optional):
 Environment: `CORTEX_CONFIG` names the file; `CORTEX_<SECTION>__<KEY>` sets one key
 (`CORTEX_KERNEL__LISTEN=0.0.0.0:6000`, `CORTEX_PLUGINS__DISABLED='["echo"]'`), and
 `CORTEX_PLUGINS__<PLUGIN>__<KEY>` one key of a plugin's section; values are read as
-TOML values when they parse as one, else as strings. Short aliases: see ENV_ALIASES.
+TOML values when they parse as one, else as strings. Short variables, each one kernel key:
+
+    `CORTEX_LISTEN`               kernel.listen
+    `CORTEX_DATA_DIR`             kernel.data_dir
+    `CORTEX_PRIVACY_MODE`         kernel.privacy_mode        true: no call leaves the machine
+    `CORTEX_LOG_LEVEL`            kernel.log_level
+    `CORTEX_LOG_FORMAT`           kernel.log_format
+    `CORTEX_TARGET`               client.target              where client commands find the kernel
+    `CORTEX_HYBRID_MODE`          hybrid.mode                privacy: no call leaves the machine either
+    `CORTEX_MLX_FIRST_PRIORITY`   hybrid.mlx_first
+    `CORTEX_CONJUNCTION_ENABLED`  hybrid.conjunction
 """
 
 from __future__ import annotations
@@ -268,7 +278,7 @@ def _apply_env(cfg: Config, name: str, raw: str) -> None:
                 cfg.sources[f"plugins.{parts[1]}.{parts[2]}"] = f"${name}"
             return
         if len(parts) != 2 or parts[0] not in DEFAULTS:
-            return  # not a config variable (e.g. CORTEX_HYBRID_MODE is a plugin's own business)
+            return  # not a config variable: ignored
         section, key = parts
         if section not in OPEN_TABLES and key not in DEFAULTS[section]:
             raise ConfigError(f"unknown key '{key}' in [{section}]", name)

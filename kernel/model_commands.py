@@ -12,6 +12,19 @@ import grpc
 from .cli import _client, _print_json, _table, _to_dict, config_option, json_option, target_option
 
 GENERATION_TIMEOUT = 300.0
+_KEEP = {"\n", "\t"}
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: control characters (ESC, which could drive the terminal, and the like)
+    shown escaped, as \\x1b, instead of written raw. Newlines and tabs stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in _KEEP else ascii(c)[1:-1] for c in text)
+
+
+def _for_terminal(text: str) -> str:
+    return printable(text) if sys.stdout.isatty() else text
 
 
 def _models(client):
@@ -52,7 +65,7 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
         reply = client.call(stub.Generate, request, timeout=GENERATION_TIMEOUT)
         if as_json:
             return _print_json(_to_dict(reply))
-        click.echo(reply.text)
+        click.echo(_for_terminal(reply.text))
         click.echo(f"[{reply.provider} {reply.model}: {reply.usage.completion_tokens} tokens, {reply.finish_reason}]", err=True)
         return
     try:
@@ -66,7 +79,7 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
                     err=True,
                 )
             else:
-                sys.stdout.write(message.delta)
+                sys.stdout.write(_for_terminal(message.delta))
                 sys.stdout.flush()
     except grpc.RpcError as exc:
         raise client.error(exc) from None

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 import structlog
 from google.protobuf import json_format
 
@@ -21,7 +22,7 @@ from cortex.contracts.kernel.v1 import kernel_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2 as models
 
-from . import plans
+from . import extract, plans
 from .plans import PlanError
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ log = structlog.get_logger("cortex.cerebrum")
 SEARCH = "/cortex.memories.v1.MemoryService/Search"
 STORE = "/cortex.memories.v1.MemoryService/Store"
 GENERATE = "/cortex.models.v1.ModelService/Generate"
+EMBED = "/cortex.models.v1.ModelService/Embed"
+LIST_MODELS = "/cortex.models.v1.ModelService/ListModels"
+EXTRACT = "/cortex.cerebrum.v1.CerebrumService/ExtractAnswer"
 EVALUATE = "/cortex.governance.v1.GovernanceService/Evaluate"
 CONTRACTS = "/cortex.kernel.v1.KernelService/ListContracts"
 STEP_TIMEOUT = 120.0
@@ -45,6 +49,31 @@ def sha(message: Any) -> bytes:
 
 def as_json(message: Any) -> str:
     return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
+
+
+def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
+    """The run's answer, from its last step when that step answers: an ExtractAnswer (with the
+    sentences it quotes) or a Generate (with the memories the run recalled)."""
+    last = steps[-1] if steps else None
+    if last is None or not last.response_json:
+        return
+    response = json.loads(last.response_json)
+    if "/" + last.method.strip("/") == EXTRACT:
+        summary.answer, summary.answer_kind = response.get("answer", ""), "extractive"
+        summary.citations.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("citations", []))
+    elif "/" + last.method.strip("/") == GENERATE:
+        summary.answer, summary.answer_kind = response.get("text", ""), "generated"
+        seen = set()
+        for step in steps:
+            if "/" + step.method.strip("/") != SEARCH or not step.response_json:
+                continue
+            for result in json.loads(step.response_json).get("results", []):
+                memory = result.get("memory", {})
+                if memory.get("id") and memory["id"] not in seen:
+                    seen.add(memory["id"])
+                    summary.citations.append(
+                        pb.Citation(memory_id=memory["id"], source=memory.get("source", ""), text=memory.get("text", "")[:200])
+                    )
 
 
 class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
@@ -84,9 +113,26 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                     return plan, repairs
                 except PlanError as exc:
                     repairs.append(f"the taught example {hit.id} no longer fits: {exc}")
+        if not await self.language_model():
+            repairs.append(
+                "no language model is configured (the built-in tiny model is for tests): an extractive plan that "
+                "answers with sentences of your memories; set [plugins.mlx] generation_model, or configure Ollama "
+                "or an OpenAI-compatible endpoint, for written answers"
+            )
+            return self.template(goal, context, generate=False), repairs
         plan, notes = await self.plan_with_model(goal, context)
         repairs += notes
         return plan, repairs
+
+    async def language_model(self) -> bool:
+        """Whether Generate reaches a model worth asking (not one marked test_only). ListModels is
+        routed like Generate, so it answers for the provider Generate would reach."""
+        if self.method_of(GENERATE) is None:
+            return False
+        listed = await self._try(LIST_MODELS, models.ListModelsRequest())
+        return listed is not None and any(
+            m.kind == models.ModelInfo.KIND_GENERATION and m.default and not m.test_only for m in listed.models
+        )
 
     def adapt(self, example: pb.Plan, goal: str, memory_id: str, context: list[str]) -> pb.Plan:
         """The taught plan for the new goal: its steps as taught, where `${goal}` now stands for
@@ -143,12 +189,17 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             )
         return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"model:{model}"))
 
-    def template(self, goal: str, context: list[str]) -> pb.Plan:
+    def template(self, goal: str, context: list[str], generate: bool = True) -> pb.Plan:
+        """Recall memories for the goal, then answer from them: with a model, or extractively."""
         steps = [
             pb.Step(id="recall", method=SEARCH.strip("/"),
                     request_json=json.dumps({"query": plans.GOAL, "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}, sort_keys=True)),
         ]
-        if self.method_of(GENERATE) is not None:
+        if not generate:
+            request = {"question": plans.GOAL, "memories": "${steps.recall.results[*].memory}"}
+            steps.append(pb.Step(id="answer", method=EXTRACT.strip("/"), depends_on=["recall"],
+                                 request_json=json.dumps(request, sort_keys=True)))
+        elif self.method_of(GENERATE) is not None:
             prompt = f"Goal: {plans.GOAL}\nWhat I noted:\n${{steps.recall.results[*].memory.text}}\nAnswer:"
             steps.append(
                 pb.Step(id="answer", method=GENERATE.strip("/"), depends_on=["recall"],
@@ -278,6 +329,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             steps_failed=sum(r.state == State.STATE_FAILED for r in steps),
             steps_skipped=sum(r.state == State.STATE_SKIPPED for r in steps),
         )
+        if not failed:
+            answer_of(steps, summary)
         trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
         summary.trace_id = self.p.traces.put(trace)
@@ -349,6 +402,29 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             except PlanError as exc:
                 findings.append(f"no revision proposed: dropping {', '.join(dead)} breaks the plan ({exc})")
         return pb.CritiqueResponse(score=max(0.0, round(score, 3)), findings=findings or ["clean run"], revised_plan=revised)
+
+    async def ExtractAnswer(self, request, context):
+        limit = request.max_sentences or 3
+        if not request.question.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty: say what to answer")
+        if not 1 <= limit <= 10:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_sentences is {limit}; ask for 1 to 10")
+        memories = list(request.memories)
+        sentences = extract.sentences_of([m.text for m in memories])
+        if not sentences:
+            return pb.ExtractAnswerResponse(answer="Nothing in your memories answers this yet.")
+        question_vector = sentence_vectors = None
+        embedded = await self._try(EMBED, models.EmbedRequest(texts=[request.question, *(s.text for s in sentences)]))
+        if embedded is not None and len(embedded.vectors) == len(sentences) + 1:
+            vectors = extract.normalized(np.array([v.values for v in embedded.vectors], dtype=np.float32))
+            question_vector, sentence_vectors = vectors[0], vectors[1:]
+        chosen = extract.choose(request.question, sentences, limit, question_vector, sentence_vectors)
+        citations = []
+        for c in chosen:
+            memory = memories[c.sentence.memory_index]
+            citations.append(pb.Citation(memory_id=memory.id, source=memory.source, text=c.sentence.text))
+        answer = " ".join(f"{c.text} [{n}]" for n, c in enumerate(citations, start=1))
+        return pb.ExtractAnswerResponse(answer=answer, citations=citations)
 
     async def Teach(self, request, context):
         trace = await self._trace(request.trace_id, context)

@@ -102,7 +102,10 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
     async def ListModels(self, request, context):
         return pb.ListModelsResponse(
             models=[
-                pb.ModelInfo(id=self.p.generation_id, kind=pb.ModelInfo.KIND_GENERATION, local=True, provider=self.p.name, default=True),
+                pb.ModelInfo(
+                    id=self.p.generation_id, kind=pb.ModelInfo.KIND_GENERATION, local=True, provider=self.p.name,
+                    default=True, test_only=self.p.tiny,
+                ),
                 pb.ModelInfo(id=EMBEDDING_ID, kind=pb.ModelInfo.KIND_EMBEDDING, local=True, provider=self.p.name, default=True),
             ]
         )
@@ -115,6 +118,7 @@ class MlxPlugin:
         self.settings: dict[str, Any] = {}
         self.data_dir = Path()
         self.generation_id = ""
+        self.tiny = True
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
@@ -123,6 +127,7 @@ class MlxPlugin:
         self.engine = None
         generation = config.get("generation_model")
         self.generation_id = Path(str(generation)).name if generation else "cortex-tiny-llama"
+        self.tiny = not generation  # the built-in tiny model: for tests and determinism checks only
 
     @hookimpl
     def cortex_register(self, registry) -> None:

@@ -19,6 +19,16 @@ GOAL = "summarise what I noted about the garden project"
 State = pb.StepRecord
 
 
+@pytest.fixture(scope="session")
+def model_config(tmp_path_factory) -> str:
+    """LOCAL with a generation model configured (the tiny model's files at a path of their own):
+    Cerebrum then plans with it and answers with Generate, as with a real model."""
+    from cortex.plugins.mlx.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("model") / "configured-llama")
+    return LOCAL + f'[plugins.mlx]\ngeneration_model = "{folder}"\n'
+
+
 @pytest.fixture
 def brain(start_kernel, channel_to):
     def start(config: str = LOCAL, governance: bool = False):
@@ -39,20 +49,20 @@ def execute(stub, **request):
     return [e.step for e in events if e.HasField("step")], events[-1].summary
 
 
-def test_plan_is_deterministic_and_built_from_memories(brain):
-    stub, memories, _ = brain()
+def test_plan_is_deterministic_and_built_from_memories(brain, model_config):
+    stub, memories, _ = brain(model_config)
     first = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
     second = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
     assert first.plan.hash == second.plan.hash and len(first.plan.hash) == 64
-    assert first.plan.source == "template"  # the tiny model cannot write plans: recorded, not hidden
+    assert first.plan.source == "template"  # this model cannot write plans: recorded, not hidden
     assert any("did not answer a valid plan" in r for r in first.repairs)
     garden = {r.memory.id for r in memories.Search(mem.SearchRequest(query="garden", mode=mem.SEARCH_MODE_KEYWORD, top_k=5), timeout=30).results}
     assert set(first.plan.context) >= garden
     assert [s.method for s in first.plan.steps] == ["cortex.memories.v1.MemoryService/Search", "cortex.models.v1.ModelService/Generate"]
 
 
-def test_execute_streams_events_and_stores_a_content_addressed_trace(brain):
-    stub, _, _ = brain()
+def test_execute_streams_events_and_stores_a_content_addressed_trace(brain, model_config):
+    stub, _, _ = brain(model_config)
     plan = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120).plan
     steps, summary = execute(stub, plan=plan)
     assert [(s.step_id, s.state) for s in steps] == [
@@ -69,6 +79,26 @@ def test_execute_streams_events_and_stores_a_content_addressed_trace(brain):
 
     assert trace_id(trace) == trace.id == summary.trace_id
     assert [t.trace_id for t in stub.ListTraces(pb.ListTracesRequest(), timeout=10).traces] == [summary.trace_id]
+    assert summary.answer_kind == "generated" and summary.answer == json.loads(answer.response_json)["text"]
+    assert any("raised beds" in c.text for c in summary.citations)  # what the run recalled
+
+
+def test_without_a_language_model_the_answer_is_extractive_and_cited(brain):
+    """Out of the box the only generator is the tiny test model: the run answers with sentences of
+    the memories, cited, the same way every time, and says how to get written answers."""
+    stub, memories, _ = brain()
+    planned = stub.Plan(pb.PlanRequest(goal="what is the garden budget?"), timeout=120)
+    assert [s.method for s in planned.plan.steps] == [
+        "cortex.memories.v1.MemoryService/Search", "cortex.cerebrum.v1.CerebrumService/ExtractAnswer"]
+    assert any("no language model is configured" in r and "generation_model" in r for r in planned.repairs)
+    steps, summary = execute(stub, plan=planned.plan)
+    assert summary.status == "succeeded" and summary.answer_kind == "extractive"
+    assert summary.answer.startswith("Garden project budget is 300 euros for soil and seeds. [1]")
+    budget = memories.Search(mem.SearchRequest(query="budget", mode=mem.SEARCH_MODE_KEYWORD, top_k=1), timeout=30).results[0].memory
+    assert summary.citations[0].memory_id == budget.id
+    assert all("tyres" not in c.text for c in summary.citations)
+    _, again = execute(stub, plan=planned.plan)
+    assert again.answer == summary.answer  # deterministic
 
 
 def test_teach_then_replan_from_the_taught_example(brain):
@@ -185,6 +215,14 @@ def test_cli_run_json_and_replay_verdict(tmp_path, serve_process):
     assert events[-1]["summary"]["status"] == "succeeded"
     verdict = json.loads(run_cli("replay", trace_id, "--json", env=env).stdout)
     assert verdict["status"] == "identical"
+    # a goal in words: the answer is shown, with its sources, and how to get written answers
+    ran = run_cli("run", "when do the orchids need repotting?", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert "answer (extractive" in ran.stdout and "generation_model" in ran.stdout
+    assert "The orchids need repotting in spring [1]" in ran.stdout and "sources:\n  [1] m" in ran.stdout
+    # a plan file that is not there is an error, not a goal
+    missing = run_cli("run", "missing.json", env=env)
+    assert missing.returncode != 0 and "no plan file 'missing.json'" in missing.stderr
 
 
 def test_a_taught_goal_is_never_substituted_inside_other_words(brain):

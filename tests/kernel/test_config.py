@@ -51,8 +51,48 @@ def test_bad_environment_values_name_the_variable(env, message):
     assert message in str(err.value)
 
 
-def test_unrelated_cortex_variables_are_left_to_plugins():
-    assert load_config(None, env={"CORTEX_HYBRID_MODE": "privacy"}).listen == "127.0.0.1:50051"
+SHORT_VARIABLES = [
+        ("CORTEX_LISTEN", "127.0.0.1:7000", "kernel.listen", "127.0.0.1:7000"),
+        ("CORTEX_DATA_DIR", "/tmp/brain", "kernel.data_dir", "/tmp/brain"),
+        ("CORTEX_PRIVACY_MODE", "true", "kernel.privacy_mode", True),
+        ("CORTEX_LOG_LEVEL", "debug", "kernel.log_level", "debug"),
+        ("CORTEX_LOG_FORMAT", "json", "kernel.log_format", "json"),
+        ("CORTEX_TARGET", "127.0.0.1:7001", "client.target", "127.0.0.1:7001"),
+        ("CORTEX_HYBRID_MODE", "performance", "hybrid.mode", "performance"),
+        ("CORTEX_MLX_FIRST_PRIORITY", "false", "hybrid.mlx_first", False),
+        ("CORTEX_CONJUNCTION_ENABLED", "false", "hybrid.conjunction", False),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw", "key", "value"), SHORT_VARIABLES)
+def test_each_short_variable_sets_its_kernel_key(variable, raw, key, value):
+    from cortex.kernel.config import DEFAULTS, ENV_ALIASES
+
+    section, name = key.split(".")
+    assert ENV_ALIASES[variable] == (section, name) and DEFAULTS[section][name] != value
+    cfg = load_config(None, env={variable: raw})
+    assert cfg.data[section][name] == value and cfg.sources[key] == f"${variable}"
+
+
+def test_every_short_variable_is_tested_and_documented():
+    from pathlib import Path
+
+    from cortex.kernel import config
+
+    assert {row[0] for row in SHORT_VARIABLES} == set(config.ENV_ALIASES)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(f"`{name}`" in config.__doc__ + readme for name in config.ENV_ALIASES)
+
+
+def test_hybrid_privacy_from_the_environment_keeps_every_call_local():
+    """CORTEX_HYBRID_MODE=privacy is the kernel's hybrid mode, not a plugin's setting: no call
+    may leave the machine, exactly as with privacy_mode."""
+    cfg = load_config(None, env={"CORTEX_HYBRID_MODE": "privacy"})
+    assert cfg.local_only and not cfg.privacy_mode
+
+
+def test_unknown_cortex_variables_are_ignored():
+    assert load_config(None, env={"CORTEX_SOMETHING_ELSE": "x"}).listen == "127.0.0.1:50051"
 
 
 @pytest.mark.parametrize(

@@ -208,3 +208,29 @@ def test_a_pinned_provider_and_performance_mode(start_kernel, channel_to, openai
     providers["ollama"].latency_ewma, providers["openai"].latency_ewma = 0.5, 0.01
     kt.kernel.config.data["hybrid"]["mode"] = "performance"
     assert stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10).provider == "openai"  # the faster one
+
+
+def test_generate_escapes_control_bytes_on_a_terminal(start_kernel, openai_server, tmp_path):
+    """A model's raw ESC bytes could drive the user's terminal: `cortex generate` shows them
+    escaped on a TTY."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from ..conftest import cortex_env
+
+    config = f'[plugins]\ndisabled = ["mlx", "ollama"]\n[plugins.openai]\nbase_url = "{openai_server.base_url}"\n'
+    target, _ = start_kernel(config)
+    env = cortex_env(tmp_path / "cli", CORTEX_TARGET=target, OPENAI_API_KEY="sk-test")
+    prompt = "\x1b[2Jcleared"
+    leader, follower = pty.openpty()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cortex.kernel", "generate", prompt], env=env, stdout=follower,
+        stderr=subprocess.PIPE, timeout=60,
+    )
+    os.close(follower)
+    shown = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert proc.returncode == 0, proc.stderr
+    assert "echo: \\x1b[2Jcleared" in shown and "\x1b" not in shown

@@ -75,6 +75,11 @@ class CerebrumServiceStub:
                 request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesRequest.SerializeToString,
                 response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesResponse.FromString,
                 _registered_method=True)
+        self.ExtractAnswer = channel.unary_unary(
+                '/cortex.cerebrum.v1.CerebrumService/ExtractAnswer',
+                request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.SerializeToString,
+                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.FromString,
+                _registered_method=True)
 
 
 class CerebrumServiceServicer:
@@ -132,6 +137,14 @@ class CerebrumServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtractAnswer(self, request, context):
+        """ExtractAnswer answers a question with sentences taken verbatim from the given memories, each
+        cited: deterministic, and what plans use when no language model is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CerebrumServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -174,6 +187,11 @@ def add_CerebrumServiceServicer_to_server(servicer, server):
                     servicer.ListTraces,
                     request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesRequest.FromString,
                     response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesResponse.SerializeToString,
+            ),
+            'ExtractAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtractAnswer,
+                    request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.FromString,
+                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +410,33 @@ class CerebrumService:
             '/cortex.cerebrum.v1.CerebrumService/ListTraces',
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesRequest.SerializeToString,
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ListTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtractAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.cerebrum.v1.CerebrumService/ExtractAnswer',
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.SerializeToString,
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,7 +113,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "kind", "local", "provider", "default")
+    __slots__ = ("id", "kind", "local", "provider", "default", "test_only")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ModelInfo.Kind]
@@ -127,12 +127,14 @@ class ModelInfo(_message.Message):
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TEST_ONLY_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: ModelInfo.Kind
     local: bool
     provider: str
     default: bool
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., local: _Optional[bool] = ..., provider: _Optional[str] = ..., default: _Optional[bool] = ...) -> None: ...
+    test_only: bool
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., local: _Optional[bool] = ..., provider: _Optional[str] = ..., default: _Optional[bool] = ..., test_only: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -54,20 +54,54 @@ def client_principal(kind: str, name: str | None, fallback: str) -> str:
 
 
 def parse_json(method: MethodInfo, data: Any) -> Message:
-    """A request message from JSON (protobuf JSON mapping); INVALID_ARGUMENT saying what is wrong."""
-    if data is None:
-        data = {}
+    """A request message from JSON (protobuf JSON mapping); INVALID_ARGUMENT saying what is wrong.
+    The JSON must be an object (`{}` for an empty request): `null` is refused like any non-object."""
     if not isinstance(data, dict):
         raise RouterError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"the request for {method.path} must be a JSON object ({method.input.DESCRIPTOR.full_name}), not {type(data).__name__}",
         )
     try:
+        _check_shapes(data, method.input.DESCRIPTOR, "")
         return json_format.ParseDict(data, method.input())
     except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
         raise RouterError(
             grpc.StatusCode.INVALID_ARGUMENT, f"bad {method.input.DESCRIPTOR.full_name} for {method.path}: {exc}"
         ) from None
+
+
+# Well-known types whose JSON form is not an object (a Timestamp is a string): json_format checks them
+_NOT_OBJECTS = frozenset({
+    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask", "google.protobuf.Value",
+    "google.protobuf.ListValue", "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value", "google.protobuf.BoolValue",
+    "google.protobuf.StringValue", "google.protobuf.BytesValue",
+})
+
+
+def _check_shapes(data: dict, descriptor: Any, where: str) -> None:
+    """Refuse what json_format lets through although its schema (and the JSON mapping) forbids it:
+    an array or a scalar where a message belongs (`"policy_change": []` parsed as an empty message),
+    a scalar where a list belongs. ValueError names the field."""
+    for key, value in data.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None or value is None:
+            continue  # unknown names are json_format's to refuse; null means the default
+        path = f"{where}{key}"
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if field.is_repeated and not is_map:
+            if not isinstance(value, list):
+                raise ValueError(f"{path} must be a JSON array")
+            items = value
+        else:
+            items = [value]
+        if field.message_type is None or field.message_type.full_name in _NOT_OBJECTS:
+            continue
+        for item in items:
+            if not isinstance(item, dict):
+                raise ValueError(f"{path} must be a JSON object ({field.message_type.full_name})")
+            if not is_map and field.message_type.full_name not in ("google.protobuf.Struct", "google.protobuf.Any"):
+                _check_shapes(item, field.message_type, f"{path}.")
 
 
 def to_json(message: Message) -> dict[str, Any]:

@@ -174,7 +174,7 @@ class LocalContext:
     ending the caller's RPC directly.
     """
 
-    __slots__ = ("_call", "_peer", "code", "details", "trailing", "initial")
+    __slots__ = ("_call", "_peer", "code", "details", "initial", "trailing")
 
     def __init__(self, call: Call, peer: str = "local"):
         self._call, self._peer = call, peer

@@ -157,8 +157,9 @@ def info(config, target, as_json) -> None:
 @click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
 def health(config, target, as_json, services) -> None:
     """Check the kernel's gRPC health, overall and per contract. Exits 1 if anything is not serving."""
-    from cortex.contracts.kernel.v1 import kernel_pb2
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from cortex.contracts.kernel.v1 import kernel_pb2
 
     client = _client(config, target)
     if not services:
@@ -300,8 +301,17 @@ def _add_plugin_commands() -> None:
         host = PluginHost(cfg, ContractRegistry(), quiet=True)
         host.load()
         host.register_commands(cli)
-    except Exception:  # noqa: BLE001 - `cortex serve` reports plugin problems properly
-        pass
+    except Exception as exc:  # noqa: BLE001 - the core commands must work whatever is broken
+        # say so, once, on stderr: a silent skip left people wondering where `cortex recall` went
+        click.echo(
+            f"cortex: plugin commands are unavailable ({_first_line(exc)}); `cortex doctor` says what to fix",
+            err=True,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else "") or type(exc).__name__
 
 
 def main() -> None:

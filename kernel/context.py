@@ -37,7 +37,7 @@ class _Multicallable:
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{self._path} is not served by this kernel; `cortex contracts list` shows what is",
             )
-        meta = tuple(metadata or ()) + ((PRINCIPAL_HEADER, self._channel.principal),)
+        meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, self._channel.principal))
         if self._channel.via:
             meta += ((VIA_HEADER, self._channel.via),)
         serving = CURRENT_CALL.get()

@@ -41,7 +41,7 @@ def _checks(config_path: str | None) -> list[Check]:
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
-        return checks + [Check("config", FAIL, str(exc), "fix the file at that line")]
+        return [*checks, Check("config", FAIL, str(exc), "fix the file at that line")]
     checks.append(Check("config", OK, str(cfg.path or "embedded defaults")))
     checks.append(_data_dir(cfg))
     running = _kernel_at(cfg.listen)

@@ -16,17 +16,28 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from . import proto_docs
 
-_INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32,
-          FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
-_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
-          FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
-_FLOAT = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+_F = FieldDescriptor
+# The range of each integer type: the parser refuses a value outside it, so the schema says so.
+_INT32 = {
+    _F.TYPE_INT32: (-(2**31), 2**31 - 1), _F.TYPE_SINT32: (-(2**31), 2**31 - 1), _F.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    _F.TYPE_UINT32: (0, 2**32 - 1), _F.TYPE_FIXED32: (0, 2**32 - 1),
+}
+_INT64 = {
+    _F.TYPE_INT64: (-(2**63), 2**63 - 1), _F.TYPE_SINT64: (-(2**63), 2**63 - 1), _F.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    _F.TYPE_UINT64: (0, 2**64 - 1), _F.TYPE_FIXED64: (0, 2**64 - 1),
+}
+# 64-bit integers are written as decimal strings (and read as strings or numbers): up to 19 digits
+# signed, 20 unsigned; never "" or "1e3". (A string of that many digits may still be out of range:
+# the server refuses it, INVALID_ARGUMENT.)
+_INT64_TEXT = {True: r"^-?[0-9]{1,19}$", False: r"^[0-9]{1,20}$"}
+_FLOAT_MAX = 3.4028234663852886e38
+_NON_FINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
 
 _WRAPPERS = {
     "google.protobuf.DoubleValue": {"type": "number"},
     "google.protobuf.FloatValue": {"type": "number"},
-    "google.protobuf.Int64Value": {"type": ["integer", "string"]},
-    "google.protobuf.UInt64Value": {"type": ["integer", "string"]},
+    "google.protobuf.Int64Value": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^-?[0-9]{1,19}$"}]},
+    "google.protobuf.UInt64Value": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]{1,20}$"}]},
     "google.protobuf.Int32Value": {"type": "integer"},
     "google.protobuf.UInt32Value": {"type": "integer"},
     "google.protobuf.BoolValue": {"type": "boolean"},
@@ -69,7 +80,9 @@ class SchemaBuilder:
 
     def _message(self, message: Descriptor) -> dict[str, Any]:
         properties = {field.name: self._field(field) for field in message.fields}
-        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        # the parser refuses fields the message does not have (it also reads lowerCamelCase names,
+        # which the schema leaves out: one spelling, the .proto's)
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
         description = proto_docs.doc(message.full_name)
         if description:
             schema["description"] = description
@@ -83,10 +96,9 @@ class SchemaBuilder:
             schema = {"type": "array", "items": self._single(field)}
         else:
             schema = self._single(field)
+        schema = _nullable(schema)  # the JSON mapping reads null as the field's default
         description = proto_docs.doc(field.full_name)
         if description:
-            if "$ref" in schema:  # siblings of $ref are ignored by older validators: wrap it
-                schema = {"allOf": [schema]}
             schema["description"] = description
         return schema
 
@@ -103,12 +115,26 @@ class SchemaBuilder:
         if kind == FieldDescriptor.TYPE_BYTES:
             return {"type": "string", "contentEncoding": "base64"}
         if kind in _INT32:
-            return {"type": "integer"}
-        if kind in _INT64:
-            return {"type": ["integer", "string"]}  # the JSON mapping writes 64-bit integers as strings
-        if kind in _FLOAT:
-            return {"type": ["number", "string"]}  # "NaN", "Infinity" are strings
+            low, high = _INT32[kind]
+            return {"type": "integer", "minimum": low, "maximum": high}
+        if kind in _INT64:  # the JSON mapping writes 64-bit integers as strings
+            low, high = _INT64[kind]
+            text = {"type": "string", "pattern": _INT64_TEXT[low < 0]}
+            return {"anyOf": [{"type": "integer", "minimum": low, "maximum": high}, text]}
+        if kind == _F.TYPE_FLOAT:
+            return {"anyOf": [{"type": "number", "minimum": -_FLOAT_MAX, "maximum": _FLOAT_MAX}, _NON_FINITE]}
+        if kind == _F.TYPE_DOUBLE:
+            return {"anyOf": [{"type": "number"}, _NON_FINITE]}
         raise ValueError(f"unsupported field type {kind} in {field.full_name}")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if isinstance(kind, str) and "enum" not in schema:
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list) and "enum" not in schema:
+        return {**schema, "type": [*kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:

@@ -11,7 +11,9 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
+def configure_logging(level: str = "info", fmt: str = "auto", stream=None, to_stdlib: bool = False) -> None:
+    """Configure structlog. With `to_stdlib`, rendered lines go to the standard `logging` module
+    instead of a stream (a host such as pytest then captures them per test)."""
     stream = stream or sys.stderr
     json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer = (
@@ -29,6 +31,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
         ],
         # filtering at the bound-logger level makes a disabled debug call nearly free
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.stdlib.LoggerFactory() if to_stdlib else structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

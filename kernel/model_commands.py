@@ -69,7 +69,8 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
         click.echo(f"[{reply.provider} {reply.model}: {reply.usage.completion_tokens} tokens, {reply.finish_reason}]", err=True)
         return
     try:
-        for message in stub.GenerateStream(request, timeout=GENERATION_TIMEOUT, metadata=client.metadata):
+        streamed = pb.GenerateStreamRequest.FromString(request.SerializeToString())  # the same fields
+        for message in stub.GenerateStream(streamed, timeout=GENERATION_TIMEOUT, metadata=client.metadata):
             if as_json:
                 click.echo(json.dumps(_to_dict(message)))
             elif message.done:
@@ -127,7 +128,7 @@ def models_list(config, target, as_json):
     for name in providers:
         try:
             reply = _models(client).ListModels(
-                pb.ListModelsRequest(), timeout=10, metadata=client.metadata + (("x-cortex-provider", name),)
+                pb.ListModelsRequest(), timeout=10, metadata=(*client.metadata, ("x-cortex-provider", name))
             )
         except grpc.RpcError as exc:
             problems[name] = f"{exc.code().name}: {exc.details()}"
@@ -137,7 +138,10 @@ def models_list(config, target, as_json):
         return _print_json({"models": rows, "unavailable": problems})
     kinds = {"KIND_GENERATION": "generation", "KIND_EMBEDDING": "embedding"}
     _table(
-        [[r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else ""] for r in rows],
+        [
+            [r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else ""]
+            for r in rows
+        ],
         ["PROVIDER", "MODEL", "KIND", "WHERE", "DEFAULT"],
     )
     for name, problem in problems.items():

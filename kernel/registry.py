@@ -320,7 +320,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     if callable(code):
         try:
             value = code()
-        except Exception:  # an RpcError without a status (rare, channel-level)
+        except Exception:  # noqa: BLE001 - an RpcError without a status (rare, channel-level)
             return None
         if isinstance(value, grpc.StatusCode):
             details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)

@@ -74,7 +74,7 @@ class RemoteProvider(Provider):
     def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
         own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER)  # a pin names a provider here, not there
         forwarded = tuple((k, v) for k, v in call.metadata if k not in own)
-        return forwarded + ((PRINCIPAL_HEADER, call.principal), (CALL_ID_HEADER, call.id))
+        return (*forwarded, (PRINCIPAL_HEADER, call.principal), (CALL_ID_HEADER, call.id))
 
     async def unary(self, method, request, call, context, timeout: float | None = None):
         return await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call))

@@ -404,4 +404,4 @@ class Router:
         await self.host.observe(call, outcome)
 
 
-__all__ = ["Router", "RouterError", "Decision"]
+__all__ = ["Decision", "Router", "RouterError"]

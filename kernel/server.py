@@ -31,7 +31,7 @@ from .call import (
 from .registry import ContractRegistry, MethodInfo
 from .router import Router
 
-_ASCII_SAFE = str.maketrans({c: "?" for c in map(chr, range(0, 32))})
+_ASCII_SAFE = str.maketrans(dict.fromkeys(map(chr, range(32)), "?"))
 
 
 def _serialize(message: Any) -> bytes:

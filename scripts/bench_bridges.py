@@ -117,7 +117,7 @@ def main() -> int:
             }
             http = httpx.Client(base_url=http_url, timeout=30, transport=httpx.HTTPTransport(socket_options=NODELAY))
             samples: dict[str, dict[str, list[float]]] = {c: {"grpc": [], "http": [], "mcp": []} for c in CALLS}
-            for call, fn in grpc_calls.items():
+            for fn in grpc_calls.values():
                 fn()  # warm up (model load, index)
             for round_ in range(opts.rounds):
                 for call, (path, tool, body) in CALLS.items():

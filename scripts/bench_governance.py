@@ -18,12 +18,13 @@ import statistics
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import grpc
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
-from cortex.kernel.call import Attempt, Call, Outcome, ProviderInfo, ALLOW_BY_DEFAULT, new_call_id
+from cortex.kernel.call import ALLOW_BY_DEFAULT, Attempt, Call, Outcome, ProviderInfo, new_call_id
 from cortex.kernel.registry import MethodInfo
 from cortex.plugins.governance.chain import AuditChain, load_or_create_key, verify_chain, verify_entry
 from cortex.plugins.governance.plugin import Governance
@@ -62,7 +63,7 @@ def make_governance(folder: Path, rules: int, rng: random.Random) -> Governance:
     class Ctx:
         name = "governance"
         privacy_mode = False
-        plugins: dict = {}
+        plugins: typing.ClassVar[dict] = {}
         data_dir = folder
 
     gov = Governance()

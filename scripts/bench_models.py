@@ -78,7 +78,7 @@ def main() -> int:
     speeds = []
     for _ in range(opts.rounds):
         last = None
-        for last in stream_generate(model, tokenizer, prompt, max_tokens=256, sampler=make_sampler(0.0)):
+        for _ in stream_generate(model, tokenizer, prompt, max_tokens=256, sampler=make_sampler(0.0)):
             pass
         speeds.append(last.generation_tps)
     print(f"MLX generation, tiny Llama (2 layers, 64 wide): {statistics.median(speeds):8.1f} tokens/s "

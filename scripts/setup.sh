@@ -63,5 +63,6 @@ if [ "$mode" = test ]; then
     exit 1
   fi
   (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd tools/buf && npm ci --no-audit --no-fund --loglevel=error >/dev/null)  # buf, for the contracts' lint
 fi
 say "$(.venv/bin/cortex --version) installed in .venv (locked set: requirements/$profile.txt)"

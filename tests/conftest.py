@@ -32,7 +32,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The issue's user story: a third-party plugin is pip-installed, and the kernel finds it."""
     from cortex.kernel.logs import configure_logging
 
-    configure_logging("debug", "console")  # in-process kernels log as `cortex serve` would
+    # in-process kernels log as `cortex serve` would, through `logging`, so that pytest keeps each
+    # test's lines with the test (shown when it fails) instead of between the progress dots
+    configure_logging("debug", "console", to_stdlib=True)
     try:
         installed = metadata.version("cortex-echo")
     except metadata.PackageNotFoundError:

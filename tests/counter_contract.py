@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import grpc
+
 from cortex.kernel import Decision, Health, hookimpl
 
 PROTOS = Path(__file__).parent / "protos"

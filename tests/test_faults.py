@@ -11,6 +11,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
@@ -105,7 +106,7 @@ def test_a_hanging_provider_times_out_its_circuit_opens_and_the_fallback_serves(
         routes.append(dict(call.trailing_metadata())["x-cortex-route"])
     assert routes == ["hanging:UNAVAILABLE,echo:ok"] * 2 + ["hanging:skipped,echo:ok"] * 2
     contracts = kernel_pb2_grpc.KernelServiceStub(channel_to(kernel.target)).ListContracts(kernel_pb2.ListContractsRequest(), timeout=5)
-    hanging = [p for c in contracts.contracts for p in c.providers if p.name == "hanging"][0]
+    hanging = next(p for c in contracts.contracts for p in c.providers if p.name == "hanging")
     assert hanging.circuit == kernel_pb2.Provider.CIRCUIT_OPEN and "did not answer within 0.3s" in hanging.last_error
 
 
@@ -143,11 +144,9 @@ def test_a_plugin_full_of_exceptions_does_not_stop_the_rest(tmp_path, serve_proc
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
     for method, request in ((echo.Echo, echo_pb2.EchoRequest()), (echo.Now, echo_pb2.NowRequest())):
         for _ in range(3):
-            try:
+            with pytest.raises(grpc.RpcError) as err:
                 method(request, timeout=5)
-                raise AssertionError("expected an error")
-            except grpc.RpcError as exc:
-                assert exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+            assert err.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
     memories = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
     assert memories.Store(mem.StoreRequest(text="still fine"), timeout=30).created
     checked = run_cli("health", "--json", "--target", kernel.target, env=env)

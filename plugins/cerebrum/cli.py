@@ -157,7 +157,7 @@ def traces_list(config, target, as_json):
 def traces_show(config, target, trace_id):
     """A trace as JSON."""
     client, stub = _stub(config, target)
-    _print_json(_to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id))))
+    _print_json(_to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id)).trace))
 
 
 @click.command()

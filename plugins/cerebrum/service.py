@@ -346,9 +346,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a plan, or a goal to plan")
         async for item in self.run(plan, getattr(context, "call_id", "")):
             if isinstance(item, pb.Trace):
-                yield pb.ExecuteEvent(summary=item.summary)
+                yield pb.ExecuteResponse(summary=item.summary)
             else:
-                yield pb.ExecuteEvent(step=item)
+                yield pb.ExecuteResponse(step=item)
 
     # -- after the fact -------------------------------------------------------------------------------------
     async def _trace(self, trace_id: str, context) -> pb.Trace:
@@ -358,7 +358,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return trace
 
     async def GetTrace(self, request, context):
-        return await self._trace(request.id, context)
+        return pb.GetTraceResponse(trace=await self._trace(request.id, context))
 
     async def ListTraces(self, request, context):
         limit = request.limit or 50
@@ -450,7 +450,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             if before.response_sha256 == after.response_sha256 and before.state == after.state:
                 continue
             if after.state != State.STATE_FINISHED:
-                reason = f"the step now fails: {after.status}: {after.error}" if after.state == State.STATE_FAILED else "the step did not run"
+                reason = (
+                    f"the step now fails: {after.status}: {after.error}" if after.state == State.STATE_FAILED
+                    else "the step did not run"
+                )
             elif before.provider != after.provider:
                 reason = f"a different provider served it ({before.provider} then, {after.provider} now)"
             elif before.method.startswith("cortex.memories."):

@@ -128,7 +128,7 @@ class EventServicer:
             wakeup = self._wakeup.current
             events = await self._blocking(self.bus.read_after, position, topics, BATCH)
             for event in events:
-                yield to_message(event)
+                yield pb.SubscribeResponse(event=to_message(event))
                 position = event.position
             if len(events) < BATCH:
                 await wakeup.wait()

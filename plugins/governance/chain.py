@@ -4,8 +4,8 @@ Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its determinis
 serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
 covered). Genesis, proof and policy-change entries are signed (Ed25519 over the hash) with the key
 entry 1 (genesis) names; decision entries are not signed themselves but are covered by the signed
-proof that follows them in the same append, whose hash chains back through them. Verification needs only the database file (and, to rule out a
-rewritten chain, a copy of the public key kept elsewhere).
+proof that follows them in the same append, whose hash chains back through them. Verification needs
+only the database file (and, to rule out a rewritten chain, a copy of the public key kept elsewhere).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class AuditChain:
         return entry.seq, entry.hash
 
     def _open_chain(self) -> None:
-        assert self._key is not None
+        if self._key is None:
+            raise ChainError("a read-only chain cannot be opened for writing")
         mine = raw_public(self._key.public_key())
         if self.head_seq == 0:
             self.append([pb.AuditEntry(genesis=pb.Genesis(public_key=mine, created_by="cortex-os"))])
@@ -158,7 +159,8 @@ class AuditChain:
 
     def append(self, entries: list[pb.AuditEntry]) -> list[pb.AuditEntry]:
         """Link, hash, sign and store `entries` in one transaction; returns them completed."""
-        assert self._key is not None, "read-only chain"
+        if self._key is None:
+            raise ChainError("this chain was opened read-only: it cannot be appended to")
         seq, prev = self.head_seq, self.head_hash
         now = time.time_ns()
         rows = []

@@ -206,7 +206,7 @@ def _timestamp(value: str) -> float | None:
 
 
 class CompiledRule:
-    __slots__ = ("rule", "services", "methods", "principals", "locality", "fields", "labels", "privacy", "not_before", "not_after")
+    __slots__ = ("fields", "labels", "locality", "methods", "not_after", "not_before", "principals", "privacy", "rule", "services")
 
     def __init__(self, rule: pb.Rule):
         self.rule = rule

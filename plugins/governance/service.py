@@ -159,7 +159,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
     async def ExportAudit(self, request, context):
         limit = request.limit or MAX_EXPORT
         for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):
-            yield entry
+            yield pb.ExportAuditResponse(entry=entry)
 
 
 def _write_atomically(path, text: str) -> None:

@@ -99,8 +99,8 @@ class HttpApi:
                 return _too_large(self.max_body_bytes)
             chunks.append(chunk)
         raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
+        if not raw:
+            return {}  # no body at all: the empty request, as the OpenAPI document says (body not required)
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:

@@ -27,6 +27,21 @@ ERROR_SCHEMA = {
 }
 
 
+def _sse_event(message: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event of a stream: its name, and its data, the JSON of `message` (or of an
+    error, or `{}` at the end)."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["message", "error", "end"]},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": message},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
+
+
 def _summary(text: str) -> str:
     first = text.split(". ")[0].rstrip(".")
     return first[:120]
@@ -43,7 +58,7 @@ def build(methods: list[MethodInfo], version: str) -> dict[str, Any]:
             ok = {
                 "description": "Server-Sent Events: one `message` event per response message (data: its JSON), "
                 "an `error` event if the stream fails midway, then an `end` event.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}, "x-cortex-message": result}},
+                "content": {"text/event-stream": {"schema": _sse_event(result), "x-cortex-message": result}},
             }
         else:
             ok = {"description": method.output.DESCRIPTOR.full_name, "content": {"application/json": {"schema": result}}}
@@ -53,7 +68,8 @@ def build(methods: list[MethodInfo], version: str) -> dict[str, Any]:
                 "tags": [method.service],
                 "summary": _summary(description),
                 "description": description,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                # no body at all is the empty request ({}); a body must be a JSON object
+                "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
                 "responses": {"200": ok, "default": {"$ref": "#/components/responses/Error"}},
             }
         }
@@ -63,7 +79,10 @@ def build(methods: list[MethodInfo], version: str) -> dict[str, Any]:
         "get": {
             "operationId": "metrics",
             "summary": "Prometheus metrics: calls, latency histograms, decisions, provider health and circuits",
-            "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "default": {"$ref": "#/components/responses/Error"},
+            },
         }
     }
     return {
@@ -97,6 +116,7 @@ def _plain(summary: str, operation: str) -> dict[str, Any]:
             "operationId": operation,
             "summary": summary,
             "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}},
-                          "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}},
+                          "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "default": {"$ref": "#/components/responses/Error"}},
         }
     }

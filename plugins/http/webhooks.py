@@ -124,7 +124,8 @@ class WebhookRunner:
             request = events_pb2.SubscribeRequest(topics=list(hook.topics), after_position=position or 0,
                                                   from_latest=position is None)
             try:
-                async for event in stub.Subscribe(request):
+                async for message in stub.Subscribe(request):
+                    event = message.event
                     await self._deliver(hook, event)
                     self._save_position(hook, event.position)
             except grpc.RpcError as exc:

@@ -40,7 +40,7 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure to reach it means: no kernel there
             await remote.close()
             if embedded == "never":
-                raise SystemExit(f"cortex mcp: no kernel answers at {target} ({exc!r}); start one with `cortex serve`")
+                raise SystemExit(f"cortex mcp: no kernel answers at {target} ({exc!r}); start one with `cortex serve`") from None
             log.info("mcp.no_kernel", target=target, error=repr(exc))
     if gateway is None:
         from cortex.kernel.context import KernelChannel

@@ -34,6 +34,9 @@ SEMANTIC, KEYWORD, HYBRID = pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.
 RRF_K = 60
 MAX_TAGS, MAX_TAG_CHARS, MAX_METADATA, MAX_METADATA_CHARS = 32, 64, 32, 1024
 MAX_TOP_K, MAX_PAGE = 100, 500
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600  # a century: any longer is "never", which is 0
+# Timestamps a filter may name: protobuf's own range (years 1 to 9999), in milliseconds
+MIN_TIME_MS, MAX_TIME_MS = -62_135_596_800_000, 253_402_300_799_999
 MASK_PATHS = {"text", "kind", "tags", "metadata", "source", "ttl_seconds"}
 EMBED_TIMEOUT = 120.0
 
@@ -127,13 +130,31 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             raise Invalid(f"metadata: at most {MAX_METADATA} entries, keys non-empty, key+value up to {MAX_METADATA_CHARS} characters")
         return metadata
 
+    @staticmethod
+    def _expiry(ttl_seconds: int, now: int) -> int | None:
+        if ttl_seconds > MAX_TTL_SECONDS:
+            raise Invalid(f"ttl_seconds is {ttl_seconds}; at most {MAX_TTL_SECONDS} (100 years), or 0 to keep it forever")
+        return now + ttl_seconds * 1000 if ttl_seconds else None
+
+    @staticmethod
+    def _time(name: str, stamp) -> int:
+        millis = stamp.seconds * 1000 + stamp.nanos // 1_000_000
+        if not MIN_TIME_MS <= millis <= MAX_TIME_MS or not 0 <= stamp.nanos < 1_000_000_000:
+            raise Invalid(f"filter: {name} is out of range; give a time between the years 1 and 9999")
+        return millis
+
     def _query(self, f: pb.Filter) -> Query:
         for kind in f.kinds:
             self._kind(kind)
+        for name, values in (("kinds", f.kinds), ("tags_all", f.tags_all), ("tags_any", f.tags_any)):
+            if len(values) > MAX_TAGS:
+                raise Invalid(f"filter: {name} has {len(values)} entries; at most {MAX_TAGS}")
+        if len(f.metadata) > MAX_METADATA:
+            raise Invalid(f"filter: metadata has {len(f.metadata)} entries; at most {MAX_METADATA}")
         query = Query(
             kinds=list(f.kinds), tags_all=list(f.tags_all), tags_any=list(f.tags_any), metadata=dict(f.metadata),
-            created_after=f.created_after.ToMilliseconds() if f.HasField("created_after") else None,
-            created_before=f.created_before.ToMilliseconds() if f.HasField("created_before") else None,
+            created_after=self._time("created_after", f.created_after) if f.HasField("created_after") else None,
+            created_before=self._time("created_before", f.created_before) if f.HasField("created_before") else None,
         )
         if query.created_after is not None and query.created_before is not None and query.created_after >= query.created_before:
             raise Invalid("filter: created_after must be before created_before")
@@ -199,19 +220,20 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
 
     # -- the methods --------------------------------------------------------------------------------
     async def Store(self, request, context):
+        now = now_ms()
         try:
             kind, text = self._kind(request.kind), self._text(request.text)
             tags, metadata = self._tags(request.tags), self._metadata(request.metadata)
+            expires_at = self._expiry(request.ttl_seconds, now)
         except Invalid as exc:
             await self._refuse(context, exc)
         digest = content_hash(kind, text, tags)
-        now = now_ms()
         existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
         if existing is not None and (existing.expires_at is None or existing.expires_at > now):
             return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
         record = Record(
             id=new_id(), kind=kind, text=text, tags=tags, metadata=metadata, source=request.source or "",
-            created_at=now, updated_at=now, expires_at=now + request.ttl_seconds * 1000 if request.ttl_seconds else None,
+            created_at=now, updated_at=now, expires_at=expires_at,
             content_hash=digest,
         )
         # Embed first so one transaction writes the memory with its vector; without an embedding
@@ -329,7 +351,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 updated.source = request.source
             now = now_ms()
             if "ttl_seconds" in paths:
-                updated.expires_at = now + request.ttl_seconds * 1000 if request.ttl_seconds else None
+                updated.expires_at = self._expiry(request.ttl_seconds, now)
         except Invalid as exc:
             await self._refuse(context, exc)
         updated.updated_at = now
@@ -408,7 +430,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         model = probe[0]
         records = await self.io(self.store.unembedded, model, request.all or model != current)
         total, done = len(records), 0
-        yield pb.ReindexProgress(done=0, total=total, embedding_model=model)
+        yield pb.ReindexResponse(done=0, total=total, embedding_model=model)
         for start in range(0, total, 32):
             batch = records[start : start + 32]
             for labels in {tuple(sorted(r.tags)) for r in batch}:  # labels travel with their texts
@@ -419,7 +441,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 for record, vector in zip(group, result[1], strict=True):
                     await self.io(self.store.set_embedding, record.id, model, vector)
                 done += len(group)
-            yield pb.ReindexProgress(done=done, total=total, embedding_model=model)
+            yield pb.ReindexResponse(done=done, total=total, embedding_model=model)
         self.store.meta("embedding_model", model)
         async with self._index_lock:
             self.index = await self.io(self._load_index, model)

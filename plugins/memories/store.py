@@ -414,7 +414,9 @@ class SqliteStore(MemoryStore):
             stale = self.db.execute(
                 f"SELECT COUNT(*) FROM memories WHERE {live} AND (embedding_model != ? OR embedding IS NULL)", (now, model)
             ).fetchone()[0]
-            expired = self.db.execute("SELECT COUNT(*) FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).fetchone()[0]
+            expired = self.db.execute(
+                "SELECT COUNT(*) FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).fetchone()[0]
             pages = self.db.execute("PRAGMA page_count").fetchone()[0] * self.db.execute("PRAGMA page_size").fetchone()[0]
         wal = self.path.with_name(self.path.name + "-wal")
         return {

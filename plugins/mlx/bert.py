@@ -182,7 +182,7 @@ class SentenceEncoder:
         self.max_length = max_length or limit
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - BERT's padding token, not a password
         self._forward = mx.compile(self._pooled)
 
     @property

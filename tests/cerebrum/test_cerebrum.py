@@ -56,7 +56,8 @@ def test_plan_is_deterministic_and_built_from_memories(brain, model_config):
     assert first.plan.hash == second.plan.hash and len(first.plan.hash) == 64
     assert first.plan.source == "template"  # this model cannot write plans: recorded, not hidden
     assert any("did not answer a valid plan" in r for r in first.repairs)
-    garden = {r.memory.id for r in memories.Search(mem.SearchRequest(query="garden", mode=mem.SEARCH_MODE_KEYWORD, top_k=5), timeout=30).results}
+    found = memories.Search(mem.SearchRequest(query="garden", mode=mem.SEARCH_MODE_KEYWORD, top_k=5), timeout=30)
+    garden = {r.memory.id for r in found.results}
     assert set(first.plan.context) >= garden
     assert [s.method for s in first.plan.steps] == ["cortex.memories.v1.MemoryService/Search", "cortex.models.v1.ModelService/Generate"]
 
@@ -70,7 +71,7 @@ def test_execute_streams_events_and_stores_a_content_addressed_trace(brain, mode
         ("answer", State.STATE_STARTED), ("answer", State.STATE_FINISHED),
     ]
     assert summary.status == "succeeded" and (summary.steps_ok, summary.steps_failed) == (2, 0)
-    trace = stub.GetTrace(pb.GetTraceRequest(id=summary.trace_id), timeout=10)
+    trace = stub.GetTrace(pb.GetTraceRequest(id=summary.trace_id), timeout=10).trace
     recall, answer = trace.steps
     assert recall.provider == "memories" and answer.provider == "mlx" and answer.route == "mlx:ok"
     assert "raised beds" in json.loads(answer.request_json)["prompt"]  # the reference was resolved
@@ -91,7 +92,7 @@ def test_without_a_language_model_the_answer_is_extractive_and_cited(brain):
     assert [s.method for s in planned.plan.steps] == [
         "cortex.memories.v1.MemoryService/Search", "cortex.cerebrum.v1.CerebrumService/ExtractAnswer"]
     assert any("no language model is configured" in r and "generation_model" in r for r in planned.repairs)
-    steps, summary = execute(stub, plan=planned.plan)
+    _steps, summary = execute(stub, plan=planned.plan)
     assert summary.status == "succeeded" and summary.answer_kind == "extractive"
     assert summary.answer.startswith("Garden project budget is 300 euros for soil and seeds. [1]")
     budget = memories.Search(mem.SearchRequest(query="budget", mode=mem.SEARCH_MODE_KEYWORD, top_k=1), timeout=30).results[0].memory
@@ -119,7 +120,9 @@ def test_replay_is_identical_then_names_the_step_a_memory_edit_changed(brain):
     same = stub.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
     assert same.status == "identical" and same.replay_trace_id
     budget = memories.Search(mem.SearchRequest(query="budget", mode=mem.SEARCH_MODE_KEYWORD, top_k=1), timeout=30).results[0].memory
-    memories.Update(mem.UpdateRequest(id=budget.id, text="Garden project budget is 500 euros.", update_mask={"paths": ["text"]}), timeout=60)
+    memories.Update(
+        mem.UpdateRequest(id=budget.id, text="Garden project budget is 500 euros.", update_mask={"paths": ["text"]}), timeout=60
+    )
     changed = stub.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
     assert (changed.status, changed.step_id) == ("diverged", "recall")
     assert changed.expected_sha256 != changed.actual_sha256 and "changed memory" in changed.reason
@@ -179,7 +182,10 @@ def test_a_failing_step_is_recorded_and_later_steps_are_skipped(brain):
         ([pb.Step(id="s1", method="no.such.v1.Service/Do", request_json="{}")], "step s1: 'no.such.v1.Service/Do' is not a method served"),
         ([pb.Step(id="s1", method="cortex.memories.v1.MemoryService/Search", request_json='{"qeury": "x"}')],
          "step s1: request_json does not fit cortex.memories.v1.SearchRequest"),
-        ([pb.Step(id="s1", method="cortex.memories.v1.MemoryService/Search", request_json="{not json")], "step s1: request_json is not JSON"),
+        (
+            [pb.Step(id="s1", method="cortex.memories.v1.MemoryService/Search", request_json="{not json")],
+            "step s1: request_json is not JSON",
+        ),
         ([pb.Step(id="s1", method="cortex.models.v1.ModelService/Generate", request_json='{"prompt": "${steps.s9.text}"}')],
          "step s1: refers to step 's9'"),
         ([pb.Step(id="s1", method="cortex.models.v1.ModelService/GenerateStream", request_json='{"prompt": "x"}')],
@@ -234,7 +240,7 @@ def test_a_taught_goal_is_never_substituted_inside_other_words(brain):
     adapted = stub.Plan(pb.PlanRequest(goal="queries"), timeout=120)
     assert adapted.plan.source == f"example:{taught.memory_id}", adapted.repairs
     steps, summary = execute(stub, plan=adapted.plan)
-    recall = [s for s in steps if s.step_id == "recall" and s.state == State.STATE_FINISHED][0]
+    recall = next(s for s in steps if s.step_id == "recall" and s.state == State.STATE_FINISHED)
     assert json.loads(recall.request_json) == {"query": "queries", "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}
     assert summary.status == "succeeded"
 

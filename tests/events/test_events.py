@@ -24,8 +24,8 @@ def publish(stub, topic: str, **kw) -> pb.PublishResponse:
 
 def take(stream, n: int) -> list[pb.Event]:
     got = []
-    for event in stream:
-        got.append(event)
+    for message in stream:
+        got.append(message.event)
         if len(got) == n:
             break
     stream.cancel()
@@ -150,7 +150,7 @@ def test_subscriptions_end_when_the_kernel_stops_and_resume_after(events):
 
     def follow():
         try:
-            seen.extend(stub.Subscribe(pb.SubscribeRequest(topics=["shutdown.*"]), timeout=30))
+            seen.extend(m.event for m in stub.Subscribe(pb.SubscribeRequest(topics=["shutdown.*"]), timeout=30))
             ended.append("ok")
         except grpc.RpcError as exc:
             ended.append(exc.code())

@@ -63,7 +63,7 @@ def test_proofs_are_created_for_calls_and_verify_over_grpc(start_kernel, channel
         gov.GetProof(pb.GetProofRequest(id="p-999999"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # the decision that let the call through is in the chain before its proof
-    entries = list(gov.ExportAudit(pb.ExportAuditRequest(from_seq=proof.entry.seq - 1, limit=2), timeout=5))
+    entries = [m.entry for m in gov.ExportAudit(pb.ExportAuditRequest(from_seq=proof.entry.seq - 1, limit=2), timeout=5)]
     assert entries[0].HasField("decision") and entries[0].call_id == call_id
     assert entries[0].call.provider == "echo" and entries[0].call.principal.startswith("grpc:")
 
@@ -146,7 +146,7 @@ def test_a_rehashed_decision_breaks_the_next_link(chain_with_calls):
 
 def test_a_deleted_entry_is_caught(chain_with_calls):
     data, env, _ = chain_with_calls
-    db, entries = rows(data)
+    db, _entries = rows(data)
     db.execute("DELETE FROM entries WHERE seq = ?", (6,))
     db.commit()
     result = verify(env, "--all")

@@ -108,7 +108,7 @@ def test_a_rule_file_in_the_data_dir_denies_and_the_router_fails_over(gov, chann
 
 
 def test_a_denied_call_names_the_rules(gov, channel_to):
-    stub, target, _ = gov(
+    _stub, target, _ = gov(
         """
         [[plugins.governance.rule]]
         id = "quiet-hours"
@@ -142,7 +142,7 @@ def test_add_and_remove_policies_are_governed_and_audited(gov, channel_to):
     assert echo.Echo(echo_pb2.EchoRequest(message="free"), timeout=5).message == "free"
     changes = [
         (e.policy_change.action, e.policy_change.rule.id, e.policy_change.principal)
-        for e in stub.ExportAudit(pb.ExportAuditRequest(), timeout=5)
+        for e in (m.entry for m in stub.ExportAudit(pb.ExportAuditRequest(), timeout=5))
         if e.HasField("policy_change")
     ]
     assert [(a, r) for a, r, _ in changes] == [("add", "no-echo"), ("remove", "no-echo")]
@@ -165,11 +165,20 @@ def test_plugins_and_mcp_clients_may_not_change_policies(gov):
     ("request_", "code", "message"),
     [
         (pb.AddPolicyRequest(toml=""), grpc.StatusCode.INVALID_ARGUMENT, "toml is empty"),
-        (pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "allow"\nwhen = 3\n'), grpc.StatusCode.INVALID_ARGUMENT, "request:4: unknown field(s) when"),
+        (
+            pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "allow"\nwhen = 3\n'),
+            grpc.StatusCode.INVALID_ARGUMENT, "request:4: unknown field(s) when",
+        ),
         (pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = maybe\n'), grpc.StatusCode.INVALID_ARGUMENT, "request:3: invalid TOML"),
         (pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "perhaps"\n'), grpc.StatusCode.INVALID_ARGUMENT, "'effect' must be"),
-        (pb.AddPolicyRequest(toml='[[rule]]\nid = "builtin/policy-admin"\neffect = "allow"\n'), grpc.StatusCode.ALREADY_EXISTS, "already in force"),
-        (pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "allow"\n', name="../escape"), grpc.StatusCode.INVALID_ARGUMENT, "use letters"),
+        (
+            pb.AddPolicyRequest(toml='[[rule]]\nid = "builtin/policy-admin"\neffect = "allow"\n'),
+            grpc.StatusCode.ALREADY_EXISTS, "already in force",
+        ),
+        (
+            pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "allow"\n', name="../escape"),
+            grpc.StatusCode.INVALID_ARGUMENT, "use letters",
+        ),
     ],
 )
 def test_bad_policies_are_refused_and_nothing_changes(gov, request_, code, message):
@@ -206,11 +215,11 @@ def test_a_bad_policy_file_dropped_in_keeps_the_rules_in_force(gov, channel_to):
         health_pb2.HealthCheckRequest(service="cortex.governance.v1.GovernanceService"), timeout=5
     )
     assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    detail = [p for p in kt.kernel.registry.all_providers() if p.name == "governance"][0].health.detail
+    detail = next(p for p in kt.kernel.registry.all_providers() if p.name == "governance").health.detail
     assert f"{bad}:4: unknown field(s) sevrices" in detail
     bad.unlink()
     kt.run(kt.kernel.refresh_health())
-    assert [p for p in kt.kernel.registry.all_providers() if p.name == "governance"][0].health.serving
+    assert next(p for p in kt.kernel.registry.all_providers() if p.name == "governance").health.serving
 
 
 def test_policy_explain_from_the_cli(tmp_path, serve_process):

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp"]\n'
 @pytest.fixture
 def api(start_kernel):
     def start(config: str = BASE, env: dict | None = None, **kw):
-        target, kt = start_kernel(config, env=env, **kw)
+        _target, kt = start_kernel(config, env=env, **kw)
         http = plugin_of(kt, "http")
         return httpx.Client(base_url=f"http://{http.address}", timeout=60), kt
 
@@ -134,7 +135,7 @@ def test_rate_limit_answers_429_with_retry_after(api):
 
 
 class Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict, bytes]] = []
+    received: ClassVar[list[tuple[dict, bytes]]] = []
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))

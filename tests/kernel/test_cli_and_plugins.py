@@ -139,7 +139,10 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
     [
         ('[kernel]\nlisten = "127.0.0.1:0"\nprivacy_mode = yes\n', "cortex.toml:3: invalid TOML"),
         ("[kernel]\nlisten_on = 1\n", "cortex.toml:2: unknown key 'listen_on' in [kernel]"),
-        ('[plugins]\ndisabled = ["ecoh"]\n', "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: a2a, cerebrum, echo, events, governance"),
+        (
+            '[plugins]\ndisabled = ["ecoh"]\n',
+            "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: a2a, cerebrum, echo, events, governance",
+        ),
         ("[plugins.memoriez]\nx = 1\n", "cortex.toml:1: unknown plugin 'memoriez'"),
         ('[kernel]\nprivacy_mode = "no"\n', "cortex.toml:2: kernel.privacy_mode must be true or false"),
     ],

@@ -33,7 +33,7 @@ def test_file_then_env_then_flags(tmp_path):
 def test_cortex_config_names_the_file(tmp_path):
     path = write_config(tmp_path / "elsewhere.toml", "[kernel]\nprivacy_mode = true\n")
     assert load_config(None, env={"CORTEX_CONFIG": str(path)}).privacy_mode is True
-    with pytest.raises(ConfigError, match="missing.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found"):
         load_config(None, env={"CORTEX_CONFIG": str(tmp_path / "missing.toml")})
 
 

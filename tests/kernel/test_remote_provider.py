@@ -72,7 +72,7 @@ def test_an_unreachable_remote_provider_is_unhealthy_and_tried_last(start_kernel
         order = ["gone", "echo"]
     """
     target, kt = start_kernel(config)
-    gone = [p for p in kt.kernel.registry.all_providers() if p.name == "gone"][0]
+    gone = next(p for p in kt.kernel.registry.all_providers() if p.name == "gone")
     assert not gone.health.serving and "UNAVAILABLE" in gone.health.detail
     reply, call = echo_pb2_grpc.EchoServiceStub(channel_to(target)).Echo.with_call(
         echo_pb2.EchoRequest(message="local"), timeout=5

@@ -31,7 +31,7 @@ def test_deny_from_an_authorize_hook_is_permission_denied_with_reasons(start_ker
     assert "gate: adding is not allowed here" in err.value.details()
     assert servicer.calls == 0  # a denied call never reaches the provider
     assert stub.Get(counter_pb2.GetRequest(), timeout=5).value == 0
-    denied = [o for c, o in gate.observed if c.method_name == "Add"][0]
+    denied = next(o for c, o in gate.observed if c.method_name == "Add")
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.attempts[0].outcome == "denied"
 
 
@@ -224,9 +224,9 @@ def test_stream_does_not_fail_over_after_its_first_message(start_kernel, channel
     config = '[routing."cortex_test.v1.CounterService"]\norder = ["primary", "backup"]\n'
     target, _ = start_kernel(config, _plugins(counter_pb2, dying, up))
     received = []
+    stream = counter_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5)
     with pytest.raises(grpc.RpcError) as err:
-        for message in counter_stub(channel_to, target, counter_pb2).Count(counter_pb2.CountRequest(upto=3), timeout=5):
-            received.append(message.value)
+        received.extend(message.value for message in stream)
     assert received == [0]
     assert err.value.code() == UNAVAILABLE
     assert "not retried on another provider because the stream had started" in err.value.details()
@@ -252,7 +252,7 @@ def test_observe_hook_sees_every_outcome(start_kernel, channel_to, counter_pb2):
     counter_stub(channel_to, target, counter_pb2).Add(
         counter_pb2.AddRequest(amount=2), timeout=5, metadata=(("x-cortex-principal", "tester"),)
     )
-    call, outcome = [(c, o) for c, o in gate.observed if c.method_name == "Add"][0]
+    call, outcome = next((c, o) for c, o in gate.observed if c.method_name == "Add")
     assert call.principal == "tester" and call.provider.name == "c"
     assert outcome.code == grpc.StatusCode.OK and outcome.provider == "c"
     assert outcome.response.value == 2 and outcome.latency_s > 0
@@ -262,7 +262,7 @@ def test_plugins_call_other_contracts_through_the_router(start_kernel, counter_p
     """A plugin's channel reaches other contracts via the router, with the plugin as principal."""
     gate = Gatekeeper(lambda call: "plugins may not add" if call.principal.startswith("plugin:") and call.method_name == "Add" else None)
     servicer = CounterServicer(counter_pb2, "c")
-    target, kt = start_kernel("", [*_plugins(counter_pb2, servicer), ("gate", gate)])
+    _target, kt = start_kernel("", [*_plugins(counter_pb2, servicer), ("gate", gate)])
     channel = kt.kernel.host.records["c"].context.channel
     add = channel.unary_unary("/cortex_test.v1.CounterService/Add")
     get = channel.unary_unary("/cortex_test.v1.CounterService/Get")

@@ -44,7 +44,7 @@ def test_streamable_http_lists_generated_tools_and_calls_them(mcp_url):
         store = tools["memory_store"]
         assert store.description.startswith("Store keeps a memory")
         assert {"text", "kind", "tags", "ttl_seconds"} <= set(store.input_schema["properties"])
-        assert store.output_schema["properties"]["id"] == {"type": "string"}
+        assert store.output_schema["properties"]["id"] == {"type": ["string", "null"]}
         stored = await client.call_tool("memory_store", {"text": "The spare key is under the blue pot", "tags": ["home"]})
         assert not stored.is_error and stored.structured_content["created"] is True
         found = await client.call_tool("memory_search", {"query": "where is the spare key", "top_k": 1})

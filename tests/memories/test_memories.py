@@ -34,7 +34,9 @@ def ids(reply):
 
 def test_store_get_and_idempotent_store(memories):
     stub, _ = memories()
-    first = store(stub, "The dentist moved my appointment to Thursday", kind="event", tags=["health"], metadata={"who": "me"}, source="test")
+    first = store(
+        stub, "The dentist moved my appointment to Thursday", kind="event", tags=["health"], metadata={"who": "me"}, source="test"
+    )
     assert first.created and first.id.startswith("m")
     memory = stub.Get(pb.GetRequest(id=first.id), timeout=5).memory
     assert (memory.text, memory.kind, list(memory.tags), dict(memory.metadata), memory.source) == (

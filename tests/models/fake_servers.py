@@ -47,10 +47,10 @@ class _Server:
                     return
                 owner.route(self, method, self.path, body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self._handle("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._handle("POST")
 
             def _json(self, value: Any, status: int = 200) -> None:

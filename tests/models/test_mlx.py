@@ -53,7 +53,7 @@ def test_the_same_seed_gives_the_same_bytes_even_after_a_restart(start_kernel, c
 
 def test_different_seeds_sample_differently(models):
     stub, _ = models()
-    base = dict(prompt="memory", max_tokens=24, temperature=1.0)
+    base = {'prompt': "memory", 'max_tokens': 24, 'temperature': 1.0}
     outputs = {stub.Generate(pb.GenerateRequest(**base, seed=s), timeout=60).text for s in range(4)}
     assert len(outputs) > 1
 
@@ -62,7 +62,7 @@ def test_streaming_gives_the_same_text_in_chunks_then_a_final_message(models):
     stub, _ = models()
     request = pb.GenerateRequest(prompt="note", max_tokens=20)
     whole = stub.Generate(request, timeout=60)
-    messages = list(stub.GenerateStream(request, timeout=60))
+    messages = list(stub.GenerateStream(pb.GenerateStreamRequest.FromString(request.SerializeToString()), timeout=60))
     assert len(messages) > 2
     assert "".join(m.delta for m in messages) == whole.text
     final = messages[-1]
@@ -77,7 +77,7 @@ def test_stop_sequences_end_generation_before_them(models):
     stop = whole[10:13]
     cut = stub.Generate(pb.GenerateRequest(prompt="note", max_tokens=40, stop=[stop]), timeout=60)
     assert cut.text == whole[: whole.index(stop)] and cut.finish_reason == "stop"
-    streamed = list(stub.GenerateStream(pb.GenerateRequest(prompt="note", max_tokens=40, stop=[stop]), timeout=60))
+    streamed = list(stub.GenerateStream(pb.GenerateStreamRequest(prompt="note", max_tokens=40, stop=[stop]), timeout=60))
     assert "".join(m.delta for m in streamed) == cut.text
 
 
@@ -131,7 +131,10 @@ def test_list_models(models):
         ("Generate", pb.GenerateRequest(), "INVALID_ARGUMENT", "send a prompt or at least one message"),
         ("Generate", pb.GenerateRequest(prompt="x", max_tokens=10**6), "INVALID_ARGUMENT", "max_tokens is 1000000; the limit is 8192"),
         ("Generate", pb.GenerateRequest(prompt="x", temperature=-1), "INVALID_ARGUMENT", "temperature must be between 0 and 5"),
-        ("Generate", pb.GenerateRequest(messages=[pb.ChatMessage(role="robot", content="x")]), "INVALID_ARGUMENT", "messages[0].role is 'robot'"),
+        (
+            "Generate", pb.GenerateRequest(messages=[pb.ChatMessage(role="robot", content="x")]),
+            "INVALID_ARGUMENT", "messages[0].role is 'robot'",
+        ),
         ("Generate", pb.GenerateRequest(prompt="x", model="gpt-9"), "NOT_FOUND", "model 'gpt-9' is not served here"),
         ("Embed", pb.EmbedRequest(), "INVALID_ARGUMENT", "send at least one text"),
         ("Embed", pb.EmbedRequest(texts=["x"] * 2000), "INVALID_ARGUMENT", "2000 texts in one call; the limit is 1024"),

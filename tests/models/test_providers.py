@@ -47,7 +47,7 @@ def test_openai_compatible_endpoint_through_the_official_client(start_kernel, ch
     assert reply.usage.completion_tokens == 3
     _, _, sent = openai_server.requests[-1]
     assert (sent["seed"], sent["temperature"], sent["max_tokens"], sent["model"]) == (3, 0.5, 5, "fake-gpt")
-    chunks = list(stub.GenerateStream(pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content="a b c")]), timeout=10))
+    chunks = list(stub.GenerateStream(pb.GenerateStreamRequest(messages=[pb.ChatMessage(role="user", content="a b c")]), timeout=10))
     assert "".join(c.delta for c in chunks) == "echo: a b c"
     assert chunks[-1].done and chunks[-1].usage.completion_tokens == 4 and chunks[-1].provider == "openai"
     embedded = stub.Embed(pb.EmbedRequest(texts=["x", "yz"]), timeout=10)
@@ -73,13 +73,13 @@ def test_ollama_through_the_official_client(start_kernel, channel_to, ollama_ser
     assert (reply.text, reply.provider, reply.model) == ("echo: plan the day", "ollama", "llama3.2")
     _, path, sent = ollama_server.requests[-1]
     assert path == "/api/chat" and sent["options"]["seed"] == 11 and sent["options"]["temperature"] == 0.0
-    chunks = list(stub.GenerateStream(pb.GenerateRequest(prompt="one two"), timeout=10))
+    chunks = list(stub.GenerateStream(pb.GenerateStreamRequest(prompt="one two"), timeout=10))
     assert "".join(c.delta for c in chunks) == "echo: one two" and chunks[-1].usage.completion_tokens == 3
     embedded = stub.Embed(pb.EmbedRequest(texts=["q"]), timeout=10)
     assert (embedded.model, embedded.dimension) == ("all-minilm", 8)
     listed = {m.id for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
     assert listed == {"llama3.2:latest", "all-minilm:latest"}
-    ollama_provider = [p for p in kt.kernel.registry.all_providers() if p.name == "ollama"][0]
+    ollama_provider = next(p for p in kt.kernel.registry.all_providers() if p.name == "ollama")
     assert ollama_provider.health.serving and ollama_provider.local  # from its /api/tags probe
 
 
@@ -137,7 +137,7 @@ def test_failover_from_a_broken_mlx_and_its_circuit(start_kernel, channel_to, op
     # streams fail over too, before their first message
     (tmp_path / "not-a-model" / "model.safetensors").unlink()
     kt.run(_reset_engine())
-    chunks = list(stub.GenerateStream(pb.GenerateRequest(prompt="streamed"), timeout=20))
+    chunks = list(stub.GenerateStream(pb.GenerateStreamRequest(prompt="streamed"), timeout=20))
     assert chunks[-1].provider == "openai"
 
 

@@ -179,7 +179,7 @@ class ExtractAnswerResponse(_message.Message):
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
-class ExecuteEvent(_message.Message):
+class ExecuteResponse(_message.Message):
     __slots__ = ("step", "summary")
     STEP_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,12 @@ class GetTraceRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetTraceResponse(_message.Message):
+    __slots__ = ("trace",)
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    trace: Trace
+    def __init__(self, trace: _Optional[_Union[Trace, _Mapping]] = ...) -> None: ...
 
 class ListTracesRequest(_message.Message):
     __slots__ = ("limit",)

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class CerebrumServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """CerebrumService plans goals over the registered contracts, checks plans against policy, runs
+    them with a full trace, learns from what worked, and replays any run exactly.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -48,7 +50,7 @@ class CerebrumServiceStub:
         self.Execute = channel.unary_stream(
                 '/cortex.cerebrum.v1.CerebrumService/Execute',
                 request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteEvent.FromString,
+                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
         self.Critique = channel.unary_unary(
                 '/cortex.cerebrum.v1.CerebrumService/Critique',
@@ -68,7 +70,7 @@ class CerebrumServiceStub:
         self.GetTrace = channel.unary_unary(
                 '/cortex.cerebrum.v1.CerebrumService/GetTrace',
                 request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceRequest.SerializeToString,
-                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.Trace.FromString,
+                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceResponse.FromString,
                 _registered_method=True)
         self.ListTraces = channel.unary_unary(
                 '/cortex.cerebrum.v1.CerebrumService/ListTraces',
@@ -83,10 +85,14 @@ class CerebrumServiceStub:
 
 
 class CerebrumServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """CerebrumService plans goals over the registered contracts, checks plans against policy, runs
+    them with a full trace, learns from what worked, and replays any run exactly.
+    """
 
     def Plan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Plan turns a goal into a plan: a taught example, a model's plan, or the template;
+        deterministic.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -106,7 +112,8 @@ class CerebrumServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Critique(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Critique says what went wrong in a trace and what to change.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -126,13 +133,15 @@ class CerebrumServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTrace(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetTrace returns a stored trace by id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTraces(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListTraces lists recent traces, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -161,7 +170,7 @@ def add_CerebrumServiceServicer_to_server(servicer, server):
             'Execute': grpc.unary_stream_rpc_method_handler(
                     servicer.Execute,
                     request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteRequest.FromString,
-                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteEvent.SerializeToString,
+                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteResponse.SerializeToString,
             ),
             'Critique': grpc.unary_unary_rpc_method_handler(
                     servicer.Critique,
@@ -181,7 +190,7 @@ def add_CerebrumServiceServicer_to_server(servicer, server):
             'GetTrace': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrace,
                     request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceRequest.FromString,
-                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.Trace.SerializeToString,
+                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceResponse.SerializeToString,
             ),
             'ListTraces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTraces,
@@ -202,7 +211,9 @@ def add_CerebrumServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CerebrumService:
-    """Missing associated documentation comment in .proto file."""
+    """CerebrumService plans goals over the registered contracts, checks plans against policy, runs
+    them with a full trace, learns from what worked, and replays any run exactly.
+    """
 
     @staticmethod
     def Plan(request,
@@ -274,7 +285,7 @@ class CerebrumService:
             target,
             '/cortex.cerebrum.v1.CerebrumService/Execute',
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteRequest.SerializeToString,
-            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteEvent.FromString,
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExecuteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -382,7 +393,7 @@ class CerebrumService:
             target,
             '/cortex.cerebrum.v1.CerebrumService/GetTrace',
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceRequest.SerializeToString,
-            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.Trace.FromString,
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.GetTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,3 +57,9 @@ class SubscribeRequest(_message.Message):
     after_position: int
     from_latest: bool
     def __init__(self, topics: _Optional[_Iterable[str]] = ..., after_position: _Optional[int] = ..., from_latest: _Optional[bool] = ...) -> None: ...
+
+class SubscribeResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...

@@ -45,7 +45,7 @@ class EventServiceStub:
         self.Subscribe = channel.unary_stream(
                 '/cortex.events.v1.EventService/Subscribe',
                 request_serializer=cortex_dot_events_dot_v1_dot_events__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=cortex_dot_events_dot_v1_dot_events__pb2.Event.FromString,
+                response_deserializer=cortex_dot_events_dot_v1_dot_events__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
 
 
@@ -81,7 +81,7 @@ def add_EventServiceServicer_to_server(servicer, server):
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=cortex_dot_events_dot_v1_dot_events__pb2.SubscribeRequest.FromString,
-                    response_serializer=cortex_dot_events_dot_v1_dot_events__pb2.Event.SerializeToString,
+                    response_serializer=cortex_dot_events_dot_v1_dot_events__pb2.SubscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,7 +139,7 @@ class EventService:
             target,
             '/cortex.events.v1.EventService/Subscribe',
             cortex_dot_events_dot_v1_dot_events__pb2.SubscribeRequest.SerializeToString,
-            cortex_dot_events_dot_v1_dot_events__pb2.Event.FromString,
+            cortex_dot_events_dot_v1_dot_events__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class GovernanceServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """GovernanceService explains and changes the policies in force, and serves the audit chain's
+    proofs.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -68,12 +70,14 @@ class GovernanceServiceStub:
         self.ExportAudit = channel.unary_stream(
                 '/cortex.governance.v1.GovernanceService/ExportAudit',
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.SerializeToString,
-                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.AuditEntry.FromString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.FromString,
                 _registered_method=True)
 
 
 class GovernanceServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """GovernanceService explains and changes the policies in force, and serves the audit chain's
+    proofs.
+    """
 
     def Evaluate(self, request, context):
         """Evaluate dry-runs a call description against the policies in force; nothing is logged.
@@ -160,7 +164,7 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
             'ExportAudit': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAudit,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.FromString,
-                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.AuditEntry.SerializeToString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -171,7 +175,9 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GovernanceService:
-    """Missing associated documentation comment in .proto file."""
+    """GovernanceService explains and changes the policies in force, and serves the audit chain's
+    proofs.
+    """
 
     @staticmethod
     def Evaluate(request,
@@ -351,7 +357,7 @@ class GovernanceService:
             target,
             '/cortex.governance.v1.GovernanceService/ExportAudit',
             cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.SerializeToString,
-            cortex_dot_governance_dot_v1_dot_governance__pb2.AuditEntry.FromString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

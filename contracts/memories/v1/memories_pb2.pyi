@@ -273,7 +273,7 @@ class ReindexRequest(_message.Message):
     all: bool
     def __init__(self, all: _Optional[bool] = ...) -> None: ...
 
-class ReindexProgress(_message.Message):
+class ReindexResponse(_message.Message):
     __slots__ = ("done", "total", "embedding_model")
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class MemoryServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """MemoryService stores memories and finds them again by meaning, by keyword, or both.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -73,12 +74,13 @@ class MemoryServiceStub:
         self.Reindex = channel.unary_stream(
                 '/cortex.memories.v1.MemoryService/Reindex',
                 request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexRequest.SerializeToString,
-                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexProgress.FromString,
+                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexResponse.FromString,
                 _registered_method=True)
 
 
 class MemoryServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """MemoryService stores memories and finds them again by meaning, by keyword, or both.
+    """
 
     def Store(self, request, context):
         """Store keeps a memory. Idempotent: the same kind, text and tags return the existing id.
@@ -88,13 +90,15 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Get returns one memory by id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Search finds memories by meaning (semantic), words (keyword) or both (hybrid).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -107,7 +111,8 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Delete removes a memory; deleting one that is not there is not an error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -120,7 +125,8 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stats counts memories by kind and tag, and how many wait for an embedding.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -174,7 +180,7 @@ def add_MemoryServiceServicer_to_server(servicer, server):
             'Reindex': grpc.unary_stream_rpc_method_handler(
                     servicer.Reindex,
                     request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexRequest.FromString,
-                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexProgress.SerializeToString,
+                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,7 +191,8 @@ def add_MemoryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MemoryService:
-    """Missing associated documentation comment in .proto file."""
+    """MemoryService stores memories and finds them again by meaning, by keyword, or both.
+    """
 
     @staticmethod
     def Store(request,
@@ -392,7 +399,7 @@ class MemoryService:
             target,
             '/cortex.memories.v1.MemoryService/Reindex',
             cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexRequest.SerializeToString,
-            cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexProgress.FromString,
+            cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexResponse.FromString,
             options,
             channel_credentials,
             insecure,

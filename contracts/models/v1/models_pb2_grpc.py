@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class ModelServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """ModelService generates text and embeddings, on this machine (MLX, Ollama) or at an endpoint.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -42,7 +43,7 @@ class ModelServiceStub:
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
                 '/cortex.models.v1.ModelService/GenerateStream',
-                request_serializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateRequest.SerializeToString,
+                request_serializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamRequest.SerializeToString,
                 response_deserializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
         self.Embed = channel.unary_unary(
@@ -58,7 +59,8 @@ class ModelServiceStub:
 
 
 class ModelServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """ModelService generates text and embeddings, on this machine (MLX, Ollama) or at an endpoint.
+    """
 
     def Generate(self, request, context):
         """Generate returns the whole completion.
@@ -100,7 +102,7 @@ def add_ModelServiceServicer_to_server(servicer, server):
             ),
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
-                    request_deserializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateRequest.FromString,
+                    request_deserializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamRequest.FromString,
                     response_serializer=cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamResponse.SerializeToString,
             ),
             'Embed': grpc.unary_unary_rpc_method_handler(
@@ -122,7 +124,8 @@ def add_ModelServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
-    """Missing associated documentation comment in .proto file."""
+    """ModelService generates text and embeddings, on this machine (MLX, Ollama) or at an endpoint.
+    """
 
     @staticmethod
     def Generate(request,
@@ -166,7 +169,7 @@ class ModelService:
             request,
             target,
             '/cortex.models.v1.ModelService/GenerateStream',
-            cortex_dot_models_dot_v1_dot_models__pb2.GenerateRequest.SerializeToString,
+            cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamRequest.SerializeToString,
             cortex_dot_models_dot_v1_dot_models__pb2.GenerateStreamResponse.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The lint gates CI runs: the lock matches pyproject.toml, ruff (rules in pyproject.toml, the
+# security rules among them), buf lint on the contracts, and the generated code matches the protos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/ruff ] && [ -x tools/buf/node_modules/.bin/buf ] || scripts/setup.sh test
+scripts/lock.sh --check
+.venv/bin/ruff check --quiet . && echo "ruff: clean"
+tools/buf/node_modules/.bin/buf lint && echo "buf lint: clean"
+.venv/bin/python scripts/gen_contracts.py --check && echo "generated contracts: current"

@@ -28,7 +28,7 @@ class CircuitBreaker:
     ):
         self.failure_threshold = max(1, failure_threshold)
         self.reset_timeout = reset_timeout
-        self._clock = clock
+        self.clock = clock  # time.monotonic; tests hand in a fake one
         self._on_change = on_change
         self._state = CircuitState.CLOSED
         self._opened_at = 0.0
@@ -38,7 +38,7 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The state now; an open circuit whose cool-down is over reads as half-open."""
-        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+        if self._state is CircuitState.OPEN and self.clock() - self._opened_at >= self.reset_timeout:
             return CircuitState.HALF_OPEN
         return self._state
 
@@ -46,7 +46,7 @@ class CircuitBreaker:
         """Seconds until an open circuit lets a probe through."""
         if self._state is not CircuitState.OPEN:
             return 0.0
-        return max(0.0, self.reset_timeout - (self._clock() - self._opened_at))
+        return max(0.0, self.reset_timeout - (self.clock() - self._opened_at))
 
     def allow(self) -> bool:
         """May a call go to this provider now? In half-open, only one probe at a time."""
@@ -69,7 +69,7 @@ class CircuitBreaker:
         self._probe_in_flight = False
         self.consecutive_failures += 1
         if self._state is CircuitState.HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
-            self._opened_at = self._clock()
+            self._opened_at = self.clock()
             self._set(CircuitState.OPEN)
 
     def _set(self, state: CircuitState) -> None:

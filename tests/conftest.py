@@ -98,6 +98,29 @@ class KernelThread:
             self._thread.join(10)
 
 
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (polling), or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class FakeClock:
+    """A monotonic clock the test moves: hand it to a CircuitBreaker or RateLimiter (`.clock`)
+    and `advance()` it, instead of sleeping through a cool-down."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
@@ -164,28 +187,33 @@ class ServeProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         )
         self.target = ""
-        # drain the logs as they come: a full pipe would block the kernel's next log write
+        # drain both pipes as they come, each on its own thread: a full pipe would block the
+        # kernel's next write, and a blocking read here could not honour wait_ready's deadline
         self._stderr: list[str] = []
+        self._ready = threading.Event()
         self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True)
         self._drain.start()
+        self._watch = threading.Thread(target=self._read_stdout, daemon=True)
+        self._watch.start()
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            match = re.search(r"serving on (\S+)", line)
+            if match and not self._ready.is_set():
+                self.target = match.group(1)
+                self._ready.set()
+        self._ready.set()  # the process ended: wake wait_ready either way
 
     def stderr(self) -> str:
         return "".join(self._stderr)
 
     def wait_ready(self, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"serving on (\S+)", line)
-            if match:
-                self.target = match.group(1)
-                return self.target
+        if self._ready.wait(timeout) and self.target:
+            return self.target
         self.proc.kill()
         self.proc.wait()
         self._drain.join(5)
-        raise AssertionError(f"cortex serve did not start: {self.stderr()}")
+        raise AssertionError(f"cortex serve did not start within {timeout:g}s: {self.stderr()}")
 
     def stop(self, sig: int = 15, timeout: float = 20) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -196,6 +224,7 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait()
         self._drain.join(5)
+        self._watch.join(5)
         return self.proc.returncode, self.stderr()
 
 

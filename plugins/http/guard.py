@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cortex.kernel.asgi import is_loopback_host
@@ -24,13 +25,14 @@ class RateLimiter:
     rate: float
     burst: float
     max_clients: int = 10_000
+    clock: Callable[[], float] = time.monotonic  # tests hand in a fake one
     _buckets: dict[str, Bucket] = field(default_factory=dict)
 
     def check(self, client: str, now: float | None = None) -> float:
         """0 when the request may go ahead, else the seconds to wait before retrying."""
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= self.max_clients:  # bounded memory under many clients

@@ -34,11 +34,15 @@ def message(text: str, **metadata) -> a2a_pb2.SendMessageRequest:
 
 
 async def send(url: str, request, streaming: bool) -> list[dict]:
-    client = await create_client(url, client_config=ClientConfig(streaming=streaming))
-    try:
-        return [json_format.MessageToDict(r, preserving_proto_field_name=True) async for r in client.send_message(request)]
-    finally:
-        await client.close()
+    # the first message may load the embedding model: on a slow run (coverage tracing, a busy
+    # machine) that is seconds, beyond httpx's default 5 s read timeout; the test's own wait_for
+    # bounds the whole conversation
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
+        client = await create_client(url, client_config=ClientConfig(streaming=streaming, httpx_client=http))
+        try:
+            return [json_format.MessageToDict(r, preserving_proto_field_name=True) async for r in client.send_message(request)]
+        finally:
+            await client.close()
 
 
 def reply_of(responses: list[dict]) -> tuple[str, dict]:

@@ -15,6 +15,8 @@ from cortex.contracts.events.v1 import events_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel import hookimpl
 
+from ..conftest import wait_for
+
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http"]\n'
 
 
@@ -64,14 +66,23 @@ def test_live_delivery_topic_globs_and_from_latest(events):
     publish(stub, "memory.old")
     received: list[pb.Event] = []
     stream = stub.Subscribe(pb.SubscribeRequest(topics=["memory.*"], from_latest=True), timeout=10)
-    reader = threading.Thread(target=lambda: received.extend(take(stream, 2)))
+
+    def read():
+        for message in stream:
+            received.append(message.event)
+            if message.event.type == "memory.deleted":
+                return stream.cancel()
+
+    reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.5)  # the subscription is waiting for new events
+    # from_latest: events before the subscription is live are not for it. It is live once a probe
+    # published now comes back (one probe per 50 ms until one does)
+    wait_for(lambda: received or (publish(stub, "memory.probe") and time.sleep(0.05)), "the subscription to go live")
     publish(stub, "plans.made")
     publish(stub, "memory.stored", subject="m1")
     publish(stub, "memory.deleted", subject="m1")
     reader.join(10)
-    assert [e.type for e in received] == ["memory.stored", "memory.deleted"]
+    assert [e.type for e in received if e.type != "memory.probe"] == ["memory.stored", "memory.deleted"]
 
 
 def test_publish_is_idempotent_and_bad_events_are_refused(events):
@@ -125,9 +136,7 @@ def test_plugins_receive_events_in_order_through_the_hook(events):
     publish(stub, "one")
     publish(stub, "boom")
     publish(stub, "two")
-    deadline = time.monotonic() + 5
-    while len(listener.seen) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(listener.seen) >= 2, "the hook to see two events", timeout=5)
     assert [t for t, _ in listener.seen] == ["one", "two"]
     assert listener.seen[0][1] < listener.seen[1][1]
 
@@ -157,9 +166,7 @@ def test_subscriptions_end_when_the_kernel_stops_and_resume_after(events):
 
     reader = threading.Thread(target=follow)
     reader.start()
-    deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: seen, "the subscription's first event", timeout=5)
     started = time.monotonic()
     kt.stop(grace=10.0)  # a live subscription must not hold the shutdown for the whole grace period
     reader.join(10)

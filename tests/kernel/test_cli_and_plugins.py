@@ -10,7 +10,7 @@ import pytest
 
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, make_dist, run_cli, write_config
+from ..conftest import cortex_env, make_dist, run_cli, wait_for, write_config
 
 BROKEN_PLUGINS = {
     "import_fails": (
@@ -176,6 +176,8 @@ def test_sigterm_lets_in_flight_calls_finish_and_stops_plugins_in_reverse(tmp_pa
 
             class Slow(echo_pb2_grpc.EchoServiceServicer):
                 async def Echo(self, request, context):
+                    with open({str(journal)!r}, "a") as f:
+                        f.write("called {name}\\n")
                     await asyncio.sleep(1.0)
                     return echo_pb2.EchoResponse(message=request.message, served_by="{name}")
                 async def EchoStream(self, request, context):
@@ -202,13 +204,11 @@ def test_sigterm_lets_in_flight_calls_finish_and_stops_plugins_in_reverse(tmp_pa
     kernel = serve_process(env=env)
     stub = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
     future = stub.Echo.future(echo_pb2.EchoRequest(message="in flight"), timeout=10)
-    import time
-
-    time.sleep(0.3)
+    wait_for(lambda: journal.exists() and "called first_p" in journal.read_text(), "the call to reach the provider")
     kernel.proc.send_signal(signal.SIGTERM)
     assert future.result().message == "in flight"
     assert kernel.proc.wait(20) == 0  # a clean exit, on the one SIGTERM
-    assert journal.read_text().splitlines() == ["stop second_p", "stop first_p"]
+    assert journal.read_text().splitlines() == ["called first_p", "stop second_p", "stop first_p"]
 
 
 @pytest.mark.parametrize(

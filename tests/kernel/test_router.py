@@ -9,6 +9,7 @@ import pytest
 
 from cortex.kernel import hookimpl
 
+from ..conftest import FakeClock
 from ..counter_contract import CounterPlugin, CounterServicer, Gatekeeper, counter_stub
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -107,13 +108,14 @@ def test_circuit_opens_after_failures_then_half_open_probe_closes_it(start_kerne
     target, kt = start_kernel(config, _plugins(counter_pb2, flaky, backup))
     stub = counter_stub(channel_to, target, counter_pb2)
     breaker = kt.kernel.registry.breaker("flaky")
+    clock = breaker.clock = FakeClock()
     for _ in range(2):
         assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "backup"
     assert breaker.state.value == "open" and flaky.calls == 2
     _, call = stub.Get.with_call(counter_pb2.GetRequest(), timeout=5)
     assert flaky.calls == 2  # open: skipped without a call
     assert dict(call.trailing_metadata())["x-cortex-route"] == "flaky:skipped,backup:ok"
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert breaker.state.value == "half_open"
     flaky.fail = None  # it recovered: the probe succeeds and closes the circuit
     assert stub.Get(counter_pb2.GetRequest(), timeout=5).provider == "flaky"

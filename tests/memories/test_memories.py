@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -78,13 +76,18 @@ def test_three_search_modes_and_what_matched(memories):
     assert stub.Search(pb.SearchRequest(query="milk", mode=KEYWORD, top_k=5, min_score=100), timeout=60).results == []
 
 
-def test_filters(memories):
+def test_filters(memories, monkeypatch):
+    import itertools
+
+    from cortex.plugins.memories import service
+
+    ticks = itertools.count(service.now_ms(), 1_000)  # each look at the clock, a second later
+    monkeypatch.setattr(service, "now_ms", lambda: next(ticks))
     stub, _ = memories()
-    a = store(stub, "Call mom about the trip", kind="task", tags=["family", "travel"], metadata={"prio": "high"}).id
-    time.sleep(0.01)
+    stored_a = store(stub, "Call mom about the trip", kind="task", tags=["family", "travel"], metadata={"prio": "high"})
+    a = stored_a.id
     middle = Timestamp()
-    middle.GetCurrentTime()
-    time.sleep(0.01)
+    middle.FromMilliseconds(stored_a.memory.created_at.ToMilliseconds() + 1)  # after a, before b
     b = store(stub, "Book the train for the trip", kind="task", tags=["travel"], metadata={"prio": "low"}).id
     c = store(stub, "The trip is in May", kind="fact", tags=["travel"]).id
 
@@ -156,11 +159,14 @@ def test_stats(memories):
     assert stats.embedding_model == "all-MiniLM-L6-v2" and "2 vectors of 384 dims" in stats.index
 
 
-def test_expired_memories_never_come_back(memories):
+def test_expired_memories_never_come_back(memories, monkeypatch):
+    from cortex.plugins.memories import service
+
     stub, kt = memories()
     short = store(stub, "the wifi password is hunter2", ttl_seconds=1).id
     store(stub, "the wifi router is in the hall")
-    time.sleep(1.2)
+    real_now = service.now_ms
+    monkeypatch.setattr(service, "now_ms", lambda: real_now() + 1_200)  # 1.2 s later, without waiting
     with pytest.raises(grpc.RpcError):
         stub.Get(pb.GetRequest(id=short), timeout=5)
     for mode in (SEMANTIC, KEYWORD, HYBRID):

@@ -3,14 +3,13 @@ ModelService: MLX first, failover, circuits, privacy."""
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 
+from ..conftest import FakeClock
 from .fake_servers import FakeOllama, FakeOpenAI, fake_vector
 
 
@@ -124,13 +123,14 @@ def test_failover_from_a_broken_mlx_and_its_circuit(start_kernel, channel_to, op
         assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:INTERNAL,openai:ok"
     breaker = kt.kernel.registry.breaker("mlx")
     assert breaker.state.value == "open"
+    clock = breaker.clock = FakeClock()  # opened on the real clock a moment ago; time moves by hand now
     _, call = stub.Generate.with_call(pb.GenerateRequest(prompt="x"), timeout=20)
     assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:skipped,openai:ok"
     # MLX gets its model back; after the cool-down one probe goes to it and closes the circuit
     from cortex.plugins.mlx.tiny_model import build_tiny_model
 
     build_tiny_model(tmp_path / "not-a-model")
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert breaker.state.value == "half_open"
     reply, call = stub.Generate.with_call(pb.GenerateRequest(prompt="x", max_tokens=4), timeout=20)
     assert reply.provider == "mlx" and breaker.state.value == "closed"

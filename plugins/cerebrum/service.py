@@ -39,6 +39,9 @@ EXTRACT = "/cortex.cerebrum.v1.CerebrumService/ExtractAnswer"
 EVALUATE = "/cortex.governance.v1.GovernanceService/Evaluate"
 CONTRACTS = "/cortex.kernel.v1.KernelService/ListContracts"
 STEP_TIMEOUT = 120.0
+LEARNING = "learning-example"  # the kind of memory a taught plan is kept as: how to plan, not what is known
+# the template's recall step: what is known about the goal (taught plans are not knowledge)
+RECALL = {"query": plans.GOAL, "top_k": 5, "mode": "SEARCH_MODE_HYBRID", "filter": {"exclude_kinds": [LEARNING]}}
 EXAMPLE_MIN_SCORE = 0.75  # cosine: how close a taught goal must be to be reused
 State = pb.StepRecord
 
@@ -97,11 +100,12 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     # -- planning ---------------------------------------------------------------------------------------
     async def make_plan(self, goal: str) -> tuple[pb.Plan, list[str]]:
         repairs: list[str] = []
-        found = await self._try(SEARCH, mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=5))
-        context = [r.memory.id for r in found.results if r.memory.kind != "learning-example"] if found else []
+        knowledge = mem.Filter(exclude_kinds=[LEARNING])
+        found = await self._try(SEARCH, mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=5, filter=knowledge))
+        context = [r.memory.id for r in found.results] if found else []
         example = await self._try(
             SEARCH,
-            mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=1, filter=mem.Filter(kinds=["learning-example"])),
+            mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=1, filter=mem.Filter(kinds=[LEARNING])),
         )
         if example and example.results and example.results[0].score >= EXAMPLE_MIN_SCORE:
             hit = example.results[0].memory
@@ -193,7 +197,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         """Recall memories for the goal, then answer from them: with a model, or extractively."""
         steps = [
             pb.Step(id="recall", method=SEARCH.strip("/"),
-                    request_json=json.dumps({"query": plans.GOAL, "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}, sort_keys=True)),
+                    request_json=json.dumps(RECALL, sort_keys=True)),
         ]
         if not generate:
             request = {"question": plans.GOAL, "memories": "${steps.recall.results[*].memory}"}
@@ -433,7 +437,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         try:
             reply, _ = await self.call(
                 STORE,
-                mem.StoreRequest(text=trace.plan.goal, kind="learning-example", tags=["cerebrum"],
+                mem.StoreRequest(text=trace.plan.goal, kind=LEARNING, tags=["cerebrum"],
                                  metadata={"trace_id": trace.id, "plan_hash": trace.plan.hash}, source=f"cerebrum:trace/{trace.id}"),
             )
         except grpc.RpcError as exc:

@@ -146,13 +146,15 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     def _query(self, f: pb.Filter) -> Query:
         for kind in f.kinds:
             self._kind(kind)
-        for name, values in (("kinds", f.kinds), ("tags_all", f.tags_all), ("tags_any", f.tags_any)):
+        for name, values in (("kinds", f.kinds), ("exclude_kinds", f.exclude_kinds), ("tags_all", f.tags_all),
+                             ("tags_any", f.tags_any)):
             if len(values) > MAX_TAGS:
                 raise Invalid(f"filter: {name} has {len(values)} entries; at most {MAX_TAGS}")
         if len(f.metadata) > MAX_METADATA:
             raise Invalid(f"filter: metadata has {len(f.metadata)} entries; at most {MAX_METADATA}")
         query = Query(
-            kinds=list(f.kinds), tags_all=list(f.tags_all), tags_any=list(f.tags_any), metadata=dict(f.metadata),
+            kinds=list(f.kinds), exclude_kinds=list(f.exclude_kinds), tags_all=list(f.tags_all), tags_any=list(f.tags_any),
+            metadata=dict(f.metadata),
             created_after=self._time("created_after", f.created_after) if f.HasField("created_after") else None,
             created_before=self._time("created_before", f.created_before) if f.HasField("created_before") else None,
         )

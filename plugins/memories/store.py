@@ -41,6 +41,7 @@ class Query:
     """A filter, as the store applies it."""
 
     kinds: list[str] = field(default_factory=list)
+    exclude_kinds: list[str] = field(default_factory=list)
     tags_all: list[str] = field(default_factory=list)
     tags_any: list[str] = field(default_factory=list)
     created_after: int | None = None
@@ -50,6 +51,7 @@ class Query:
     def matches(self, r: Record) -> bool:
         return (
             (not self.kinds or r.kind in self.kinds)
+            and r.kind not in self.exclude_kinds
             and all(t in r.tags for t in self.tags_all)
             and (not self.tags_any or any(t in r.tags for t in self.tags_any))
             and (self.created_after is None or r.created_at > self.created_after)
@@ -304,6 +306,9 @@ class SqliteStore(MemoryStore):
         if query.kinds:
             clauses.append(f"{alias}.kind IN ({','.join('?' * len(query.kinds))})")
             args += query.kinds
+        if query.exclude_kinds:
+            clauses.append(f"{alias}.kind NOT IN ({','.join('?' * len(query.exclude_kinds))})")
+            args += query.exclude_kinds
         for tag in query.tags_all:
             clauses.append(f"EXISTS (SELECT 1 FROM memory_tags t WHERE t.memory_id = {alias}.id AND t.tag = ?)")
             args.append(tag)

@@ -81,6 +81,9 @@ class VectorIndex:
         if query.kinds:
             codes = [self._kind_codes[k_] for k_ in query.kinds if k_ in self._kind_codes]
             mask &= np.isin(self._kinds[:n], codes)
+        if query.exclude_kinds:
+            codes = [self._kind_codes[k_] for k_ in query.exclude_kinds if k_ in self._kind_codes]
+            mask &= ~np.isin(self._kinds[:n], codes)
         if query.created_after is not None:
             mask &= self._created[:n] > query.created_after
         if query.created_before is not None:

@@ -241,7 +241,8 @@ def test_a_taught_goal_is_never_substituted_inside_other_words(brain):
     assert adapted.plan.source == f"example:{taught.memory_id}", adapted.repairs
     steps, summary = execute(stub, plan=adapted.plan)
     recall = next(s for s in steps if s.step_id == "recall" and s.state == State.STATE_FINISHED)
-    assert json.loads(recall.request_json) == {"query": "queries", "top_k": 5, "mode": "SEARCH_MODE_HYBRID"}
+    assert json.loads(recall.request_json) == {
+        "query": "queries", "top_k": 5, "mode": "SEARCH_MODE_HYBRID", "filter": {"exclude_kinds": ["learning-example"]}}
     assert summary.status == "succeeded"
 
 

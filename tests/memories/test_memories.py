@@ -97,6 +97,10 @@ def test_filters(memories, monkeypatch):
 
     assert found() == {a, b, c}
     assert found(kinds=["task"]) == {a, b}
+    assert found(exclude_kinds=["task"]) == {c}
+    for mode in (SEMANTIC, KEYWORD):  # each index applies it on its own
+        reply = stub.Search(pb.SearchRequest(query="trip", mode=mode, top_k=10, filter=pb.Filter(exclude_kinds=["fact"])), timeout=60)
+        assert set(ids(reply)) == {a, b}
     assert found(tags_all=["family", "travel"]) == {a}
     assert found(tags_any=["family", "nope"]) == {a}
     assert found(metadata={"prio": "low"}) == {b}

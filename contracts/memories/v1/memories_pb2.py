@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cortex/memories/v1/memories.proto\x12\x12\x63ortex.memories.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12:\n\x08metadata\x18\x05 \x03(\x0b\x32(.cortex.memories.v1.Memory.MetadataEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedding_model\x18\n \x01(\t\x12\x11\n\tdimension\x18\x0b \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x0c \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x0cStoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..cortex.memories.v1.StoreRequest.MetadataEntry\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\rStoreResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12*\n\x06memory\x18\x03 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\x18\n\nGetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x0bGetResponse\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\x8f\x02\n\x06\x46ilter\x12\r\n\x05kinds\x18\x01 \x03(\t\x12\x10\n\x08tags_all\x18\x02 \x03(\t\x12\x10\n\x08tags_any\x18\x03 \x03(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x08metadata\x18\x06 \x03(\x0b\x32(.cortex.memories.v1.Filter.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9a\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\r\n\x05top_k\x18\x03 \x01(\r\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.cortex.memories.v1.Filter\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"\xa9\x01\n\x0cSearchResult\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12/\n\x07matched\x18\x03 \x03(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\x16\n\x0esemantic_score\x18\x04 \x01(\x02\x12\x15\n\rkeyword_score\x18\x05 \x01(\x02\"\x8a\x01\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .cortex.memories.v1.SearchResult\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\"\x8f\x02\n\rUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x41\n\x08metadata\x18\x05 \x03(\x0b\x32/.cortex.memories.v1.UpdateRequest.MetadataEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x04\x12/\n\x0bupdate_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0eUpdateResponse\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\x1b\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"`\n\x0bListRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Filter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x0cListResponse\x12,\n\x08memories\x18\x01 \x03(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x0e\n\x0cStatsRequest\"\xf0\x02\n\rStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x04\x12>\n\x07\x62y_kind\x18\x02 \x03(\x0b\x32-.cortex.memories.v1.StatsResponse.ByKindEntry\x12<\n\x06\x62y_tag\x18\x03 \x03(\x0b\x32,.cortex.memories.v1.StatsResponse.ByTagEntry\x12\x15\n\rstorage_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\r\n\x05stale\x18\x06 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x07 \x01(\x04\x12\r\n\x05index\x18\x08 \x01(\t\x12\x16\n\x0eschema_version\x18\t \x01(\r\x1a-\n\x0b\x42yKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nByTagEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x1d\n\x0eReindexRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"G\n\x0fReindexResponse\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t*t\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_MODE_SEMANTIC\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\xaa\x05\n\rMemoryService\x12Q\n\x05Store\x12 .cortex.memories.v1.StoreRequest\x1a!.cortex.memories.v1.StoreResponse\"\x03\x90\x02\x02\x12K\n\x03Get\x12\x1e.cortex.memories.v1.GetRequest\x1a\x1f.cortex.memories.v1.GetResponse\"\x03\x90\x02\x01\x12T\n\x06Search\x12!.cortex.memories.v1.SearchRequest\x1a\".cortex.memories.v1.SearchResponse\"\x03\x90\x02\x01\x12O\n\x06Update\x12!.cortex.memories.v1.UpdateRequest\x1a\".cortex.memories.v1.UpdateResponse\x12T\n\x06\x44\x65lete\x12!.cortex.memories.v1.DeleteRequest\x1a\".cortex.memories.v1.DeleteResponse\"\x03\x90\x02\x02\x12N\n\x04List\x12\x1f.cortex.memories.v1.ListRequest\x1a .cortex.memories.v1.ListResponse\"\x03\x90\x02\x01\x12Q\n\x05Stats\x12 .cortex.memories.v1.StatsRequest\x1a!.cortex.memories.v1.StatsResponse\"\x03\x90\x02\x01\x12Y\n\x07Reindex\x12\".cortex.memories.v1.ReindexRequest\x1a#.cortex.memories.v1.ReindexResponse\"\x03\x90\x02\x02\x30\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cortex/memories/v1/memories.proto\x12\x12\x63ortex.memories.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12:\n\x08metadata\x18\x05 \x03(\x0b\x32(.cortex.memories.v1.Memory.MetadataEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedding_model\x18\n \x01(\t\x12\x11\n\tdimension\x18\x0b \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x0c \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x0cStoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..cortex.memories.v1.StoreRequest.MetadataEntry\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\rStoreResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12*\n\x06memory\x18\x03 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\x18\n\nGetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x0bGetResponse\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\xa6\x02\n\x06\x46ilter\x12\r\n\x05kinds\x18\x01 \x03(\t\x12\x10\n\x08tags_all\x18\x02 \x03(\t\x12\x10\n\x08tags_any\x18\x03 \x03(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x08metadata\x18\x06 \x03(\x0b\x32(.cortex.memories.v1.Filter.MetadataEntry\x12\x15\n\rexclude_kinds\x18\x07 \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9a\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\r\n\x05top_k\x18\x03 \x01(\r\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.cortex.memories.v1.Filter\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"\xa9\x01\n\x0cSearchResult\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\x12/\n\x07matched\x18\x03 \x03(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\x16\n\x0esemantic_score\x18\x04 \x01(\x02\x12\x15\n\rkeyword_score\x18\x05 \x01(\x02\"\x8a\x01\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .cortex.memories.v1.SearchResult\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.cortex.memories.v1.SearchMode\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\"\x8f\x02\n\rUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x41\n\x08metadata\x18\x05 \x03(\x0b\x32/.cortex.memories.v1.UpdateRequest.MetadataEntry\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x04\x12/\n\x0bupdate_mask\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0eUpdateResponse\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\"\x1b\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"`\n\x0bListRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Filter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x0cListResponse\x12,\n\x08memories\x18\x01 \x03(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x0e\n\x0cStatsRequest\"\xf0\x02\n\rStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x04\x12>\n\x07\x62y_kind\x18\x02 \x03(\x0b\x32-.cortex.memories.v1.StatsResponse.ByKindEntry\x12<\n\x06\x62y_tag\x18\x03 \x03(\x0b\x32,.cortex.memories.v1.StatsResponse.ByTagEntry\x12\x15\n\rstorage_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\r\n\x05stale\x18\x06 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x07 \x01(\x04\x12\r\n\x05index\x18\x08 \x01(\t\x12\x16\n\x0eschema_version\x18\t \x01(\r\x1a-\n\x0b\x42yKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nByTagEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x1d\n\x0eReindexRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"G\n\x0fReindexResponse\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t*t\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_MODE_SEMANTIC\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\xaa\x05\n\rMemoryService\x12Q\n\x05Store\x12 .cortex.memories.v1.StoreRequest\x1a!.cortex.memories.v1.StoreResponse\"\x03\x90\x02\x02\x12K\n\x03Get\x12\x1e.cortex.memories.v1.GetRequest\x1a\x1f.cortex.memories.v1.GetResponse\"\x03\x90\x02\x01\x12T\n\x06Search\x12!.cortex.memories.v1.SearchRequest\x1a\".cortex.memories.v1.SearchResponse\"\x03\x90\x02\x01\x12O\n\x06Update\x12!.cortex.memories.v1.UpdateRequest\x1a\".cortex.memories.v1.UpdateResponse\x12T\n\x06\x44\x65lete\x12!.cortex.memories.v1.DeleteRequest\x1a\".cortex.memories.v1.DeleteResponse\"\x03\x90\x02\x02\x12N\n\x04List\x12\x1f.cortex.memories.v1.ListRequest\x1a .cortex.memories.v1.ListResponse\"\x03\x90\x02\x01\x12Q\n\x05Stats\x12 .cortex.memories.v1.StatsRequest\x1a!.cortex.memories.v1.StatsResponse\"\x03\x90\x02\x01\x12Y\n\x07Reindex\x12\".cortex.memories.v1.ReindexRequest\x1a#.cortex.memories.v1.ReindexResponse\"\x03\x90\x02\x02\x30\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,8 +61,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYSERVICE'].methods_by_name['Stats']._serialized_options = b'\220\002\001'
   _globals['_MEMORYSERVICE'].methods_by_name['Reindex']._loaded_options = None
   _globals['_MEMORYSERVICE'].methods_by_name['Reindex']._serialized_options = b'\220\002\002'
-  _globals['_SEARCHMODE']._serialized_start=2730
-  _globals['_SEARCHMODE']._serialized_end=2846
+  _globals['_SEARCHMODE']._serialized_start=2753
+  _globals['_SEARCHMODE']._serialized_end=2869
   _globals['_MEMORY']._serialized_start=125
   _globals['_MEMORY']._serialized_end=522
   _globals['_MEMORY_METADATAENTRY']._serialized_start=475
@@ -78,41 +78,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESPONSE']._serialized_start=851
   _globals['_GETRESPONSE']._serialized_end=908
   _globals['_FILTER']._serialized_start=911
-  _globals['_FILTER']._serialized_end=1182
+  _globals['_FILTER']._serialized_end=1205
   _globals['_FILTER_METADATAENTRY']._serialized_start=475
   _globals['_FILTER_METADATAENTRY']._serialized_end=522
-  _globals['_SEARCHREQUEST']._serialized_start=1185
-  _globals['_SEARCHREQUEST']._serialized_end=1339
-  _globals['_SEARCHRESULT']._serialized_start=1342
-  _globals['_SEARCHRESULT']._serialized_end=1511
-  _globals['_SEARCHRESPONSE']._serialized_start=1514
-  _globals['_SEARCHRESPONSE']._serialized_end=1652
-  _globals['_UPDATEREQUEST']._serialized_start=1655
-  _globals['_UPDATEREQUEST']._serialized_end=1926
+  _globals['_SEARCHREQUEST']._serialized_start=1208
+  _globals['_SEARCHREQUEST']._serialized_end=1362
+  _globals['_SEARCHRESULT']._serialized_start=1365
+  _globals['_SEARCHRESULT']._serialized_end=1534
+  _globals['_SEARCHRESPONSE']._serialized_start=1537
+  _globals['_SEARCHRESPONSE']._serialized_end=1675
+  _globals['_UPDATEREQUEST']._serialized_start=1678
+  _globals['_UPDATEREQUEST']._serialized_end=1949
   _globals['_UPDATEREQUEST_METADATAENTRY']._serialized_start=475
   _globals['_UPDATEREQUEST_METADATAENTRY']._serialized_end=522
-  _globals['_UPDATERESPONSE']._serialized_start=1928
-  _globals['_UPDATERESPONSE']._serialized_end=1988
-  _globals['_DELETEREQUEST']._serialized_start=1990
-  _globals['_DELETEREQUEST']._serialized_end=2017
-  _globals['_DELETERESPONSE']._serialized_start=2019
-  _globals['_DELETERESPONSE']._serialized_end=2052
-  _globals['_LISTREQUEST']._serialized_start=2054
-  _globals['_LISTREQUEST']._serialized_end=2150
-  _globals['_LISTRESPONSE']._serialized_start=2152
-  _globals['_LISTRESPONSE']._serialized_end=2237
-  _globals['_STATSREQUEST']._serialized_start=2239
-  _globals['_STATSREQUEST']._serialized_end=2253
-  _globals['_STATSRESPONSE']._serialized_start=2256
-  _globals['_STATSRESPONSE']._serialized_end=2624
-  _globals['_STATSRESPONSE_BYKINDENTRY']._serialized_start=2533
-  _globals['_STATSRESPONSE_BYKINDENTRY']._serialized_end=2578
-  _globals['_STATSRESPONSE_BYTAGENTRY']._serialized_start=2580
-  _globals['_STATSRESPONSE_BYTAGENTRY']._serialized_end=2624
-  _globals['_REINDEXREQUEST']._serialized_start=2626
-  _globals['_REINDEXREQUEST']._serialized_end=2655
-  _globals['_REINDEXRESPONSE']._serialized_start=2657
-  _globals['_REINDEXRESPONSE']._serialized_end=2728
-  _globals['_MEMORYSERVICE']._serialized_start=2849
-  _globals['_MEMORYSERVICE']._serialized_end=3531
+  _globals['_UPDATERESPONSE']._serialized_start=1951
+  _globals['_UPDATERESPONSE']._serialized_end=2011
+  _globals['_DELETEREQUEST']._serialized_start=2013
+  _globals['_DELETEREQUEST']._serialized_end=2040
+  _globals['_DELETERESPONSE']._serialized_start=2042
+  _globals['_DELETERESPONSE']._serialized_end=2075
+  _globals['_LISTREQUEST']._serialized_start=2077
+  _globals['_LISTREQUEST']._serialized_end=2173
+  _globals['_LISTRESPONSE']._serialized_start=2175
+  _globals['_LISTRESPONSE']._serialized_end=2260
+  _globals['_STATSREQUEST']._serialized_start=2262
+  _globals['_STATSREQUEST']._serialized_end=2276
+  _globals['_STATSRESPONSE']._serialized_start=2279
+  _globals['_STATSRESPONSE']._serialized_end=2647
+  _globals['_STATSRESPONSE_BYKINDENTRY']._serialized_start=2556
+  _globals['_STATSRESPONSE_BYKINDENTRY']._serialized_end=2601
+  _globals['_STATSRESPONSE_BYTAGENTRY']._serialized_start=2603
+  _globals['_STATSRESPONSE_BYTAGENTRY']._serialized_end=2647
+  _globals['_REINDEXREQUEST']._serialized_start=2649
+  _globals['_REINDEXREQUEST']._serialized_end=2678
+  _globals['_REINDEXRESPONSE']._serialized_start=2680
+  _globals['_REINDEXRESPONSE']._serialized_end=2751
+  _globals['_MEMORYSERVICE']._serialized_start=2872
+  _globals['_MEMORYSERVICE']._serialized_end=3554
 # @@protoc_insertion_point(module_scope)

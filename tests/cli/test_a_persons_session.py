@@ -1,0 +1,90 @@
+"""What a person does at the terminal, against a running `cortex serve`: import notes, remember,
+recall, look after the store, run a goal, look at traces, teach and replay. Each command's output
+is what a person reads, so the assertions are on that text."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ..conftest import cortex_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cli(tmp_path, serve_process):
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED='["ollama", "openai"]')
+    env["CORTEX_TARGET"] = serve_process(env=env).target
+
+    def cortex(*args: str, ok: bool = True) -> str:
+        result = run_cli(*args, env=env)
+        assert (result.returncode == 0) == ok, f"cortex {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout + result.stderr  # notes and errors go to stderr: a person sees both
+
+    return cortex
+
+
+def test_memories_from_the_terminal(cli, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "garden.md").write_text("---\ntags: [garden, plans]\n---\n# Beds\nRaised beds on the south fence.\n"
+                                     "# Budget\nThree hundred euros for soil.\n")
+    (notes / "car.txt").write_text("The car needs new tyres before winter.")
+    (notes / "empty.md").write_text("   \n")
+    imported = cli("memories", "import", str(notes), "--split", "headings")
+    assert "imported 3 new memories" in imported, imported
+    assert "remembered: m" in cli("remember", "The heron nests by the lake", "--tag", "birds")
+    assert "already remembered" in cli("remember", "The heron nests by the lake", "--tag", "birds")
+
+    recalled = cli("recall", "where do birds live", "--mode", "semantic", "-k", "1")
+    assert "similarity" in recalled and "heron" in recalled
+    by_words = cli("recall", "tyres", "--mode", "keyword")
+    assert by_words.startswith("keywords") and "car needs new tyres" in by_words
+    assert cli("recall", "xylophone quartz", "--mode", "keyword").strip() == "nothing found"
+
+    listed = cli("memories", "list", "--tag", "garden", "--json")
+    garden = json.loads(listed)["memories"]
+    assert {m["source"].rsplit("#", 1)[-1] for m in garden} == {"Beds", "Budget"}
+    assert all(m["tags"] == ["garden", "plans"] for m in garden)
+    one = json.loads(cli("memories", "get", garden[0]["id"]))
+    assert one["id"] == garden[0]["id"] and one["text"].startswith("# ")
+
+    stats = cli("memories", "stats")
+    assert stats.startswith("4 memories") and "all-MiniLM-L6-v2" in stats and "note" in stats
+    assert "reindexed 0 memories" in cli("memories", "reindex")
+    assert "reindexed 4 memories" in cli("memories", "reindex", "--all")
+
+    assert f"deleted {one['id']}" in cli("memories", "delete", one["id"])
+    assert f"no memory {one['id']}" in cli("memories", "delete", one["id"], ok=False)
+    assert "NOT_FOUND" in cli("memories", "get", one["id"], ok=False)
+
+
+def test_goals_traces_and_learning_from_the_terminal(cli, tmp_path):
+    cli("remember", "The orchids need repotting in spring")
+    planned = cli("plan", "when do the orchids need repotting?")
+    assert "(template)" in planned and "ExtractAnswer" in planned and "no language model is configured" in planned
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(cli("plan", "when do the orchids need repotting?", "--json"))
+    simulated = cli("simulate", str(plan_file))
+    assert "recall: cortex.memories.v1.MemoryService/Search -> memories: allowed" in simulated
+    (tmp_path / "notes.txt").write_text("not JSON")
+    assert "not a plan file" in cli("simulate", str(tmp_path / "notes.txt"), ok=False)
+
+    ran = cli("run", str(plan_file))
+    assert "finished recall" in ran and "The orchids need repotting in spring [1]" in ran
+    trace_id = re.search(r"succeeded: trace (\w+)", ran).group(1)
+    assert trace_id in cli("traces", "list") and "ok=2" in cli("traces", "list")
+    shown = json.loads(cli("traces", "show", trace_id))
+    assert shown["id"] == trace_id and shown["summary"]["answer_kind"] == "extractive"
+
+    assert cli("critique", trace_id).startswith("score ")
+    assert "identical" in cli("replay", trace_id)
+    taught = cli("teach", trace_id)
+    assert taught.startswith("taught: memory m")
+    # the taught example is how to plan, not something known: the next answer does not quote it
+    again = cli("run", "when do the orchids need repotting?")
+    assert "The orchids need repotting in spring [1]" in again and "[2]" not in again, again
+    assert "NOT_FOUND" in cli("traces", "show", "no-such-trace", ok=False)

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 server=""
 trap '[ -z "$server" ] || kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-.venv/bin/python -m build --wheel --no-isolation --outdir "$work/dist" . >/dev/null
+.venv/bin/python -m build --wheel --no-isolation --outdir "$work/dist" . > "$work/build.log" 2>&1 \
+  || { cat "$work/build.log" >&2; exit 1; }
 wheel="$(ls "$work"/dist/cortex_os-*.whl)"
 "$py" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip --quiet --quiet --disable-pip-version-check)

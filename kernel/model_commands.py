@@ -139,10 +139,11 @@ def models_list(config, target, as_json):
     kinds = {"KIND_GENERATION": "generation", "KIND_EMBEDDING": "embedding"}
     _table(
         [
-            [r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else ""]
+            [r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else "",
+             "for tests only: its text is noise" if r.get("test_only") else ""]
             for r in rows
         ],
-        ["PROVIDER", "MODEL", "KIND", "WHERE", "DEFAULT"],
+        ["PROVIDER", "MODEL", "KIND", "WHERE", "DEFAULT", "NOTE"],
     )
     for name, problem in problems.items():
         click.echo(f"{name}: unavailable ({problem})", err=True)

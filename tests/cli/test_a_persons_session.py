@@ -88,3 +88,18 @@ def test_goals_traces_and_learning_from_the_terminal(cli, tmp_path):
     again = cli("run", "when do the orchids need repotting?")
     assert "The orchids need repotting in spring [1]" in again and "[2]" not in again, again
     assert "NOT_FOUND" in cli("traces", "show", "no-such-trace", ok=False)
+
+
+def test_models_from_the_terminal(cli):
+    listed = cli("models", "list")
+    assert re.search(r"mlx +cortex-tiny-llama +generation .*for tests only", listed) and "all-MiniLM-L6-v2" in listed and "embedding" in listed
+    embedded = json.loads(cli("embed", "a heron", "a lake", "--json"))
+    assert embedded["dimension"] == 384 and len(embedded["vectors"]) == 2 and embedded["provider"] == "mlx"
+    assert "(384 dims, all-MiniLM-L6-v2 via mlx)" in cli("embed", "a heron")
+    once = cli("generate", "hello", "--max-tokens", "8", "--seed", "3", "--temperature", "0.7")
+    streamed = cli("generate", "hello", "--max-tokens", "8", "--seed", "3", "--temperature", "0.7", "--stream")
+    assert once.splitlines()[0] == streamed.splitlines()[0]  # same seed, same text, however it is read
+    assert "[mlx cortex-tiny-llama: 8 tokens, length]" in once
+    chunks = [json.loads(line) for line in cli("generate", "hi", "--max-tokens", "4", "--stream", "--json").splitlines()]
+    assert chunks[-1]["done"] and chunks[-1]["provider"] == "mlx"
+    assert "INVALID_ARGUMENT" in cli("generate", "hi", "--temperature", "9", ok=False)

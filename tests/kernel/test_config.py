@@ -104,6 +104,18 @@ def test_unknown_cortex_variables_are_ignored():
         ("[providers.box]\ntimeout_seconds = -1\n", "providers.box.timeout_seconds must be a positive number"),
         ('[routing."a.v1.S"]\norder = "x"\n', 'routing."a.v1.S".order must be a list of provider names'),
         ("x = = 1\n", "c.toml:1: invalid TOML"),
+        ("[kernel]\nlistn = 1\n", "c.toml:2: unknown key 'listn' in [kernel]; known keys:"),
+        ("kernel = 3\n", "c.toml:1: [kernel] must be a table"),
+        ("[kernel]\nlog_format = \"xml\"\n", "c.toml:2: kernel.log_format must be one of auto, json, console"),
+        ("[kernel]\nmax_message_bytes = 10\n", "c.toml:2: kernel.max_message_bytes must be at least 1024"),
+        ("[kernel]\nprivacy_mode = \"yes\"\n", "c.toml:2: kernel.privacy_mode must be true or false, got 'yes'"),
+        ("[kernel]\nshutdown_grace_seconds = true\n", "kernel.shutdown_grace_seconds must be a number of seconds"),
+        ("[kernel]\nlisten = \"no port\"\n", "c.toml:2: kernel.listen must look like 'host:port'"),
+        ("[circuit]\nretries = 9\n", "c.toml:2: circuit.retries must be between 0 and 5"),
+        ("[hybrid]\nmode = \"fastest\"\n", "c.toml:2: hybrid.mode must be one of balanced, performance, privacy"),
+        ("[plugins]\ndisabled = \"echo\"\n", "c.toml:2: plugins.disabled must be a list of plugin names"),
+        ("[providers]\nbox = 3\n", "c.toml:2: [providers.box] must be a table"),
+        ("[providers.box]\nendpont = \"h:1\"\n", "unknown key(s) endpont in [providers.box]; known: endpoint, services"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, text, message):

@@ -234,3 +234,34 @@ def test_generate_escapes_control_bytes_on_a_terminal(start_kernel, openai_serve
     os.close(leader)
     assert proc.returncode == 0, proc.stderr
     assert "echo: \\x1b[2Jcleared" in shown and "\x1b" not in shown
+
+
+EXPECTED = {
+    "openai": {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "UNAVAILABLE"},
+    "ollama": {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "UNAVAILABLE"},
+}
+
+
+@pytest.mark.parametrize("name", ["openai", "ollama"])
+def test_every_method_keeps_an_endpoints_error_meaning(start_kernel, channel_to, openai_server, ollama_server, name):
+    """What the endpoint says becomes the gRPC status a client can act on, for every method; only
+    the endpoint's own trouble (5xx) counts against its circuit, never a refused request."""
+    server = openai_server if name == "openai" else ollama_server
+    setting = f'base_url = "{server.base_url}"' if name == "openai" else f'host = "{server.host}"'
+    other = "ollama" if name == "openai" else "openai"
+    stub, kt = stub_for(start_kernel, channel_to, f'[plugins]\ndisabled = ["mlx", "{other}"]\n[plugins.{name}]\n{setting}\n')
+    provider = next(p for p in kt.kernel.registry.all_providers() if p.name == name)
+    calls = {
+        "Generate": lambda: stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10),
+        "GenerateStream": lambda: list(stub.GenerateStream(pb.GenerateStreamRequest(prompt="x"), timeout=10)),
+        "Embed": lambda: stub.Embed(pb.EmbedRequest(texts=["x"]), timeout=10),
+    }
+    for status, code in EXPECTED[name].items():
+        server.fail_with = status
+        for method, call in calls.items():
+            before = provider.failures
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code().name == code, (status, method, err.value.details())
+            assert (provider.failures > before) == (code == "UNAVAILABLE"), (status, method)  # (retried once)
+            kt.kernel.registry.breaker(name).record_success()  # keep the circuit closed between cases

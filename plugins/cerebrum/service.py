@@ -129,13 +129,14 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return plan, repairs
 
     async def language_model(self) -> bool:
-        """Whether Generate reaches a model worth asking (not one marked test_only). ListModels is
-        routed like Generate, so it answers for the provider Generate would reach."""
+        """Whether Generate reaches a model worth asking: one that answers ListModels (routed like
+        Generate, so the provider Generate would reach) without marking its default generator
+        test_only. (An endpoint need not list the model it is configured with.)"""
         if self.method_of(GENERATE) is None:
             return False
         listed = await self._try(LIST_MODELS, models.ListModelsRequest())
-        return listed is not None and any(
-            m.kind == models.ModelInfo.KIND_GENERATION and m.default and not m.test_only for m in listed.models
+        return listed is not None and not any(
+            m.kind == models.ModelInfo.KIND_GENERATION and m.default and m.test_only for m in listed.models
         )
 
     def adapt(self, example: pb.Plan, goal: str, memory_id: str, context: list[str]) -> pb.Plan:

@@ -273,3 +273,33 @@ def test_plugins_call_other_contracts_through_the_router(start_kernel, counter_p
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert kt.run(get(counter_pb2.GetRequest(), timeout=2)).provider == "c"
     assert gate.observed[-1][0].principal == "plugin:c"
+
+
+def test_a_servicer_written_for_grpc_aio_works_in_process(start_kernel, channel_to, counter_pb2):
+    """In-process providers get a context with grpc.aio's API: a status set with set_code (not
+    abort) reaches the caller as that status, and the rest of the API answers sensibly."""
+    seen = {}
+
+    class ContextUser(CounterServicer):
+        async def Get(self, request, context):
+            seen.update(
+                metadata=dict(context.invocation_metadata()), remaining=context.time_remaining(), peer=context.peer(),
+                cancelled=context.cancelled(), done=context.done(), active=context.is_active(),
+                call_id=context.call_id, principal=context.principal,
+            )
+            context.add_done_callback(lambda _: None)
+            await context.send_initial_metadata((("x-initial", "1"),))
+            context.set_trailing_metadata((("x-trailing", "1"),))
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details("the counter is frozen")
+            assert context.code_and_details() == (grpc.StatusCode.FAILED_PRECONDITION, "the counter is frozen")
+            return self.pb2.CountResponse(value=0, provider=self.name)
+
+    target, _ = start_kernel("", _plugins(counter_pb2, ContextUser(counter_pb2, "only")))
+    stub = counter_stub(channel_to, target, counter_pb2)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Get(counter_pb2.GetRequest(), timeout=5, metadata=(("x-note", "hello"),))
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "the counter is frozen")
+    assert seen["metadata"]["x-note"] == "hello" and 0 < seen["remaining"] < 6  # the caller gave 5 s (give or take a clock tick)
+    assert (seen["peer"], seen["cancelled"], seen["done"], seen["active"]) == ("local", False, False, True)
+    assert seen["call_id"] and seen["principal"]

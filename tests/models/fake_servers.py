@@ -27,6 +27,7 @@ class _Server:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self.fail_with: int | None = None  # answer every request with this HTTP status
+        self.answer: Any = None  # answer(prompt) -> text, instead of echoing the prompt
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,7 +104,8 @@ class FakeOpenAI(_Server):
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in ("fake-gpt", "fake-embed")]
             return h._json({"object": "list", "data": models})
         if method == "POST" and path == "/v1/chat/completions":
-            text = self.reply_to(body.get("messages", []))
+            messages = body.get("messages", [])
+            text = self.answer(messages[-1]["content"]) if self.answer else self.reply_to(messages)
             words = text.split(" ")
             usage = {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)}
             if not body.get("stream"):

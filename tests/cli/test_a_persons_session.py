@@ -104,3 +104,33 @@ def test_models_from_the_terminal(cli):
     chunks = [json.loads(line) for line in cli("generate", "hi", "--max-tokens", "4", "--stream", "--json").splitlines()]
     assert chunks[-1]["done"] and chunks[-1]["provider"] == "mlx"
     assert "INVALID_ARGUMENT" in cli("generate", "hi", "--temperature", "9", ok=False)
+
+
+def test_policies_and_evidence_from_the_terminal(cli, tmp_path):
+    listed = cli("policy", "list")
+    assert listed.startswith("default: allow") and "builtin/policy-admin" in listed
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "x"\neffect = "maybe"\n')
+    assert f"{bad}:3: rule x: 'effect' must be" in cli("policy", "add", str(bad), ok=False)
+    good = tmp_path / "quiet.toml"
+    good.write_text('[[rule]]\nid = "no-remote-generation"\neffect = "deny"\nservices = ["cortex.models.v1.ModelService"]\n'
+                    'methods = ["Generate"]\nprovider = "remote"\ndescription = "generation stays here"\n')
+    assert cli("policy", "add", str(good)).startswith("added no-remote-generation (kept in ")
+    explained = cli("policy", "explain", "cortex.models.v1.ModelService/Generate", "--remote", "--field", "local_only=false")
+    assert explained.startswith("DENY") and "no-remote-generation: generation stays here" in explained
+    as_json = json.loads(cli("policy", "explain", "cortex.memories.v1.MemoryService/Search", "--json"))
+    assert as_json["effect"] == "EFFECT_ALLOW"
+    assert "expected SERVICE/METHOD" in cli("policy", "explain", "nonsense", ok=False)
+    assert "expected NAME=VALUE" in cli("policy", "explain", "a.v1.S/M", "--field", "novalue", ok=False)
+    assert "removed no-remote-generation (from " in cli("policy", "remove", "no-remote-generation")
+
+    cli("remember", "evidence for everything")
+    tail = cli("audit", "tail", "-n", "50")
+    assert "cortex.memories.v1.MemoryService/Store by " in tail and "add rule no-remote-generation" in tail
+    entries = json.loads(cli("audit", "tail", "-n", "5", "--json"))
+    proof = next(e for e in reversed(entries) if "proof" in e)
+    shown = json.loads(cli("proofs", "show", proof["call_id"]))
+    assert shown["proof"]["call_id"] == proof["call_id"] and shown["proof_id"].startswith("p-")
+    assert "no proof 'nothing-here'" in cli("proofs", "show", "nothing-here", ok=False)
+    exported = cli("proofs", "export", str(tmp_path / "chain.jsonl"))
+    assert exported.startswith("exported ") and (tmp_path / "chain.jsonl.pub.pem").exists()

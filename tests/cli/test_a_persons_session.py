@@ -134,3 +134,15 @@ def test_policies_and_evidence_from_the_terminal(cli, tmp_path):
     assert "no proof 'nothing-here'" in cli("proofs", "show", "nothing-here", ok=False)
     exported = cli("proofs", "export", str(tmp_path / "chain.jsonl"))
     assert exported.startswith("exported ") and (tmp_path / "chain.jsonl.pub.pem").exists()
+
+
+def test_the_kernel_from_the_terminal(cli):
+    info = cli("info")
+    assert info.startswith("cortex 0.1.0 at 127.0.0.1:") and "privacy mode: off" in info and "(embedded defaults)" in info
+    health = cli("health")
+    assert re.search(r"\(overall\) +SERVING", health) and re.search(r"cortex.memories.v1.MemoryService +SERVING", health)
+    unknown = cli("health", "--service", "no.such.v1.Service", ok=False)
+    assert re.search(r"no.such.v1.Service +SERVICE_UNKNOWN", unknown)
+    contracts = cli("contracts", "list")
+    assert "cortex.models.v1.ModelService (v1)" in contracts and "provider:  mlx (in-process, local)" in contracts
+    assert "Subscribe [stream]" in contracts

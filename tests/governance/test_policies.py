@@ -165,6 +165,8 @@ def test_plugins_and_mcp_clients_may_not_change_policies(gov):
     ("request_", "code", "message"),
     [
         (pb.AddPolicyRequest(toml=""), grpc.StatusCode.INVALID_ARGUMENT, "toml is empty"),
+        (pb.AddPolicyRequest(toml="# only a comment\n"), grpc.StatusCode.INVALID_ARGUMENT, "holds no [[rule]] table"),
+        (pb.AddPolicyRequest(toml="#" * 300_000), grpc.StatusCode.INVALID_ARGUMENT, "KiB; split it"),
         (
             pb.AddPolicyRequest(toml='[[rule]]\nid = "a"\neffect = "allow"\nwhen = 3\n'),
             grpc.StatusCode.INVALID_ARGUMENT, "request:4: unknown field(s) when",

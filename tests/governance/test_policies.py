@@ -254,3 +254,25 @@ def test_request_and_response_hashes_are_canonical(gov, channel_to):
     assert p.response_sha256 == hashlib.sha256(reply.SerializeToString(deterministic=True)).digest()
     assert p.decision.effect == ALLOW
     assert proof.proof_id == f"p-{proof.entry.seq}"
+
+
+def test_a_plugin_may_call_only_what_its_manifest_declares(start_kernel):
+    """A plugin with no `cortex.calls` manifest asks for memories: denied, and told which entry
+    point to add."""
+    from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
+    from cortex.kernel import hookimpl
+
+    class Nosy:
+        channel = None
+
+        @hookimpl
+        async def cortex_start(self, context):
+            Nosy.channel = context.channel
+
+    _, kt = start_kernel("", [("nosy", Nosy())], governance=True)
+    stub = memories_pb2_grpc.MemoryServiceStub(Nosy.channel)
+    with pytest.raises(grpc.RpcError) as err:
+        kt.run(stub.Search(memories_pb2.SearchRequest(query="secrets", top_k=1), timeout=10))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "plugin 'nosy' may not call cortex.memories.v1.MemoryService" in err.value.details()
+    assert '"nosy.cortex.memories.v1.MemoryService"' in err.value.details() and "cortex.calls" in err.value.details()

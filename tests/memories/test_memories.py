@@ -131,6 +131,30 @@ def test_update_with_a_mask_and_delete(memories):
     assert memory_id not in ids(stub.Search(pb.SearchRequest(query="meeting moved", mode=SEMANTIC, top_k=5), timeout=60))
 
 
+def test_update_each_field_and_refuse_what_cannot_be(memories):
+    stub, _ = memories()
+    memory_id = store(stub, "Dentist on Tuesday", tags=["health"]).id
+    changed = stub.Update(pb.UpdateRequest(
+        id=memory_id, kind="event", tags=["health", "teeth"], metadata={"where": "clinic"}, source="calendar", ttl_seconds=3600,
+        update_mask={"paths": ["kind", "tags", "metadata", "source", "ttl_seconds"]}), timeout=60).memory
+    assert (changed.kind, list(changed.tags), dict(changed.metadata), changed.source) == (
+        "event", ["health", "teeth"], {"where": "clinic"}, "calendar")
+    assert changed.expires_at.seconds > 0 and changed.text == "Dentist on Tuesday"
+    # no mask: the fields that are set are the ones to change
+    assert stub.Update(pb.UpdateRequest(id=memory_id, source="phone"), timeout=60).memory.source == "phone"
+    for request, words in [
+        (pb.UpdateRequest(id=memory_id, update_mask={"paths": ["colour"]}), "unknown path(s) colour"),
+        (pb.UpdateRequest(id=memory_id), "nothing to update"),
+        (pb.UpdateRequest(id=memory_id, kind="poem", update_mask={"paths": ["kind"]}), "unknown kind 'poem'"),
+        (pb.UpdateRequest(id=memory_id, ttl_seconds=10**12, update_mask={"paths": ["ttl_seconds"]}), "at most"),
+        (pb.UpdateRequest(id="m-none", text="x", update_mask={"paths": ["text"]}), "no memory 'm-none'"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Update(request, timeout=60)
+        assert words in err.value.details(), err.value.details()
+    assert stub.Get(pb.GetRequest(id=memory_id), timeout=5).memory.kind == "event"  # nothing refused was stored
+
+
 def test_list_pages_with_a_cursor(memories):
     stub, _ = memories()
     stored = [store(stub, f"note number {i}", tags=["n"]).id for i in range(7)]

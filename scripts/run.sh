@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/python -m pip install --quiet ./examples/cortex-echo
+.venv/bin/python -m pip install --quiet --quiet --no-deps --no-build-isolation ./examples/cortex-echo
 cortex=.venv/bin/cortex
 listen="${CORTEX_LISTEN:-127.0.0.1:50051}"
 
@@ -49,7 +49,7 @@ request = urllib.request.Request(
     data=json.dumps({"query": "garden budget", "top_k": 1}).encode(), headers={"Content-Type": "application/json"})
 try:
     best = json.load(urllib.request.urlopen(request, timeout=30))["results"][0]
-    print(f"{best['memory']['text']!r} (score {best['score']:.3f}); OpenAPI at http://127.0.0.1:50080/openapi.json")
+    print(f"{best['memory']['text']!r} (similarity {best.get('semantic_score', 0):.2f}); OpenAPI at http://127.0.0.1:50080/openapi.json")
 except OSError as exc:
     print(f"the HTTP API is not on 127.0.0.1:50080 ({exc}); see [plugins.http] listen")
 PY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import grpc
 import pytest
@@ -193,6 +194,9 @@ def test_a_failing_step_is_recorded_and_later_steps_are_skipped(brain):
         ([pb.Step(id="a", method="cortex.memories.v1.MemoryService/Stats", depends_on=["b"]),
           pb.Step(id="b", method="cortex.memories.v1.MemoryService/Stats", depends_on=["a"])], "depend on each other in a cycle"),
         ([pb.Step(id="a b", method="cortex.memories.v1.MemoryService/Stats")], "step id 'a b'"),
+        ([pb.Step(id="a", method="cortex.memories.v1.MemoryService/Stats")] * 2, "step id 'a' is used twice"),
+        ([pb.Step(id=f"s{i}", method="cortex.memories.v1.MemoryService/Stats") for i in range(33)], "at most 32"),
+        ([pb.Step(id="a", method="cortex.memories.v1.MemoryService/Stats", depends_on=["zz"])], "depends on unknown step 'zz'"),
     ],
 )
 def test_invalid_plans_are_rejected_precisely(brain, steps, message):
@@ -322,3 +326,34 @@ order = ["openai", "mlx"]
         server.answer = lambda prompt: "I would rather not."  # a model that writes no plan
         fallback = stub.Plan(pb.PlanRequest(goal="what is in the shed?"), timeout=120)
         assert fallback.plan.source == "template" and any("no JSON object" in r for r in fallback.repairs)
+
+
+@pytest.mark.parametrize(
+    ("request_", "outputs", "expected"),
+    [
+        ({"q": "${steps.a.results[1].memory.text}"}, {"a": {"results": [{"memory": {"text": "x"}}, {"memory": {"text": "y"}}]}},
+         {"q": "y"}),
+        ({"q": "texts: ${steps.a.results[*].memory.text}"}, {"a": {"results": [{"memory": {"text": "x"}}]}}, {"q": "texts: x"}),
+        ({"n": "${steps.a.count}", "l": ["${goal}"]}, {"a": {"count": 3}}, {"n": 3, "l": ["the goal"]}),
+        ({"q": "about ${goal}: ${steps.a.meta}"}, {"a": {"meta": {"k": 1}}}, {"q": 'about the goal: {"k": 1}'}),
+    ],
+)
+def test_references_resolve_to_earlier_outputs(request_, outputs, expected):
+    from cortex.plugins.cerebrum import plans
+
+    assert plans.resolve(request_, outputs, "the goal") == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "outputs", "message"),
+    [
+        ("${steps.a.nope}", {"a": {"x": 1}}, "no field 'nope'"),
+        ("${steps.a.x[*].y}", {"a": {"x": 1}}, "[*] on something that is not a list"),
+        ("${steps.a.x[3]}", {"a": {"x": [1]}}, "no item [3]"),
+    ],
+)
+def test_a_reference_to_what_is_not_there_says_so(path, outputs, message):
+    from cortex.plugins.cerebrum import plans
+
+    with pytest.raises(KeyError, match=re.escape(message)):
+        plans.resolve({"q": path}, outputs, "g")

@@ -79,10 +79,27 @@ _NOT_OBJECTS = frozenset({
 })
 
 
+def _check_scalar(value: Any, field: Any, path: str) -> None:
+    if field.type == field.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be true or false")
+    elif field.type == field.TYPE_ENUM:
+        known = isinstance(value, str) or (
+            isinstance(value, int) and not isinstance(value, bool) and value in field.enum_type.values_by_number
+        )
+        if not known:  # (an unknown name is json_format's to refuse)
+            names = ", ".join(v.name for v in field.enum_type.values)
+            raise ValueError(f"{path} must be one of {names}")
+    elif field.message_type is None and field.type != field.TYPE_STRING and field.type != field.TYPE_BYTES:
+        if isinstance(value, bool):  # a number field: json_format would read true as 1
+            raise ValueError(f"{path} must be a number")
+
+
 def _check_shapes(data: dict, descriptor: Any, where: str) -> None:
     """Refuse what json_format lets through although its schema (and the JSON mapping) forbids it:
     an array or a scalar where a message belongs (`"policy_change": []` parsed as an empty message),
-    a scalar where a list belongs. ValueError names the field."""
+    a scalar where a list belongs, true where a number belongs, 1.5 where an enum belongs.
+    ValueError names the field."""
     for key, value in data.items():
         field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
         if field is None or value is None:
@@ -95,7 +112,12 @@ def _check_shapes(data: dict, descriptor: Any, where: str) -> None:
             items = value
         else:
             items = [value]
-        if field.message_type is None or field.message_type.full_name in _NOT_OBJECTS:
+        if field.message_type is None:
+            for item in items:
+                if item is not None:
+                    _check_scalar(item, field, path)
+            continue
+        if field.message_type.full_name in _NOT_OBJECTS:
             continue
         for item in items:
             if not isinstance(item, dict):

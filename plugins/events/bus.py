@@ -32,6 +32,9 @@ class StoredEvent:
     trace_id: str
 
 
+MAX_POSITION = 2**63 - 1
+
+
 class EventBus(ABC):
     @abstractmethod
     def append(self, event: StoredEvent) -> tuple[int, bool]:
@@ -94,7 +97,8 @@ class SqliteEventBus(EventBus):
             return cursor.lastrowid, False
 
     def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
-        where, args = "position > ?", [position]
+        # positions are SQLite integers: a uint64 past them is past every event there can be
+        where, args = "position > ?", [min(position, MAX_POSITION)]
         if topics:
             where += " AND (" + " OR ".join("type GLOB ?" for _ in topics) + ")"
             args += topics

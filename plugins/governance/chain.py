@@ -29,6 +29,8 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 SCHEMA_VERSION = 1
 KEY_FILE, PUBLIC_KEY_FILE, DB_FILE = "signing_key.pem", "public_key.pem", "audit.db"
 
+MAX_SEQ = 2**63 - 1  # entries are numbered from 1 in a SQLite INTEGER column
+
 
 class ChainError(Exception):
     """The chain cannot be used as it is (e.g. the signing key does not match its genesis)."""
@@ -183,6 +185,8 @@ class AuditChain:
         return entries
 
     def get(self, seq: int) -> pb.AuditEntry | None:
+        if not 0 < seq <= MAX_SEQ:  # no entry is numbered so (and SQLite's integers end there)
+            return None
         row = self.db.execute("SELECT body FROM entries WHERE seq = ?", (seq,)).fetchone()
         return pb.AuditEntry.FromString(row[0]) if row else None
 
@@ -193,6 +197,8 @@ class AuditChain:
         return pb.AuditEntry.FromString(row[0]) if row else None
 
     def entries(self, from_seq: int = 0, limit: int = 0) -> Iterator[pb.AuditEntry]:
+        if from_seq > MAX_SEQ:  # past any entry there can be
+            return
         query = "SELECT body FROM entries WHERE seq >= ? ORDER BY seq"
         args: tuple = (from_seq,)
         if limit:

@@ -61,6 +61,16 @@ def test_reconnect_from_last_position_misses_nothing_and_keeps_order(events):
     assert all(e.id and e.time.seconds > 0 and e.datacontenttype == "application/json" for e in rest)
 
 
+def test_a_position_past_any_event_waits_for_none(events):
+    stub, _, kt = events()
+    publish(stub, "a.b")
+    stream = stub.Subscribe(pb.SubscribeRequest(after_position=2**64 - 1), timeout=1)
+    with pytest.raises(grpc.RpcError) as err:  # nothing comes, and nothing breaks: the deadline ends it
+        next(stream)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert next(p for p in kt.kernel.registry.all_providers() if p.name == "events").failures == 0
+
+
 def test_live_delivery_topic_globs_and_from_latest(events):
     stub, _, _ = events()
     publish(stub, "memory.old")

@@ -228,3 +228,15 @@ def test_a_callers_call_id_never_names_the_call(start_kernel, channel_to):
         proof = gov.GetProof(pb.GetProofRequest(id=call_id), timeout=5).entry.proof
         assert proof.call_id == call_id and proof.parent_call_id == "same-id"
         assert proof.decision.effect == pb.EFFECT_ALLOW and proof.status == "OK"
+
+
+def test_positions_past_any_entry_find_nothing(start_kernel, channel_to):
+    """Sequence numbers beyond SQLite's integers (a uint64 a client may send) find nothing; they
+    once crashed the provider (INTERNAL, counted against its circuit)."""
+    target, kt = start_kernel(governance=True)
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target))
+    assert list(gov.ExportAudit(pb.ExportAuditRequest(from_seq=2**64 - 1), timeout=5)) == []
+    with pytest.raises(grpc.RpcError) as err:
+        gov.GetProof(pb.GetProofRequest(id="p-9999999999999999999"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert next(p for p in kt.kernel.registry.all_providers() if p.name == "governance").failures == 0

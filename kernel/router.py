@@ -166,7 +166,9 @@ class Router:
             return remaining, True
         return provider.timeout, False
 
-    def _classify(self, exc: BaseException, provider: Provider, timeout: float | None, is_deadline: bool) -> _Failure:
+    def _classify(
+        self, exc: BaseException, provider: Provider, timeout: float | None, is_deadline: bool, call: Call
+    ) -> _Failure:
         if isinstance(exc, ProviderAbort):
             code, details = exc.code, exc.details
         elif isinstance(exc, TimeoutError):
@@ -180,8 +182,12 @@ class Router:
                     return _Failure(code, details or "deadline exceeded", False, True)
                 return _Failure(Code.UNAVAILABLE, f"{provider.name} did not answer within {timeout:g}s", True)
         else:
-            log.error("provider.crashed", provider=provider.name, error=repr(exc), exc_info=exc)
-            return _Failure(Code.INTERNAL, f"provider {provider.name} failed: {type(exc).__name__}: {exc}", True)
+            # the exception's text is for the operator, not the caller: it may hold paths, data or
+            # other clients' requests; the caller gets the call id to ask about
+            log.error("provider.crashed", provider=provider.name, call_id=call.id, error=repr(exc), exc_info=exc)
+            return _Failure(
+                Code.INTERNAL, f"provider {provider.name} failed unexpectedly (call {call.id}; the kernel's log says why)", True
+            )
         return _Failure(code, details, code in PROVIDER_FAULTS)
 
     def _no_provider_error(self, method: MethodInfo, attempts: list[Attempt], last: _Failure | None) -> RouterError:
@@ -324,7 +330,7 @@ class Router:
         try:
             attempt.response = await attempt.call_unary(method, request, call)
         except Exception as exc:  # noqa: BLE001 - classified (a cancellation is no Exception: it goes on up)
-            attempt.failure = self._classify(exc, attempt.provider, attempt.timeout, attempt.is_deadline)
+            attempt.failure = self._classify(exc, attempt.provider, attempt.timeout, attempt.is_deadline, call)
         else:
             attempt.failure = _wrong_type(attempt.response, method, attempt.provider)
         finally:
@@ -376,7 +382,7 @@ class Router:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:  # noqa: BLE001 - classified
-            attempt.failure = self._classify(exc, attempt.provider, wait, attempt.is_deadline or route.sent > 0)
+            attempt.failure = self._classify(exc, attempt.provider, wait, attempt.is_deadline or route.sent > 0, call)
             if route.sent:
                 attempt.failure.details += (
                     f" (after {route.sent} message(s) from {attempt.provider.name}; not retried on another "

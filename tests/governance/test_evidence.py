@@ -90,6 +90,9 @@ def test_signing_key_is_private_and_its_public_key_exported(chain_with_calls, tm
     data, env, _ = chain_with_calls
     key = data / "governance" / "signing_key.pem"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    # the evidence and the memories are the owner's alone too
+    for database in ("governance/audit.db", "memories/memories.db", "events/events.db", "cerebrum/traces.db"):
+        assert stat.S_IMODE(os.stat(data / database).st_mode) == 0o600, database
     exported = tmp_path / "audit.jsonl"
     assert run_cli("proofs", "export", str(exported), env=env).returncode == 0
     lines = [json.loads(line) for line in exported.read_text().splitlines()]

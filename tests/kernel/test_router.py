@@ -74,6 +74,19 @@ def test_a_crashing_provider_fails_over_too(start_kernel, channel_to, counter_pb
     assert crash.calls == 1
 
 
+def test_a_crash_tells_the_caller_its_call_id_not_the_exception(start_kernel, channel_to, counter_pb2):
+    class Crashing(CounterServicer):
+        async def Get(self, request, context):
+            raise KeyError("/home/someone/secret-path")
+
+    target, _ = start_kernel("[circuit]\nretries = 0\n", _plugins(counter_pb2, Crashing(counter_pb2, "crashy")))
+    with pytest.raises(grpc.RpcError) as err:
+        counter_stub(channel_to, target, counter_pb2).Get.with_call(counter_pb2.GetRequest(), timeout=5)
+    call_id = dict(err.value.trailing_metadata())["x-cortex-call-id"]
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "secret-path" not in err.value.details()
+    assert f"(call {call_id}; the kernel's log says why)" in err.value.details()
+
+
 def test_no_failover_for_a_method_not_marked_failover_safe(start_kernel, channel_to, counter_pb2):
     down = CounterServicer(counter_pb2, "primary", fail=UNAVAILABLE)
     up = CounterServicer(counter_pb2, "backup")

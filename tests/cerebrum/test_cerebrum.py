@@ -255,13 +255,14 @@ def test_cancelling_execute_cancels_its_running_steps(start_kernel, channel_to, 
 
     from ..counter_contract import CounterPlugin, CounterServicer
 
-    cancelled = threading.Event()
+    running, cancelled = threading.Event(), threading.Event()
 
     class Slow(CounterServicer):
         async def Get(self, request, context):
             import asyncio
 
             self.calls += 1
+            running.set()
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
@@ -278,6 +279,7 @@ def test_cancelling_execute_cancels_its_running_steps(start_kernel, channel_to, 
     ])
     call = stub.Execute(pb.ExecuteRequest(plan=plan), timeout=60)
     assert next(call).step.state == State.STATE_STARTED
+    assert running.wait(10), "the steps never started"
     call.cancel()
     assert cancelled.wait(10), "the step kept running after the caller cancelled"
 

@@ -1,0 +1,55 @@
+"""`cortex doctor` on an install with something wrong: each mistake is a finding with its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex.kernel import doctor
+
+from ..conftest import write_config
+
+
+def findings(monkeypatch, tmp_path, text: str, data_dir=None) -> dict[str, doctor.Check]:
+    monkeypatch.setenv("CORTEX_DATA_DIR", str(data_dir or tmp_path / "data"))
+    monkeypatch.setenv("CORTEX_LISTEN", "127.0.0.1:9")  # no kernel there
+    for name in ("CORTEX_PLUGINS__HTTP__LISTEN", "CORTEX_PLUGINS__A2A__LISTEN"):
+        monkeypatch.setenv(name, "127.0.0.1:0")
+    return {c.name: c for c in doctor._checks(str(write_config(tmp_path / "cortex.toml", text)))}
+
+
+def test_a_config_that_does_not_parse(monkeypatch, tmp_path):
+    found = findings(monkeypatch, tmp_path, "[kernel\n")
+    assert found["config"].state == doctor.FAIL and "cortex.toml:1" in found["config"].detail
+
+
+def test_a_data_dir_that_is_a_file(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    found = findings(monkeypatch, tmp_path, "", data_dir=blocker)
+    assert found["data dir"].state == doctor.FAIL and "writable kernel.data_dir" in found["data dir"].fix
+
+
+def test_an_unknown_plugin_in_the_config(monkeypatch, tmp_path):
+    found = findings(monkeypatch, tmp_path, '[plugins]\ndisabled = ["nope"]\n')
+    assert found["plugins"].state == doctor.FAIL and "unknown plugin 'nope'" in found["plugins"].detail
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "state", "words"),
+    [
+        ('embedding_model = "/nowhere/bert"', "embedding model", doctor.FAIL, "/nowhere/bert"),
+        ('generation_model = "some-org/some-model"', "generation model", doctor.WARN, "fetched from a hub"),
+    ],
+)
+def test_model_settings_that_cannot_work_here(monkeypatch, tmp_path, settings, name, state, words):
+    found = findings(monkeypatch, tmp_path, f"[plugins.mlx]\n{settings}\n")
+    assert found[name].state == state and words in found[name].detail
+
+
+def test_a_signing_key_others_can_read(monkeypatch, tmp_path):
+    key = tmp_path / "data" / "governance" / "signing_key.pem"
+    key.parent.mkdir(parents=True)
+    key.write_text("not really a key")
+    key.chmod(0o644)
+    found = findings(monkeypatch, tmp_path, "")
+    assert found["signing key"].state == doctor.FAIL and found["signing key"].fix == f"chmod 600 {key}"

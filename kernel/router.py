@@ -1,6 +1,7 @@
 """The policy router: every call, from outside or between plugins, goes through here.
 
-For each call it orders the providers of the contract (configured order, then health), and for
+For each call it orders the providers of the contract (`Router.order`: configured order, health,
+speed in the performance mode, "mlx" first when hybrid.mlx_first), and for
 each candidate in turn: skips it if privacy forbids a remote provider or its circuit is open,
 asks the authorize hooks (any deny wins), and calls it within the caller's deadline (and the
 provider's own timeout). A provider fault (UNAVAILABLE, INTERNAL, UNKNOWN, or its own timeout)
@@ -242,9 +243,11 @@ class Router:
 
     # -- the attempt loop, shared by unary and streaming calls ------------------------------------
     async def _attempts(self, route: _Route) -> AsyncIterator[_Try]:
-        """Each provider to try, in order, admitted (privacy, policy, circuit) and with its timeout;
-        the caller settles each one (`route.settle`). More passes over the providers only after
-        provider faults, for failover-safe methods, within the deadline."""
+        """Each provider to try, in order, admitted (privacy, policy, circuit) and with its timeout.
+        The caller makes the attempt and leaves its response or failure on it; back here, the
+        attempt is settled (counts, circuit, route) and the loop decides whether to go on. More
+        passes over the providers only after provider faults, for failover-safe methods, within
+        the deadline."""
         providers = self._providers(route.method, route.call)
         for pass_no in range(1 + self.config.data["circuit"]["retries"]):
             if pass_no:

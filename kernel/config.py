@@ -11,6 +11,7 @@ A config file looks like this (every key optional):
     max_message_bytes = 8388608
     shutdown_grace_seconds = 10
     health_interval_seconds = 10
+    required_plugins = ["governance"]  # without one of these (broken, disabled), serve refuses to start
 
     [client]
     target = "127.0.0.1:50051"      # where client commands find the kernel (default: kernel.listen)
@@ -81,6 +82,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_message_bytes": 8 * 1024 * 1024,
         "shutdown_grace_seconds": 10.0,
         "health_interval_seconds": 10.0,
+        # plugins without which the kernel must not serve: governance fails closed
+        "required_plugins": ["governance"],
     },
     "client": {"target": ""},
     "plugins": {"disabled": []},
@@ -333,6 +336,9 @@ def _validate(cfg: Config) -> None:
         raise cfg.error(f"kernel.log_format must be one of {', '.join(LOG_FORMATS)}", "log_format")
     if cfg.kernel["max_message_bytes"] < 1024:
         raise cfg.error("kernel.max_message_bytes must be at least 1024", "max_message_bytes")
+    required = cfg.kernel["required_plugins"]
+    if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
+        raise cfg.error("kernel.required_plugins must be a list of plugin names", "required_plugins")
     disabled = cfg.data["plugins"]["disabled"]
     if not isinstance(disabled, list) or not all(isinstance(n, str) for n in disabled):
         raise cfg.error("plugins.disabled must be a list of plugin names", "disabled")

@@ -71,6 +71,7 @@ class Kernel:
         for record in self.host.records.values():
             if record.state == BROKEN:
                 log.warning("plugin.skipped", plugin=record.name, error=record.error)
+        await self._require_plugins()
         self._check_routing()
         await self.refresh_health()
         self.server = build_server(
@@ -93,6 +94,26 @@ class Kernel:
             plugins=[r.name for r in self.host.loaded()],
             contracts=[s.full_name for s in self.registry.served()],
         )
+
+    async def _require_plugins(self) -> None:
+        """Fail closed: a kernel whose required plugins (governance, by default) did not come up
+        serves nothing. An admin who means to run without one removes it from the list."""
+        problems = []
+        for name in self.config.kernel["required_plugins"]:
+            record = self.host.records.get(name)
+            if record is None:
+                problems.append(f"'{name}' is not installed")
+            elif record.state == DISABLED:
+                problems.append(f"'{name}' is disabled in [plugins] disabled")
+            elif record.state == BROKEN:
+                problems.append(f"'{name}' is broken: {record.error}")
+        if problems:
+            await self.host.stop()
+            raise ConfigError(
+                f"required plugin(s) not running, so the kernel will not serve: {'; '.join(problems)}. Fix it, or, "
+                "to serve without it on purpose, remove it from kernel.required_plugins",
+                self.config.path,
+            )
 
     def _plugin_context(self, name: str) -> PluginContext:
         return PluginContext(

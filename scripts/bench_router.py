@@ -125,7 +125,8 @@ def main() -> int:
     Path(env["CORTEX_CONFIG"]).write_text("")
     serve = [sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0"]
     bare, bare_target = start([sys.executable, "-c", BARE_SERVER], env)
-    kernel, kernel_target = start([*serve, "--data-dir", f"{data}/k1"], {**env, "CORTEX_PLUGINS__DISABLED": '["governance"]'})
+    ungoverned = {**env, "CORTEX_PLUGINS__DISABLED": '["governance"]', "CORTEX_KERNEL__REQUIRED_PLUGINS": "[]"}
+    kernel, kernel_target = start([*serve, "--data-dir", f"{data}/k1"], ungoverned)
     governed, governed_target = start([*serve, "--data-dir", f"{data}/k2"], env)
     servers = (("bare", bare_target), ("kernel", kernel_target), ("governed", governed_target))
     results: dict[str, dict[str, list[float]]] = {name: {"lat": [], "rps": [], "load": []} for name, _ in servers}

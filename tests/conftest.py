@@ -137,8 +137,9 @@ def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
         path = write_config(tmp_path / f"cortex-{len(started)}.toml", config_text)
         environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **BRIDGES_ON_FREE_PORTS, **(env or {})}
         config = load_config(path, env=environment)
-        if not governance:  # the kernel's own tests judge the kernel alone
+        if not governance:  # the kernel's own tests judge the kernel alone: ungoverned on purpose
             config.data["plugins"]["disabled"].append("governance")
+            config.data["kernel"]["required_plugins"] = []
         kt = KernelThread(config, plugins)
         started.append(kt)
         return kt.start(), kt

@@ -276,3 +276,29 @@ def test_a_plugin_may_call_only_what_its_manifest_declares(start_kernel):
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "plugin 'nosy' may not call cortex.memories.v1.MemoryService" in err.value.details()
     assert '"nosy.cortex.memories.v1.MemoryService"' in err.value.details() and "cortex.calls" in err.value.details()
+
+
+def test_governance_fails_closed(tmp_path, data_dir):
+    """A kernel that cannot govern does not serve: governance broken (its signing key swapped for
+    one that did not start the chain) or disabled, `cortex serve` exits naming it; an admin who
+    empties kernel.required_plugins runs ungoverned on purpose."""
+    from ..conftest import cortex_env, run_cli
+
+    env = cortex_env(data_dir)
+    first = run_cli("serve", "--listen", "127.0.0.1:0", env={**env, "CORTEX_KERNEL__REQUIRED_PLUGINS": '["nope"]'})
+    assert first.returncode == 1 and "'nope' is not installed" in first.stderr
+    disabled = run_cli("serve", "--listen", "127.0.0.1:0", env={**env, "CORTEX_PLUGINS__DISABLED": '["governance"]'})
+    assert disabled.returncode == 1 and "'governance' is disabled" in disabled.stderr
+    assert "remove it from kernel.required_plugins" in disabled.stderr
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cortex.plugins.governance.chain import AuditChain, load_or_create_key
+
+    folder = data_dir / "governance"
+    AuditChain(folder / "audit.db", load_or_create_key(folder)).close()  # a chain started with one key
+    (folder / "signing_key.pem").write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    broken = run_cli("serve", "--listen", "127.0.0.1:0", env=env)
+    assert broken.returncode == 1 and "'governance' is broken" in broken.stderr and "key file was swapped" in broken.stderr

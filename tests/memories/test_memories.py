@@ -274,3 +274,23 @@ def test_hostile_query_text_is_just_words(memories):
         reply = stub.Search(pb.SearchRequest(query=query, mode=KEYWORD, top_k=3), timeout=30)
         assert all(r.memory.id == memory_id for r in reply.results)
     assert stub.Stats(pb.StatsRequest(), timeout=30).total == 1
+
+
+def test_a_burst_of_bad_requests_leaves_the_service_up_for_others(memories):
+    """Out-of-range input is the client's error: it never opens the provider's circuit (it once
+    came back INTERNAL, and three such calls took memories away from everyone for 30 s)."""
+    stub, kt = memories()
+    far = Timestamp(seconds=2**63 - 1)
+    bad = [
+        lambda: stub.Store(pb.StoreRequest(text="x", ttl_seconds=10**12), timeout=10),
+        lambda: stub.Search(pb.SearchRequest(query="x", top_k=1, filter=pb.Filter(tags_all=[f"t{i}" for i in range(1000)])), timeout=10),
+        lambda: stub.Search(pb.SearchRequest(query="x", top_k=1, filter=pb.Filter(created_after=far)), timeout=10),
+        lambda: stub.List(pb.ListRequest(filter=pb.Filter(metadata={f"k{i}": "v" for i in range(100)})), timeout=10),
+    ]
+    for _ in range(3):
+        for call in bad:
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert kt.kernel.registry.breaker("memories").state.value == "closed"
+    assert store(stub, "another client's note").created

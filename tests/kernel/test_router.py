@@ -316,3 +316,33 @@ def test_a_servicer_written_for_grpc_aio_works_in_process(start_kernel, channel_
     assert seen["metadata"]["x-note"] == "hello" and 0 < seen["remaining"] < 6  # the caller gave 5 s (give or take a clock tick)
     assert (seen["peer"], seen["cancelled"], seen["done"], seen["active"]) == ("local", False, False, True)
     assert seen["call_id"] and seen["principal"]
+
+
+def test_plain_function_servicers_work_and_half_servicers_are_refused(start_kernel, channel_to, counter_pb2):
+    """A servicer of plain (blocking) functions runs off the event loop, its streams from lists; a
+    servicer missing a method of its contract is refused when registered, naming the method."""
+    from cortex.kernel.registry import ContractRegistry
+
+    class Plain:
+        name = "plain"
+
+        def Add(self, request, context):
+            return counter_pb2.CountResponse(value=request.amount, provider="plain")
+
+        def Get(self, request, context):
+            return counter_pb2.CountResponse(value=7, provider="plain")
+
+        def Count(self, request, context):
+            return [counter_pb2.CountResponse(value=i, provider="plain") for i in range(request.upto)]
+
+    target, _ = start_kernel("", [("plain", CounterPlugin(counter_pb2, Plain()))])
+    stub = counter_stub(channel_to, target, counter_pb2)
+    assert stub.Get(counter_pb2.GetRequest(), timeout=5).value == 7
+    assert [m.value for m in stub.Count(counter_pb2.CountRequest(upto=3), timeout=5)] == [0, 1, 2]
+
+    class Half:
+        def Get(self, request, context):
+            return None
+
+    with pytest.raises(ValueError, match=r"does not implement cortex_test\.v1\.CounterService method"):
+        ContractRegistry().add_servicer(counter_pb2.DESCRIPTOR.services_by_name["CounterService"], Half(), plugin="half")

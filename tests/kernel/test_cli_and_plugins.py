@@ -226,3 +226,20 @@ def test_manifest_entry_names(name, entry):
     from cortex.kernel.plugin_host import manifest_entry
 
     assert manifest_entry(name) == entry
+
+
+def test_a_plugin_name_with_a_dot_and_a_bad_manifest_entry(tmp_path, monkeypatch, caplog):
+    """A plugin named "my.plugin" could not have NAME.SERVICE manifest entries: it is reported
+    broken, saying how to name it; a manifest entry that is not NAME.SERVICE is logged and ignored."""
+    from cortex.kernel.config import load_config
+    from cortex.kernel.plugin_host import BROKEN, PluginHost
+    from cortex.kernel.registry import ContractRegistry
+
+    site = make_dist(tmp_path / "site", "dotty", "from cortex.kernel import hookimpl\n",
+                     "[cortex]\nmy.plugin = dotty\n\n[cortex.contracts]\nnoservice = dotty\n")
+    monkeypatch.syspath_prepend(str(site))
+    host = PluginHost(load_config(write_config(tmp_path / "cortex.toml", ""), env={}), ContractRegistry(), quiet=True)
+    host.load()
+    record = host.records["my.plugin"]
+    assert record.state == BROKEN and "name the entry point in the 'cortex' group with letters" in record.error
+    assert any("plugin.bad_manifest_entry" in r.getMessage() and "noservice" in r.getMessage() for r in caplog.records)

@@ -19,7 +19,7 @@ from cortex.kernel.registry import MethodInfo
 
 from . import openapi
 from .errors import HTTP_STATUS, error_body
-from .guard import Authenticator, RateLimiter, retry_after
+from .guard import Authenticator, RateLimiter, foreign_name, retry_after
 from .metrics import Metrics
 
 OPEN_PATHS = {"/health", "/ready"}  # probes: no token, no rate limit
@@ -193,14 +193,19 @@ class _Guard:
     def _refusal(self, scope) -> Response | None:
         host = (scope.get("client") or ("", 0))[0]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        authorization = headers.get("authorization", "")
-        if not self.api.auth.allows(host, authorization):
-            return _error(grpc.StatusCode.UNAUTHENTICATED, "send the API token as 'Authorization: Bearer <token>'",
-                          {"WWW-Authenticate": 'Bearer realm="cortex"'})
-        client = authorization or host
-        wait = self.api.limiter.check(client)
+        # the client's address, not a header it writes (rotating junk tokens escaped the limit), and
+        # before authentication, so that guessing tokens is limited too
+        wait = self.api.limiter.check(host)
         if wait:
             return _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"rate limit of {self.api.limiter.rate:g} requests/s exceeded; retry after {retry_after(wait)} s",
                           {"Retry-After": retry_after(wait)})
+        authorization = headers.get("authorization", "")
+        if not self.api.auth.allows(host, authorization):
+            return _error(grpc.StatusCode.UNAUTHENTICATED, "send the API token as 'Authorization: Bearer <token>'",
+                          {"WWW-Authenticate": 'Bearer realm="cortex"'})
+        if not self.api.auth.presented(authorization) and (foreign := foreign_name(headers)):
+            return _error(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{foreign} is not this machine: without a token this API answers only to localhost "
+                          "(a guard against DNS rebinding); send the API token to call it by another name")
         return None

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from cortex.kernel.asgi import is_loopback_host
 
@@ -59,10 +60,28 @@ class Authenticator:
     def allows(self, client_host: str, authorization: str) -> bool:
         if self.trust_loopback and is_loopback_host(client_host):
             return True
+        return self.presented(authorization)
+
+    def presented(self, authorization: str) -> bool:
+        """Whether the request carries the API token."""
         if not self.token:
             return False
         scheme, _, presented = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode())
+
+
+def foreign_name(headers: dict[str, str]) -> str | None:
+    """For a request trusted because it comes from loopback: the Host or Origin that names another
+    site, if any. A web page whose name was rebound to 127.0.0.1 reaches this port from the user's
+    own browser, on loopback, but its Host (and Origin) still carry the page's name."""
+    host = headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if not is_loopback_host(name):
+        return f"Host {host!r}"
+    origin = headers.get("origin")
+    if origin is not None and origin != "null" and not is_loopback_host(urlsplit(origin).hostname or ""):
+        return f"Origin {origin!r}"
+    return None
 
 
 def retry_after(seconds: float) -> str:

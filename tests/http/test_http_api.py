@@ -207,3 +207,28 @@ def test_only_json_bodies_are_accepted(api):
                             headers={"Content-Type": content_type} if content_type else {})
         assert reply.status_code == 415 and "application/json" in reply.json()["error"]["message"]
     assert call(client, "cortex.memories.v1.MemoryService/List", {}).json().get("memories", []) == []
+
+
+def test_a_rebound_name_is_refused_on_loopback(api):
+    """A web page whose name was rebound to 127.0.0.1 reaches the API from the user's browser, on
+    loopback; its Host and Origin still carry the page's name: refused, unless it sends the token."""
+    client, _ = api(BASE + '[plugins.http]\ntoken = "s3cret-token"\n')
+    port = client.base_url.port
+    for headers, words in [
+        ({"Host": f"evil.example:{port}"}, "Host 'evil.example:"),
+        ({"Origin": "http://evil.example"}, "Origin 'http://evil.example'"),
+    ]:
+        refused = client.get("/openapi.json", headers=headers)
+        assert refused.status_code == 403 and words in refused.json()["error"]["message"], refused.text
+    for headers in ({"Host": f"localhost:{port}", "Origin": "http://localhost:5173"}, {"Host": f"[::1]:{port}"}):
+        assert client.get("/openapi.json", headers=headers).status_code == 200
+    with_token = {"Host": f"cortex.internal:{port}", "Authorization": "Bearer s3cret-token"}
+    assert client.get("/openapi.json", headers=with_token).status_code == 200
+
+
+def test_the_rate_limit_follows_the_client_not_its_headers(api):
+    """Rotating Authorization headers does not escape the limit, and failed logins count too."""
+    client, _ = api(BASE + '[plugins.http]\ntoken = "s3cret-token"\ntrust_loopback = false\nrate_limit = 1.0\nrate_burst = 3\n')
+    codes = [client.get("/openapi.json", headers={"Authorization": f"Bearer guess-{i}"}).status_code for i in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer s3cret-token"}).status_code == 429

@@ -146,6 +146,8 @@ def info(config, target, as_json) -> None:
     click.echo(f"cortex {reply.version} at {reply.listen}")
     click.echo(f"  data dir:     {reply.data_dir}")
     click.echo(f"  privacy mode: {'on' if reply.privacy_mode else 'off'}")
+    governed = ", ".join(reply.governed_by)
+    click.echo(f"  governance:   {f'on ({governed})' if governed else 'OFF: every call is allowed unchecked, nothing is audited'}")
     click.echo(f"  config:       {reply.config_path or '(embedded defaults)'}")
     click.echo(f"  uptime:       {reply.uptime_seconds:.0f}s")
 

@@ -41,6 +41,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             listen=k.address,
             config_path=str(k.config.path.resolve()) if k.config.path else "",
             uptime_seconds=time.monotonic() - k.started_at,
+            governed_by=k.host.authorizers,
         )
 
     async def ListPlugins(self, request, context):

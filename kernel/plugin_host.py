@@ -307,6 +307,11 @@ class PluginHost:
         self._authorizers = index("cortex_authorize")
         self._observers = index("cortex_observe")
 
+    @property
+    def authorizers(self) -> list[str]:
+        """The plugins whose authorize hook judges every call."""
+        return [name for name, _, _ in self._authorizers]
+
     async def authorize(self, call: Call) -> Decision:
         """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed)."""
         if not self._authorizers:

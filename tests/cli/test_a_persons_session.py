@@ -139,6 +139,7 @@ def test_policies_and_evidence_from_the_terminal(cli, tmp_path):
 def test_the_kernel_from_the_terminal(cli):
     info = cli("info")
     assert info.startswith("cortex 0.1.0 at 127.0.0.1:") and "privacy mode: off" in info and "(embedded defaults)" in info
+    assert "governance:   on (governance)" in info
     health = cli("health")
     assert re.search(r"\(overall\) +SERVING", health) and re.search(r"cortex.memories.v1.MemoryService +SERVING", health)
     unknown = cli("health", "--service", "no.such.v1.Service", ok=False)

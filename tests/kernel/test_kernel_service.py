@@ -21,6 +21,13 @@ def test_get_info_reports_version_data_dir_and_privacy(start_kernel, channel_to,
     assert info.privacy_mode is True
     assert info.listen == target
     assert data_dir.is_dir()
+    assert list(info.governed_by) == []  # these tests run the kernel without governance, and it says so
+
+
+def test_get_info_names_what_governs_the_kernel(start_kernel, channel_to):
+    target, _ = start_kernel(governance=True)
+    info = kernel_pb2_grpc.KernelServiceStub(channel_to(target)).GetInfo(kernel_pb2.GetInfoRequest(), timeout=5)
+    assert list(info.governed_by) == ["governance"]
 
 
 def test_list_plugins_shows_the_pip_installed_example(start_kernel, channel_to):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/kernel/v1/kernel.proto\x12\x10\x63ortex.kernel.v1\"\x10\n\x0eGetInfoRequest\"\x87\x01\n\x0fGetInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x02 \x01(\t\x12\x14\n\x0cprivacy_mode\x18\x03 \x01(\x08\x12\x0e\n\x06listen\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_path\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\"\x14\n\x12ListPluginsRequest\"@\n\x13ListPluginsResponse\x12)\n\x07plugins\x18\x01 \x03(\x0b\x32\x18.cortex.kernel.v1.Plugin\"\xf1\x01\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x11\n\tcontracts\x18\x05 \x03(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.cortex.kernel.v1.Plugin.State\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"V\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_LOADED\x10\x01\x12\x12\n\x0eSTATE_DISABLED\x10\x02\x12\x10\n\x0cSTATE_BROKEN\x10\x03\"\x16\n\x14ListContractsRequest\"F\n\x15ListContractsResponse\x12-\n\tcontracts\x18\x01 \x03(\x0b\x32\x1a.cortex.kernel.v1.Contract\"\x86\x01\n\x08\x43ontract\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07methods\x18\x03 \x03(\x0b\x32\x18.cortex.kernel.v1.Method\x12-\n\tproviders\x18\x04 \x03(\x0b\x32\x1a.cortex.kernel.v1.Provider\"\x8a\x01\n\x06Method\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ninput_type\x18\x02 \x01(\t\x12\x13\n\x0boutput_type\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_streaming\x18\x04 \x01(\x08\x12\x18\n\x10server_streaming\x18\x05 \x01(\x08\x12\x15\n\rfailover_safe\x18\x06 \x01(\x08\"\xde\x03\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\r\n\x05local\x18\x04 \x01(\x08\x12\x31\n\x06health\x18\x05 \x01(\x0e\x32!.cortex.kernel.v1.Provider.Health\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x33\n\x07\x63ircuit\x18\x07 \x01(\x0e\x32\".cortex.kernel.v1.Provider.Circuit\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\r\x12\r\n\x05\x63\x61lls\x18\t \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\n \x01(\x04\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\"L\n\x06Health\x12\x16\n\x12HEALTH_UNSPECIFIED\x10\x00\x12\x12\n\x0eHEALTH_SERVING\x10\x01\x12\x16\n\x12HEALTH_NOT_SERVING\x10\x02\"_\n\x07\x43ircuit\x12\x17\n\x13\x43IRCUIT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43IRCUIT_CLOSED\x10\x01\x12\x10\n\x0c\x43IRCUIT_OPEN\x10\x02\x12\x15\n\x11\x43IRCUIT_HALF_OPEN\x10\x03\x32\xac\x02\n\rKernelService\x12S\n\x07GetInfo\x12 .cortex.kernel.v1.GetInfoRequest\x1a!.cortex.kernel.v1.GetInfoResponse\"\x03\x90\x02\x01\x12_\n\x0bListPlugins\x12$.cortex.kernel.v1.ListPluginsRequest\x1a%.cortex.kernel.v1.ListPluginsResponse\"\x03\x90\x02\x01\x12\x65\n\rListContracts\x12&.cortex.kernel.v1.ListContractsRequest\x1a\'.cortex.kernel.v1.ListContractsResponse\"\x03\x90\x02\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/kernel/v1;kernelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/kernel/v1/kernel.proto\x12\x10\x63ortex.kernel.v1\"\x10\n\x0eGetInfoRequest\"\x9c\x01\n\x0fGetInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x02 \x01(\t\x12\x14\n\x0cprivacy_mode\x18\x03 \x01(\x08\x12\x0e\n\x06listen\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_path\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bgoverned_by\x18\x07 \x03(\t\"\x14\n\x12ListPluginsRequest\"@\n\x13ListPluginsResponse\x12)\n\x07plugins\x18\x01 \x03(\x0b\x32\x18.cortex.kernel.v1.Plugin\"\xf1\x01\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x11\n\tcontracts\x18\x05 \x03(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.cortex.kernel.v1.Plugin.State\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"V\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_LOADED\x10\x01\x12\x12\n\x0eSTATE_DISABLED\x10\x02\x12\x10\n\x0cSTATE_BROKEN\x10\x03\"\x16\n\x14ListContractsRequest\"F\n\x15ListContractsResponse\x12-\n\tcontracts\x18\x01 \x03(\x0b\x32\x1a.cortex.kernel.v1.Contract\"\x86\x01\n\x08\x43ontract\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07methods\x18\x03 \x03(\x0b\x32\x18.cortex.kernel.v1.Method\x12-\n\tproviders\x18\x04 \x03(\x0b\x32\x1a.cortex.kernel.v1.Provider\"\x8a\x01\n\x06Method\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ninput_type\x18\x02 \x01(\t\x12\x13\n\x0boutput_type\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_streaming\x18\x04 \x01(\x08\x12\x18\n\x10server_streaming\x18\x05 \x01(\x08\x12\x15\n\rfailover_safe\x18\x06 \x01(\x08\"\xde\x03\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\r\n\x05local\x18\x04 \x01(\x08\x12\x31\n\x06health\x18\x05 \x01(\x0e\x32!.cortex.kernel.v1.Provider.Health\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x33\n\x07\x63ircuit\x18\x07 \x01(\x0e\x32\".cortex.kernel.v1.Provider.Circuit\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\r\x12\r\n\x05\x63\x61lls\x18\t \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\n \x01(\x04\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\"L\n\x06Health\x12\x16\n\x12HEALTH_UNSPECIFIED\x10\x00\x12\x12\n\x0eHEALTH_SERVING\x10\x01\x12\x16\n\x12HEALTH_NOT_SERVING\x10\x02\"_\n\x07\x43ircuit\x12\x17\n\x13\x43IRCUIT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43IRCUIT_CLOSED\x10\x01\x12\x10\n\x0c\x43IRCUIT_OPEN\x10\x02\x12\x15\n\x11\x43IRCUIT_HALF_OPEN\x10\x03\x32\xac\x02\n\rKernelService\x12S\n\x07GetInfo\x12 .cortex.kernel.v1.GetInfoRequest\x1a!.cortex.kernel.v1.GetInfoResponse\"\x03\x90\x02\x01\x12_\n\x0bListPlugins\x12$.cortex.kernel.v1.ListPluginsRequest\x1a%.cortex.kernel.v1.ListPluginsResponse\"\x03\x90\x02\x01\x12\x65\n\rListContracts\x12&.cortex.kernel.v1.ListContractsRequest\x1a\'.cortex.kernel.v1.ListContractsResponse\"\x03\x90\x02\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/kernel/v1;kernelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,29 +42,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINFOREQUEST']._serialized_start=51
   _globals['_GETINFOREQUEST']._serialized_end=67
   _globals['_GETINFORESPONSE']._serialized_start=70
-  _globals['_GETINFORESPONSE']._serialized_end=205
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=207
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=227
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=229
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=293
-  _globals['_PLUGIN']._serialized_start=296
-  _globals['_PLUGIN']._serialized_end=537
-  _globals['_PLUGIN_STATE']._serialized_start=451
-  _globals['_PLUGIN_STATE']._serialized_end=537
-  _globals['_LISTCONTRACTSREQUEST']._serialized_start=539
-  _globals['_LISTCONTRACTSREQUEST']._serialized_end=561
-  _globals['_LISTCONTRACTSRESPONSE']._serialized_start=563
-  _globals['_LISTCONTRACTSRESPONSE']._serialized_end=633
-  _globals['_CONTRACT']._serialized_start=636
-  _globals['_CONTRACT']._serialized_end=770
-  _globals['_METHOD']._serialized_start=773
-  _globals['_METHOD']._serialized_end=911
-  _globals['_PROVIDER']._serialized_start=914
-  _globals['_PROVIDER']._serialized_end=1392
-  _globals['_PROVIDER_HEALTH']._serialized_start=1219
-  _globals['_PROVIDER_HEALTH']._serialized_end=1295
-  _globals['_PROVIDER_CIRCUIT']._serialized_start=1297
-  _globals['_PROVIDER_CIRCUIT']._serialized_end=1392
-  _globals['_KERNELSERVICE']._serialized_start=1395
-  _globals['_KERNELSERVICE']._serialized_end=1695
+  _globals['_GETINFORESPONSE']._serialized_end=226
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=228
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=248
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=250
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=314
+  _globals['_PLUGIN']._serialized_start=317
+  _globals['_PLUGIN']._serialized_end=558
+  _globals['_PLUGIN_STATE']._serialized_start=472
+  _globals['_PLUGIN_STATE']._serialized_end=558
+  _globals['_LISTCONTRACTSREQUEST']._serialized_start=560
+  _globals['_LISTCONTRACTSREQUEST']._serialized_end=582
+  _globals['_LISTCONTRACTSRESPONSE']._serialized_start=584
+  _globals['_LISTCONTRACTSRESPONSE']._serialized_end=654
+  _globals['_CONTRACT']._serialized_start=657
+  _globals['_CONTRACT']._serialized_end=791
+  _globals['_METHOD']._serialized_start=794
+  _globals['_METHOD']._serialized_end=932
+  _globals['_PROVIDER']._serialized_start=935
+  _globals['_PROVIDER']._serialized_end=1413
+  _globals['_PROVIDER_HEALTH']._serialized_start=1240
+  _globals['_PROVIDER_HEALTH']._serialized_end=1316
+  _globals['_PROVIDER_CIRCUIT']._serialized_start=1318
+  _globals['_PROVIDER_CIRCUIT']._serialized_end=1413
+  _globals['_KERNELSERVICE']._serialized_start=1416
+  _globals['_KERNELSERVICE']._serialized_end=1716
 # @@protoc_insertion_point(module_scope)

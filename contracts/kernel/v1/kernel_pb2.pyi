@@ -13,20 +13,22 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "data_dir", "privacy_mode", "listen", "config_path", "uptime_seconds")
+    __slots__ = ("version", "data_dir", "privacy_mode", "listen", "config_path", "uptime_seconds", "governed_by")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_MODE_FIELD_NUMBER: _ClassVar[int]
     LISTEN_FIELD_NUMBER: _ClassVar[int]
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GOVERNED_BY_FIELD_NUMBER: _ClassVar[int]
     version: str
     data_dir: str
     privacy_mode: bool
     listen: str
     config_path: str
     uptime_seconds: float
-    def __init__(self, version: _Optional[str] = ..., data_dir: _Optional[str] = ..., privacy_mode: _Optional[bool] = ..., listen: _Optional[str] = ..., config_path: _Optional[str] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+    governed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., data_dir: _Optional[str] = ..., privacy_mode: _Optional[bool] = ..., listen: _Optional[str] = ..., config_path: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., governed_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()

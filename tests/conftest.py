@@ -211,10 +211,12 @@ class ServeProcess:
     def wait_ready(self, timeout: float = 30) -> str:
         if self._ready.wait(timeout) and self.target:
             return self.target
+        exited = self.proc.poll()
+        why = f"exited with {exited}" if exited is not None else f"did not start within {timeout:g}s"
         self.proc.kill()
         self.proc.wait()
         self._drain.join(5)
-        raise AssertionError(f"cortex serve did not start within {timeout:g}s: {self.stderr()}")
+        raise AssertionError(f"cortex serve {why}: {self.stderr()}")
 
     def stop(self, sig: int = 15, timeout: float = 20) -> tuple[int, str]:
         if self.proc.poll() is None:

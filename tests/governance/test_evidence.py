@@ -176,8 +176,11 @@ def test_a_swapped_key_is_caught(chain_with_calls, tmp_path, serve_process, chan
     (data / "governance" / "signing_key.pem").write_bytes(
         other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    # the kernel refuses to sign with it: governance is reported broken, naming the swap
-    kernel = serve_process(env=env)
+    # the kernel refuses to sign with it, and so (governance is required) to serve, naming the swap
+    refused = run_cli("serve", "--listen", "127.0.0.1:0", env=env)
+    assert refused.returncode == 1 and "'governance' is broken" in refused.stderr and "the key file was swapped" in refused.stderr
+    # an admin who runs it ungoverned on purpose sees governance reported broken
+    kernel = serve_process(env={**env, "CORTEX_KERNEL__REQUIRED_PLUGINS": "[]"})
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
     plugins = kernel_pb2_grpc.KernelServiceStub(channel_to(kernel.target)).ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5)

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from . import proto_docs
 from .call import PRINCIPAL_HEADER, RouterError
+from .json_schema import FREE_OBJECTS, NOT_OBJECTS
 from .registry import MethodInfo
 
 # the kernel's plumbing, not contracts: never bridged
@@ -70,15 +71,6 @@ def parse_json(method: MethodInfo, data: Any) -> Message:
         ) from None
 
 
-# Well-known types whose JSON form is not an object (a Timestamp is a string): json_format checks them
-_NOT_OBJECTS = frozenset({
-    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask", "google.protobuf.Value",
-    "google.protobuf.ListValue", "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value", "google.protobuf.BoolValue",
-    "google.protobuf.StringValue", "google.protobuf.BytesValue",
-})
-
-
 def _check_scalar(value: Any, field: Any, path: str) -> None:
     if field.type == field.TYPE_BOOL:
         if not isinstance(value, bool):
@@ -117,12 +109,12 @@ def _check_shapes(data: dict, descriptor: Any, where: str) -> None:
                 if item is not None:
                     _check_scalar(item, field, path)
             continue
-        if field.message_type.full_name in _NOT_OBJECTS:
+        if field.message_type.full_name in NOT_OBJECTS:
             continue
         for item in items:
             if not isinstance(item, dict):
                 raise ValueError(f"{path} must be a JSON object ({field.message_type.full_name})")
-            if not is_map and field.message_type.full_name not in ("google.protobuf.Struct", "google.protobuf.Any"):
+            if not is_map and field.message_type.full_name not in FREE_OBJECTS:
                 _check_shapes(item, field.message_type, f"{path}.")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -118,6 +119,9 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
 async def _serve(cfg) -> None:
     from .runtime import Kernel
 
+    # everything the kernel and its plugins write (databases and their -wal files, keys, policies)
+    # is the owner's alone: one rule here rather than a chmod after each file is made
+    os.umask(0o077)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before "serving on": a stop may follow at once
@@ -304,16 +308,13 @@ def _add_plugin_commands() -> None:
         host.load()
         host.register_commands(cli)
     except Exception as exc:  # noqa: BLE001 - the core commands must work whatever is broken
+        from .plugin_host import first_line
+
         # say so, once, on stderr: a silent skip left people wondering where `cortex recall` went
         click.echo(
-            f"cortex: plugin commands are unavailable ({_first_line(exc)}); `cortex doctor` says what to fix",
+            f"cortex: plugin commands are unavailable ({first_line(exc)}); `cortex doctor` says what to fix",
             err=True,
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else "") or type(exc).__name__
 
 
 def main() -> None:

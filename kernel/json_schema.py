@@ -36,8 +36,8 @@ _NON_FINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
 _WRAPPERS = {
     "google.protobuf.DoubleValue": {"type": "number"},
     "google.protobuf.FloatValue": {"type": "number"},
-    "google.protobuf.Int64Value": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^-?[0-9]{1,19}$"}]},
-    "google.protobuf.UInt64Value": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]{1,20}$"}]},
+    "google.protobuf.Int64Value": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _INT64_TEXT[True]}]},
+    "google.protobuf.UInt64Value": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _INT64_TEXT[False]}]},
     "google.protobuf.Int32Value": {"type": "integer"},
     "google.protobuf.UInt32Value": {"type": "integer"},
     "google.protobuf.BoolValue": {"type": "boolean"},
@@ -56,6 +56,10 @@ _WELL_KNOWN = {
     "google.protobuf.Empty": {"type": "object"},
 }
 
+# Well-known types whose JSON form is no object of fields (a Timestamp is a string, a wrapper its
+# value), and those that are objects of any keys: the bridges check neither field by field
+NOT_OBJECTS = frozenset(name for name, schema in _WELL_KNOWN.items() if schema.get("type") != "object")
+FREE_OBJECTS = frozenset({"google.protobuf.Struct", "google.protobuf.Any"})
 
 class SchemaBuilder:
     """Collects message definitions while building schemas; `defs` holds them all."""

@@ -109,7 +109,7 @@ def discover() -> list[PluginRecord]:
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -173,7 +173,7 @@ class PluginHost:
         except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained
             if record.obj is not None and self.pm.is_registered(record.obj):
                 self.pm.unregister(record.obj)
-            self._broken(record, f"failed to load: {_first_line(exc)}", exc)
+            self._broken(record, f"failed to load: {first_line(exc)}", exc)
 
     def _broken(self, record: PluginRecord, error: str, exc: BaseException | None = None) -> None:
         record.state, record.error = BROKEN, error
@@ -220,7 +220,7 @@ class PluginHost:
             try:
                 await self._run(record, hook, **kwargs)
             except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"{hook} failed: {_first_line(exc)}", exc)
+                self._broken(record, f"{hook} failed: {first_line(exc)}", exc)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def configure(self, make_context) -> None:
@@ -235,7 +235,7 @@ class PluginHost:
                     context=record.context,
                 )
             except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"cortex_configure failed: {_first_line(exc)}", exc)
+                self._broken(record, f"cortex_configure failed: {first_line(exc)}", exc)
 
     async def register(self) -> None:
         providers = self.config.data["providers"]
@@ -244,7 +244,7 @@ class PluginHost:
             try:
                 await self._run(record, "cortex_register", registry=registrar)
             except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"cortex_register failed: {_first_line(exc)}", exc)
+                self._broken(record, f"cortex_register failed: {first_line(exc)}", exc)
                 continue
             provided = sorted({p.service.full_name for p in registrar.added})
             if record.contracts and set(record.contracts) != set(provided):
@@ -271,7 +271,7 @@ class PluginHost:
             try:
                 report = await self._run(record, "cortex_health")
             except Exception as exc:  # noqa: BLE001 - a failing probe means not serving
-                report = Health(False, f"health hook failed: {_first_line(exc)}")
+                report = Health(False, f"health hook failed: {first_line(exc)}")
             if report is not None:
                 reports[record.name] = report
         return reports
@@ -284,7 +284,7 @@ class PluginHost:
                 await self._run(record, "cortex_event", event=event)
             except Exception as exc:  # noqa: BLE001
                 log.error("plugin.event_failed", plugin=record.name, event_type=getattr(event, "type", "?"),
-                          error=_first_line(exc))
+                          error=first_line(exc))
 
     def register_commands(self, cli: Any) -> None:
         for record in self.loaded():
@@ -294,7 +294,7 @@ class PluginHost:
             try:
                 impl.function(*self._args(impl, {"cli": cli}))
             except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"cortex_register_commands failed: {_first_line(exc)}", exc)
+                self._broken(record, f"cortex_register_commands failed: {first_line(exc)}", exc)
 
     # -- the hot path: authorize and observe on every call -------------------------------------------
     def _index_hot_hooks(self) -> None:
@@ -323,8 +323,8 @@ class PluginHost:
                 if inspect.isawaitable(answer):
                     answer = await answer
             except Exception as exc:  # noqa: BLE001
-                log.error("plugin.authorize_failed", plugin=name, call_id=call.id, error=_first_line(exc))
-                answer = Decision.deny(f"authorize hook failed ({_first_line(exc)}); denying to be safe")
+                log.error("plugin.authorize_failed", plugin=name, call_id=call.id, error=first_line(exc))
+                answer = Decision.deny(f"authorize hook failed ({first_line(exc)}); denying to be safe")
             if answer is None:
                 continue
             if not isinstance(answer, Decision):
@@ -340,4 +340,4 @@ class PluginHost:
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:  # noqa: BLE001 - observing must never fail a call
-                log.error("plugin.observe_failed", plugin=name, call_id=call.id, error=_first_line(exc))
+                log.error("plugin.observe_failed", plugin=name, call_id=call.id, error=first_line(exc))

@@ -24,7 +24,6 @@ from .call import (
     PROVIDER_HEADER,
     ROUTE_HEADER,
     Call,
-    Outcome,
     RouterError,
     new_call_id,
 )
@@ -38,8 +37,10 @@ def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-def _trailers(call: Call, outcome: Outcome | None) -> tuple[tuple[str, str], ...]:
+def _trailers(call: Call) -> tuple[tuple[str, str], ...]:
+    """The call's id (and parent), and once the router has finished it, who served it and the route."""
     trailers = [(CALL_ID_HEADER, call.id)]
+    outcome = call.outcome
     if call.parent_id:
         trailers.append((PARENT_CALL_ID_HEADER, call.parent_id))
     if outcome is not None:
@@ -87,10 +88,10 @@ def _unary_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
         request = await _parse(method, raw, context)
         call = _make_call(method, request, context)
         try:
-            response, outcome = await router.unary_with_outcome(method, request, call)
+            response = await router.unary(method, request, call)
         except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call, err.outcome))
-        context.set_trailing_metadata(_trailers(call, outcome))
+            await context.abort(err.code(), err.details(), _trailers(call))
+        context.set_trailing_metadata(_trailers(call))
         return response
 
     return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
@@ -104,8 +105,8 @@ def _stream_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler
             async for message in router.stream(method, request, call):
                 yield message
         except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call, err.outcome))
-        context.set_trailing_metadata(_trailers(call, call.outcome))
+            await context.abort(err.code(), err.details(), _trailers(call))
+        context.set_trailing_metadata(_trailers(call))
 
     return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
 

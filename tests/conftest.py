@@ -122,6 +122,25 @@ class FakeClock:
 
 
 @pytest.fixture
+def openai_server(monkeypatch):
+    """An OpenAI-compatible endpoint on loopback (tests/models/fake_servers.py)."""
+    from .models.fake_servers import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # a "remote" endpoint needs a key
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def ollama_server():
+    """An Ollama endpoint on loopback (tests/models/fake_servers.py)."""
+    from .models.fake_servers import FakeOllama
+
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 

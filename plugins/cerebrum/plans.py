@@ -32,6 +32,11 @@ class PlanError(ValueError):
     """What is wrong with a plan, naming the step."""
 
 
+def path_of(step: pb.Step | pb.StepRecord) -> str:
+    """A step's method as the router names it: "/package.Service/Method"."""
+    return "/" + step.method.strip("/")
+
+
 def canonical(plan: pb.Plan) -> bytes:
     """Deterministic JSON of the plan without its hash: what the hash is taken over."""
     value = json_format.MessageToDict(plan, preserving_proto_field_name=True)
@@ -130,7 +135,7 @@ def validate(plan: pb.Plan, method_of) -> None:
             raise PlanError(f"step id {step.id!r}: use 1 to 32 letters, digits, '_' or '-'")
         if ids.count(step.id) > 1:
             raise PlanError(f"step id {step.id!r} is used twice")
-        method = method_of("/" + step.method.strip("/"))
+        method = method_of(path_of(step))
         if method is None:
             raise PlanError(f"step {step.id}: {step.method!r} is not a method served by this kernel")
         if method.server_streaming or method.client_streaming:

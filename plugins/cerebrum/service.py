@@ -23,7 +23,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2 as models
 
 from . import extract, plans
-from .plans import PlanError
+from .plans import PlanError, path_of
 
 if TYPE_CHECKING:
     from .plugin import CerebrumPlugin
@@ -61,14 +61,14 @@ def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
     if last is None or not last.response_json:
         return
     response = json.loads(last.response_json)
-    if "/" + last.method.strip("/") == EXTRACT:
+    if path_of(last) == EXTRACT:
         summary.answer, summary.answer_kind = response.get("answer", ""), "extractive"
         summary.citations.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("citations", []))
-    elif "/" + last.method.strip("/") == GENERATE:
+    elif path_of(last) == GENERATE:
         summary.answer, summary.answer_kind = response.get("text", ""), "generated"
         seen = set()
         for step in steps:
-            if "/" + step.method.strip("/") != SEARCH or not step.response_json:
+            if path_of(step) != SEARCH or not step.response_json:
                 continue
             for result in json.loads(step.response_json).get("results", []):
                 memory = result.get("memory", {})
@@ -142,8 +142,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     def adapt(self, example: pb.Plan, goal: str, memory_id: str, context: list[str]) -> pb.Plan:
         """The taught plan for the new goal: its steps as taught, where `${goal}` now stands for
         the new goal (text the taught plan wrote out is kept as written)."""
-        steps = [pb.Step(id=s.id, method=s.method, request_json=s.request_json, depends_on=s.depends_on) for s in example.steps]
-        return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"example:{memory_id}"))
+        return plans.sealed(pb.Plan(goal=goal, steps=example.steps, context=context, source=f"example:{memory_id}"))
 
     async def plan_with_model(self, goal: str, context: list[str]) -> tuple[pb.Plan, list[str]]:
         """Ask ModelService for a plan (temperature 0: the same goal and memories, the same plan);
@@ -263,7 +262,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         self, step: pb.Step, goal: str, outputs: dict[str, Any], pin: str = "", recorded: str = ""
     ) -> pb.StepRecord:
         record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED, started_unix_ms=time.time_ns() // 1_000_000)
-        path = "/" + step.method.strip("/")
+        path = path_of(step)
         method = self.method_of(path)
         started = time.monotonic()
         try:

@@ -10,7 +10,6 @@ the next publish.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -56,7 +55,6 @@ class SqliteEventBus(EventBus):
     def __init__(self, path: Path, synchronous: str = "FULL"):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        os.chmod(path, 0o600)  # the owner's alone (SQLite gives its -wal and -shm files the same mode)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")

@@ -108,7 +108,6 @@ class AuditChain:
         else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            os.chmod(path, 0o600)  # the owner's alone (SQLite gives its -wal and -shm files the same mode)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill
             self._migrate()

@@ -9,7 +9,6 @@ an acknowledged memory survives a kill -9 or a power cut, and the database stays
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -67,7 +66,6 @@ class DuplicateContent(Exception):
 
     def __init__(self, existing: Record | None):
         super().__init__(f"memory {existing.id if existing else '?'} already has this kind, text and tags")
-        self.existing = existing
 
 
 class MemoryStore(ABC):
@@ -199,7 +197,6 @@ class SqliteStore(MemoryStore):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        os.chmod(path, 0o600)  # the owner's alone (SQLite gives its -wal and -shm files the same mode)
         self.lock = threading.RLock()  # one writer; readers share the connection (plugin runs one thread)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")

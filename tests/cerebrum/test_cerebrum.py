@@ -284,12 +284,10 @@ def test_cancelling_execute_cancels_its_running_steps(start_kernel, channel_to, 
     assert cancelled.wait(10), "the step kept running after the caller cancelled"
 
 
-def test_a_model_that_writes_plans_plans_and_critique_trims_what_was_not_needed(brain, monkeypatch):
+def test_a_model_that_writes_plans_plans_and_critique_trims_what_was_not_needed(brain, openai_server):
     """With a language model that answers planning prompts (an OpenAI-compatible endpoint here),
     the plan is the model's; a step whose output nothing used is found by Critique, which proposes
     the plan without it."""
-    from ..models.fake_servers import FakeOpenAI
-
     model_plan = {"steps": [
         {"id": "find", "method": "cortex.memories.v1.MemoryService/Search", "request_json": {"query": "${goal}", "top_k": 3}},
         {"id": "extra", "method": "cortex.memories.v1.MemoryService/Stats", "request_json": {}},
@@ -300,10 +298,9 @@ def test_a_model_that_writes_plans_plans_and_critique_trims_what_was_not_needed(
     def answer(prompt: str) -> str:
         return "Here is the plan: " + json.dumps(model_plan) if "Write a plan as JSON" in prompt else "Raised beds, 300 euros."
 
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    with FakeOpenAI() as server:
-        server.answer = answer
-        config = f"""
+    server = openai_server
+    server.answer = answer
+    config = f"""
 [plugins]
 disabled = ["ollama"]
 [plugins.openai]
@@ -314,20 +311,20 @@ mlx_first = false
 [routing."cortex.models.v1.ModelService"]
 order = ["openai", "mlx"]
 """
-        stub, _, _ = brain(config)
-        planned = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
-        assert planned.plan.source == "model:planner-gpt", planned.repairs
-        assert [s.id for s in planned.plan.steps] == ["find", "extra", "say"]
-        _, summary = execute(stub, plan=planned.plan)
-        assert summary.status == "succeeded" and summary.answer == "Raised beds, 300 euros."
-        assert summary.answer_kind == "generated" and summary.citations
-        critique = stub.Critique(pb.CritiqueRequest(trace_id=summary.trace_id), timeout=60)
-        assert "the output of step extra was never used" in critique.findings and critique.score < 1
-        assert [s.id for s in critique.revised_plan.steps] == ["find", "say"]
+    stub, _, _ = brain(config)
+    planned = stub.Plan(pb.PlanRequest(goal=GOAL), timeout=120)
+    assert planned.plan.source == "model:planner-gpt", planned.repairs
+    assert [s.id for s in planned.plan.steps] == ["find", "extra", "say"]
+    _, summary = execute(stub, plan=planned.plan)
+    assert summary.status == "succeeded" and summary.answer == "Raised beds, 300 euros."
+    assert summary.answer_kind == "generated" and summary.citations
+    critique = stub.Critique(pb.CritiqueRequest(trace_id=summary.trace_id), timeout=60)
+    assert "the output of step extra was never used" in critique.findings and critique.score < 1
+    assert [s.id for s in critique.revised_plan.steps] == ["find", "say"]
 
-        server.answer = lambda prompt: "I would rather not."  # a model that writes no plan
-        fallback = stub.Plan(pb.PlanRequest(goal="what is in the shed?"), timeout=120)
-        assert fallback.plan.source == "template" and any("no JSON object" in r for r in fallback.repairs)
+    server.answer = lambda prompt: "I would rather not."  # a model that writes no plan
+    fallback = stub.Plan(pb.PlanRequest(goal="what is in the shed?"), timeout=120)
+    assert fallback.plan.source == "template" and any("no JSON object" in r for r in fallback.repairs)
 
 
 @pytest.mark.parametrize(

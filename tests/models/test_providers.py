@@ -10,20 +10,7 @@ from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 
 from ..conftest import FakeClock
-from .fake_servers import FakeOllama, FakeOpenAI, fake_vector
-
-
-@pytest.fixture
-def openai_server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # a "remote" endpoint needs a key
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def ollama_server():
-    with FakeOllama() as server:
-        yield server
+from .fake_servers import fake_vector
 
 
 def stub_for(start_kernel, channel_to, config: str):

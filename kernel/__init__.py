@@ -5,7 +5,7 @@ What a plugin needs is importable from here:
     from cortex.kernel import hookimpl, Decision, Health
 """
 
-from .call import Call, Decision, Outcome, ProviderInfo, RouterError
+from .call import Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
 from .context import PluginContext, check_settings
 from .hookspecs import hookimpl, hookspec
 from .registry import Health, Registrar
@@ -19,6 +19,7 @@ __all__ = [
     "ProviderInfo",
     "Registrar",
     "RouterError",
+    "Unavailable",
     "check_settings",
     "hookimpl",
     "hookspec",

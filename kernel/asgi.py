@@ -15,7 +15,12 @@ from typing import Any
 
 import structlog
 
+from .call import PRINCIPAL_HEADER
+from .credentials import AuthError, Credentials, Identity
+from .exposure import Exposure
 from .remote import is_loopback_host
+
+IDENTITY = "cortex.identity"  # where a bridge finds its caller's Identity in the ASGI scope
 
 log = structlog.get_logger("cortex.asgi")
 
@@ -28,14 +33,49 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def require_loopback(listen: str, setting: str, what: str) -> None:
-    """Refuse a non-loopback listener for an endpoint that has no authentication of its own."""
-    host, _ = split_listen(listen)
-    if not is_loopback_host(host):
-        raise ValueError(
-            f"{setting} = {listen!r}: {what} has no authentication here; listen on loopback (127.0.0.1) "
-            "and put an authenticating proxy in front for remote clients"
-        )
+def headers_of(scope: dict) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def identify_request(credentials: Credentials, scope: dict, headers: dict[str, str] | None = None) -> Identity:
+    """An HTTP request's identity, exactly as a gRPC call's: its bearer credential, else `local`
+    from loopback; x-cortex-principal only from a credential that may act for others."""
+    headers = headers_of(scope) if headers is None else headers
+    host = (scope.get("client") or ("", 0))[0]
+    identity = credentials.identify(headers.get("authorization", ""), is_loopback_host(host))
+    return identity.acting_for(headers.get(PRINCIPAL_HEADER, ""))
+
+
+def refusal_body(exc: AuthError) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    """The HTTP answer to a refused credential: 401 (with WWW-Authenticate) or 403, JSON."""
+    import json
+
+    unauthenticated = exc.code.name == "UNAUTHENTICATED"
+    body = json.dumps({"error": {"code": exc.code.name, "message": exc.message}}).encode()
+    headers = [(b"content-type", b"application/json")]
+    if unauthenticated:
+        headers.append((b"www-authenticate", b'Bearer realm="cortex"'))
+    return body, 401 if unauthenticated else 403 if exc.code.name == "PERMISSION_DENIED" else 400, headers
+
+
+class Authenticate:
+    """ASGI middleware for a bridge's listener (MCP over HTTP, A2A): identifies each request with
+    the kernel's credentials and leaves the Identity in the scope, or refuses it."""
+
+    def __init__(self, app: Any, credentials: Credentials):
+        self.app, self.credentials = app, credentials
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            try:
+                scope[IDENTITY] = identify_request(self.credentials, scope)
+            except AuthError as exc:
+                log.info("http.refused", peer=(scope.get("client") or ("", 0))[0], reason=exc.message)
+                body, status, headers = refusal_body(exc)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -58,8 +98,17 @@ class AsgiServer:
     """`await start()`; or `await bind()` first when the app must know its own address (port 0),
     then `await serve(app)`."""
 
-    def __init__(self, app: Any, listen: str, name: str, *, grace: float = 2.0):
+    def __init__(
+        self, app: Any, listen: str, name: str, *, grace: float = 2.0, exposure: Exposure | None = None,
+        credentials: Credentials | None = None,
+    ):
+        """`exposure`: the kernel's listener rule and TLS (context.exposure); TLS is served when
+        the kernel has a certificate. `credentials` (context.credentials): every request is
+        identified (Authenticate) before the app sees it."""
         self.app, self.name, self.grace = app, name, grace
+        self.exposure = exposure or Exposure()
+        self.credentials = credentials
+        self.exposure.check(listen, f"the {name} listener")
         self._host, self._requested_port = split_listen(listen)
         self._sock: socket.socket | None = None
         self._server: Any = None
@@ -88,9 +137,12 @@ class AsgiServer:
 
         if self._sock is None:
             await self.bind()
+        app = app or self.app
+        if self.credentials is not None:
+            app = Authenticate(app, self.credentials)
         config = uvicorn.Config(
-            app or self.app, log_config=None, access_log=False, lifespan="auto",
-            timeout_graceful_shutdown=self.grace, server_header=False,
+            app, log_config=None, access_log=False, lifespan="auto",
+            timeout_graceful_shutdown=self.grace, server_header=False, **self.exposure.uvicorn_settings(),
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._serve(self._sock), name=f"cortex-{self.name}-http")

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from . import proto_docs
 from .call import PRINCIPAL_HEADER, RouterError
+from .dial import Dial
 from .json_schema import FREE_OBJECTS, NOT_OBJECTS
 from .registry import MethodInfo
 
@@ -52,6 +53,17 @@ def client_principal(kind: str, name: str | None, fallback: str) -> str:
     """"mcp:zed-editor", "a2a:agent": a bridge's client as principal, its self-given name made safe."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name or "")[:64]
     return f"{kind}:{cleaned or fallback}"
+
+
+def bridge_caller(kind: str, name: str | None, fallback: str, identity: Any = None) -> Any:
+    """Whom the router judges for a bridge's client: the client by name ("mcp:zed", "a2a:agent")
+    when no identity came with the request (stdio: the bridge's own credential speaks for the
+    editor that started it) or when its credential may act for others (admin, an act_as key);
+    else the request's own identity (local, key:NAME with its scopes)."""
+    named = client_principal(kind, name, fallback)
+    if identity is None:
+        return named
+    return identity.acting_for(named) if identity.act_as else identity
 
 
 def parse_json(method: MethodInfo, data: Any) -> Message:
@@ -148,11 +160,18 @@ class KernelGateway:
 class GrpcGateway:
     """A running kernel's contracts over gRPC, discovered by server reflection."""
 
-    def __init__(self, target: str, max_message_bytes: int = 8 * 1024 * 1024):
+    def __init__(self, target: str, max_message_bytes: int = 8 * 1024 * 1024, dial: Dial | None = None):
         self.target = target
+        self._dial = dial or Dial()
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
-        self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._channel = self._dial.aio_channel(target, options=options)
         self._methods: dict[str, MethodInfo] = {}
+
+    def _metadata(self, principal: str) -> tuple[tuple[str, str], ...]:
+        """The credential; and the bridge's client as principal when the credential may act for
+        others (otherwise the kernel judges the credential's own principal)."""
+        acting = ((PRINCIPAL_HEADER, principal),) if self._dial.act_as and principal else ()
+        return (*self._dial.metadata(), *acting)
 
     async def discover(self, timeout: float = 5.0) -> list[MethodInfo]:
         """Read the served services and their descriptors; UNAVAILABLE when nothing answers."""
@@ -165,7 +184,7 @@ class GrpcGateway:
             ProtoReflectionDescriptorDatabase,
         )
 
-        with grpc.insecure_channel(self.target) as sync:
+        with self._dial.channel(self.target) as sync:
             grpc.channel_ready_future(sync).result(timeout=timeout)
             database = ProtoReflectionDescriptorDatabase(sync)
             pool = descriptor_pool.DescriptorPool(database)
@@ -187,14 +206,15 @@ class GrpcGateway:
         call = self._channel.unary_unary(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )
-        return await call(request, timeout=timeout, metadata=((PRINCIPAL_HEADER, principal),))
+        return await call(request, timeout=timeout, metadata=self._metadata(principal))
 
     async def stream(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
         call = self._channel.unary_stream(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )
-        async for message in call(request, timeout=timeout, metadata=((PRINCIPAL_HEADER, principal),)):
+        async for message in call(request, timeout=timeout, metadata=self._metadata(principal)):
             yield message
 
     async def close(self) -> None:
         await self._channel.close()
+

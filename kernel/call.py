@@ -94,6 +94,11 @@ class Call:
     # made this one: never used as this call's identity, only to correlate
     parent_id: str = ""
     outcome: Outcome | None = None  # how it ended, once the router has finished it
+    # who made the call when that is not the principal: a gateway acting for its users (its
+    # credential has the act_as scope), or the bridge plugin a client came through; audited
+    actor: str = ""
+    # the method globs the caller's credential is limited to ("service/method"), None: no limit
+    scopes: tuple[str, ...] | None = None
 
     @property
     def service(self) -> str:
@@ -156,6 +161,11 @@ class RouterError(grpc.RpcError):
 
     def trailing_metadata(self) -> tuple[Any, ...]:
         return ()
+
+
+class Unavailable(Exception):
+    """Raised by an authorize hook that cannot judge calls now (its audit log cannot be written,
+    its state is closed): the call fails with UNAVAILABLE naming the plugin, never passes."""
 
 
 class ProviderAbort(Exception):

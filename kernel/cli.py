@@ -10,7 +10,6 @@ Every listing command takes --json. Plugins may add commands (`cortex_register_c
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ import grpc
 from google.protobuf import json_format
 
 from .config import ConfigError, editable_config_path, load_config
+from .dial import Dial, client_dial
 from .logs import configure_logging
 
 TIMEOUT = 10.0
@@ -61,12 +61,18 @@ target_option = click.option("--target", default=None, help="Kernel address HOST
 
 
 class KernelClient:
-    """A synchronous client of a running kernel, with errors a person can act on."""
+    """A synchronous client of a running kernel, with errors a person can act on. It calls with
+    the credential `dial` carries (CORTEX_TOKEN, else the data dir's admin token): as that key,
+    or as `admin`; with none, the kernel sees `local`."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, dial: Dial | None = None):
         self.target = target
-        self.channel = grpc.insecure_channel(target)
-        self.metadata = (("x-cortex-principal", f"cli:{getpass.getuser()}"),)
+        dial = dial or Dial()
+        try:
+            self.channel = dial.channel(target)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        self.metadata = dial.metadata()
 
     def call(self, fn: Callable, request: Any, timeout: float = TIMEOUT) -> Any:
         try:
@@ -76,6 +82,11 @@ class KernelClient:
 
     def error(self, exc: grpc.RpcError) -> click.ClickException:
         code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return click.ClickException(
+                f"{exc.details()}. The CLI sends $CORTEX_TOKEN, else the admin token of the data dir it is "
+                "configured with (--config, or --data-dir on `cortex serve`)."
+            )
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return click.ClickException(
                 f"no kernel is answering at {self.target} ({code.name}: {exc.details()}). "
@@ -90,7 +101,8 @@ class KernelClient:
 
 
 def _client(config: str | None, target: str | None) -> KernelClient:
-    return KernelClient(target or _load(config).target)
+    cfg = _load(config)
+    return KernelClient(target or cfg.target, client_dial(cfg))
 
 
 @click.group()
@@ -185,6 +197,9 @@ def health(config, target, as_json, services) -> None:
         _print_json(statuses)
     else:
         _table([[s, st] for s, st in statuses.items()], ["SERVICE", "STATUS"])
+    info = client.call(client.kernel().GetInfo, kernel_pb2.GetInfoRequest())
+    if not info.governed_by and not as_json:
+        click.echo("governance: OFF (kernel.required_plugins is empty): calls are allowed unchecked and not audited")
     if any(st != "SERVING" for st in statuses.values()):
         sys.exit(1)
 
@@ -318,10 +333,11 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    from . import model_commands, security_commands
     from .doctor import doctor
-    from .model_commands import register
 
-    register(cli)
+    model_commands.register(cli)
+    security_commands.register(cli)
     cli.add_command(doctor)
     _add_plugin_commands()
     cli(prog_name="cortex")

@@ -12,9 +12,17 @@ A config file looks like this (every key optional):
     shutdown_grace_seconds = 10
     health_interval_seconds = 10
     required_plugins = ["governance"]  # without one of these (broken, disabled), serve refuses to start
+    require_credentials = false     # true: callers on loopback need a credential too (no `local`)
+    tls_cert = ""                   # TLS for every listener (`cortex tls init` makes these); a listener
+    tls_key = ""                    #   beyond loopback needs TLS and require_credentials = true
+    tls_client_ca = ""              # mutual TLS: a client certificate from this CA is `node:<CN>`
 
     [client]
     target = "127.0.0.1:50051"      # where client commands find the kernel (default: kernel.listen)
+    token_env = "CORTEX_TOKEN"      # an API key to call with (else the data dir's admin token)
+    tls_ca = ""                     # the CA to trust (default: the data dir's, when kernel.tls_cert is set)
+    tls_cert = ""                   # mutual TLS: this client's certificate and key
+    tls_key = ""
 
     [plugins]
     disabled = ["echo"]             # never imported, hooks never called
@@ -29,6 +37,10 @@ A config file looks like this (every key optional):
     endpoint = "10.0.0.7:50051"
     services = ["cortex_echo.v1.EchoService"]
     timeout_seconds = 5             # per attempt, within the caller's deadline
+    tls_ca = "ca.pem"               # call it over TLS (required beyond loopback); mutual TLS with
+    tls_cert = "node.pem"           #   a client certificate (the remote sees node:<CN>), and/or
+    tls_key = "node.key"
+    token_env = "BOX2_KEY"          #   an API key of the remote kernel, from this variable
 
     [circuit]
     failure_threshold = 5
@@ -84,8 +96,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "health_interval_seconds": 10.0,
         # plugins without which the kernel must not serve: governance fails closed
         "required_plugins": ["governance"],
+        "require_credentials": False,
+        "tls_cert": "",
+        "tls_key": "",
+        "tls_client_ca": "",
     },
-    "client": {"target": ""},
+    "client": {"target": "", "token_env": "CORTEX_TOKEN", "tls_ca": "", "tls_cert": "", "tls_key": ""},
     "plugins": {"disabled": []},
     "routing": {"cortex.models.v1.ModelService": {"order": ["mlx", "ollama", "openai"]}},
     "providers": {},
@@ -93,6 +109,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "hybrid": {"mode": "balanced", "mlx_first": True, "conjunction": True},
 }
 HYBRID_MODES = ("balanced", "performance", "privacy")
+PROVIDER_KEYS = {"endpoint", "services", "timeout_seconds", "local", "tls_ca", "tls_cert", "tls_key", "token_env"}
+
+
+def _loopback_endpoint(endpoint: str) -> bool:
+    from .remote import is_loopback
+
+    return is_loopback(endpoint)
 
 # Tables whose keys are names chosen by the user (plugin, service and provider names).
 OPEN_TABLES = {"routing", "providers"}
@@ -315,6 +338,12 @@ def _validate(cfg: Config) -> None:
         raise cfg.error(f"kernel.listen must look like 'host:port', got {cfg.listen!r}", "listen")
     _expect(cfg, "kernel", "data_dir", str, "a path")
     _expect(cfg, "kernel", "privacy_mode", bool, "true or false")
+    _expect(cfg, "kernel", "require_credentials", bool, "true or false")
+    for section, keys in (("kernel", ("tls_cert", "tls_key", "tls_client_ca")), ("client", ("token_env", "tls_ca", "tls_cert", "tls_key"))):
+        for key in keys:
+            _expect(cfg, section, key, str, "a string")
+    if bool(cfg.kernel["tls_cert"]) != bool(cfg.kernel["tls_key"]):
+        raise cfg.error("kernel.tls_cert and kernel.tls_key go together: set both (`cortex tls init` prints them)", "tls_")
     _expect(cfg, "kernel", "max_message_bytes", int, "an integer")
     _expect(cfg, "kernel", "shutdown_grace_seconds", (int, float), "a number of seconds")
     _expect(cfg, "kernel", "health_interval_seconds", (int, float), "a number of seconds")
@@ -349,13 +378,15 @@ def _validate(cfg: Config) -> None:
     for name, provider in cfg.data["providers"].items():
         if not isinstance(provider, dict):
             raise cfg.error(f"[providers.{name}] must be a table", name)
-        unknown = set(provider) - {"endpoint", "services", "timeout_seconds", "local"}
+        unknown = set(provider) - PROVIDER_KEYS
         if unknown:
             raise cfg.error(
-                f"unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]; "
-                "known: endpoint, services, timeout_seconds, local",
+                f"unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]; known: {', '.join(sorted(PROVIDER_KEYS))}",
                 name,
             )
+        for key in ("tls_ca", "tls_cert", "tls_key", "token_env"):
+            if not isinstance(provider.get(key, ""), str):
+                raise cfg.error(f"providers.{name}.{key} must be a string", name)
         if "endpoint" in provider:
             services = provider.get("services")
             if not isinstance(services, list) or not services:
@@ -363,6 +394,13 @@ def _validate(cfg: Config) -> None:
                     f"[providers.{name}] has an endpoint, so it needs services = [\"pkg.v1.Service\", ...]",
                     name,
                 )
+        endpoint = provider.get("endpoint", "")
+        if endpoint and not provider.get("tls_ca") and not _loopback_endpoint(endpoint):
+            raise cfg.error(
+                f"[providers.{name}] endpoint {endpoint!r} is not loopback: set tls_ca (and tls_cert/tls_key or "
+                "token_env for a credential) so that calls to it are encrypted and authenticated",
+                name,
+            )
         timeout = provider.get("timeout_seconds")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise cfg.error(f"providers.{name}.timeout_seconds must be a positive number", name)

@@ -21,6 +21,7 @@ import grpc
 import structlog
 
 from .call import CURRENT_CALL, PRINCIPAL_HEADER, Call, RouterError, new_call_id
+from .credentials import Identity
 
 if TYPE_CHECKING:
     from .router import Router
@@ -37,18 +38,21 @@ class _Multicallable:
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{self._path} is not served by this kernel; `cortex contracts list` shows what is",
             )
-        meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, self._channel.principal))
-        if self._channel.via:
-            meta += ((VIA_HEADER, self._channel.via),)
+        channel = self._channel
+        meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, channel.principal))
+        if channel.via:
+            meta += ((VIA_HEADER, channel.via),)
         serving = CURRENT_CALL.get()
         call = Call(
             id=new_call_id(),
             parent_id=serving.id if serving is not None else "",
             method=method,
             request=request,
-            principal=self._channel.principal,
+            principal=channel.principal,
             metadata=meta,
             deadline=None if timeout is None else time.monotonic() + timeout,
+            actor=channel.actor,
+            scopes=channel.scopes,
         )
         return method, call
 
@@ -71,16 +75,23 @@ VIA_HEADER = "x-cortex-via"
 class KernelChannel:
     """A grpc.aio.Channel look-alike for generated stubs, backed by the kernel's router."""
 
-    def __init__(self, router: Router, principal: str, via: str = ""):
+    def __init__(
+        self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None
+    ):
         self.router, self.principal, self.via = router, principal, via
+        self.actor, self.scopes = actor, scopes
 
-    def acting_for(self, principal: str) -> KernelChannel:
-        """A channel whose calls carry a bridge's client as principal ("mcp:editor",
-        "http:127.0.0.1"), so policy judges the client; the bridging plugin is recorded in
-        the x-cortex-via header. No plugin may pose as another plugin or the kernel."""
+    def acting_for(self, who: str | Identity) -> KernelChannel:
+        """A channel whose calls carry a bridge's client as principal, so policy judges the client:
+        an Identity from `context.credentials.identify(...)` (local, admin, key:NAME with its
+        scopes), or a name the bridge gives its client ("mcp:editor"). The bridging plugin is
+        the actor (unless the identity names its own) and is recorded in the x-cortex-via header.
+        No plugin may pose as another plugin or the kernel."""
+        identity = who if isinstance(who, Identity) else Identity(who, "plugin")
+        principal = identity.principal
         if not principal or principal.startswith(("plugin:", "kernel")) or len(principal) > 200:
             raise ValueError(f"a bridge may not act as {principal!r}")
-        return KernelChannel(self.router, principal, via=self.principal)
+        return KernelChannel(self.router, principal, self.principal, identity.actor or self.principal, identity.scopes)
 
     def methods(self) -> list:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""
@@ -131,6 +142,12 @@ class PluginContext:
     # an asyncio.Event set when the kernel begins to stop, before the gRPC server drains: endless
     # streams (subscriptions) end on it instead of holding the shutdown for its whole grace period
     stopping: Any = field(default=None)
+    # the kernel's authenticator (Credentials): bridges identify their clients with it, so that
+    # HTTP, MCP and A2A callers have the same identities (local, admin, key:NAME) as gRPC callers
+    credentials: Any = field(default=None)
+    # the kernel's listener rule and TLS settings (Exposure): a plugin's own listener calls
+    # `context.exposure.check(listen, setting)` and serves TLS with `context.exposure.ssl_files()`
+    exposure: Any = field(default=None)
 
     def __post_init__(self) -> None:
         if self.log is None:

@@ -44,16 +44,19 @@ def _checks(config_path: str | None) -> list[Check]:
         return [*checks, Check("config", FAIL, str(exc), "fix the file at that line")]
     checks.append(Check("config", OK, str(cfg.path or "embedded defaults")))
     checks.append(_data_dir(cfg))
-    running = _kernel_at(cfg.listen)
+    info = _kernel_info(cfg)
+    running = info is not None
     checks.append(_port(cfg.listen, running))
+    checks.append(_exposure(cfg))
     if not running:
         checks += _bridge_ports(cfg)
     checks += _plugins(cfg)
     checks += _mlx()
     checks += _models(cfg)
     checks.append(_keys(cfg))
+    checks.append(_governance(cfg, info))
     if running:
-        checks += _live_health(cfg.listen)
+        checks += _live_health(cfg)
     else:
         checks.append(Check("live health", WARN, "no kernel is running", "start `cortex serve` and run doctor again"))
     return checks
@@ -69,15 +72,45 @@ def _data_dir(cfg) -> Check:
     return Check("data dir", OK, f"{cfg.data_dir} is writable")
 
 
-def _kernel_at(listen: str) -> bool:
+def _kernel_info(cfg):
+    """The running kernel's GetInfo, or None when none answers at kernel.listen."""
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
-    with grpc.insecure_channel(listen) as channel:
-        try:
-            kernel_pb2_grpc.KernelServiceStub(channel).GetInfo(kernel_pb2.GetInfoRequest(), timeout=1.5)
-            return True
-        except grpc.RpcError:
-            return False
+    from .dial import client_dial
+
+    dial = client_dial(cfg)
+    try:
+        with dial.channel(cfg.listen) as channel:
+            return kernel_pb2_grpc.KernelServiceStub(channel).GetInfo(
+                kernel_pb2.GetInfoRequest(), timeout=1.5, metadata=dial.metadata()
+            )
+    except (grpc.RpcError, ValueError):
+        return None
+
+
+def _governance(cfg, info) -> Check:
+    governed = list(info.governed_by) if info is not None else cfg.kernel["required_plugins"]
+    if governed:
+        return Check("governance", OK, f"governed by {', '.join(governed)}")
+    return Check("governance", WARN, "OFF: calls are allowed unchecked and not audited (kernel.required_plugins is empty"
+                 + (", and no plugin authorizes calls)" if info is not None else ")"),
+                 'put "governance" back in kernel.required_plugins unless this is on purpose')
+
+
+def _exposure(cfg) -> Check:
+    from .exposure import Exposure
+
+    exposure = Exposure.from_config(cfg.kernel)
+    try:
+        exposure.check(cfg.listen, "kernel.listen")
+        if exposure.tls:
+            exposure.read_files()
+    except ValueError as exc:
+        return Check("listener", FAIL, str(exc), "see README, Security")
+    parts = ["TLS" if exposure.tls else "plaintext (loopback only)",
+             "mutual TLS" if exposure.tls_client_ca else "",
+             "credentials required" if exposure.require_credentials else "loopback callers are `local`"]
+    return Check("listener", OK, f"{cfg.listen}: " + ", ".join(p for p in parts if p))
 
 
 def _port(listen: str, running: bool, name: str = "port",
@@ -178,11 +211,16 @@ def _keys(cfg) -> Check:
     return Check("signing key", OK, f"{key} (mode 600)")
 
 
-def _live_health(listen: str) -> list[Check]:
+def _live_health(cfg) -> list[Check]:
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
-    with grpc.insecure_channel(listen) as channel:
-        contracts = kernel_pb2_grpc.KernelServiceStub(channel).ListContracts(kernel_pb2.ListContractsRequest(), timeout=5)
+    from .dial import client_dial
+
+    dial = client_dial(cfg)
+    with dial.channel(cfg.listen) as channel:
+        contracts = kernel_pb2_grpc.KernelServiceStub(channel).ListContracts(
+            kernel_pb2.ListContractsRequest(), timeout=5, metadata=dial.metadata()
+        )
     checks = []
     for contract in contracts.contracts:
         for p in contract.providers:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import grpc
 import pluggy
 import structlog
 
 from . import hookspecs
-from .call import ALLOW_BY_DEFAULT, Call, Decision, Outcome
+from .call import ALLOW_BY_DEFAULT, Call, Decision, Outcome, RouterError, Unavailable
 from .config import Config
 from .context import PluginContext
 from .registry import ContractRegistry, Health, Registrar
@@ -313,7 +314,17 @@ class PluginHost:
         return [name for name, _, _ in self._authorizers]
 
     async def authorize(self, call: Call) -> Decision:
-        """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed)."""
+        """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed);
+        a required plugin (kernel.required_plugins: governance) that cannot judge the call now
+        (it raised, or raised Unavailable) fails it with UNAVAILABLE: it never passes unchecked."""
+        required = self.config.kernel["required_plugins"]
+        for name in required:
+            record = self.records.get(name)
+            if record is not None and record.state != LOADED:  # (serve refuses to start without it)
+                raise RouterError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"required plugin '{name}' is {record.state} ({record.error}): calls are refused until it is back",
+                )
         if not self._authorizers:
             return ALLOW_BY_DEFAULT
         answers: list[Decision] = []
@@ -323,6 +334,12 @@ class PluginHost:
                 if inspect.isawaitable(answer):
                     answer = await answer
             except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, Unavailable) or name in required:
+                    why = str(exc) if isinstance(exc, Unavailable) else first_line(exc)
+                    log.error("plugin.cannot_authorize", plugin=name, call_id=call.id, error=why)
+                    raise RouterError(
+                        grpc.StatusCode.UNAVAILABLE, f"'{name}' cannot judge calls now ({why}): calls are refused until it recovers"
+                    ) from None
                 log.error("plugin.authorize_failed", plugin=name, call_id=call.id, error=first_line(exc))
                 answer = Decision.deny(f"authorize hook failed ({first_line(exc)}); denying to be safe")
             if answer is None:

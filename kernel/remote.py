@@ -5,9 +5,20 @@ Configured, not registered by a plugin:
     [providers.box-2]
     endpoint = "10.0.0.7:50051"
     services = ["cortex_echo.v1.EchoService"]
+    tls_ca = "ca.pem"                # TLS, and a credential: a client certificate (the remote
+    tls_cert = "node.pem"            # kernel sees node:<CN>) or an API key of the remote kernel
+    tls_key = "node.key"
+    token_env = "BOX2_KEY"
 
 The contract must be known here (its generated code imported), so that requests and responses
 can be serialized; the remote side may itself be another Cortex-OS kernel.
+
+With a credential, this kernel acts for its caller there: it sends the caller's principal in
+x-cortex-principal (which the remote honours from a kernel certificate, or a key with the act_as
+scope), so policy and audit on both sides see the same person, unless the caller is one of this
+kernel's own principals (admin, local, key:*, plugin:*, node:*), which mean nothing there: the
+remote then judges the credential itself. Without a credential it sends nothing of the kind, and
+the remote sees `local` (loopback) or refuses the call.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
+from .credentials import is_reserved
+from .dial import Dial
 from .registry import Health, MethodInfo, Provider
 
 PROBE_TIMEOUT = 2.0
@@ -44,13 +57,14 @@ def is_loopback(endpoint: str) -> bool:
 @dataclass(eq=False)
 class RemoteProvider(Provider):
     max_message_bytes: int = 8 * 1024 * 1024
+    dial: Dial = field(default_factory=Dial)
     _channel: grpc.aio.Channel | None = field(default=None, repr=False)
     _callables: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def channel(self) -> grpc.aio.Channel:
         # Created lazily, inside the serving event loop (grpc.aio channels belong to one loop).
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
+            self._channel = self.dial.aio_channel(
                 self.endpoint,
                 options=[
                     ("grpc.max_send_message_length", self.max_message_bytes),
@@ -70,11 +84,14 @@ class RemoteProvider(Provider):
             )
         return fn
 
-    @staticmethod
-    def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
-        own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER)  # a pin names a provider here, not there
+    def _metadata(self, call: Call) -> tuple[tuple[str, str], ...]:
+        own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER, "authorization")  # a pin names a provider here
         forwarded = tuple((k, v) for k, v in call.metadata if k not in own)
-        return (*forwarded, (PRINCIPAL_HEADER, call.principal), (CALL_ID_HEADER, call.id))
+        # acting for the caller needs a credential there; this kernel's own principals (admin,
+        # local, key:*, plugin:*) mean nothing there: the remote judges the credential instead
+        credential = self.dial.token or self.dial.tls_cert
+        acting = ((PRINCIPAL_HEADER, call.principal),) if credential and not is_reserved(call.principal) else ()
+        return (*forwarded, *self.dial.metadata(), *acting, (CALL_ID_HEADER, call.id))
 
     async def unary(self, method, request, call, context, timeout: float | None = None):
         return await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call))
@@ -88,7 +105,8 @@ class RemoteProvider(Provider):
         stub = health_pb2_grpc.HealthStub(self.channel())
         try:
             reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=self.service.full_name), timeout=PROBE_TIMEOUT
+                health_pb2.HealthCheckRequest(service=self.service.full_name), timeout=PROBE_TIMEOUT,
+                metadata=self.dial.metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:

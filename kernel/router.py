@@ -13,6 +13,7 @@ fail over only before its first message. The outcome goes to the observe hooks.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -248,7 +249,14 @@ class Router:
         attempt is settled (counts, circuit, route) and the loop decides whether to go on. More
         passes over the providers only after provider faults, for failover-safe methods, within
         the deadline."""
-        providers = self._providers(route.method, route.call)
+        call = route.call
+        if call.scopes is not None and not any(fnmatch.fnmatchcase(route.method.path[1:], s) for s in call.scopes):
+            raise RouterError(
+                Code.PERMISSION_DENIED,
+                f"{call.actor or call.principal} may call only {', '.join(call.scopes)} (its key's scopes), not "
+                f"{route.method.path[1:]}; ask the admin for a key with that scope",
+            )
+        providers = self._providers(route.method, call)
         for pass_no in range(1 + self.config.data["circuit"]["retries"]):
             if pass_no:
                 last = route.last

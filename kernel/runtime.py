@@ -20,6 +20,9 @@ from grpc_health.v1 import health, health_pb2
 from .circuit import CircuitState
 from .config import Config, ConfigError
 from .context import KernelChannel, PluginContext
+from .credentials import Credentials
+from .dial import provider_dial
+from .exposure import Exposure
 from .kernel_service import SERVICE as KERNEL_SERVICE
 from .kernel_service import KernelServicer
 from .plugin_host import BROKEN, DISABLED, PluginHost
@@ -51,6 +54,8 @@ class Kernel:
         self.host = PluginHost(config, self.registry, extra_plugins or [])
         self.router = Router(self.registry, self.host, config)
         self.health = health.aio.HealthServicer()
+        self.exposure = Exposure.from_config(config.kernel)
+        self.credentials = Credentials(config.data_dir, self.exposure.require_credentials)
         self.server = None
         self.address = config.listen
         self.started_at = time.monotonic()
@@ -62,6 +67,12 @@ class Kernel:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log.info("kernel.starting", version=self.version, data_dir=str(cfg.data_dir), config=str(cfg.path or ""))
+        try:  # before anything starts: a listener that would be exposed refuses here
+            self.exposure.check(cfg.listen, "kernel.listen")
+            server_credentials = self.exposure.server_credentials() if self.exposure.tls else None
+        except ValueError as exc:
+            raise ConfigError(str(exc), cfg.path) from None
+        self.credentials.ensure_admin_token()
         self.host.load()
         self.registry.add_servicer(KERNEL_SERVICE, KernelServicer(self), plugin="kernel")
         await self.host.configure(self._plugin_context)
@@ -75,10 +86,14 @@ class Kernel:
         self._check_routing()
         await self.refresh_health()
         self.server = build_server(
-            self.registry, self.router, self.health, self.explain_unknown, cfg.kernel["max_message_bytes"]
+            self.registry, self.router, self.health, self.explain_unknown, cfg.kernel["max_message_bytes"],
+            self.credentials, mutual_tls=bool(self.exposure.tls_client_ca),
         )
         try:
-            port = self.server.add_insecure_port(cfg.listen)
+            if server_credentials is None:
+                port = self.server.add_insecure_port(cfg.listen)
+            else:
+                port = self.server.add_secure_port(cfg.listen, server_credentials)
         except RuntimeError as exc:
             await self.host.stop()
             raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another kernel running there?)") from None
@@ -91,6 +106,10 @@ class Kernel:
         log.info(
             "kernel.serving",
             listen=self.address,
+            tls=self.exposure.tls,
+            mutual_tls=bool(self.exposure.tls_client_ca),
+            require_credentials=self.exposure.require_credentials,
+            governed_by=self.host.authorizers or "NOBODY: calls are not authorized or audited",
             plugins=[r.name for r in self.host.loaded()],
             contracts=[s.full_name for s in self.registry.served()],
         )
@@ -125,6 +144,8 @@ class Kernel:
             plugins=self.host.records,
             deliver_event=self.host.deliver_event,
             stopping=self._stopped,
+            credentials=self.credentials,
+            exposure=self.exposure,
         )
 
     def _add_remote_providers(self) -> None:
@@ -148,6 +169,7 @@ class Kernel:
                         endpoint=endpoint,
                         timeout=settings.get("timeout_seconds"),
                         max_message_bytes=cfg.kernel["max_message_bytes"],
+                        dial=provider_dial(settings),
                     )
                 )
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -27,8 +28,12 @@ from .call import (
     RouterError,
     new_call_id,
 )
+from .credentials import AuthError, Credentials
 from .registry import ContractRegistry, MethodInfo
+from .remote import is_loopback_host
 from .router import Router
+
+log = structlog.get_logger("cortex.server")
 
 _ASCII_SAFE = str.maketrans(dict.fromkeys(map(chr, range(32)), "?"))
 
@@ -52,24 +57,58 @@ def _trailers(call: Call) -> tuple[tuple[str, str], ...]:
     return tuple(trailers)
 
 
-def _make_call(method: MethodInfo, request: Any, context: grpc.aio.ServicerContext) -> Call:
+def peer_is_loopback(peer: str) -> bool:
+    """For grpc's peer strings: "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:/path"."""
+    kind, _, address = peer.partition(":")
+    if kind == "unix":
+        return True
+    return is_loopback_host(address.rsplit(":", 1)[0])
+
+
+def _certificate_name(context: grpc.aio.ServicerContext) -> str:
+    names = context.auth_context().get("x509_common_name") or ()
+    return names[0].decode("utf-8", "replace") if names else ""
+
+
+def _make_call(
+    method: MethodInfo, request: Any, context: grpc.aio.ServicerContext, credentials: Credentials, mutual_tls: bool
+) -> Call:
+    """The call, with its identity from the caller's credential (AuthError when it has none)."""
     metadata = tuple((m.key, m.value) for m in context.invocation_metadata() or () if isinstance(m.value, str))
-    principal = parent_id = ""
+    claimed = parent_id = authorization = ""
     for key, value in metadata:
         if key == PRINCIPAL_HEADER:
-            principal = value[:200]
+            claimed = value
+        elif key == "authorization":
+            authorization = value
         elif key == CALL_ID_HEADER and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
             parent_id = value  # the caller's id correlates; it never names this call (callers may repeat it)
+    identity = credentials.identify(
+        authorization, peer_is_loopback(context.peer()), _certificate_name(context) if mutual_tls else ""
+    ).acting_for(claimed)
     remaining = context.time_remaining()
     return Call(
         id=new_call_id(),
         parent_id=parent_id,
         method=method,
         request=request,
-        principal=principal or f"grpc:{context.peer()}",
-        metadata=metadata,
+        principal=identity.principal,
+        metadata=tuple((k, v) for k, v in metadata if k != "authorization"),  # secrets go no further
         deadline=None if remaining is None else time.monotonic() + remaining,
+        actor=identity.actor,
+        scopes=identity.scopes,
     )
+
+
+async def _identified_call(
+    method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext, credentials: Credentials, mutual_tls: bool
+) -> Call:
+    request = await _parse(method, raw, context)
+    try:
+        return _make_call(method, request, context, credentials, mutual_tls)
+    except AuthError as exc:
+        log.warning("call.refused", method=method.path, peer=context.peer(), code=exc.code.name, reason=exc.message)
+        await context.abort(exc.code, exc.message)
 
 
 async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -83,12 +122,11 @@ async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerConte
         )
 
 
-def _unary_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
+def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        request = await _parse(method, raw, context)
-        call = _make_call(method, request, context)
+        call = await _identified_call(method, raw, context, credentials, mutual_tls)
         try:
-            response = await router.unary(method, request, call)
+            response = await router.unary(method, call.request, call)
         except RouterError as err:
             await context.abort(err.code(), err.details(), _trailers(call))
         context.set_trailing_metadata(_trailers(call))
@@ -97,12 +135,11 @@ def _unary_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
 
 
-def _stream_handler(router: Router, method: MethodInfo) -> grpc.RpcMethodHandler:
+def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext):
-        request = await _parse(method, raw, context)
-        call = _make_call(method, request, context)
+        call = await _identified_call(method, raw, context, credentials, mutual_tls)
         try:
-            async for message in router.stream(method, request, call):
+            async for message in router.stream(method, call.request, call):
                 yield message
         except RouterError as err:
             await context.abort(err.code(), err.details(), _trailers(call))
@@ -144,6 +181,8 @@ def build_server(
     health_servicer: health.aio.HealthServicer,
     explain_unknown: Callable[[str], str],
     max_message_bytes: int,
+    credentials: Credentials,
+    mutual_tls: bool = False,
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
@@ -159,9 +198,9 @@ def build_server(
             if method.client_streaming:
                 handlers[method.name] = _refusing_handler(method)
             elif method.server_streaming:
-                handlers[method.name] = _stream_handler(router, method)
+                handlers[method.name] = _stream_handler(router, method, credentials, mutual_tls)
             else:
-                handlers[method.name] = _unary_handler(router, method)
+                handlers[method.name] = _unary_handler(router, method, credentials, mutual_tls)
         # as generated add_XServicer_to_server does: a generic handler, plus the registered fast path
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)

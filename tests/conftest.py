@@ -161,22 +161,67 @@ def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
             config.data["kernel"]["required_plugins"] = []
         kt = KernelThread(config, plugins)
         started.append(kt)
-        return kt.start(), kt
+        target = kt.start()
+        KERNEL_DATA_DIRS[target] = config.data_dir
+        return target, kt
 
     yield start
     for kt in reversed(started):
         kt.stop()
 
 
+# where each kernel a test started keeps its data (its admin token), by address
+KERNEL_DATA_DIRS: dict[str, Path] = {}
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends a bearer token with every call, as `cortex` does with the admin token."""
+
+    def __init__(self, token: str):
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def _details(self, details):
+        return grpc_client_call_details(details, (*(details.metadata or ()), *self.metadata))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+def grpc_client_call_details(details, metadata):
+    from collections import namedtuple
+
+    fields = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    Details = namedtuple("Details", fields)  # noqa: PYI024 - grpc wants an object with these attributes
+
+    class _Details(Details, grpc.ClientCallDetails):
+        pass
+
+    return _Details(details.method, details.timeout, metadata, details.credentials,
+                    getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+
+def admin_token(target: str) -> str:
+    from cortex.kernel.credentials import read_admin_token
+
+    folder = KERNEL_DATA_DIRS.get(target)
+    return read_admin_token(folder) if folder is not None else ""
+
+
 @pytest.fixture
 def channel_to():
-    """channel_to(target) -> a grpc channel closed after the test."""
+    """channel_to(target, as_admin=True) -> a grpc channel closed after the test. As admin (the
+    kernel's admin token, as the `cortex` CLI calls) unless as_admin=False: then the kernel sees
+    the caller as `local`."""
     channels: list[grpc.Channel] = []
 
-    def open_channel(target: str, **options: Any) -> grpc.Channel:
+    def open_channel(target: str, as_admin: bool = True, **options: Any) -> grpc.Channel:
         channel = grpc.insecure_channel(target, options=list(options.items()))
         channels.append(channel)
-        return channel
+        token = admin_token(target) if as_admin else ""
+        return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
 
     yield open_channel
     for channel in channels:
@@ -207,6 +252,7 @@ class ServeProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         )
         self.target = ""
+        self.data_dir = env.get("CORTEX_DATA_DIR", os.path.expanduser("~/.cortex"))
         # drain both pipes as they come, each on its own thread: a full pipe would block the
         # kernel's next write, and a blocking read here could not honour wait_ready's deadline
         self._stderr: list[str] = []
@@ -221,6 +267,7 @@ class ServeProcess:
             match = re.search(r"serving on (\S+)", line)
             if match and not self._ready.is_set():
                 self.target = match.group(1)
+                KERNEL_DATA_DIRS[self.target] = Path(self.data_dir).resolve()
                 self._ready.set()
         self._ready.set()  # the process ended: wake wait_ready either way
 

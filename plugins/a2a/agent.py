@@ -10,10 +10,12 @@ from a2a.helpers import new_data_part, new_text_part
 from a2a.helpers.proto_helpers import new_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
+from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.types import a2a_pb2
 from google.protobuf import json_format
 
-from cortex.kernel.bridge import client_principal, rpc_status
+from cortex.kernel.asgi import IDENTITY
+from cortex.kernel.bridge import bridge_caller, rpc_status
 
 from . import skills
 
@@ -31,8 +33,20 @@ def _metadata(context: RequestContext) -> dict[str, Any]:
     return found
 
 
-def _principal(context: RequestContext) -> str:
-    return client_principal("a2a", getattr(getattr(context.call_context, "user", None), "user_name", ""), "agent")
+class IdentityContextBuilder(DefaultServerCallContextBuilder):
+    """Hands the identity the kernel gave the request (cortex.kernel.asgi.Authenticate) to the
+    executor."""
+
+    def build(self, request):
+        context = super().build(request)
+        context.state["identity"] = request.scope.get(IDENTITY)
+        return context
+
+
+def _principal(context: RequestContext) -> Any:
+    call = context.call_context
+    identity = call.state.get("identity") if call is not None else None
+    return bridge_caller("a2a", getattr(getattr(call, "user", None), "user_name", ""), "agent", identity)
 
 
 class CortexAgentExecutor(AgentExecutor):

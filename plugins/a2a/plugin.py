@@ -3,7 +3,7 @@ card at /.well-known/agent-card.json and send messages (JSON-RPC `SendMessage` /
 `SendStreamingMessage` at /a2a) that map onto memories and Cerebrum.
 
     [plugins.a2a]
-    listen = "127.0.0.1:50082"   # "" turns it off; loopback only
+    listen = "127.0.0.1:50082"   # "" turns it off; beyond loopback with TLS and required credentials
     name = "Cortex-OS"
 
 A message picks its skill with metadata {"skill": "recall"} (or a data part), or a prefix:
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import require_loopback
+from cortex.kernel.asgi import split_listen
 
 SETTINGS = {"listen", "name"}
 DEFAULT_LISTEN = "127.0.0.1:50082"
@@ -35,7 +35,8 @@ class A2aPlugin:
         self.listen = str(config.get("listen", DEFAULT_LISTEN))
         self.name = str(config.get("name", "Cortex-OS"))
         if self.listen:
-            require_loopback(self.listen, "[plugins.a2a] listen", "the A2A endpoint")
+            split_listen(self.listen)
+            context.exposure.check(self.listen, "[plugins.a2a] listen")
 
     @hookimpl
     async def cortex_start(self, context) -> None:
@@ -49,21 +50,23 @@ class A2aPlugin:
         from cortex.kernel.asgi import AsgiServer
         from cortex.kernel.bridge import KernelGateway
 
-        from .agent import CortexAgentExecutor
+        from .agent import CortexAgentExecutor, IdentityContextBuilder
         from .card import agent_card
 
-        self.server = AsgiServer(None, self.listen, "a2a")
+        self.server = AsgiServer(None, self.listen, "a2a", exposure=context.exposure, credentials=context.credentials)
         # the card names the real URL, so bind first (port 0 becomes a port), then build the app
         self.address = await self.server.bind()
-        card = agent_card(self.name, f"http://{self.address}{RPC_PATH}")
+        scheme = "https" if context.exposure.tls else "http"
+        card = agent_card(self.name, f"{scheme}://{self.address}{RPC_PATH}")
         handler = DefaultRequestHandler(
             agent_executor=CortexAgentExecutor(KernelGateway(context.channel)),
             task_store=InMemoryTaskStore(),
             agent_card=card,
         )
-        app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url=RPC_PATH)])
+        routes = create_jsonrpc_routes(handler, rpc_url=RPC_PATH, context_builder=IdentityContextBuilder())
+        app = Starlette(routes=[*create_agent_card_routes(card), *routes])
         await self.server.serve(app)
-        context.log.info("a2a.serving", card=f"http://{self.address}/.well-known/agent-card.json")
+        context.log.info("a2a.serving", card=f"{scheme}://{self.address}/.well-known/agent-card.json")
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

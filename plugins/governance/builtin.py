@@ -6,10 +6,15 @@
   mode on its own as well; these make the decision visible in the audit log and in `explain`.
 - builtin/private-stays-local: a call carrying the `private` label (a `tags`/`labels` field of
   the request, or the `x-cortex-labels` header) never reaches a remote provider. Not overridable.
-- builtin/policy-admin: plugins, MCP clients and agents may not add or remove policies unless a
-  rule allows it (overridable).
+- builtin/policy-admin: only `admin` (the admin token) adds or removes policies, unless a rule
+  allows another principal (overridable; builtin/admin-administers is the allow for admin).
+- builtin/local-never-administers: `local` (an unauthenticated caller on loopback) never changes
+  policies, whatever else is allowed. Not overridable.
+- builtin/local-default: `local` may call only the kernel's read-only service and the memory,
+  model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
 - builtin/plugin-manifest: a plugin may call only the contracts it provides or its manifest
-  declares (entry-point group `cortex.calls`). Computed, not written: see GovernancePlugin.
+  declares (entry-point group `cortex.calls`).
+The last two are computed, not written: see Governance._computed_rule.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 
 SOURCE = "built-in"
+GOVERNANCE = "cortex.governance.v1.GovernanceService"
+POLICY_ADMIN = ["AddPolicy", "RemovePolicy"]
 INFERENCE = ["Generate", "GenerateStream", "Embed"]
 MODELS = ["cortex.models.v1.ModelService"]
 
@@ -40,12 +47,34 @@ BUILTIN_RULES = [
     ),
     pb.Rule(
         id="builtin/policy-admin",
-        description="plugins, MCP clients, agents and HTTP clients may not change policies unless a rule allows it",
-        effect=pb.EFFECT_DENY, services=["cortex.governance.v1.GovernanceService"],
-        methods=["AddPolicy", "RemovePolicy"], principals=["plugin:*", "mcp:*", "a2a:*", "http:*"],
-        overridable=True, source=SOURCE,
+        description="only admin changes policies, unless a rule allows another principal",
+        effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=POLICY_ADMIN, overridable=True, source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/admin-administers",
+        description="admin (the admin token) changes policies",
+        effect=pb.EFFECT_ALLOW, services=[GOVERNANCE], methods=POLICY_ADMIN, principals=["admin"], source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/local-never-administers",
+        description="an unauthenticated caller (local) never changes policies; call with the admin token or a key",
+        effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=POLICY_ADMIN, principals=["local"], source=SOURCE,
     ),
 ]
+
+# what an unauthenticated loopback caller may call unless a rule allows more
+LOCAL_SERVICES = (
+    "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", "cortex.models.v1.ModelService",
+    "cortex.cerebrum.v1.CerebrumService", "cortex.events.v1.EventService",
+)
+LOCAL_RULE = pb.Rule(
+    id="builtin/local-default",
+    description=(
+        f"local (a caller without a credential) may call only {', '.join(s.rsplit('.', 1)[-1] for s in LOCAL_SERVICES)}: "
+        "call with an API key (`cortex keys create NAME`) or add a policy rule allowing principal \"local\""
+    ),
+    effect=pb.EFFECT_DENY, principals=["local"], overridable=True, source=SOURCE,
+)
 
 MANIFEST_RULE = pb.Rule(
     id="builtin/plugin-manifest",

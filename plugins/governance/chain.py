@@ -1,4 +1,5 @@
-"""The audit chain: an append-only, hash-chained, Ed25519-signed log in SQLite.
+"""The audit chain: an append-only, hash-chained, Ed25519-signed log in SQLite, with signed
+checkpoints of its Merkle tree (merkle.py) so that a log cut short is caught too.
 
 Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its deterministic protobuf
 serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
@@ -6,10 +7,19 @@ covered). Genesis, proof and policy-change entries are signed (Ed25519 over the 
 entry 1 (genesis) names; decision entries are not signed themselves but are covered by the signed
 proof that follows them in the same append, whose hash chains back through them. Verification needs
 only the database file (and, to rule out a rewritten chain, a copy of the public key kept elsewhere).
+
+The stored `kind`, `call_id` and `hash` columns are indexes derived from the hashed body: readers
+check them against the body, and verification recomputes them; nothing is trusted from a column.
+
+A checkpoint (a signed tree head, RFC 9162 style) says "the log's first N entries have Merkle
+root R", signed by the chain's key. The kernel writes one as the log grows; a copy kept elsewhere
+(`cortex proofs checkpoint --out`, the `audit.checkpoint` event) makes deleting the last entries,
+or rewriting any entry below N, detectable: `cortex proofs verify --checkpoint FILE`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import sqlite3
@@ -26,7 +36,9 @@ from google.protobuf.message import DecodeError
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 
-SCHEMA_VERSION = 1
+from .merkle import Frontier
+
+SCHEMA_VERSION = 2
 KEY_FILE, PUBLIC_KEY_FILE, DB_FILE = "signing_key.pem", "public_key.pem", "audit.db"
 
 MAX_SEQ = 2**63 - 1  # entries are numbered from 1 in a SQLite INTEGER column
@@ -107,12 +119,18 @@ class AuditChain:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():  # owner-only from its first byte (SQLite's -wal and -shm copy it)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill
             self._migrate()
         self.head_seq, self.head_hash = self._head()
+        self.frontier = Frontier()
         if not read_only:
+            self.frontier.extend(h for (h,) in self.db.execute("SELECT hash FROM entries ORDER BY seq"))
+            latest = self.latest_checkpoint()
+            self.checkpointed_size = latest.size if latest else 0
             self._open_chain()
 
     def _migrate(self) -> None:
@@ -134,6 +152,16 @@ class AuditChain:
                 COMMIT;
                 """
             )
+            version = 1
+        if version < 2:
+            # the entry hash as a column (the Merkle tree is rebuilt from it on start), and checkpoints
+            self.db.execute("BEGIN")
+            self.db.execute("ALTER TABLE entries ADD COLUMN hash BLOB")
+            for seq, body in self.db.execute("SELECT seq, body FROM entries").fetchall():
+                self.db.execute("UPDATE entries SET hash = ? WHERE seq = ?", (pb.AuditEntry.FromString(body).hash, seq))
+            self.db.execute("CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+            self.db.execute("PRAGMA user_version = 2")
+            self.db.execute("COMMIT")
 
     def _head(self) -> tuple[int, bytes]:
         row = self.db.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
@@ -177,12 +205,36 @@ class AuditChain:
             if kind in SIGNED:
                 entry.signature = self._key.sign(digest)
             prev = digest
-            rows.append((seq, kind, entry.call_id or _call_id_of(entry), entry.SerializeToString(deterministic=True)))
+            rows.append((seq, kind, _call_id_of(entry), entry.SerializeToString(deterministic=True), digest))
         with self.db:  # one transaction: all or nothing
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO entries(seq, kind, call_id, body) VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO entries(seq, kind, call_id, body, hash) VALUES (?, ?, ?, ?, ?)", rows)
         self.head_seq, self.head_hash = seq, prev
+        self.frontier.extend(row[4] for row in rows)
         return entries
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint(self) -> pb.Checkpoint:
+        """Sign and store a checkpoint of the log as it is now (the newest one if nothing grew)."""
+        if self.checkpointed_size == self.frontier.size and (latest := self.latest_checkpoint()) is not None:
+            return latest
+        if self._key is None:
+            raise ChainError("this chain was opened read-only: it cannot sign checkpoints")
+        cp = pb.Checkpoint(
+            size=self.frontier.size, root_hash=self.frontier.root(), time_unix_nanos=time.time_ns(),
+            public_key=raw_public(self._key.public_key()),
+        )
+        cp.signature = self._key.sign(checkpoint_note(cp))
+        self.db.execute("INSERT OR REPLACE INTO checkpoints(size, body) VALUES (?, ?)", (cp.size, cp.SerializeToString()))
+        self.checkpointed_size = cp.size
+        return cp
+
+    def latest_checkpoint(self) -> pb.Checkpoint | None:
+        row = self.db.execute("SELECT body FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return pb.Checkpoint.FromString(row[0]) if row else None
+
+    def checkpoints(self) -> list[pb.Checkpoint]:
+        return [pb.Checkpoint.FromString(b) for (b,) in self.db.execute("SELECT body FROM checkpoints ORDER BY size")]
 
     def get(self, seq: int) -> pb.AuditEntry | None:
         if not 0 < seq <= MAX_SEQ:  # no entry is numbered so (and SQLite's integers end there)
@@ -191,10 +243,15 @@ class AuditChain:
         return pb.AuditEntry.FromString(row[0]) if row else None
 
     def proof_for_call(self, call_id: str) -> pb.AuditEntry | None:
-        row = self.db.execute(
-            "SELECT body FROM entries WHERE call_id = ? AND kind = 'proof' ORDER BY seq DESC LIMIT 1", (call_id,)
-        ).fetchone()
-        return pb.AuditEntry.FromString(row[0]) if row else None
+        """The call's proof. The columns only find candidates: the hashed body must say the same."""
+        rows = self.db.execute(
+            "SELECT body FROM entries WHERE call_id = ? AND kind = 'proof' ORDER BY seq DESC", (call_id,)
+        )
+        for (body,) in rows:
+            entry = pb.AuditEntry.FromString(body)
+            if entry.HasField("proof") and entry.proof.call_id == call_id:
+                return entry
+        return None
 
     def entries(self, from_seq: int = 0, limit: int = 0) -> Iterator[pb.AuditEntry]:
         if from_seq > MAX_SEQ:  # past any entry there can be
@@ -220,7 +277,26 @@ class AuditChain:
 
 
 def _call_id_of(entry: pb.AuditEntry) -> str:
-    return entry.proof.call_id if entry.HasField("proof") else ""
+    return entry.proof.call_id if entry.HasField("proof") else entry.call_id
+
+
+CHECKPOINT_ORIGIN = "cortex-os audit log"
+
+
+def checkpoint_note(cp: pb.Checkpoint) -> bytes:
+    """The signed text of a checkpoint (the shape of a C2SP tlog checkpoint, plus its time)."""
+    return f"{CHECKPOINT_ORIGIN}\n{cp.size}\n{base64.b64encode(cp.root_hash).decode()}\n{cp.time_unix_nanos}\n".encode()
+
+
+def checkpoint_problem(cp: pb.Checkpoint, key: bytes) -> str:
+    """'' when `cp` is signed by `key`, else why not."""
+    if cp.public_key and cp.public_key != key:
+        return f"it was signed by key {fingerprint(cp.public_key)}, not the chain's key {fingerprint(key)}"
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(cp.signature, checkpoint_note(cp))
+    except (InvalidSignature, ValueError):
+        return f"its signature is not valid for key {fingerprint(key)}"
+    return ""
 
 
 # -- verification ----------------------------------------------------------------------------------------
@@ -259,14 +335,23 @@ def _verify_signatures(args: tuple[bytes, list[tuple[int, bytes, bytes]]]) -> tu
     return None
 
 
-def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | None = None) -> Verdict:
-    """Walk the whole chain: order, links, hashes, then every signature (in parallel)."""
+def verify_chain(
+    path: Path, expected_key: bytes | None = None, workers: int | None = None, checkpoints: list[pb.Checkpoint] = (),
+) -> Verdict:
+    """Walk the whole chain: order, links, hashes, the stored columns against the hashed bodies,
+    every checkpoint (the chain's own and `checkpoints` kept elsewhere) against the Merkle tree,
+    then every signature (in parallel)."""
     try:
         chain = AuditChain(path, read_only=True)
     except (ChainError, sqlite3.Error) as exc:
         return Verdict(False, 0, f"cannot open the chain: {exc}")
     try:
-        rows = chain.db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
+        has_hash = chain.db.execute("PRAGMA user_version").fetchone()[0] >= 2
+        query = "SELECT seq, kind, call_id, hash, body FROM entries ORDER BY seq"
+        if not has_hash:  # a chain from before schema 2, read-only: no hash column yet
+            query = query.replace("hash,", "NULL,")
+        rows = chain.db.execute(query).fetchall()
+        stored = chain.checkpoints() if has_hash else []
     except sqlite3.Error as exc:
         return Verdict(False, 0, f"cannot read the chain: {exc}")
     finally:
@@ -276,7 +361,10 @@ def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | N
     key = b""
     prev = b""
     signed: list[tuple[int, bytes, bytes]] = []
-    for position, (row_seq, body) in enumerate(rows, start=1):
+    tree = Frontier()
+    wanted = {cp.size for cp in [*stored, *checkpoints]}
+    roots: dict[int, bytes] = {0: tree.root()} if 0 in wanted else {}
+    for position, (row_seq, kind, call_id, column_hash, body) in enumerate(rows, start=1):
         try:
             entry = pb.AuditEntry.FromString(body)
         except DecodeError:
@@ -300,6 +388,12 @@ def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | N
             )
         if entry_hash(entry) != entry.hash:
             return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
+        columns = (kind, call_id) + ((column_hash,) if has_hash else ())
+        if columns != (entry.WhichOneof("body"), _call_id_of(entry)) + ((entry.hash,) if has_hash else ()):
+            return Verdict(
+                False, position - 1,
+                "its stored kind, call_id or hash column does not match its hashed content (the row was edited)", position,
+            )
         if position == 1:
             if not entry.HasField("genesis") or len(entry.genesis.public_key) != 32:
                 return Verdict(False, 0, "the first entry is not a genesis entry naming the key", 1)
@@ -314,11 +408,43 @@ def verify_chain(path: Path, expected_key: bytes | None = None, workers: int | N
         if entry.WhichOneof("body") in SIGNED or entry.signature:
             signed.append((position, entry.signature, entry.hash))
         prev = entry.hash
+        tree.append(entry.hash)
+        if position in wanted:
+            roots[position] = tree.root()
+    problem = _check_checkpoints(stored, "the chain's own checkpoint", key, roots, len(rows)) or _check_checkpoints(
+        list(checkpoints), "the checkpoint you gave", key, roots, len(rows)
+    )
+    if problem is not None:
+        return problem
     broken = _check_signatures(key, signed, workers)
     if broken is not None:
-        seq, problem = broken
-        return Verdict(False, seq - 1, problem, seq)
+        seq, problem_text = broken
+        return Verdict(False, seq - 1, problem_text, seq)
     return Verdict(True, len(rows))
+
+
+def _check_checkpoints(
+    checkpoints: list[pb.Checkpoint], which: str, key: bytes, roots: dict[int, bytes], count: int
+) -> Verdict | None:
+    for cp in checkpoints:
+        signature = checkpoint_problem(cp, key)
+        if signature:
+            return Verdict(False, count, f"{which} of size {cp.size}: {signature}", min(cp.size, count) or 1)
+        if cp.size > count:
+            return Verdict(
+                False, count,
+                f"{which} says the log had {cp.size} entries, but it has {count}: "
+                f"entries {count + 1} to {cp.size} were removed from its end",
+                count + 1,
+            )
+        if roots.get(cp.size) != cp.root_hash:
+            return Verdict(
+                False, count,
+                f"the first {cp.size} entries no longer have the Merkle root {which} signed: "
+                "entries up to it were rewritten (re-hashed and re-linked)",
+                cp.size,
+            )
+    return None
 
 
 def _check_signatures(key: bytes, signed: list[tuple[int, bytes, bytes]], workers: int | None) -> tuple[int, str] | None:

@@ -145,11 +145,18 @@ def proofs() -> None:
 @data_dir_option
 @click.option("--all", "verify_all", is_flag=True, help="Verify the whole chain (the default without ID).")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False), help="Expected public key (PEM), kept elsewhere.")
+@click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A checkpoint kept elsewhere (`cortex proofs checkpoint --out`): the log must still hold it (repeatable).")
 @click.argument("proof", required=False)
-def proofs_verify(config, data_dir, verify_all, public_key, proof) -> None:
-    """Check signatures and the whole hash chain; report the first broken link. Exits 1 if broken."""
+def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, proof) -> None:
+    """Check signatures, the whole hash chain and its checkpoints; report the first broken entry.
+    Exits 1 if anything is broken."""
     folder = _data_dir(config, data_dir)
-    expected = raw_public(load_public_key(Path(public_key))) if public_key else None
+    try:
+        expected = raw_public(load_public_key(Path(public_key))) if public_key else None
+        kept = [read_checkpoint(Path(f)) for f in checkpoint_files]
+    except (ValueError, ChainError) as exc:
+        raise click.ClickException(str(exc)) from None
     if proof and not verify_all:
         chain = _open_chain(folder)
         try:
@@ -169,10 +176,44 @@ def proofs_verify(config, data_dir, verify_all, public_key, proof) -> None:
             sys.exit(1)
         click.echo(f"OK: {proof_id(entry)} (entry {entry.seq}) is signed and linked")
         return
-    verdict = verify_chain(folder / "governance" / DB_FILE, expected)
+    verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=kept)
     click.echo(str(verdict))
     if not verdict.ok:
         sys.exit(1)
+
+
+def read_checkpoint(path: Path) -> pb.Checkpoint:
+    try:
+        return json_format.Parse(path.read_text(encoding="utf-8"), pb.Checkpoint())
+    except (OSError, json_format.ParseError) as exc:
+        raise ValueError(f"{path} is not a checkpoint written by `cortex proofs checkpoint --out`: {exc}") from None
+
+
+@proofs.command("checkpoint")
+@config_option
+@data_dir_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Write it to this file (default: print it).")
+def proofs_checkpoint(config, data_dir, out) -> None:
+    """The newest checkpoint the kernel signed (size, Merkle root, time), after verifying the log
+    up to it. Keep it elsewhere: `cortex proofs verify --checkpoint FILE` then catches entries
+    removed from the end or rewritten."""
+    folder = _data_dir(config, data_dir)
+    verdict = verify_chain(folder / "governance" / DB_FILE)
+    if not verdict.ok:
+        raise click.ClickException(f"the log does not verify, so no checkpoint of it is worth keeping: {verdict}")
+    chain = _open_chain(folder)
+    try:
+        latest = chain.latest_checkpoint()
+    finally:
+        chain.close()
+    if latest is None:
+        raise click.ClickException("the kernel has not signed a checkpoint yet (it does as the log grows, and on stop)")
+    text = json.dumps(json_format.MessageToDict(latest, preserving_proto_field_name=True), indent=2)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"checkpoint of {latest.size} entries written to {out}")
+    else:
+        click.echo(text)
 
 
 @proofs.command("show")

@@ -5,6 +5,8 @@ Settings (`[plugins.governance]` in cortex.toml):
 
     default = "allow"          # the decision when no rule matches: allow | deny
     builtin = true             # the built-in rules (see builtin.py)
+    checkpoint_every = 1000    # sign a checkpoint of the audit log after this many entries...
+    checkpoint_seconds = 10    # ...or this long after the last one, whichever comes first
     [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
     id = "..."
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,9 @@ from typing import Any
 import structlog
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
-from cortex.kernel import Decision, Health, check_settings, hookimpl
+from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
-from .builtin import BUILTIN_RULES, MANIFEST_RULE
+from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE
 from .chain import AuditChain, load_or_create_key
 from .rules import ALLOW, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
 
@@ -34,7 +37,7 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 LABELS_HEADER = "x-cortex-labels"
-SETTINGS = {"default", "builtin", "rule"}
+SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds"}
 
 
 def request_labels(request: Any, metadata: tuple[tuple[str, str], ...]) -> frozenset[str]:
@@ -87,6 +90,9 @@ class Governance:
         self.rejected: list[PolicyError] = []  # policy files not in force, with file and line
         self._unwritten: list[pb.AuditEntry] = []
         self._flush_scheduled = False
+        # why the audit log cannot be written, while it cannot: calls are refused meanwhile
+        self.failure = ""
+        self._checkpointed_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -94,6 +100,10 @@ class Governance:
         check_settings(config, SETTINGS, context.name)
         if config.get("default", "allow") not in ("allow", "deny"):
             raise ValueError('[plugins.governance] default must be "allow" or "deny"')
+        for name, lowest in (("checkpoint_every", 1), ("checkpoint_seconds", 0.01)):
+            value = config.get(name, 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
+                raise ValueError(f"[plugins.governance] {name} must be a number >= {lowest}")
         self._settings = dict(config)
         self.privacy_mode = context.privacy_mode
         self.plugins = context.plugins
@@ -109,6 +119,7 @@ class Governance:
         if self.chain is not None:
             self.chain.close()
         self.chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
+        self.failure = ""
         log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
 
     @hookimpl
@@ -121,21 +132,48 @@ class Governance:
     async def cortex_stop(self, context) -> None:
         if self.chain is not None:
             self.flush()
+            if not self.failure:
+                self.chain.checkpoint()
             self.chain.close()
             self.chain = None
 
     def flush(self) -> None:
-        """Append what the observe hook queued, in one transaction."""
+        """Append what the observe hook queued, in one transaction, and sign a checkpoint when one
+        is due. A write that fails keeps the entries queued and makes every call fail (UNAVAILABLE)
+        until one succeeds: no call goes unrecorded."""
         self._flush_scheduled = False
-        if self._unwritten and self.chain is not None:
-            entries, self._unwritten = self._unwritten, []
-            self.chain.append(entries)
+        if not self._unwritten or self.chain is None:
+            return
+        try:
+            self.chain.append(self._unwritten)
+            self._unwritten = []
+            if self._checkpoint_due():
+                self.chain.checkpoint()
+                self._checkpointed_at = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
+            if not self.failure:
+                log.error("governance.audit_write_failed", error=repr(exc), queued=len(self._unwritten))
+            self.failure = f"the audit log cannot be written ({type(exc).__name__}: {exc})"
+            return
+        if self.failure:
+            log.info("governance.audit_write_recovered")
+            self.failure = ""
+
+    def _checkpoint_due(self) -> bool:
+        grown = self.chain.frontier.size - self.chain.checkpointed_size
+        every = self._settings.get("checkpoint_every", 1000)
+        waited = time.monotonic() - self._checkpointed_at >= self._settings.get("checkpoint_seconds", 10)
+        return grown >= every or (grown > 0 and waited)
 
     @hookimpl
     async def cortex_health(self) -> Health:
         self.reload_if_changed()
         if self.chain is None:
             return Health(False, "the audit chain is closed")
+        if self.failure:
+            self.flush()  # retry, so that the kernel recovers once the disk does
+        if self.failure:
+            return Health(False, self.failure)
         if self.rejected:
             return Health(False, "policy file rejected: " + "; ".join(map(str, self.rejected)))
         return Health(True, f"{len(self.rules.rules)} rules, chain at entry {self.chain.head_seq}")
@@ -157,7 +195,7 @@ class Governance:
             seen[rule.id] = rule.source
             rules.append(rule)
         default = DENY if self._settings.get("default", "allow") == "deny" else ALLOW
-        return RuleSet(rules, default, self._manifest_check), rejected
+        return RuleSet(rules, default, self._computed_rule if self._settings.get("builtin", True) else self._manifest_check), rejected
 
     def reload(self, keep_on_error: bool = True) -> None:
         """Put the policies on disk in force. With `keep_on_error`, any rejected file keeps the
@@ -180,7 +218,12 @@ class Governance:
         except PolicyError as exc:
             self.rejected = [exc]
 
-    # -- the plugin-manifest rule -------------------------------------------------------------------------
+    # -- the computed rules ---------------------------------------------------------------------------------
+    def _computed_rule(self, facts: CallFacts) -> pb.Rule | None:
+        if facts.principal == "local":
+            return None if facts.service in LOCAL_SERVICES else LOCAL_RULE
+        return self._manifest_check(facts)
+
     def _manifest_check(self, facts: CallFacts) -> pb.Rule | None:
         if not facts.principal.startswith("plugin:"):
             return None
@@ -218,11 +261,13 @@ class Governance:
 
     @hookimpl
     def cortex_authorize(self, call) -> Decision:
+        if self.chain is None or self.failure:
+            raise Unavailable(self.failure or "the audit log is closed")
         facts = self.facts(call)
         decision = self.rules.evaluate(facts)
         description = pb.CallDescription(
             service=facts.service, method=facts.method, principal=facts.principal,
-            provider=facts.provider, provider_local=facts.provider_local, labels=sorted(facts.labels),
+            provider=facts.provider, provider_local=facts.provider_local, labels=sorted(facts.labels), actor=call.actor,
         )
         self._pending.setdefault(call.id, []).append((description, decision))
         if decision.effect == DENY:
@@ -244,6 +289,7 @@ class Governance:
                     service=call.service,
                     method=call.method_name,
                     principal=call.principal,
+                    actor=call.actor,
                     provider=outcome.provider or "",
                     status=outcome.code.name,
                     request_sha256=canonical_sha256(call.request),

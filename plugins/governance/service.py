@@ -156,6 +156,9 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
                 problem = f"entry {entry.seq} does not link to entry {entry.seq - 1} in the chain"
         return pb.VerifyProofResponse(valid=not problem, problem=problem)
 
+    async def GetCheckpoint(self, request, context):
+        return pb.GetCheckpointResponse(checkpoint=self.chain.checkpoint())
+
     async def ExportAudit(self, request, context):
         limit = request.limit or MAX_EXPORT
         for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):

@@ -14,15 +14,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
+from cortex.kernel.asgi import IDENTITY, headers_of, identify_request
 from cortex.kernel.bridge import parse_json, rpc_status, to_json
+from cortex.kernel.credentials import LOCAL, AuthError
 from cortex.kernel.registry import MethodInfo
 
 from . import openapi
 from .errors import HTTP_STATUS, error_body
-from .guard import Authenticator, RateLimiter, foreign_name, retry_after
+from .guard import RateLimiter, foreign_name, retry_after
 from .metrics import Metrics
 
-OPEN_PATHS = {"/health", "/ready"}  # probes: no token, no rate limit
+OPEN_PATHS = {"/health", "/ready"}  # probes: no credential, no rate limit
 
 
 def _error(code: grpc.StatusCode, message: str, headers: dict[str, str] | None = None, status: int | None = None) -> JSONResponse:
@@ -42,10 +44,10 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 class HttpApi:
-    def __init__(self, gateway: Any, channel: Any, metrics: Metrics, auth: Authenticator, limiter: RateLimiter,
+    def __init__(self, gateway: Any, channel: Any, metrics: Metrics, credentials: Any, limiter: RateLimiter,
                  *, max_body_bytes: int, timeout: float, version: str):
         self.gateway, self.channel, self.metrics = gateway, channel, metrics
-        self.auth, self.limiter = auth, limiter
+        self.credentials, self.limiter = credentials, limiter
         self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
         # the registry is complete before plugins start, and fixed while the kernel runs
         self.methods: dict[str, MethodInfo] = {f"{m.service}/{m.name}": m for m in gateway.methods()}
@@ -78,7 +80,7 @@ class HttpApi:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
-        principal = f"http:{request.client.host if request.client else 'unknown'}"
+        principal = request.scope[IDENTITY]
         try:
             message = parse_json(method, body)
             if method.server_streaming:
@@ -106,7 +108,7 @@ class HttpApi:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             return _error(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}")
 
-    async def _stream(self, method: MethodInfo, message: Any, principal: str) -> Response:
+    async def _stream(self, method: MethodInfo, message: Any, principal: Any) -> Response:
         stream = aiter(self.gateway.stream(method, message, principal))
         try:  # the first message decides the HTTP status: an immediate failure is a JSON error
             first = await anext(stream)
@@ -165,7 +167,8 @@ class HttpApi:
 
 
 class _Guard:
-    """ASGI middleware: token, then rate limit, then the route; counts every response."""
+    """ASGI middleware: who (the kernel's credentials), how often, from where; then the route.
+    Counts every response."""
 
     def __init__(self, app: Any, api: HttpApi):
         self.app, self.api = app, api
@@ -192,20 +195,32 @@ class _Guard:
 
     def _refusal(self, scope) -> Response | None:
         host = (scope.get("client") or ("", 0))[0]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        # the client's address, not a header it writes (rotating junk tokens escaped the limit), and
-        # before authentication, so that guessing tokens is limited too
-        wait = self.api.limiter.check(host)
-        if wait:
-            return _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"rate limit of {self.api.limiter.rate:g} requests/s exceeded; retry after {retry_after(wait)} s",
-                          {"Retry-After": retry_after(wait)})
-        authorization = headers.get("authorization", "")
-        if not self.api.auth.allows(host, authorization):
-            return _error(grpc.StatusCode.UNAUTHENTICATED, "send the API token as 'Authorization: Bearer <token>'",
-                          {"WWW-Authenticate": 'Bearer realm="cortex"'})
-        if not self.api.auth.presented(authorization) and (foreign := foreign_name(headers)):
-            return _error(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{foreign} is not this machine: without a token this API answers only to localhost "
-                          "(a guard against DNS rebinding); send the API token to call it by another name")
+        headers = headers_of(scope)
+        try:
+            identity = identify_request(self.api.credentials, scope, headers)
+        except AuthError as exc:
+            # a failed authentication is limited by the client's address: guessing keys costs
+            # requests like anything else (rotating junk credentials does not escape it)
+            return self._limited(f"address:{host}") or _error(
+                exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="cortex"'}
+                if exc.code == grpc.StatusCode.UNAUTHENTICATED else None,
+            )
+        if identity.principal == LOCAL and (foreign := foreign_name(headers)):
+            return self._limited(f"address:{host}") or _error(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{foreign} is not this machine: without a credential this API answers only to localhost "
+                "(a guard against DNS rebinding); send an API key to call it by another name",
+            )
+        limited = self._limited(f"address:{host}" if identity.principal == LOCAL else identity.principal)
+        if limited is not None:
+            return limited
+        scope[IDENTITY] = identity
         return None
+
+    def _limited(self, key: str) -> Response | None:
+        wait = self.api.limiter.check(key)
+        if not wait:
+            return None
+        return _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"rate limit of {self.api.limiter.rate:g} requests/s exceeded; retry after {retry_after(wait)} s",
+                      {"Retry-After": retry_after(wait)})

@@ -1,9 +1,9 @@
-"""Who may call the HTTP API, and how often: a bearer token for clients that are not on
-loopback (compared in constant time), and a token bucket per client (429 with Retry-After)."""
+"""How often a client may call the HTTP API (a token bucket per principal, or per address before
+it has one: 429 with Retry-After), and the DNS-rebinding guard for callers without a credential.
+Who a client is, is the kernel's to say (`context.credentials`)."""
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections.abc import Callable
@@ -50,24 +50,6 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
         for key in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[key]
-
-
-@dataclass
-class Authenticator:
-    token: str
-    trust_loopback: bool = True
-
-    def allows(self, client_host: str, authorization: str) -> bool:
-        if self.trust_loopback and is_loopback_host(client_host):
-            return True
-        return self.presented(authorization)
-
-    def presented(self, authorization: str) -> bool:
-        """Whether the request carries the API token."""
-        if not self.token:
-            return False
-        scheme, _, presented = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.token.encode())
 
 
 def foreign_name(headers: dict[str, str]) -> str | None:

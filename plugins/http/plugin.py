@@ -3,9 +3,7 @@ OpenAPI, health, readiness, Prometheus metrics, and outgoing webhooks.
 
     [plugins.http]
     listen = "127.0.0.1:50080"   # "" turns the API off
-    token_env = "CORTEX_HTTP_TOKEN"   # the bearer token, from this variable (or token = "...")
-    trust_loopback = true         # loopback clients need no token
-    rate_limit = 50.0             # requests per second per client (0: no limit)
+    rate_limit = 50.0             # requests per second per principal (0: no limit)
     rate_burst = 100
     timeout_seconds = 120         # deadline of each unary call
     max_body_bytes = 8388608
@@ -15,8 +13,10 @@ OpenAPI, health, readiness, Prometheus metrics, and outgoing webhooks.
     topics = ["memory.*"]
     secret_env = "CORTEX_WEBHOOK_SECRET"
 
-A listener on a non-loopback address refuses to start without a token. Calls made through the
-API reach the router with the principal `http:<client address>`, so policy applies to them.
+Clients are identified by the kernel's credentials, as gRPC callers are: `Authorization: Bearer
+<API key>` is `key:NAME` (with its scopes), the admin token is `admin`, and a loopback client
+without one is `local`. The listener follows the kernel's rule: beyond loopback only with TLS
+(kernel.tls_cert, served here too) and kernel.require_credentials = true.
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ import os
 from typing import Any
 
 from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import is_loopback_host, split_listen
+from cortex.kernel.asgi import split_listen
 
-SETTINGS = {"listen", "token", "token_env", "trust_loopback", "rate_limit", "rate_burst", "timeout_seconds",
-            "max_body_bytes", "webhook"}
+SETTINGS = {"listen", "rate_limit", "rate_burst", "timeout_seconds", "max_body_bytes", "webhook"}
+REPLACED = {
+    "token": "API keys replace it: `cortex keys create NAME`, sent as 'Authorization: Bearer <key>'",
+    "token_env": "API keys replace it: `cortex keys create NAME`, sent as 'Authorization: Bearer <key>'",
+    "trust_loopback": "set kernel.require_credentials = true to require a credential on loopback too",
+}
 DEFAULT_LISTEN = "127.0.0.1:50080"
 
 
@@ -47,16 +51,13 @@ class HttpPlugin:
         from .metrics import Metrics
         from .webhooks import Webhook
 
+        for old in sorted(set(config) & set(REPLACED)):
+            raise ValueError(f"[plugins.http] {old} is no longer a setting: {REPLACED[old]}")
         check_settings(config, SETTINGS, context.name)
         listen = str(config.get("listen", DEFAULT_LISTEN))
-        token = str(config.get("token") or os.environ.get(str(config.get("token_env", "CORTEX_HTTP_TOKEN")), ""))
         if listen:
-            host, _port = split_listen(listen)
-            if not is_loopback_host(host) and not token:
-                raise ValueError(
-                    f"[plugins.http] listen = {listen!r} is not loopback: set a bearer token "
-                    "(token_env = \"CORTEX_HTTP_TOKEN\" and export it) or listen on 127.0.0.1"
-                )
+            split_listen(listen)
+            context.exposure.check(listen, "[plugins.http] listen")
         rate, burst = float(config.get("rate_limit", 50.0)), float(config.get("rate_burst", 100))
         if rate < 0 or burst < 1:
             raise ValueError("[plugins.http] rate_limit must be >= 0 and rate_burst >= 1")
@@ -65,7 +66,7 @@ class HttpPlugin:
             raise ValueError("[plugins.http] webhooks are [[plugins.http.webhook]] tables")
         self.webhooks = [Webhook.from_config(i, raw, dict(os.environ)) for i, raw in enumerate(hooks)]
         self.settings = {
-            "listen": listen, "token": token, "trust_loopback": bool(config.get("trust_loopback", True)),
+            "listen": listen,
             "rate": rate, "burst": burst, "timeout": float(config.get("timeout_seconds", 120)),
             "max_body_bytes": int(config.get("max_body_bytes", 8 << 20)),
         }
@@ -78,17 +79,17 @@ class HttpPlugin:
         from cortex.kernel.runtime import cortex_version
 
         from .app import HttpApi
-        from .guard import Authenticator, RateLimiter
+        from .guard import RateLimiter
         from .webhooks import WebhookRunner
 
         s = self.settings
         if s["listen"]:
             self.api = HttpApi(
                 KernelGateway(context.channel), context.channel, self.metrics,
-                Authenticator(s["token"], s["trust_loopback"]), RateLimiter(s["rate"], s["burst"]),
+                context.credentials, RateLimiter(s["rate"], s["burst"]),
                 max_body_bytes=s["max_body_bytes"], timeout=s["timeout"], version=cortex_version(),
             )
-            self.server = AsgiServer(self.api.app(), s["listen"], "http-api")
+            self.server = AsgiServer(self.api.app(), s["listen"], "http-api", exposure=context.exposure)
             self.address = await self.server.start()
             context.log.info("http.api_serving", address=self.address, url=f"http://{self.address}/openapi.json")
         if self.webhooks:

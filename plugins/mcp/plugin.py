@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import require_loopback, split_listen
+from cortex.kernel.asgi import split_listen
 
 SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds"}
 
@@ -47,7 +47,8 @@ class McpPlugin:
         self.settings = tool_settings(config)
         self.http_listen = str(config.get("http_listen", ""))
         if self.http_listen:
-            require_loopback(self.http_listen, "[plugins.mcp] http_listen", "MCP over HTTP")
+            split_listen(self.http_listen)
+            context.exposure.check(self.http_listen, "[plugins.mcp] http_listen")
 
     @hookimpl
     async def cortex_start(self, context) -> None:
@@ -62,9 +63,10 @@ class McpPlugin:
         host, _ = split_listen(self.http_listen)
         # on loopback the SDK checks Host and Origin headers (DNS-rebinding protection)
         app = mcp_server.streamable_http_app(host=host)
-        self.server = AsgiServer(app, self.http_listen, "mcp")
+        self.server = AsgiServer(app, self.http_listen, "mcp", exposure=context.exposure, credentials=context.credentials)
         self.address = await self.server.start()
-        context.log.info("mcp.http_serving", url=f"http://{self.address}/mcp")
+        scheme = "https" if context.exposure.tls else "http"
+        context.log.info("mcp.http_serving", url=f"{scheme}://{self.address}/mcp")
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

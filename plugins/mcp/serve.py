@@ -24,6 +24,7 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
     """Bridge the kernel at `target` over stdio; when none answers and `embedded` allows it,
     start a kernel in this process (its gRPC on a free loopback port, no HTTP listeners)."""
     from cortex.kernel.bridge import GrpcGateway, KernelGateway
+    from cortex.kernel.dial import client_dial
 
     from .plugin import tool_settings
 
@@ -32,7 +33,7 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
     kernel = None
     gateway: Any = None
     if embedded != "always":
-        remote = GrpcGateway(target, cfg.kernel["max_message_bytes"])
+        remote = GrpcGateway(target, cfg.kernel["max_message_bytes"], client_dial(cfg))
         try:
             await remote.discover(timeout=3.0)
             gateway = remote

@@ -12,7 +12,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as MCPTool
 
-from cortex.kernel.bridge import client_principal, rpc_status
+from cortex.kernel.asgi import IDENTITY
+from cortex.kernel.bridge import bridge_caller, rpc_status
 
 from .tools import ToolSpec, run_tool
 
@@ -28,6 +29,17 @@ def _client_name(context: Any) -> str:
         return context.session.client_params.client_info.name
     except AttributeError:
         return ""
+
+
+def _identity(context: Any) -> Any:
+    """The identity the kernel gave this HTTP request (cortex.kernel.asgi.Authenticate); None on
+    stdio, where the bridge's own credential speaks for the editor that started it."""
+    try:
+        return context.request_context.request.scope.get(IDENTITY)
+    except AttributeError:
+        return None
+
+
 
 
 class ContractToolServer(MCPServer):
@@ -50,9 +62,9 @@ class ContractToolServer(MCPServer):
         tool = self.tools.get(name)
         if tool is None:
             return _error("NOT_FOUND", f"no tool {name!r}; tools/list shows what is exposed")
-        principal = client_principal("mcp", _client_name(context), self.transport)
+        who = bridge_caller("mcp", _client_name(context), self.transport, _identity(context))
         try:
-            result = await run_tool(self.gateway, tool, arguments or {}, principal, self.timeout)
+            result = await run_tool(self.gateway, tool, arguments or {}, who, self.timeout)
         except grpc.RpcError as exc:
             code, details = rpc_status(exc)
             return _error(code.name, details)

@@ -146,7 +146,7 @@ def test_add_and_remove_policies_are_governed_and_audited(gov, channel_to):
         if e.HasField("policy_change")
     ]
     assert [(a, r) for a, r, _ in changes] == [("add", "no-echo"), ("remove", "no-echo")]
-    assert all(p.startswith("grpc:") for _, _, p in changes)
+    assert all(p == "admin" for _, _, p in changes)
     assert added.path.endswith("policies/no-echo.toml")
 
 

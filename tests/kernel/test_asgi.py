@@ -8,7 +8,8 @@ import socket
 import httpx
 import pytest
 
-from cortex.kernel.asgi import AsgiServer, _bind, require_loopback, split_listen
+from cortex.kernel.asgi import AsgiServer, _bind, split_listen
+from cortex.kernel.exposure import Exposure
 
 
 def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():
@@ -27,9 +28,13 @@ def test_listen_addresses():
     for bad in ("50080", "host:", ":80", "h:99999", "h:x"):
         with pytest.raises(ValueError, match="must be HOST:PORT"):
             split_listen(bad)
-    require_loopback("localhost:1", "[plugins.x] listen", "X")
-    with pytest.raises(ValueError, match=r"\[plugins.x\] listen = '0.0.0.0:1': X has no authentication"):
-        require_loopback("0.0.0.0:1", "[plugins.x] listen", "X")
+    Exposure().check("localhost:1", "[plugins.x] listen")
+    with pytest.raises(ValueError, match=r"\[plugins.x\] listen = '0.0.0.0:1' is not loopback, so it needs TLS and credentials"):
+        Exposure().check("0.0.0.0:1", "[plugins.x] listen")
+    with pytest.raises(ValueError, match=r"kernel.require_credentials = true") as refused:
+        Exposure(tls_cert="c.pem", tls_key="k.pem").check("10.1.2.3:1", "[plugins.x] listen")
+    assert "tls_cert" not in str(refused.value)
+    Exposure(tls_cert="c.pem", tls_key="k.pem", require_credentials=True).check("0.0.0.0:1", "[plugins.x] listen")
 
 
 def test_a_taken_port_is_a_clear_error_and_the_server_stops_cleanly():

@@ -115,7 +115,10 @@ def test_unknown_cortex_variables_are_ignored():
         ("[hybrid]\nmode = \"fastest\"\n", "c.toml:2: hybrid.mode must be one of balanced, performance, privacy"),
         ("[plugins]\ndisabled = \"echo\"\n", "c.toml:2: plugins.disabled must be a list of plugin names"),
         ("[providers]\nbox = 3\n", "c.toml:2: [providers.box] must be a table"),
-        ("[providers.box]\nendpont = \"h:1\"\n", "unknown key(s) endpont in [providers.box]; known: endpoint, services"),
+        ("[providers.box]\nendpont = \"h:1\"\n", "unknown key(s) endpont in [providers.box]; known: endpoint, local, services"),
+        ('[providers.box]\nendpoint = "10.0.0.7:1"\nservices = ["a.v1.S"]\n', "endpoint '10.0.0.7:1' is not loopback: set tls_ca"),
+        ('[kernel]\ntls_cert = "c.pem"\n', "kernel.tls_cert and kernel.tls_key go together"),
+        ('[kernel]\nrequire_credentials = "yes"\n', "kernel.require_credentials must be true or false"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, text, message):

@@ -8,14 +8,19 @@ import pytest
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, write_config
+from ..conftest import cortex_env, run_cli, write_config
 
 
 @pytest.fixture
-def far_kernel(tmp_path, serve_process):
-    """A second kernel, in its own process, serving the example plugin as 'far away'."""
+def far_kernel(tmp_path, serve_process, monkeypatch):
+    """A second kernel, in its own process, serving the example plugin as 'far away'; the near
+    kernel calls it with an API key of the far one (in $FAR_KEY) that may act for its callers."""
     config = write_config(tmp_path / "far.toml", '[plugins.echo]\nserved_by = "far away"\n')
-    return serve_process(env=cortex_env(tmp_path / "far-data", CORTEX_CONFIG=str(config)))
+    env = cortex_env(tmp_path / "far-data", CORTEX_CONFIG=str(config))
+    made = run_cli("keys", "create", "near", "--scope", "cortex_echo.v1.*/*", "--scope", "act_as", env=env)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.setenv("FAR_KEY", made.stdout.strip())
+    return serve_process(env=env)
 
 
 def test_calls_reach_a_remote_provider_in_another_process(far_kernel, start_kernel, channel_to):
@@ -25,6 +30,7 @@ def test_calls_reach_a_remote_provider_in_another_process(far_kernel, start_kern
         [providers.far]
         endpoint = "{far_kernel.target}"
         services = ["cortex_echo.v1.EchoService"]
+        token_env = "FAR_KEY"
     """
     target, _ = start_kernel(config)
     stub = echo_pb2_grpc.EchoServiceStub(channel_to(target))
@@ -51,6 +57,7 @@ def test_a_remote_provider_that_dies_fails_over_to_the_local_one(far_kernel, sta
         [providers.far]
         endpoint = "{far_kernel.target}"
         services = ["cortex_echo.v1.EchoService"]
+        token_env = "FAR_KEY"
         [routing."cortex_echo.v1.EchoService"]
         order = ["far", "echo"]
     """

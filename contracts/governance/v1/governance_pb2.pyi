@@ -66,7 +66,7 @@ class Rule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., effect: _Optional[_Union[Effect, str]] = ..., services: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[str]] = ..., principals: _Optional[_Iterable[str]] = ..., provider: _Optional[_Union[Locality, str]] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ..., privacy_mode: _Optional[str] = ..., not_before: _Optional[str] = ..., not_after: _Optional[str] = ..., overridable: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class CallDescription(_message.Message):
-    __slots__ = ("service", "method", "principal", "provider", "provider_local", "fields", "labels")
+    __slots__ = ("service", "method", "principal", "provider", "provider_local", "fields", "labels", "actor")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class CallDescription(_message.Message):
     PROVIDER_LOCAL_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     service: str
     method: str
     principal: str
@@ -88,7 +89,8 @@ class CallDescription(_message.Message):
     provider_local: bool
     fields: _containers.ScalarMap[str, str]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., provider_local: _Optional[bool] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    actor: str
+    def __init__(self, service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., provider_local: _Optional[bool] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("call",)
@@ -155,7 +157,7 @@ class RemovePolicyResponse(_message.Message):
     def __init__(self, removed: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
 
 class Proof(_message.Message):
-    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms", "parent_call_id")
+    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms", "parent_call_id", "actor")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class Proof(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     service: str
     method: str
@@ -180,7 +183,8 @@ class Proof(_message.Message):
     decision: Decision
     latency_ms: float
     parent_call_id: str
-    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class PolicyChange(_message.Message):
     __slots__ = ("action", "rule", "principal")
@@ -269,3 +273,27 @@ class ExportAuditResponse(_message.Message):
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     entry: AuditEntry
     def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("size", "root_hash", "time_unix_nanos", "signature", "public_key")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    root_hash: bytes
+    time_unix_nanos: int
+    signature: bytes
+    public_key: bytes
+    def __init__(self, size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., time_unix_nanos: _Optional[int] = ..., signature: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class GetCheckpointRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: Checkpoint
+    def __init__(self, checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...

@@ -72,6 +72,11 @@ class GovernanceServiceStub:
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.SerializeToString,
                 response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/GetCheckpoint',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServiceServicer:
@@ -128,6 +133,14 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """GetCheckpoint returns the newest signed checkpoint of the audit log (its size and Merkle
+        tree hash), to keep elsewhere: a log cut short or rewritten below it no longer matches it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +178,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.ExportAudit,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.FromString,
                     response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class GovernanceService:
             '/cortex.governance.v1.GovernanceService/ExportAudit',
             cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.SerializeToString,
             cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/GetCheckpoint',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

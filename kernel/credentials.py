@@ -1,0 +1,260 @@
+"""Who is calling: identities from credentials, never from what a caller claims.
+
+A call's principal comes from, in this order:
+
+- `authorization: Bearer <token>` metadata: the admin token (`<data dir>/admin.token`, made on
+  first start, 0600, read by the `cortex` CLI) is `admin`; an API key (`cortex keys create NAME`)
+  is `key:NAME`, limited to its scopes;
+- a client certificate verified by mutual TLS (`kernel.tls_client_ca`): `node:<its CN>` (a
+  kernel or a machine; the certificate says which machine, a key says which application);
+- nothing, from loopback: `local`, one fixed principal that policy limits (unless
+  `kernel.require_credentials = true`, when it is refused like a caller from elsewhere).
+
+`x-cortex-principal` names someone else only when the credential may act for others (the
+`act_as` scope; the admin token and kernel certificates may): a gateway acting for its users, as
+Kubernetes impersonation works. The principal is then the named user and the actor the gateway,
+and the audit log records both. From anyone else the header is refused (PERMISSION_DENIED), not
+ignored: a gateway that believes it separates its users must learn at once that it does not.
+
+API keys are stored hashed (SHA-256: they are 256-bit random, so a slow hash adds nothing) in
+`<data dir>/credentials.db`, never logged. The kernel rereads the file when it changes, so a
+revoked key stops working at the next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+ADMIN = "admin"
+LOCAL = "local"
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
+KEYS_FILE = "credentials.db"
+ACT_AS = "act_as"
+KEY_PREFIX = "ctx_"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# principals no one may be made to act as: they are given by credentials, or are the kernel's own
+RESERVED = (ADMIN, LOCAL, "kernel", "kernel:*", "plugin:*", "key:*", "node:*")
+HOW_TO_AUTHENTICATE = "send 'authorization: Bearer <token>' (an API key from `cortex keys create NAME`, or the admin token)"
+
+
+class AuthError(Exception):
+    """A caller that cannot be identified (UNAUTHENTICATED) or may not claim what it claims
+    (PERMISSION_DENIED)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a call is from, as its credential says."""
+
+    principal: str
+    how: str  # "admin token", "api key", "client certificate", "loopback", "plugin"
+    scopes: tuple[str, ...] | None = None  # method globs ("pkg.Service/Method"); None: no limit
+    act_as: bool = False  # may name another principal in x-cortex-principal
+    actor: str = ""  # who acted, when the principal is someone it acts for
+
+    def acting_for(self, claimed: str) -> Identity:
+        """The identity of a call that names `claimed` in x-cortex-principal."""
+        if not claimed or claimed == self.principal:
+            return self
+        if not self.act_as:
+            raise AuthError(
+                f"x-cortex-principal ({claimed!r}) is honoured only from a credential with the act_as scope; this "
+                f"caller is {self.principal} ({self.how}). Drop the header, or call with a key made by "
+                "`cortex keys create NAME --scope act_as ...`",
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+        if len(claimed) > 200 or not claimed.isascii() or not claimed.isprintable():
+            raise AuthError("x-cortex-principal must be printable ASCII, at most 200 characters",
+                            grpc.StatusCode.INVALID_ARGUMENT)
+        if is_reserved(claimed):
+            raise AuthError(
+                f"no one may act as {claimed!r}: admin, local, kernel, plugin:*, key:* and node:* come only from "
+                "credentials", grpc.StatusCode.PERMISSION_DENIED,
+            )
+        return Identity(claimed, self.how, self.scopes, False, self.principal)
+
+
+def is_reserved(principal: str) -> bool:
+    """Principals that come only from this kernel's credentials: meaningless anywhere else."""
+    return any(fnmatch.fnmatchcase(principal, reserved) for reserved in RESERVED)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    scopes: tuple[str, ...]
+    created: float
+    expires: float | None
+    revoked: float | None
+
+    @property
+    def principal(self) -> str:
+        return f"key:{self.name}"
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(text + "\n")
+
+
+def read_admin_token(data_dir: Path) -> str:
+    """The admin token, or '' when this kernel's data dir has none (or it is not readable)."""
+    try:
+        return (data_dir / ADMIN_TOKEN_FILE).read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_expiry(text: str, now: float | None = None) -> float:
+    """"30d", "12h", "90m" or an RFC 3339 time -> a Unix time; ValueError saying what is accepted."""
+    now = time.time() if now is None else now
+    match = re.fullmatch(r"(\d{1,6})([mhd])", text.strip())
+    if match:
+        return now + int(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--expires {text!r}: give a duration (90m, 12h, 30d) or an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise ValueError(f"--expires {text!r} needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    return when.timestamp()
+
+
+class KeyStore:
+    """The API keys of one data dir. The CLI writes it; the kernel reads it (and rereads it when
+    the file changes)."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / KEYS_FILE
+        self._state: tuple[int, int] | None = None
+        self._by_digest: dict[str, ApiKey] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, scopes TEXT NOT NULL, "
+            "created REAL NOT NULL, expires REAL, revoked REAL)"
+        )
+        return db
+
+    def create(self, name: str, scopes: list[str], expires: float | None = None) -> str:
+        """A new key's token (shown once; only its hash is kept). ValueError for a bad name or a
+        name in use."""
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"key name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        for scope in scopes:
+            if scope != ACT_AS and ("/" not in scope or len(scope) > 200):
+                raise ValueError(f"scope {scope!r}: give a method glob 'package.Service/Method' (e.g. "
+                                 f"'cortex.memories.v1.MemoryService/*'), or {ACT_AS}")
+        if expires is not None and expires <= time.time():
+            raise ValueError("the key would expire before it is made: give a time in the future")
+        methods = [s for s in scopes if s != ACT_AS] or ["*/*"]  # act_as alone still calls anything
+        stored = methods + ([ACT_AS] if ACT_AS in scopes else [])
+        token = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self._connect() as db:
+            try:
+                db.execute(
+                    "INSERT INTO keys(name, digest, scopes, created, expires) VALUES (?, ?, ?, ?, ?)",
+                    (name, _digest(token), "\n".join(stored), time.time(), expires),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"a key named {name!r} exists; revoke it or choose another name") from None
+        return token
+
+    def revoke(self, name: str) -> bool:
+        with self._connect() as db:
+            changed = db.execute("UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL", (time.time(), name))
+            return changed.rowcount > 0
+
+    def list(self) -> list[ApiKey]:
+        with self._connect() as db:
+            return [_key(row) for row in db.execute("SELECT name, scopes, created, expires, revoked FROM keys ORDER BY name")]
+
+    def find(self, token: str) -> ApiKey | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        if self._state != (stat.st_mtime_ns, stat.st_size):
+            with self._connect() as db:
+                rows = db.execute("SELECT name, scopes, created, expires, revoked, digest FROM keys").fetchall()
+            self._by_digest = {row[5]: _key(row[:5]) for row in rows}
+            self._state = (stat.st_mtime_ns, stat.st_size)
+        return self._by_digest.get(_digest(token))
+
+
+def _key(row: tuple) -> ApiKey:
+    name, scopes, created, expires, revoked = row
+    return ApiKey(name, tuple(scopes.split("\n")), created, expires, revoked)
+
+
+class Credentials:
+    """The kernel's authenticator: one for gRPC and for every bridge (HTTP/JSON, MCP, A2A)."""
+
+    def __init__(self, data_dir: Path, require_credentials: bool = False):
+        self.data_dir = data_dir
+        self.require_credentials = require_credentials
+        self.keys = KeyStore(data_dir)
+        self._admin = b""
+
+    def ensure_admin_token(self) -> Path:
+        """Create the admin token on first start (0600); keep it from then on."""
+        path = self.data_dir / ADMIN_TOKEN_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_secret(path, "cta_" + secrets.token_urlsafe(32))
+        self._admin = read_admin_token(self.data_dir).encode()
+        return path
+
+    def identify(self, authorization: str, loopback: bool, certificate_name: str = "") -> Identity:
+        """The caller's identity from its credential; AuthError saying what to send."""
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise AuthError(f"the authorization header is not a bearer token: {HOW_TO_AUTHENTICATE}")
+            return self._token(token)
+        if certificate_name:
+            return Identity(f"node:{certificate_name}", "client certificate", None, True)
+        if loopback and not self.require_credentials:
+            return Identity(LOCAL, "loopback")
+        why = "this kernel requires a credential (kernel.require_credentials)" if loopback else "the call comes from beyond loopback"
+        raise AuthError(f"no credential: {why}; {HOW_TO_AUTHENTICATE}")
+
+    def _token(self, token: str) -> Identity:
+        if self._admin and hmac.compare_digest(token.encode(), self._admin):
+            return Identity(ADMIN, "admin token", None, True)
+        key = self.keys.find(token)
+        if key is None:
+            raise AuthError("the bearer token is not a key of this kernel (mistyped, or made for another kernel)")
+        if key.revoked is not None:
+            raise AuthError(f"key {key.name!r} was revoked; ask the admin for a new one")
+        if key.expires is not None and key.expires <= time.time():
+            when = dt.datetime.fromtimestamp(key.expires, dt.UTC).isoformat(timespec="seconds")
+            raise AuthError(f"key {key.name!r} expired at {when}; ask the admin for a new one")
+        scopes = tuple(s for s in key.scopes if s != ACT_AS)
+        return Identity(key.principal, "api key", None if scopes == ("*/*",) else scopes, ACT_AS in key.scopes)

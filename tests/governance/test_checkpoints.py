@@ -1,0 +1,178 @@
+"""The audit log's edges: signed checkpoints (Merkle tree heads) catch entries removed from its
+end or rewritten below them; stored columns are never trusted; secrets are owner-only."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+from cortex.contracts.governance.v1 import governance_pb2_grpc
+from cortex.plugins.governance.chain import SIGNED, entry_hash
+from cortex.plugins.governance.merkle import tree_hash
+from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+from ..conftest import cortex_env, run_cli
+
+CALLS = 30
+
+
+@pytest.fixture
+def stopped_log(tmp_path, serve_process, channel_to):
+    """A data dir whose log holds CALLS echo calls (two entries each); the kernel has stopped."""
+    data = tmp_path / "data"
+    env = cortex_env(data)
+    kernel = serve_process(env=env)
+    echo = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
+    call_ids = []
+    for i in range(CALLS):
+        _, call = echo.Echo.with_call(echo_pb2.EchoRequest(message=f"note {i}"), timeout=5)
+        call_ids.append(dict(call.trailing_metadata())["x-cortex-call-id"])
+    assert kernel.stop()[0] == 0
+    return data, env, call_ids
+
+
+def verify(env, *args):
+    return run_cli("proofs", "verify", "--all", *args, env=env)
+
+
+def export_checkpoint(env, path):
+    result = run_cli("proofs", "checkpoint", "--out", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(path.read_text())
+
+
+def db_of(data):
+    return sqlite3.connect(data / "governance" / "audit.db")
+
+
+def test_a_checkpoint_is_the_merkle_root_of_the_log_and_verifies(stopped_log, tmp_path):
+    data, env, _ = stopped_log
+    kept = export_checkpoint(env, tmp_path / "cp.json")
+    db = db_of(data)
+    hashes = [pb.AuditEntry.FromString(b).hash for (b,) in db.execute("SELECT body FROM entries ORDER BY seq")]
+    assert int(kept["size"]) == len(hashes) >= 2 * CALLS
+    cp = pb.Checkpoint()
+    from google.protobuf import json_format
+
+    json_format.ParseDict(kept, cp)
+    assert cp.root_hash == tree_hash(hashes)  # RFC 9162's MTH over the entry hashes
+    result = verify(env, "--checkpoint", str(tmp_path / "cp.json"))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.startswith(f"OK: {len(hashes)} entries verified")
+
+
+def test_deleting_the_last_entries_is_caught(stopped_log, tmp_path):
+    data, env, _ = stopped_log
+    export_checkpoint(env, tmp_path / "cp.json")
+    db = db_of(data)
+    size = db.execute("SELECT MAX(seq) FROM entries").fetchone()[0]
+    db.execute("DELETE FROM entries WHERE seq > ?", (size - 50,))
+    db.commit()
+    # the log's own checkpoint gives it away...
+    result = verify(env)
+    assert result.returncode == 1
+    assert f"the chain's own checkpoint says the log had {size} entries, but it has {size - 50}" in result.stdout
+    # ...and when the attacker deletes those too, the copy kept elsewhere does
+    db.execute("DELETE FROM checkpoints")
+    db.commit()
+    assert verify(env).returncode == 0  # the remaining chain is consistent in itself
+    result = verify(env, "--checkpoint", str(tmp_path / "cp.json"))
+    assert result.returncode == 1
+    assert f"BROKEN at entry {size - 49}: the checkpoint you gave says the log had {size} entries" in result.stdout
+    assert f"entries {size - 49} to {size} were removed from its end" in result.stdout
+
+
+def test_a_log_rewritten_with_the_stolen_key_is_caught_by_a_kept_checkpoint(stopped_log, tmp_path):
+    """The worst case: the attacker holds the signing key, edits an entry, re-hashes, re-links and
+    re-signs everything after it, and deletes the stored checkpoints. The chain is consistent in
+    itself; a checkpoint kept elsewhere is not."""
+    data, env, _ = stopped_log
+    export_checkpoint(env, tmp_path / "cp.json")
+    key = serialization.load_pem_private_key((data / "governance" / "signing_key.pem").read_bytes(), None)
+    db = db_of(data)
+    rows = db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
+    entries = [pb.AuditEntry.FromString(b) for _, b in rows]
+    target = next(e for e in entries[5:] if e.HasField("proof"))
+    target.proof.principal = "someone-innocent"
+    prev = entries[target.seq - 2].hash
+    for entry in entries[target.seq - 1 :]:
+        entry.prev_hash = prev
+        entry.hash = entry_hash(entry)
+        if entry.WhichOneof("body") in SIGNED:
+            entry.signature = key.sign(entry.hash)
+        prev = entry.hash
+        db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, entry.seq))
+    db.execute("DELETE FROM checkpoints")
+    db.commit()
+    assert verify(env).returncode == 0  # nothing inside the data dir can tell
+    result = verify(env, "--checkpoint", str(tmp_path / "cp.json"))
+    assert result.returncode == 1
+    assert "no longer have the Merkle root the checkpoint you gave signed: entries up to it were rewritten" in result.stdout
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused(stopped_log, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cortex.plugins.governance.chain import checkpoint_note
+
+    data, env, _ = stopped_log
+    kept = export_checkpoint(env, tmp_path / "cp.json")
+    from google.protobuf import json_format
+
+    cp = json_format.ParseDict(kept, pb.Checkpoint())
+    cp.public_key = b""
+    cp.signature = Ed25519PrivateKey.generate().sign(checkpoint_note(cp))
+    (tmp_path / "forged.json").write_text(json_format.MessageToJson(cp))
+    result = verify(env, "--checkpoint", str(tmp_path / "forged.json"))
+    assert result.returncode == 1 and "its signature is not valid for key" in result.stdout
+    (tmp_path / "junk.json").write_text("{not json")
+    result = verify(env, "--checkpoint", str(tmp_path / "junk.json"))
+    assert result.returncode == 1 and "is not a checkpoint written by `cortex proofs checkpoint --out`" in result.stderr
+
+
+def test_edited_columns_are_caught_and_never_trusted(stopped_log, start_kernel, channel_to):
+    data, env, call_ids = stopped_log
+    db = db_of(data)
+    victim = db.execute("SELECT seq FROM entries WHERE call_id = ? AND kind = 'proof'", (call_ids[3],)).fetchone()[0]
+    # point another call's id at this proof: a lookup by that id must not return it
+    db.execute("UPDATE entries SET call_id = ? WHERE seq = ?", (call_ids[7], victim))
+    db.commit()
+    result = verify(env)
+    assert result.returncode == 1
+    assert f"BROKEN at entry {victim}: its stored kind, call_id or hash column does not match" in result.stdout
+    shown = run_cli("proofs", "show", call_ids[7], env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["proof"]["call_id"] == call_ids[7]
+    db.execute("UPDATE entries SET call_id = ? WHERE seq = ?", (call_ids[3], victim))
+    db.execute("UPDATE entries SET kind = 'decision' WHERE seq = ?", (victim,))
+    db.commit()
+    result = verify(env)
+    assert result.returncode == 1 and f"BROKEN at entry {victim}: its stored kind" in result.stdout
+
+
+def test_the_kernel_signs_checkpoints_as_the_log_grows(start_kernel, channel_to):
+    target, kt = start_kernel("[plugins.governance]\ncheckpoint_every = 10\n", governance=True)
+    echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target))
+    for i in range(12):
+        echo.Echo(echo_pb2.EchoRequest(message=str(i)), timeout=5)
+    chain = kt.kernel.host.records["governance"].obj.chain
+    stored = chain.checkpoints()
+    assert len(stored) >= 2 and all(b.size - a.size >= 10 for a, b in zip(stored[1:], stored[2:], strict=False))
+    before = chain.frontier.size
+    latest = gov.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).checkpoint
+    assert latest.size >= before  # the log as it was when asked (the call's own entries come after)
+    hashes = [h for (h,) in chain.db.execute("SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (latest.size,))]
+    assert latest.root_hash == tree_hash(hashes)
+
+
+def test_secrets_in_the_data_dir_are_owner_only(stopped_log):
+    data, _, _ = stopped_log
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("governance/audit.db", "governance/signing_key.pem", "admin.token"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((data / "governance").stat().st_mode) == 0o700

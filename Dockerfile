@@ -24,12 +24,18 @@ RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements/r
 COPY --from=build /dist/*.whl /tmp/
 RUN pip install --no-cache-dir --no-deps /tmp/*.whl && rm -r /tmp/*.whl /tmp/requirements
 USER 10001
+# Published beyond the container's loopback, so (the kernel insists) with TLS and credentials: a
+# certificate from `cortex tls init` on first start unless one is mounted at these paths; callers
+# send an API key (`docker exec ... cortex keys create NAME`) and trust /data/tls/ca.pem.
 ENV CORTEX_LISTEN=0.0.0.0:50051 \
     CORTEX_DATA_DIR=/data \
     CORTEX_LOG_FORMAT=json \
+    CORTEX_KERNEL__TLS_CERT=/data/tls/server.pem \
+    CORTEX_KERNEL__TLS_KEY=/data/tls/server.key \
+    CORTEX_KERNEL__REQUIRE_CREDENTIALS=true \
     HF_HUB_OFFLINE=1
 VOLUME ["/data"]
 EXPOSE 50051
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["cortex", "health", "--target", "127.0.0.1:50051", "--service", ""]
-CMD ["cortex", "serve"]
+    CMD ["cortex", "health", "--target", "localhost:50051", "--service", ""]
+CMD ["sh", "-c", "[ -f \"$CORTEX_KERNEL__TLS_CERT\" ] || cortex tls init --data-dir /data; exec cortex serve"]

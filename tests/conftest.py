@@ -194,7 +194,7 @@ def grpc_client_call_details(details, metadata):
     from collections import namedtuple
 
     fields = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
-    Details = namedtuple("Details", fields)  # noqa: PYI024 - grpc wants an object with these attributes
+    Details = namedtuple("Details", fields)  # grpc wants an object with these attributes
 
     class _Details(Details, grpc.ClientCallDetails):
         pass

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .conftest import ROOT, cortex_env
+from .conftest import ROOT, cortex_env, run_cli
 
 CLIENT = ROOT / "examples" / "node-client"
 
@@ -33,6 +33,24 @@ def test_node_client_stores_searches_and_lists_plugins(node_client, serve_proces
     assert result["search"][0]["id"] == result["stored"]["id"]
     assert {"name": "memories", "state": "STATE_LOADED"} in result["plugins"]
     assert result["invalid_store"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_node_client_calls_with_a_key_over_tls(node_client, serve_process, tmp_path):
+    """The README's way beyond loopback: TLS (`cortex tls init`) and an API key, nothing else."""
+    data = tmp_path / "data"
+    env = cortex_env(data, CORTEX_PLUGINS__DISABLED='["ollama", "openai"]', CORTEX_KERNEL__REQUIRE_CREDENTIALS="true")
+    assert run_cli("tls", "init", env=env).returncode == 0
+    env.update(CORTEX_KERNEL__TLS_CERT=str(data / "tls" / "server.pem"), CORTEX_KERNEL__TLS_KEY=str(data / "tls" / "server.key"))
+    key = run_cli("keys", "create", "node-app", "--scope", "cortex.memories.v1.*/*", "--scope", "cortex.kernel.v1.*/*", env=env)
+    kernel = serve_process(env=env)
+    client_env = {"PATH": "/usr/bin:/bin", "CORTEX_TLS_CA": str(data / "tls" / "ca.pem")}
+    refused = subprocess.run([node_client, "client.js", kernel.target], cwd=CLIENT, capture_output=True, text=True,
+                             timeout=120, env=client_env)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    done = subprocess.run([node_client, "client.js", kernel.target], cwd=CLIENT, capture_output=True, text=True,
+                          timeout=120, env={**client_env, "CORTEX_TOKEN": key.stdout.strip()})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stored"]["created"] is True
 
 
 def test_node_client_reports_an_unreachable_kernel(node_client, unused_tcp_port):

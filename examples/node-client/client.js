@@ -3,6 +3,12 @@
 // searches for it, and lists the kernel's plugins, printing one JSON document.
 //
 //   npm ci && node client.js [HOST:PORT]      (default: $CORTEX_TARGET or 127.0.0.1:50051)
+//
+// Credentials, as any gRPC client sends them:
+//   CORTEX_TOKEN=ctx_...        an API key (`cortex keys create NAME`), sent as
+//                               `authorization: Bearer <key>`; without one the kernel sees
+//                               `local` (loopback only)
+//   CORTEX_TLS_CA=ca.pem        call over TLS, trusting this CA (`cortex tls init` makes it)
 "use strict";
 
 const path = require("node:path");
@@ -18,12 +24,19 @@ const definition = protoLoader.loadSync(
 );
 const cortex = grpc.loadPackageDefinition(definition).cortex;
 
-const memories = new cortex.memories.v1.MemoryService(target, grpc.credentials.createInsecure());
-const kernel = new cortex.kernel.v1.KernelService(target, grpc.credentials.createInsecure());
+const fs = require("node:fs");
+
+const channel = process.env.CORTEX_TLS_CA
+  ? grpc.credentials.createSsl(fs.readFileSync(process.env.CORTEX_TLS_CA))
+  : grpc.credentials.createInsecure();
+const memories = new cortex.memories.v1.MemoryService(target, channel);
+const kernel = new cortex.kernel.v1.KernelService(target, channel);
 
 function call(client, method, request) {
   const metadata = new grpc.Metadata();
-  metadata.set("x-cortex-principal", "node:example-client");
+  if (process.env.CORTEX_TOKEN) {
+    metadata.set("authorization", `Bearer ${process.env.CORTEX_TOKEN}`);
+  }
   const deadline = new Date(Date.now() + 60_000);
   return new Promise((resolve, reject) => {
     client[method](request, metadata, { deadline }, (error, reply) => (error ? reject(error) : resolve(reply)));

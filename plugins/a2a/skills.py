@@ -51,7 +51,8 @@ class SkillError(Exception):
     pass
 
 
-async def run(skill: str, text: str, gateway: Any, principal: str) -> tuple[str, dict[str, Any]]:
+async def run(skill: str, text: str, gateway: Any, principal: Any) -> tuple[str, dict[str, Any]]:
+    """`principal`: the caller, a name or an Identity (see cortex.kernel.bridge.bridge_caller)."""
     """Run one skill; returns (a sentence for people, the structured result). Raises
     SkillError for bad input and grpc.RpcError when a call fails (denied, unavailable, ...)."""
     if skill not in SKILL_IDS:
@@ -65,7 +66,7 @@ async def run(skill: str, text: str, gateway: Any, principal: str) -> tuple[str,
         return await gateway.unary(method, request, principal, timeout=300)
 
     if skill == "remember":
-        reply = await call(f"{MEMORIES}/Store", memories_pb2.StoreRequest(text=text, source=principal))
+        reply = await call(f"{MEMORIES}/Store", memories_pb2.StoreRequest(text=text, source=getattr(principal, "principal", principal)))
         said = "Remembered." if reply.created else "I already knew that."
         return f"{said} (memory {reply.id})", to_json(reply)
     if skill == "recall":

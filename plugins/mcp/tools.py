@@ -75,7 +75,7 @@ def build_tools(methods: list[MethodInfo], expose: list[str], hide: list[str]) -
     return tools
 
 
-async def run_tool(gateway: Any, tool: ToolSpec, arguments: dict[str, Any], principal: str, timeout: float | None) -> dict[str, Any]:
+async def run_tool(gateway: Any, tool: ToolSpec, arguments: dict[str, Any], principal: Any, timeout: float | None) -> dict[str, Any]:
     """Call the tool's method; returns its structured result. Raises grpc.RpcError."""
     request = parse_json(tool.method, {} if arguments is None else arguments)  # MCP may omit arguments
     if not tool.method.server_streaming:

@@ -81,11 +81,11 @@ def test_policy_applies_to_agents(start_kernel):
     config = BASE + """
 [[plugins.governance.rule]]
 id = "agents-read-only"
-description = "other agents may recall but not write memories"
+description = "agents without a key may recall but not write memories"
 effect = "deny"
 services = ["cortex.memories.v1.MemoryService"]
 methods = ["Store", "Update", "Delete"]
-principals = ["a2a:*"]
+principals = ["local"]
 """
     _, kt = start_kernel(config, governance=True)
     url = f"http://{plugin_of(kt, 'a2a').address}"

@@ -3,6 +3,7 @@ end or rewritten below them; stored columns are never trusted; secrets are owner
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import stat
@@ -120,7 +121,7 @@ def test_a_checkpoint_signed_by_another_key_is_refused(stopped_log, tmp_path):
 
     from cortex.plugins.governance.chain import checkpoint_note
 
-    data, env, _ = stopped_log
+    _, env, _ = stopped_log
     kept = export_checkpoint(env, tmp_path / "cp.json")
     from google.protobuf import json_format
 
@@ -162,7 +163,7 @@ def test_the_kernel_signs_checkpoints_as_the_log_grows(start_kernel, channel_to)
         echo.Echo(echo_pb2.EchoRequest(message=str(i)), timeout=5)
     chain = kt.kernel.host.records["governance"].obj.chain
     stored = chain.checkpoints()
-    assert len(stored) >= 2 and all(b.size - a.size >= 10 for a, b in zip(stored[1:], stored[2:], strict=False))
+    assert len(stored) >= 2 and all(b.size - a.size >= 10 for a, b in itertools.pairwise(stored[1:]))
     before = chain.frontier.size
     latest = gov.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).checkpoint
     assert latest.size >= before  # the log as it was when asked (the call's own entries come after)

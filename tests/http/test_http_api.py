@@ -1,8 +1,9 @@
 """The HTTP/JSON API against a real kernel on loopback: generated routes for unary and streaming
-methods, errors with gRPC status names, OpenAPI, probes, metrics, token, rate limit, webhooks."""
+methods, errors with gRPC status names, OpenAPI, probes, metrics, keys and TLS, rate limit, webhooks."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,6 +14,9 @@ from typing import ClassVar
 
 import httpx
 import pytest
+
+from cortex.kernel.credentials import KeyStore
+from cortex.kernel.tls import init_ca
 
 from ..conftest import FakeClock, plugin_of, wait_for
 
@@ -29,9 +33,9 @@ def api(start_kernel):
     return start
 
 
-def call(client, path: str, body, **kw):
+def call(client, path: str, body, headers: dict | None = None, **kw):
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(f"/v1/{path}", content=content, headers={"Content-Type": "application/json"}, **kw)
+    return client.post(f"/v1/{path}", content=content, headers={"Content-Type": "application/json", **(headers or {})}, **kw)
 
 
 def test_unary_methods_take_and_give_protobuf_json(api):
@@ -70,7 +74,7 @@ def test_errors_carry_the_grpc_status_and_a_matching_http_status(api):
         ("cortex.memories.v1.MemoryService/Store", {"text": ""}, 400, "INVALID_ARGUMENT", "text is empty"),
         ("cortex.memories.v1.MemoryService/Get", {"id": "nope"}, 404, "NOT_FOUND", "no memory"),
         ("cortex.memories.v1.MemoryService/Nope", {}, 404, "NOT_FOUND", "GET /openapi.json lists them"),
-        ("cortex.governance.v1.GovernanceService/AddPolicy", {}, 403, "PERMISSION_DENIED", "builtin/policy-admin"),
+        ("cortex.governance.v1.GovernanceService/AddPolicy", {}, 403, "PERMISSION_DENIED", "builtin/local-never-administers"),
         ("cortex.memories.v1.MemoryService/Store", {"text": "x" * (9 << 20)}, 413, "RESOURCE_EXHAUSTED", "max_body_bytes"),
     ]
     for path, body, status, code, words in cases:
@@ -108,20 +112,34 @@ def test_probes_and_prometheus_metrics(api):
     assert 'cortex_provider_circuit_state{provider="mlx",service="cortex.models.v1.ModelService"} 0.0' in text
 
 
-def test_a_non_loopback_listener_needs_a_token(api, start_kernel):
+def test_a_non_loopback_listener_needs_tls_and_credentials(api, start_kernel, data_dir):
     _, kt = start_kernel(BASE, env={"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0"})
     record = kt.kernel.host.records["http"]
-    assert record.state == "broken" and "is not loopback: set a bearer token" in record.error
+    assert record.state == "broken" and "is not loopback, so it needs TLS and credentials" in record.error
     kt.stop()
-    env = {"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0", "CORTEX_PLUGINS__HTTP__TOKEN": "s3cret-token",
-           "CORTEX_PLUGINS__HTTP__TRUST_LOOPBACK": "false"}
-    client, _ = api(BASE, env=env)
-    client.base_url = client.base_url.copy_with(host="127.0.0.1")
+    _, kt = start_kernel(BASE + '[plugins.http]\ntoken = "s3cret"\n')
+    assert "[plugins.http] token is no longer a setting: API keys replace it" in kt.kernel.host.records["http"].error
+    kt.stop()
+    tls = init_ca(data_dir)
+    key = KeyStore(data_dir).create("web", [])
+    env = {"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0", "CORTEX_KERNEL__REQUIRE_CREDENTIALS": "true",
+           "CORTEX_KERNEL__TLS_CERT": str(tls["cert"]), "CORTEX_KERNEL__TLS_KEY": str(tls["key"])}
+    _, kt = start_kernel(BASE, env=env, governance=True)
+    port = plugin_of(kt, "http").address.rsplit(":", 1)[1]
+    client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(tls["ca"]), timeout=60)
     refused = client.get("/openapi.json")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="cortex"'
     assert client.get("/openapi.json", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/openapi.json", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    with_key = {"Authorization": f"Bearer {key}"}
+    assert client.get("/openapi.json", headers=with_key).status_code == 200
+    stored = call(client, "cortex.memories.v1.MemoryService/Store", {"text": "over https"}, headers=with_key)
+    assert stored.status_code == 200, stored.text
     assert client.get("/health").status_code == 200  # probes stay open
+    chain = kt.kernel.host.records["governance"].obj.chain
+    kt.run(asyncio.sleep(0))
+    stores = [e.proof for e in chain.entries() if e.HasField("proof") and e.proof.method == "Store"]
+    assert (stores[-1].principal, stores[-1].actor) == ("key:web", "plugin:http")
 
 
 def test_rate_limit_answers_429_with_retry_after(api):
@@ -209,10 +227,11 @@ def test_only_json_bodies_are_accepted(api):
     assert call(client, "cortex.memories.v1.MemoryService/List", {}).json().get("memories", []) == []
 
 
-def test_a_rebound_name_is_refused_on_loopback(api):
+def test_a_rebound_name_is_refused_on_loopback(api, data_dir):
     """A web page whose name was rebound to 127.0.0.1 reaches the API from the user's browser, on
-    loopback; its Host and Origin still carry the page's name: refused, unless it sends the token."""
-    client, _ = api(BASE + '[plugins.http]\ntoken = "s3cret-token"\n')
+    loopback; its Host and Origin still carry the page's name: refused, unless it sends a key."""
+    client, _ = api(BASE)
+    key = KeyStore(data_dir).create("web", [])
     port = client.base_url.port
     for headers, words in [
         ({"Host": f"evil.example:{port}"}, "Host 'evil.example:"),
@@ -222,13 +241,16 @@ def test_a_rebound_name_is_refused_on_loopback(api):
         assert refused.status_code == 403 and words in refused.json()["error"]["message"], refused.text
     for headers in ({"Host": f"localhost:{port}", "Origin": "http://localhost:5173"}, {"Host": f"[::1]:{port}"}):
         assert client.get("/openapi.json", headers=headers).status_code == 200
-    with_token = {"Host": f"cortex.internal:{port}", "Authorization": "Bearer s3cret-token"}
-    assert client.get("/openapi.json", headers=with_token).status_code == 200
+    with_key = {"Host": f"cortex.internal:{port}", "Authorization": f"Bearer {key}"}
+    assert client.get("/openapi.json", headers=with_key).status_code == 200
 
 
-def test_the_rate_limit_follows_the_client_not_its_headers(api):
-    """Rotating Authorization headers does not escape the limit, and failed logins count too."""
-    client, _ = api(BASE + '[plugins.http]\ntoken = "s3cret-token"\ntrust_loopback = false\nrate_limit = 1.0\nrate_burst = 3\n')
+def test_the_rate_limit_follows_the_principal_not_its_headers(api, data_dir):
+    """Rotating Authorization headers does not escape the limit (failed logins count against the
+    address); a key has its own bucket."""
+    client, _ = api(BASE + '[kernel]\nrequire_credentials = true\n[plugins.http]\nrate_limit = 1.0\nrate_burst = 3\n')
+    key = KeyStore(data_dir).create("app", [])
     codes = [client.get("/openapi.json", headers={"Authorization": f"Bearer guess-{i}"}).status_code for i in range(5)]
     assert codes == [401, 401, 401, 429, 429]
-    assert client.get("/openapi.json", headers={"Authorization": "Bearer s3cret-token"}).status_code == 429
+    codes = [client.get("/openapi.json", headers={"Authorization": f"Bearer {key}"}).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]

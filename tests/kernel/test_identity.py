@@ -36,7 +36,7 @@ def governed(start_kernel, channel_to, data_dir):
 
 
 def test_an_unauthenticated_caller_is_local_whatever_it_claims(governed, data_dir):
-    target, kt, anonymous = governed
+    _, kt, anonymous = governed
     gov = governance_pb2_grpc.GovernanceServiceStub(anonymous)
     echo = echo_pb2_grpc.EchoServiceStub(anonymous)
     # what local may do by default: the read-only kernel service, memories, models, Cerebrum, events
@@ -76,7 +76,7 @@ def test_a_deny_on_a_principal_cannot_be_dodged_by_renaming(governed, channel_to
 
 
 def test_api_keys_scoped_expired_revoked(governed, channel_to, data_dir):
-    target, kt, anonymous = governed
+    target, _, anonymous = governed
     env = cortex_env(data_dir)
     made = run_cli("keys", "create", "reader", "--scope", "cortex.memories.v1.MemoryService/Search",
                    "--scope", "cortex.memories.v1.MemoryService/Stats", env=env)

@@ -62,19 +62,37 @@ def test_streamable_http_lists_generated_tools_and_calls_them(mcp_url):
     run(_session(url, body))
 
 
-def test_a_governance_deny_is_a_tool_error_naming_the_rule(mcp_url):
+def with_credential(url: str, token: str):
+    """The official client's streamable HTTP transport, sending `Authorization: Bearer <token>`."""
+    from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+    return streamable_http_client(url, http_client=create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_a_governance_deny_is_a_tool_error_naming_the_rule(mcp_url, data_dir):
+    """MCP over HTTP identifies clients by the kernel's credentials: no credential is `local`, a
+    key is `key:NAME`; the admin token lends an editor none of admin's powers (it acts as mcp:<name>)."""
+    from cortex.kernel.credentials import KeyStore, read_admin_token
+
     url = mcp_url(governance=True)
+    policy = {"toml": '[[rule]]\nid = "mine"\neffect = "allow"\n'}
+    evaluate = {"call": {"service": "cortex.memories.v1.MemoryService", "method": "Search", "principal": "mcp:test"}}
 
-    async def body(client):
-        denied = await client.call_tool("governance_add_policy", {"toml": '[[rule]]\nid = "mine"\neffect = "allow"\n'})
-        assert denied.is_error
-        text = denied.content[0].text
-        assert text.startswith("PERMISSION_DENIED") and "builtin/policy-admin" in text
-        evaluated = await client.call_tool("governance_evaluate", {"call": {"service": "cortex.memories.v1.MemoryService",
-                                                                            "method": "Search", "principal": "mcp:test"}})
-        assert not evaluated.is_error
+    async def anonymous(client):
+        denied = await client.call_tool("governance_add_policy", policy)
+        assert denied.is_error and denied.content[0].text.startswith("PERMISSION_DENIED")
+        assert "builtin/local-never-administers" in denied.content[0].text
+        evaluated = await client.call_tool("governance_evaluate", evaluate)
+        assert evaluated.is_error and "builtin/local-default" in evaluated.content[0].text
 
-    run(_session(url, body))
+    async def with_key(client):
+        denied = await client.call_tool("governance_add_policy", policy)
+        assert denied.is_error and "builtin/policy-admin" in denied.content[0].text
+        assert not (await client.call_tool("governance_evaluate", evaluate)).is_error
+
+    run(_session(url, anonymous))
+    run(_session(with_credential(url, KeyStore(data_dir).create("editor", [])), with_key))
+    run(_session(with_credential(url, read_admin_token(data_dir)), with_key))
 
 
 def test_expose_and_hide_select_the_tools(mcp_url):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The router's overhead: a trivial contract through the kernel vs the same servicer on a bare
-grpc.aio server, measured in the same run; and the same kernel with governance (policies plus
-a signed audit entry per call) switched on, as it is by default.
+grpc.aio server, measured in the same run; the same kernel with governance (policies plus
+a signed audit entry per call) switched on, as it is by default; and the cost of security: that
+governed kernel called with an API key over TLS (required credentials) vs over plaintext loopback.
 
     python scripts/bench_router.py [--seconds 5] [--concurrency 32] [--rounds 3] [--json out.json]
 
@@ -10,7 +11,8 @@ a good share of the CPU, so calls/s is a floor for what a server can do).
 Two measurements per server, alternated over several rounds (noise hits both alike):
   latency:    one call at a time -> p50 / p99 of a single call
   throughput: `concurrency` calls in flight -> calls/s (and the p50 / p99 under that load)
-The ratios are kernel / bare. Targets (issue #2): p50 overhead < 30%, kernel > 2,000 calls/s.
+The ratios are kernel / bare, and TLS+key / plaintext for the cost of security. Targets (issue #2):
+p50 overhead < 30%, kernel > 2,000 calls/s.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ import time
 from pathlib import Path
 
 import grpc
+
+from cortex.kernel.credentials import KeyStore, read_admin_token
+from cortex.kernel.dial import Dial
+from cortex.kernel.tls import init_ca
 
 BARE_SERVER = """
 import asyncio, grpc, sys
@@ -65,28 +71,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(target: str, calls: int) -> list[float]:
+async def latency(target: str, dial: Dial, calls: int) -> list[float]:
     from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with dial.aio_channel(target) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
         request = echo_pb2.EchoRequest(message="ping")
+        metadata = dial.metadata()
         for _ in range(200):  # warm-up
-            await stub.Echo(request)
+            await stub.Echo(request, metadata=metadata)
         samples = []
         for _ in range(calls):
             t0 = time.perf_counter()
-            await stub.Echo(request)
+            await stub.Echo(request, metadata=metadata)
             samples.append(time.perf_counter() - t0)
         return samples
 
 
-async def throughput(target: str, seconds: float, concurrency: int) -> tuple[float, list[float], int]:
+async def throughput(target: str, dial: Dial, seconds: float, concurrency: int) -> tuple[float, list[float], int]:
     from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with dial.aio_channel(target) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
         request = echo_pb2.EchoRequest(message="ping")
+        metadata = dial.metadata()
         samples: list[float] = []
         errors = 0
         stop_at = 0.0
@@ -96,7 +104,7 @@ async def throughput(target: str, seconds: float, concurrency: int) -> tuple[flo
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 try:
-                    await stub.Echo(request)
+                    await stub.Echo(request, metadata=metadata)
                 except grpc.aio.AioRpcError:
                     errors += 1
                 samples.append(time.perf_counter() - t0)
@@ -128,20 +136,32 @@ def main() -> int:
     ungoverned = {**env, "CORTEX_PLUGINS__DISABLED": '["governance"]', "CORTEX_KERNEL__REQUIRED_PLUGINS": "[]"}
     kernel, kernel_target = start([*serve, "--data-dir", f"{data}/k1"], ungoverned)
     governed, governed_target = start([*serve, "--data-dir", f"{data}/k2"], env)
-    servers = (("bare", bare_target), ("kernel", kernel_target), ("governed", governed_target))
-    results: dict[str, dict[str, list[float]]] = {name: {"lat": [], "rps": [], "load": []} for name, _ in servers}
+    # the governed kernel again, as it must run beyond loopback: TLS, credentials required, a key
+    k3 = Path(data) / "k3"
+    tls = init_ca(k3)
+    key = KeyStore(k3).create("bench", [])
+    secured = {**env, "CORTEX_KERNEL__TLS_CERT": str(tls["cert"]), "CORTEX_KERNEL__TLS_KEY": str(tls["key"]),
+               "CORTEX_KERNEL__REQUIRE_CREDENTIALS": "true"}
+    secure, secure_target = start([*serve, "--data-dir", str(k3)], secured)
+    servers = (
+        ("bare", bare_target, Dial()),
+        ("kernel", kernel_target, Dial()),
+        ("governed", governed_target, Dial(token=read_admin_token(Path(data) / "k2"))),
+        ("tls+key", secure_target, Dial(tls_ca=str(tls["ca"]), token=key)),
+    )
+    results: dict[str, dict[str, list[float]]] = {name: {"lat": [], "rps": [], "load": []} for name, _, _ in servers}
     errors = 0
     try:
         for round_no in range(1, opts.rounds + 1):
-            for name, target in servers:
-                results[name]["lat"] += asyncio.run(latency(target, opts.latency_calls))
-                rps, samples, errs = asyncio.run(throughput(target, opts.seconds, opts.concurrency))
+            for name, target, dial in servers:
+                results[name]["lat"] += asyncio.run(latency(target, dial, opts.latency_calls))
+                rps, samples, errs = asyncio.run(throughput(target, dial, opts.seconds, opts.concurrency))
                 results[name]["rps"].append(rps)
                 results[name]["load"] += samples
                 errors += errs
-                print(f"round {round_no}/{opts.rounds} {name:6s}: {rps:8.0f} calls/s", flush=True)
+                print(f"round {round_no}/{opts.rounds} {name:8s}: {rps:8.0f} calls/s", flush=True)
     finally:
-        for proc in (bare, kernel, governed):
+        for proc in (bare, kernel, governed, secure):
             proc.terminate()
             proc.wait(10)
 
@@ -155,13 +175,15 @@ def main() -> int:
             "loaded_p99_ms": percentile(r["load"], 0.99) * 1000,
         }
 
-    bare_s, kernel_s, governed_s = summary("bare"), summary("kernel"), summary("governed")
+    bare_s, kernel_s, governed_s, secure_s = summary("bare"), summary("kernel"), summary("governed"), summary("tls+key")
     report = {
         "bare": bare_s,
         "kernel": kernel_s,
         "governed": governed_s,
+        "tls_key": secure_s,
         "ratio": {k: kernel_s[k] / bare_s[k] for k in bare_s},
         "ratio_governed": {k: governed_s[k] / bare_s[k] for k in bare_s},
+        "ratio_tls_key": {k: secure_s[k] / governed_s[k] for k in bare_s},
         "errors": errors,
         "concurrency": opts.concurrency,
         "rounds": opts.rounds,
@@ -185,6 +207,9 @@ def main() -> int:
     print(f"\nrouter: kernel adds {overhead:+.1f}% to p50 (target < 30%) and sustains {kernel_s['calls_per_s']:.0f} calls/s "
           f"(target > 2000)")
     print(f"with governance: {governed:+.1f}% to p50, {governed_s['calls_per_s']:.0f} calls/s; errors: {errors}")
+    print(f"\n{'cost of security (governed)':28s}{'plaintext+admin':>16s}{'TLS+API key':>13s}{'ratio':>7s}")
+    for key, label in labels.items():
+        print(f"{label:28s}{governed_s[key]:16.3f}{secure_s[key]:13.3f}{report['ratio_tls_key'][key]:7.2f}")
     if opts.json_out:
         Path(opts.json_out).write_text(json.dumps(report, indent=2))
     return 0

@@ -12,6 +12,10 @@ Settings (`[plugins.governance]` in cortex.toml):
 
 Policy files live in `<data dir>/policies/*.toml`; they are re-read when they change. A file with
 a mistake is reported with its line and the rules in force stay as they were.
+
+Each checkpoint it signs is also published on the event bus as `audit.checkpoint` (JSON, the
+Checkpoint message), so that a webhook or a subscriber on another machine keeps a copy: the
+copy is what makes a truncated or rewritten log detectable.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import grpc
 import structlog
+from google.protobuf import json_format
 
+from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
@@ -37,6 +44,7 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 LABELS_HEADER = "x-cortex-labels"
+PUBLISH = "/cortex.events.v1.EventService/Publish"
 SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds"}
 
 
@@ -93,6 +101,8 @@ class Governance:
         # why the audit log cannot be written, while it cannot: calls are refused meanwhile
         self.failure = ""
         self._checkpointed_at = 0.0
+        self._channel: Any = None
+        self._publishing: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -107,6 +117,7 @@ class Governance:
         self._settings = dict(config)
         self.privacy_mode = context.privacy_mode
         self.plugins = context.plugins
+        self._channel = context.channel
         self.policy_dir = context.data_dir / "policies"
         self.policy_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._manifest_verdict.cache_clear()
@@ -148,7 +159,7 @@ class Governance:
             self.chain.append(self._unwritten)
             self._unwritten = []
             if self._checkpoint_due():
-                self.chain.checkpoint()
+                self._announce(self.chain.checkpoint())
                 self._checkpointed_at = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
             if not self.failure:
@@ -158,6 +169,27 @@ class Governance:
         if self.failure:
             log.info("governance.audit_write_recovered")
             self.failure = ""
+
+    def _announce(self, checkpoint: pb.Checkpoint) -> None:
+        """Publish the checkpoint on the event bus, when one is served, without holding anyone up."""
+        if self._channel is None or self._channel.method(PUBLISH) is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        data = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=None)
+        event = events_pb2.Event(type="audit.checkpoint", source="cortex/governance", subject=str(checkpoint.size),
+                                 data=data, datacontenttype="application/json")
+        task = loop.create_task(self._publish(event))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, event) -> None:
+        try:
+            await events_pb2_grpc.EventServiceStub(self._channel).Publish(events_pb2.PublishRequest(event=event), timeout=10)
+        except grpc.RpcError as exc:
+            log.warning("governance.checkpoint_not_published", code=exc.code().name, details=exc.details())
 
     def _checkpoint_due(self) -> bool:
         grown = self.chain.frontier.size - self.chain.checkpointed_size

@@ -33,11 +33,12 @@ def message(text: str, **metadata) -> a2a_pb2.SendMessageRequest:
     return a2a_pb2.SendMessageRequest(message=msg)
 
 
-async def send(url: str, request, streaming: bool) -> list[dict]:
+async def send(url: str, request, streaming: bool, key: str = "") -> list[dict]:
     # the first message may load the embedding model: on a slow run (coverage tracing, a busy
     # machine) that is seconds, beyond httpx's default 5 s read timeout; the test's own wait_for
     # bounds the whole conversation
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), headers=headers) as http:
         client = await create_client(url, client_config=ClientConfig(streaming=streaming, httpx_client=http))
         try:
             return [json_format.MessageToDict(r, preserving_proto_field_name=True) async for r in client.send_message(request)]
@@ -77,7 +78,7 @@ def test_messages_round_trip_onto_memories_and_cerebrum(agent_url, streaming):
     asyncio.run(asyncio.wait_for(conversation(), 120))
 
 
-def test_policy_applies_to_agents(start_kernel):
+def test_policy_applies_to_agents(start_kernel, data_dir):
     config = BASE + """
 [[plugins.governance.rule]]
 id = "agents-read-only"
@@ -97,3 +98,23 @@ principals = ["local"]
     assert not data["ok"] and data["error"]["code"] == "PERMISSION_DENIED" and "agents-read-only" in said
     said, data = asyncio.run(asyncio.wait_for(ask("recall: anything"), 60))
     assert data["ok"]
+    # an agent with an API key is that key, and the rule on `local` does not hold it back
+    from cortex.kernel.credentials import KeyStore
+
+    key = KeyStore(data_dir).create("agent-b", [])
+    said, data = asyncio.run(asyncio.wait_for(_keyed(url, key), 60))
+    assert data["ok"], said
+    stored = [e.proof for e in kt.kernel.host.records["governance"].obj.chain.entries()
+              if e.HasField("proof") and e.proof.method == "Store" and e.proof.status == "OK"]
+    assert stored[-1].principal == "key:agent-b"
+    refused = asyncio.run(asyncio.wait_for(_status_with(url, "ctx_not-a-key"), 60))
+    assert refused == 401
+
+
+async def _keyed(url, key):
+    return reply_of(await send(url, message("remember: keyed agents may write"), False, key))
+
+
+async def _status_with(url, key):
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+        return (await http.post(f"{url}/a2a", json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}})).status_code

@@ -8,16 +8,18 @@ import json
 import sqlite3
 import stat
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.plugins.governance.chain import SIGNED, entry_hash
 from cortex.plugins.governance.merkle import tree_hash
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, run_cli
+from ..conftest import cortex_env, run_cli, wait_for
 
 CALLS = 30
 
@@ -164,11 +166,26 @@ def test_the_kernel_signs_checkpoints_as_the_log_grows(start_kernel, channel_to)
     chain = kt.kernel.host.records["governance"].obj.chain
     stored = chain.checkpoints()
     assert len(stored) >= 2 and all(b.size - a.size >= 10 for a, b in itertools.pairwise(stored[1:]))
+    # each is on the event bus too, for a webhook or a subscriber elsewhere to keep
+    events = events_pb2_grpc.EventServiceStub(channel_to(target))
+    sizes = [c.size for c in stored]
+    wait_for(lambda: [int(json.loads(e.data)["size"]) for e in _checkpoint_events(events)][: len(sizes)] == sizes,
+             "every checkpoint published as audit.checkpoint")
     before = chain.frontier.size
     latest = gov.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).checkpoint
     assert latest.size >= before  # the log as it was when asked (the call's own entries come after)
     hashes = [h for (h,) in chain.db.execute("SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (latest.size,))]
     assert latest.root_hash == tree_hash(hashes)
+
+
+def _checkpoint_events(events) -> list:
+    """The audit.checkpoint events so far (the subscription is endless: read what is there)."""
+    found: list = []
+    stream = events.Subscribe(events_pb2.SubscribeRequest(topics=["audit.checkpoint"]), timeout=1)
+    with pytest.raises(grpc.RpcError) as ended:
+        found.extend(m.event for m in stream)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return found
 
 
 def test_secrets_in_the_data_dir_are_owner_only(stopped_log):

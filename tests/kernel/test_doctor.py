@@ -53,3 +53,14 @@ def test_a_signing_key_others_can_read(monkeypatch, tmp_path):
     key.chmod(0o644)
     found = findings(monkeypatch, tmp_path, "")
     assert found["signing key"].state == doctor.FAIL and found["signing key"].fix == f"chmod 600 {key}"
+
+
+def test_an_ungoverned_or_exposed_configuration_is_named(monkeypatch, tmp_path):
+    found = findings(monkeypatch, tmp_path, "[kernel]\nrequired_plugins = []\n")
+    assert found["governance"].state == doctor.WARN and found["governance"].detail.startswith("OFF")
+    assert found["listener"].state == doctor.OK and "loopback callers are `local`" in found["listener"].detail
+    monkeypatch.setenv("CORTEX_LISTEN", "0.0.0.0:9")
+    found = doctor._checks(str(write_config(tmp_path / "cortex.toml", "")))
+    found = {c.name: c for c in found}
+    assert found["governance"].state == doctor.OK
+    assert found["listener"].state == doctor.FAIL and "is not loopback, so it needs TLS and credentials" in found["listener"].detail

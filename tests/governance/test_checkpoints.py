@@ -19,7 +19,8 @@ from cortex.plugins.governance.chain import SIGNED, entry_hash
 from cortex.plugins.governance.merkle import tree_hash
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, run_cli, wait_for
+from ..conftest import run_cli, wait_for
+from .test_evidence import echo_calls_then_stop
 
 CALLS = 30
 
@@ -28,14 +29,7 @@ CALLS = 30
 def stopped_log(tmp_path, serve_process, channel_to):
     """A data dir whose log holds CALLS echo calls (two entries each); the kernel has stopped."""
     data = tmp_path / "data"
-    env = cortex_env(data)
-    kernel = serve_process(env=env)
-    echo = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
-    call_ids = []
-    for i in range(CALLS):
-        _, call = echo.Echo.with_call(echo_pb2.EchoRequest(message=f"note {i}"), timeout=5)
-        call_ids.append(dict(call.trailing_metadata())["x-cortex-call-id"])
-    assert kernel.stop()[0] == 0
+    env, call_ids = echo_calls_then_stop(data, serve_process, channel_to, CALLS)
     return data, env, call_ids
 
 

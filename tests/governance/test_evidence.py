@@ -19,19 +19,26 @@ from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 from ..conftest import cortex_env, run_cli
 
 
-@pytest.fixture
-def chain_with_calls(tmp_path, serve_process, channel_to):
-    """A data dir whose chain holds a few echo calls; the kernel is stopped afterwards."""
-    data = tmp_path / "data"
+def echo_calls_then_stop(data, serve_process, channel_to, count: int) -> tuple[dict, list[str]]:
+    """A kernel on `data` answers `count` echo calls (a decision and a proof each), then stops:
+    (its environment, the call ids)."""
     env = cortex_env(data)
     kernel = serve_process(env=env)
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target))
     call_ids = []
-    for i in range(5):
+    for i in range(count):
         _, call = echo.Echo.with_call(echo_pb2.EchoRequest(message=f"note {i}"), timeout=5)
         call_ids.append(dict(call.trailing_metadata())["x-cortex-call-id"])
     code, _ = kernel.stop()
     assert code == 0
+    return env, call_ids
+
+
+@pytest.fixture
+def chain_with_calls(tmp_path, serve_process, channel_to):
+    """A data dir whose chain holds a few echo calls; the kernel is stopped afterwards."""
+    data = tmp_path / "data"
+    env, call_ids = echo_calls_then_stop(data, serve_process, channel_to, 5)
     return data, env, call_ids
 
 

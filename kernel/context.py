@@ -146,7 +146,7 @@ class PluginContext:
     # HTTP, MCP and A2A callers have the same identities (local, admin, key:NAME) as gRPC callers
     credentials: Any = field(default=None)
     # the kernel's listener rule and TLS settings (Exposure): a plugin's own listener calls
-    # `context.exposure.check(listen, setting)` and serves TLS with `context.exposure.ssl_files()`
+    # `context.exposure.check(listen, setting)`; cortex.kernel.asgi.AsgiServer serves its TLS
     exposure: Any = field(default=None)
 
     def __post_init__(self) -> None:

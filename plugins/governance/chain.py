@@ -65,7 +65,8 @@ def load_or_create_key(folder: Path) -> Ed25519PrivateKey:
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
     public = folder / PUBLIC_KEY_FILE
-    public.write_bytes(public_pem(key.public_key()))
+    if not public.exists():  # never overwritten: a swapped key must not publish itself as the chain's
+        public.write_bytes(public_pem(key.public_key()))
     return key
 
 
@@ -82,6 +83,34 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ChainError(f"{path} is not an Ed25519 public key")
     return key
+
+
+def key_files_problem(folder: Path, chain_key: bytes) -> str:
+    """'' when the key files in `folder` (the signing key, its published public key) are the
+    chain's key, else what was replaced: a swapped key signs nothing that verifies, but it must
+    not go unnoticed either."""
+    problems = []
+    signing = folder / KEY_FILE
+    if signing.exists():
+        try:
+            key = serialization.load_pem_private_key(signing.read_bytes(), password=None)
+            mine = raw_public(key.public_key()) if isinstance(key, Ed25519PrivateKey) else b""
+        except ValueError:
+            mine = b""
+        if mine != chain_key:
+            problems.append(f"{KEY_FILE} (fingerprint {fingerprint(mine) if mine else 'unreadable'})")
+    public = folder / PUBLIC_KEY_FILE
+    if public.exists():
+        try:
+            published = raw_public(load_public_key(public))
+        except (ValueError, ChainError):
+            published = b""
+        if published != chain_key:
+            problems.append(f"{PUBLIC_KEY_FILE} (fingerprint {fingerprint(published) if published else 'unreadable'})")
+    if not problems:
+        return ""
+    return (f"{' and '.join(problems)} in {folder} is not the key the chain was started with ({fingerprint(chain_key)}): "
+            "the key file was replaced")
 
 
 def fingerprint(raw: bytes) -> str:

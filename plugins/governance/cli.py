@@ -17,7 +17,18 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.kernel.cli import _client, _load, _print_json, _table, _to_dict, config_option, json_option, target_option
 
-from .chain import DB_FILE, PUBLIC_KEY_FILE, AuditChain, ChainError, load_public_key, proof_id, raw_public, verify_chain, verify_entry
+from .chain import (
+    DB_FILE,
+    PUBLIC_KEY_FILE,
+    AuditChain,
+    ChainError,
+    key_files_problem,
+    load_public_key,
+    proof_id,
+    raw_public,
+    verify_chain,
+    verify_entry,
+)
 from .rules import PolicyError, parse_policy
 
 EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_UNSPECIFIED: "?"}
@@ -179,6 +190,14 @@ def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, pr
     verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=kept)
     click.echo(str(verdict))
     if not verdict.ok:
+        sys.exit(1)
+    chain = _open_chain(folder)
+    try:
+        swapped = key_files_problem(folder / "governance", chain.public_key())
+    finally:
+        chain.close()
+    if swapped:
+        click.echo(f"BROKEN: {swapped}")
         sys.exit(1)
 
 

@@ -131,6 +131,7 @@ class Governance:
             self.chain.close()
         self.chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
         self.failure = ""
+        self._checkpointed_at = time.monotonic()
         log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
 
     @hookimpl

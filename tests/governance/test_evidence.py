@@ -186,6 +186,12 @@ def test_a_swapped_key_is_caught(chain_with_calls, tmp_path, serve_process, chan
     # the kernel refuses to sign with it, and so (governance is required) to serve, naming the swap
     refused = run_cli("serve", "--listen", "127.0.0.1:0", env=env)
     assert refused.returncode == 1 and "'governance' is broken" in refused.stderr and "the key file was swapped" in refused.stderr
+    # offline verification says so too, even though every entry still verifies with the old key
+    kept = tmp_path / "kept.pem"
+    kept.write_bytes(original)
+    result = verify(env, "--all", "--public-key", str(kept))
+    assert result.returncode == 1 and "BROKEN: signing_key.pem (fingerprint" in result.stdout
+    assert "is not the key the chain was started with" in result.stdout and "the key file was replaced" in result.stdout
     # an admin who runs it ungoverned on purpose sees governance reported broken
     kernel = serve_process(env={**env, "CORTEX_KERNEL__REQUIRED_PLUGINS": "[]"})
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc

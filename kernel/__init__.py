@@ -1,19 +1,72 @@
 """Cortex-OS kernel: contract registry, policy router, plugin host, gRPC server and CLI.
 
-What a plugin needs is importable from here:
+This module is the plugin API: everything a plugin (built-in or third-party) may use of the
+kernel is importable from here, and a plugin imports nothing else of it (a test holds every
+plugin in this repository to that). Names are stable within a PLUGIN_API_VERSION major; a plugin
+says which versions it supports with `CORTEX_API = ">=1,<2"` in its plugin module.
 
-    from cortex.kernel import hookimpl, Decision, Health
+    from cortex.kernel import hookimpl, Decision, Health, check_settings
+
+Hooks and their contract: `hookspecs` (`cortex.kernel.hookspecs`, also documented in
+docs/plugins/hooks.md). Bridges, CLI helpers and the embedded kernel load on first use.
 """
 
+from typing import Any
+
 from .call import Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
-from .context import PluginContext, check_settings
+from .context import KernelChannel, PluginContext, check_settings
+from .credentials import LOCAL, AuthError, Identity
+from .doctor_check import FAIL, OK, WARN, DoctorCheck, port_check
 from .hookspecs import hookimpl, hookspec
-from .registry import Health, Registrar
+from .registry import Health, MethodInfo, Registrar
+
+# The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
+# hooks are registered (an incompatible plugin is reported broken, never half-loaded).
+PLUGIN_API_VERSION = "1.0"
+
+# Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
+_LAZY = {
+    # bridges: the contracts as JSON, called as a client
+    "KernelGateway": "bridge", "GrpcGateway": "bridge", "bridge_caller": "bridge", "rpc_status": "bridge",
+    "parse_json": "bridge", "to_json": "bridge", "describe": "bridge",
+    # a plugin's own HTTP listener, under the kernel's listener rule and credentials
+    "AsgiServer": "asgi", "split_listen": "asgi", "IDENTITY": "asgi", "headers_of": "asgi",
+    "identify_request": "asgi", "is_loopback_host": "remote",
+    "SchemaBuilder": "json_schema", "standalone": "json_schema",
+    # command-line helpers for `cortex_register_commands`
+    "config_option": "cli", "target_option": "cli", "json_option": "cli", "load_config_or_fail": "cli",
+    "kernel_client": "cli", "print_json": "cli", "print_table": "cli", "to_dict": "cli",
+    "client_dial": "dial", "configure_logging": "logs",
+    # the kernel itself, for a plugin that embeds one (`cortex mcp` on stdio), and its version
+    "Kernel": "runtime", "cortex_version": "runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cortex.kernel' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "FAIL",
+    "LOCAL",
+    "OK",
+    "PLUGIN_API_VERSION",
+    "WARN",
+    "AuthError",
     "Call",
     "Decision",
+    "DoctorCheck",
     "Health",
+    "Identity",
+    "KernelChannel",
+    "MethodInfo",
     "Outcome",
     "PluginContext",
     "ProviderInfo",
@@ -23,4 +76,6 @@ __all__ = [
     "check_settings",
     "hookimpl",
     "hookspec",
+    "port_check",
+    *sorted(_LAZY),
 ]

@@ -105,6 +105,17 @@ def _client(config: str | None, target: str | None) -> KernelClient:
     return KernelClient(target or cfg.target, client_dial(cfg))
 
 
+# The helpers a plugin's commands use, under their public names (cortex.kernel exports them):
+# `kernel_client(config, target)` -> KernelClient (.channel, .call(fn, request) with errors a
+# person can act on), `load_config_or_fail(config)`, `print_json`, `print_table(rows, header)`,
+# `to_dict(message)`, and the click options config_option, target_option, json_option.
+kernel_client = _client
+load_config_or_fail = _load
+print_json = _print_json
+print_table = _table
+to_dict = _to_dict
+
+
 @click.group()
 @click.version_option(package_name="cortex-os", prog_name="cortex")
 def cli() -> None:
@@ -247,12 +258,21 @@ def plugins() -> None:
 @plugins.command("list")
 @config_option
 @json_option
-def plugins_list(config, as_json) -> None:
-    """List installed plugins and whether the config enables them (no kernel needed)."""
-    from .plugin_host import discover
+@click.option("--hooks", "show_hooks", is_flag=True, help="Also the hooks each plugin implements (imports them).")
+def plugins_list(config, as_json, show_hooks) -> None:
+    """List installed plugins, whether the config enables them, and, when a kernel answers, their
+    state in it (loaded, broken with its error, disabled)."""
+    from .plugin_host import PluginHost, discover
+    from .registry import ContractRegistry
 
     cfg = _load(config)
     disabled = set(cfg.disabled_plugins)
+    running = _running_plugins(cfg)
+    hooks: dict[str, list[str]] = {}
+    if show_hooks:
+        host = PluginHost(cfg, ContractRegistry(), quiet=True)
+        host.load()
+        hooks = {r.name: sorted(c.name for c in host.pm.get_hookcallers(r.obj) or ()) for r in host.loaded()}
     rows = [
         {
             "name": r.name,
@@ -260,18 +280,41 @@ def plugins_list(config, as_json) -> None:
             "enabled": r.name not in disabled,
             "source": r.source,
             "contracts": r.contracts,
+            **({"state": running[r.name][0], "error": running[r.name][1]} if r.name in running else {}),
+            **({"hooks": hooks.get(r.name, [])} if show_hooks else {}),
         }
         for r in discover()
     ]
     if as_json:
-        return _print_json({"config": str(cfg.path or ""), "plugins": rows})
+        return _print_json({"config": str(cfg.path or ""), "kernel": bool(running), "plugins": rows})
     if not rows:
         click.echo("no plugins installed")
         return
+    header = ["NAME", "VERSION", "ENABLED", "SOURCE", "CONTRACTS"] + (["IN KERNEL"] if running else []) + (["HOOKS"] if show_hooks else [])
     _table(
-        [[r["name"], r["version"], "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])] for r in rows],
-        ["NAME", "VERSION", "ENABLED", "SOURCE", "CONTRACTS"],
+        [
+            [r["name"], r["version"], "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])]
+            + ([r.get("state", "-") + (f": {r['error']}" if r.get("error") else "")] if running else [])
+            + ([", ".join(h.removeprefix("cortex_") for h in r["hooks"])] if show_hooks else [])
+            for r in rows
+        ],
+        header,
     )
+
+
+def _running_plugins(cfg) -> dict[str, tuple[str, str]]:
+    """{name: (state, error)} from the kernel at client.target, or {} when none answers."""
+    from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+
+    dial = client_dial(cfg)
+    try:
+        with dial.channel(cfg.target) as channel:
+            reply = kernel_pb2_grpc.KernelServiceStub(channel).ListPlugins(
+                kernel_pb2.ListPluginsRequest(), timeout=1.5, metadata=dial.metadata()
+            )
+    except (grpc.RpcError, ValueError):
+        return {}
+    return {p.name: (kernel_pb2.Plugin.State.Name(p.state).removeprefix("STATE_").lower(), p.error) for p in reply.plugins}
 
 
 def _set_enabled(config: str | None, name: str, enabled: bool) -> None:
@@ -337,11 +380,11 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
-    from . import model_commands, security_commands
+    from . import plugin_commands, security_commands
     from .doctor import doctor
 
-    model_commands.register(cli)
     security_commands.register(cli)
+    plugin_commands.register(cli)
     cli.add_command(doctor)
     _add_plugin_commands()
     cli(prog_name="cortex")

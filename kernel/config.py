@@ -51,7 +51,8 @@ A config file looks like this (every key optional):
     [hybrid]                        # how the router mixes local and remote providers
     mode = "balanced"               # balanced: the configured order | performance: fastest first
                                     # (measured latency) | privacy: local providers only
-    mlx_first = true                # the provider named "mlx" leads, whatever the mode
+    mlx_first = true                # the preferred provider leads, whatever the mode
+    preferred = "mlx"               # ...this one (a provider name)
     conjunction = true              # false: a remote provider never serves as a fallback
 
     The default order for cortex.models.v1.ModelService is mlx, ollama, openai.
@@ -106,7 +107,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "routing": {"cortex.models.v1.ModelService": {"order": ["mlx", "ollama", "openai"]}},
     "providers": {},
     "circuit": {"failure_threshold": 5, "reset_timeout_seconds": 30.0, "retries": 1, "retry_backoff_seconds": 0.05},
-    "hybrid": {"mode": "balanced", "mlx_first": True, "conjunction": True},
+    "hybrid": {"mode": "balanced", "mlx_first": True, "conjunction": True, "preferred": "mlx"},
 }
 HYBRID_MODES = ("balanced", "performance", "privacy")
 PROVIDER_KEYS = {"endpoint", "services", "timeout_seconds", "local", "tls_ca", "tls_cert", "tls_key", "token_env"}
@@ -352,6 +353,7 @@ def _validate(cfg: Config) -> None:
     _expect(cfg, "circuit", "retries", int, "an integer")
     _expect(cfg, "circuit", "retry_backoff_seconds", (int, float), "a number of seconds")
     _expect(cfg, "hybrid", "mlx_first", bool, "true or false")
+    _expect(cfg, "hybrid", "preferred", str, "a provider name")
     _expect(cfg, "hybrid", "conjunction", bool, "true or false")
     if cfg.data["hybrid"]["mode"] not in HYBRID_MODES:
         where = cfg.sources.get("hybrid.mode", "")

@@ -76,10 +76,17 @@ class KernelChannel:
     """A grpc.aio.Channel look-alike for generated stubs, backed by the kernel's router."""
 
     def __init__(
-        self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None
+        self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None,
+        explain: Any = None,
     ):
         self.router, self.principal, self.via = router, principal, via
         self.actor, self.scopes = actor, scopes
+        self._explain = explain
+
+    def explain(self, path: str) -> str:
+        """Why "/pkg.Service/Method" is not served here (a disabled or broken plugin, a typo), in
+        the words gRPC callers get with UNIMPLEMENTED."""
+        return self._explain(path) if self._explain else f"{path} is not served by this kernel"
 
     def acting_for(self, who: str | Identity) -> KernelChannel:
         """A channel whose calls carry a bridge's client as principal, so policy judges the client:
@@ -91,7 +98,8 @@ class KernelChannel:
         principal = identity.principal
         if not principal or principal.startswith(("plugin:", "kernel")) or len(principal) > 200:
             raise ValueError(f"a bridge may not act as {principal!r}")
-        return KernelChannel(self.router, principal, self.principal, identity.actor or self.principal, identity.scopes)
+        return KernelChannel(self.router, principal, self.principal, identity.actor or self.principal, identity.scopes,
+                             self._explain)
 
     def methods(self) -> list:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""
@@ -166,5 +174,6 @@ def check_settings(config: dict[str, Any], known: set[str], plugin: str) -> None
     unknown = set(config) - known
     if unknown:
         raise ValueError(
-            f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.{plugin}]; known: {', '.join(sorted(known))}"
+            f"unknown setting(s) {', '.join(sorted(unknown))} in [plugins.{plugin}]; "
+            + (f"known: {', '.join(sorted(known))}" if known else "this plugin takes no settings")
         )

@@ -1,35 +1,26 @@
 """`cortex doctor`: check the install and say what to fix.
 
-Checks the config, the data dir, the ports (gRPC and the bridges'), the plugins, MLX (backend,
-device, BLAS), the models, the governance keys, and, when a kernel answers, every contract's live
-health.
+Checks the config, the data dir, the kernel's port and listener rule, the plugins, the governance
+keys, and, when a kernel answers, every contract's live health; each plugin adds its own checks
+(its ports, its models, its libraries) through the `cortex_doctor` hook.
 Exit status 1 when anything must be fixed; warnings alone exit 0.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
 import stat
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import click
 import grpc
 
-OK, WARN, FAIL = "ok", "warning", "fail"
+from .doctor_check import FAIL, OK, WARN, port_check
+from .doctor_check import DoctorCheck as Check
+
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
-
-
-@dataclass
-class Check:
-    name: str
-    state: str
-    detail: str
-    fix: str = ""
 
 
 def _checks(config_path: str | None) -> list[Check]:
@@ -46,13 +37,9 @@ def _checks(config_path: str | None) -> list[Check]:
     checks.append(_data_dir(cfg))
     info = _kernel_info(cfg)
     running = info is not None
-    checks.append(_port(cfg.listen, running))
+    checks.append(port_check(cfg.listen, "port", "stop what holds it, or set kernel.listen / --listen", running))
     checks.append(_exposure(cfg))
-    if not running:
-        checks += _bridge_ports(cfg)
-    checks += _plugins(cfg)
-    checks += _mlx()
-    checks += _models(cfg)
+    checks += _plugins(cfg, running)
     checks.append(_keys(cfg))
     checks.append(_governance(cfg, info))
     if running:
@@ -113,34 +100,8 @@ def _exposure(cfg) -> Check:
     return Check("listener", OK, f"{cfg.listen}: " + ", ".join(p for p in parts if p))
 
 
-def _port(listen: str, running: bool, name: str = "port",
-          fix: str = "stop what holds it, or set kernel.listen / --listen") -> Check:
-    if running:
-        return Check(name, OK, f"a kernel is serving on {listen}")
-    host, port = listen.rsplit(":", 1)
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as sock:
-            sock.bind((host.strip("[]"), int(port)))
-    except OSError as exc:
-        return Check(name, FAIL, f"{listen}: {exc.strerror}", fix)
-    return Check(name, OK, f"{listen} is free")
-
-
-def _bridge_ports(cfg) -> list[Check]:
-    """The HTTP API's, the A2A endpoint's and MCP-over-HTTP's ports, when no kernel holds them."""
-    from cortex.plugins.a2a.plugin import DEFAULT_LISTEN as A2A_LISTEN
-    from cortex.plugins.http.plugin import DEFAULT_LISTEN as HTTP_LISTEN
-
-    checks = []
-    for plugin, key, default in (("http", "listen", HTTP_LISTEN), ("a2a", "listen", A2A_LISTEN), ("mcp", "http_listen", "")):
-        listen = str(cfg.plugin_section(plugin).get(key, default))
-        if plugin in cfg.disabled_plugins or not listen or listen.endswith(":0"):
-            continue
-        checks.append(_port(listen, False, f"port ({plugin})", f"stop what holds it, or set [plugins.{plugin}] {key}"))
-    return checks
-
-
-def _plugins(cfg) -> list[Check]:
+def _plugins(cfg, running: bool) -> list[Check]:
+    """Each plugin's state, then the checks each plugin makes of itself (`cortex_doctor`)."""
     from .plugin_host import BROKEN, DISABLED, PluginHost
     from .registry import ContractRegistry
 
@@ -157,48 +118,7 @@ def _plugins(cfg) -> list[Check]:
             checks.append(Check(f"plugin {record.name}", OK, "disabled"))
         else:
             checks.append(Check(f"plugin {record.name}", OK, f"{record.version} ({record.source})"))
-    return checks
-
-
-def _mlx() -> list[Check]:
-    if importlib.util.find_spec("mlx") is None:
-        fix = "pip install 'mlx[cpu]'" if sys.platform.startswith("linux") else "pip install mlx"
-        return [Check("mlx", FAIL, "not installed", fix)]
-    from cortex.plugins.mlx.blas import use_fast_blas
-
-    blas = use_fast_blas()
-    import mlx.core as mx
-
-    checks = [Check("mlx", OK, f"{mx.__version__}, device {mx.default_device()}")]
-    if sys.platform.startswith("linux"):
-        checks.append(
-            Check("blas", OK, f"OpenBLAS {blas}") if blas
-            else Check("blas", WARN, "reference BLAS: MLX on this CPU is tens of times slower",
-                       "apt-get install libopenblas0-pthread (scripts/setup.sh does it)")
-        )
-    return checks
-
-
-def _models(cfg) -> list[Check]:
-    from cortex.plugins.mlx.plugin import packaged_minilm
-
-    checks = []
-    settings = cfg.plugin_section("mlx")
-    embedding = settings.get("embedding_model")
-    if embedding:
-        ok = os.path.exists(os.path.join(os.path.expanduser(str(embedding)), "config.json"))
-        checks.append(Check("embedding model", OK if ok else FAIL, str(embedding), "point [plugins.mlx] embedding_model at a BERT folder"))
-    else:
-        found = packaged_minilm()
-        checks.append(Check("embedding model", OK if found else FAIL, str(found or "all-MiniLM-L6-v2 missing"),
-                            "cortex models install"))
-    generation = settings.get("generation_model")
-    if generation and not os.path.exists(os.path.expanduser(str(generation))):
-        checks.append(Check("generation model", WARN, f"{generation} is not a folder: it would be fetched from a hub",
-                            "download it once, then point generation_model at the folder"))
-    else:
-        checks.append(Check("generation model", OK, str(generation or "cortex-tiny-llama (built on first use)")))
-    return checks
+    return checks + host.doctor(running)
 
 
 def _keys(cfg) -> Check:
@@ -225,8 +145,9 @@ def _live_health(cfg) -> list[Check]:
     for contract in contracts.contracts:
         for p in contract.providers:
             healthy = p.health == kernel_pb2.Provider.HEALTH_SERVING
-            remote_or_optional = not p.local or p.plugin in ("ollama", "openai")
-            state = OK if healthy else WARN if remote_or_optional else FAIL
+            # a provider down is a warning while another serves the contract, a failure otherwise
+            covered = any(q.health == kernel_pb2.Provider.HEALTH_SERVING for q in contract.providers)
+            state = OK if healthy else WARN if covered or not p.local else FAIL
             checks.append(Check(f"{contract.service.rsplit('.', 1)[-1]} via {p.name}", state,
                                 p.health_detail or ("serving" if healthy else "not serving"),
                                 "" if healthy else f"see `cortex contracts list`; disable with `cortex plugins disable {p.plugin}`"))

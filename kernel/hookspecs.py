@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .call import Call, Decision, Outcome
     from .context import PluginContext
+    from .doctor_check import DoctorCheck
     from .registry import Health, Registrar
 
 PROJECT = "cortex"
@@ -93,6 +94,14 @@ def cortex_event(event: Any) -> None:
     not yet handed over when it died, do not come back here: a plugin that must see every event
     subscribes through EventService with a saved position (as the http plugin's webhooks do).
     Keep it short or hand the work to a task; an exception is logged. May return an awaitable."""
+
+
+@hookspec
+def cortex_doctor(config: dict[str, Any], running: bool) -> list[DoctorCheck] | None:
+    """Check what this plugin needs on this machine and say what to fix, for `cortex doctor`:
+    a list of `DoctorCheck(name, state, detail, fix)` with state OK, WARN or FAIL. `config` is the
+    plugin's section; `running` says whether a kernel answers at kernel.listen (so a port it holds
+    is not a problem). Called without configure or start: read files, import, probe; change nothing."""
 
 
 @hookspec

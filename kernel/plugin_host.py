@@ -10,6 +10,8 @@ the kernel goes on with the rest.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -110,6 +112,34 @@ def discover() -> list[PluginRecord]:
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 
 
+def declared_api(obj: Any) -> str | None:
+    """A plugin's CORTEX_API specifier: on the plugin object, else on the module that defines it."""
+    for holder in (obj, sys.modules.get(getattr(obj, "__module__", "") or "")):
+        value = getattr(holder, "CORTEX_API", None)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def api_problem(record: PluginRecord) -> str:
+    """'' when the plugin supports this kernel's plugin API, else why not (naming both versions)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from . import PLUGIN_API_VERSION
+
+    declared = declared_api(record.obj)
+    if declared is None:  # assumed to be written for API 1; PluginHost warns (deprecated from API 2)
+        return ""
+    try:
+        supported = SpecifierSet(declared)
+    except InvalidSpecifier:
+        return f"its CORTEX_API {declared!r} is not a version specifier such as \">=1,<2\""
+    if PLUGIN_API_VERSION in supported:
+        return ""
+    return (f"it supports plugin API {declared}, and this kernel's plugin API is {PLUGIN_API_VERSION}: install a "
+            f"version of '{record.source or record.name}' made for this kernel, or disable it")
+
+
 def first_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -144,8 +174,16 @@ class PluginHost:
                     f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}",
                     name,
                 )
+        only = os.environ.get("CORTEX_LOAD_PLUGINS")  # recovery: exactly these (empty: none)
+        allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+        if os.environ.get("CORTEX_TRACE_HOOKS", "") not in ("", "0"):
+            self.pm.trace.root.setwriter(lambda text: log.debug("hook.trace", text=text.rstrip()))
+            self.pm.enable_tracing()
         for record in discovered:
-            if record.name in RESERVED_NAMES:
+            if allowed is not None and record.name not in allowed and record.source != "in-process":
+                record.state, record.error = DISABLED, "not named in CORTEX_LOAD_PLUGINS"
+                self.pm.set_blocked(record.name)
+            elif record.name in RESERVED_NAMES:
                 record.state, record.error = BROKEN, f"'{record.name}' is a reserved name"
             elif "." in record.name or "/" in record.name:
                 record.state, record.error = BROKEN, (
@@ -162,14 +200,20 @@ class PluginHost:
 
     def _register(self, record: PluginRecord) -> None:
         try:
-            if record.obj is None:
-                # pluggy's own loader, one entry point at a time so a failure stays isolated
-                self.pm.load_setuptools_entrypoints(GROUP, name=record.name)
-                record.obj = self.pm.get_plugin(record.name)
-                if record.obj is None:
-                    raise RuntimeError("entry point did not register (blocked or duplicate)")
-            else:
-                self.pm.register(record.obj, name=record.name)
+            if record.obj is None:  # one entry point at a time, so that a failure stays isolated
+                found = [ep for ep in metadata.entry_points(group=GROUP, name=record.name) if ep.value == record.target]
+                if not found:
+                    raise RuntimeError(f"entry point {record.name} = {record.target!r} is no longer installed")
+                record.obj = found[0].load()
+            if declared_api(record.obj) is None and record.source != "in-process" and not self.quiet:
+                log.warning("plugin.api_undeclared", plugin=record.name, assumed=">=1,<2",
+                            hint='set CORTEX_API = ">=1,<2" in the plugin module; from plugin API 2 it is required')
+            incompatible = api_problem(record)
+            if incompatible:  # before any hook is registered: never half-loaded
+                record.state, record.error = BROKEN, incompatible
+                log.error("plugin.broken", plugin=record.name, error=incompatible)
+                return
+            self.pm.register(record.obj, name=record.name)
             self.pm.check_pending()  # a hookimpl matching no hookspec: a typo, not silence
         except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained
             if record.obj is not None and self.pm.is_registered(record.obj):
@@ -272,6 +316,7 @@ class PluginHost:
             try:
                 report = await self._run(record, "cortex_health")
             except Exception as exc:  # noqa: BLE001 - a failing probe means not serving
+                log.warning("plugin.health_failed", plugin=record.name, error=first_line(exc))
                 report = Health(False, f"health hook failed: {first_line(exc)}")
             if report is not None:
                 reports[record.name] = report
@@ -286,6 +331,23 @@ class PluginHost:
             except Exception as exc:  # noqa: BLE001
                 log.error("plugin.event_failed", plugin=record.name, event_type=getattr(event, "type", "?"),
                           error=first_line(exc))
+
+    def doctor(self, running: bool) -> list[Any]:
+        """Every loaded plugin's own `cortex_doctor` findings; a hook that raises is a finding too."""
+        from .doctor_check import FAIL, DoctorCheck
+
+        found: list[Any] = []
+        for record in self.loaded():
+            impl = self._impl(record, "cortex_doctor")
+            if impl is None:
+                continue
+            try:
+                found += impl.function(*self._args(impl, {"config": self.config.plugin_section(record.name),
+                                                          "running": running})) or []
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is a finding, not a crash
+                found.append(DoctorCheck(f"plugin {record.name}", FAIL, f"its doctor check failed: {first_line(exc)}",
+                                         "report it to the plugin's authors"))
+        return found
 
     def register_commands(self, cli: Any) -> None:
         for record in self.loaded():

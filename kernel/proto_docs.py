@@ -1,8 +1,10 @@
 """The .proto comments, by full name, for descriptions in MCP tools and the OpenAPI document.
 
-protoc drops comments from generated Python, so `scripts/gen_contracts.py` also writes
-`cortex/contracts/descriptors.binpb`, a FileDescriptorSet with source info. Contracts from
-third-party plugins have no comments here; callers fall back to a description of their own.
+protoc drops comments from generated Python, so codegen (`kernel/codegen.py`, `cortex plugin
+codegen`) also writes a FileDescriptorSet with source info: `cortex/contracts/descriptors.binpb` for
+Cortex-OS's own contracts, `<package>/descriptors.binpb` for a plugin's (found from the .proto
+path of a contract when it registers: `bookmarks/v1/bookmarks.proto` -> package `bookmarks`).
+Contracts shipped without one fall back to a description of their own.
 """
 
 from __future__ import annotations
@@ -57,14 +59,43 @@ def _names(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], st
     return names
 
 
+DESCRIPTORS = "descriptors.binpb"
+# comments of plugins' contracts, loaded as their contracts register; the packages looked at
+_plugin_comments: dict[str, str] = {}
+_looked_at: set[str] = set()
+
+
+def _read(package: str) -> bytes | None:
+    try:
+        return resources.files(package).joinpath(DESCRIPTORS).read_bytes()
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError, TypeError, ValueError):
+        return None
+
+
+def load_for(proto_file: str) -> None:
+    """Load the comments shipped with the contract defined in `proto_file` ("bookmarks/v1/x.proto"):
+    `descriptors.binpb` in the nearest Python package along that path."""
+    parts = proto_file.split("/")[:-1]
+    for n in range(len(parts), 0, -1):
+        package = ".".join(parts[:n])
+        if package in _looked_at:
+            return
+        _looked_at.add(package)
+        raw = _read(package)
+        if raw is not None:
+            _plugin_comments.update(_comments_in(raw))
+            return
+
+
 @cache
 def comments() -> dict[str, str]:
     """Full name ("cortex.memories.v1.MemoryService.Store", "cortex.memories.v1.Memory.text")
-    -> its leading comment, one line."""
-    try:
-        raw = resources.files("cortex.contracts").joinpath("descriptors.binpb").read_bytes()
-    except (FileNotFoundError, ModuleNotFoundError):
-        return {}
+    -> its leading comment, one line (Cortex-OS's own contracts)."""
+    raw = _read("cortex.contracts")
+    return _comments_in(raw) if raw is not None else {}
+
+
+def _comments_in(raw: bytes) -> dict[str, str]:
     found: dict[str, str] = {}
     for file in descriptor_pb2.FileDescriptorSet.FromString(raw).file:
         names = _names(file)
@@ -76,4 +107,4 @@ def comments() -> dict[str, str]:
 
 
 def doc(full_name: str, default: str = "") -> str:
-    return comments().get(full_name, default)
+    return comments().get(full_name) or _plugin_comments.get(full_name, default)

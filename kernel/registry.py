@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from . import proto_docs
 from .call import Call
 from .circuit import CircuitBreaker, CircuitState
 
@@ -214,6 +215,7 @@ class ContractRegistry:
         if info is None:
             info = self.services[desc.full_name] = ServiceInfo.from_descriptor(desc)
             self.providers[desc.full_name] = []
+            proto_docs.load_for(desc.file.name)  # a plugin's .proto comments, for the bridges
             for method in info.methods.values():
                 self._methods[method.path] = method
         return info

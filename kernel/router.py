@@ -1,7 +1,7 @@
 """The policy router: every call, from outside or between plugins, goes through here.
 
 For each call it orders the providers of the contract (`Router.order`: configured order, health,
-speed in the performance mode, "mlx" first when hybrid.mlx_first), and for
+speed in the performance mode, hybrid.preferred first when hybrid.mlx_first), and for
 each candidate in turn: skips it if privacy forbids a remote provider or its circuit is open,
 asks the authorize hooks (any deny wins), and calls it within the caller's deadline (and the
 provider's own timeout). A provider fault (UNAVAILABLE, INTERNAL, UNKNOWN, or its own timeout)
@@ -217,14 +217,14 @@ class Router:
     def order(self, service: str) -> list[Provider]:
         """The providers of `service` in the order the router tries them: the configured order
         (routing.<service>.order, then registration order), healthy first; fastest first in the
-        performance mode; "mlx" first when hybrid.mlx_first. The one place that decides it:
+        performance mode; hybrid.preferred ("mlx") first when hybrid.mlx_first. The one place that decides it:
         ListContracts (and so `cortex contracts list`) shows this list."""
         providers = self.registry.ordered(service, self.config.routing_order(service))
         hybrid = self.config.data["hybrid"]
         if hybrid["mode"] == "performance":
             providers.sort(key=lambda p: (not p.health.serving, p.latency_ewma or 0.0))
-        if hybrid["mlx_first"]:
-            providers.sort(key=lambda p: p.name != "mlx")
+        if hybrid["mlx_first"]:  # the configured preferred provider (mlx by default) leads
+            providers.sort(key=lambda p: p.name != hybrid["preferred"])
         return providers
 
     def _providers(self, method: MethodInfo, call: Call) -> list[Provider]:

@@ -123,7 +123,7 @@ class Kernel:
             if record is None:
                 problems.append(f"'{name}' is not installed")
             elif record.state == DISABLED:
-                problems.append(f"'{name}' is disabled in [plugins] disabled")
+                problems.append(f"'{name}' is {record.error or 'disabled in [plugins] disabled'}")
             elif record.state == BROKEN:
                 problems.append(f"'{name}' is broken: {record.error}")
         if problems:
@@ -140,7 +140,7 @@ class Kernel:
             config=self.config.plugin_section(name),
             data_dir=self.config.data_dir,
             privacy_mode=self.config.privacy_mode,
-            channel=KernelChannel(self.router, principal=f"plugin:{name}"),
+            channel=KernelChannel(self.router, principal=f"plugin:{name}", explain=self.explain_unknown),
             plugins=self.host.records,
             deliver_event=self.host.deliver_event,
             stopping=self._stopped,

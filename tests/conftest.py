@@ -3,13 +3,11 @@ as `cortex serve` subprocesses, and the example plugin pip-installed into the te
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -18,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+
+from cortex.kernel.testing import FREE_BRIDGE_PORTS, RunningKernel, ServeProcess, authenticated, kernel_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "cortex-echo"
@@ -57,7 +57,7 @@ def counter_pb2(tmp_path_factory):
 
 # the HTTP API and the A2A endpoint listen on fixed loopback ports by default; kernels under test
 # take free ones, so that they never collide (a test that needs the address sets its own)
-BRIDGES_ON_FREE_PORTS = {"CORTEX_PLUGINS__HTTP__LISTEN": "127.0.0.1:0", "CORTEX_PLUGINS__A2A__LISTEN": "127.0.0.1:0"}
+BRIDGES_ON_FREE_PORTS = FREE_BRIDGE_PORTS
 
 
 def plugin_of(kt, name: str):
@@ -70,32 +70,7 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-class KernelThread:
-    """A Kernel serving on 127.0.0.1:<free port> in a background thread's event loop."""
-
-    def __init__(self, config, extra_plugins: list[tuple[str, Any]] | None = None):
-        from cortex.kernel.runtime import Kernel
-
-        self.loop = asyncio.new_event_loop()
-        self.kernel = Kernel(config, extra_plugins)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def run(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> str:
-        self._thread.start()
-        self.run(self.kernel.start())
-        return self.kernel.address
-
-    def stop(self, grace: float = 1.0) -> None:
-        if not self._thread.is_alive():
-            return
-        try:
-            self.run(self.kernel.stop(grace))
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
+KernelThread = RunningKernel  # the kernel's own testing helper (cortex.testing), as plugin authors get it
 
 
 def wait_for(condition, what: str, timeout: float = 10.0) -> None:
@@ -147,18 +122,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
-    """start_kernel(config_text="", plugins=[(name, obj)], env={}, governance=False) -> (target, KernelThread)."""
-    from cortex.kernel.config import load_config
-
+    """start_kernel(config_text="", plugins=[(name, obj)], env={}, governance=False) -> (target, KernelThread).
+    The kernel's own tests judge the kernel alone: ungoverned unless asked (cortex.testing's
+    cortex_kernel, for plugin authors, is governed)."""
     started: list[KernelThread] = []
 
     def start(config_text: str = "", plugins=None, env: dict[str, str] | None = None, governance: bool = False):
-        path = write_config(tmp_path / f"cortex-{len(started)}.toml", config_text)
-        environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **BRIDGES_ON_FREE_PORTS, **(env or {})}
-        config = load_config(path, env=environment)
-        if not governance:  # the kernel's own tests judge the kernel alone: ungoverned on purpose
-            config.data["plugins"]["disabled"].append("governance")
-            config.data["kernel"]["required_plugins"] = []
+        config = kernel_config(tmp_path / f"cortex-{len(started)}.toml", config_text, data_dir, env, governance)
         kt = KernelThread(config, plugins)
         started.append(kt)
         target = kt.start()
@@ -172,35 +142,6 @@ def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
 
 # where each kernel a test started keeps its data (its admin token), by address
 KERNEL_DATA_DIRS: dict[str, Path] = {}
-
-
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Sends a bearer token with every call, as `cortex` does with the admin token."""
-
-    def __init__(self, token: str):
-        self.metadata = (("authorization", f"Bearer {token}"),)
-
-    def _details(self, details):
-        return grpc_client_call_details(details, (*(details.metadata or ()), *self.metadata))
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-
-def grpc_client_call_details(details, metadata):
-    from collections import namedtuple
-
-    fields = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
-    Details = namedtuple("Details", fields)  # grpc wants an object with these attributes
-
-    class _Details(Details, grpc.ClientCallDetails):
-        pass
-
-    return _Details(details.method, details.timeout, metadata, details.credentials,
-                    getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 
 
 def admin_token(target: str) -> str:
@@ -221,7 +162,7 @@ def channel_to():
         channel = grpc.insecure_channel(target, options=list(options.items()))
         channels.append(channel)
         token = admin_token(target) if as_admin else ""
-        return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+        return authenticated(channel, token)
 
     yield open_channel
     for channel in channels:
@@ -243,60 +184,6 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60, cwd: Path | No
     )
 
 
-class ServeProcess:
-    """`cortex serve` in a subprocess; `target` is read from its 'serving on' line."""
-
-    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        )
-        self.target = ""
-        self.data_dir = env.get("CORTEX_DATA_DIR", os.path.expanduser("~/.cortex"))
-        # drain both pipes as they come, each on its own thread: a full pipe would block the
-        # kernel's next write, and a blocking read here could not honour wait_ready's deadline
-        self._stderr: list[str] = []
-        self._ready = threading.Event()
-        self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True)
-        self._drain.start()
-        self._watch = threading.Thread(target=self._read_stdout, daemon=True)
-        self._watch.start()
-
-    def _read_stdout(self) -> None:
-        for line in self.proc.stdout:
-            match = re.search(r"serving on (\S+)", line)
-            if match and not self._ready.is_set():
-                self.target = match.group(1)
-                KERNEL_DATA_DIRS[self.target] = Path(self.data_dir).resolve()
-                self._ready.set()
-        self._ready.set()  # the process ended: wake wait_ready either way
-
-    def stderr(self) -> str:
-        return "".join(self._stderr)
-
-    def wait_ready(self, timeout: float = 30) -> str:
-        if self._ready.wait(timeout) and self.target:
-            return self.target
-        exited = self.proc.poll()
-        why = f"exited with {exited}" if exited is not None else f"did not start within {timeout:g}s"
-        self.proc.kill()
-        self.proc.wait()
-        self._drain.join(5)
-        raise AssertionError(f"cortex serve {why}: {self.stderr()}")
-
-    def stop(self, sig: int = 15, timeout: float = 20) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._drain.join(5)
-        self._watch.join(5)
-        return self.proc.returncode, self.stderr()
-
-
 @pytest.fixture
 def serve_process() -> Iterator:
     """serve_process(*args, env=...) -> a started ServeProcess, stopped after the test."""
@@ -307,6 +194,7 @@ def serve_process() -> Iterator:
         processes.append(proc)
         if ready:
             proc.wait_ready()
+            KERNEL_DATA_DIRS[proc.target] = proc.data_dir
         return proc
 
     yield start

@@ -14,8 +14,7 @@ from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.types import a2a_pb2
 from google.protobuf import json_format
 
-from cortex.kernel.asgi import IDENTITY
-from cortex.kernel.bridge import bridge_caller, rpc_status
+from cortex.kernel import IDENTITY, bridge_caller, rpc_status
 
 from . import skills
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import split_listen
+from cortex.kernel import check_settings, hookimpl, port_check, split_listen
+
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 SETTINGS = {"listen", "name"}
 DEFAULT_LISTEN = "127.0.0.1:50082"
@@ -47,8 +48,7 @@ class A2aPlugin:
         from a2a.server.tasks import InMemoryTaskStore
         from starlette.applications import Starlette
 
-        from cortex.kernel.asgi import AsgiServer
-        from cortex.kernel.bridge import KernelGateway
+        from cortex.kernel import AsgiServer, KernelGateway
 
         from .agent import CortexAgentExecutor, IdentityContextBuilder
         from .card import agent_card
@@ -67,6 +67,13 @@ class A2aPlugin:
         app = Starlette(routes=[*create_agent_card_routes(card), *routes])
         await self.server.serve(app)
         context.log.info("a2a.serving", card=f"{scheme}://{self.address}/.well-known/agent-card.json")
+
+    @hookimpl
+    def cortex_doctor(self, config, running) -> list:
+        listen = str(config.get("listen", DEFAULT_LISTEN))
+        if running or not listen or listen.endswith(":0"):
+            return []
+        return [port_check(listen, "port (a2a)", "stop what holds it, or set [plugins.a2a] listen")]
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

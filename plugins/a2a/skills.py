@@ -9,7 +9,7 @@ from typing import Any
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2
 from cortex.contracts.memories.v1 import memories_pb2
-from cortex.kernel.bridge import to_json
+from cortex.kernel import to_json
 
 MEMORIES = "/cortex.memories.v1.MemoryService"
 CEREBRUM = "/cortex.cerebrum.v1.CerebrumService"

@@ -14,14 +14,14 @@ from google.protobuf import json_format
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
-from cortex.kernel.cli import _client, _print_json, _to_dict, config_option, json_option, target_option
+from cortex.kernel import config_option, json_option, kernel_client, print_json, target_option, to_dict
 
 TIMEOUT = 600.0
 STATES = {v: k.removeprefix("STATE_").lower() for k, v in pb.StepRecord.State.items()}
 
 
 def _stub(config, target):
-    client = _client(config, target)
+    client = kernel_client(config, target)
     return client, cerebrum_pb2_grpc.CerebrumServiceStub(client.channel)
 
 
@@ -43,7 +43,7 @@ def plan_(config, target, as_json, goal):
     client, stub = _stub(config, target)
     reply = client.call(stub.Plan, pb.PlanRequest(goal=goal), TIMEOUT)
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     click.echo(f"plan {reply.plan.hash[:12]} ({reply.plan.source}) for {reply.plan.goal!r}")
     for step in reply.plan.steps:
         after = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
@@ -62,7 +62,7 @@ def simulate(config, target, as_json, plan_file):
     client, stub = _stub(config, target)
     reply = client.call(stub.Simulate, pb.SimulateRequest(plan=_load_plan(plan_file)), TIMEOUT)
     if as_json:
-        _print_json(_to_dict(reply))
+        print_json(to_dict(reply))
     else:
         for s in reply.steps:
             verdict = "allowed" if s.allowed else "DENIED"
@@ -92,7 +92,7 @@ def run(config, target, as_json, goal_or_plan):
     try:
         for event in stub.Execute(request, timeout=TIMEOUT, metadata=client.metadata):
             if as_json:
-                click.echo(json.dumps(_to_dict(event)))
+                click.echo(json.dumps(to_dict(event)))
             elif event.HasField("step"):
                 s = event.step
                 detail = f" {s.status} {s.error}" if s.state == pb.StepRecord.STATE_FAILED else f" via {s.provider}" if s.provider else ""
@@ -145,7 +145,7 @@ def traces_list(config, target, as_json):
     client, stub = _stub(config, target)
     reply = client.call(stub.ListTraces, pb.ListTracesRequest())
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     for t in reply.traces:
         click.echo(f"{t.trace_id}  {t.status:<9} ok={t.steps_ok} failed={t.steps_failed} skipped={t.steps_skipped}")
 
@@ -157,7 +157,7 @@ def traces_list(config, target, as_json):
 def traces_show(config, target, trace_id):
     """A trace as JSON."""
     client, stub = _stub(config, target)
-    _print_json(_to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id)).trace))
+    print_json(to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id)).trace))
 
 
 @click.command()
@@ -170,7 +170,7 @@ def critique(config, target, as_json, trace_id):
     client, stub = _stub(config, target)
     reply = client.call(stub.Critique, pb.CritiqueRequest(trace_id=trace_id), TIMEOUT)
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     click.echo(f"score {reply.score:.2f}")
     for finding in reply.findings:
         click.echo(f"  - {finding}")
@@ -196,7 +196,7 @@ def replay(config, target, as_json, trace_id):
     client, stub = _stub(config, target)
     reply = client.call(stub.Replay, pb.ReplayRequest(trace_id=trace_id), TIMEOUT)
     if as_json:
-        _print_json({"status": reply.status, "step": reply.step_id, "expected_sha256": reply.expected_sha256.hex(),
+        print_json({"status": reply.status, "step": reply.step_id, "expected_sha256": reply.expected_sha256.hex(),
                      "actual_sha256": reply.actual_sha256.hex(), "reason": reply.reason, "replay_trace_id": reply.replay_trace_id})
     else:
         click.echo(reply.status if reply.status == "identical" else f"diverged at step {reply.step_id}: {reply.reason}")

@@ -12,6 +12,8 @@ from typing import Any
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = pb.DESCRIPTOR.services_by_name["CerebrumService"]
 
 

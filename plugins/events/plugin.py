@@ -15,6 +15,8 @@ from typing import Any
 from cortex.contracts.events.v1 import events_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = pb.DESCRIPTOR.services_by_name["EventService"]
 SETTINGS = {"synchronous", "max_data_bytes"}
 

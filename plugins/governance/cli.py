@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
-from cortex.kernel.cli import _client, _load, _print_json, _table, _to_dict, config_option, json_option, target_option
+from cortex.kernel import config_option, json_option, kernel_client, load_config_or_fail, print_json, print_table, target_option, to_dict
 
 from .chain import (
     DB_FILE,
@@ -36,7 +36,7 @@ LOCALITY = {pb.LOCALITY_UNSPECIFIED: "any", pb.LOCALITY_LOCAL: "local", pb.LOCAL
 
 
 def _stub(config, target):
-    client = _client(config, target)
+    client = kernel_client(config, target)
     return client, governance_pb2_grpc.GovernanceServiceStub(client.channel)
 
 
@@ -60,9 +60,9 @@ def policy_list(config, target, as_json) -> None:
     client, stub = _stub(config, target)
     reply = client.call(stub.ListPolicies, pb.ListPoliciesRequest())
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     click.echo(f"default: {EFFECTS[reply.default_effect]}")
-    _table(
+    print_table(
         [[r.id, EFFECTS[r.effect] + ("*" if r.overridable else ""), LOCALITY[r.provider], r.source, r.description] for r in reply.rules],
         ["ID", "EFFECT", "PROVIDER", "SOURCE", "DESCRIPTION"],
     )
@@ -123,13 +123,13 @@ def policy_explain(config, target, as_json, method, principal, remote, provider,
     client, stub = _stub(config, target)
     reply = client.call(stub.Evaluate, pb.EvaluateRequest(call=call))
     if as_json:
-        return _print_json(_to_dict(reply.decision))
+        return print_json(to_dict(reply.decision))
     click.echo(_decision_text(reply.decision))
 
 
 # -- offline: proofs and audit ------------------------------------------------------------------------
 def _data_dir(config, data_dir) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir else _load(config).data_dir
+    return Path(data_dir).expanduser().resolve() if data_dir else load_config_or_fail(config).data_dir
 
 
 def _open_chain(folder: Path) -> AuditChain:
@@ -248,7 +248,7 @@ def proofs_show(config, data_dir, proof) -> None:
         chain.close()
     if entry is None or not entry.HasField("proof"):
         raise click.ClickException(f"no proof {proof!r}")
-    _print_json({"proof_id": proof_id(entry), **_entry_dict(entry)})
+    print_json({"proof_id": proof_id(entry), **_entry_dict(entry)})
 
 
 @proofs.command("export")
@@ -291,7 +291,7 @@ def audit_tail(config, data_dir, as_json, count) -> None:
     finally:
         chain.close()
     if as_json:
-        return _print_json([_entry_dict(e) for e in entries])
+        return print_json([_entry_dict(e) for e in entries])
     for e in entries:
         kind = e.WhichOneof("body")
         if kind == "proof":

@@ -40,6 +40,8 @@ from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE
 from .chain import AuditChain, load_or_create_key
 from .rules import ALLOW, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]

@@ -14,10 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
-from cortex.kernel.asgi import IDENTITY, headers_of, identify_request
-from cortex.kernel.bridge import parse_json, rpc_status, to_json
-from cortex.kernel.credentials import LOCAL, AuthError
-from cortex.kernel.registry import MethodInfo
+from cortex.kernel import IDENTITY, LOCAL, AuthError, MethodInfo, headers_of, identify_request, parse_json, rpc_status, to_json
 
 from . import openapi
 from .errors import HTTP_STATUS, error_body
@@ -69,8 +66,9 @@ class HttpApi:
     async def call(self, request: Request) -> Response:
         key = f"{request.path_params['service']}/{request.path_params['method']}"
         method = self.methods.get(key)
-        if method is None:
-            return _error(grpc.StatusCode.NOT_FOUND, f"no contract method {key!r} is served here; GET /openapi.json lists them")
+        if method is None:  # the kernel says why: a disabled or broken plugin, or a typo
+            why = self.channel.explain(f"/{key}")
+            return _error(grpc.StatusCode.NOT_FOUND, f"{why} (GET /openapi.json lists what is served)")
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json":
             # a web page can send a cross-origin "simple" POST (text/plain, form) without asking:

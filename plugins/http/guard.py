@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from cortex.kernel.asgi import is_loopback_host
+from cortex.kernel import is_loopback_host
 
 
 @dataclass

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel.bridge import describe
-from cortex.kernel.json_schema import SchemaBuilder
-from cortex.kernel.registry import MethodInfo
+from cortex.kernel import MethodInfo, SchemaBuilder, describe
 
 ERROR_SCHEMA = {
     "type": "object",

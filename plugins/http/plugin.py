@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import split_listen
+from cortex.kernel import check_settings, hookimpl, port_check, split_listen
+
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 SETTINGS = {"listen", "rate_limit", "rate_burst", "timeout_seconds", "max_body_bytes", "webhook"}
 REPLACED = {
@@ -74,9 +75,7 @@ class HttpPlugin:
 
     @hookimpl
     async def cortex_start(self, context) -> None:
-        from cortex.kernel.asgi import AsgiServer
-        from cortex.kernel.bridge import KernelGateway
-        from cortex.kernel.runtime import cortex_version
+        from cortex.kernel import AsgiServer, KernelGateway, cortex_version
 
         from .app import HttpApi
         from .guard import RateLimiter
@@ -100,6 +99,13 @@ class HttpPlugin:
     def cortex_observe(self, call, outcome) -> None:
         if self.metrics is not None:
             self.metrics.observe(call, outcome)
+
+    @hookimpl
+    def cortex_doctor(self, config, running) -> list:
+        listen = str(config.get("listen", DEFAULT_LISTEN))
+        if running or not listen or listen.endswith(":0"):
+            return []
+        return [port_check(listen, "port (http)", "stop what holds it, or set [plugins.http] listen")]
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

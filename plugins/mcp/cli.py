@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from cortex.kernel.cli import _load, config_option, target_option
+from cortex.kernel import config_option, load_config_or_fail, target_option
 
 
 def register(cli: click.Group) -> None:
@@ -20,11 +20,11 @@ def register(cli: click.Group) -> None:
     def mcp_command(config, target, embedded) -> None:
         """Serve the kernel's contracts as MCP tools over stdio (for editors: add `cortex mcp` as
         an MCP server). Logs go to stderr; stdout carries only MCP messages."""
-        from cortex.kernel.logs import configure_logging
+        from cortex.kernel import configure_logging
 
         from .serve import serve_stdio
 
-        cfg = _load(config)
+        cfg = load_config_or_fail(config)
         configure_logging(cfg.kernel["log_level"], cfg.kernel["log_format"])
         try:
             asyncio.run(serve_stdio(cfg, target, embedded))

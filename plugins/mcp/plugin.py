@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl
-from cortex.kernel.asgi import split_listen
+from cortex.kernel import check_settings, hookimpl, port_check, split_listen
+
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds"}
 
@@ -54,8 +55,7 @@ class McpPlugin:
     async def cortex_start(self, context) -> None:
         if not self.http_listen:
             return
-        from cortex.kernel.asgi import AsgiServer
-        from cortex.kernel.bridge import KernelGateway
+        from cortex.kernel import AsgiServer, KernelGateway
 
         from .serve import build_server
 
@@ -67,6 +67,13 @@ class McpPlugin:
         self.address = await self.server.start()
         scheme = "https" if context.exposure.tls else "http"
         context.log.info("mcp.http_serving", url=f"{scheme}://{self.address}/mcp")
+
+    @hookimpl
+    def cortex_doctor(self, config, running) -> list:
+        listen = str(config.get("http_listen", ""))
+        if running or not listen or listen.endswith(":0"):
+            return []
+        return [port_check(listen, "port (mcp)", "stop what holds it, or set [plugins.mcp] http_listen")]
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

@@ -13,7 +13,7 @@ log = structlog.get_logger("cortex.mcp")
 
 
 def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> ContractToolServer:
-    from cortex.kernel.runtime import cortex_version
+    from cortex.kernel import cortex_version
 
     tools = build_tools(gateway.methods(), settings["expose"], settings["hide"])
     log.info("mcp.tools", transport=transport, count=len(tools))
@@ -23,8 +23,7 @@ def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> Cont
 async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
     """Bridge the kernel at `target` over stdio; when none answers and `embedded` allows it,
     start a kernel in this process (its gRPC on a free loopback port, no HTTP listeners)."""
-    from cortex.kernel.bridge import GrpcGateway, KernelGateway
-    from cortex.kernel.dial import client_dial
+    from cortex.kernel import GrpcGateway, KernelGateway, client_dial
 
     from .plugin import tool_settings
 
@@ -44,8 +43,7 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
                 raise SystemExit(f"cortex mcp: no kernel answers at {target} ({exc!r}); start one with `cortex serve`") from None
             log.info("mcp.no_kernel", target=target, error=repr(exc))
     if gateway is None:
-        from cortex.kernel.context import KernelChannel
-        from cortex.kernel.runtime import Kernel
+        from cortex.kernel import Kernel, KernelChannel
 
         cfg.data["kernel"]["listen"] = "127.0.0.1:0"
         for name, key in (("http", "listen"), ("mcp", "http_listen")):

@@ -12,8 +12,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as MCPTool
 
-from cortex.kernel.asgi import IDENTITY
-from cortex.kernel.bridge import bridge_caller, rpc_status
+from cortex.kernel import IDENTITY, bridge_caller, rpc_status
 
 from .tools import ToolSpec, run_tool
 

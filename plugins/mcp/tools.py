@@ -9,9 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cortex.kernel.bridge import describe, parse_json, to_json
-from cortex.kernel.json_schema import standalone
-from cortex.kernel.registry import MethodInfo
+from cortex.kernel import MethodInfo, describe, parse_json, standalone, to_json
 
 # tool-name prefixes of the built-in contracts; other services use their own name, snake_cased
 PREFIXES = {

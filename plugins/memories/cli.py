@@ -12,14 +12,14 @@ import grpc
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.cli import _client, _print_json, _table, _to_dict, config_option, json_option, target_option
+from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
 MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "semantic": pb.SEARCH_MODE_SEMANTIC, "keyword": pb.SEARCH_MODE_KEYWORD}
 TIMEOUT = 120.0
 
 
 def _stub(config, target):
-    client = _client(config, target)
+    client = kernel_client(config, target)
     return client, memories_pb2_grpc.MemoryServiceStub(client.channel)
 
 
@@ -41,7 +41,7 @@ def remember(config, target, as_json, text, kind, tags, ttl):
     client, stub = _stub(config, target)
     reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, ttl_seconds=ttl, source="cli"), TIMEOUT)
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     click.echo(f"{'remembered' if reply.created else 'already remembered'}: {reply.id}")
 
 
@@ -61,7 +61,7 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags):
     reply = client.call(stub.Search, request, TIMEOUT)
     results = [
         {
-            "memory": _to_dict(r.memory),
+            "memory": to_dict(r.memory),
             "score": r.score,  # what ranked it: cosine, BM25 or (hybrid) the fused rank score
             "semantic_score": r.semantic_score,  # cosine similarity, -1..1; 0 when not matched by meaning
             "keyword_score": r.keyword_score,  # BM25, higher is better; 0 when no word matched
@@ -70,7 +70,7 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags):
         for r in reply.results
     ]
     if as_json:
-        return _print_json({"results": results, "mode": pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()})
+        return print_json({"results": results, "mode": pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()})
     if not results:
         click.echo("nothing found")
     for r in results:
@@ -98,7 +98,7 @@ def memories():
 def get(config, target, memory_id):
     """Print memory MEMORY_ID as JSON."""
     client, stub = _stub(config, target)
-    _print_json(_to_dict(client.call(stub.Get, pb.GetRequest(id=memory_id)).memory))
+    print_json(to_dict(client.call(stub.Get, pb.GetRequest(id=memory_id)).memory))
 
 
 @memories.command("delete")
@@ -127,12 +127,12 @@ def list_(config, target, as_json, kinds, tags, limit):
     while True:
         page = min(500, limit - len(found)) if limit else 500
         reply = client.call(stub.List, pb.ListRequest(filter=pb.Filter(kinds=kinds, tags_all=tags), page_size=page, page_token=token))
-        found += [_to_dict(m) for m in reply.memories]
+        found += [to_dict(m) for m in reply.memories]
         token = reply.next_page_token
         if not token or (limit and len(found) >= limit):
             break
     if as_json:
-        return _print_json({"memories": found})
+        return print_json({"memories": found})
     for m in found:
         click.echo(_line(m))
 
@@ -144,13 +144,13 @@ def list_(config, target, as_json, kinds, tags, limit):
 def stats(config, target, as_json):
     """Counts by kind and tag, storage size, index state."""
     client, stub = _stub(config, target)
-    reply = _to_dict(client.call(stub.Stats, pb.StatsRequest()))
+    reply = to_dict(client.call(stub.Stats, pb.StatsRequest()))
     reply["total"] = int(reply["total"])
     if as_json:
-        return _print_json(reply)
+        return print_json(reply)
     click.echo(f"{reply['total']} memories, {int(reply['storage_bytes']) / 1e6:.1f} MB; index: {reply['index']}")
     click.echo(f"embedding model: {reply['embedding_model'] or '(none yet)'}; stale: {reply['stale']}; expired: {reply['expired']}")
-    _table([[k, v] for k, v in sorted(reply["by_kind"].items())], ["KIND", "COUNT"])
+    print_table([[k, v] for k, v in sorted(reply["by_kind"].items())], ["KIND", "COUNT"])
 
 
 @memories.command("reindex")

@@ -20,6 +20,8 @@ from typing import Any
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
 SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous"}

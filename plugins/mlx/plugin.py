@@ -25,6 +25,8 @@ from cortex.plugins import models_common as common
 
 from .model_install import INSTALL_HINT
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 log = structlog.get_logger("cortex.mlx")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
@@ -181,11 +183,17 @@ class MlxPlugin:
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:
+        from cortex.plugins.models_cli import register
+
         from .model_install import install
 
-        models = cli.commands.get("models")
-        if models is not None:  # the kernel's `cortex models` group
-            models.add_command(install)
+        register(cli).add_command(install)
+
+    @hookimpl
+    def cortex_doctor(self, config, running) -> list:
+        from .doctor import mlx_checks, model_checks
+
+        return mlx_checks() + model_checks(config)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

@@ -20,6 +20,8 @@ from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
 from cortex.plugins import models_common as common
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
 SETTINGS = {"host", "api_key_env", "model", "embedding_model", "timeout_seconds", "local"}
 
@@ -72,6 +74,12 @@ class OllamaPlugin:
     @hookimpl
     async def cortex_stop(self, context) -> None:
         self._client = None
+
+    @hookimpl
+    def cortex_register_commands(self, cli) -> None:
+        from cortex.plugins.models_cli import register
+
+        register(cli)
 
 
 plugin = OllamaPlugin()

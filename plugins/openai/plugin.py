@@ -20,6 +20,8 @@ from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
 from cortex.plugins import models_common as common
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
 SETTINGS = {"base_url", "api_key_env", "model", "embedding_model", "timeout_seconds", "local"}
 
@@ -77,6 +79,12 @@ class OpenAIPlugin:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    @hookimpl
+    def cortex_register_commands(self, cli) -> None:
+        from cortex.plugins.models_cli import register
+
+        register(cli)
 
 
 plugin = OpenAIPlugin()

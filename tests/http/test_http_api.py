@@ -73,7 +73,7 @@ def test_errors_carry_the_grpc_status_and_a_matching_http_status(api):
         ("cortex.memories.v1.MemoryService/Search", [1, 2], 400, "INVALID_ARGUMENT", "must be a JSON object"),
         ("cortex.memories.v1.MemoryService/Store", {"text": ""}, 400, "INVALID_ARGUMENT", "text is empty"),
         ("cortex.memories.v1.MemoryService/Get", {"id": "nope"}, 404, "NOT_FOUND", "no memory"),
-        ("cortex.memories.v1.MemoryService/Nope", {}, 404, "NOT_FOUND", "GET /openapi.json lists them"),
+        ("cortex.memories.v1.MemoryService/Nope", {}, 404, "NOT_FOUND", "has no method 'Nope'; its methods: Store"),
         ("cortex.governance.v1.GovernanceService/AddPolicy", {}, 403, "PERMISSION_DENIED", "builtin/local-never-administers"),
         ("cortex.memories.v1.MemoryService/Store", {"text": "x" * (9 << 20)}, 413, "RESOURCE_EXHAUSTED", "max_body_bytes"),
     ]
@@ -84,6 +84,13 @@ def test_errors_carry_the_grpc_status_and_a_matching_http_status(api):
         assert error["code"] == code and words in error["message"], error
     assert client.get("/v1/cortex.memories.v1.MemoryService/Search").status_code == 405
     assert call(client, "cortex.memories.v1.MemoryService/List", {}).json().get("memories", []) == []  # nothing stored
+
+
+def test_a_disabled_plugins_route_names_the_plugin(api):
+    client, _ = api('[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp", "echo"]\n')
+    reply = call(client, "cortex_echo.v1.EchoService/Echo", {"message": "x"})
+    assert reply.status_code == 404
+    assert "provided by plugin 'echo', which is disabled" in reply.json()["error"]["message"]
 
 
 def test_openapi_document_validates_and_lists_every_method(api):

@@ -50,8 +50,12 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_serve(tmp_path, broken
     kernel = serve_process(env=env)
     reply = echo_pb2_grpc.EchoServiceStub(channel_to(kernel.target)).Echo(echo_pb2.EchoRequest(message="ok"), timeout=5)
     assert reply.message == "ok"
-    listed = json.loads(run_cli("plugins", "list", "--json", env=env).stdout)
+    listed = json.loads(run_cli("plugins", "list", "--json", "--hooks", env={**env, "CORTEX_TARGET": kernel.target}).stdout)
     assert {p["name"] for p in listed["plugins"]} >= {"echo", *BROKEN_PLUGINS}
+    # with a kernel answering, the list says what became of each plugin in it, and which hooks it has
+    by_name = {p["name"]: p for p in listed["plugins"]}
+    assert listed["kernel"] and by_name["echo"]["state"] == "loaded" and "cortex_register" in by_name["echo"]["hooks"]
+    assert all(by_name[name]["state"] == "broken" and by_name[name]["error"] for name in BROKEN_PLUGINS)
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
     plugins = kernel_pb2_grpc.KernelServiceStub(channel_to(kernel.target)).ListPlugins(

@@ -42,12 +42,12 @@ def test_an_environment_without_pip_uses_uv_or_says_what_to_do(monkeypatch):
 
 
 def test_doctor_names_the_command_when_the_model_is_missing(monkeypatch, tmp_path):
-    from cortex.kernel import doctor
-    from cortex.plugins.mlx import plugin
+    from cortex.kernel import FAIL
+    from cortex.plugins.mlx import doctor, plugin
 
     monkeypatch.setattr(plugin, "packaged_minilm", lambda: None)
-    check = next(c for c in doctor._models(_config(tmp_path)) if c.name == "embedding model")
-    assert check.state == doctor.FAIL and check.fix == "cortex models install"
+    check = next(c for c in doctor.model_checks({}) if c.name == "embedding model")
+    assert check.state == FAIL and check.fix == "cortex models install"
 
 
 def _config(tmp_path):

@@ -13,6 +13,8 @@ import grpc
 from cortex.kernel import Health, check_settings, hookimpl
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
+CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
+
 SERVICE = echo_pb2.DESCRIPTOR.services_by_name["EchoService"]
 MAX_REPEAT = 1000
 

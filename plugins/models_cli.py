@@ -1,5 +1,6 @@
 """`cortex generate`, `cortex embed`, `cortex models list`: clients of cortex.models.v1.ModelService
-(whichever provider the router picks)."""
+(whichever provider the router picks). A library the plugins of that contract share (mlx, ollama,
+openai): each registers these commands from its `cortex_register_commands`, once among them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import click
 import grpc
 
-from .cli import _client, _print_json, _table, _to_dict, config_option, json_option, target_option
+from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
 GENERATION_TIMEOUT = 300.0
 _KEEP = {"\n", "\t"}
@@ -59,12 +60,12 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
         request.temperature = temperature
     if top_p is not None:
         request.top_p = top_p
-    client = _client(config, target)
+    client = kernel_client(config, target)
     stub = _models(client)
     if not stream:
         reply = client.call(stub.Generate, request, timeout=GENERATION_TIMEOUT)
         if as_json:
-            return _print_json(_to_dict(reply))
+            return print_json(to_dict(reply))
         click.echo(_for_terminal(reply.text))
         click.echo(f"[{reply.provider} {reply.model}: {reply.usage.completion_tokens} tokens, {reply.finish_reason}]", err=True)
         return
@@ -72,7 +73,7 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
         streamed = pb.GenerateStreamRequest.FromString(request.SerializeToString())  # the same fields
         for message in stub.GenerateStream(streamed, timeout=GENERATION_TIMEOUT, metadata=client.metadata):
             if as_json:
-                click.echo(json.dumps(_to_dict(message)))
+                click.echo(json.dumps(to_dict(message)))
             elif message.done:
                 click.echo()
                 click.echo(
@@ -97,11 +98,11 @@ def embed(config, target, as_json, texts, model, local_only):
     """Embed TEXTS; with --json prints {"model", "dimension", "vectors"}."""
     from cortex.contracts.models.v1 import models_pb2 as pb
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     reply = client.call(_models(client).Embed, pb.EmbedRequest(texts=list(texts), model=model, local_only=local_only))
     vectors = [list(v.values) for v in reply.vectors]
     if as_json:
-        return _print_json({"model": reply.model, "dimension": reply.dimension, "vectors": vectors, "provider": reply.provider})
+        return print_json({"model": reply.model, "dimension": reply.dimension, "vectors": vectors, "provider": reply.provider})
     for text, vector in zip(texts, vectors, strict=True):
         shown = ", ".join(f"{x:.4f}" for x in vector[:4])
         click.echo(f"{text[:40]!r}: [{shown}, ...] ({reply.dimension} dims, {reply.model} via {reply.provider})")
@@ -121,7 +122,7 @@ def models_list(config, target, as_json):
     from cortex.contracts.kernel.v1 import kernel_pb2
     from cortex.contracts.models.v1 import models_pb2 as pb
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
     providers = [p.name for c in contracts.contracts if c.service == "cortex.models.v1.ModelService" for p in c.providers]
     rows, problems = [], {}
@@ -133,11 +134,11 @@ def models_list(config, target, as_json):
         except grpc.RpcError as exc:
             problems[name] = f"{exc.code().name}: {exc.details()}"
             continue
-        rows += [_to_dict(m) for m in reply.models]
+        rows += [to_dict(m) for m in reply.models]
     if as_json:
-        return _print_json({"models": rows, "unavailable": problems})
+        return print_json({"models": rows, "unavailable": problems})
     kinds = {"KIND_GENERATION": "generation", "KIND_EMBEDDING": "embedding"}
-    _table(
+    print_table(
         [
             [r["provider"], r["id"], kinds.get(r["kind"], "?"), "local" if r["local"] else "remote", "yes" if r["default"] else "",
              "for tests only: its text is noise" if r.get("test_only") else ""]
@@ -149,6 +150,9 @@ def models_list(config, target, as_json):
         click.echo(f"{name}: unavailable ({problem})", err=True)
 
 
-def register(cli: click.Group) -> None:
+def register(cli: click.Group) -> click.Group:
+    """Add the commands unless another model plugin did; returns the `models` group (for more)."""
     for command in (generate, embed, models):
-        cli.add_command(command)
+        if command.name not in cli.commands:
+            cli.add_command(command)
+    return cli.commands["models"]

@@ -317,7 +317,7 @@ def _running_plugins(cfg) -> dict[str, tuple[str, str]]:
     return {p.name: (kernel_pb2.Plugin.State.Name(p.state).removeprefix("STATE_").lower(), p.error) for p in reply.plugins}
 
 
-def _set_enabled(config: str | None, name: str, enabled: bool) -> None:
+def _set_enabled(config: str | None, name: str, enabled: bool, restart_hint: bool = True) -> None:
     import tomlkit
 
     from .plugin_host import discover
@@ -340,23 +340,72 @@ def _set_enabled(config: str | None, name: str, enabled: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(tomlkit.dumps(doc), encoding="utf-8")
     state = "enabled" if enabled else "disabled"
-    click.echo(f"{state} plugin '{name}' in {path}; restart the kernel to apply")
+    click.echo(f"{state} plugin '{name}' in {path}" + ("; restart the kernel to apply (or use --now)" if restart_hint else ""))
+
+
+def _live(config: str | None, target: str | None, method: str, request: Any) -> Any:
+    from cortex.contracts.kernel.v1 import kernel_pb2_grpc
+
+    client = _client(config, target)
+    return client.call(getattr(kernel_pb2_grpc.PluginServiceStub(client.channel), method), request, timeout=600)
+
+
+def _state(plugin: Any) -> str:
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    state = kernel_pb2.Plugin.State.Name(plugin.state).removeprefix("STATE_").lower()
+    return state + (f": {plugin.error}" if plugin.error else "")
+
+
+now_option = click.option("--now", is_flag=True, help="Also in the running kernel, without a restart (admin only).")
 
 
 @plugins.command("enable")
 @config_option
+@target_option
+@now_option
 @click.argument("name")
-def plugins_enable(config, name) -> None:
-    """Enable plugin NAME in the config file."""
-    _set_enabled(config, name, True)
+def plugins_enable(config, target, now, name) -> None:
+    """Enable plugin NAME in the config file (and, with --now, in the running kernel)."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    _set_enabled(config, name, True, restart_hint=not now)
+    if now:
+        reply = _live(config, target, "Enable", kernel_pb2.EnableRequest(name=name))
+        click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
 
 
 @plugins.command("disable")
 @config_option
+@target_option
+@now_option
 @click.argument("name")
-def plugins_disable(config, name) -> None:
-    """Disable plugin NAME in the config file: it will not be loaded at all."""
-    _set_enabled(config, name, False)
+def plugins_disable(config, target, now, name) -> None:
+    """Disable plugin NAME in the config file: it will not be loaded at all (with --now, it stops
+    in the running kernel and its contracts are withdrawn)."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    _set_enabled(config, name, False, restart_hint=not now)
+    if now:
+        reply = _live(config, target, "Disable", kernel_pb2.DisableRequest(name=name))
+        click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
+
+
+@plugins.command("install")
+@config_option
+@target_option
+@click.argument("spec")
+@click.option("--sha256", default="", help="The SHA-256 the file at SPEC must have.")
+def plugins_install(config, target, spec, sha256) -> None:
+    """Install SPEC (a distribution, a path or a wheel) into the running kernel's environment and
+    enable the plugins it brings, without a restart (admin only)."""
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    if Path(spec).exists():
+        spec = str(Path(spec).resolve())  # the kernel may run elsewhere in the file system
+    reply = _live(config, target, "Install", kernel_pb2.InstallRequest(spec=spec, sha256=sha256))
+    for plugin in reply.plugins:
+        click.echo(f"installed plugin '{plugin.name}' {plugin.version}: {_state(plugin)}")
 
 
 def _add_plugin_commands() -> None:

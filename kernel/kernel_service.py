@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import grpc
+
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
 from .circuit import CircuitState
@@ -26,6 +28,51 @@ _CIRCUITS = {
 }
 
 SERVICE = kernel_pb2.DESCRIPTOR.services_by_name["KernelService"]
+PLUGIN_SERVICE = kernel_pb2.DESCRIPTOR.services_by_name["PluginService"]
+
+
+def plugin_message(r) -> kernel_pb2.Plugin:
+    return kernel_pb2.Plugin(
+        name=r.name, version=r.version, enabled=r.enabled, source=r.source, contracts=r.contracts,
+        state=_STATES[r.state], error=r.error,
+    )
+
+
+class PluginServicer(kernel_pb2_grpc.PluginServiceServicer):
+    """Live installs and toggles; the kernel does the work (Kernel.enable_plugin and friends)."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+
+    async def _named(self, name: str, context):
+        if name not in self.kernel.host.records and not name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the plugin (its entry-point name)")
+        return name
+
+    async def Enable(self, request, context):
+        try:
+            record = await self.kernel.enable_plugin(await self._named(request.name, context))
+        except KeyError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no plugin {request.name!r} is installed; `cortex plugins list`")
+        return kernel_pb2.EnableResponse(plugin=plugin_message(record))
+
+    async def Disable(self, request, context):
+        try:
+            record = await self.kernel.disable_plugin(await self._named(request.name, context))
+        except KeyError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no plugin {request.name!r} is installed; `cortex plugins list`")
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return kernel_pb2.DisableResponse(plugin=plugin_message(record))
+
+    async def Install(self, request, context):
+        if not request.spec.strip() or len(request.spec) > 1000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: a distribution name, a path or a wheel (1-1000 characters)")
+        try:
+            records = await self.kernel.install_plugin(request.spec.strip(), request.sha256.strip().lower())
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return kernel_pb2.InstallResponse(plugins=[plugin_message(r) for r in records])
 
 
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
@@ -46,18 +93,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
 
     async def ListPlugins(self, request, context):
         return kernel_pb2.ListPluginsResponse(
-            plugins=[
-                kernel_pb2.Plugin(
-                    name=r.name,
-                    version=r.version,
-                    enabled=r.enabled,
-                    source=r.source,
-                    contracts=r.contracts,
-                    state=_STATES[r.state],
-                    error=r.error,
-                )
-                for r in self.kernel.host.records.values()
-            ]
+            plugins=[plugin_message(r) for r in self.kernel.host.records.values()]
         )
 
     async def ListContracts(self, request, context):

@@ -268,10 +268,13 @@ class PluginHost:
                 self._broken(record, f"{hook} failed: {first_line(exc)}", exc)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def configure(self, make_context) -> None:
-        for record in self.loaded():
+    async def configure(self, make_context, records: list[PluginRecord] | None = None) -> None:
+        records = self.loaded() if records is None else records
+        for record in records:
             record.context = make_context(record.name)
-        for record in self.loaded():
+        for record in records:
+            if record.state != LOADED:
+                continue
             try:
                 await self._run(
                     record,
@@ -282,9 +285,11 @@ class PluginHost:
             except Exception as exc:  # noqa: BLE001
                 self._broken(record, f"cortex_configure failed: {first_line(exc)}", exc)
 
-    async def register(self) -> None:
+    async def register(self, records: list[PluginRecord] | None = None) -> None:
         providers = self.config.data["providers"]
-        for record in self.loaded():
+        for record in self.loaded() if records is None else records:
+            if record.state != LOADED:
+                continue
             registrar = Registrar(self.registry, record.name, providers)
             try:
                 await self._run(record, "cortex_register", registry=registrar)
@@ -298,9 +303,43 @@ class PluginHost:
                 )
             record.contracts = provided
 
-    async def start(self) -> None:
-        for record in self.loaded():
+    async def start(self, records: list[PluginRecord] | None = None) -> None:
+        for record in self.loaded() if records is None else records:
             await self._each("cortex_start", [record], context=record.context)
+
+    # -- while the kernel runs ---------------------------------------------------------------------
+    async def enable_now(self, name: str, make_context) -> PluginRecord:
+        """Load, configure, register and start an installed plugin in the running kernel (one
+        installed since the kernel started is discovered now). KeyError: no such plugin."""
+        record = self.records.get(name)
+        if record is None or record.state != LOADED:
+            fresh = {r.name: r for r in discover()}
+            if name not in fresh and record is None:
+                raise KeyError(name)
+            record = fresh.get(name, record)
+            self.records[name] = record
+            record.state, record.error, record.obj = LOADED, "", None if record.source != "in-process" else record.obj
+            if self.pm.is_blocked(name):
+                self.pm.unblock(name)
+            self._register(record)
+            await self.configure(make_context, [record])
+            await self.register([record])
+            await self.start([record])
+            self._index_hot_hooks()
+        return record
+
+    async def disable_now(self, name: str) -> PluginRecord:
+        """Stop a loaded plugin and withdraw its contracts; calls already inside it finish."""
+        record = self.records[name]
+        if record.state == LOADED:
+            await self._each("cortex_stop", [record], context=record.context)
+            self.registry.remove_plugin(name)
+            if record.obj is not None and self.pm.is_registered(record.obj):
+                self.pm.unregister(record.obj)
+            self.pm.set_blocked(name)
+            record.state, record.error = DISABLED, "disabled while the kernel runs"
+            self._index_hot_hooks()
+        return record
 
     async def stop(self) -> None:
         for record in reversed(self.loaded()):

@@ -37,7 +37,7 @@ from .call import (
     RouterError,
 )
 from .config import Config
-from .plugin_host import PluginHost
+from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
 
 log = structlog.get_logger("cortex.router")
@@ -212,7 +212,7 @@ class Router:
             )
         if attempts:
             return RouterError(Code.UNAVAILABLE, f"no provider of {method.service} is available: {tried}")
-        return RouterError(Code.UNIMPLEMENTED, f"no provider serves {method.service}")
+        return RouterError(Code.UNIMPLEMENTED, self.explain_unknown(method.path))
 
     def order(self, service: str) -> list[Provider]:
         """The providers of `service` in the order the router tries them: the configured order
@@ -403,6 +403,28 @@ class Router:
         finally:
             if messages is not None:
                 await messages.aclose()
+
+    def explain_unknown(self, path: str) -> str:
+        """Why a method is not served: a disabled or broken plugin (by name), a typo."""
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or not all(parts):
+            return f"malformed method path {path!r}: expected /package.Service/Method"
+        service, method = parts
+        info = self.registry.services.get(service)
+        if info is not None and self.registry.providers[service]:
+            return f"{service} has no method {method!r}; its methods: {', '.join(info.methods)}"
+        for record in self.host.records.values():
+            if service in record.contracts and record.state == DISABLED:
+                where = f" in {self.config.path}" if self.config.path else ""
+                return (
+                    f"{service} is provided by plugin '{record.name}', which is disabled{where}; "
+                    f"enable it with `cortex plugins enable {record.name}` and restart the kernel"
+                )
+            if service in record.contracts and record.state == BROKEN:
+                return f"{service} is provided by plugin '{record.name}', which is broken: {record.error}"
+        disabled = [r.name for r in self.host.records.values() if r.state == DISABLED]
+        hint = f" (disabled plugins: {', '.join(disabled)})" if disabled else ""
+        return f"no contract {service!r} is served here{hint}; `cortex contracts list` shows what is"
 
     # -- reporting --------------------------------------------------------------------------------
     async def _finish(self, call: Call, outcome: Outcome) -> None:

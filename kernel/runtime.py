@@ -23,9 +23,9 @@ from .context import KernelChannel, PluginContext
 from .credentials import Credentials
 from .dial import provider_dial
 from .exposure import Exposure
+from .kernel_service import PLUGIN_SERVICE, KernelServicer, PluginServicer
 from .kernel_service import SERVICE as KERNEL_SERVICE
-from .kernel_service import KernelServicer
-from .plugin_host import BROKEN, DISABLED, PluginHost
+from .plugin_host import BROKEN, DISABLED, PluginHost, discover
 from .registry import ContractRegistry, Health, resolve_service
 from .remote import RemoteProvider, is_loopback
 from .router import Router
@@ -57,6 +57,7 @@ class Kernel:
         self.exposure = Exposure.from_config(config.kernel)
         self.credentials = Credentials(config.data_dir, self.exposure.require_credentials)
         self.server = None
+        self.server_handlers = None  # serves contracts registered after start (live enables)
         self.address = config.listen
         self.started_at = time.monotonic()
         self._monitor: asyncio.Task | None = None
@@ -75,6 +76,7 @@ class Kernel:
         self.credentials.ensure_admin_token()
         self.host.load()
         self.registry.add_servicer(KERNEL_SERVICE, KernelServicer(self), plugin="kernel")
+        self.registry.add_servicer(PLUGIN_SERVICE, PluginServicer(self), plugin="kernel")
         await self.host.configure(self._plugin_context)
         await self.host.register()
         self._add_remote_providers()
@@ -85,7 +87,7 @@ class Kernel:
         await self._require_plugins()
         self._check_routing()
         await self.refresh_health()
-        self.server = build_server(
+        self.server, self.server_handlers = build_server(
             self.registry, self.router, self.health, self.explain_unknown, cfg.kernel["max_message_bytes"],
             self.credentials, mutual_tls=bool(self.exposure.tls_client_ca),
         )
@@ -230,27 +232,43 @@ class Kernel:
             except Exception as exc:  # noqa: BLE001 - keep probing
                 log.error("health.refresh_failed", error=repr(exc))
 
+    # -- plugins while serving ------------------------------------------------------------------------
+    async def enable_plugin(self, name: str):
+        """Load an installed plugin now; its contracts are served at once (KeyError: unknown)."""
+        record = await self.host.enable_now(name, self._plugin_context)
+        if self.server_handlers is not None:
+            self.server_handlers.refresh()
+        await self.refresh_health()
+        log.info("plugin.enabled_live", plugin=name, state=record.state, error=record.error or None)
+        return record
+
+    async def disable_plugin(self, name: str):
+        """Stop a plugin now and withdraw its contracts (ValueError for a required one)."""
+        if name not in self.host.records:
+            raise KeyError(name)
+        if name in self.config.kernel["required_plugins"]:
+            raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
+        record = await self.host.disable_now(name)
+        if self.server_handlers is not None:
+            self.server_handlers.refresh()
+        await self.refresh_health()
+        log.info("plugin.disabled_live", plugin=name)
+        return record
+
+    async def install_plugin(self, spec: str, sha256: str = ""):
+        """pip-install `spec` into this kernel's environment, then enable the plugins it brings."""
+        from .live_install import install
+
+        before = {r.name for r in discover()}
+        await install(spec, sha256)
+        added = [r.name for r in discover() if r.name not in before]
+        if not added:
+            raise ValueError(f"{spec} installed, but it brings no plugin (no entry point in the 'cortex' group)")
+        return [await self.enable_plugin(name) for name in added]
+
     # -- unknown methods ------------------------------------------------------------------------------
     def explain_unknown(self, path: str) -> str:
-        parts = path.strip("/").split("/")
-        if len(parts) != 2 or not all(parts):
-            return f"malformed method path {path!r}: expected /package.Service/Method"
-        service, method = parts
-        info = self.registry.services.get(service)
-        if info is not None and self.registry.providers[service]:
-            return f"{service} has no method {method!r}; its methods: {', '.join(info.methods)}"
-        for record in self.host.records.values():
-            if service in record.contracts and record.state == DISABLED:
-                where = f" in {self.config.path}" if self.config.path else ""
-                return (
-                    f"{service} is provided by plugin '{record.name}', which is disabled{where}; "
-                    f"enable it with `cortex plugins enable {record.name}` and restart the kernel"
-                )
-            if service in record.contracts and record.state == BROKEN:
-                return f"{service} is provided by plugin '{record.name}', which is broken: {record.error}"
-        disabled = [r.name for r in self.host.records.values() if r.state == DISABLED]
-        hint = f" (disabled plugins: {', '.join(disabled)})" if disabled else ""
-        return f"no contract {service!r} is served here{hint}; `cortex contracts list` shows what is"
+        return self.router.explain_unknown(path)
 
     # -- stop -----------------------------------------------------------------------------------
     async def stop(self, grace: float | None = None) -> None:

@@ -160,6 +160,38 @@ def _refusing_handler(method: MethodInfo) -> grpc.RpcMethodHandler:
     return grpc.stream_unary_rpc_method_handler(handle)
 
 
+class LateContracts(grpc.GenericRpcHandler):
+    """Serves the contracts registered after the server started (a plugin enabled or installed
+    while the kernel runs), looked up in the registry per method path. Those served from the start
+    have registered handlers (grpc's fast path); a plugin disabled live keeps them, and the router
+    then answers UNIMPLEMENTED naming it."""
+
+    def __init__(self, registry: ContractRegistry, router: Router, credentials: Credentials, mutual_tls: bool):
+        self._registry, self._router, self._credentials, self._mutual_tls = registry, router, credentials, mutual_tls
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def refresh(self) -> None:
+        self._handlers.clear()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        path = handler_call_details.method
+        handler = self._handlers.get(path)
+        if handler is None:
+            method = self._registry.method(path)
+            if method is None or not self._registry.providers.get(method.service):
+                return None  # on to the handler that explains why nothing serves it
+            handler = self._handlers[path] = _handler(self._router, method, self._credentials, self._mutual_tls)
+        return handler
+
+
+def _handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
+    if method.client_streaming:
+        return _refusing_handler(method)
+    if method.server_streaming:
+        return _stream_handler(router, method, credentials, mutual_tls)
+    return _unary_handler(router, method, credentials, mutual_tls)
+
+
 class _UnknownMethodHandler(grpc.GenericRpcHandler):
     """Last in line: explains why a method is not served."""
 
@@ -193,14 +225,7 @@ def build_server(
     )
     names = []
     for service in registry.served():
-        handlers = {}
-        for method in service.methods.values():
-            if method.client_streaming:
-                handlers[method.name] = _refusing_handler(method)
-            elif method.server_streaming:
-                handlers[method.name] = _stream_handler(router, method, credentials, mutual_tls)
-            else:
-                handlers[method.name] = _unary_handler(router, method, credentials, mutual_tls)
+        handlers = {method.name: _handler(router, method, credentials, mutual_tls) for method in service.methods.values()}
         # as generated add_XServicer_to_server does: a generic handler, plus the registered fast path
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)
@@ -208,5 +233,6 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    server.add_generic_rpc_handlers((_UnknownMethodHandler(explain_unknown),))
-    return server
+    late = LateContracts(registry, router, credentials, mutual_tls)
+    server.add_generic_rpc_handlers((late, _UnknownMethodHandler(explain_unknown)))
+    return server, late

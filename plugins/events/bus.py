@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -30,6 +30,7 @@ class StoredEvent:
     datacontenttype: str
     data: str
     trace_id: str
+    publisher: str = ""  # who published it, from their credential (the bus's record, not the client's claim)
 
 
 MAX_POSITION = 2**63 - 1
@@ -80,6 +81,10 @@ class SqliteEventBus(EventBus):
                 COMMIT;
                 """
             )
+        if version < 2:
+            self._db.executescript(
+                "BEGIN; ALTER TABLE events ADD COLUMN publisher TEXT NOT NULL DEFAULT ''; PRAGMA user_version = 2; COMMIT;"
+            )
 
     def append(self, event: StoredEvent) -> tuple[int, bool]:
         with self._lock:
@@ -89,10 +94,10 @@ class SqliteEventBus(EventBus):
             if row:
                 return row[0], True
             cursor = self._db.execute(
-                "INSERT INTO events (id, source, type, subject, time_ms, datacontenttype, data, trace_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.id, event.source, event.type, event.subject, event.time_ms, event.datacontenttype,
-                 event.data, event.trace_id),
+                 event.data, event.trace_id, event.publisher),
             )
             return cursor.lastrowid, False
 
@@ -104,7 +109,7 @@ class SqliteEventBus(EventBus):
             args += topics
         with self._lock:
             rows = self._db.execute(
-                "SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id"
+                "SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher"
                 f" FROM events WHERE {where} ORDER BY position LIMIT ?",
                 (*args, limit),
             ).fetchall()

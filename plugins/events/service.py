@@ -25,6 +25,7 @@ def to_message(event: StoredEvent) -> pb.Event:
     message = pb.Event(
         id=event.id, source=event.source, type=event.type, subject=event.subject,
         datacontenttype=event.datacontenttype, data=event.data, trace_id=event.trace_id, position=event.position,
+        publisher=event.publisher,
     )
     message.time.FromMilliseconds(event.time_ms)
     return message
@@ -85,6 +86,7 @@ class EventServicer:
             datacontenttype=event.datacontenttype or ("application/json" if event.data[:1] in ("{", "[") else "text/plain"),
             data=event.data,
             trace_id=event.trace_id or getattr(context, "call_id", ""),
+            publisher=getattr(context, "principal", ""),  # never what the request says
         )
         position, duplicate = await self._blocking(self.bus.append, stored)
         if not duplicate:

@@ -8,6 +8,8 @@
   the request, or the `x-cortex-labels` header) never reaches a remote provider. Not overridable.
 - builtin/policy-admin: only `admin` (the admin token) adds or removes policies, unless a rule
   allows another principal (overridable; builtin/admin-administers is the allow for admin).
+- builtin/plugin-admin: only `admin` installs, enables or disables plugins while the kernel runs
+  (PluginService), unless a rule allows another principal (overridable).
 - builtin/local-never-administers: `local` (an unauthenticated caller on loopback) never changes
   policies, whatever else is allowed. Not overridable.
 - builtin/local-default: `local` may call only the kernel's read-only service and the memory,
@@ -24,6 +26,7 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 SOURCE = "built-in"
 GOVERNANCE = "cortex.governance.v1.GovernanceService"
 POLICY_ADMIN = ["AddPolicy", "RemovePolicy"]
+PLUGINS = "cortex.kernel.v1.PluginService"
 INFERENCE = ["Generate", "GenerateStream", "Embed"]
 MODELS = ["cortex.models.v1.ModelService"]
 
@@ -54,6 +57,16 @@ BUILTIN_RULES = [
         id="builtin/admin-administers",
         description="admin (the admin token) changes policies",
         effect=pb.EFFECT_ALLOW, services=[GOVERNANCE], methods=POLICY_ADMIN, principals=["admin"], source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/plugin-admin",
+        description="only admin installs, enables or disables plugins while the kernel runs, unless a rule allows another principal",
+        effect=pb.EFFECT_DENY, services=[PLUGINS], overridable=True, source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/admin-administers-plugins",
+        description="admin (the admin token) installs, enables and disables plugins",
+        effect=pb.EFFECT_ALLOW, services=[PLUGINS], principals=["admin"], source=SOURCE,
     ),
     pb.Rule(
         id="builtin/local-never-administers",

@@ -46,9 +46,12 @@ class HttpApi:
         self.gateway, self.channel, self.metrics = gateway, channel, metrics
         self.credentials, self.limiter = credentials, limiter
         self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
-        # the registry is complete before plugins start, and fixed while the kernel runs
-        self.methods: dict[str, MethodInfo] = {f"{m.service}/{m.name}": m for m in gateway.methods()}
-        self._openapi: dict | None = None
+        self._openapi: tuple[tuple[str, ...], dict] | None = None  # (the served paths, their document)
+
+    @property
+    def methods(self) -> dict[str, MethodInfo]:
+        """The served methods now (plugins may be enabled and disabled while the kernel runs)."""
+        return {f"{m.service}/{m.name}": m for m in self.gateway.methods()}
 
     def app(self) -> Starlette:
         routes = [
@@ -128,9 +131,10 @@ class HttpApi:
 
     # -- documents and probes -----------------------------------------------------------------
     async def openapi(self, request: Request) -> Response:
-        if self._openapi is None:
-            self._openapi = openapi.build(list(self.methods.values()), self.version)
-        return JSONResponse(self._openapi)
+        methods = self.methods
+        if self._openapi is None or self._openapi[0] != tuple(methods):
+            self._openapi = (tuple(methods), openapi.build(list(methods.values()), self.version))
+        return JSONResponse(self._openapi[1])
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -15,9 +15,13 @@ log = structlog.get_logger("cortex.mcp")
 def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> ContractToolServer:
     from cortex.kernel import cortex_version
 
-    tools = build_tools(gateway.methods(), settings["expose"], settings["hide"])
-    log.info("mcp.tools", transport=transport, count=len(tools))
-    return ContractToolServer(gateway, tools, version=cortex_version(), timeout=settings["timeout"], transport=transport)
+    def tools():
+        return build_tools(gateway.methods(), settings["expose"], settings["hide"])
+
+    server = ContractToolServer(gateway, tools(), version=cortex_version(), timeout=settings["timeout"], transport=transport)
+    server.rebuild = tools
+    log.info("mcp.tools", transport=transport, count=len(server.tools))
+    return server
 
 
 async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:

@@ -45,7 +45,17 @@ class ContractToolServer(MCPServer):
     def __init__(self, gateway: Any, tools: dict[str, ToolSpec], *, version: str, timeout: float | None,
                  transport: str):
         super().__init__(name="cortex-os", version=version, instructions=INSTRUCTIONS, log_level="WARNING")
-        self.gateway, self.tools, self.timeout, self.transport = gateway, tools, timeout, transport
+        self.gateway, self._tools, self.timeout, self.transport = gateway, tools, timeout, transport
+        self._served = tuple(m.path for m in gateway.methods())
+        self.rebuild = None  # set by build_server: the tools for the methods served now
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        """The tools for what the kernel serves now (plugins may come and go while it runs)."""
+        served = tuple(m.path for m in self.gateway.methods())
+        if served != self._served and self.rebuild is not None:
+            self._tools, self._served = self.rebuild(), served
+        return self._tools
 
     def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
         tool = self.tools.get(name)

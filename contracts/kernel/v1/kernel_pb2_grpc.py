@@ -189,3 +189,174 @@ class KernelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PluginServiceStub:
+    """PluginService changes what a running kernel loads, without a restart: installing a plugin
+    into the kernel's own environment, enabling and disabling one. Every call is governed and
+    audited; by default only the admin may make them.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Install = channel.unary_unary(
+                '/cortex.kernel.v1.PluginService/Install',
+                request_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallRequest.SerializeToString,
+                response_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallResponse.FromString,
+                _registered_method=True)
+        self.Enable = channel.unary_unary(
+                '/cortex.kernel.v1.PluginService/Enable',
+                request_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableRequest.SerializeToString,
+                response_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableResponse.FromString,
+                _registered_method=True)
+        self.Disable = channel.unary_unary(
+                '/cortex.kernel.v1.PluginService/Disable',
+                request_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableRequest.SerializeToString,
+                response_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableResponse.FromString,
+                _registered_method=True)
+
+
+class PluginServiceServicer:
+    """PluginService changes what a running kernel loads, without a restart: installing a plugin
+    into the kernel's own environment, enabling and disabling one. Every call is governed and
+    audited; by default only the admin may make them.
+    """
+
+    def Install(self, request, context):
+        """Install pip-installs a distribution (a name, a path or a wheel) into the kernel's own
+        environment and enables the plugins it brings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Enable(self, request, context):
+        """Enable loads, configures, registers and starts an installed plugin now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disable(self, request, context):
+        """Disable stops a plugin now and withdraws its contracts (a required plugin is refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PluginServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Install': grpc.unary_unary_rpc_method_handler(
+                    servicer.Install,
+                    request_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallRequest.FromString,
+                    response_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallResponse.SerializeToString,
+            ),
+            'Enable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enable,
+                    request_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableRequest.FromString,
+                    response_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableResponse.SerializeToString,
+            ),
+            'Disable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disable,
+                    request_deserializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableRequest.FromString,
+                    response_serializer=cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cortex.kernel.v1.PluginService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cortex.kernel.v1.PluginService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PluginService:
+    """PluginService changes what a running kernel loads, without a restart: installing a plugin
+    into the kernel's own environment, enabling and disabling one. Every call is governed and
+    audited; by default only the admin may make them.
+    """
+
+    @staticmethod
+    def Install(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.kernel.v1.PluginService/Install',
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallRequest.SerializeToString,
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.InstallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.kernel.v1.PluginService/Enable',
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableRequest.SerializeToString,
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.EnableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.kernel.v1.PluginService/Disable',
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableRequest.SerializeToString,
+            cortex_dot_kernel_dot_v1_dot_kernel__pb2.DisableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

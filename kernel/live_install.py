@@ -1,0 +1,52 @@
+"""Installing a plugin into the running kernel's own environment (PluginService.Install): pip, in
+a subprocess, with the file's SHA-256 checked first when one is expected."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("cortex.kernel")
+TIMEOUT = 600
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check(spec: str, sha256: str) -> None:
+    path = Path(os.path.expanduser(spec))
+    if not path.is_file():
+        raise ValueError(f"sha256 was given, so {spec!r} must be a file (a wheel or an sdist) to check it against")
+    found = _sha256(path)
+    if found != sha256:
+        raise ValueError(f"{spec} has SHA-256 {found}, not the expected {sha256}: not installed")
+
+
+async def install(spec: str, sha256: str = "") -> None:
+    """ValueError saying what went wrong (a hash that does not match, pip's own last lines)."""
+    if sha256:
+        await asyncio.to_thread(_check, spec, sha256)
+    command = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", spec]
+    log.info("plugin.installing", spec=spec)
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        raise ValueError(f"pip did not finish installing {spec} within {TIMEOUT} s") from None
+    if proc.returncode != 0:
+        tail = " | ".join(output.decode(errors="replace").strip().splitlines()[-3:])
+        raise ValueError(f"pip could not install {spec}: {tail}")
+    importlib.invalidate_caches()  # the new distribution's metadata and modules are found from now on
+    log.info("plugin.installed", spec=spec)

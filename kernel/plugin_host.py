@@ -9,6 +9,7 @@ the kernel goes on with the rest.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import sys
@@ -161,6 +162,7 @@ class PluginHost:
         self.records: dict[str, PluginRecord] = {}
         self._extra = list(extra_plugins)
         self._authorizers: list[tuple[str, Any, tuple[str, ...]]] = []
+        self.trace = False
         self._observers: list[tuple[str, Any, tuple[str, ...]]] = []
 
     # -- loading ---------------------------------------------------------------------------------
@@ -176,9 +178,9 @@ class PluginHost:
                 )
         only = os.environ.get("CORTEX_LOAD_PLUGINS")  # recovery: exactly these (empty: none)
         allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
-        if os.environ.get("CORTEX_TRACE_HOOKS", "") not in ("", "0"):
-            self.pm.trace.root.setwriter(lambda text: log.debug("hook.trace", text=text.rstrip()))
-            self.pm.enable_tracing()
+        # every hook call to the log (the host calls each plugin's hooks itself, in isolation, so
+        # this is its own tracing rather than pluggy's, which sees only calls made through pm.hook)
+        self.trace = os.environ.get("CORTEX_TRACE_HOOKS", "") not in ("", "0")
         for record in discovered:
             if allowed is not None and record.name not in allowed and record.source != "in-process":
                 record.state, record.error = DISABLED, "not named in CORTEX_LOAD_PLUGINS"
@@ -253,6 +255,8 @@ class PluginHost:
         impl = self._impl(record, hook)
         if impl is None:
             return None
+        if self.trace:
+            log.debug("hook.trace", plugin=record.name, hook=hook, args=sorted(kwargs))
         result = impl.function(*self._args(impl, kwargs))
         if inspect.isawaitable(result):
             result = await result
@@ -328,12 +332,17 @@ class PluginHost:
             self._index_hot_hooks()
         return record
 
-    async def disable_now(self, name: str) -> PluginRecord:
-        """Stop a loaded plugin and withdraw its contracts; calls already inside it finish."""
+    async def disable_now(self, name: str, grace: float = 10.0) -> PluginRecord:
+        """Withdraw a loaded plugin's contracts, let the calls already inside it finish (up to
+        `grace` seconds), then stop it."""
         record = self.records[name]
         if record.state == LOADED:
+            withdrawn = self.registry.remove_plugin(name)  # no new call reaches it from here on
+            deadline = asyncio.get_running_loop().time() + grace
+            # the calls already inside it finish first (counters on several providers: polled)
+            while any(p.in_flight for p in withdrawn) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
             await self._each("cortex_stop", [record], context=record.context)
-            self.registry.remove_plugin(name)
             if record.obj is not None and self.pm.is_registered(record.obj):
                 self.pm.unregister(record.obj)
             self.pm.set_blocked(name)
@@ -430,6 +439,8 @@ class PluginHost:
             return ALLOW_BY_DEFAULT
         answers: list[Decision] = []
         for name, fn, argnames in self._authorizers:
+            if self.trace:
+                log.debug("hook.trace", plugin=name, hook="cortex_authorize", call_id=call.id)
             try:
                 answer = fn(*[call for _ in argnames])
                 if inspect.isawaitable(answer):

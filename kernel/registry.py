@@ -116,6 +116,7 @@ class Provider:
     failures: int = 0
     last_error: str = ""
     latency_ewma: float | None = None  # seconds, successful calls only
+    in_flight: int = 0  # attempts at it not yet settled (a plugin disabled live waits for them)
 
     async def unary(
         self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None

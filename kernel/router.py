@@ -278,7 +278,11 @@ class Router:
                 except _Failure as failure:  # the deadline passed before this attempt
                     attempt.failure = failure
                 else:
-                    yield attempt
+                    provider.in_flight += 1
+                    try:
+                        yield attempt
+                    finally:
+                        provider.in_flight -= 1
                 self._settle(route, attempt)
                 if attempt.failure is None:
                     return
@@ -413,15 +417,21 @@ class Router:
         info = self.registry.services.get(service)
         if info is not None and self.registry.providers[service]:
             return f"{service} has no method {method!r}; its methods: {', '.join(info.methods)}"
+        reasons = []
         for record in self.host.records.values():
-            if service in record.contracts and record.state == DISABLED:
+            if service not in record.contracts or record.state not in (DISABLED, BROKEN):
+                continue
+            if record.state == BROKEN:
+                reasons.append(f"plugin '{record.name}', which is broken: {record.error}")
+            elif record.error:  # disabled while the kernel runs, or not named in CORTEX_LOAD_PLUGINS
+                reasons.append(f"plugin '{record.name}', which is {record.error}; `cortex plugins enable "
+                               f"{record.name} --now` serves it again")
+            else:
                 where = f" in {self.config.path}" if self.config.path else ""
-                return (
-                    f"{service} is provided by plugin '{record.name}', which is disabled{where}; "
-                    f"enable it with `cortex plugins enable {record.name}` and restart the kernel"
-                )
-            if service in record.contracts and record.state == BROKEN:
-                return f"{service} is provided by plugin '{record.name}', which is broken: {record.error}"
+                reasons.append(f"plugin '{record.name}', which is disabled{where}; enable it with "
+                               f"`cortex plugins enable {record.name}` and restart the kernel")
+        if reasons:
+            return f"{service} is provided by " + "; and by ".join(reasons)
         disabled = [r.name for r in self.host.records.values() if r.state == DISABLED]
         hint = f" (disabled plugins: {', '.join(disabled)})" if disabled else ""
         return f"no contract {service!r} is served here{hint}; `cortex contracts list` shows what is"

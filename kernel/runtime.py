@@ -248,7 +248,7 @@ class Kernel:
             raise KeyError(name)
         if name in self.config.kernel["required_plugins"]:
             raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
-        record = await self.host.disable_now(name)
+        record = await self.host.disable_now(name, self.config.kernel["shutdown_grace_seconds"])
         if self.server_handlers is not None:
             self.server_handlers.refresh()
         await self.refresh_health()

@@ -158,3 +158,49 @@ def test_a_marketplace_event_installs_a_plugin_for_those_policy_allows(tmp_path,
                 if "proof" in e and e["proof"]["method"] == "Install"]
     assert ("key:outsider", "plugin:marketplace", "PERMISSION_DENIED") in installs
     assert ("admin", "plugin:marketplace", "OK") in installs
+
+
+def test_disabling_lets_calls_inside_the_plugin_finish_first(start_kernel, channel_to):
+    import threading
+    import time as clock
+
+    from cortex.kernel import hookimpl
+    from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+    events: list[str] = []
+
+    from cortex_echo.plugin import EchoServicer
+
+    class Slow(EchoServicer):
+        async def Echo(self, request, context):
+            events.append("call started")
+            await asyncio.sleep(0.5)
+            events.append("call finished")
+            return echo_pb2.EchoResponse(message=request.message, served_by="slow")
+
+    class SlowPlugin:
+        @hookimpl
+        def cortex_register(self, registry):
+            registry.add(echo_pb2.DESCRIPTOR.services_by_name["EchoService"], Slow("slow"))
+
+        @hookimpl
+        async def cortex_stop(self, context):
+            events.append("stopped")
+
+    target, kt = start_kernel('[plugins]\ndisabled = ["echo"]\n', plugins=[("slow", SlowPlugin())])
+    stub = echo_pb2_grpc.EchoServiceStub(channel_to(target))
+    replies: list = []
+    caller = threading.Thread(target=lambda: replies.append(stub.Echo(echo_pb2.EchoRequest(message="m"), timeout=10)))
+    caller.start()
+    deadline = clock.monotonic() + 10
+    while "call started" not in events and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    kt.run(kt.kernel.disable_plugin("slow"))
+    caller.join(10)
+    assert replies and replies[0].served_by == "slow"
+    assert events == ["call started", "call finished", "stopped"]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Echo(echo_pb2.EchoRequest(message="m"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "plugin 'slow'" in err.value.details()
+    kt.run(kt.kernel.enable_plugin("slow"))
+    assert stub.Echo(echo_pb2.EchoRequest(message="again"), timeout=5).served_by == "slow"

@@ -96,3 +96,20 @@ def test_the_kernel_serves_it_on_every_surface_with_its_comments(bookmarks, serv
     described = asyncio.run(asyncio.wait_for(tools(), 60))
     assert any(d.startswith("Add keeps one note") for d in described.values()), json.dumps(described)[:2000]
     channel.close()
+
+
+def test_the_example_plugins_own_tests_pass_with_cortex_testing():
+    from ..conftest import ROOT
+
+    example = ROOT / "examples" / "cortex-echo"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=example,
+                          env=cortex_env(example / "no-data"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "3 passed" in done.stdout
+
+
+def test_hook_calls_are_traced_on_request(start_kernel, monkeypatch, caplog):
+    monkeypatch.setenv("CORTEX_TRACE_HOOKS", "1")
+    start_kernel()
+    traced = [r.getMessage() for r in caplog.records if "hook.trace" in r.getMessage()]
+    assert any("cortex_configure" in line for line in traced) and any("cortex_start" in line for line in traced)

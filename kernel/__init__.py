@@ -16,7 +16,7 @@ from typing import Any
 from .call import Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
 from .context import KernelChannel, PluginContext, check_settings
 from .credentials import LOCAL, AuthError, Identity
-from .doctor_check import FAIL, OK, WARN, DoctorCheck, port_check
+from .doctor_check import FAIL, OK, WARN, DoctorCheck, listener_check, port_check
 from .hookspecs import hookimpl, hookspec
 from .registry import Health, MethodInfo, Registrar
 
@@ -76,6 +76,7 @@ __all__ = [
     "check_settings",
     "hookimpl",
     "hookspec",
+    "listener_check",
     "port_check",
     *sorted(_LAZY),
 ]

@@ -360,6 +360,16 @@ def _state(plugin: Any) -> str:
 now_option = click.option("--now", is_flag=True, help="Also in the running kernel, without a restart (admin only).")
 
 
+def _toggle(config: str | None, target: str | None, now: bool, name: str, enabled: bool) -> None:
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    _set_enabled(config, name, enabled, restart_hint=not now)
+    if now:
+        request = kernel_pb2.EnableRequest(name=name) if enabled else kernel_pb2.DisableRequest(name=name)
+        reply = _live(config, target, "Enable" if enabled else "Disable", request)
+        click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
+
+
 @plugins.command("enable")
 @config_option
 @target_option
@@ -367,12 +377,7 @@ now_option = click.option("--now", is_flag=True, help="Also in the running kerne
 @click.argument("name")
 def plugins_enable(config, target, now, name) -> None:
     """Enable plugin NAME in the config file (and, with --now, in the running kernel)."""
-    from cortex.contracts.kernel.v1 import kernel_pb2
-
-    _set_enabled(config, name, True, restart_hint=not now)
-    if now:
-        reply = _live(config, target, "Enable", kernel_pb2.EnableRequest(name=name))
-        click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
+    _toggle(config, target, now, name, True)
 
 
 @plugins.command("disable")
@@ -383,12 +388,7 @@ def plugins_enable(config, target, now, name) -> None:
 def plugins_disable(config, target, now, name) -> None:
     """Disable plugin NAME in the config file: it will not be loaded at all (with --now, it stops
     in the running kernel and its contracts are withdrawn)."""
-    from cortex.contracts.kernel.v1 import kernel_pb2
-
-    _set_enabled(config, name, False, restart_hint=not now)
-    if now:
-        reply = _live(config, target, "Disable", kernel_pb2.DisableRequest(name=name))
-        click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
+    _toggle(config, target, now, name, False)
 
 
 @plugins.command("install")

@@ -28,3 +28,11 @@ def port_check(listen: str, name: str, fix: str, running: bool = False) -> Docto
     except OSError as exc:
         return DoctorCheck(name, FAIL, f"{listen}: {exc.strerror}", fix)
     return DoctorCheck(name, OK, f"{listen} is free")
+
+
+def listener_check(plugin: str, setting: str, listen: str, running: bool) -> list[DoctorCheck]:
+    """A plugin's own listener ([plugins.PLUGIN] SETTING = listen) is free to bind; nothing to check
+    when it is off, on port 0, or held by the running kernel."""
+    if running or not listen or listen.endswith(":0"):
+        return []
+    return [port_check(listen, f"port ({plugin})", f"stop what holds it, or set [plugins.{plugin}] {setting}")]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl, port_check, split_listen
+from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -70,10 +70,7 @@ class A2aPlugin:
 
     @hookimpl
     def cortex_doctor(self, config, running) -> list:
-        listen = str(config.get("listen", DEFAULT_LISTEN))
-        if running or not listen or listen.endswith(":0"):
-            return []
-        return [port_check(listen, "port (a2a)", "stop what holds it, or set [plugins.a2a] listen")]
+        return listener_check("a2a", "listen", str(config.get("listen", DEFAULT_LISTEN)), running)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

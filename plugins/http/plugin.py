@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl, port_check, split_listen
+from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -102,10 +102,7 @@ class HttpPlugin:
 
     @hookimpl
     def cortex_doctor(self, config, running) -> list:
-        listen = str(config.get("listen", DEFAULT_LISTEN))
-        if running or not listen or listen.endswith(":0"):
-            return []
-        return [port_check(listen, "port (http)", "stop what holds it, or set [plugins.http] listen")]
+        return listener_check("http", "listen", str(config.get("listen", DEFAULT_LISTEN)), running)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

@@ -134,7 +134,8 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
     env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
     result = run_cli("plugins", "enable", "nosuch", env=env)
     assert result.returncode == 1
-    assert "unknown plugin 'nosuch'; installed plugins: a2a, cerebrum, echo, events, governance, http, marketplace, mcp, memories, mlx" in result.stderr
+    installed = "a2a, cerebrum, echo, events, governance, http, marketplace, mcp, memories, mlx"
+    assert f"unknown plugin 'nosuch'; installed plugins: {installed}" in result.stderr
     assert not config.exists()
 
 

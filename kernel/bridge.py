@@ -146,6 +146,10 @@ class KernelGateway:
     def method(self, path: str) -> MethodInfo | None:
         return self._channel.method(path)
 
+    def explain(self, path: str) -> str:
+        """Why `path` is not served (a plugin disabled or broken, by name)."""
+        return self._channel.explain(path)
+
     async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
         response, _outcome = await self._channel.acting_for(principal).call(method.path, request, timeout=timeout)
         return response
@@ -201,6 +205,9 @@ class GrpcGateway:
 
     def method(self, path: str) -> MethodInfo | None:
         return self._methods.get(path)
+
+    def explain(self, path: str) -> str:
+        return f"{path} is not served by the kernel at {self.target} any more"
 
     async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
         call = self._channel.unary_unary(

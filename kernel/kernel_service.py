@@ -44,8 +44,8 @@ class PluginServicer(kernel_pb2_grpc.PluginServiceServicer):
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
 
-    async def _named(self, name: str, context):
-        if name not in self.kernel.host.records and not name:
+    async def _named(self, name: str, context) -> str:
+        if not name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the plugin (its entry-point name)")
         return name
 

@@ -48,13 +48,16 @@ class ContractToolServer(MCPServer):
         self.gateway, self._tools, self.timeout, self.transport = gateway, tools, timeout, transport
         self._served = tuple(m.path for m in gateway.methods())
         self.rebuild = None  # set by build_server: the tools for the methods served now
+        self._retired: dict[str, str] = {}  # tool name -> its method path, for tools withdrawn live
 
     @property
     def tools(self) -> dict[str, ToolSpec]:
         """The tools for what the kernel serves now (plugins may come and go while it runs)."""
         served = tuple(m.path for m in self.gateway.methods())
         if served != self._served and self.rebuild is not None:
-            self._tools, self._served = self.rebuild(), served
+            fresh = self.rebuild()
+            self._retired.update({n: t.method.path for n, t in self._tools.items() if n not in fresh})
+            self._tools, self._served = fresh, served
         return self._tools
 
     def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
@@ -69,6 +72,8 @@ class ContractToolServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> CallToolResult:
         tool = self.tools.get(name)
+        if tool is None and name in self._retired:  # its plugin was disabled while the kernel runs
+            return _error("UNIMPLEMENTED", self.gateway.explain(self._retired[name]))
         if tool is None:
             return _error("NOT_FOUND", f"no tool {name!r}; tools/list shows what is exposed")
         who = bridge_caller("mcp", _client_name(context), self.transport, _identity(context))

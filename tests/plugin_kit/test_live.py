@@ -28,13 +28,16 @@ def urls(kernel) -> tuple[str, str]:
     return http.group(1), mcp.group(1)
 
 
-async def mcp_tools(url: str, token: str) -> dict[str, str]:
+async def mcp_tools(url: str, token: str, call: str = "") -> tuple[dict[str, str], str]:
+    """The tools' descriptions, and (when `call` names one) the text of calling it."""
     from mcp import Client
     from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
     transport = streamable_http_client(url, http_client=create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}))
     async with Client(transport) as client:
-        return {t.name: t.description for t in (await client.list_tools()).tools}
+        tools = {t.name: t.description for t in (await client.list_tools()).tools}
+        said = (await client.call_tool(call, {"text": "x"})).content[0].text if call else ""
+        return tools, said
 
 
 def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
@@ -75,8 +78,8 @@ def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
     assert http.post("/v1/shelf.v1.ShelfService/List", json={}).json()["notes"] == ["a book"]
     operation = http.get("/openapi.json").json()["paths"]["/v1/shelf.v1.ShelfService/Add"]["post"]
     assert operation["description"].startswith("Add keeps one note")
-    tools = asyncio.run(asyncio.wait_for(mcp_tools(mcp_url, token), 60))
-    assert any(d.startswith("Add keeps one note") for d in tools.values())
+    tools, _ = asyncio.run(asyncio.wait_for(mcp_tools(mcp_url, token), 60))
+    assert tools.get("shelf_add", "").startswith("Add keeps one note")
 
     # disabled live: every surface says which plugin is off
     off = run_cli("plugins", "disable", "shelf", "--now", env=cli_env)
@@ -86,8 +89,9 @@ def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "plugin 'shelf', which is disabled" in err.value.details()
     refused = http.post("/v1/shelf.v1.ShelfService/List", json={})
     assert refused.status_code == 404 and "plugin 'shelf', which is disabled" in refused.json()["error"]["message"]
-    tools = asyncio.run(asyncio.wait_for(mcp_tools(mcp_url, token), 60))
-    assert not any(d.startswith("Add keeps one note") for d in tools.values())
+    tools, said = asyncio.run(asyncio.wait_for(mcp_tools(mcp_url, token, call="shelf_add"), 60))
+    assert "shelf_add" not in tools
+    assert said.startswith("UNIMPLEMENTED") and "plugin 'shelf', which is disabled while the kernel runs" in said
     assert 'disabled = ["shelf"]' in config.read_text()  # and it stays off after a restart
 
     on = run_cli("plugins", "enable", "shelf", "--now", env=cli_env)

@@ -32,12 +32,14 @@ demo run "summarise what I noted about the garden project"
 demo audit tail -n 4
 demo proofs verify --all
 echo
-echo "\$ grpc call cortex_echo.v1.EchoService/Echo (the example plugin, through the kernel's router)"
+echo "\$ grpc call cortex_echo.v1.EchoService/Echo (the example plugin, through the kernel's router, as admin)"
 .venv/bin/python - "$listen" <<'PY'
-import sys, grpc
+import sys
+from cortex.kernel import client_dial, load_config_or_fail
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
-reply, call = echo_pb2_grpc.EchoServiceStub(grpc.insecure_channel(sys.argv[1])).Echo.with_call(
-    echo_pb2.EchoRequest(message="hello, cortex", upper=True), timeout=5)
+dial = client_dial(load_config_or_fail(None))  # the admin token in the data dir, as `cortex` uses it
+reply, call = echo_pb2_grpc.EchoServiceStub(dial.channel(sys.argv[1])).Echo.with_call(
+    echo_pb2.EchoRequest(message="hello, cortex", upper=True), timeout=5, metadata=dial.metadata())
 print(f"{reply.message!r} served by {dict(call.trailing_metadata())['x-cortex-provider']}")
 PY
 echo

@@ -16,7 +16,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .call import (
     CALL_ID_HEADER,
@@ -192,6 +192,25 @@ def _handler(router: Router, method: MethodInfo, credentials: Credentials, mutua
     return _unary_handler(router, method, credentials, mutual_tls)
 
 
+class _LiveReflection(reflection.aio.ReflectionServicer):
+    """Server reflection that lists what the registry serves now (plugins may be enabled or
+    disabled while the kernel runs), plus the kernel's plumbing services. grpcio-reflection keeps
+    the names in `_service_names`, set once; here it is read from the registry (grpcio-reflection
+    is locked, and a test lists a live-enabled service through reflection)."""
+
+    def __init__(self, registry: ContractRegistry, plumbing: list[str]):
+        self._registry, self._plumbing = registry, tuple(plumbing)
+        super().__init__(plumbing)
+
+    @property
+    def _service_names(self) -> tuple[str, ...]:
+        return tuple(sorted({*self._plumbing, *(s.full_name for s in self._registry.served())}))
+
+    @_service_names.setter
+    def _service_names(self, _value) -> None:  # the base class's one assignment: the registry decides
+        pass
+
+
 class _UnknownMethodHandler(grpc.GenericRpcHandler):
     """Last in line: explains why a method is not served."""
 
@@ -223,16 +242,16 @@ def build_server(
             ("grpc.so_reuseport", 0),  # a second kernel on a taken port must fail, not share it
         ]
     )
-    names = []
     for service in registry.served():
         handlers = {method.name: _handler(router, method, credentials, mutual_tls) for method in service.methods.values()}
         # as generated add_XServicer_to_server does: a generic handler, plus the registered fast path
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)
-        names.append(service.full_name)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        _LiveReflection(registry, [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]),
+        server,
+    )
     late = LateContracts(registry, router, credentials, mutual_tls)
     server.add_generic_rpc_handlers((late, _UnknownMethodHandler(explain_unknown)))
     return server, late

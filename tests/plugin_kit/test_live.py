@@ -40,6 +40,13 @@ async def mcp_tools(url: str, token: str, call: str = "") -> tuple[dict[str, str
         return tools, said
 
 
+def reflected(target: str) -> list[str]:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(target) as channel:
+        return list(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+
 def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
     assert run_cli("plugin", "new", "shelf", "--dir", str(tmp_path), env=cortex_env(tmp_path / "x")).returncode == 0
     package, site, data = tmp_path / "cortex-shelf", tmp_path / "site", tmp_path / "data"
@@ -80,6 +87,7 @@ def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
     assert operation["description"].startswith("Add keeps one note")
     tools, _ = asyncio.run(asyncio.wait_for(mcp_tools(mcp_url, token), 60))
     assert tools.get("shelf_add", "").startswith("Add keeps one note")
+    assert "shelf.v1.ShelfService" in reflected(kernel.target)  # reflection: how `cortex mcp --target` finds contracts
 
     # disabled live: every surface says which plugin is off
     off = run_cli("plugins", "disable", "shelf", "--now", env=cli_env)
@@ -93,6 +101,7 @@ def test_install_disable_enable_without_a_restart(tmp_path, serve_process):
     assert "shelf_add" not in tools
     assert said.startswith("UNIMPLEMENTED") and "plugin 'shelf', which is disabled while the kernel runs" in said
     assert 'disabled = ["shelf"]' in config.read_text()  # and it stays off after a restart
+    assert "shelf.v1.ShelfService" not in reflected(kernel.target)
 
     on = run_cli("plugins", "enable", "shelf", "--now", env=cli_env)
     assert on.returncode == 0 and "in the running kernel: loaded" in on.stdout, on.stderr

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 
-from .merkle import Frontier
+from .merkle import Frontier, inclusion_proof, root_from_inclusion
 
 SCHEMA_VERSION = 2
 KEY_FILE, PUBLIC_KEY_FILE, DB_FILE = "signing_key.pem", "public_key.pem", "audit.db"
@@ -262,6 +262,15 @@ class AuditChain:
         row = self.db.execute("SELECT body FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return pb.Checkpoint.FromString(row[0]) if row else None
 
+    def leaves(self, size: int) -> list[bytes]:
+        """The first `size` entry hashes, from the stored column (proofs made from it are checked
+        against a signed root, so a wrong column cannot make a proof that verifies)."""
+        return [h for (h,) in self.db.execute("SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (size,))]
+
+    def inclusion(self, entry: pb.AuditEntry, checkpoint: pb.Checkpoint) -> list[bytes]:
+        """The entry's RFC 9162 audit path in the tree `checkpoint` signed (it must cover the entry)."""
+        return inclusion_proof(self.leaves(checkpoint.size), entry.seq - 1)
+
     def checkpoints(self) -> list[pb.Checkpoint]:
         return [pb.Checkpoint.FromString(b) for (b,) in self.db.execute("SELECT body FROM checkpoints ORDER BY size")]
 
@@ -315,6 +324,16 @@ CHECKPOINT_ORIGIN = "cortex-os audit log"
 def checkpoint_note(cp: pb.Checkpoint) -> bytes:
     """The signed text of a checkpoint (the shape of a C2SP tlog checkpoint, plus its time)."""
     return f"{CHECKPOINT_ORIGIN}\n{cp.size}\n{base64.b64encode(cp.root_hash).decode()}\n{cp.time_unix_nanos}\n".encode()
+
+
+def inclusion_problem(entry: pb.AuditEntry, checkpoint: pb.Checkpoint, proof: list[bytes]) -> str:
+    """'' when `proof` places the entry in the tree `checkpoint` signed, else why not (the
+    checkpoint's own signature is checkpoint_problem's to judge)."""
+    if not 0 < entry.seq <= checkpoint.size:
+        return f"entry {entry.seq} is not covered by a checkpoint of {checkpoint.size} entries"
+    if root_from_inclusion(entry.hash, entry.seq - 1, checkpoint.size, list(proof)) != checkpoint.root_hash:
+        return f"entry {entry.seq} is not in the log the checkpoint of {checkpoint.size} entries signed"
+    return ""
 
 
 def checkpoint_problem(cp: pb.Checkpoint, key: bytes) -> str:

@@ -22,6 +22,8 @@ from .chain import (
     PUBLIC_KEY_FILE,
     AuditChain,
     ChainError,
+    checkpoint_problem,
+    inclusion_problem,
     key_files_problem,
     load_public_key,
     proof_id,
@@ -180,6 +182,8 @@ def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, pr
                 before = chain.get(entry.seq - 1)
                 if before is None or before.hash != entry.prev_hash:
                     problem = f"it does not link to entry {entry.seq - 1}"
+            for cp in kept:  # the entry is in the log each kept checkpoint signed
+                problem = problem or checkpoint_problem(cp, key) or inclusion_problem(entry, cp, chain.inclusion(entry, cp))
         finally:
             chain.close()
         if problem:
@@ -244,11 +248,16 @@ def proofs_show(config, data_dir, proof) -> None:
     chain = _open_chain(_data_dir(config, data_dir))
     try:
         entry = chain.get(int(proof[2:])) if proof.startswith("p-") and proof[2:].isdigit() else chain.proof_for_call(proof)
+        if entry is None or not entry.HasField("proof"):
+            raise click.ClickException(f"no proof {proof!r}")
+        shown = {"proof_id": proof_id(entry), **_entry_dict(entry)}
+        latest = chain.latest_checkpoint()
+        if latest is not None and latest.size >= entry.seq:  # its place in the log, once a checkpoint covers it
+            placed = pb.GetProofResponse(checkpoint=latest, inclusion=chain.inclusion(entry, latest))
+            shown.update(json_format.MessageToDict(placed, preserving_proto_field_name=True))
     finally:
         chain.close()
-    if entry is None or not entry.HasField("proof"):
-        raise click.ClickException(f"no proof {proof!r}")
-    print_json({"proof_id": proof_id(entry), **_entry_dict(entry)})
+    print_json(shown)
 
 
 @proofs.command("export")

@@ -61,3 +61,92 @@ class Frontier:
 
 def tree_hash(leaves: Iterable[bytes]) -> bytes:
     return Frontier().extend(leaves).root()
+
+
+# -- proofs (RFC 9162 §2.1.3 and §2.1.4) --------------------------------------------------------------
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def inclusion_proof(leaves: list[bytes], index: int) -> list[bytes]:
+    """PATH(index, leaves): the sibling hashes from the leaf up to the root of `leaves`."""
+    if not 0 <= index < len(leaves):
+        raise IndexError(f"leaf {index} is not in a tree of {len(leaves)}")
+    proof: list[bytes] = []
+    while len(leaves) > 1:
+        k = _split(len(leaves))
+        if index < k:
+            proof.append(tree_hash(leaves[k:]))
+            leaves = leaves[:k]
+        else:
+            proof.append(tree_hash(leaves[:k]))
+            leaves, index = leaves[k:], index - k
+    return proof[::-1]  # leaf-side first, as the verification walks it
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes | None:
+    """The root that `proof` makes of `leaf` at `index` in a tree of `size` leaves (RFC 9162
+    §2.1.3.2), or None when the proof cannot be one for that position."""
+    if not 0 <= index < size:
+        return None
+    fn, sn, node = index, size - 1, leaf_hash(leaf)
+    for sibling in proof:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            node = node_hash(sibling, node)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            node = node_hash(node, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    return node if sn == 0 else None
+
+
+def consistency_proof(leaves: list[bytes], old_size: int) -> list[bytes]:
+    """PROOF(old_size, leaves): that the first `old_size` leaves are a prefix of `leaves`."""
+    if not 0 < old_size <= len(leaves):
+        raise ValueError(f"no consistency proof from {old_size} to {len(leaves)} leaves")
+
+    def subproof(m: int, part: list[bytes], complete: bool) -> list[bytes]:
+        n = len(part)
+        if m == n:
+            return [] if complete else [tree_hash(part)]
+        k = _split(n)
+        if m <= k:
+            return [*subproof(m, part[:k], complete), tree_hash(part[k:])]
+        return [*subproof(m - k, part[k:], False), tree_hash(part[:k])]
+
+    return subproof(old_size, leaves, True)
+
+
+def consistent(old_size: int, old_root: bytes, new_size: int, new_root: bytes, proof: list[bytes]) -> bool:
+    """Whether `proof` shows the tree of `old_size` leaves with `old_root` is a prefix of the tree of
+    `new_size` leaves with `new_root` (RFC 9162 §2.1.4.2)."""
+    if not 0 < old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node
+        path.insert(0, old_root)
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == old_root and sr == new_root

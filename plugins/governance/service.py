@@ -137,7 +137,11 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
 
     async def GetProof(self, request, context):
         entry = await self._find(request.id, context)
-        return pb.GetProofResponse(entry=entry, proof_id=proof_id(entry))
+        chain = self.chain
+        checkpoint = chain.checkpoint()  # signs a fresh one when the log grew since the last
+        return pb.GetProofResponse(
+            entry=entry, proof_id=proof_id(entry), checkpoint=checkpoint, inclusion=chain.inclusion(entry, checkpoint)
+        )
 
     async def VerifyProof(self, request, context):
         if request.id:

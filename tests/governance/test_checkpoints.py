@@ -188,3 +188,43 @@ def test_secrets_in_the_data_dir_are_owner_only(stopped_log):
     for name in ("governance/audit.db", "governance/signing_key.pem", "admin.token"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE((data / "governance").stat().st_mode) == 0o700
+
+
+def test_a_proof_carries_its_place_in_the_log(stopped_log, start_kernel, channel_to, tmp_path):
+    """A call's proof includes its RFC 9162 inclusion proof against a signed checkpoint, online and
+    offline; `verify ID --checkpoint FILE` proves the call was logged when that checkpoint was signed."""
+    import base64
+
+    from cortex.plugins.governance.chain import inclusion_problem
+
+    data, env, call_ids = stopped_log
+    shown = json.loads(run_cli("proofs", "show", call_ids[2], env=env).stdout)
+    cp = pb.Checkpoint(size=int(shown["checkpoint"]["size"]), root_hash=base64.b64decode(shown["checkpoint"]["root_hash"]))
+    entry = pb.AuditEntry(seq=int(shown["seq"]), hash=base64.b64decode(shown["hash"]))
+    proof = [base64.b64decode(h) for h in shown["inclusion"]]
+    assert inclusion_problem(entry, cp, proof) == ""
+    assert "not in the log" in inclusion_problem(entry, cp, [bytes(32), *proof[1:]])
+    export_checkpoint(env, tmp_path / "cp.json")
+    ok = run_cli("proofs", "verify", call_ids[2], "--checkpoint", str(tmp_path / "cp.json"), env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # a neighbour's stored hash altered: the path built from the log no longer reaches the signed root
+    db = db_of(data)
+    seq = int(shown["seq"])
+    db.execute("UPDATE entries SET hash = ? WHERE seq = ?", (bytes(32), seq - 1))
+    db.commit()
+    refused = run_cli("proofs", "verify", call_ids[2], "--checkpoint", str(tmp_path / "cp.json"), env=env)
+    assert refused.returncode == 1 and "is not in the log the checkpoint of" in refused.stdout
+
+
+def test_get_proof_signs_a_checkpoint_that_covers_the_call(start_kernel, channel_to):
+    from cortex.plugins.governance.chain import checkpoint_problem, inclusion_problem
+
+    target, kt = start_kernel(governance=True)
+    echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
+    _, call = echo.Echo.with_call(echo_pb2.EchoRequest(message="x"), timeout=5)
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target))
+    reply = gov.GetProof(pb.GetProofRequest(id=dict(call.trailing_metadata())["x-cortex-call-id"]), timeout=5)
+    assert reply.checkpoint.size >= reply.entry.seq
+    key = kt.kernel.host.records["governance"].obj.chain.public_key()
+    assert checkpoint_problem(reply.checkpoint, key) == ""
+    assert inclusion_problem(reply.entry, reply.checkpoint, list(reply.inclusion)) == ""

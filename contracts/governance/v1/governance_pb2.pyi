@@ -237,12 +237,16 @@ class GetProofRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetProofResponse(_message.Message):
-    __slots__ = ("entry", "proof_id")
+    __slots__ = ("entry", "proof_id", "checkpoint", "inclusion")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     PROOF_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
     entry: AuditEntry
     proof_id: str
-    def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ..., proof_id: _Optional[str] = ...) -> None: ...
+    checkpoint: Checkpoint
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ..., proof_id: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class VerifyProofRequest(_message.Message):
     __slots__ = ("id", "entry")

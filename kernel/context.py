@@ -12,6 +12,7 @@ serialization.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class _UnaryStream(_Multicallable):
 
 
 VIA_HEADER = "x-cortex-via"
+PUBLISH = "/cortex.events.v1.EventService/Publish"
+log = structlog.get_logger("cortex.channel")
 
 
 class KernelChannel:
@@ -82,6 +85,7 @@ class KernelChannel:
         self.router, self.principal, self.via = router, principal, via
         self.actor, self.scopes = actor, scopes
         self._explain = explain
+        self._publishing: set[asyncio.Task] = set()
 
     def explain(self, path: str) -> str:
         """Why "/pkg.Service/Method" is not served here (a disabled or broken plugin, a typo), in
@@ -103,7 +107,7 @@ class KernelChannel:
 
     def methods(self) -> list:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""
-        return [m for service in self.router.registry.served() for m in service.methods.values()]
+        return self.router.registry.served_methods()
 
     async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata=None):
         """Call any unary method by path, returning (response, outcome): who served it, the
@@ -127,6 +131,30 @@ class KernelChannel:
         raise NotImplementedError("client-streaming calls between plugins are not supported")
 
     stream_stream = stream_unary
+
+    def publish(self, event: Any, timeout: float = 10.0) -> None:
+        """Publish a `cortex.events.v1.Event` through EventService, as this channel's principal,
+        without waiting for it: when the bus is served, in the background; a failure is logged,
+        never raised (what the event reports has happened either way)."""
+        if self.method(PUBLISH) is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call outside the kernel): nothing to publish through
+            return
+        task = loop.create_task(self._publish(event, timeout))
+        self._publishing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, event: Any, timeout: float) -> None:
+        from cortex.contracts.events.v1 import events_pb2
+
+        try:
+            await self.unary_unary(PUBLISH)(events_pb2.PublishRequest(event=event), timeout=timeout)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details()
+            log.warning("event.not_published", principal=self.principal, type=event.type,
+                        code=code.name if code else "?", details=details)
 
     async def close(self) -> None:
         pass

@@ -32,6 +32,7 @@ import re
 import secrets
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,19 +143,20 @@ def parse_expiry(text: str, now: float | None = None) -> float:
 
 
 class KeyStore:
-    """The API keys of one data dir. The CLI writes it; the kernel reads it (and rereads it when
-    the file changes)."""
+    """The API keys of one data dir. The CLI writes it; the kernel reads it, and rereads it as soon
+    as anyone commits a change (SQLite's data_version, not the file's time, which may not move)."""
 
     def __init__(self, data_dir: Path):
         self.path = data_dir / KEYS_FILE
-        self._state: tuple[int, int] | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._version: int | None = None
         self._by_digest: dict[str, ApiKey] = {}
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=10, check_same_thread=False)
         db.execute(
             "CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, scopes TEXT NOT NULL, "
             "created REAL NOT NULL, expires REAL, revoked REAL)"
@@ -175,7 +177,7 @@ class KeyStore:
         methods = [s for s in scopes if s != ACT_AS] or ["*/*"]  # act_as alone still calls anything
         stored = methods + ([ACT_AS] if ACT_AS in scopes else [])
         token = KEY_PREFIX + secrets.token_urlsafe(32)
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             try:
                 db.execute(
                     "INSERT INTO keys(name, digest, scopes, created, expires) VALUES (?, ?, ?, ?, ?)",
@@ -186,24 +188,25 @@ class KeyStore:
         return token
 
     def revoke(self, name: str) -> bool:
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             changed = db.execute("UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL", (time.time(), name))
             return changed.rowcount > 0
 
     def list(self) -> list[ApiKey]:
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             return [_key(row) for row in db.execute("SELECT name, scopes, created, expires, revoked FROM keys ORDER BY name")]
 
     def find(self, token: str) -> ApiKey | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        if self._state != (stat.st_mtime_ns, stat.st_size):
-            with self._connect() as db:
-                rows = db.execute("SELECT name, scopes, created, expires, revoked, digest FROM keys").fetchall()
+        if self._reader is None:
+            if not self.path.exists():
+                return None  # no key was ever made here
+            self._reader = self._connect()
+        # data_version changes whenever another connection commits: a revoke is seen at the next call
+        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            rows = self._reader.execute("SELECT name, scopes, created, expires, revoked, digest FROM keys").fetchall()
             self._by_digest = {row[5]: _key(row[:5]) for row in rows}
-            self._state = (stat.st_mtime_ns, stat.st_size)
+            self._version = version
         return self._by_digest.get(_digest(token))
 
 

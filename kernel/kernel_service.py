@@ -66,8 +66,10 @@ class PluginServicer(kernel_pb2_grpc.PluginServiceServicer):
         return kernel_pb2.DisableResponse(plugin=plugin_message(record))
 
     async def Install(self, request, context):
-        if not request.spec.strip() or len(request.spec) > 1000:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: a distribution name, a path or a wheel (1-1000 characters)")
+        if not request.spec.strip() or len(request.spec) > 1000 or request.spec.strip().startswith("-"):
+            # (a spec starting with '-' would reach pip as an option: --index-url, -r FILE, ...)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "spec: a distribution name, a path or a wheel (1-1000 characters, not an option)")
         try:
             records = await self.kernel.install_plugin(request.spec.strip(), request.sha256.strip().lower())
         except ValueError as exc:

@@ -163,6 +163,8 @@ class PluginHost:
         self._extra = list(extra_plugins)
         self._authorizers: list[tuple[str, Any, tuple[str, ...]]] = []
         self.trace = False
+        # plugins a call may not pass without (kernel.required_plugins): read per call, decided once
+        self.required = tuple(config.kernel["required_plugins"])
         self._observers: list[tuple[str, Any, tuple[str, ...]]] = []
 
     # -- loading ---------------------------------------------------------------------------------
@@ -322,7 +324,9 @@ class PluginHost:
                 raise KeyError(name)
             record = fresh.get(name, record)
             self.records[name] = record
-            record.state, record.error, record.obj = LOADED, "", None if record.source != "in-process" else record.obj
+            record.state, record.error = LOADED, ""
+            if record.source != "in-process":
+                record.obj = None  # loaded again from its entry point (it may have been reinstalled)
             if self.pm.is_blocked(name):
                 self.pm.unblock(name)
             self._register(record)
@@ -427,7 +431,7 @@ class PluginHost:
         """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed);
         a required plugin (kernel.required_plugins: governance) that cannot judge the call now
         (it raised, or raised Unavailable) fails it with UNAVAILABLE: it never passes unchecked."""
-        required = self.config.kernel["required_plugins"]
+        required = self.required
         for name in required:
             record = self.records.get(name)
             if record is not None and record.state != LOADED:  # (serve refuses to start without it)

@@ -196,6 +196,10 @@ class ContractRegistry:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._breaker_args = (failure_threshold, reset_timeout)
         self.listeners: list[Any] = []  # called with (provider_name, CircuitState) on a change
+        # moves whenever what is served changes (a provider added, a plugin withdrawn): what is
+        # derived from the served methods is rebuilt only then
+        self.generation = 0
+        self._served_methods: tuple[int, list[MethodInfo]] = (-1, [])
 
     def breaker(self, provider_name: str) -> CircuitBreaker:
         """One breaker per provider name, shared by every service that provider serves."""
@@ -229,6 +233,7 @@ class ContractRegistry:
                 "give the second one another name"
             )
         existing.append(provider)
+        self.generation += 1
         return provider
 
     def add_servicer(
@@ -260,6 +265,7 @@ class ContractRegistry:
         for service, providers in self.providers.items():
             removed += [p for p in providers if p.plugin == plugin]
             self.providers[service] = [p for p in providers if p.plugin != plugin]
+        self.generation += 1
         return removed
 
     def method(self, path: str) -> MethodInfo | None:
@@ -268,6 +274,12 @@ class ContractRegistry:
     def served(self) -> list[ServiceInfo]:
         """Services with at least one provider, sorted by name."""
         return [self.services[s] for s in sorted(self.services) if self.providers[s]]
+
+    def served_methods(self) -> list[MethodInfo]:
+        """Every method of the served services; the same list object until what is served changes."""
+        if self._served_methods[0] != self.generation:
+            self._served_methods = (self.generation, [m for s in self.served() for m in s.methods.values()])
+        return self._served_methods[1]
 
     def all_providers(self) -> Iterable[Provider]:
         for providers in self.providers.values():

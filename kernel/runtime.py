@@ -58,6 +58,7 @@ class Kernel:
         self.credentials = Credentials(config.data_dir, self.exposure.require_credentials)
         self.server = None
         self.server_handlers = None  # serves contracts registered after start (live enables)
+        self._plugin_changes = asyncio.Lock()
         self.address = config.listen
         self.started_at = time.monotonic()
         self._monitor: asyncio.Task | None = None
@@ -120,7 +121,7 @@ class Kernel:
         """Fail closed: a kernel whose required plugins (governance, by default) did not come up
         serves nothing. An admin who means to run without one removes it from the list."""
         problems = []
-        for name in self.config.kernel["required_plugins"]:
+        for name in self.host.required:
             record = self.host.records.get(name)
             if record is None:
                 problems.append(f"'{name}' is not installed")
@@ -235,10 +236,9 @@ class Kernel:
     # -- plugins while serving ------------------------------------------------------------------------
     async def enable_plugin(self, name: str):
         """Load an installed plugin now; its contracts are served at once (KeyError: unknown)."""
-        record = await self.host.enable_now(name, self._plugin_context)
-        if self.server_handlers is not None:
-            self.server_handlers.refresh()
-        await self.refresh_health()
+        async with self._plugin_changes:  # one change at a time: never stopped while half-started
+            record = await self.host.enable_now(name, self._plugin_context)
+        await self._served_changed()
         log.info("plugin.enabled_live", plugin=name, state=record.state, error=record.error or None)
         return record
 
@@ -246,14 +246,19 @@ class Kernel:
         """Stop a plugin now and withdraw its contracts (ValueError for a required one)."""
         if name not in self.host.records:
             raise KeyError(name)
-        if name in self.config.kernel["required_plugins"]:
+        if name in self.host.required:
             raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
-        record = await self.host.disable_now(name, self.config.kernel["shutdown_grace_seconds"])
+        async with self._plugin_changes:
+            record = await self.host.disable_now(name, self.config.kernel["shutdown_grace_seconds"])
+        await self._served_changed()
+        log.info("plugin.disabled_live", plugin=name)
+        return record
+
+    async def _served_changed(self) -> None:
+        """After a live change: the late handlers look again, and health says what serves now."""
         if self.server_handlers is not None:
             self.server_handlers.refresh()
         await self.refresh_health()
-        log.info("plugin.disabled_live", plugin=name)
-        return record
 
     async def install_plugin(self, spec: str, sha256: str = ""):
         """pip-install `spec` into this kernel's environment, then enable the plugins it brings."""

@@ -83,9 +83,9 @@ def _make_call(
             authorization = value
         elif key == CALL_ID_HEADER and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
             parent_id = value  # the caller's id correlates; it never names this call (callers may repeat it)
-    identity = credentials.identify(
-        authorization, peer_is_loopback(context.peer()), _certificate_name(context) if mutual_tls else ""
-    ).acting_for(claimed)
+    # (where the caller is matters only to a caller without a bearer credential)
+    loopback = not authorization and peer_is_loopback(context.peer())
+    identity = credentials.identify(authorization, loopback, _certificate_name(context) if mutual_tls else "").acting_for(claimed)
     remaining = context.time_remaining()
     return Call(
         id=new_call_id(),

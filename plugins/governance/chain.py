@@ -157,7 +157,7 @@ class AuditChain:
         self.head_seq, self.head_hash = self._head()
         self.frontier = Frontier()
         if not read_only:
-            self.frontier.extend(h for (h,) in self.db.execute("SELECT hash FROM entries ORDER BY seq"))
+            self.frontier.extend(self.leaves(MAX_SEQ))
             latest = self.latest_checkpoint()
             self.checkpointed_size = latest.size if latest else 0
             self._open_chain()

@@ -28,11 +28,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import grpc
 import structlog
 from google.protobuf import json_format
 
-from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
+from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
@@ -46,7 +45,6 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 LABELS_HEADER = "x-cortex-labels"
-PUBLISH = "/cortex.events.v1.EventService/Publish"
 SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds"}
 
 
@@ -104,7 +102,6 @@ class Governance:
         self.failure = ""
         self._checkpointed_at = 0.0
         self._channel: Any = None
-        self._publishing: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -175,24 +172,10 @@ class Governance:
 
     def _announce(self, checkpoint: pb.Checkpoint) -> None:
         """Publish the checkpoint on the event bus, when one is served, without holding anyone up."""
-        if self._channel is None or self._channel.method(PUBLISH) is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        data = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=None)
-        event = events_pb2.Event(type="audit.checkpoint", source="cortex/governance", subject=str(checkpoint.size),
-                                 data=data, datacontenttype="application/json")
-        task = loop.create_task(self._publish(event))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
-
-    async def _publish(self, event) -> None:
-        try:
-            await events_pb2_grpc.EventServiceStub(self._channel).Publish(events_pb2.PublishRequest(event=event), timeout=10)
-        except grpc.RpcError as exc:
-            log.warning("governance.checkpoint_not_published", code=exc.code().name, details=exc.details())
+        if self._channel is not None:
+            data = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=None)
+            self._channel.publish(events_pb2.Event(type="audit.checkpoint", source="cortex/governance",
+                                                   subject=str(checkpoint.size), data=data, datacontenttype="application/json"))
 
     def _checkpoint_due(self) -> bool:
         grown = self.chain.frontier.size - self.chain.checkpointed_size

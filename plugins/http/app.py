@@ -46,12 +46,18 @@ class HttpApi:
         self.gateway, self.channel, self.metrics = gateway, channel, metrics
         self.credentials, self.limiter = credentials, limiter
         self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
-        self._openapi: tuple[tuple[str, ...], dict] | None = None  # (the served paths, their document)
+        self._served: Any = None  # the kernel's list of served methods these were made from
+        self._methods: dict[str, MethodInfo] = {}
+        self._openapi: tuple[dict, dict] | None = None  # (the methods it describes, the document)
 
     @property
     def methods(self) -> dict[str, MethodInfo]:
-        """The served methods now (plugins may be enabled and disabled while the kernel runs)."""
-        return {f"{m.service}/{m.name}": m for m in self.gateway.methods()}
+        """The served methods now (plugins may be enabled and disabled while the kernel runs),
+        rebuilt only when the kernel's list changes (it is the same object until then)."""
+        served = self.channel.methods()
+        if served is not self._served:
+            self._served, self._methods = served, {f"{m.service}/{m.name}": m for m in self.gateway.methods()}
+        return self._methods
 
     def app(self) -> Starlette:
         routes = [
@@ -132,8 +138,8 @@ class HttpApi:
     # -- documents and probes -----------------------------------------------------------------
     async def openapi(self, request: Request) -> Response:
         methods = self.methods
-        if self._openapi is None or self._openapi[0] != tuple(methods):
-            self._openapi = (tuple(methods), openapi.build(list(methods.values()), self.version))
+        if self._openapi is None or self._openapi[0] is not methods:
+            self._openapi = (methods, openapi.build(list(methods.values()), self.version))
         return JSONResponse(self._openapi[1])
 
     async def health(self, request: Request) -> Response:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import structlog
 
-from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
+from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.kernel import check_settings, hookimpl, rpc_status
 
@@ -70,12 +70,9 @@ class Marketplace:
         await self._report(ENABLED if loaded else FAILED, event, {"spec": spec, "plugins": plugins})
 
     async def _report(self, topic: str, cause, data: dict[str, Any]) -> None:
-        report = events_pb2.Event(type=topic, source="cortex/marketplace", subject=cause.id, data=json.dumps(data),
-                                  datacontenttype="application/json", trace_id=cause.trace_id)
-        try:
-            await events_pb2_grpc.EventServiceStub(self.channel).Publish(events_pb2.PublishRequest(event=report), timeout=10)
-        except grpc.RpcError as exc:
-            log.warning("marketplace.report_not_published", topic=topic, code=exc.code().name, details=exc.details())
+        self.channel.publish(events_pb2.Event(type=topic, source="cortex/marketplace", subject=cause.id,
+                                              data=json.dumps(data), datacontenttype="application/json",
+                                              trace_id=cause.trace_id))
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import structlog
 
-from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
+from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
@@ -70,7 +70,6 @@ def to_proto(r: Record) -> pb.Memory:
     return m
 
 
-PUBLISH = "/cortex.events.v1.EventService/Publish"
 
 
 class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
@@ -80,7 +79,6 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cortex-memories-read")
         self.index: VectorIndex | None = None
         self._index_lock = asyncio.Lock()
-        self._publishing: set[asyncio.Task] = set()
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -167,23 +165,12 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         """Publish `memory.stored` on the event bus when one is served, without making the caller
         wait: the memory is stored either way. The event names the memory, not its text (events
         may leave the machine through webhooks; private text must not)."""
-        if self.p.channel is None or self.p.channel.method(PUBLISH) is None:
+        if self.p.channel is None:
             return
         data = json.dumps({"id": record.id, "kind": record.kind, "tags": record.tags, "source": record.source,
                            "content_hash": record.content_hash})
-        event = events_pb2.Event(type=topic, source="cortex/memories", subject=record.id, data=data,
-                                 datacontenttype="application/json")
-        task = asyncio.get_running_loop().create_task(self._publish(event))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
-
-    async def _publish(self, event) -> None:
-        try:
-            await events_pb2_grpc.EventServiceStub(self.p.channel).Publish(
-                events_pb2.PublishRequest(event=event), timeout=EMBED_TIMEOUT
-            )
-        except grpc.RpcError as exc:
-            log.warning("memories.event_not_published", type=event.type, code=exc.code().name, details=exc.details())
+        self.p.channel.publish(events_pb2.Event(type=topic, source="cortex/memories", subject=record.id, data=data,
+                                                datacontenttype="application/json"), timeout=EMBED_TIMEOUT)
 
     # -- embeddings, through the kernel ------------------------------------------------------------
     async def embed(self, texts: list[str], labels: list[str]) -> tuple[str, np.ndarray] | None:

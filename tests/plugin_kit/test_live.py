@@ -217,3 +217,38 @@ def test_disabling_lets_calls_inside_the_plugin_finish_first(start_kernel, chann
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "plugin 'slow'" in err.value.details()
     kt.run(kt.kernel.enable_plugin("slow"))
     assert stub.Echo(echo_pb2.EchoRequest(message="again"), timeout=5).served_by == "slow"
+
+
+def test_live_changes_happen_one_at_a_time_and_options_are_no_spec(start_kernel, channel_to):
+    """An Enable and a Disable sent at once: the plugin finishes starting before it is stopped
+    (never stopped half-started); a spec that pip would read as an option is refused."""
+    from cortex.kernel import hookimpl
+
+    steps: list[str] = []
+
+    class Slow:
+        @hookimpl
+        async def cortex_start(self, context):
+            steps.append("start begins")
+            await asyncio.sleep(0.05)  # a start that takes a moment: the Disable arrives meanwhile
+            steps.append("start ends")
+
+        @hookimpl
+        async def cortex_stop(self, context):
+            steps.append("stop")
+
+    target, kt = start_kernel(plugins=[("slow", Slow())])
+    kt.run(kt.kernel.disable_plugin("slow"))
+    steps.clear()
+
+    async def both():
+        return await asyncio.gather(kt.kernel.enable_plugin("slow"), kt.kernel.disable_plugin("slow"))
+
+    _, disabled = kt.run(both())
+    assert steps == ["start begins", "start ends", "stop"]
+    assert disabled.state == "disabled" and kt.kernel.host.records["slow"].state == "disabled"
+    plugins = kernel_pb2_grpc.PluginServiceStub(channel_to(target))
+    for spec in ("--index-url=http://elsewhere.example/simple", "-r/etc/passwd", "  "):
+        with pytest.raises(grpc.RpcError) as err:
+            plugins.Install(kernel_pb2.InstallRequest(spec=spec), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, spec

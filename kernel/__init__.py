@@ -22,7 +22,7 @@ from .registry import Health, MethodInfo, Registrar
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"  # 1.1: LazyApp
 
 # Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
 _LAZY = {
@@ -30,7 +30,7 @@ _LAZY = {
     "KernelGateway": "bridge", "GrpcGateway": "bridge", "bridge_caller": "bridge", "rpc_status": "bridge",
     "parse_json": "bridge", "to_json": "bridge", "describe": "bridge",
     # a plugin's own HTTP listener, under the kernel's listener rule and credentials
-    "AsgiServer": "asgi", "split_listen": "asgi", "IDENTITY": "asgi", "headers_of": "asgi",
+    "AsgiServer": "asgi", "LazyApp": "asgi", "split_listen": "asgi", "IDENTITY": "asgi", "headers_of": "asgi",
     "identify_request": "asgi", "is_loopback_host": "remote",
     "SchemaBuilder": "json_schema", "standalone": "json_schema",
     # command-line helpers for `cortex_register_commands`

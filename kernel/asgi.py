@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from typing import Any
 
 import structlog
@@ -92,6 +93,34 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+class LazyApp:
+    """An ASGI app built on its first request, not at start-up: the listener is bound and
+    accepting from the start, while what the app imports (an SDK, a framework) waits for a caller
+    that needs it. `build` returns the app. Lifespan events are answered here (the app is built
+    later, so it must not need its own lifespan)."""
+
+    def __init__(self, build: Any):
+        self._build = build
+        self._app: Any = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]  # lifespan.startup / lifespan.shutdown
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        if self._app is None:
+            async with self._lock:
+                if self._app is None:
+                    started = time.monotonic()
+                    self._app = self._build()
+                    log.info("http.app_built", seconds=round(time.monotonic() - started, 3))
+        await self._app(scope, receive, send)
 
 
 class AsgiServer:

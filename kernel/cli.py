@@ -10,6 +10,7 @@ Every listing command takes --json. Plugins may add commands (`cortex_register_c
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -151,6 +152,9 @@ async def _serve(cfg) -> None:
         loop.add_signal_handler(sig, stop.set)
     kernel = Kernel(cfg)
     await kernel.start()
+    # what start-up made lives as long as the kernel: out of the collector's way, so that its
+    # full collections under load walk only what calls make
+    gc.freeze()
     click.echo(f"cortex: serving on {kernel.address} (data dir {cfg.data_dir})")
     sys.stdout.flush()
     await stop.wait()
@@ -429,6 +433,10 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    # One OpenBLAS thread per library (numpy's, and the one MLX uses) unless the user says
+    # otherwise: a server's matrices are small and its requests concurrent, and OpenBLAS's idle
+    # workers spin: on 2 cores they burned more CPU than the work (scripts/loadtest.py, issue 14).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from . import plugin_commands, security_commands
     from .doctor import doctor
 

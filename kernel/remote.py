@@ -23,6 +23,7 @@ the remote sees `local` (loopback) or refuses the call.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from .registry import Health, MethodInfo, Provider
 PROBE_TIMEOUT = 2.0
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every call without a bearer credential
 def is_loopback_host(host: str) -> bool:
     """True for localhost and loopback addresses: a provider there runs on this machine."""
     host = host.strip("[]")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -439,6 +440,13 @@ class Router:
     # -- reporting --------------------------------------------------------------------------------
     async def _finish(self, call: Call, outcome: Outcome) -> None:
         call.outcome = outcome
+        ok = outcome.code == Code.OK
+        if not ok or log.is_enabled_for(logging.DEBUG):  # (a call's fields cost more than the call, unlogged)
+            self._log(call, outcome)
+        await self.host.observe(call, outcome)
+
+    @staticmethod
+    def _log(call: Call, outcome: Outcome) -> None:
         fields: dict[str, Any] = {"call_id": call.id, "method": call.method.path, "principal": call.principal}
         if call.parent_id:
             fields["parent_call_id"] = call.parent_id
@@ -450,7 +458,6 @@ class Router:
                 "call.failed", **fields, code=outcome.code.name, details=outcome.details, route=outcome.route,
                 latency_ms=latency_ms,
             )
-        await self.host.observe(call, outcome)
 
 
 __all__ = ["Decision", "Router", "RouterError"]

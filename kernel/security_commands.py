@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from .credentials import ACT_AS, KeyStore, parse_expiry
-from .tls import init_ca, issue_client
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
 
@@ -89,6 +88,8 @@ def register(cli: click.Group) -> None:
         """Make a CA (once) and this kernel's certificate; print the settings that use them."""
         folder = _data_dir(config, data_dir)
         try:
+            from .tls import init_ca  # (cryptography's x509 costs the other commands 0.4 s)
+
             made = init_ca(folder, list(hosts))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
@@ -108,6 +109,8 @@ def register(cli: click.Group) -> None:
     def tls_issue(config, data_dir, name) -> None:
         """Make a client certificate: its holder is node:NAME to kernels trusting this CA."""
         try:
+            from .tls import issue_client
+
             cert, key = issue_client(_data_dir(config, data_dir), name)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None

@@ -43,30 +43,36 @@ class A2aPlugin:
     async def cortex_start(self, context) -> None:
         if not self.listen:
             return
+        from cortex.kernel import AsgiServer, LazyApp
+
+        self.server = AsgiServer(None, self.listen, "a2a", exposure=context.exposure, credentials=context.credentials)
+        # the card names the real URL, so bind first (port 0 becomes a port); the A2A SDK loads
+        # with the first request, not with the kernel
+        self.address = await self.server.bind()
+        scheme = "https" if context.exposure.tls else "http"
+        app = LazyApp(lambda: self._app(context, f"{scheme}://{self.address}{RPC_PATH}"))
+        await self.server.serve(app)
+        context.log.info("a2a.serving", card=f"{scheme}://{self.address}/.well-known/agent-card.json")
+
+    def _app(self, context, url: str):
         from a2a.server.request_handlers import DefaultRequestHandler
         from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
         from a2a.server.tasks import InMemoryTaskStore
         from starlette.applications import Starlette
 
-        from cortex.kernel import AsgiServer, KernelGateway
+        from cortex.kernel import KernelGateway
 
         from .agent import CortexAgentExecutor, IdentityContextBuilder
         from .card import agent_card
 
-        self.server = AsgiServer(None, self.listen, "a2a", exposure=context.exposure, credentials=context.credentials)
-        # the card names the real URL, so bind first (port 0 becomes a port), then build the app
-        self.address = await self.server.bind()
-        scheme = "https" if context.exposure.tls else "http"
-        card = agent_card(self.name, f"{scheme}://{self.address}{RPC_PATH}")
+        card = agent_card(self.name, url)
         handler = DefaultRequestHandler(
             agent_executor=CortexAgentExecutor(KernelGateway(context.channel)),
             task_store=InMemoryTaskStore(),
             agent_card=card,
         )
         routes = create_jsonrpc_routes(handler, rpc_url=RPC_PATH, context_builder=IdentityContextBuilder())
-        app = Starlette(routes=[*create_agent_card_routes(card), *routes])
-        await self.server.serve(app)
-        context.log.info("a2a.serving", card=f"{scheme}://{self.address}/.well-known/agent-card.json")
+        return Starlette(routes=[*create_agent_card_routes(card), *routes])
 
     @hookimpl
     def cortex_doctor(self, config, running) -> list:

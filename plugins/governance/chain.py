@@ -1,20 +1,26 @@
-"""The audit chain: an append-only, hash-chained, Ed25519-signed log in SQLite, with signed
-checkpoints of its Merkle tree (merkle.py) so that a log cut short is caught too.
+"""The audit log: an append-only, hash-chained Merkle tree log (RFC 9162 style) in SQLite, whose
+tree heads the kernel signs with Ed25519.
 
 Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its deterministic protobuf
 serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
-covered). Genesis, proof and policy-change entries are signed (Ed25519 over the hash) with the key
-entry 1 (genesis) names; decision entries are not signed themselves but are covered by the signed
-proof that follows them in the same append, whose hash chains back through them. Verification needs
-only the database file (and, to rule out a rewritten chain, a copy of the public key kept elsewhere).
+covered). The entry hashes are the leaves of a Merkle tree (merkle.py). Every append (a batch:
+the calls that finished within a few milliseconds) is committed with a signed tree head of the
+whole log, "the first N entries have Merkle root R", in the same transaction, so that every
+stored entry is covered by a signature without signing each one (Certificate Transparency signs
+tree heads, not entries). Genesis and policy-change entries are still signed themselves.
+Verification needs only the database file (and, to rule out a rewritten log, a copy of the public
+key or of a signed head kept elsewhere).
 
 The stored `kind`, `call_id` and `hash` columns are indexes derived from the hashed body: readers
 check them against the body, and verification recomputes them; nothing is trusted from a column.
+The `subtrees` table caches the roots of perfect subtrees of 256 leaves and more, so that
+inclusion and consistency proofs in a log of millions of entries read a few dozen rows; a proof
+is always checked against a signed root, so a wrong cached hash cannot make one that verifies.
 
-A checkpoint (a signed tree head, RFC 9162 style) says "the log's first N entries have Merkle
-root R", signed by the chain's key. The kernel writes one as the log grows; a copy kept elsewhere
-(`cortex proofs checkpoint --out`, the `audit.checkpoint` event) makes deleting the last entries,
-or rewriting any entry below N, detectable: `cortex proofs verify --checkpoint FILE`.
+Checkpoints are the signed tree heads the log keeps (every `checkpoint_every` entries or
+`checkpoint_seconds`, and at stop), and publishes: a copy kept elsewhere (`cortex proofs
+checkpoint --out`, the `audit.checkpoint` event) makes deleting the last entries, or rewriting
+any entry below it, detectable: `cortex proofs verify --checkpoint FILE`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -36,9 +43,15 @@ from google.protobuf.message import DecodeError
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 
-from .merkle import Frontier, inclusion_proof, root_from_inclusion
+from .merkle import Frontier, consistency_path, inclusion_path, node_hash, root_from_inclusion, split_point, tree_hash
 
-SCHEMA_VERSION = 2
+log = structlog.get_logger("cortex.governance")
+
+SCHEMA_VERSION = 3
+SUBTREE = 256  # perfect subtrees this large and larger are stored (about n / 128 rows)
+# An entry with only `hash` set after its body serializes as the body's bytes followed by this
+# field (20, length-delimited, 32 bytes): hash 20 and signature 21 are the highest field numbers.
+HASH_FIELD = b"\xa2\x01\x20"
 KEY_FILE, PUBLIC_KEY_FILE, DB_FILE = "signing_key.pem", "public_key.pem", "audit.db"
 
 MAX_SEQ = 2**63 - 1  # entries are numbered from 1 in a SQLite INTEGER column
@@ -118,7 +131,7 @@ def fingerprint(raw: bytes) -> str:
 
 
 # -- hashing -------------------------------------------------------------------------------------------
-SIGNED = frozenset({"genesis", "proof", "policy_change"})
+SIGNED = frozenset({"genesis", "policy_change"})  # the rest are covered by the signed tree heads
 
 
 def entry_hash(entry: pb.AuditEntry) -> bytes:
@@ -137,7 +150,12 @@ def proof_id(entry: pb.AuditEntry) -> str:
 
 # -- the chain -----------------------------------------------------------------------------------------
 class AuditChain:
-    """One SQLite database, one writer (the kernel). Appends are committed before they return."""
+    """One SQLite database, one writer (the kernel). Appends are committed before they return.
+
+    Appends (and keeping checkpoints) use `db`; everything that reads uses `reader`, a second
+    connection that sees only committed entries, so that the kernel's audit writer thread and
+    the GovernanceService on the event loop never share a connection. `head` changes only after
+    its entries are committed."""
 
     def __init__(self, path: Path, key: Ed25519PrivateKey | None = None, *, read_only: bool = False):
         self.path = path
@@ -146,6 +164,7 @@ class AuditChain:
             if not path.exists():
                 raise ChainError(f"no audit chain at {path}")
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self.reader = self.db
         else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():  # owner-only from its first byte (SQLite's -wal and -shm copy it)
@@ -154,12 +173,14 @@ class AuditChain:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill
             self._migrate()
+            self.reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self.head_seq, self.head_hash = self._head()
-        self.frontier = Frontier()
+        self.frontier = Frontier(SUBTREE)
+        self.head: pb.Checkpoint | None = None  # the newest signed tree head: it covers every entry
         if not read_only:
-            self.frontier.extend(self.leaves(MAX_SEQ))
             latest = self.latest_checkpoint()
             self.checkpointed_size = latest.size if latest else 0
+            self._open_tree()
             self._open_chain()
 
     def _migrate(self) -> None:
@@ -191,13 +212,68 @@ class AuditChain:
             self.db.execute("CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, body BLOB NOT NULL)")
             self.db.execute("PRAGMA user_version = 2")
             self.db.execute("COMMIT")
+        if version < 3:
+            # the newest signed tree head (with the frontier, so a start need not re-read every
+            # leaf) and the stored subtree roots; both are filled by _open_tree
+            self.db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE subtrees (size INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+                                       PRIMARY KEY (size, idx)) WITHOUT ROWID;
+                CREATE TABLE tree_head (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL, frontier BLOB NOT NULL);
+                PRAGMA user_version = 3;
+                COMMIT;
+                """
+            )
 
     def _head(self) -> tuple[int, bytes]:
-        row = self.db.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self.reader.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:
             return 0, b""
         entry = pb.AuditEntry.FromString(row[0])
         return entry.seq, entry.hash
+
+    def _open_tree(self) -> None:
+        """The frontier from the stored tree head when it covers the log; otherwise (a chain from
+        before schema 3, or a head that does not match) rebuilt from every leaf, subtrees too."""
+        row = self.db.execute("SELECT body, frontier FROM tree_head WHERE id = 1").fetchone()
+        if row is not None:
+            head = pb.Checkpoint.FromString(row[0])
+            try:
+                frontier = Frontier.from_bytes(row[1], SUBTREE)
+            except ValueError:
+                frontier = None
+            if frontier is not None and head.size == frontier.size == self.head_seq and head.root_hash == frontier.root():
+                self.frontier, self.head = frontier, head
+                return
+        started = time.monotonic()
+        self.frontier = Frontier(SUBTREE)
+        self.frontier.extend(self.leaves(MAX_SEQ))
+        with self.db:
+            self.db.execute("BEGIN")
+            self._store_subtrees()
+            if self.frontier.size:
+                self.head = self._sign_head()
+        if self.frontier.size:
+            log.info("governance.tree_rebuilt", entries=self.frontier.size, seconds=round(time.monotonic() - started, 3))
+
+    def _store_subtrees(self) -> None:
+        if self.frontier.completed:
+            self.db.executemany("INSERT OR REPLACE INTO subtrees(size, idx, hash) VALUES (?, ?, ?)", self.frontier.completed)
+            self.frontier.completed = []
+
+    def _sign_head(self) -> pb.Checkpoint:
+        """Sign the tree head of the whole log and store it (inside the caller's transaction)."""
+        head = pb.Checkpoint(
+            size=self.frontier.size, root_hash=self.frontier.root(), time_unix_nanos=time.time_ns(),
+            public_key=raw_public(self._key.public_key()),
+        )
+        head.signature = self._key.sign(checkpoint_note(head))
+        self.db.execute(
+            "INSERT OR REPLACE INTO tree_head(id, body, frontier) VALUES (1, ?, ?)",
+            (head.SerializeToString(), self.frontier.to_bytes()),
+        )
+        return head
 
     def _open_chain(self) -> None:
         if self._key is None:
@@ -217,7 +293,8 @@ class AuditChain:
             )
 
     def append(self, entries: list[pb.AuditEntry]) -> list[pb.AuditEntry]:
-        """Link, hash, sign and store `entries` in one transaction; returns them completed."""
+        """Link, hash and store `entries`, and sign the new tree head, in one transaction; returns
+        them completed. A failure leaves the log, the tree and the head as they were."""
         if self._key is None:
             raise ChainError("this chain was opened read-only: it cannot be appended to")
         seq, prev = self.head_seq, self.head_hash
@@ -225,64 +302,100 @@ class AuditChain:
         rows = []
         for entry in entries:
             seq += 1
+            entry.ClearField("hash")
+            entry.ClearField("signature")
             entry.seq, entry.prev_hash = seq, prev
             if not entry.time_unix_nanos:
                 entry.time_unix_nanos = now
-            digest = entry_hash(entry)
+            bare = entry.SerializeToString(deterministic=True)
+            digest = hashlib.sha256(bare).digest()
             kind = entry.WhichOneof("body")
             entry.hash = digest
             if kind in SIGNED:
                 entry.signature = self._key.sign(digest)
+                body = entry.SerializeToString(deterministic=True)
+            else:
+                body = bare + HASH_FIELD + digest  # the same bytes, without serializing twice
             prev = digest
-            rows.append((seq, kind, _call_id_of(entry), entry.SerializeToString(deterministic=True), digest))
-        with self.db:  # one transaction: all or nothing
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO entries(seq, kind, call_id, body, hash) VALUES (?, ?, ?, ?, ?)", rows)
-        self.head_seq, self.head_hash = seq, prev
-        self.frontier.extend(row[4] for row in rows)
+            rows.append((seq, kind, _call_id_of(entry), body, digest))
+        frontier = Frontier.from_bytes(self.frontier.to_bytes(), SUBTREE)
+        try:
+            with self.db:  # one transaction: all or nothing
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT INTO entries(seq, kind, call_id, body, hash) VALUES (?, ?, ?, ?, ?)", rows)
+                self.frontier.extend(row[4] for row in rows)
+                self._store_subtrees()
+                head = self._sign_head()
+        except BaseException:
+            self.frontier = frontier
+            raise
+        self.head_seq, self.head_hash, self.head = seq, prev, head
         return entries
 
     # -- checkpoints --------------------------------------------------------------------------------
     def checkpoint(self) -> pb.Checkpoint:
-        """Sign and store a checkpoint of the log as it is now (the newest one if nothing grew)."""
-        if self.checkpointed_size == self.frontier.size and (latest := self.latest_checkpoint()) is not None:
-            return latest
-        if self._key is None:
-            raise ChainError("this chain was opened read-only: it cannot sign checkpoints")
-        cp = pb.Checkpoint(
-            size=self.frontier.size, root_hash=self.frontier.root(), time_unix_nanos=time.time_ns(),
-            public_key=raw_public(self._key.public_key()),
-        )
-        cp.signature = self._key.sign(checkpoint_note(cp))
-        self.db.execute("INSERT OR REPLACE INTO checkpoints(size, body) VALUES (?, ?)", (cp.size, cp.SerializeToString()))
-        self.checkpointed_size = cp.size
-        return cp
+        """Keep the newest signed tree head as a checkpoint (if the log grew since the last one kept)."""
+        if self.head is None:
+            raise ChainError("this chain was opened read-only: it has no tree head of its own")
+        if self.checkpointed_size != self.head.size:
+            self.db.execute("INSERT OR REPLACE INTO checkpoints(size, body) VALUES (?, ?)", (self.head.size, self.head.SerializeToString()))
+            self.checkpointed_size = self.head.size
+        return self.head
 
     def latest_checkpoint(self) -> pb.Checkpoint | None:
-        row = self.db.execute("SELECT body FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        row = self.reader.execute("SELECT body FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return pb.Checkpoint.FromString(row[0]) if row else None
+
+    def stored_head(self) -> pb.Checkpoint | None:
+        """The tree head as stored (what a verifier reads; the writer keeps its own in `head`)."""
+        try:
+            row = self.reader.execute("SELECT body FROM tree_head WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:  # a chain from before schema 3
+            return None
+        return pb.Checkpoint.FromString(row[0]) if row else None
+
+    def newest_head(self) -> pb.Checkpoint | None:
+        """The newest signed tree head (it covers every entry), else the newest kept checkpoint."""
+        return self.head or self.stored_head() or self.latest_checkpoint()
 
     def leaves(self, size: int) -> list[bytes]:
         """The first `size` entry hashes, from the stored column (proofs made from it are checked
         against a signed root, so a wrong column cannot make a proof that verifies)."""
-        return [h for (h,) in self.db.execute("SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (size,))]
+        return [h for (h,) in self.reader.execute("SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (size,))]
+
+    def _mth(self, start: int, end: int) -> bytes:
+        """MTH of leaves [start, end): stored subtree roots where they exist, leaves for the rest."""
+        n = end - start
+        if n >= SUBTREE and n & (n - 1) == 0 and start % n == 0:
+            row = self.reader.execute("SELECT hash FROM subtrees WHERE size = ? AND idx = ?", (n, start // n)).fetchone()
+            if row is not None:
+                return row[0]
+        if n <= SUBTREE:
+            rows = self.reader.execute("SELECT hash FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq", (start, end))
+            return tree_hash(h for (h,) in rows)
+        k = split_point(n)
+        return node_hash(self._mth(start, start + k), self._mth(start + k, end))
 
     def inclusion(self, entry: pb.AuditEntry, checkpoint: pb.Checkpoint) -> list[bytes]:
         """The entry's RFC 9162 audit path in the tree `checkpoint` signed (it must cover the entry)."""
-        return inclusion_proof(self.leaves(checkpoint.size), entry.seq - 1)
+        return inclusion_path(entry.seq - 1, checkpoint.size, self._mth)
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof that the log's first `old_size` entries are a prefix of its first `new_size`."""
+        return consistency_path(old_size, new_size, self._mth)
 
     def checkpoints(self) -> list[pb.Checkpoint]:
-        return [pb.Checkpoint.FromString(b) for (b,) in self.db.execute("SELECT body FROM checkpoints ORDER BY size")]
+        return [pb.Checkpoint.FromString(b) for (b,) in self.reader.execute("SELECT body FROM checkpoints ORDER BY size")]
 
     def get(self, seq: int) -> pb.AuditEntry | None:
         if not 0 < seq <= MAX_SEQ:  # no entry is numbered so (and SQLite's integers end there)
             return None
-        row = self.db.execute("SELECT body FROM entries WHERE seq = ?", (seq,)).fetchone()
+        row = self.reader.execute("SELECT body FROM entries WHERE seq = ?", (seq,)).fetchone()
         return pb.AuditEntry.FromString(row[0]) if row else None
 
     def proof_for_call(self, call_id: str) -> pb.AuditEntry | None:
         """The call's proof. The columns only find candidates: the hashed body must say the same."""
-        rows = self.db.execute(
+        rows = self.reader.execute(
             "SELECT body FROM entries WHERE call_id = ? AND kind = 'proof' ORDER BY seq DESC", (call_id,)
         )
         for (body,) in rows:
@@ -299,11 +412,11 @@ class AuditChain:
         if limit:
             query += " LIMIT ?"
             args += (limit,)
-        for (body,) in self.db.execute(query, args):
+        for (body,) in self.reader.execute(query, args):
             yield pb.AuditEntry.FromString(body)
 
     def tail(self, count: int) -> list[pb.AuditEntry]:
-        rows = self.db.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT ?", (count,)).fetchall()
+        rows = self.reader.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT ?", (count,)).fetchall()
         return [pb.AuditEntry.FromString(b) for (b,) in reversed(rows)]
 
     def public_key(self) -> bytes:
@@ -311,6 +424,8 @@ class AuditChain:
         return genesis.genesis.public_key if genesis is not None and genesis.HasField("genesis") else b""
 
     def close(self) -> None:
+        if self.reader is not self.db:
+            self.reader.close()
         self.db.close()
 
 
@@ -386,32 +501,34 @@ def _verify_signatures(args: tuple[bytes, list[tuple[int, bytes, bytes]]]) -> tu
 def verify_chain(
     path: Path, expected_key: bytes | None = None, workers: int | None = None, checkpoints: list[pb.Checkpoint] = (),
 ) -> Verdict:
-    """Walk the whole chain: order, links, hashes, the stored columns against the hashed bodies,
-    every checkpoint (the chain's own and `checkpoints` kept elsewhere) against the Merkle tree,
-    then every signature (in parallel)."""
+    """Walk the whole log: order, links, hashes, the stored columns against the hashed bodies;
+    then every signed tree head (the newest, which must cover every entry; the checkpoints kept
+    in the log; `checkpoints` kept elsewhere) against the Merkle tree of the entries, and every
+    signature on an entry (in parallel)."""
     try:
         chain = AuditChain(path, read_only=True)
     except (ChainError, sqlite3.Error) as exc:
         return Verdict(False, 0, f"cannot open the chain: {exc}")
     try:
-        has_hash = chain.db.execute("PRAGMA user_version").fetchone()[0] >= 2
+        version = chain.db.execute("PRAGMA user_version").fetchone()[0]
         query = "SELECT seq, kind, call_id, hash, body FROM entries ORDER BY seq"
-        if not has_hash:  # a chain from before schema 2, read-only: no hash column yet
+        if version < 2:  # a chain from before schema 2, read-only: no hash column yet
             query = query.replace("hash,", "NULL,")
         rows = chain.db.execute(query).fetchall()
-        stored = chain.checkpoints() if has_hash else []
-    except sqlite3.Error as exc:
+        stored = chain.checkpoints() if version >= 2 else []
+        head = chain.stored_head() if version >= 3 else None
+    except (sqlite3.Error, DecodeError) as exc:
         return Verdict(False, 0, f"cannot read the chain: {exc}")
     finally:
         chain.close()
     if not rows:
         return Verdict(False, 0, "the chain is empty (no genesis entry)")
+    has_hash = version >= 2
     key = b""
     prev = b""
     signed: list[tuple[int, bytes, bytes]] = []
-    tree = Frontier()
-    wanted = {cp.size for cp in [*stored, *checkpoints]}
-    roots: dict[int, bytes] = {0: tree.root()} if 0 in wanted else {}
+    hashes: list[bytes] = []
+    sha256 = hashlib.sha256
     for position, (row_seq, kind, call_id, column_hash, body) in enumerate(rows, start=1):
         try:
             entry = pb.AuditEntry.FromString(body)
@@ -425,25 +542,23 @@ def verify_chain(
                 f"entries were removed or reordered (first gap at {missing})",
                 position,
             )
+        digest = entry.hash
         if entry.prev_hash != prev:
-            before = signed[-1] if signed and signed[-1][0] == position - 1 else None
-            if before is not None and _verify_signatures((key, [before])) is not None:
-                # the entry before was altered and re-hashed: its signature gives it away
-                return Verdict(False, position - 2, "its signature does not match its content (altered and re-hashed)", position - 1)
-            return Verdict(
-                False, position - 1,
-                "it does not link to the entry before it (an entry was removed, inserted or reordered)", position,
-            )
-        if entry_hash(entry) != entry.hash:
-            return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
-        columns = (kind, call_id) + ((column_hash,) if has_hash else ())
-        if columns != (entry.WhichOneof("body"), _call_id_of(entry)) + ((entry.hash,) if has_hash else ()):
+            later = [row[3] for row in rows[position - 1 :]] if has_hash else []
+            return _link_broken(position, entry, key, signed, hashes, later, [head, *stored, *checkpoints])
+        # an entry as the kernel wrote it is its hashed bytes followed by its hash: hashing those
+        # bytes is the same check as re-serializing the entry, at a fraction of the cost
+        if not (body[-35:-32] == HASH_FIELD and body[-32:] == digest and sha256(body[:-35]).digest() == digest):
+            if entry_hash(entry) != digest:
+                return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
+        body_kind = entry.WhichOneof("body")
+        if kind != body_kind or call_id != _call_id_of(entry) or (has_hash and column_hash != digest):
             return Verdict(
                 False, position - 1,
                 "its stored kind, call_id or hash column does not match its hashed content (the row was edited)", position,
             )
         if position == 1:
-            if not entry.HasField("genesis") or len(entry.genesis.public_key) != 32:
+            if body_kind != "genesis" or len(entry.genesis.public_key) != 32:
                 return Verdict(False, 0, "the first entry is not a genesis entry naming the key", 1)
             key = entry.genesis.public_key
             if expected_key is not None and key != expected_key:
@@ -453,22 +568,94 @@ def verify_chain(
                     "(the key was swapped and the chain rewritten)",
                     1,
                 )
-        if entry.WhichOneof("body") in SIGNED or entry.signature:
-            signed.append((position, entry.signature, entry.hash))
-        prev = entry.hash
-        tree.append(entry.hash)
-        if position in wanted:
-            roots[position] = tree.root()
-    problem = _check_checkpoints(stored, "the chain's own checkpoint", key, roots, len(rows)) or _check_checkpoints(
-        list(checkpoints), "the checkpoint you gave", key, roots, len(rows)
-    )
-    if problem is not None:
-        return problem
+        if body_kind in SIGNED or entry.signature:
+            signed.append((position, entry.signature, digest))
+        prev = digest
+        hashes.append(digest)
+    count = len(rows)
+    if has_hash and version >= 3:
+        if head is None:
+            return Verdict(False, count, "no signed tree head covers the log (the tree_head row was removed)", count)
+        if head.size != count:
+            first = min(head.size, count) + 1
+            return Verdict(
+                False, count,
+                f"the newest signed tree head covers {head.size} entries, but the log has {count}: "
+                + (f"entries {first} to {count} were added without the key" if head.size < count
+                   else f"entries {first} to {head.size} were removed from its end"),
+                first,
+            )
+    roots = _roots_at(hashes, {cp.size for cp in [*stored, *checkpoints, *([head] if head else [])]})
+    for heads, which in (([head] if head else [], "the newest signed tree head"), (stored, "the chain's own checkpoint"),
+                         (list(checkpoints), "the checkpoint you gave")):
+        problem = _check_checkpoints(heads, which, key, roots, count)
+        if problem is not None:
+            return _narrowed(problem, [head, *stored], key, roots)
     broken = _check_signatures(key, signed, workers)
     if broken is not None:
         seq, problem_text = broken
         return Verdict(False, seq - 1, problem_text, seq)
-    return Verdict(True, len(rows))
+    return Verdict(True, count)
+
+
+def _roots_at(hashes: list[bytes], sizes: set[int]) -> dict[int, bytes]:
+    """The Merkle root of the first n leaves, for each n in `sizes` (one pass)."""
+    roots: dict[int, bytes] = {}
+    tree = Frontier()
+    if 0 in sizes:
+        roots[0] = tree.root()
+    wanted = sorted(s for s in sizes if 0 < s <= len(hashes))
+    done = 0
+    for size in wanted:
+        tree.extend(hashes[done:size])
+        done = size
+        roots[size] = tree.root()
+    return roots
+
+
+def _link_broken(
+    position: int, entry: pb.AuditEntry, key: bytes, signed: list, hashes: list[bytes], later: list[bytes],
+    heads: list[pb.Checkpoint | None],
+) -> Verdict:
+    """Entry `position` does not link to the one before. Which was altered? If the entry before
+    was re-hashed, `entry.prev_hash` is its original hash: put back, it gives the root that a
+    signed tree head holds (for an entry that is signed itself, its signature gives it away).
+    `later` are the stored hashes of the entries from `position` on."""
+    before = position - 1
+    link = Verdict(False, before, "it does not link to the entry before it (an entry was removed, inserted or reordered)", position)
+    if signed and signed[-1][0] == before and _verify_signatures((key, [signed[-1]])) is not None:
+        return Verdict(False, before - 1, "its signature does not match its content (altered and re-hashed)", before)
+    covering = [h for h in heads if h is not None and h.size >= before and not checkpoint_problem(h, key)]
+    if not covering:
+        return link
+    head = min(covering, key=lambda h: h.size)
+    original = [*hashes[: before - 1], entry.prev_hash, *later][: head.size]
+    # the entries after `before` are taken as stored: if they were rewritten too, the root
+    # cannot match and the broken link is reported as it is
+    if len(original) == head.size and tree_hash(original) == head.root_hash:
+        return Verdict(
+            False, before - 1,
+            f"its content was altered and re-hashed: the signed tree head of {head.size} entries holds its original hash",
+            before,
+        )
+    return link
+
+
+def _narrowed(problem: Verdict, heads: list[pb.Checkpoint | None], key: bytes, roots: dict[int, bytes]) -> Verdict:
+    """A head's root no longer matches the entries: name the stretch between the largest signed
+    head that still matches and the first that does not, where the rewritten entries are."""
+    valid = [h for h in heads if h is not None and h.size in roots and not checkpoint_problem(h, key)]
+    bad = [h.size for h in valid if roots[h.size] != h.root_hash]
+    if not bad:
+        return problem
+    first_bad = min(bad)
+    good = max((h.size for h in valid if h.size < first_bad and roots[h.size] == h.root_hash), default=0)
+    return Verdict(
+        False, good,
+        f"{problem.problem}; the first {good} entries still match a signed tree head, so the rewritten entries are "
+        f"among {good + 1} to {first_bad}",
+        good + 1,
+    )
 
 
 def _check_checkpoints(

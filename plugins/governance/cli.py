@@ -31,6 +31,7 @@ from .chain import (
     verify_chain,
     verify_entry,
 )
+from .merkle import consistent
 from .rules import PolicyError, parse_policy
 
 EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_UNSPECIFIED: "?"}
@@ -217,26 +218,62 @@ def read_checkpoint(path: Path) -> pb.Checkpoint:
 @data_dir_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Write it to this file (default: print it).")
 def proofs_checkpoint(config, data_dir, out) -> None:
-    """The newest checkpoint the kernel signed (size, Merkle root, time), after verifying the log
+    """The newest tree head the kernel signed (size, Merkle root, time), after verifying the log
     up to it. Keep it elsewhere: `cortex proofs verify --checkpoint FILE` then catches entries
-    removed from the end or rewritten."""
+    removed from the end or rewritten, and `cortex proofs consistency FILE` shows the log only grew."""
     folder = _data_dir(config, data_dir)
     verdict = verify_chain(folder / "governance" / DB_FILE)
     if not verdict.ok:
         raise click.ClickException(f"the log does not verify, so no checkpoint of it is worth keeping: {verdict}")
     chain = _open_chain(folder)
     try:
-        latest = chain.latest_checkpoint()
+        latest = chain.newest_head()
     finally:
         chain.close()
     if latest is None:
-        raise click.ClickException("the kernel has not signed a checkpoint yet (it does as the log grows, and on stop)")
+        raise click.ClickException("the kernel has not signed a tree head yet (it does with every batch it writes)")
     text = json.dumps(json_format.MessageToDict(latest, preserving_proto_field_name=True), indent=2)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")
         click.echo(f"checkpoint of {latest.size} entries written to {out}")
     else:
         click.echo(text)
+
+
+@proofs.command("consistency")
+@config_option
+@data_dir_option
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False), required=False)
+def proofs_consistency(config, data_dir, old, new) -> None:
+    """Show that the log only grew between two signed tree heads: OLD, kept earlier with
+    `cortex proofs checkpoint --out`, and NEW (default: the log's newest head). Both signatures
+    and the RFC 9162 consistency proof between them are checked. Exits 1 if they are not."""
+    try:
+        first = read_checkpoint(Path(old))
+        second = read_checkpoint(Path(new)) if new else None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    chain = _open_chain(_data_dir(config, data_dir))
+    try:
+        second = second or chain.newest_head()
+        if second is None:
+            raise click.ClickException("the log has no signed tree head yet")
+        key = chain.public_key()
+        size = chain.head_seq
+        problem = checkpoint_problem(first, key) or checkpoint_problem(second, key)
+        if not problem and not 0 < first.size <= second.size <= size:
+            problem = f"no consistency proof from {first.size} to {second.size} entries in a log of {size}"
+        if not problem and not consistent(first.size, first.root_hash, second.size, second.root_hash,
+                                          chain.consistency(first.size, second.size)):
+            problem = (f"the log of {second.size} entries does not extend the one of {first.size} that was signed: "
+                       "entries up to it were rewritten")
+    finally:
+        chain.close()
+    if problem:
+        click.echo(f"INCONSISTENT: {problem}")
+        sys.exit(1)
+    click.echo(f"OK: the log of {second.size} entries extends the signed head of {first.size}")
 
 
 @proofs.command("show")
@@ -251,8 +288,8 @@ def proofs_show(config, data_dir, proof) -> None:
         if entry is None or not entry.HasField("proof"):
             raise click.ClickException(f"no proof {proof!r}")
         shown = {"proof_id": proof_id(entry), **_entry_dict(entry)}
-        latest = chain.latest_checkpoint()
-        if latest is not None and latest.size >= entry.seq:  # its place in the log, once a checkpoint covers it
+        latest = chain.newest_head()
+        if latest is not None and latest.size >= entry.seq:  # its place in the log, once a signed head covers it
             placed = pb.GetProofResponse(checkpoint=latest, inclusion=chain.inclusion(entry, latest))
             shown.update(json_format.MessageToDict(placed, preserving_proto_field_name=True))
     finally:
@@ -306,6 +343,8 @@ def audit_tail(config, data_dir, as_json, count) -> None:
         if kind == "proof":
             p = e.proof
             text = f"{p.service}/{p.method} by {p.principal} -> {p.provider or '-'} {p.status} ({p.latency_ms:.1f} ms)"
+            if p.HasField("decision"):
+                text += f" {EFFECTS[p.decision.effect]} [{', '.join(p.decision.rule_ids) or 'default'}]"
         elif kind == "decision":
             text = f"{e.call.service}/{e.call.method} by {e.call.principal} on {e.call.provider}: " + EFFECTS[e.decision.effect]
             text += f" [{', '.join(e.decision.rule_ids) or 'default'}]"

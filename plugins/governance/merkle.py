@@ -6,14 +6,18 @@
 
 `Frontier` keeps the roots of the perfect subtrees that make up the log so far (one per set bit
 of its size), so appending is O(log n) and the tree head of the whole log is always at hand;
-a checkpoint needs nothing else. Inclusion and consistency proofs come with the log's growth
-(see docs/ARCHITECTURE.md, "Audit").
+a signed tree head needs nothing else. It can also report the perfect subtrees it completes
+(`keep_from`), which the chain stores so that a proof in a log of millions of entries reads a
+few dozen hashes instead of every leaf. The proofs are written once, over `mth(start, end)`
+(the hash of leaves [start, end)), for leaf lists and stored trees alike (see
+docs/ARCHITECTURE.md, "Audit").
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import struct
+from collections.abc import Callable, Iterable
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -27,13 +31,19 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 class Frontier:
-    """The right edge of a growing tree: (subtree size, subtree root), largest first."""
+    """The right edge of a growing tree: (subtree size, subtree root), largest first.
 
-    __slots__ = ("_stack", "size")
+    With `keep_from`, every perfect subtree of at least that many leaves that an append completes
+    is also listed in `completed` as (size, index, root): the subtree of leaves
+    [index * size, (index + 1) * size). Whoever stores them empties the list."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_stack", "completed", "keep_from", "size")
+
+    def __init__(self, keep_from: int = 0) -> None:
         self.size = 0
         self._stack: list[tuple[int, bytes]] = []
+        self.keep_from = keep_from
+        self.completed: list[tuple[int, int, bytes]] = []
 
     def append(self, leaf: bytes) -> None:
         size, node = 1, leaf_hash(leaf)
@@ -41,6 +51,8 @@ class Frontier:
         while stack and stack[-1][0] == size:  # two perfect trees of one size become one
             left = stack.pop()[1]
             node, size = node_hash(left, node), size * 2
+            if self.keep_from and size >= self.keep_from:
+                self.completed.append((size, (self.size + 1) // size - 1, node))
         stack.append((size, node))
         self.size += 1
 
@@ -59,29 +71,62 @@ class Frontier:
         return root
 
 
+    def to_bytes(self) -> bytes:
+        """The frontier as (size, root) pairs, so a restart need not re-read every leaf."""
+        return b"".join(struct.pack(">Q", size) + node for size, node in self._stack)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, keep_from: int = 0) -> Frontier:
+        frontier = cls(keep_from)
+        if len(data) % 40:
+            raise ValueError("a stored frontier is a sequence of 40-byte (size, root) pairs")
+        for offset in range(0, len(data), 40):
+            size = struct.unpack(">Q", data[offset : offset + 8])[0]
+            frontier._stack.append((size, data[offset + 8 : offset + 40]))
+            frontier.size += size
+        sizes = [size for size, _ in frontier._stack]
+        if any(s & (s - 1) for s in sizes) or sizes != sorted(set(sizes), reverse=True):
+            raise ValueError("a stored frontier's subtrees are not distinct powers of two, largest first")
+        return frontier
+
+
 def tree_hash(leaves: Iterable[bytes]) -> bytes:
     return Frontier().extend(leaves).root()
 
 
+# MTH(D[start:end]): how a proof reads the tree, from a list of leaves or from storage
+RangeHash = Callable[[int, int], bytes]
+
+
+def list_range_hash(leaves: list[bytes]) -> RangeHash:
+    return lambda start, end: tree_hash(leaves[start:end])
+
+
 # -- proofs (RFC 9162 §2.1.3 and §2.1.4) --------------------------------------------------------------
-def _split(n: int) -> int:
+def split_point(n: int) -> int:
     """The largest power of two smaller than n (n > 1)."""
     return 1 << ((n - 1).bit_length() - 1)
 
 
 def inclusion_proof(leaves: list[bytes], index: int) -> list[bytes]:
     """PATH(index, leaves): the sibling hashes from the leaf up to the root of `leaves`."""
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf {index} is not in a tree of {len(leaves)}")
+    return inclusion_path(index, len(leaves), list_range_hash(leaves))
+
+
+def inclusion_path(index: int, size: int, mth: RangeHash) -> list[bytes]:
+    """PATH(index, D[0:size]), reading subtree hashes through `mth`."""
+    if not 0 <= index < size:
+        raise IndexError(f"leaf {index} is not in a tree of {size}")
     proof: list[bytes] = []
-    while len(leaves) > 1:
-        k = _split(len(leaves))
-        if index < k:
-            proof.append(tree_hash(leaves[k:]))
-            leaves = leaves[:k]
+    start, end = 0, size
+    while end - start > 1:
+        k = split_point(end - start)
+        if index < start + k:
+            proof.append(mth(start + k, end))
+            end = start + k
         else:
-            proof.append(tree_hash(leaves[:k]))
-            leaves, index = leaves[k:], index - k
+            proof.append(mth(start, start + k))
+            start += k
     return proof[::-1]  # leaf-side first, as the verification walks it
 
 
@@ -107,19 +152,24 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes]) 
 
 def consistency_proof(leaves: list[bytes], old_size: int) -> list[bytes]:
     """PROOF(old_size, leaves): that the first `old_size` leaves are a prefix of `leaves`."""
-    if not 0 < old_size <= len(leaves):
-        raise ValueError(f"no consistency proof from {old_size} to {len(leaves)} leaves")
+    return consistency_path(old_size, len(leaves), list_range_hash(leaves))
 
-    def subproof(m: int, part: list[bytes], complete: bool) -> list[bytes]:
-        n = len(part)
+
+def consistency_path(old_size: int, size: int, mth: RangeHash) -> list[bytes]:
+    """PROOF(old_size, D[0:size]), reading subtree hashes through `mth`."""
+    if not 0 < old_size <= size:
+        raise ValueError(f"no consistency proof from {old_size} to {size} leaves")
+
+    def subproof(m: int, start: int, end: int, complete: bool) -> list[bytes]:
+        n = end - start
         if m == n:
-            return [] if complete else [tree_hash(part)]
-        k = _split(n)
+            return [] if complete else [mth(start, end)]
+        k = split_point(n)
         if m <= k:
-            return [*subproof(m, part[:k], complete), tree_hash(part[k:])]
-        return [*subproof(m - k, part[k:], False), tree_hash(part[:k])]
+            return [*subproof(m, start, start + k, complete), mth(start + k, end)]
+        return [*subproof(m - k, start + k, end, False), mth(start, start + k)]
 
-    return subproof(old_size, leaves, True)
+    return subproof(old_size, 0, size, True)
 
 
 def consistent(old_size: int, old_root: bytes, new_size: int, new_root: bytes, proof: list[bytes]) -> bool:

@@ -5,8 +5,10 @@ Settings (`[plugins.governance]` in cortex.toml):
 
     default = "allow"          # the decision when no rule matches: allow | deny
     builtin = true             # the built-in rules (see builtin.py)
-    checkpoint_every = 1000    # sign a checkpoint of the audit log after this many entries...
-    checkpoint_seconds = 10    # ...or this long after the last one, whichever comes first
+    batch_ms = 5               # calls finishing within this long share one append and one signed
+    batch_entries = 512        # tree head, up to this many entries, whichever comes first
+    checkpoint_every = 1000    # keep (and publish) a signed tree head as a checkpoint after this
+    checkpoint_seconds = 10    # many entries, or this long after the last one, whichever first
     [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
     id = "..."
 
@@ -20,10 +22,8 @@ copy is what makes a truncated or rewritten log detectable.
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
+from .audit_writer import AuditWriter
 from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE
 from .chain import AuditChain, load_or_create_key
 from .rules import ALLOW, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
@@ -45,7 +46,7 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 LABELS_HEADER = "x-cortex-labels"
-SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds"}
+SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries"}
 
 
 def request_labels(request: Any, metadata: tuple[tuple[str, str], ...]) -> frozenset[str]:
@@ -96,11 +97,7 @@ class Governance:
         self._pending: dict[str, list[tuple[pb.CallDescription, pb.Decision]]] = {}
         self._dir_state: tuple = ()
         self.rejected: list[PolicyError] = []  # policy files not in force, with file and line
-        self._unwritten: list[pb.AuditEntry] = []
-        self._flush_scheduled = False
-        # why the audit log cannot be written, while it cannot: calls are refused meanwhile
-        self.failure = ""
-        self._checkpointed_at = 0.0
+        self.writer: AuditWriter | None = None
         self._channel: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -109,7 +106,7 @@ class Governance:
         check_settings(config, SETTINGS, context.name)
         if config.get("default", "allow") not in ("allow", "deny"):
             raise ValueError('[plugins.governance] default must be "allow" or "deny"')
-        for name, lowest in (("checkpoint_every", 1), ("checkpoint_seconds", 0.01)):
+        for name, lowest in (("checkpoint_every", 1), ("checkpoint_seconds", 0.01), ("batch_ms", 0), ("batch_entries", 1)):
             value = config.get(name, 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
                 raise ValueError(f"[plugins.governance] {name} must be a number >= {lowest}")
@@ -126,11 +123,13 @@ class Governance:
         # configure error: the plugin is reported broken.
         self.reload(keep_on_error=False)
         folder = context.data_dir / "governance"
-        if self.chain is not None:
-            self.chain.close()
+        if self.writer is not None:
+            self.writer.close()
         self.chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
-        self.failure = ""
-        self._checkpointed_at = time.monotonic()
+        self.writer = AuditWriter(
+            self.chain, announce=self._announce,
+            **{k: config[k] for k in ("batch_ms", "batch_entries", "checkpoint_every", "checkpoint_seconds") if k in config},
+        )
         log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
 
     @hookimpl
@@ -141,34 +140,19 @@ class Governance:
 
     @hookimpl
     async def cortex_stop(self, context) -> None:
-        if self.chain is not None:
-            self.flush()
-            if not self.failure:
-                self.chain.checkpoint()
-            self.chain.close()
-            self.chain = None
+        if self.writer is not None:
+            self.writer.close()  # what is queued, written; the log's last head, kept as a checkpoint
+            self.writer = self.chain = None
+
+    @property
+    def failure(self) -> str:
+        """Why the audit log cannot be written, while it cannot: calls are refused meanwhile."""
+        return self.writer.failure if self.writer is not None else ""
 
     def flush(self) -> None:
-        """Append what the observe hook queued, in one transaction, and sign a checkpoint when one
-        is due. A write that fails keeps the entries queued and makes every call fail (UNAVAILABLE)
-        until one succeeds: no call goes unrecorded."""
-        self._flush_scheduled = False
-        if not self._unwritten or self.chain is None:
-            return
-        try:
-            self.chain.append(self._unwritten)
-            self._unwritten = []
-            if self._checkpoint_due():
-                self._announce(self.chain.checkpoint())
-                self._checkpointed_at = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
-            if not self.failure:
-                log.error("governance.audit_write_failed", error=repr(exc), queued=len(self._unwritten))
-            self.failure = f"the audit log cannot be written ({type(exc).__name__}: {exc})"
-            return
-        if self.failure:
-            log.info("governance.audit_write_recovered")
-            self.failure = ""
+        """Write what the observe hook queued (before reading the log)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def _announce(self, checkpoint: pb.Checkpoint) -> None:
         """Publish the checkpoint on the event bus, when one is served, without holding anyone up."""
@@ -176,12 +160,6 @@ class Governance:
             data = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=None)
             self._channel.publish(events_pb2.Event(type="audit.checkpoint", source="cortex/governance",
                                                    subject=str(checkpoint.size), data=data, datacontenttype="application/json"))
-
-    def _checkpoint_due(self) -> bool:
-        grown = self.chain.frontier.size - self.chain.checkpointed_size
-        every = self._settings.get("checkpoint_every", 1000)
-        waited = time.monotonic() - self._checkpointed_at >= self._settings.get("checkpoint_seconds", 10)
-        return grown >= every or (grown > 0 and waited)
 
     @hookimpl
     async def cortex_health(self) -> Health:
@@ -295,12 +273,17 @@ class Governance:
     @hookimpl
     def cortex_observe(self, call, outcome) -> None:
         decided = self._pending.pop(call.id, [])
-        if self.chain is None:
+        if self.writer is None:
             return
-        entries = [pb.AuditEntry(call_id=call.id, call=d, decision=v) for d, v in decided]
+        # One entry per call: its proof carries the decision that let it through (or stopped it)
+        # and what was decided on. A call that was decided on more than once (failing over to
+        # another provider) has the earlier decisions as entries of their own before it.
+        description, decision = decided[-1] if decided else (None, None)
+        entries = [pb.AuditEntry(call_id=call.id, call=d, decision=v) for d, v in decided[:-1]]
         entries.append(
             pb.AuditEntry(
                 call_id=call.id,
+                call=description,
                 proof=pb.Proof(
                     call_id=call.id,
                     parent_call_id=call.parent_id,
@@ -313,21 +296,12 @@ class Governance:
                     request_sha256=canonical_sha256(call.request),
                     response_sha256=canonical_sha256(outcome.response),
                     messages=outcome.messages,
-                    decision=decided[-1][1] if decided else None,
+                    decision=decision,
                     latency_ms=outcome.latency_s * 1000,
                 ),
             )
         )
-        # Calls finishing in the same event-loop turn share one transaction; the turn after this
-        # one commits them (a kill -9 in between loses only that turn's entries, never the
-        # chain's consistency).
-        self._unwritten += entries
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop (a direct call): write now
-                self.flush()
+        self.writer.add(entries)  # written off the event loop, in batches (audit_writer.py)
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:

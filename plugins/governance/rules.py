@@ -285,13 +285,20 @@ class RuleSet:
         allows = [r for r in matched if r.effect == ALLOW]
         soft = [r for r in matched if r.effect == DENY and r.overridable]
         chosen, effect = (denies, DENY) if denies else (allows, ALLOW) if allows else (soft, DENY) if soft else ([], self.default)
-        if not chosen:
-            return pb.Decision(effect=effect, by_default=True, reasons=["no rule matched; the default applies"])
-        return pb.Decision(
-            effect=effect,
-            rule_ids=[r.id for r in chosen],
-            reasons=[f"{r.id}: {r.description or ('allowed' if r.effect == ALLOW else 'denied')}" for r in chosen],
-        )
+        return _decision(effect, tuple((r.id, r.effect, r.description) for r in chosen))
+
+
+@lru_cache(maxsize=4096)
+def _decision(effect: int, chosen: tuple[tuple[str, int, str], ...]) -> pb.Decision:
+    """The decision for the rules chosen, built once per combination (a call's decision is
+    copied into its audit entry, never changed in place)."""
+    if not chosen:
+        return pb.Decision(effect=effect, by_default=True, reasons=["no rule matched; the default applies"])
+    return pb.Decision(
+        effect=effect,
+        rule_ids=[rule_id for rule_id, _, _ in chosen],
+        reasons=[f"{rule_id}: {text or ('allowed' if kind == ALLOW else 'denied')}" for rule_id, kind, text in chosen],
+    )
 
 
 def load_policy_dir(folder: Path) -> tuple[list[pb.Rule], list[PolicyError]]:

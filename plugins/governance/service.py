@@ -91,7 +91,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
             path.unlink()  # the rules in force were left as they were
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not added: {exc}")
         added = [r for r in self.gov.rules.rules if r.source == str(path)]
-        self.chain.append(
+        self.gov.writer.record(
             [pb.AuditEntry(policy_change=pb.PolicyChange(action="add", rule=r, principal=_principal(context))) for r in added]
         )
         return pb.AddPolicyResponse(rules=added, path=str(path))
@@ -117,7 +117,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         else:
             path.unlink()
         self.gov.reload()
-        self.chain.append([pb.AuditEntry(policy_change=pb.PolicyChange(action="remove", rule=rule, principal=_principal(context)))])
+        self.gov.writer.record([pb.AuditEntry(policy_change=pb.PolicyChange(action="remove", rule=rule, principal=_principal(context)))])
         return pb.RemovePolicyResponse(removed=rule)
 
     async def _find(self, proof: str, context) -> pb.AuditEntry:
@@ -138,10 +138,8 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
     async def GetProof(self, request, context):
         entry = await self._find(request.id, context)
         chain = self.chain
-        checkpoint = chain.checkpoint()  # signs a fresh one when the log grew since the last
-        return pb.GetProofResponse(
-            entry=entry, proof_id=proof_id(entry), checkpoint=checkpoint, inclusion=chain.inclusion(entry, checkpoint)
-        )
+        head = chain.head  # every stored entry is covered by the newest signed tree head
+        return pb.GetProofResponse(entry=entry, proof_id=proof_id(entry), checkpoint=head, inclusion=chain.inclusion(entry, head))
 
     async def VerifyProof(self, request, context):
         if request.id:
@@ -161,7 +159,23 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         return pb.VerifyProofResponse(valid=not problem, problem=problem)
 
     async def GetCheckpoint(self, request, context):
-        return pb.GetCheckpointResponse(checkpoint=self.chain.checkpoint())
+        return pb.GetCheckpointResponse(checkpoint=self.chain.head)
+
+    async def GetConsistencyProof(self, request, context):
+        chain = self.chain
+        head = chain.head
+        second = request.second_size or head.size
+        if not 0 < request.first_size <= second <= head.size:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE if second > head.size else grpc.StatusCode.INVALID_ARGUMENT,
+                f"no consistency proof from {request.first_size} to {second} entries: the log has {head.size}; "
+                "give 0 < first_size <= second_size <= that (second_size 0 = the newest signed tree head)",
+            )
+        kept = {cp.size: cp for cp in chain.checkpoints()}
+        signed = head if second == head.size else kept.get(second)
+        return pb.GetConsistencyProofResponse(
+            proof=chain.consistency(request.first_size, second), second_size=second, checkpoint=signed,
+        )
 
     async def ExportAudit(self, request, context):
         limit = request.limit or MAX_EXPORT

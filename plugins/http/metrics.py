@@ -44,12 +44,22 @@ class Metrics:
         self.webhook_failures = Counter(
             "cortex_webhook_failures", "Webhook deliveries that failed after every retry", ["url"], registry=self.registry,
         )
+        self._children: dict[tuple, tuple] = {}  # labelled series by call kind (bounded by contracts x providers x codes)
 
     def observe(self, call, outcome) -> None:
-        service, method = call.method.service, call.method.name
-        self.calls.labels(service, method, outcome.provider or "", outcome.code.name).inc()
-        self.latency.labels(service, method).observe(outcome.latency_s)
-        self.decisions.labels("allow" if outcome.decision.allow else "deny").inc()
+        key = (call.method.service, call.method.name, outcome.provider or "", outcome.code.name, outcome.decision.allow)
+        children = self._children.get(key)
+        if children is None:  # prometheus_client's labels() costs more than the rest: once per kind of call
+            service, method, provider, code, allow = key
+            children = self._children[key] = (
+                self.calls.labels(service, method, provider, code),
+                self.latency.labels(service, method),
+                self.decisions.labels("allow" if allow else "deny"),
+            )
+        calls, latency, decisions = children
+        calls.inc()
+        latency.observe(outcome.latency_s)
+        decisions.inc()
 
     def update_providers(self, contracts: kernel_pb2.ListContractsResponse) -> None:
         for contract in contracts.contracts:

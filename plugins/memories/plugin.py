@@ -9,6 +9,8 @@ Settings (`[plugins.memories]`):
     max_text_chars = 32000
     embedding_model = ""        # ask ModelService for this model ("" = the provider's default)
     synchronous = "FULL"        # SQLite: FULL survives power loss; NORMAL only process crashes
+    ann_threshold = 20000       # from this many vectors, semantic search uses an HNSW index
+                                # (ann_index.py, beside memories.db); below, an exact scan
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
-SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous"}
+SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold"}
 
 
 class MemoriesPlugin:
@@ -51,6 +53,9 @@ class MemoriesPlugin:
         self.synchronous = str(config.get("synchronous", "FULL")).upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError('[plugins.memories] synchronous must be "FULL", "NORMAL" or "EXTRA"')
+        self.ann_threshold = int(config.get("ann_threshold", 20_000))
+        if self.ann_threshold < 1:
+            raise ValueError("[plugins.memories] ann_threshold must be at least 1 (vectors before search turns approximate)")
         self.folder = context.data_dir / "memories"
         self.channel = context.channel
         self.store = None
@@ -85,8 +90,7 @@ class MemoriesPlugin:
         from .service import now_ms
 
         for memory_id in self.store.purge_expired(now_ms()):  # expired memories go for good
-            if self.servicer.index is not None:
-                self.servicer.index.remove(memory_id)
+            self.servicer.index_remove(memory_id)
         return Health(True, str(self.store.path))
 
     @hookimpl

@@ -22,6 +22,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
 
+from .ann_index import AnnIndex, index_path
 from .store import DuplicateContent, Query, Record
 from .vector_index import VectorIndex
 
@@ -77,8 +78,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         self.p = plugin
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-memories-write")
         self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cortex-memories-read")
-        self.index: VectorIndex | None = None
+        self.index: VectorIndex | AnnIndex | None = None
         self._index_lock = asyncio.Lock()
+        # while the exact index is being replaced by an approximate one: the changes meanwhile
+        self._switching: list[tuple[str, Record | str]] | None = None
+        self.switch_task: asyncio.Task | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -96,6 +100,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     def close(self) -> None:
         self._io.shutdown(wait=True)
         self._reads.shutdown(wait=True)
+        if isinstance(self.index, AnnIndex):
+            self.index.save()  # (a kill -9 skips this: the next open repairs what lags)
 
     async def _refuse(self, context, error: Invalid) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -186,7 +192,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         vectors = np.array([v.values for v in reply.vectors], dtype=np.float32)
         return reply.model, vectors
 
-    async def ready_index(self, model: str | None = None) -> VectorIndex | None:
+    async def ready_index(self, model: str | None = None) -> VectorIndex | AnnIndex | None:
         """The index of the current embedding model, loaded from the store on first use."""
         if model is None and self.index is not None:
             return self.index  # the common case, without a trip to the database
@@ -199,13 +205,51 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 self.index = await self.io(self._load_index, current)
             return self.index
 
-    def _load_index(self, model: str) -> VectorIndex:
+    def _load_index(self, model: str, rebuild: bool = False) -> VectorIndex | AnnIndex:
+        """The exact index below ann_threshold vectors, the approximate one from there on."""
         started = time.monotonic()
+        if self.store.count_vectors(model) >= self.p.ann_threshold:
+            if rebuild:
+                for path in (index_path(self.store.path, model), index_path(self.store.path, model).with_suffix(".json")):
+                    path.unlink(missing_ok=True)
+            return AnnIndex.open(self.store, model, self.store.vector_dimension(model))
         index = VectorIndex(model)
         for record in self.store.vectors(model, now_ms()):
             index.add(record, record.embedding)
         log.info("memories.index_loaded", model=model, vectors=len(index), seconds=round(time.monotonic() - started, 3))
         return index
+
+    def index_add(self, record: Record) -> None:
+        if self.index is not None and record.embedding is not None and record.embedding_model == self.index.model:
+            self.index.add(record, record.embedding)
+            if self._switching is not None:
+                self._switching.append(("add", record))
+            elif isinstance(self.index, VectorIndex) and len(self.index) >= self.p.ann_threshold:
+                self._switching = []
+                self.switch_task = asyncio.get_running_loop().create_task(self._switch_to_ann(self.index.model))
+
+    def index_remove(self, memory_id: str) -> None:
+        if self.index is not None:
+            self.index.remove(memory_id)
+            if self._switching is not None:
+                self._switching.append(("remove", memory_id))
+
+    async def _switch_to_ann(self, model: str) -> None:
+        """Past ann_threshold: build the approximate index in the background (exact search
+        answers meanwhile), then replay the changes made while it was built, and swap."""
+        log.info("memories.ann_building", model=model, vectors=len(self.index))
+        try:
+            ann = await asyncio.to_thread(AnnIndex.open, self.store, model, self.store.vector_dimension(model))
+        except Exception as exc:  # noqa: BLE001 - exact search goes on; the next start tries again
+            log.error("memories.ann_build_failed", model=model, error=repr(exc))
+            self._switching = None
+            return
+        async with self._index_lock:
+            if self.index is not None and self.index.model == model:
+                for op, item in self._switching or []:
+                    ann.add(item, item.embedding) if op == "add" else ann.remove(item)
+                self.index = ann
+            self._switching = None
 
     # -- the methods --------------------------------------------------------------------------------
     async def Store(self, request, context):
@@ -236,9 +280,9 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if not created:
             return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
         if result is not None:
-            index = self.index or await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
-            if index is not None and index.model == record.embedding_model:
-                index.add(record, record.embedding)
+            if self.index is None:
+                await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
+            self.index_add(record)
         self.announce("memory.stored", record)
         return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record))
 
@@ -352,16 +396,14 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await self.io(self.store.replace, updated)
         except DuplicateContent as clash:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(clash))
-        if self.index is not None:
-            self.index.remove(updated.id)
-            if updated.embedding is not None and updated.embedding_model == self.index.model:
-                self.index.add(updated, updated.embedding)
+        self.index_remove(updated.id)
+        self.index_add(updated)
         return pb.UpdateResponse(memory=to_proto(updated))
 
     async def Delete(self, request, context):
         deleted = await self.io(self.store.delete, request.id) if request.id else False
-        if deleted and self.index is not None:
-            self.index.remove(request.id)
+        if deleted:
+            self.index_remove(request.id)
         return pb.DeleteResponse(deleted=deleted)
 
     # -- paging ---------------------------------------------------------------------------------------
@@ -408,7 +450,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return pb.StatsResponse(
             total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"], storage_bytes=stats["storage_bytes"],
             embedding_model=model, stale=stats["stale"], expired=stats["expired"], schema_version=self.store.version,
-            index=f"exact in-memory matrix, {len(index)} vectors of {index.dimension} dims" if index else "empty: nothing embedded yet",
+            index=index.describe() if index else "empty: nothing embedded yet",
         )
 
     async def Reindex(self, request, context):
@@ -433,4 +475,6 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             yield pb.ReindexResponse(done=done, total=total, embedding_model=model)
         self.store.meta("embedding_model", model)
         async with self._index_lock:
-            self.index = await self.io(self._load_index, model)
+            self.index = await self.io(self._load_index, model, True)
+            if isinstance(self.index, AnnIndex):
+                await self.io(self.index.save)

@@ -8,6 +8,7 @@ an acknowledged memory survives a kill -9 or a power cut, and the database stays
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -151,6 +152,12 @@ MIGRATIONS = [
     """
     CREATE VIRTUAL TABLE memories_vocab USING fts5vocab(memories_fts, row);
     """,
+    # 3: each memory's key in the approximate index (ann_index.py), found back by it
+    """
+    ALTER TABLE memories ADD COLUMN vkey INTEGER;
+    UPDATE memories SET vkey = cortex_vector_key(id);
+    CREATE INDEX memories_vkey ON memories(vkey);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = "id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, embedding"
@@ -183,6 +190,18 @@ def fts_query(text: str, common: frozenset[str] = frozenset()) -> tuple[str, boo
     return " AND ".join(f'"{w}"' for w in meaningful), bool(meaningful)
 
 
+def vector_key(memory_id: str) -> int:
+    """A memory's key in the approximate index: 63 bits of BLAKE2b of its id."""
+    return int.from_bytes(hashlib.blake2b(memory_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def _vector_batch(rows: list[tuple]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    if rows:
+        keys = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        yield keys, vectors, max(r[2] for r in rows)
+
+
 def _record(row: tuple) -> Record:
     blob = row[11]
     return Record(
@@ -210,6 +229,7 @@ class SqliteStore(MemoryStore):
         self._writes_since_common = 10**9  # compute on first use
 
     def _migrate(self) -> int:
+        self.db.create_function("cortex_vector_key", 1, vector_key, deterministic=True)
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this Cortex-OS knows ({SCHEMA_VERSION})")
@@ -221,12 +241,13 @@ class SqliteStore(MemoryStore):
     # -- writes --------------------------------------------------------------------------------
     def _write(self, record: Record) -> None:
         self.db.execute(
-            f"INSERT INTO memories ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO memories ({COLUMNS}, vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id, record.kind, record.text, json.dumps(record.tags), json.dumps(record.metadata, sort_keys=True),
                 record.source, record.created_at, record.updated_at, record.expires_at, record.content_hash,
                 record.embedding_model,
                 record.embedding.astype(np.float32).tobytes() if record.embedding is not None else None,
+                vector_key(record.id),
             ),
         )
         self.db.executemany(
@@ -383,6 +404,63 @@ class SqliteStore(MemoryStore):
             [match, floor, *args, limit],
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
+
+    # -- for the approximate index (ann_index.py) ------------------------------------------------------
+    def count_vectors(self, model: str) -> int:
+        sql = "SELECT COUNT(*) FROM memories WHERE embedding_model = ? AND embedding IS NOT NULL"
+        return self._read().execute(sql, (model,)).fetchone()[0]
+
+    def vector_dimension(self, model: str) -> int:
+        row = self._read().execute(
+            "SELECT length(embedding) / 4 FROM memories WHERE embedding_model = ? AND embedding IS NOT NULL LIMIT 1", (model,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def vector_keys(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, updated_at) of every memory with a vector of `model`."""
+        rows = self._read().execute(
+            "SELECT vkey, updated_at FROM memories WHERE embedding_model = ? AND embedding IS NOT NULL", (model,)
+        ).fetchall()
+        array = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return array[:, 0].copy(), array[:, 1].copy()
+
+    def vectors_by_key(self, model: str, keys: np.ndarray, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """(keys, float32 vectors, newest updated_at) of those memories, a batch at a time."""
+        sql = "SELECT vkey, embedding, updated_at FROM memories WHERE embedding_model = ? AND embedding IS NOT NULL"
+        if len(keys) > 50_000:  # most of the store: one pass over it beats a lookup per key
+            wanted = set(keys.tolist())
+            cursor = self._read().execute(sql, (model,))
+            while rows := cursor.fetchmany(batch):
+                yield from _vector_batch([r for r in rows if r[0] in wanted])
+            return
+        for start in range(0, len(keys), 5000):
+            part = keys[start : start + 5000].tolist()
+            by_key = sql.replace("FROM memories", "FROM memories INDEXED BY memories_vkey")
+            rows = self._read().execute(f"{by_key} AND vkey IN ({','.join('?' * len(part))})", (model, *part)).fetchall()
+            yield from _vector_batch(rows)
+
+    def filtered_vectors_by_key(self, model: str, keys: np.ndarray, query: Query, now: int) -> list[tuple[str, np.ndarray]]:
+        """(id, vector) of those memories that pass the query's filters."""
+        if not len(keys):
+            return []
+        where, args = self._where(query, now)
+        part = keys.tolist()
+        rows = self._read().execute(
+            # (by key, never by model: SQLite would otherwise scan every vector of the model)
+            f"SELECT m.id, m.embedding FROM memories m INDEXED BY memories_vkey WHERE m.vkey IN ({','.join('?' * len(part))}) "
+            f"AND m.embedding_model = ? AND m.embedding IS NOT NULL AND {where}",
+            [*part, model, *args],
+        ).fetchall()
+        return [(r[0], np.frombuffer(r[1], dtype=np.float32)) for r in rows]
+
+    def filtered_vectors(self, model: str, query: Query, now: int) -> list[tuple[str, np.ndarray]]:
+        """(id, vector) of every memory that passes the query's filters (an exact search's rows)."""
+        where, args = self._where(query, now)
+        rows = self._read().execute(
+            f"SELECT m.id, m.embedding FROM memories m WHERE m.embedding_model = ? AND m.embedding IS NOT NULL AND {where}",
+            [model, *args],
+        ).fetchall()
+        return [(r[0], np.frombuffer(r[1], dtype=np.float32)) for r in rows]
 
     def vectors(self, model: str, now: int) -> Iterator[Record]:
         with self.lock:

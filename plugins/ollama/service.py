@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import httpx
-import ollama
 
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health
 from cortex.plugins import models_common as common
+
+httpx = common.lazy_import("httpx")  # loaded at the first call that needs it
+ollama = common.lazy_import("ollama")  # loaded at the first call that needs it
 
 PROBE_TIMEOUT = 2.0
 
@@ -34,7 +35,11 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
-ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError)
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    """What a provider call may raise (read when one fails: the SDK loads no sooner)."""
+    return (ollama.ResponseError, httpx.HTTPError, ConnectionError)
 
 
 class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
@@ -61,7 +66,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
             reply = await self.p.client().chat(
                 model=params.model, messages=params.messages, options=self._options(params), stream=False
             )
-        except ERRORS as exc:
+        except errors() as exc:
             await context.abort(*status_for(exc))
         return pb.GenerateResponse(
             text=reply.message.content or "",
@@ -83,7 +88,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
                     yield pb.GenerateStreamResponse(delta=part.message.content)
                 if part.done:
                     final = part
-        except ERRORS as exc:
+        except errors() as exc:
             await context.abort(*status_for(exc))
         yield pb.GenerateStreamResponse(
             done=True,
@@ -101,7 +106,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
         model = request.model or self.p.settings.get("embedding_model", "all-minilm")
         try:
             reply = await self.p.client().embed(model=model, input=texts)
-        except ERRORS as exc:
+        except errors() as exc:
             await context.abort(*status_for(exc))
         vectors = [list(v) for v in reply.embeddings]
         return pb.EmbedResponse(
@@ -114,7 +119,7 @@ class OllamaServicer(models_pb2_grpc.ModelServiceServicer):
     async def ListModels(self, request, context):
         try:
             listed = await self.p.client().list()
-        except ERRORS as exc:
+        except errors() as exc:
             await context.abort(*status_for(exc))
         embedding = self.p.settings.get("embedding_model", "all-minilm")
         generation = self.p.settings.get("model", "llama3.2")

@@ -47,11 +47,11 @@ class OpenAIPlugin:
     def client(self):
         """The AsyncOpenAI client, or None when a remote endpoint has no key."""
         if self._client is None:
-            import openai
-
             key = os.environ.get(str(self.settings.get("api_key_env", "OPENAI_API_KEY")))
             if not key and not self.local:
-                return None
+                return None  # (before the import: the SDK costs 0.5 s, and a kernel without a key never needs it)
+            import openai
+
             self._client = openai.AsyncOpenAI(
                 base_url=self.base_url,
                 api_key=key or "not-needed-locally",

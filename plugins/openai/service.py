@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import openai
 
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health
 from cortex.plugins import models_common as common
+
+openai = common.lazy_import("openai")  # loaded at the first call that needs it
 
 PROBE_TIMEOUT = 2.0
 

@@ -27,7 +27,7 @@ CALLS = 30
 
 @pytest.fixture
 def stopped_log(tmp_path, serve_process, channel_to):
-    """A data dir whose log holds CALLS echo calls (two entries each); the kernel has stopped."""
+    """A data dir whose log holds CALLS echo calls (one entry each: its proof); the kernel has stopped."""
     data = tmp_path / "data"
     env, call_ids = echo_calls_then_stop(data, serve_process, channel_to, CALLS)
     return data, env, call_ids
@@ -52,7 +52,7 @@ def test_a_checkpoint_is_the_merkle_root_of_the_log_and_verifies(stopped_log, tm
     kept = export_checkpoint(env, tmp_path / "cp.json")
     db = db_of(data)
     hashes = [pb.AuditEntry.FromString(b).hash for (b,) in db.execute("SELECT body FROM entries ORDER BY seq")]
-    assert int(kept["size"]) == len(hashes) >= 2 * CALLS
+    assert int(kept["size"]) == len(hashes) > CALLS
     cp = pb.Checkpoint()
     from google.protobuf import json_format
 
@@ -63,25 +63,46 @@ def test_a_checkpoint_is_the_merkle_root_of_the_log_and_verifies(stopped_log, tm
     assert result.stdout.startswith(f"OK: {len(hashes)} entries verified")
 
 
+def stolen_key(data):
+    return serialization.load_pem_private_key((data / "governance" / "signing_key.pem").read_bytes(), None)
+
+
+def resign_head(db, key) -> None:
+    """What an attacker holding the signing key does after rewriting the log: sign a new head."""
+    from cortex.plugins.governance.chain import checkpoint_note
+    from cortex.plugins.governance.merkle import Frontier
+
+    tree = Frontier().extend(h for (h,) in db.execute("SELECT hash FROM entries ORDER BY seq"))
+    head = pb.Checkpoint(size=tree.size, root_hash=tree.root(), time_unix_nanos=1)
+    head.signature = key.sign(checkpoint_note(head))
+    db.execute("INSERT OR REPLACE INTO tree_head(id, body, frontier) VALUES (1, ?, ?)", (head.SerializeToString(), tree.to_bytes()))
+    db.execute("DELETE FROM checkpoints")
+    db.commit()
+
+
 def test_deleting_the_last_entries_is_caught(stopped_log, tmp_path):
     data, env, _ = stopped_log
     export_checkpoint(env, tmp_path / "cp.json")
     db = db_of(data)
     size = db.execute("SELECT MAX(seq) FROM entries").fetchone()[0]
-    db.execute("DELETE FROM entries WHERE seq > ?", (size - 50,))
+    db.execute("DELETE FROM entries WHERE seq > ?", (size - 20,))
     db.commit()
-    # the log's own checkpoint gives it away...
+    # the log's own signed tree head gives it away...
     result = verify(env)
     assert result.returncode == 1
-    assert f"the chain's own checkpoint says the log had {size} entries, but it has {size - 50}" in result.stdout
-    # ...and when the attacker deletes those too, the copy kept elsewhere does
-    db.execute("DELETE FROM checkpoints")
+    assert (f"BROKEN at entry {size - 19}: the newest signed tree head covers {size} entries, but the log has {size - 20}: "
+            f"entries {size - 19} to {size} were removed from its end") in result.stdout
+    # ...without it, nothing covers the log...
+    db.execute("DELETE FROM tree_head")
     db.commit()
+    assert "no signed tree head covers the log" in verify(env).stdout
+    # ...and when the attacker holds the key and signs a head for what is left, the copy kept elsewhere does
+    resign_head(db, stolen_key(data))
     assert verify(env).returncode == 0  # the remaining chain is consistent in itself
     result = verify(env, "--checkpoint", str(tmp_path / "cp.json"))
     assert result.returncode == 1
-    assert f"BROKEN at entry {size - 49}: the checkpoint you gave says the log had {size} entries" in result.stdout
-    assert f"entries {size - 49} to {size} were removed from its end" in result.stdout
+    assert f"BROKEN at entry {size - 19}: the checkpoint you gave says the log had {size} entries" in result.stdout
+    assert f"entries {size - 19} to {size} were removed from its end" in result.stdout
 
 
 def test_a_log_rewritten_with_the_stolen_key_is_caught_by_a_kept_checkpoint(stopped_log, tmp_path):
@@ -90,7 +111,7 @@ def test_a_log_rewritten_with_the_stolen_key_is_caught_by_a_kept_checkpoint(stop
     itself; a checkpoint kept elsewhere is not."""
     data, env, _ = stopped_log
     export_checkpoint(env, tmp_path / "cp.json")
-    key = serialization.load_pem_private_key((data / "governance" / "signing_key.pem").read_bytes(), None)
+    key = stolen_key(data)
     db = db_of(data)
     rows = db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
     entries = [pb.AuditEntry.FromString(b) for _, b in rows]
@@ -104,9 +125,12 @@ def test_a_log_rewritten_with_the_stolen_key_is_caught_by_a_kept_checkpoint(stop
             entry.signature = key.sign(entry.hash)
         prev = entry.hash
         db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, entry.seq))
-    db.execute("DELETE FROM checkpoints")
     db.commit()
-    assert verify(env).returncode == 0  # nothing inside the data dir can tell
+    # without the key the rewrite is caught, and narrowed to the entries between two signed heads
+    result = verify(env)
+    assert result.returncode == 1 and "no longer have the Merkle root the newest signed tree head signed" in result.stdout
+    resign_head(db, key)
+    assert verify(env).returncode == 0  # with it, nothing inside the data dir can tell
     result = verify(env, "--checkpoint", str(tmp_path / "cp.json"))
     assert result.returncode == 1
     assert "no longer have the Merkle root the checkpoint you gave signed: entries up to it were rewritten" in result.stdout
@@ -155,9 +179,10 @@ def test_the_kernel_signs_checkpoints_as_the_log_grows(start_kernel, channel_to)
     target, kt = start_kernel("[plugins.governance]\ncheckpoint_every = 10\n", governance=True)
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
     gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target))
-    for i in range(12):
+    for i in range(25):
         echo.Echo(echo_pb2.EchoRequest(message=str(i)), timeout=5)
     chain = kt.kernel.host.records["governance"].obj.chain
+    wait_for(lambda: len(chain.checkpoints()) >= 2, "a checkpoint kept every 10 entries")
     stored = chain.checkpoints()
     assert len(stored) >= 2 and all(b.size - a.size >= 10 for a, b in itertools.pairwise(stored[1:]))
     # each is on the event bus too, for a webhook or a subscriber elsewhere to keep

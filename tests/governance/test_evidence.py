@@ -20,7 +20,7 @@ from ..conftest import cortex_env, run_cli
 
 
 def echo_calls_then_stop(data, serve_process, channel_to, count: int) -> tuple[dict, list[str]]:
-    """A kernel on `data` answers `count` echo calls (a decision and a proof each), then stops:
+    """A kernel on `data` answers `count` echo calls (a proof each, carrying its decision), then stops:
     (its environment, the call ids)."""
     env = cortex_env(data)
     kernel = serve_process(env=env)
@@ -38,7 +38,7 @@ def echo_calls_then_stop(data, serve_process, channel_to, count: int) -> tuple[d
 def chain_with_calls(tmp_path, serve_process, channel_to):
     """A data dir whose chain holds a few echo calls; the kernel is stopped afterwards."""
     data = tmp_path / "data"
-    env, call_ids = echo_calls_then_stop(data, serve_process, channel_to, 5)
+    env, call_ids = echo_calls_then_stop(data, serve_process, channel_to, 10)
     return data, env, call_ids
 
 
@@ -69,10 +69,9 @@ def test_proofs_are_created_for_calls_and_verify_over_grpc(start_kernel, channel
     with pytest.raises(grpc.RpcError) as err:
         gov.GetProof(pb.GetProofRequest(id="p-999999"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    # the decision that let the call through is in the chain before its proof
-    entries = [m.entry for m in gov.ExportAudit(pb.ExportAuditRequest(from_seq=proof.entry.seq - 1, limit=2), timeout=5)]
-    assert entries[0].HasField("decision") and entries[0].call_id == call_id
-    assert entries[0].call.provider == "echo" and entries[0].call.principal == "admin"
+    # the proof carries the decision that let the call through, and what was decided on
+    assert proof.entry.proof.decision.effect == pb.EFFECT_ALLOW and proof.entry.call_id == call_id
+    assert proof.entry.call.provider == "echo" and proof.entry.call.principal == "admin"
 
 
 def test_the_chain_verifies_offline_and_survives_a_restart(chain_with_calls, serve_process, channel_to):
@@ -122,7 +121,7 @@ def test_an_altered_entry_is_caught(chain_with_calls):
     assert result.stdout.strip() == f"BROKEN at entry {seq}: its content does not match its hash (the entry was altered)"
 
 
-def test_a_rehashed_entry_is_caught_by_its_signature(chain_with_calls):
+def test_a_rehashed_proof_is_pinpointed_by_the_signed_tree_head(chain_with_calls):
     from cortex.plugins.governance.chain import entry_hash
 
     data, env, _ = chain_with_calls
@@ -130,28 +129,47 @@ def test_a_rehashed_entry_is_caught_by_its_signature(chain_with_calls):
     seq, body = next((s, b) for s, b in entries[4:] if pb.AuditEntry.FromString(b).HasField("proof"))
     entry = pb.AuditEntry.FromString(body)
     entry.time_unix_nanos += 1
-    entry.hash = entry_hash(entry)  # consistent hash (column too), but not re-signed, and the next link breaks
+    entry.hash = entry_hash(entry)  # consistent hash (column too), but the next link breaks
     db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
     db.commit()
     result = verify(env, "--all")
     assert result.returncode == 1
-    assert result.stdout.strip() == f"BROKEN at entry {seq}: its signature does not match its content (altered and re-hashed)"
+    # the next entry still names the original hash, and the signed head's root agrees with it
+    assert result.stdout.startswith(f"BROKEN at entry {seq}: its content was altered and re-hashed: the signed tree head of ")
 
 
-def test_a_rehashed_decision_breaks_the_next_link(chain_with_calls):
+def test_a_relinked_entry_is_pinpointed_not_the_one_before_it(chain_with_calls):
+    """An entry re-hashed with a made-up predecessor breaks the same link as a re-hashed
+    predecessor would; the signed tree head tells which of the two was altered."""
     from cortex.plugins.governance.chain import entry_hash
 
     data, env, _ = chain_with_calls
     db, entries = rows(data)
-    seq, body = next((s, b) for s, b in entries[4:] if pb.AuditEntry.FromString(b).HasField("decision"))
+    seq, body = entries[6]
     entry = pb.AuditEntry.FromString(body)
-    entry.decision.effect = pb.EFFECT_DENY
+    entry.prev_hash = b"\x01" * 32
     entry.hash = entry_hash(entry)
     db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
     db.commit()
     result = verify(env, "--all")
     assert result.returncode == 1
-    assert result.stdout.startswith(f"BROKEN at entry {seq + 1}: it does not link to the entry before it")
+    assert result.stdout.startswith(f"BROKEN at entry {seq}: it does not link to the entry before it")
+
+
+def test_a_rehashed_decision_is_pinpointed_too(chain_with_calls):
+    from cortex.plugins.governance.chain import entry_hash
+
+    data, env, _ = chain_with_calls
+    db, entries = rows(data)
+    seq, body = entries[4]
+    entry = pb.AuditEntry.FromString(body)
+    entry.proof.decision.effect = pb.EFFECT_DENY
+    entry.hash = entry_hash(entry)
+    db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
+    db.commit()
+    result = verify(env, "--all")
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"BROKEN at entry {seq}: its content was altered and re-hashed")
 
 
 def test_a_deleted_entry_is_caught(chain_with_calls):

@@ -158,8 +158,8 @@ def test_a_listener_beyond_loopback_needs_tls_and_credentials(tmp_path, serve_pr
 def test_governance_that_cannot_record_fails_calls_closed(start_kernel, channel_to):
     import sqlite3
 
-    # (no checkpoint falls due meanwhile: its event would be one more call to refuse)
-    target, kt = start_kernel("[plugins.governance]\ncheckpoint_seconds = 3600\n", governance=True)
+    # (no checkpoint falls due meanwhile: its event would be one more call to refuse; each call is its own batch)
+    target, kt = start_kernel("[plugins.governance]\ncheckpoint_seconds = 3600\nbatch_ms = 0\n", governance=True)
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
     assert echo.Echo(echo_pb2.EchoRequest(message="before"), timeout=5).message == "before"
     governance = kt.kernel.host.records["governance"].obj

@@ -107,7 +107,7 @@ def test_embeddings_match_a_live_sentence_transformers_run(models):
 def test_concurrent_embed_calls_are_batched_and_each_gets_its_own_vectors(models):
     import concurrent.futures
 
-    stub, _ = models()
+    stub, _ = models(ONLY_MLX + "[plugins.mlx]\nembed_cache = 0\n")  # every vector encoded, none remembered
     texts = [f"note {i} about topic {i % 3}" for i in range(12)]
     alone = {t: stub.Embed(pb.EmbedRequest(texts=[t]), timeout=60).vectors[0].values for t in texts[:3]}
     with concurrent.futures.ThreadPoolExecutor(6) as pool:

@@ -292,6 +292,24 @@ class Checkpoint(_message.Message):
     public_key: bytes
     def __init__(self, size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., time_unix_nanos: _Optional[int] = ..., signature: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("first_size", "second_size")
+    FIRST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_SIZE_FIELD_NUMBER: _ClassVar[int]
+    first_size: int
+    second_size: int
+    def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ...) -> None: ...
+
+class GetConsistencyProofResponse(_message.Message):
+    __slots__ = ("proof", "second_size", "checkpoint")
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    SECOND_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    second_size: int
+    checkpoint: Checkpoint
+    def __init__(self, proof: _Optional[_Iterable[bytes]] = ..., second_size: _Optional[int] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+
 class GetCheckpointRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

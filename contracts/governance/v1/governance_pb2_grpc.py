@@ -77,6 +77,11 @@ class GovernanceServiceStub:
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/GetConsistencyProof',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServiceServicer:
@@ -134,8 +139,16 @@ class GovernanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """GetCheckpoint returns the newest signed checkpoint of the audit log (its size and Merkle
+        """GetCheckpoint returns the newest signed tree head of the audit log (its size and Merkle
         tree hash), to keep elsewhere: a log cut short or rewritten below it no longer matches it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """GetConsistencyProof returns the RFC 9162 consistency proof between two sizes of the log:
+        with it, a tree head kept earlier and a newer one show that the log only grew.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +196,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.FromString,
                     response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +421,33 @@ class GovernanceService:
             '/cortex.governance.v1.GovernanceService/GetCheckpoint',
             cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
             cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/GetConsistencyProof',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

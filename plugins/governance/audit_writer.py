@@ -1,0 +1,128 @@
+"""The audit writer: what the observe hook records reaches the audit log in batches.
+
+Calls queue their entries and go on; `batch_ms` after the first of a batch was queued (or at
+once when `batch_entries` are waiting), everything queued is appended in one transaction with
+one signed tree head (chain.py), so that under load many calls share a commit and a signature.
+It runs on the event loop, between calls: a writer thread was measured and lost (it contends
+for the GIL with the loop on every call; SQLite and Ed25519 hold it for most of their work).
+
+A write that fails puts its entries back at the front of the queue, in order, and sets
+`failure`: the governance plugin refuses every call (UNAVAILABLE) until a write succeeds, so no
+call goes unrecorded. A kill -9 loses at most the queued batch, never the log's consistency.
+Readers (GovernanceService) call `flush()` first, so that what was observed is in the log
+before anyone reads it. The lock keeps a reader's flush and a policy change's `record` from
+interleaving with a batch, should either come from another thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from cortex.contracts.governance.v1 import governance_pb2 as pb
+
+from .chain import AuditChain
+
+log = structlog.get_logger("cortex.governance")
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        chain: AuditChain,
+        *,
+        batch_ms: float = 5,
+        batch_entries: int = 512,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 10,
+        announce: Callable[[pb.Checkpoint], None] = lambda checkpoint: None,
+    ):
+        self.chain = chain
+        self.failure = ""  # why the log cannot be written, while it cannot
+        self._batch_s = batch_ms / 1000
+        self._batch_entries = batch_entries
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_seconds = checkpoint_seconds
+        self._checkpointed_at = time.monotonic()
+        self._announce = announce
+        self._queue: deque[pb.AuditEntry] = deque()  # appends and pops are atomic across threads
+        self._lock = threading.Lock()  # one append at a time, whichever thread asks
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.writes = self.written = 0  # appends, and entries in them: their ratio is the batch size
+
+    def add(self, entries: list[pb.AuditEntry]) -> None:
+        """Queue a call's entries (together: another call's never come between them)."""
+        self._queue.extend(entries)
+        if len(self._queue) >= self._batch_entries:
+            self.flush()
+            return
+        if self._scheduled:
+            return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call): write now
+            self.flush()
+            return
+        self._scheduled = True
+        self._loop.call_later(self._batch_s, self._write)
+
+    def _write(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Append everything queued now, in this thread."""
+        with self._lock:
+            if not self._queue:
+                return
+            batch = [self._queue.popleft() for _ in range(len(self._queue))]
+            try:
+                self.chain.append(batch)
+                self.writes, self.written = self.writes + 1, self.written + len(batch)
+                kept = self.chain.checkpoint() if self._checkpoint_due() else None
+            except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
+                self._queue.extendleft(reversed(batch))
+                if not self.failure:
+                    log.error("governance.audit_write_failed", error=repr(exc), queued=len(self._queue))
+                self.failure = f"the audit log cannot be written ({type(exc).__name__}: {exc})"
+                return
+            if self.failure:
+                log.info("governance.audit_write_recovered")
+                self.failure = ""
+        if kept is not None:
+            self._checkpointed_at = time.monotonic()
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._announce, kept)
+            else:
+                self._announce(kept)
+
+    def record(self, entries: list[pb.AuditEntry]) -> list[pb.AuditEntry]:
+        """Append `entries` now, after everything queued (a policy change), and return them completed."""
+        with self._lock:
+            queued = [self._queue.popleft() for _ in range(len(self._queue))]
+            try:
+                self.chain.append([*queued, *entries])
+            except Exception:
+                self._queue.extendleft(reversed(queued))
+                raise
+            return entries
+
+    def _checkpoint_due(self) -> bool:
+        grown = self.chain.frontier.size - self.chain.checkpointed_size
+        waited = time.monotonic() - self._checkpointed_at >= self._checkpoint_seconds
+        return grown >= self._checkpoint_every or (grown > 0 and waited)
+
+    def close(self) -> None:
+        """Write what is queued, keep the log's last head as a checkpoint, and close the log."""
+        self.flush()
+        log.info("governance.audit_closed", appends=self.writes, entries=self.written, head=self.chain.head_seq)
+        with self._lock:
+            if not self.failure:
+                self.chain.checkpoint()
+            self.chain.close()

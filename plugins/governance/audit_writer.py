@@ -1,10 +1,12 @@
 """The audit writer: what the observe hook records reaches the audit log in batches.
 
-Calls queue their entries and go on; `batch_ms` after the first of a batch was queued (or at
-once when `batch_entries` are waiting), everything queued is appended in one transaction with
-one signed tree head (chain.py), so that under load many calls share a commit and a signature.
-It runs on the event loop, between calls: a writer thread was measured and lost (it contends
-for the GIL with the loop on every call; SQLite and Ed25519 hold it for most of their work).
+Calls queue their entries and go on; everything queued is appended in one transaction with one
+signed tree head (chain.py) as soon as the event loop has nothing else ready, and at the latest
+`batch_ms` after the first of the batch (or at once when `batch_entries` are waiting). So a lone
+call's entry is written while its caller reads the answer (no latency added), and under load many
+calls share a commit and a signature. It runs on the event loop, between calls: a writer thread
+was measured and lost (it contends for the GIL with the loop on every call), and so did a fixed
+delay (a write then lands in the middle of a later call).
 
 A write that fails puts its entries back at the front of the queue, in order, and sets
 `failure`: the governance plugin refuses every call (UNAVAILABLE) until a write succeeds, so no
@@ -54,6 +56,7 @@ class AuditWriter:
         self._lock = threading.Lock()  # one append at a time, whichever thread asks
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline = 0.0
         self.writes = self.written = 0  # appends, and entries in them: their ratio is the batch size
 
     def add(self, entries: list[pb.AuditEntry]) -> None:
@@ -70,9 +73,20 @@ class AuditWriter:
             self.flush()
             return
         self._scheduled = True
-        self._loop.call_later(self._batch_s, self._write)
+        self._deadline = self._loop.time() + self._batch_s
+        self._loop.call_soon(self._write_when_idle)
 
-    def _write(self) -> None:
+    def _write_when_idle(self) -> None:
+        """Write once the loop has nothing else ready (a lone call's entries are written while
+        its caller reads the answer), or at the batch's deadline while calls keep coming."""
+        ready = getattr(self._loop, "_ready", None)  # asyncio's own loop; another loop: the deadline alone
+        busy = len(ready) if ready is not None else 1
+        if busy and self._loop.time() < self._deadline and len(self._queue) < self._batch_entries:
+            if ready is not None:
+                self._loop.call_soon(self._write_when_idle)
+            else:
+                self._loop.call_at(self._deadline, self._write_when_idle)
+            return
         self._scheduled = False
         self.flush()
 

@@ -87,6 +87,13 @@ class AnnIndex:
         log.info("memories.ann_ready", model=model, vectors=len(index), seconds=round(time.monotonic() - started, 2))
         return index
 
+    @classmethod
+    def discard(cls, store, model: str) -> None:
+        """Remove the saved index of `model` (Reindex builds it anew)."""
+        path = index_path(store.path, model)
+        for file in (path, path.with_suffix(".json")):
+            file.unlink(missing_ok=True)
+
     def repair(self) -> None:
         """Make the index hold exactly the store's vectors of this model: remove keys the store
         no longer has, add what it lacks or what changed after the watermark."""

@@ -22,7 +22,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
 
-from .ann_index import AnnIndex, index_path
+from .ann_index import AnnIndex
 from .store import DuplicateContent, Query, Record
 from .vector_index import VectorIndex
 
@@ -210,8 +210,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         started = time.monotonic()
         if self.store.count_vectors(model) >= self.p.ann_threshold:
             if rebuild:
-                for path in (index_path(self.store.path, model), index_path(self.store.path, model).with_suffix(".json")):
-                    path.unlink(missing_ok=True)
+                AnnIndex.discard(self.store, model)
             return AnnIndex.open(self.store, model, self.store.vector_dimension(model))
         index = VectorIndex(model)
         for record in self.store.vectors(model, now_ms()):
@@ -247,7 +246,10 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         async with self._index_lock:
             if self.index is not None and self.index.model == model:
                 for op, item in self._switching or []:
-                    ann.add(item, item.embedding) if op == "add" else ann.remove(item)
+                    if op == "add":
+                        ann.add(item, item.embedding)
+                    else:
+                        ann.remove(item)
                 self.index = ann
             self._switching = None
 

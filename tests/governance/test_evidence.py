@@ -121,17 +121,24 @@ def test_an_altered_entry_is_caught(chain_with_calls):
     assert result.stdout.strip() == f"BROKEN at entry {seq}: its content does not match its hash (the entry was altered)"
 
 
-def test_a_rehashed_proof_is_pinpointed_by_the_signed_tree_head(chain_with_calls):
+def rehash(data, index: int, change) -> int:
+    """What someone without the key can do: change the entry at `index`, give it the hash its new
+    content has (the column too), store it. Returns its seq."""
     from cortex.plugins.governance.chain import entry_hash
 
-    data, env, _ = chain_with_calls
     db, entries = rows(data)
-    seq, body = next((s, b) for s, b in entries[4:] if pb.AuditEntry.FromString(b).HasField("proof"))
+    seq, body = entries[index]
     entry = pb.AuditEntry.FromString(body)
-    entry.time_unix_nanos += 1
-    entry.hash = entry_hash(entry)  # consistent hash (column too), but the next link breaks
+    change(entry)
+    entry.hash = entry_hash(entry)
     db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
     db.commit()
+    return seq
+
+
+def test_a_rehashed_proof_is_pinpointed_by_the_signed_tree_head(chain_with_calls):
+    data, env, _ = chain_with_calls
+    seq = rehash(data, 4, lambda entry: setattr(entry, "time_unix_nanos", entry.time_unix_nanos + 1))
     result = verify(env, "--all")
     assert result.returncode == 1
     # the next entry still names the original hash, and the signed head's root agrees with it
@@ -141,32 +148,16 @@ def test_a_rehashed_proof_is_pinpointed_by_the_signed_tree_head(chain_with_calls
 def test_a_relinked_entry_is_pinpointed_not_the_one_before_it(chain_with_calls):
     """An entry re-hashed with a made-up predecessor breaks the same link as a re-hashed
     predecessor would; the signed tree head tells which of the two was altered."""
-    from cortex.plugins.governance.chain import entry_hash
-
     data, env, _ = chain_with_calls
-    db, entries = rows(data)
-    seq, body = entries[6]
-    entry = pb.AuditEntry.FromString(body)
-    entry.prev_hash = b"\x01" * 32
-    entry.hash = entry_hash(entry)
-    db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
-    db.commit()
+    seq = rehash(data, 6, lambda entry: setattr(entry, "prev_hash", b"\x01" * 32))
     result = verify(env, "--all")
     assert result.returncode == 1
     assert result.stdout.startswith(f"BROKEN at entry {seq}: it does not link to the entry before it")
 
 
 def test_a_rehashed_decision_is_pinpointed_too(chain_with_calls):
-    from cortex.plugins.governance.chain import entry_hash
-
     data, env, _ = chain_with_calls
-    db, entries = rows(data)
-    seq, body = entries[4]
-    entry = pb.AuditEntry.FromString(body)
-    entry.proof.decision.effect = pb.EFFECT_DENY
-    entry.hash = entry_hash(entry)
-    db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, seq))
-    db.commit()
+    seq = rehash(data, 4, lambda entry: setattr(entry.proof.decision, "effect", pb.EFFECT_DENY))
     result = verify(env, "--all")
     assert result.returncode == 1
     assert result.stdout.startswith(f"BROKEN at entry {seq}: its content was altered and re-hashed")

@@ -127,3 +127,21 @@ def test_the_service_switches_past_the_threshold_and_keeps_what_was_written_mean
     index, found = asyncio.run(scenario())
     assert isinstance(index, AnnIndex) and len(index) == 3003 and found[0][0] == "m07002"
     assert index_path(store.path, MODEL).exists()  # saved on close
+
+
+def test_reindex_rebuilds_the_saved_index_and_small_stores_stay_exact(filled):
+    from types import SimpleNamespace
+
+    from cortex.plugins.memories.service import MemoryServicer
+
+    store, data, _, _ = filled
+    stale = AnnIndex.open(store, MODEL, DIM)
+    stale.remove("m00005")  # an index that no longer matches what Reindex will have written
+    stale.save()
+    servicer = MemoryServicer(SimpleNamespace(store=store, ann_threshold=100))
+    rebuilt = servicer._load_index(MODEL, rebuild=True)
+    assert isinstance(rebuilt, AnnIndex) and len(rebuilt) == 3000
+    assert rebuilt.search(data[5], 1, Query(), now_ms())[0][0] == "m00005"
+    exact = MemoryServicer(SimpleNamespace(store=store, ann_threshold=10_000))._load_index(MODEL)
+    assert isinstance(exact, VectorIndex) and len(exact) == 3000
+    servicer.close()

@@ -159,3 +159,33 @@ def test_semantic_and_hybrid_beat_keyword_on_paraphrases(start_kernel, channel_t
     assert recall["semantic"] >= 0.9
     assert recall["semantic"] > recall["keyword"] + 0.3
     assert recall["hybrid"] > recall["keyword"] + 0.3
+
+
+def test_kill_9_leaves_the_approximate_index_repaired_on_the_next_start(tmp_path, serve_process, channel_to):
+    """Past ann_threshold semantic search runs on the HNSW index, saved only at stop: after a
+    kill -9 it lags the database, and the next start repairs it (every acknowledged memory found)."""
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL, CORTEX_PLUGINS__MEMORIES__ANN_THRESHOLD="20")
+    kernel = serve_process(env=env)
+    stub = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
+    texts = [f"note {i}: the {['garden', 'passport', 'dentist', 'budget'][i % 4]} entry number {i} in a long list" for i in range(40)]
+    ids = {stub.Store(pb.StoreRequest(text=t), timeout=30).id: t for t in texts[:30]}
+    assert "approximate" in stub.Stats(pb.StatsRequest(), timeout=30).index or _wait_for_approximate(stub)
+    kernel.stop()  # the index is saved at stop...
+    kernel = serve_process(env=env)
+    stub = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
+    ids.update({stub.Store(pb.StoreRequest(text=t), timeout=30).id: t for t in texts[30:]})  # ...these are not
+    kernel.proc.send_signal(signal.SIGKILL)
+    kernel.proc.wait(10)
+    restarted = serve_process(env=env)
+    stub = memories_pb2_grpc.MemoryServiceStub(channel_to(restarted.target))
+    assert "approximate" in stub.Stats(pb.StatsRequest(), timeout=30).index
+    for memory_id, text in ids.items():
+        found = stub.Search(pb.SearchRequest(query=text, mode=pb.SEARCH_MODE_SEMANTIC, top_k=1), timeout=30)
+        assert found.results[0].memory.id == memory_id, text
+
+
+def _wait_for_approximate(stub) -> bool:
+    from ..conftest import wait_for
+
+    wait_for(lambda: "approximate" in stub.Stats(pb.StatsRequest(), timeout=30).index, "the switch to the HNSW index")
+    return True

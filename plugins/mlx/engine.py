@@ -157,7 +157,7 @@ class Engine:
             self.batches, self.batched_texts = self.batches + 1, self.batched_texts + len(texts)
             vectors = dict(zip(texts, encoded, strict=True))
             for text, vector in vectors.items():
-                self.cache.put(text, vector)
+                self.cache.put(text, vector.copy())  # (a row alone: a view would keep its whole batch alive)
             for item, future in pending:
                 if not future.done():
                     future.set_result([vectors[t] for t in item])

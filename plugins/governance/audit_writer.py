@@ -98,17 +98,21 @@ class AuditWriter:
             batch = [self._queue.popleft() for _ in range(len(self._queue))]
             try:
                 self.chain.append(batch)
-                self.writes, self.written = self.writes + 1, self.written + len(batch)
-                kept = self.chain.checkpoint() if self._checkpoint_due() else None
             except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
                 self._queue.extendleft(reversed(batch))
                 if not self.failure:
                     log.error("governance.audit_write_failed", error=repr(exc), queued=len(self._queue))
                 self.failure = f"the audit log cannot be written ({type(exc).__name__}: {exc})"
                 return
+            self.writes, self.written = self.writes + 1, self.written + len(batch)
             if self.failure:
                 log.info("governance.audit_write_recovered")
                 self.failure = ""
+            try:  # (the batch is written and covered by its signed head: keeping a checkpoint is extra)
+                kept = self.chain.checkpoint() if self._checkpoint_due() else None
+            except Exception as exc:  # noqa: BLE001 - the next due checkpoint tries again
+                log.error("governance.checkpoint_failed", error=repr(exc))
+                kept = None
         if kept is not None:
             self._checkpointed_at = time.monotonic()
             if self._loop is not None and self._loop.is_running():

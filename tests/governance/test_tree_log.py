@@ -180,3 +180,19 @@ def test_concurrent_calls_share_appends_and_signed_heads(start_kernel, channel_t
     wait_for(lambda: writer.written - before[1] >= 40, "the 40 calls' proofs written")
     assert writer.writes - before[0] <= 10  # batches, not an append (and a signature) per call
     assert verify_chain(writer.chain.path).ok
+
+
+def test_a_failed_checkpoint_never_writes_a_batch_twice(chain, monkeypatch):
+    from cortex.plugins.governance.audit_writer import AuditWriter
+
+    writer = AuditWriter(chain, checkpoint_every=1)
+
+    def refuse():
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(chain, "checkpoint", refuse)
+    writer.add([proof_entry(1)])  # no event loop: written at once
+    writer.add([proof_entry(2)])
+    calls = [e.call_id for e in chain.entries() if e.HasField("proof")]
+    assert calls == ["c1", "c2"] and writer.failure == ""
+    assert verify_chain(chain.path).ok

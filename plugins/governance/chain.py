@@ -318,7 +318,7 @@ class AuditChain:
                 body = bare + HASH_FIELD + digest  # the same bytes, without serializing twice
             prev = digest
             rows.append((seq, kind, _call_id_of(entry), body, digest))
-        frontier = Frontier.from_bytes(self.frontier.to_bytes(), SUBTREE)
+        frontier = self.frontier.copy()
         try:
             with self.db:  # one transaction: all or nothing
                 self.db.execute("BEGIN")

@@ -71,6 +71,12 @@ class Frontier:
         return root
 
 
+    def copy(self) -> Frontier:
+        """The same frontier, to restore if an append fails (`completed` is not carried over)."""
+        twin = Frontier(self.keep_from)
+        twin.size, twin._stack = self.size, list(self._stack)
+        return twin
+
     def to_bytes(self) -> bytes:
         """The frontier as (size, root) pairs, so a restart need not re-read every leaf."""
         return b"".join(struct.pack(">Q", size) + node for size, node in self._stack)

@@ -5,7 +5,12 @@ descriptors, every call routed (and so governed) with the MCP client as principa
     http_listen = ""                 # e.g. "127.0.0.1:50081": serve streamable HTTP at /mcp
     expose = ["*"]                   # globs over "package.Service/Method" or tool names
     hide = ["cortex.events.v1.EventService/Subscribe"]
-    timeout_seconds = 300            # deadline of each tool call
+    timeout_seconds = 300            # deadline of each tool call, resource read and prompt
+
+    [[plugins.mcp.prompts]]          # prompts of your own, beside the built-in ones (prompts.py)
+    name = "weekly_review"
+    text = "Help me review my week, focusing on {focus}."
+    arguments = [{ name = "focus", required = true, values = ["work", "home"] }]
 
 stdio, for editors, is the `cortex mcp` command: it bridges a running kernel (`--target`) or
 starts an embedded one when none answers.
@@ -19,10 +24,11 @@ from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
-SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds"}
+SETTINGS = {"http_listen", "expose", "hide", "timeout_seconds", "prompts"}
 
 
 def tool_settings(config: dict[str, Any]) -> dict[str, Any]:
+    from .prompts import from_config
     from .tools import DEFAULT_EXPOSE, DEFAULT_HIDE
 
     expose, hide = config.get("expose", DEFAULT_EXPOSE), config.get("hide", DEFAULT_HIDE)
@@ -32,7 +38,7 @@ def tool_settings(config: dict[str, Any]) -> dict[str, Any]:
     timeout = float(config.get("timeout_seconds", 300))
     if timeout <= 0:
         raise ValueError("[plugins.mcp] timeout_seconds must be positive")
-    return {"expose": expose, "hide": hide, "timeout": timeout}
+    return {"expose": expose, "hide": hide, "timeout": timeout, "prompts": from_config(config.get("prompts"))}
 
 
 class McpPlugin:

@@ -18,7 +18,8 @@ def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> Cont
     def tools():
         return build_tools(gateway.methods(), settings["expose"], settings["hide"])
 
-    server = ContractToolServer(gateway, tools(), version=cortex_version(), timeout=settings["timeout"], transport=transport)
+    server = ContractToolServer(gateway, tools(), version=cortex_version(), timeout=settings["timeout"],
+                                transport=transport, prompts=settings.get("prompts", ()))
     server.rebuild = tools
     log.info("mcp.tools", transport=transport, count=len(server.tools))
     return server

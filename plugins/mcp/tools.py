@@ -73,14 +73,32 @@ def build_tools(methods: list[MethodInfo], expose: list[str], hide: list[str]) -
     return tools
 
 
-async def run_tool(gateway: Any, tool: ToolSpec, arguments: dict[str, Any], principal: Any, timeout: float | None) -> dict[str, Any]:
-    """Call the tool's method; returns its structured result. Raises grpc.RpcError."""
+def progress_of(message: dict[str, Any], count: int) -> tuple[float, float | None, str]:
+    """(progress, total, text) for a streamed message: a batch's done/total when it has them
+    (Reindex), else the messages so far; the text names a step as it ran (Execute)."""
+    done, total = message.get("done"), message.get("total")
+    if done is not None and total is not None:
+        return float(done), float(total), f"{done} of {total}"
+    if "step_id" in message:
+        state = str(message.get("state", "")).removeprefix("STATE_").lower()
+        return float(count), None, f"step {message['step_id']} {state}".strip()
+    if "summary" in message:
+        return float(count), None, f"finished: {message['summary'].get('status', '')}".strip()
+    return float(count), None, f"message {count}"
+
+
+async def run_tool(gateway: Any, tool: ToolSpec, arguments: dict[str, Any], principal: Any, timeout: float | None,
+                   progress: Any = None) -> dict[str, Any]:
+    """Call the tool's method; returns its structured result. A streaming method's messages are
+    reported to `progress(done, total, text)` as they arrive. Raises grpc.RpcError."""
     request = parse_json(tool.method, {} if arguments is None else arguments)  # MCP may omit arguments
     if not tool.method.server_streaming:
         return to_json(await gateway.unary(tool.method, request, principal, timeout=timeout))
     messages = []
     async for message in gateway.stream(tool.method, request, principal, timeout=timeout):
         messages.append(to_json(message))
+        if progress is not None:
+            await progress(*progress_of(messages[-1], len(messages)))
         if len(messages) >= MAX_STREAM_MESSAGES:
             break
     return {"messages": messages}

@@ -82,9 +82,9 @@ def served(specs, gateway: Any) -> list:
 async def call(gateway: Any, path: str, body: dict[str, Any], who: Any, timeout: float | None) -> dict[str, Any]:
     """One unary contract call by path, JSON in and out. Raises grpc.RpcError (UNIMPLEMENTED when
     nothing serves the method)."""
-    method = gateway.method(path)
+    method = gateway.method(f"/{path}")  # wire form: "/pkg.v1.Service/Method"
     if method is None:
-        raise RouterError(grpc.StatusCode.UNIMPLEMENTED, gateway.explain(path))
+        raise RouterError(grpc.StatusCode.UNIMPLEMENTED, gateway.explain(f"/{path}"))
     return to_json(await gateway.unary(method, parse_json(method, body), who, timeout=timeout))
 
 

@@ -79,9 +79,10 @@ def progress_of(message: dict[str, Any], count: int) -> tuple[float, float | Non
     done, total = message.get("done"), message.get("total")
     if done is not None and total is not None:
         return float(done), float(total), f"{done} of {total}"
-    if "step_id" in message:
-        state = str(message.get("state", "")).removeprefix("STATE_").lower()
-        return float(count), None, f"step {message['step_id']} {state}".strip()
+    step = message.get("step")
+    if isinstance(step, dict) and "step_id" in step:
+        state = str(step.get("state", "")).removeprefix("STATE_").lower()
+        return float(count), None, f"step {step['step_id']} {state}".strip()
     if "summary" in message:
         return float(count), None, f"finished: {message['summary'].get('status', '')}".strip()
     return float(count), None, f"message {count}"

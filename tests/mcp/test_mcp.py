@@ -136,3 +136,79 @@ def test_stdio_starts_an_embedded_kernel_when_none_answers(tmp_path, unused_tcp_
     assert info["data_dir"] == str(tmp_path / "data") and info["listen"] != f"127.0.0.1:{unused_tcp_port}"
     assert stats.get("total", "0") == "0"
     assert json.loads(json.dumps(stats)) == stats
+
+
+PROMPTS = '''
+[[plugins.mcp.prompts]]
+name = "weekly_review"
+description = "Review my week"
+text = "Help me review my week, focusing on {focus}."
+arguments = [{ name = "focus", required = true, values = ["work", "home"] }]
+'''
+
+
+def test_resources_prompts_completion_progress_and_logs(mcp_url):
+    """What an editor attaches and hears: a memory as a resource (and an unknown one refused), a
+    search template, prompts filled by governed calls, completion, progress per Execute step, and
+    log notifications once the session asks for them."""
+    url = mcp_url(mcp_settings=PROMPTS)
+    logs, progress = [], []
+
+    async def on_log(params):
+        logs.append(params)
+
+    async def body(client):
+        stored = await client.call_tool("memory_store", {"text": "The dentist moved to Thursday 3pm", "tags": ["health"]})
+        memory_id = stored.structured_content["id"]
+        uris = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert {"cortex://memories", "cortex://traces"} <= uris
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert {"cortex://memories/{id}", "cortex://memories?query={query}", "cortex://traces/{id}"} <= templates
+        read = await client.read_resource(f"cortex://memories/{memory_id}")
+        assert read.contents[0].text == "The dentist moved to Thursday 3pm"
+        searched = json.loads((await client.read_resource("cortex://memories?query=dentist")).contents[0].text)
+        assert searched["results"][0]["memory"]["id"] == memory_id
+        from mcp.shared.exceptions import MCPError
+
+        with pytest.raises(MCPError, match="NOT_FOUND"):
+            await client.read_resource("cortex://memories/m-none")
+        with pytest.raises(MCPError, match="no resource"):
+            await client.read_resource("file:///etc/passwd")
+
+        names = {p.name for p in (await client.list_prompts()).prompts}
+        assert {"recall_context", "plan_goal", "what_changed", "weekly_review"} <= names
+        recalled = await client.get_prompt("recall_context", {"task": "book the dentist"})
+        attached = [m.content.resource for m in recalled.messages if m.content.type == "resource"]
+        assert str(attached[0].uri) == f"cortex://memories/{memory_id}"
+        review = await client.get_prompt("weekly_review", {"focus": "home"})
+        assert "focusing on home" in review.messages[0].content.text
+        with pytest.raises(MCPError, match="needs 'focus'"):
+            await client.get_prompt("weekly_review", {})
+        from mcp_types import PromptReference, ResourceTemplateReference
+
+        done = await client.complete(PromptReference(type="ref/prompt", name="weekly_review"), {"name": "focus", "value": "w"})
+        assert done.completion.values == ["work"]
+        ids = await client.complete(ResourceTemplateReference(type="ref/resource", uri="cortex://memories/{id}"),
+                                    {"name": "id", "value": memory_id[:4]})
+        assert memory_id in ids.completion.values
+
+        await client.set_logging_level("debug")
+
+        async def on_progress(done, total, message):
+            progress.append((done, message))
+
+        plan = (await client.call_tool("cortex_plan", {"goal": "when is the dentist?"})).structured_content["plan"]
+        executed = await client.call_tool("cortex_execute", {"plan": plan}, progress_callback=on_progress)
+        assert not executed.is_error
+        steps = len(plan["steps"])
+        assert len(progress) == len(executed.structured_content["messages"]) >= steps
+        assert [p for p, _ in progress] == sorted(p for p, _ in progress)
+        assert any(m.startswith("step ") for _, m in progress)
+
+    async def session():
+        async with Client(url, mode="legacy", logging_callback=on_log) as client:
+            await body(client)
+
+    run(session())
+    events = [entry.data.get("event") for entry in logs if isinstance(entry.data, dict)]
+    assert "call" in events and "done" in events and "message" in events

@@ -64,5 +64,7 @@ if [ "$mode" = test ]; then
   fi
   (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   (cd tools/buf && npm ci --no-audit --no-fund --loglevel=error >/dev/null)  # buf, for the contracts' lint
+  # the official MCP conformance suite and the Node 22 it needs (a binary in an npm package)
+  (cd tools/mcp-conformance && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 say "$(.venv/bin/cortex --version) installed in .venv (locked set: requirements/$profile.txt)"

@@ -212,3 +212,49 @@ def test_resources_prompts_completion_progress_and_logs(mcp_url):
     run(session())
     events = [entry.data.get("event") for entry in logs if isinstance(entry.data, dict)]
     assert "call" in events and "done" in events and "message" in events
+
+
+def test_traces_as_resources_and_prompts_that_plan_and_look_back(mcp_url):
+    """A Cerebrum run is a resource an editor can attach (listed, read by id, its id completed); the
+    plan_goal and what_changed prompts are filled by governed calls; bad URIs and arguments are refused."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import ResourceTemplateReference
+
+    url = mcp_url()
+
+    async def body(client):
+        await client.call_tool("memory_store", {"text": "The boiler service is due in March", "tags": ["home"]})
+        plan = (await client.call_tool("cortex_plan", {"goal": "when is the boiler due?"})).structured_content["plan"]
+        executed = await client.call_tool("cortex_execute", {"plan": plan})
+        trace_id = executed.structured_content["messages"][-1]["summary"]["trace_id"]
+
+        listed = json.loads((await client.read_resource("cortex://traces")).contents[0].text)
+        assert trace_id in [t["trace_id"] for t in listed["traces"]]
+        trace = json.loads((await client.read_resource(f"cortex://traces/{trace_id}")).contents[0].text)
+        assert trace["plan"]["goal"] == "when is the boiler due?" and trace["steps"]
+        done = await client.complete(ResourceTemplateReference(type="ref/resource", uri="cortex://traces/{id}"),
+                                     {"name": "id", "value": trace_id[:3]})
+        assert trace_id in done.completion.values
+        newest = json.loads((await client.read_resource("cortex://memories")).contents[0].text)
+        assert newest["memories"][0]["text"] == "The boiler service is due in March"
+
+        planned = await client.get_prompt("plan_goal", {"goal": "renew the passport"})
+        assert "renew the passport" in planned.messages[0].content.text and '"steps"' in planned.messages[0].content.text
+        changed = await client.get_prompt("what_changed", {"since": "1h"})
+        attached = [m.content.resource.text for m in changed.messages if m.content.type == "resource"]
+        assert attached == ["The boiler service is due in March"]
+        with pytest.raises(MCPError, match="since must be one of 1h, 24h, 7d"):
+            await client.get_prompt("what_changed", {"since": "forever"})
+        with pytest.raises(MCPError, match="no prompt 'nope'"):
+            await client.get_prompt("nope", {})
+
+        with pytest.raises(MCPError, match="needs a query"):
+            await client.read_resource("cortex://memories?query=")
+        with pytest.raises(MCPError, match="a proof is read by id"):
+            await client.read_resource("cortex://proofs")
+        with pytest.raises(MCPError, match="is not an id of traces"):
+            await client.read_resource("cortex://traces/..%2F..%2Fetc")
+        with pytest.raises(MCPError, match="NOT_FOUND"):
+            await client.read_resource("cortex://traces/t-none")
+
+    run(_session(url, body))

@@ -18,7 +18,7 @@ def test_a_good_table_becomes_a_prompt():
     assert from_config(None) == ()
 
 
-@pytest.mark.parametrize("entries, message", [
+@pytest.mark.parametrize(("entries", "message"), [
     ({"name": "x"}, "must be a list of tables"),
     ([GOOD, "weekly"], "must be a list of tables"),
     ([{**GOOD, "txt": "typo"}], r"#1: unknown keys \['txt'\]"),
@@ -36,7 +36,7 @@ def test_a_wrong_table_is_refused_naming_it(entries, message):
         from_config(entries)
 
 
-@pytest.mark.parametrize("given, message", [
+@pytest.mark.parametrize(("given", "message"), [
     ({"focus": "home", "extra": "x"}, r"has no arguments \['extra'\]; it takes \['focus'\]"),
     ({}, "needs 'focus'"),
     ({"focus": "   "}, "needs 'focus'"),

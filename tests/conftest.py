@@ -65,6 +65,18 @@ def plugin_of(kt, name: str):
     return kt.kernel.host.records[name].obj
 
 
+def audit_entries(kt) -> list:
+    """The running kernel's audit log, once what its calls queued is written (entries are written in
+    batches on the kernel's loop, after the answer has gone)."""
+    governance = plugin_of(kt, "governance")
+
+    async def written():
+        governance.flush()
+
+    kt.run(written())
+    return list(governance.chain.entries())
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path

@@ -12,7 +12,7 @@ from a2a.client import ClientConfig, create_client
 from a2a.types import a2a_pb2
 from google.protobuf import json_format
 
-from ..conftest import plugin_of
+from ..conftest import audit_entries, plugin_of
 
 BASE = '[plugins]\ndisabled = ["ollama", "openai", "mcp", "http"]\n'
 
@@ -104,8 +104,7 @@ principals = ["local"]
     key = KeyStore(data_dir).create("agent-b", [])
     said, data = asyncio.run(asyncio.wait_for(_keyed(url, key), 60))
     assert data["ok"], said
-    stored = [e.proof for e in kt.kernel.host.records["governance"].obj.chain.entries()
-              if e.HasField("proof") and e.proof.method == "Store" and e.proof.status == "OK"]
+    stored = [e.proof for e in audit_entries(kt) if e.HasField("proof") and e.proof.method == "Store" and e.proof.status == "OK"]
     assert stored[-1].principal == "key:agent-b"
     refused = asyncio.run(asyncio.wait_for(_status_with(url, "ctx_not-a-key"), 60))
     assert refused == 401

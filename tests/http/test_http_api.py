@@ -3,7 +3,6 @@ methods, errors with gRPC status names, OpenAPI, probes, metrics, keys and TLS, 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -18,7 +17,7 @@ import pytest
 from cortex.kernel.credentials import KeyStore
 from cortex.kernel.tls import init_ca
 
-from ..conftest import FakeClock, plugin_of, wait_for
+from ..conftest import FakeClock, audit_entries, plugin_of, wait_for
 
 BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp"]\n'
 
@@ -143,9 +142,7 @@ def test_a_non_loopback_listener_needs_tls_and_credentials(api, start_kernel, da
     stored = call(client, "cortex.memories.v1.MemoryService/Store", {"text": "over https"}, headers=with_key)
     assert stored.status_code == 200, stored.text
     assert client.get("/health").status_code == 200  # probes stay open
-    chain = kt.kernel.host.records["governance"].obj.chain
-    kt.run(asyncio.sleep(0))
-    stores = [e.proof for e in chain.entries() if e.HasField("proof") and e.proof.method == "Store"]
+    stores = [e.proof for e in audit_entries(kt) if e.HasField("proof") and e.proof.method == "Store"]
     assert (stores[-1].principal, stores[-1].actor) == ("key:web", "plugin:http")
 
 

@@ -13,7 +13,7 @@ from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, run_cli
+from ..conftest import audit_entries, cortex_env, run_cli
 
 POLICY = '[[rule]]\nid = "x"\neffect = "allow"\n'
 
@@ -56,8 +56,7 @@ def test_an_unauthenticated_caller_is_local_whatever_it_claims(governed, data_di
         assert "honoured only from a credential with the act_as scope; this caller is local" in details
     assert not list((data_dir / "policies").glob("*.toml"))
     # what was recorded is who it was, not what it said
-    chain = kt.kernel.host.records["governance"].obj.chain
-    principals = {e.call.principal for e in chain.entries() if e.HasField("call") and not e.call.principal.startswith("plugin:")}
+    principals = {e.call.principal for e in audit_entries(kt) if e.HasField("call") and not e.call.principal.startswith("plugin:")}
     assert principals <= {"local", "admin"} and "local" in principals
 
 

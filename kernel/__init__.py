@@ -22,7 +22,7 @@ from .registry import Health, MethodInfo, Registrar
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
-PLUGIN_API_VERSION = "1.1"  # 1.1: LazyApp
+PLUGIN_API_VERSION = "1.2"  # 1.1: LazyApp; 1.2: log_tap
 
 # Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
 _LAZY = {
@@ -36,7 +36,7 @@ _LAZY = {
     # command-line helpers for `cortex_register_commands`
     "config_option": "cli", "target_option": "cli", "json_option": "cli", "load_config_or_fail": "cli",
     "kernel_client": "cli", "print_json": "cli", "print_table": "cli", "to_dict": "cli",
-    "client_dial": "dial", "configure_logging": "logs",
+    "client_dial": "dial", "configure_logging": "logs", "log_tap": "logs",
     # the kernel itself, for a plugin that embeds one (`cortex mcp` on stdio), and its version
     "Kernel": "runtime", "cortex_version": "runtime",
 }

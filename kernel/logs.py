@@ -5,10 +5,38 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# who else hears the log events of the work in this context (a bridge forwarding a call's logs to
+# its client); contextvars follow the call into every task it starts
+_taps: ContextVar[tuple[Callable[[dict[str, Any]], None], ...]] = ContextVar("cortex_log_taps", default=())
+
+
+@contextmanager
+def log_tap(receive: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """Hand `receive` a copy of every log event (level, event, fields; no traceback) that the
+    work done in this context logs, at the kernel's log level, while the block runs. `receive`
+    runs inside the logging call: keep it quick (put the event on a queue) and never raise."""
+    token = _taps.set((*_taps.get(), receive))
+    try:
+        yield
+    finally:
+        _taps.reset(token)
+
+
+def _tap(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    taps = _taps.get()
+    if taps:
+        copy = {k: v for k, v in event_dict.items() if k not in ("exc_info", "stack_info")}
+        for receive in taps:
+            receive(copy)
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream=None, to_stdlib: bool = False) -> None:
@@ -26,6 +54,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None, to_st
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _tap,
             structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
             renderer,
         ],

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
+from cortex.contracts.events.v1 import events_pb2 as events
 from cortex.contracts.governance.v1 import governance_pb2 as gov
 from cortex.contracts.kernel.v1 import kernel_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as mem
@@ -339,7 +340,20 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
         summary.trace_id = self.p.traces.put(trace)
         trace.summary.trace_id = summary.trace_id
+        self._announce(trace)
         yield trace
+
+    def _announce(self, trace: pb.Trace) -> None:
+        """Publish `trace.finished` on the event bus, when one is served, without holding the run
+        up. It names the trace and how it ended, not the goal or the answers (events may leave the
+        machine through webhooks)."""
+        if self.p.channel is None:
+            return
+        summary = trace.summary
+        data = json.dumps({"id": summary.trace_id, "status": summary.status, "steps_ok": summary.steps_ok,
+                           "steps_failed": summary.steps_failed, "replay_of": trace.replay_of})
+        self.p.channel.publish(events.Event(type="trace.finished", source="cortex/cerebrum", subject=summary.trace_id,
+                                            data=data, datacontenttype="application/json", trace_id=summary.trace_id))
 
     async def Execute(self, request, context):
         if request.HasField("plan"):

@@ -46,6 +46,7 @@ class McpPlugin:
         self.settings: dict[str, Any] = {}
         self.http_listen = ""
         self.server: Any = None
+        self.mcp_server: Any = None
         self.address = ""
 
     @hookimpl
@@ -71,6 +72,8 @@ class McpPlugin:
         app = mcp_server.streamable_http_app(host=host)
         self.server = AsgiServer(app, self.http_listen, "mcp", exposure=context.exposure, credentials=context.credentials)
         self.address = await self.server.start()
+        mcp_server.start_watching()
+        self.mcp_server = mcp_server
         scheme = "https" if context.exposure.tls else "http"
         context.log.info("mcp.http_serving", url=f"{scheme}://{self.address}/mcp")
 
@@ -83,6 +86,9 @@ class McpPlugin:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.mcp_server is not None:
+            await self.mcp_server.stop_watching()
+            self.mcp_server = None
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:

@@ -59,9 +59,12 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
         await kernel.start()
         gateway = KernelGateway(KernelChannel(kernel.router, principal="plugin:mcp"))
         log.info("mcp.embedded_kernel", listen=kernel.address, data_dir=str(cfg.data_dir))
+    server = build_server(gateway, settings, transport="stdio")
+    server.start_watching()
     try:
-        await build_server(gateway, settings, transport="stdio").run_stdio_async()
+        await server.run_stdio_async()
     finally:
+        await server.stop_watching()
         await gateway.close()
         if kernel is not None:
             await kernel.stop(grace=1.0)

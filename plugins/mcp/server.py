@@ -7,30 +7,39 @@ call's log notifications a session gets; a cancelled request cancels its gRPC ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import warnings
 import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import mcp_types as types
+import structlog
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as MCPTool
 
-from cortex.kernel import IDENTITY, bridge_caller, rpc_status
+from cortex.kernel import IDENTITY, bridge_caller, log_tap, rpc_status
 
 from . import resources
 from .prompts import Prompts, arguments_of, render
 from .tools import ToolSpec, run_tool
+from .updates import Subscriptions, changed_uris, watch
 
 # Logging and resources/subscribe are deprecated in the 2026-07-28 protocol (SEP-2577) but are how
 # every 2025-era client (editors today, the conformance suite) gets logs and updates: served for them.
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=__name__)
+_log = structlog.get_logger("cortex.mcp")
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+STRUCTLOG_LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical"}
+KERNEL_LOG_QUEUE = 256  # a call's kernel log lines waiting to be sent; beyond it, lines are dropped
 
 INSTRUCTIONS = (
     "Cortex-OS: a local-first, governed second brain. memory_* tools store and search memories; "
@@ -85,7 +94,8 @@ class ContractToolServer(MCPServer):
         self._retired: dict[str, str] = {}  # tool name -> its method path, for tools withdrawn live
         self.prompts = Prompts(prompts)
         self._levels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> logging/setLevel
-        self.subscriptions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> URIs
+        self.watched = Subscriptions()  # resources/subscribe, per connection
+        self._watch: asyncio.Task | None = None
         low = self._lowlevel_server
         low.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
         low.add_request_handler("completion/complete", types.CompleteRequestParams, self._complete)
@@ -129,7 +139,8 @@ class ContractToolServer(MCPServer):
                 await context.report_progress(done, total, message)
 
         try:
-            result = await run_tool(self.gateway, tool, arguments or {}, who, self.timeout, progress)
+            async with _kernel_logs(log):
+                result = await run_tool(self.gateway, tool, arguments or {}, who, self.timeout, progress)
         except grpc.RpcError as exc:
             code, details = rpc_status(exc)
             await log("warning", {"event": "failed", "method": path, "code": code.name, "details": details})
@@ -184,16 +195,38 @@ class ContractToolServer(MCPServer):
         return [ReadResourceContents(content=contents.text, mime_type=contents.mime_type, meta=contents.meta)]
 
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        try:
-            resources.parse(str(params.uri))
-        except resources.ResourceNotFound as exc:
-            raise MCPError(code=types.INVALID_PARAMS, message=str(exc), data={"uri": str(params.uri)}) from None
-        self.subscriptions.setdefault(_connection(ctx.session), set()).add(str(params.uri))
+        """Subscribe to a resource the client may read now: it is read once, as the client, so an
+        unknown id or a policy's deny is the answer here rather than silence later."""
+        await self.read_resource(params.uri, _Lowlevel(ctx))
+        self.watched.add(_connection(ctx.session), str(params.uri))
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-        self.subscriptions.get(_connection(ctx.session), set()).discard(str(params.uri))
+        self.watched.remove(_connection(ctx.session), str(params.uri))
         return types.EmptyResult()
+
+    # -- what changed ----------------------------------------------------------------------------------
+    def start_watching(self) -> None:
+        """Follow the event bus (updates.py) while this server runs, for update notifications."""
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(watch(self.gateway, self._who(None), self.changed))
+
+    async def stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
+
+    async def changed(self, event: Any) -> None:
+        """Tell who subscribed that a resource changed: 2025-era clients that sent resources/subscribe,
+        each on its connection; 2026-07-28 clients through the SDK's subscriptions/listen streams."""
+        for connection, uri in self.watched.matching(event.type, event.subject):
+            try:
+                await connection.send_resource_updated(uri)
+            except Exception as exc:  # noqa: BLE001 - a closed or broken connection must not stop the others
+                _log.info("mcp.update_not_sent", uri=uri, error=repr(exc))
+        for uri in changed_uris(event.type, event.subject):
+            await self._subscriptions.publish(ResourceUpdated(uri=uri))
 
     # -- prompts ---------------------------------------------------------------------------------------
     async def list_prompts(self) -> list[types.Prompt]:
@@ -229,6 +262,38 @@ class ContractToolServer(MCPServer):
                 raise _status_error(exc) from None
         return types.CompleteResult(completion=types.Completion(values=values[:100], total=len(values),
                                                                 has_more=len(values) > 100))
+
+
+@asynccontextmanager
+async def _kernel_logs(send: Callable[[str, Any], Awaitable[None]]) -> AsyncIterator[None]:
+    """Forward, as the call's log notifications, what the kernel logs while the block runs (the
+    router's failed calls, a provider's warnings, a Cerebrum step's nested calls): in-process only,
+    since a kernel reached over gRPC keeps its logs."""
+    queue: asyncio.Queue = asyncio.Queue(KERNEL_LOG_QUEUE)
+    done, listening = object(), [True]
+
+    def receive(event: dict[str, Any]) -> None:
+        if not listening[0]:  # a task the call started outlives it, and keeps the tap: ignore it
+            return
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:
+            pass  # the client reads slower than the kernel logs: the log on stderr has every line
+
+    async def forward() -> None:
+        while (event := await queue.get()) is not done:
+            level = str(event.pop("level", "info"))
+            level = STRUCTLOG_LEVELS.get(level, level if level in LEVELS else "info")
+            await send(level, {"logger": "cortex.kernel", **json.loads(json.dumps(event, default=str))})
+
+    forwarder = asyncio.get_running_loop().create_task(forward())  # outside the tap: it logs nothing back
+    try:
+        with log_tap(receive):
+            yield
+    finally:
+        listening[0] = False
+        await queue.put(done)
+        await asyncio.gather(forwarder, return_exceptions=True)
 
 
 def _error(code: str, message: str) -> CallToolResult:

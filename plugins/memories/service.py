@@ -167,15 +167,19 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return query
 
     # -- events, through the kernel ------------------------------------------------------------------
-    def announce(self, topic: str, record: Record) -> None:
-        """Publish `memory.stored` on the event bus when one is served, without making the caller
-        wait: the memory is stored either way. The event names the memory, not its text (events
-        may leave the machine through webhooks; private text must not)."""
+    def announce(self, topic: str, record: Record | None, memory_id: str = "") -> None:
+        """Publish `memory.stored`, `memory.updated` or `memory.deleted` on the event bus when one
+        is served, without making the caller wait: the change is made either way. The event names
+        the memory, not its text (events may leave the machine through webhooks; private text must
+        not); a deleted memory's event carries its id alone."""
         if self.p.channel is None:
             return
-        data = json.dumps({"id": record.id, "kind": record.kind, "tags": record.tags, "source": record.source,
-                           "content_hash": record.content_hash})
-        self.p.channel.publish(events_pb2.Event(type=topic, source="cortex/memories", subject=record.id, data=data,
+        memory_id = record.id if record is not None else memory_id
+        fields = {"id": memory_id} if record is None else {
+            "id": record.id, "kind": record.kind, "tags": record.tags, "source": record.source,
+            "content_hash": record.content_hash}
+        data = json.dumps(fields)
+        self.p.channel.publish(events_pb2.Event(type=topic, source="cortex/memories", subject=memory_id, data=data,
                                                 datacontenttype="application/json"), timeout=EMBED_TIMEOUT)
 
     # -- embeddings, through the kernel ------------------------------------------------------------
@@ -400,12 +404,14 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(clash))
         self.index_remove(updated.id)
         self.index_add(updated)
+        self.announce("memory.updated", updated)
         return pb.UpdateResponse(memory=to_proto(updated))
 
     async def Delete(self, request, context):
         deleted = await self.io(self.store.delete, request.id) if request.id else False
         if deleted:
             self.index_remove(request.id)
+            self.announce("memory.deleted", None, request.id)
         return pb.DeleteResponse(deleted=deleted)
 
     # -- paging ---------------------------------------------------------------------------------------

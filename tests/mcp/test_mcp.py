@@ -111,16 +111,34 @@ def stdio(data_dir, *args: str) -> StdioServerParameters:
 
 
 def test_stdio_bridges_a_running_kernel(serve_process, tmp_path):
+    """`cortex mcp --target`: tools, resources, and update notifications from the kernel's bus."""
     env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED='["ollama", "openai", "a2a"]')
     kernel = serve_process(env=env)
 
-    async def body(client):
-        names = {t.name for t in (await client.list_tools()).tools}
-        info = await client.call_tool("kernel_get_info", {})
-        stored = await client.call_tool("memory_store", {"text": "bridged over stdio"})
-        return names, info.structured_content, stored.structured_content
+    from mcp_types import ResourceUpdatedNotification
 
-    names, info, stored = run(_session(stdio(tmp_path / "other", "--target", kernel.target), body))
+    updated: asyncio.Queue = asyncio.Queue()
+
+    async def on_message(message):
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.put_nowait(str(message.params.uri))
+
+    async def body():
+        async with Client(stdio(tmp_path / "other", "--target", kernel.target), mode="legacy",
+                          message_handler=on_message) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            info = await client.call_tool("kernel_get_info", {})
+            stored = await client.call_tool("memory_store", {"text": "bridged over stdio"})
+            read = await client.read_resource(f"cortex://memories/{stored.structured_content['id']}")
+            assert read.contents[0].text == "bridged over stdio"
+            # the bridge follows the kernel's event bus over gRPC: a finished run is news to a subscriber
+            await client.subscribe_resource("cortex://traces")
+            executed = await client.call_tool("cortex_execute", {"goal": "what was bridged?"})
+            assert executed.structured_content["messages"][-1]["summary"]["status"] == "succeeded"
+            assert await asyncio.wait_for(updated.get(), 10) == "cortex://traces"
+            return names, info.structured_content, stored.structured_content
+
+    names, info, stored = run(body())
     assert REQUIRED <= names
     assert info["listen"] == kernel.target and info["data_dir"] == str(tmp_path / "data")
     assert stored["created"] is True
@@ -193,6 +211,7 @@ def test_resources_prompts_completion_progress_and_logs(mcp_url):
         assert memory_id in ids.completion.values
 
         await client.set_logging_level("debug")
+        await client.call_tool("memory_get", {"id": "m-none"})  # the kernel logs the failed call: forwarded
 
         async def on_progress(done, total, message):
             progress.append((done, message))
@@ -212,6 +231,10 @@ def test_resources_prompts_completion_progress_and_logs(mcp_url):
     run(session())
     events = [entry.data.get("event") for entry in logs if isinstance(entry.data, dict)]
     assert "call" in events and "done" in events and "message" in events
+    kernel = [entry for entry in logs if isinstance(entry.data, dict) and entry.data.get("logger") == "cortex.kernel"]
+    failed = next(e for e in kernel if e.data["event"] == "call.failed")
+    assert (failed.level, failed.data["code"], failed.data["method"]) == (
+        "info", "NOT_FOUND", "/cortex.memories.v1.MemoryService/Get")
 
 
 def test_traces_as_resources_and_prompts_that_plan_and_look_back(mcp_url):
@@ -256,5 +279,89 @@ def test_traces_as_resources_and_prompts_that_plan_and_look_back(mcp_url):
             await client.read_resource("cortex://traces/..%2F..%2Fetc")
         with pytest.raises(MCPError, match="NOT_FOUND"):
             await client.read_resource("cortex://traces/t-none")
+
+    run(_session(url, body))
+
+
+def test_a_subscribed_memory_tells_of_its_changes(mcp_url):
+    """resources/subscribe (2025-era clients) and subscriptions/listen (2026-07-28): a change to
+    the memory, fed by the event bus, reaches the subscriber; an unknown memory cannot be
+    subscribed to; after unsubscribe nothing more comes."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.shared.subscriptions import ResourceUpdated
+    from mcp_types import ResourceUpdatedNotification
+
+    url = mcp_url()
+    updated: asyncio.Queue = asyncio.Queue()
+
+    async def on_message(message):
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.put_nowait(str(message.params.uri))
+
+    async def next_update():
+        return await asyncio.wait_for(updated.get(), 10)
+
+    async def legacy():
+        async with Client(url, mode="legacy", message_handler=on_message) as client:
+            stored = await client.call_tool("memory_store", {"text": "The gate code is 4711"})
+            uri = f"cortex://memories/{stored.structured_content['id']}"
+            with pytest.raises(MCPError, match="NOT_FOUND"):
+                await client.subscribe_resource("cortex://memories/m-none")
+            await client.subscribe_resource(uri)
+            await client.subscribe_resource("cortex://memories?query=gate")
+            await client.call_tool("memory_update", {"id": stored.structured_content["id"], "text": "The gate code is 0815"})
+            assert {await next_update(), await next_update()} == {uri, "cortex://memories?query=gate"}
+            await client.call_tool("memory_store", {"text": "Unrelated: the bins go out on Monday"})
+            assert await next_update() == "cortex://memories?query=gate"  # any new memory may change a search
+            await client.unsubscribe_resource("cortex://memories?query=gate")
+            await client.call_tool("memory_delete", {"id": stored.structured_content["id"]})
+            assert await next_update() == uri
+            await client.call_tool("memory_store", {"text": "Unrelated again: water the plants"})
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(updated.get(), 1.5)
+            return stored.structured_content["id"]
+
+    async def modern():
+        async with Client(url) as client:
+            stored = await client.call_tool("memory_store", {"text": "The bike lock code is 1234"})
+            uri = f"cortex://memories/{stored.structured_content['id']}"
+            async with client.listen(resource_subscriptions=[uri]) as subscription:
+                await client.call_tool("memory_update", {"id": stored.structured_content["id"], "tags": ["bike"]})
+                event = await asyncio.wait_for(anext(aiter(subscription)), 10)
+            assert event == ResourceUpdated(uri=uri)
+
+    run(legacy())
+    run(modern())
+
+
+def test_cancelling_a_tool_call_cancels_its_grpc_call(mcp_url, counter_pb2):
+    """notifications/cancelled (sent by the official client when a call is abandoned) reaches the
+    provider as a cancelled call, not one left running."""
+    import threading
+
+    from ..counter_contract import CounterPlugin, CounterServicer
+
+    running, cancelled = threading.Event(), threading.Event()
+
+    class Slow(CounterServicer):
+        async def Get(self, request, context):
+            running.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return self.pb2.CountResponse(value=0, provider=self.name)
+
+    url = mcp_url(plugins=[("slow", CounterPlugin(counter_pb2, Slow(counter_pb2, "slow")))])
+
+    async def body(client):
+        call = asyncio.ensure_future(client.call_tool("counter_get", {}))
+        assert await asyncio.to_thread(running.wait, 10), "the call never reached the provider"
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert await asyncio.to_thread(cancelled.wait, 10), "the provider kept running after the client cancelled"
+        assert (await client.call_tool("memory_stats", {})).is_error is False  # the session goes on
 
     run(_session(url, body))

@@ -286,7 +286,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             record.response_json = as_json(response)
             record.response_sha256 = sha(response)
             record.provider, record.route = outcome.provider or "", outcome.route
-            outputs[step.id] = json_format.MessageToDict(response, preserving_proto_field_name=True)
+            # Every field, empty ones too: a search that found nothing is `results: []` to the
+            # steps that refer to it, not a missing field that fails them.
+            outputs[step.id] = json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                                         always_print_fields_with_no_presence=True)
         record.latency_ms = (time.monotonic() - started) * 1000
         return record
 

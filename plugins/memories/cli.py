@@ -1,5 +1,5 @@
-"""`cortex remember`, `cortex recall`, `cortex memories get|delete|list|stats|reindex|import`:
-clients of MemoryService on the running kernel."""
+"""`cortex remember`, `cortex recall`, `cortex memories get|delete|list|stats|history|revert|
+delete-matching|tag-matching|reindex|import`: clients of MemoryService on the running kernel."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _stub(config, target):
 
 def _line(m) -> str:
     tags = f" [{', '.join(m['tags'])}]" if m.get("tags") else ""
-    return f"{m['id']}  {m['kind']:<8} {m['text'][:70]!r}{tags}"
+    newer = f"  (superseded by {m['superseded_by']})" if m.get("superseded_by") else ""
+    return f"{m['id']}  {m['kind']:<8} {m['text'][:70]!r}{tags}{newer}"
 
 
 @click.command()
@@ -42,7 +43,12 @@ def remember(config, target, as_json, text, kind, tags, ttl):
     reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, ttl_seconds=ttl, source="cli"), TIMEOUT)
     if as_json:
         return print_json(to_dict(reply))
-    click.echo(f"{'remembered' if reply.created else 'already remembered'}: {reply.id}")
+    if reply.updated:
+        click.echo(f"updated {reply.id} ({reply.rule}); `cortex memories history {reply.id}` shows what it said before")
+    else:
+        click.echo(f"{'remembered' if reply.created else 'already remembered'}: {reply.id}")
+    if reply.supersedes:
+        click.echo(f"supersedes {reply.supersedes} ({reply.rule})")
 
 
 @click.command()
@@ -62,7 +68,7 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags):
     results = [
         {
             "memory": to_dict(r.memory),
-            "score": r.score,  # what ranked it: cosine, BM25 or (hybrid) the fused rank score
+            "score": r.score,  # what ranked it: cosine, BM25 or (hybrid) the cosine plus keyword evidence
             "semantic_score": r.semantic_score,  # cosine similarity, -1..1; 0 when not matched by meaning
             "keyword_score": r.keyword_score,  # BM25, higher is better; 0 when no word matched
             "matched": [pb.SearchMode.Name(m).removeprefix("SEARCH_MODE_").lower() for m in r.matched],
@@ -78,9 +84,8 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags):
 
 
 def _comparable_score(result: dict) -> str:
-    """A score a person can compare across hits: the cosine similarity when the memory matched by
-    meaning, else its keyword relevance. (The fused hybrid score is rank-based: hits at the same
-    ranks get the same number, so it says nothing to a reader.)"""
+    """A score a person can read: the cosine similarity when the memory matched by meaning (the
+    hybrid score adds keyword evidence to it, fusion.py), else its keyword relevance."""
     if "semantic" in result["matched"]:
         return f"similarity {result['semantic_score']:5.2f}" + (" +words" if "keyword" in result["matched"] else "       ")
     return f"keywords   {result['keyword_score']:5.2f}       "
@@ -151,6 +156,114 @@ def stats(config, target, as_json):
     click.echo(f"{reply['total']} memories, {int(reply['storage_bytes']) / 1e6:.1f} MB; index: {reply['index']}")
     click.echo(f"embedding model: {reply['embedding_model'] or '(none yet)'}; stale: {reply['stale']}; expired: {reply['expired']}")
     print_table([[k, v] for k, v in sorted(reply["by_kind"].items())], ["KIND", "COUNT"])
+
+
+@memories.command("history")
+@config_option
+@target_option
+@json_option
+@click.argument("memory_id")
+def history(config, target, as_json, memory_id):
+    """What memory MEMORY_ID said before each change, and what it supersedes or is superseded by."""
+    client, stub = _stub(config, target)
+    reply = client.call(stub.History, pb.HistoryRequest(id=memory_id))
+    if as_json:
+        return print_json(to_dict(reply))
+    click.echo(f"now: {_line(to_dict(reply.memory))}")
+    for v in reply.versions:
+        when = v.replaced_at.ToDatetime().strftime("%Y-%m-%d %H:%M")
+        click.echo(f"  version {v.version}, replaced {when} by {v.cause}: {v.memory.text[:70]!r}")
+    for link in reply.supersedes:
+        click.echo(f"  supersedes {link.old_id} ({link.rule})")
+    if reply.HasField("superseded_by"):
+        click.echo(f"  superseded by {reply.superseded_by.new_id} ({reply.superseded_by.rule})")
+    if not reply.versions and not reply.supersedes and not reply.HasField("superseded_by"):
+        click.echo("  never changed")
+
+
+@memories.command("revert")
+@config_option
+@target_option
+@click.argument("memory_id")
+@click.argument("version", type=click.IntRange(min=1))
+def revert(config, target, memory_id, version):
+    """Restore VERSION of memory MEMORY_ID (the text it replaces is kept as a version too)."""
+    client, stub = _stub(config, target)
+    memory = client.call(stub.Revert, pb.RevertRequest(id=memory_id, version=version), TIMEOUT).memory
+    click.echo(f"reverted {memory.id} to version {version}: {memory.text[:70]!r}")
+
+
+def filter_options(command):
+    """--kind, --tag, --any-tag, --meta, --before, --after: a Filter, as bulk changes take it."""
+    for option in reversed([
+        click.option("--kind", "kinds", multiple=True, help="Any of these kinds."),
+        click.option("--tag", "tags", multiple=True, help="Every one of these tags."),
+        click.option("--any-tag", "any_tags", multiple=True, help="At least one of these tags."),
+        click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata that must be equal."),
+        click.option("--before", type=click.DateTime(), help="Created before this time (local)."),
+        click.option("--after", type=click.DateTime(), help="Created after this time (local)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _filter(kinds, tags, any_tags, meta, before, after) -> pb.Filter:
+    pairs = [m.partition("=") for m in meta]
+    if any(not sep or not key for key, sep, _ in pairs):
+        raise click.BadParameter("write each as KEY=VALUE", param_hint="--meta")
+    f = pb.Filter(kinds=kinds, tags_all=tags, tags_any=any_tags, metadata={k: v for k, _, v in pairs})
+    if before:
+        f.created_before.FromDatetime(before.astimezone())
+    if after:
+        f.created_after.FromDatetime(after.astimezone())
+    return f
+
+
+def _bulk(client, method, request, what: str, done_what: str, yes: bool) -> None:
+    """Dry run, show it, ask (unless --yes), then the real run with the dry run's token."""
+    request.dry_run = True
+    dry = client.call(method, request, TIMEOUT).outcome
+    if not dry.matched:
+        click.echo("no memory matches")
+        return
+    for m in dry.sample[:10]:
+        click.echo(f"  {_line(to_dict(m))}")
+    if dry.matched > 10:
+        click.echo(f"  ... and {dry.matched - 10} more")
+    if not yes:
+        click.confirm(f"{what} {dry.matched} memories?", abort=True, err=True)
+    request.dry_run, request.confirm = False, dry.confirm
+    done = client.call(method, request, TIMEOUT).outcome
+    click.echo(f"{done_what} {done.changed} of {done.matched}")
+    for line in done.skipped:
+        click.echo(f"  skipped {line}", err=True)
+
+
+@memories.command("delete-matching")
+@config_option
+@target_option
+@filter_options
+@click.option("--yes", is_flag=True, help="Do not ask (the dry run is still shown).")
+def delete_matching(config, target, kinds, tags, any_tags, meta, before, after, yes):
+    """Delete every memory the filter matches, after a dry run that shows them."""
+    client, stub = _stub(config, target)
+    request = pb.DeleteMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after))
+    _bulk(client, stub.DeleteMatching, request, "Delete", "deleted", yes)
+
+
+@memories.command("tag-matching")
+@config_option
+@target_option
+@filter_options
+@click.option("--add", "add_tags", multiple=True, help="A tag to add (repeatable).")
+@click.option("--remove", "remove_tags", multiple=True, help="A tag to remove (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask (the dry run is still shown).")
+def tag_matching(config, target, kinds, tags, any_tags, meta, before, after, add_tags, remove_tags, yes):
+    """Add or remove tags on every memory the filter matches, after a dry run that shows them."""
+    client, stub = _stub(config, target)
+    request = pb.TagMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after), add_tags=add_tags,
+                             remove_tags=remove_tags)
+    _bulk(client, stub.TagMatching, request, "Retag", "retagged", yes)
 
 
 @memories.command("reindex")

@@ -11,6 +11,11 @@ Settings (`[plugins.memories]`):
     synchronous = "FULL"        # SQLite: FULL survives power loss; NORMAL only process crashes
     ann_threshold = 20000       # from this many vectors, semantic search uses an HNSW index
                                 # (ann_index.py, beside memories.db); below, an exact scan
+    restatements = "link"       # a Store that restates an older memory's fact supersedes it
+                                # (restatement.py; both kept, the newer ranked first); "update":
+                                # the older memory takes the new text, keeping the old as a
+                                # version; "off": only when the Store names `supersedes`
+    restatement_min_similarity = 0.5
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
-SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold"}
+SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold", "restatements",
+            "restatement_min_similarity"}
 
 
 class MemoriesPlugin:
@@ -40,6 +46,8 @@ class MemoriesPlugin:
         self.servicer: Any = None
         self.channel: Any = None
         self.secret = b""
+        self.restatements = "link"
+        self.restatement_min_similarity = 0.5
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
@@ -56,6 +64,12 @@ class MemoriesPlugin:
         self.ann_threshold = int(config.get("ann_threshold", 20_000))
         if self.ann_threshold < 1:
             raise ValueError("[plugins.memories] ann_threshold must be at least 1 (vectors before search turns approximate)")
+        self.restatements = config.get("restatements", "link")
+        if self.restatements not in ("link", "update", "off"):
+            raise ValueError('[plugins.memories] restatements must be "link", "update" or "off"')
+        self.restatement_min_similarity = float(config.get("restatement_min_similarity", 0.5))
+        if not 0 < self.restatement_min_similarity <= 1:
+            raise ValueError("[plugins.memories] restatement_min_similarity must be above 0 and at most 1 (a cosine)")
         self.folder = context.data_dir / "memories"
         self.channel = context.channel
         self.store = None

@@ -23,7 +23,11 @@ from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
 
 from .ann_index import AnnIndex
-from .store import DuplicateContent, Query, Record
+from .bulk import MAX_BULK, SAMPLE, confirmation, retagged
+from .currency import current_first
+from .fusion import fuse, query_terms
+from .restatement import restates
+from .store import DuplicateContent, Link, Query, Record, version_body
 from .vector_index import VectorIndex
 
 if TYPE_CHECKING:
@@ -32,7 +36,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("cortex.memories")
 
 SEMANTIC, KEYWORD, HYBRID = pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID
-RRF_K = 60
 MAX_TAGS, MAX_TAG_CHARS, MAX_METADATA, MAX_METADATA_CHARS = 32, 64, 32, 1024
 MAX_TOP_K, MAX_PAGE = 100, 500
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600  # a century: any longer is "never", which is 0
@@ -58,11 +61,11 @@ def new_id() -> str:
     return f"m{now_ms():012x}{os.urandom(5).hex()}"
 
 
-def to_proto(r: Record) -> pb.Memory:
+def to_proto(r: Record, superseded_by: str = "") -> pb.Memory:
     m = pb.Memory(
         id=r.id, kind=r.kind, text=r.text, tags=r.tags, metadata=r.metadata, source=r.source,
         embedding_model=r.embedding_model, dimension=0 if r.embedding is None else len(r.embedding),
-        content_hash=r.content_hash,
+        content_hash=r.content_hash, superseded_by=superseded_by,
     )
     m.created_at.FromMilliseconds(r.created_at)
     m.updated_at.FromMilliseconds(r.updated_at)
@@ -71,6 +74,10 @@ def to_proto(r: Record) -> pb.Memory:
     return m
 
 
+def link_proto(link: Link) -> pb.Supersession:
+    out = pb.Supersession(old_id=link.old_id, new_id=link.new_id, rule=link.rule)
+    out.at.FromMilliseconds(link.at)
+    return out
 
 
 class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
@@ -270,6 +277,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
         if existing is not None and (existing.expires_at is None or existing.expires_at > now):
             return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
+        supersedes, rule = "", ""
+        if request.supersedes:
+            old = await self.read(self.store.get, request.supersedes, now)
+            if old is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"supersedes: no memory {request.supersedes!r} (it may have expired or been deleted)")
+            supersedes, rule = old.id, "asked"
         record = Record(
             id=new_id(), kind=kind, text=text, tags=tags, metadata=metadata, source=request.source or "",
             created_at=now, updated_at=now, expires_at=expires_at,
@@ -280,23 +294,68 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         result = await self.embed([text], tags)
         if result is not None:
             record.embedding_model, record.embedding = result[0], result[1][0]
+            if not supersedes and self.p.restatements != "off":
+                supersedes, rule = await self._restated(record, now) or ("", "")
+                if supersedes and self.p.restatements == "update":
+                    return await self._fold(record, supersedes, rule, now, context)
+        return await self._put(record, supersedes, rule, now)
+
+    async def _put(self, record: Record, supersedes: str, rule: str, now: int) -> pb.StoreResponse:
+        """Write a new memory (with its link to the one it supersedes, if any) and announce it."""
         # Another Store of the same content may have won while this one embedded: put() decides
         # atomically, and the loser answers with the winner's memory, as a sequential repeat would.
         record, created = await self.io(self.store.put, record, now)
         if not created:
             return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
-        if result is not None:
+        if record.embedding is not None:
             if self.index is None:
                 await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
             self.index_add(record)
+        if supersedes:
+            await self.io(self.store.supersede, supersedes, record.id, rule, now)
+            log.info("memories.superseded", old_id=supersedes, new_id=record.id, rule=rule)
         self.announce("memory.stored", record)
-        return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record))
+        return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record), supersedes=supersedes, rule=rule)
+
+    async def _fold(self, record: Record, into: str, rule: str, now: int, context) -> pb.StoreResponse:
+        """`restatements = "update"`: the restated memory takes the new text (and its kind, tags,
+        and the metadata and source when the Store gave them); what it said before is a version."""
+        old = await self.read(self.store.get, into, now)
+        if old is None:  # deleted since the search found it: the new text is a memory of its own
+            return await self._put(record, "", "", now)
+        updated = Record(**{**old.__dict__, "kind": record.kind, "text": record.text, "tags": record.tags,
+                            "metadata": record.metadata or old.metadata, "source": record.source or old.source,
+                            "content_hash": record.content_hash, "embedding_model": record.embedding_model,
+                            "embedding": record.embedding, "updated_at": now,
+                            "expires_at": record.expires_at if record.expires_at is not None else old.expires_at})
+        memory = await self._replace(updated, old, rule, now, context)
+        log.info("memories.restated", id=old.id, rule=rule)
+        return pb.StoreResponse(id=old.id, created=False, updated=True, memory=memory, rule=rule)
+
+    async def _restated(self, record: Record, now: int) -> tuple[str, str] | None:
+        """The memory whose fact `record` restates, by the restatement rule (restatement.py)."""
+        index = await self.ready_index()
+        if index is None or index.model != record.embedding_model:
+            return None
+        nearest = await self.read(index.search, record.embedding, 1, Query(kinds=[record.kind]), now)
+        return restates(record.text, nearest, self.p.restatement_min_similarity)
+
+    async def _newer(self, ids: list[str]) -> dict[str, str]:
+        """old id -> the id of the memory that supersedes it, for those of `ids` that are superseded."""
+        return {link.old_id: link.new_id for link in await self.read(self.store.links, ids) if link.old_id in ids}
+
+    async def _current_first(self, ranked: list) -> tuple[list, dict]:
+        """`ranked` with the current statement of a fact above the outdated one (currency.py), and
+        which of its memories are superseded by which."""
+        newer = await self._newer([i for i, _ in ranked])
+        return current_first(ranked, newer), newer
 
     async def Get(self, request, context):
         record = await self.read(self.store.get, request.id, now_ms()) if request.id else None
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
-        return pb.GetResponse(memory=to_proto(record))
+        newer = await self._newer([record.id])
+        return pb.GetResponse(memory=to_proto(record, newer.get(record.id, "")))
 
     async def Search(self, request, context):
         mode = request.mode or HYBRID
@@ -316,32 +375,32 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         now = now_ms()
         wide = max(top_k * 4, 40) if mode == HYBRID else top_k
         semantic: list[tuple[str, float]] = []
-        model = ""
+        model, vector = "", None
         if mode in (SEMANTIC, HYBRID):
-            semantic, model, why = await self._semantic(request.query, wide, query, now)
+            semantic, model, vector, why = await self._semantic(request.query, wide, query, now)
             if why and mode == SEMANTIC:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"semantic search is unavailable: {why}")
             if why:
                 mode = KEYWORD  # hybrid degrades to keyword, and says so
         keyword = await self.read(self.store.keyword, request.query, query, now, wide) if mode in (KEYWORD, HYBRID) else []
-        scores: dict[str, dict[str, float]] = {}
-        for name, ranked in (("semantic", semantic), ("keyword", keyword)):
-            for rank, (memory_id, score) in enumerate(ranked):
-                entry = scores.setdefault(memory_id, {})
-                entry[name] = score
-                entry["rrf"] = entry.get("rrf", 0.0) + 1.0 / (RRF_K + rank + 1)
-        key = {SEMANTIC: "semantic", KEYWORD: "keyword", HYBRID: "rrf"}[mode]
-        ranked = [(i, e) for i, e in sorted(scores.items(), key=lambda item: -item[1][key]) if e[key] >= request.min_score]
-        records = await self.read(self.store.get_many, [i for i, _ in ranked[: top_k * 2]], now)
+        if mode == HYBRID:
+            records = await self.read(self.store.get_many, list(dict.fromkeys([i for i, _ in semantic + keyword])), now)
+            terms = query_terms(request.query, await self.read(self.store.common_terms))
+            ranked = fuse(semantic, keyword, records, terms, vector, model)
+        else:
+            name = "semantic" if mode == SEMANTIC else "keyword"
+            ranked = [(i, {name: score, "hybrid": score}) for i, score in (semantic if mode == SEMANTIC else keyword)]
+            records = await self.read(self.store.get_many, [i for i, _ in ranked], now)
+        ranked, newer = await self._current_first(ranked)
         results = []
         for memory_id, entry in ranked:
             record = records.get(memory_id)
-            if record is None:
+            if record is None or entry["hybrid"] < request.min_score:
                 continue
             matched = [m for m, name in ((SEMANTIC, "semantic"), (KEYWORD, "keyword")) if name in entry]
             results.append(
                 pb.SearchResult(
-                    memory=to_proto(record), score=entry[key], matched=matched,
+                    memory=to_proto(record, newer.get(memory_id, "")), score=entry["hybrid"], matched=matched,
                     semantic_score=entry.get("semantic", 0.0), keyword_score=entry.get("keyword", 0.0),
                 )
             )
@@ -349,20 +408,21 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 break
         return pb.SearchResponse(results=results, mode=mode, embedding_model=model)
 
-    async def _semantic(self, text: str, k: int, query: Query, now: int) -> tuple[list[tuple[str, float]], str, str]:
+    async def _semantic(self, text: str, k: int, query: Query, now: int) -> tuple[list[tuple[str, float]], str, np.ndarray | None, str]:
+        """(ranked, model, the query's vector, why not) of a semantic search."""
         result = await self.embed([text], [])
         if result is None:
-            return [], "", "no embedding provider answered"
+            return [], "", None, "no embedding provider answered"
         model, vectors = result
         index = await self.ready_index()
         if index is None:
-            return [], model, ""  # nothing embedded yet: nothing to find by meaning
+            return [], model, vectors[0], ""  # nothing embedded yet: nothing to find by meaning
         if index.model != model:
-            return [], model, (
+            return [], model, None, (
                 f"the query was embedded by {model}, the memories by {index.model}; run `cortex memories reindex` "
                 "to move them to the new model"
             )
-        return await self.read(index.search, vectors[0], k, query, now), model, ""
+        return await self.read(index.search, vectors[0], k, query, now), model, vectors[0], ""
 
     async def Update(self, request, context):
         paths = set(request.update_mask.paths) or {
@@ -398,14 +458,60 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if "text" in paths and updated.text != record.text:
             result = await self.embed([updated.text], updated.tags)
             updated.embedding_model, updated.embedding = (result[0], result[1][0]) if result else ("", None)
+        return pb.UpdateResponse(memory=await self._replace(updated, record, "update", now, context))
+
+    async def _replace(self, updated: Record, previous: Record, cause: str, now: int, context) -> pb.Memory:
+        """Write `updated`, keeping `previous` as a version when anything but the time changed."""
         try:
-            await self.io(self.store.replace, updated)
+            await self._rewrite(updated, previous, cause, now)
         except DuplicateContent as clash:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(clash))
+        newer = await self._newer([updated.id])
+        return to_proto(updated, newer.get(updated.id, ""))
+
+    async def _rewrite(self, updated: Record, previous: Record, cause: str, now: int) -> None:
+        """_replace, raising DuplicateContent when `updated` would be a copy of another memory."""
+        changed = version_body(updated) != version_body(Record(**{**previous.__dict__, "updated_at": updated.updated_at}))
+        await self.io(self.store.replace, updated, previous if changed else None, cause, now)
         self.index_remove(updated.id)
         self.index_add(updated)
         self.announce("memory.updated", updated)
-        return pb.UpdateResponse(memory=to_proto(updated))
+
+    async def History(self, request, context):
+        record = await self.read(self.store.get, request.id, now_ms()) if request.id else None
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
+        versions = await self.read(self.store.versions, record.id)
+        links = await self.read(self.store.links, [record.id])
+        older = [link_proto(link) for link in links if link.new_id == record.id]
+        newer = next((link for link in links if link.old_id == record.id), None)
+        reply = pb.HistoryResponse(memory=to_proto(record, newer.new_id if newer else ""), supersedes=older)
+        if newer is not None:
+            reply.superseded_by.CopyFrom(link_proto(newer))
+        for v in versions:
+            version = reply.versions.add(version=v.version, memory=to_proto(v.record), cause=v.cause)
+            version.replaced_at.FromMilliseconds(v.replaced_at)
+        return reply
+
+    async def Revert(self, request, context):
+        now = now_ms()
+        record = await self.read(self.store.get, request.id, now) if request.id else None
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
+        versions = await self.read(self.store.versions, record.id)
+        chosen = next((v for v in versions if v.version == request.version), None)
+        if chosen is None:
+            have = f"versions 1 to {len(versions)}" if versions else "no earlier versions"
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"memory {record.id!r} has no version {request.version} ({have}; History lists them)")
+        old = chosen.record
+        restored = Record(**{**record.__dict__, "kind": old.kind, "text": old.text, "tags": old.tags,
+                             "metadata": old.metadata, "source": old.source, "updated_at": now})
+        restored.content_hash = content_hash(restored.kind, restored.text, restored.tags)
+        if restored.text != record.text:
+            result = await self.embed([restored.text], restored.tags)
+            restored.embedding_model, restored.embedding = (result[0], result[1][0]) if result else ("", None)
+        return pb.RevertResponse(memory=await self._replace(restored, record, f"revert to {chosen.version}", now, context))
 
     async def Delete(self, request, context):
         deleted = await self.io(self.store.delete, request.id) if request.id else False
@@ -413,6 +519,85 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             self.index_remove(request.id)
             self.announce("memory.deleted", None, request.id)
         return pb.DeleteResponse(deleted=deleted)
+
+    async def DeleteMatching(self, request, context):
+        matched, reply = await self._bulk("delete", request, context)
+        if matched is None:
+            return pb.DeleteMatchingResponse(outcome=reply)
+        gone = await self.io(self.store.delete_many, [r.id for r in matched])
+        for memory_id in gone:
+            self.index_remove(memory_id)
+            self.announce("memory.deleted", None, memory_id)
+        log.info("memories.bulk_deleted", matched=len(matched), deleted=len(gone))
+        reply.changed = len(gone)
+        return pb.DeleteMatchingResponse(outcome=reply)
+
+    async def TagMatching(self, request, context):
+        try:
+            add, remove = self._tags(request.add_tags), self._tags(request.remove_tags)
+            if not add and not remove:
+                raise Invalid("name add_tags, remove_tags or both: nothing to change")
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        matched, reply = await self._bulk("tag", request, context)
+        if matched is None:
+            return pb.TagMatchingResponse(outcome=reply)
+        now = now_ms()
+        for record in matched:
+            tags = retagged(record.tags, add, remove)
+            if tags == record.tags:
+                continue
+            try:
+                tags = self._tags(tags)
+            except Invalid as exc:
+                reply.skipped.append(f"{record.id}: {exc}")
+                continue
+            updated = Record(**{**record.__dict__, "tags": tags, "updated_at": now,
+                                "content_hash": content_hash(record.kind, record.text, tags)})
+            try:
+                await self._rewrite(updated, record, "tag", now)
+            except DuplicateContent as clash:
+                reply.skipped.append(f"{record.id}: {clash}")
+                continue
+            reply.changed += 1
+        log.info("memories.bulk_tagged", matched=len(matched), changed=reply.changed, skipped=len(reply.skipped))
+        return pb.TagMatchingResponse(outcome=reply)
+
+    async def _bulk(self, action: str, request, context) -> tuple[list[Record] | None, pb.BulkOutcome]:
+        """What `request`'s filter matches and the reply so far: (None, the dry run's reply), or
+        (the memories to change, a reply to count them in) once the confirm token holds."""
+        try:
+            query = self._query(request.filter)
+        except Invalid as exc:
+            await self._refuse(context, exc)
+        now, matched, after = now_ms(), [], None
+        while True:
+            page = await self.read(self.store.page, query, now, after, 1000)
+            matched += page
+            if len(matched) > MAX_BULK:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the filter matches more than {MAX_BULK:,} memories; narrow it (kinds, tags, "
+                                    "created_before) and change them in parts")
+            if len(page) < 1000:
+                break
+            after = (page[-1].created_at, page[-1].id)
+        shown = pb.TagMatchingRequest(filter=request.filter, add_tags=getattr(request, "add_tags", []),
+                                      remove_tags=getattr(request, "remove_tags", []))
+        token = confirmation(self.p.secret, action, shown.SerializeToString(deterministic=True),
+                             [(r.id, r.content_hash) for r in matched])
+        newer = await self._newer([r.id for r in matched[:SAMPLE]])
+        reply = pb.BulkOutcome(matched=len(matched), sample=[to_proto(r, newer.get(r.id, "")) for r in matched[:SAMPLE]])
+        if request.dry_run:
+            reply.confirm = token
+            return None, reply
+        if not request.confirm:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "dry-run first: send dry_run=true, check what it matched, then send its confirm token")
+        if not hmac.compare_digest(request.confirm.encode(), token.encode()):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"the memories this filter matches changed since the dry run (it matches {len(matched)} "
+                                "now), or the request differs from it: dry-run again")
+        return matched, reply
 
     # -- paging ---------------------------------------------------------------------------------------
     def _token(self, record: Record, filter_bytes: bytes) -> str:
@@ -446,8 +631,9 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         records = await self.read(self.store.page, query, now_ms(), after, size + 1)
         more = len(records) > size
         records = records[:size]
+        newer = await self._newer([r.id for r in records])
         return pb.ListResponse(
-            memories=[to_proto(r) for r in records],
+            memories=[to_proto(r, newer.get(r.id, "")) for r in records],
             next_page_token=self._token(records[-1], filter_bytes) if more else "",
         )
 

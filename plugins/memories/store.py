@@ -69,6 +69,37 @@ class DuplicateContent(Exception):
         super().__init__(f"memory {existing.id if existing else '?'} already has this kind, text and tags")
 
 
+@dataclass(frozen=True)
+class Version:
+    """A memory as it was before a change (its vector is not kept: a revert embeds again)."""
+
+    version: int
+    record: Record
+    replaced_at: int
+    cause: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """`new_id` restates `old_id`'s fact; `rule` says who decided, and why."""
+
+    old_id: str
+    new_id: str
+    rule: str
+    at: int
+
+
+VERSIONED = ("kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "content_hash")
+
+
+def version_body(record: Record) -> str:
+    return json.dumps({k: getattr(record, k) for k in VERSIONED}, sort_keys=True)
+
+
+def version_record(memory_id: str, body: str) -> Record:
+    return Record(id=memory_id, **json.loads(body))
+
+
 class MemoryStore(ABC):
     """The storage a MemoryService needs."""
 
@@ -86,14 +117,30 @@ class MemoryStore(ABC):
     @abstractmethod
     def by_hash(self, content_hash: str) -> Record | None: ...
     @abstractmethod
-    def replace(self, record: Record) -> None:
-        """Rewrite the memory `record.id`; DuplicateContent if another memory has its content."""
+    def replace(self, record: Record, previous: Record | None = None, cause: str = "update", now: int = 0) -> None:
+        """Rewrite the memory `record.id`, keeping `previous` as a version (in one transaction);
+        DuplicateContent if another memory has its content."""
     @abstractmethod
-    def delete(self, memory_id: str) -> bool: ...
+    def delete(self, memory_id: str) -> bool:
+        """Remove a memory, its versions and its supersession links; False when it was not there."""
+    def delete_many(self, ids: list[str]) -> list[str]:
+        """Delete each of `ids` (as delete does); the ids that were there."""
+        return [memory_id for memory_id in ids if self.delete(memory_id)]
+    @abstractmethod
+    def versions(self, memory_id: str) -> list[Version]: ...
+    @abstractmethod
+    def supersede(self, old_id: str, new_id: str, rule: str, now: int) -> None:
+        """Record that `new_id` restates `old_id`'s fact (a later link for `old_id` replaces it)."""
+    @abstractmethod
+    def links(self, ids: list[str]) -> list[Link]:
+        """Every supersession link in which one of `ids` is the old or the new memory."""
     @abstractmethod
     def page(self, query: Query, now: int, after: tuple[int, str] | None, limit: int) -> list[Record]: ...
     @abstractmethod
     def keyword(self, text: str, query: Query, now: int, limit: int) -> list[tuple[str, float]]: ...
+    def common_terms(self) -> frozenset[str]:
+        """This corpus's words too common to say anything (none, for a backend that cannot tell)."""
+        return frozenset()
     @abstractmethod
     def vectors(self, model: str, now: int) -> Iterator[Record]: ...
     @abstractmethod
@@ -157,6 +204,15 @@ MIGRATIONS = [
     ALTER TABLE memories ADD COLUMN vkey INTEGER;
     UPDATE memories SET vkey = cortex_vector_key(id);
     CREATE INDEX memories_vkey ON memories(vkey);
+    """,
+    # 4: every version a change replaced, and which memory restates which one's fact
+    """
+    CREATE TABLE memory_versions (
+        memory_id TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, replaced_at INTEGER NOT NULL,
+        cause TEXT NOT NULL, PRIMARY KEY (memory_id, version)
+    );
+    CREATE TABLE supersessions (old_id TEXT PRIMARY KEY, new_id TEXT NOT NULL, rule TEXT NOT NULL, at INTEGER NOT NULL);
+    CREATE INDEX supersessions_new ON supersessions(new_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -274,19 +330,62 @@ class SqliteStore(MemoryStore):
         self._writes_since_common += 1
         return record, True
 
-    def replace(self, record: Record) -> None:
+    def replace(self, record: Record, previous: Record | None = None, cause: str = "update", now: int = 0) -> None:
         try:
             with self.lock, self.db:
                 self.db.execute("BEGIN IMMEDIATE")
+                if previous is not None:
+                    (last,) = self.db.execute("SELECT COALESCE(MAX(version), 0) FROM memory_versions WHERE memory_id = ?",
+                                              (record.id,)).fetchone()
+                    self.db.execute("INSERT INTO memory_versions(memory_id, version, body, replaced_at, cause) VALUES (?, ?, ?, ?, ?)",
+                                    (record.id, last + 1, version_body(previous), now, cause))
                 self.db.execute("DELETE FROM memories WHERE id = ?", (record.id,))
                 self._write(record)
         except sqlite3.IntegrityError:
             raise DuplicateContent(self.by_hash(record.content_hash)) from None
 
+    def _forget(self, ids: list[str]) -> None:
+        """A memory's versions and links go with it (deleted means deleted)."""
+        pairs = [(i,) for i in ids]
+        self.db.executemany("DELETE FROM memory_versions WHERE memory_id = ?", pairs)
+        self.db.executemany("DELETE FROM supersessions WHERE old_id = ? OR new_id = ?", [(i, i) for i in ids])
+
     def delete(self, memory_id: str) -> bool:
         with self.lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            self._forget([memory_id])
             return self.db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount > 0
+
+    def delete_many(self, ids: list[str]) -> list[str]:
+        """One transaction for all of them: a bulk delete is done or not done."""
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            present = [i for i in ids if self.db.execute("SELECT 1 FROM memories WHERE id = ?", (i,)).fetchone()]
+            self._forget(present)
+            self.db.executemany("DELETE FROM memories WHERE id = ?", [(i,) for i in present])
+            return present
+
+    def versions(self, memory_id: str) -> list[Version]:
+        rows = self._read().execute(
+            "SELECT version, body, replaced_at, cause FROM memory_versions WHERE memory_id = ? ORDER BY version", (memory_id,)
+        ).fetchall()
+        return [Version(v, version_record(memory_id, body), at, cause) for v, body, at, cause in rows]
+
+    def supersede(self, old_id: str, new_id: str, rule: str, now: int) -> None:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT OR REPLACE INTO supersessions(old_id, new_id, rule, at) VALUES (?, ?, ?, ?)",
+                            (old_id, new_id, rule, now))
+
+    def links(self, ids: list[str]) -> list[Link]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._read().execute(
+            f"SELECT old_id, new_id, rule, at FROM supersessions WHERE old_id IN ({marks}) OR new_id IN ({marks})",
+            [*ids, *ids],
+        ).fetchall()
+        return [Link(*row) for row in rows]
 
     def set_embedding(self, memory_id: str, model: str, vector: np.ndarray) -> None:
         with self.lock, self.db:
@@ -300,6 +399,7 @@ class SqliteStore(MemoryStore):
         with self.lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
             ids = [r[0] for r in self.db.execute("SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
+            self._forget(ids)
             self.db.executemany("DELETE FROM memories WHERE id = ?", [(i,) for i in ids])
             return ids
 

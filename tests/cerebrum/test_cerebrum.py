@@ -356,3 +356,18 @@ def test_a_reference_to_what_is_not_there_says_so(path, outputs, message):
 
     with pytest.raises(KeyError, match=re.escape(message)):
         plans.resolve({"q": path}, outputs, "g")
+
+
+def test_a_recall_that_finds_nothing_gives_the_next_step_an_empty_list(brain):
+    """Protobuf JSON leaves empty lists out; a step referring to `results[*]` of a search that
+    found nothing gets [] and runs (it once failed with "no field 'results'")."""
+    stub, _, _ = brain()
+    plan = stub.Plan(pb.PlanRequest(goal="what did I note about the garden?"), timeout=120).plan
+    recall = next(s for s in plan.steps if s.id == "recall")
+    request = json.loads(recall.request_json)
+    request["filter"] = {"kinds": ["task"]}  # no memory is a task
+    recall.request_json = json.dumps(request)
+    steps, summary = execute(stub, plan=plan)
+    assert summary.status == "succeeded", [(s.step_id, s.error) for s in steps if s.error]
+    found = next(s for s in steps if s.step_id == "recall" and s.state == State.STATE_FINISHED)
+    assert json.loads(found.response_json).get("results", []) == []

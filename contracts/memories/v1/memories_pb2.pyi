@@ -24,7 +24,7 @@ SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 
 class Memory(_message.Message):
-    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash")
+    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash", "superseded_by")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Memory(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     text: str
@@ -56,10 +57,11 @@ class Memory(_message.Message):
     embedding_model: str
     dimension: int
     content_hash: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    superseded_by: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ..., superseded_by: _Optional[str] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("text", "kind", "tags", "metadata", "source", "ttl_seconds")
+    __slots__ = ("text", "kind", "tags", "metadata", "source", "ttl_seconds", "supersedes")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,23 +75,137 @@ class StoreRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
     text: str
     kind: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
     source: str
     ttl_seconds: int
-    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    supersedes: str
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., supersedes: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
-    __slots__ = ("id", "created", "memory")
+    __slots__ = ("id", "created", "memory", "supersedes", "rule", "updated")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     created: bool
     memory: Memory
-    def __init__(self, id: _Optional[str] = ..., created: _Optional[bool] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+    supersedes: str
+    rule: str
+    updated: bool
+    def __init__(self, id: _Optional[str] = ..., created: _Optional[bool] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., supersedes: _Optional[str] = ..., rule: _Optional[str] = ..., updated: _Optional[bool] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class MemoryVersion(_message.Message):
+    __slots__ = ("version", "memory", "replaced_at", "cause")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_AT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    memory: Memory
+    replaced_at: _timestamp_pb2.Timestamp
+    cause: str
+    def __init__(self, version: _Optional[int] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., replaced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("memory", "versions", "supersedes", "superseded_by")
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    memory: Memory
+    versions: _containers.RepeatedCompositeFieldContainer[MemoryVersion]
+    supersedes: _containers.RepeatedCompositeFieldContainer[Supersession]
+    superseded_by: Supersession
+    def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[MemoryVersion, _Mapping]]] = ..., supersedes: _Optional[_Iterable[_Union[Supersession, _Mapping]]] = ..., superseded_by: _Optional[_Union[Supersession, _Mapping]] = ...) -> None: ...
+
+class Supersession(_message.Message):
+    __slots__ = ("old_id", "new_id", "rule", "at")
+    OLD_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    old_id: str
+    new_id: str
+    rule: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, old_id: _Optional[str] = ..., new_id: _Optional[str] = ..., rule: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RevertRequest(_message.Message):
+    __slots__ = ("id", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: int
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RevertResponse(_message.Message):
+    __slots__ = ("memory",)
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    memory: Memory
+    def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+
+class DeleteMatchingRequest(_message.Message):
+    __slots__ = ("filter", "dry_run", "confirm")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    filter: Filter
+    dry_run: bool
+    confirm: str
+    def __init__(self, filter: _Optional[_Union[Filter, _Mapping]] = ..., dry_run: _Optional[bool] = ..., confirm: _Optional[str] = ...) -> None: ...
+
+class DeleteMatchingResponse(_message.Message):
+    __slots__ = ("outcome",)
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    outcome: BulkOutcome
+    def __init__(self, outcome: _Optional[_Union[BulkOutcome, _Mapping]] = ...) -> None: ...
+
+class TagMatchingRequest(_message.Message):
+    __slots__ = ("filter", "dry_run", "confirm", "add_tags", "remove_tags")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    ADD_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    filter: Filter
+    dry_run: bool
+    confirm: str
+    add_tags: _containers.RepeatedScalarFieldContainer[str]
+    remove_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, filter: _Optional[_Union[Filter, _Mapping]] = ..., dry_run: _Optional[bool] = ..., confirm: _Optional[str] = ..., add_tags: _Optional[_Iterable[str]] = ..., remove_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TagMatchingResponse(_message.Message):
+    __slots__ = ("outcome",)
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    outcome: BulkOutcome
+    def __init__(self, outcome: _Optional[_Union[BulkOutcome, _Mapping]] = ...) -> None: ...
+
+class BulkOutcome(_message.Message):
+    __slots__ = ("matched", "changed", "sample", "confirm", "skipped")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    matched: int
+    changed: int
+    sample: _containers.RepeatedCompositeFieldContainer[Memory]
+    confirm: str
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, matched: _Optional[int] = ..., changed: _Optional[int] = ..., sample: _Optional[_Iterable[_Union[Memory, _Mapping]]] = ..., confirm: _Optional[str] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("id",)

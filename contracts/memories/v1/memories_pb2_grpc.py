@@ -71,6 +71,26 @@ class MemoryServiceStub:
                 request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.StatsRequest.SerializeToString,
                 response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/cortex.memories.v1.MemoryService/History',
+                request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.Revert = channel.unary_unary(
+                '/cortex.memories.v1.MemoryService/Revert',
+                request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.RevertRequest.SerializeToString,
+                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.RevertResponse.FromString,
+                _registered_method=True)
+        self.DeleteMatching = channel.unary_unary(
+                '/cortex.memories.v1.MemoryService/DeleteMatching',
+                request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingRequest.SerializeToString,
+                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingResponse.FromString,
+                _registered_method=True)
+        self.TagMatching = channel.unary_unary(
+                '/cortex.memories.v1.MemoryService/TagMatching',
+                request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingRequest.SerializeToString,
+                response_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingResponse.FromString,
+                _registered_method=True)
         self.Reindex = channel.unary_stream(
                 '/cortex.memories.v1.MemoryService/Reindex',
                 request_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.ReindexRequest.SerializeToString,
@@ -131,6 +151,39 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """History returns a memory's earlier versions, oldest first (every Update and Revert keeps the
+        one it replaced), and which memories it supersedes or is superseded by.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revert(self, request, context):
+        """Revert restores an earlier version's text, kind, tags, metadata and source. The version it
+        replaces is kept too, so a revert can itself be reverted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMatching(self, request, context):
+        """DeleteMatching deletes every memory a filter matches, in two steps: a dry run says how many
+        and which, with a `confirm` token; the same request with that token deletes exactly those
+        (FAILED_PRECONDITION when the matches changed since: dry-run again). At most 10,000 a call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TagMatching(self, request, context):
+        """TagMatching adds and removes tags on every memory a filter matches, dry run first as above;
+        each change keeps the memory's previous version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Reindex(self, request, context):
         """Reindex re-embeds memories whose vectors come from another model (or none), streaming
         progress. Not one of the seven the issue named: re-embedding must run where the index lives.
@@ -176,6 +229,26 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.StatsRequest.FromString,
                     response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.StatsResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryRequest.FromString,
+                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryResponse.SerializeToString,
+            ),
+            'Revert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revert,
+                    request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.RevertRequest.FromString,
+                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.RevertResponse.SerializeToString,
+            ),
+            'DeleteMatching': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMatching,
+                    request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingRequest.FromString,
+                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingResponse.SerializeToString,
+            ),
+            'TagMatching': grpc.unary_unary_rpc_method_handler(
+                    servicer.TagMatching,
+                    request_deserializer=cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingRequest.FromString,
+                    response_serializer=cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingResponse.SerializeToString,
             ),
             'Reindex': grpc.unary_stream_rpc_method_handler(
                     servicer.Reindex,
@@ -373,6 +446,114 @@ class MemoryService:
             '/cortex.memories.v1.MemoryService/Stats',
             cortex_dot_memories_dot_v1_dot_memories__pb2.StatsRequest.SerializeToString,
             cortex_dot_memories_dot_v1_dot_memories__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.memories.v1.MemoryService/History',
+            cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryRequest.SerializeToString,
+            cortex_dot_memories_dot_v1_dot_memories__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.memories.v1.MemoryService/Revert',
+            cortex_dot_memories_dot_v1_dot_memories__pb2.RevertRequest.SerializeToString,
+            cortex_dot_memories_dot_v1_dot_memories__pb2.RevertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMatching(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.memories.v1.MemoryService/DeleteMatching',
+            cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingRequest.SerializeToString,
+            cortex_dot_memories_dot_v1_dot_memories__pb2.DeleteMatchingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TagMatching(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.memories.v1.MemoryService/TagMatching',
+            cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingRequest.SerializeToString,
+            cortex_dot_memories_dot_v1_dot_memories__pb2.TagMatchingResponse.FromString,
             options,
             channel_credentials,
             insecure,

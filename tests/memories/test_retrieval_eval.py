@@ -1,0 +1,71 @@
+"""The retrieval gate: eval/retrieval scored by scripts/eval_retrieval.py must meet its floors."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "eval_retrieval.py"
+FLOOR = ROOT / "eval" / "retrieval" / "floor.json"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("eval_retrieval", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_set_is_what_the_script_says():
+    ev = _script()
+    notes, questions = ev.load("notes.jsonl"), ev.load("questions.jsonl")
+    ids = {n["id"] for n in notes}
+    assert len(notes) == 70 and len(questions) == 100
+    assert {q["kind"] for q in questions} == set(ev.KINDS)
+    for q in questions:  # every answer is a note of the set; a changed fact names the note it replaced
+        assert set(q["expect"]) <= ids, q
+        assert set(q.get("stale", [])) <= ids, q
+        assert (q["kind"] == "changed") == bool(q.get("stale")), q
+    changes = {n["changes"] for n in notes if "changes" in n}
+    assert changes <= ids and len(changes) == 10
+
+
+def _report(hybrid_overrides=None):
+    figures = {"r@1": 0.96, "r@5": 1.0, "r@10": 1.0, "mrr": 0.98, "n": 10}
+    report = {m: {k: dict(figures) for k in ("paraphrase", "name", "exact", "multi", "changed", "all")}
+              for m in ("semantic", "keyword", "hybrid")}
+    report["hybrid"]["changed"]["stale_above"] = 0.0
+    for (kind, figure), value in (hybrid_overrides or {}).items():
+        report["hybrid"][kind][figure] = value
+    return report
+
+
+def test_the_floor_fails_a_worse_retrieval():
+    ev = _script()
+    floor = json.loads(FLOOR.read_text())
+    assert ev.below_floor(_report(), floor) == []
+    assert any("below its floor" in p for p in ev.below_floor(_report({("all", "r@1"): 0.5}), floor))
+    # hybrid worse than the better single mode on one kind, at any k
+    assert any("on exact questions" in p for p in ev.below_floor(_report({("exact", "r@10"): 0.9}), floor))
+    stale = copy.deepcopy(_report())
+    stale["hybrid"]["changed"]["stale_above"] = 0.5
+    assert any("outdated note" in p for p in ev.below_floor(stale, floor))
+
+
+@pytest.mark.slow
+def test_retrieval_meets_its_floor(tmp_path):
+    """The whole evaluation through a real kernel (the default embedding model), as CI gates it."""
+    out = tmp_path / "report.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--floor", str(FLOOR), "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(out.read_text())
+    assert report["hybrid"]["all"]["r@1"] >= 0.85 and report["hybrid"]["all"]["r@5"] >= 0.97
+    assert report["hybrid"]["changed"]["stale_above"] == 0.0

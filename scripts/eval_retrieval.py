@@ -26,8 +26,8 @@ With --floor, exits 1 when a figure is below its floor (the CI gate: tests/memor
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import sys
 import tempfile

@@ -126,7 +126,7 @@ def _show_answer(summary: pb.TraceSummary) -> None:
     if summary.citations:
         click.echo("sources:")
         for n, c in enumerate(summary.citations, start=1):
-            where = f" ({c.source})" if c.source else ""
+            where = f" ({c.source}{', ' + c.heading if c.heading else ''})" if c.source else ""
             click.echo(f"  [{n}] {c.memory_id}{where}: {c.text[:100]!r}")
     click.echo()
 

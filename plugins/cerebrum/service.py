@@ -76,7 +76,8 @@ def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
                 if memory.get("id") and memory["id"] not in seen:
                     seen.add(memory["id"])
                     summary.citations.append(
-                        pb.Citation(memory_id=memory["id"], source=memory.get("source", ""), text=memory.get("text", "")[:200])
+                        pb.Citation(memory_id=memory["id"], source=memory.get("source", ""), text=memory.get("text", "")[:200],
+                                    heading=memory.get("metadata", {}).get("heading", ""))
                     )
 
 
@@ -443,7 +444,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         citations = []
         for c in chosen:
             memory = memories[c.sentence.memory_index]
-            citations.append(pb.Citation(memory_id=memory.id, source=memory.source, text=c.sentence.text))
+            citations.append(pb.Citation(memory_id=memory.id, source=memory.source, text=c.sentence.text,
+                                         heading=memory.metadata.get("heading", "")))
         answer = " ".join(f"{c.text} [{n}]" for n, c in enumerate(citations, start=1))
         return pb.ExtractAnswerResponse(answer=answer, citations=citations)
 

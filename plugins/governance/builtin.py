@@ -10,10 +10,13 @@
   allows another principal (overridable; builtin/admin-administers is the allow for admin).
 - builtin/plugin-admin: only `admin` installs, enables or disables plugins while the kernel runs
   (PluginService), unless a rule allows another principal (overridable).
+- builtin/sources-admin: only `admin` adds or removes watched note folders (SourceService
+  AddSource, RemoveSource: the kernel reads them as its own user), unless a rule allows another
+  principal (overridable; builtin/admin-administers-sources is the allow for admin).
 - builtin/local-never-administers: `local` (an unauthenticated caller on loopback) never changes
   policies, whatever else is allowed. Not overridable.
-- builtin/local-default: `local` may call only the kernel's read-only service and the memory,
-  model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
+- builtin/local-default: `local` may call only the kernel's read-only service and the memory
+  (and source), model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
 - builtin/plugin-manifest: a plugin may call only the contracts it provides or its manifest
   declares (entry-point group `cortex.calls`).
 The last two are computed, not written: see Governance._computed_rule.
@@ -29,6 +32,8 @@ POLICY_ADMIN = ["AddPolicy", "RemovePolicy"]
 PLUGINS = "cortex.kernel.v1.PluginService"
 INFERENCE = ["Generate", "GenerateStream", "Embed"]
 MODELS = ["cortex.models.v1.ModelService"]
+SOURCES = "cortex.memories.v1.SourceService"
+SOURCE_ADMIN = ["AddSource", "RemoveSource"]
 
 BUILTIN_RULES = [
     pb.Rule(
@@ -69,6 +74,17 @@ BUILTIN_RULES = [
         effect=pb.EFFECT_ALLOW, services=[PLUGINS], principals=["admin"], source=SOURCE,
     ),
     pb.Rule(
+        id="builtin/sources-admin",
+        description=("only admin adds or removes watched note folders (the kernel reads them as its own user), "
+                     "unless a rule allows another principal"),
+        effect=pb.EFFECT_DENY, services=[SOURCES], methods=SOURCE_ADMIN, overridable=True, source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/admin-administers-sources",
+        description="admin (the admin token) adds and removes watched note folders",
+        effect=pb.EFFECT_ALLOW, services=[SOURCES], methods=SOURCE_ADMIN, principals=["admin"], source=SOURCE,
+    ),
+    pb.Rule(
         id="builtin/local-never-administers",
         description="an unauthenticated caller (local) never changes policies; call with the admin token or a key",
         effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=POLICY_ADMIN, principals=["local"], source=SOURCE,
@@ -77,7 +93,7 @@ BUILTIN_RULES = [
 
 # what an unauthenticated loopback caller may call unless a rule allows more
 LOCAL_SERVICES = (
-    "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", "cortex.models.v1.ModelService",
+    "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", SOURCES, "cortex.models.v1.ModelService",
     "cortex.cerebrum.v1.CerebrumService", "cortex.events.v1.EventService",
 )
 LOCAL_RULE = pb.Rule(

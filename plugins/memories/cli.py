@@ -14,6 +14,8 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
+from .chunking import front_matter_tags
+
 MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "semantic": pb.SEARCH_MODE_SEMANTIC, "keyword": pb.SEARCH_MODE_KEYWORD}
 TIMEOUT = 120.0
 
@@ -292,26 +294,6 @@ FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
 
 
-def front_matter_tags(block: str) -> list[str]:
-    """tags: [a, b] | tags: a, b | tags:\\n  - a\\n  - b (a small YAML subset)."""
-    lines = block.splitlines()
-    for i, line in enumerate(lines):
-        match = re.match(r"^tags\s*:\s*(.*)$", line)
-        if not match:
-            continue
-        inline = match.group(1).strip()
-        if inline:
-            return [t.strip().strip("'\"") for t in inline.strip("[]").split(",") if t.strip()]
-        tags = []
-        for item in lines[i + 1 :]:
-            bullet = re.match(r"^\s*-\s*(.+)$", item)
-            if not bullet:
-                break
-            tags.append(bullet.group(1).strip().strip("'\""))
-        return tags
-    return []
-
-
 def notes_of(path: Path, split: str) -> list[tuple[str, list[str], str]]:
     """(text, tags, source) for each memory in the note at `path`."""
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -353,5 +335,8 @@ def import_(config, target, path, split, kind):
 
 
 def register(cli: click.Group) -> None:
+    from .source_cli import register as register_sources
+
     for command in (remember, recall, memories):
         cli.add_command(command)
+    register_sources(cli)

@@ -16,6 +16,15 @@ Settings (`[plugins.memories]`):
                                 # the older memory takes the new text, keeping the old as a
                                 # version; "off": only when the Store names `supersedes`
     restatement_min_similarity = 0.5
+    watch = true                # follow the OS's change notifications under each source's folder
+    rescan_seconds = 300        # and sync every source this often anyway (a missed notification)
+    watch_debounce_ms = 500
+
+    [[plugins.memories.source]] # a folder of notes kept in sync (repeatable; `cortex sources add`
+    name = "notes"              # adds more at run time). Cited as "notes:path#L3-L9".
+    path = "/home/me/notes"
+    include = ["**/*.md", "**/*.txt", "**/*.pdf"]   # the default
+    exclude = ["drafts/**"]     # hidden files and folders are always left out
 """
 
 from __future__ import annotations
@@ -25,14 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
+from cortex.contracts.memories.v1 import sources_pb2
 from cortex.kernel import Health, check_settings, hookimpl
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
+SOURCE_SERVICE = sources_pb2.DESCRIPTOR.services_by_name["SourceService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
 SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold", "restatements",
-            "restatement_min_similarity"}
+            "restatement_min_similarity", "watch", "rescan_seconds", "watch_debounce_ms", "source"}
 
 
 class MemoriesPlugin:
@@ -44,6 +55,9 @@ class MemoriesPlugin:
         self.folder = Path()
         self.store: Any = None
         self.servicer: Any = None
+        self.sources: Any = None
+        self.configured_sources: list = []
+        self.watch, self.rescan_seconds, self.watch_debounce_ms = True, 300.0, 500
         self.channel: Any = None
         self.secret = b""
         self.restatements = "link"
@@ -70,16 +84,47 @@ class MemoriesPlugin:
         self.restatement_min_similarity = float(config.get("restatement_min_similarity", 0.5))
         if not 0 < self.restatement_min_similarity <= 1:
             raise ValueError("[plugins.memories] restatement_min_similarity must be above 0 and at most 1 (a cosine)")
+        self.watch = bool(config.get("watch", True))
+        self.rescan_seconds = float(config.get("rescan_seconds", 300))
+        self.watch_debounce_ms = int(config.get("watch_debounce_ms", 500))
+        if self.rescan_seconds < 1 or not 0 <= self.watch_debounce_ms <= 60_000:
+            raise ValueError("[plugins.memories] rescan_seconds must be at least 1, watch_debounce_ms 0 to 60000")
+        self.configured_sources = self._configured_sources(config.get("source", []))
         self.folder = context.data_dir / "memories"
         self.channel = context.channel
         self.store = None
 
+    @staticmethod
+    def _configured_sources(entries) -> list:
+        from .source_service import Invalid, source_row
+
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("[[plugins.memories.source]] entries are tables: name, path, include, exclude")
+        sources = []
+        for entry in entries:
+            unknown = set(entry) - {"name", "path", "include", "exclude"}
+            if unknown:
+                raise ValueError(f"[[plugins.memories.source]] has no setting {', '.join(sorted(unknown))} "
+                                 "(name, path, include, exclude)")
+            try:
+                sources.append(source_row(str(entry.get("name", "")), str(entry.get("path", "")), list(entry.get("include", [])),
+                                          list(entry.get("exclude", [])), True))
+            except Invalid as exc:
+                raise ValueError(f"[[plugins.memories.source]] {exc}") from None
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError("[[plugins.memories.source]] names must differ")
+        return sources
+
     @hookimpl
     def cortex_register(self, registry) -> None:
         from .service import MemoryServicer
+        from .source_service import SourceServicer
 
         self.servicer = MemoryServicer(self)
+        self.sources = SourceServicer(self, self.servicer)
         registry.add(SERVICE, self.servicer, local=True)
+        registry.add(SOURCE_SERVICE, self.sources, local=True)
 
     @hookimpl
     async def cortex_start(self, context) -> None:
@@ -87,6 +132,7 @@ class MemoriesPlugin:
 
         self.store = SqliteStore(self.folder / "memories.db", self.synchronous)
         self.secret = self._secret()
+        await self.sources.start(self.configured_sources)
 
     def _secret(self) -> bytes:
         """The key that signs page tokens, so a token from elsewhere is refused."""
@@ -109,6 +155,8 @@ class MemoriesPlugin:
 
     @hookimpl
     async def cortex_stop(self, context) -> None:
+        if self.sources is not None:
+            await self.sources.stop()
         if self.servicer is not None:
             self.servicer.close()
         if self.store is not None:

@@ -469,10 +469,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         newer = await self._newer([updated.id])
         return to_proto(updated, newer.get(updated.id, ""))
 
-    async def _rewrite(self, updated: Record, previous: Record, cause: str, now: int) -> None:
-        """_replace, raising DuplicateContent when `updated` would be a copy of another memory."""
+    async def _rewrite(self, updated: Record, previous: Record, cause: str, now: int, keep: bool = True) -> None:
+        """_replace, raising DuplicateContent when `updated` would be a copy of another memory;
+        `keep` False keeps no version (a passage whose lines moved is the same passage)."""
         changed = version_body(updated) != version_body(Record(**{**previous.__dict__, "updated_at": updated.updated_at}))
-        await self.io(self.store.replace, updated, previous if changed else None, cause, now)
+        await self.io(self.store.replace, updated, previous if changed and keep else None, cause, now)
         self.index_remove(updated.id)
         self.index_add(updated)
         self.announce("memory.updated", updated)
@@ -524,13 +525,18 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         matched, reply = await self._bulk("delete", request, context)
         if matched is None:
             return pb.DeleteMatchingResponse(outcome=reply)
-        gone = await self.io(self.store.delete_many, [r.id for r in matched])
-        for memory_id in gone:
-            self.index_remove(memory_id)
-            self.announce("memory.deleted", None, memory_id)
+        gone = await self.forget([r.id for r in matched])
         log.info("memories.bulk_deleted", matched=len(matched), deleted=len(gone))
         reply.changed = len(gone)
         return pb.DeleteMatchingResponse(outcome=reply)
+
+    async def forget(self, ids: list[str]) -> list[str]:
+        """Delete `ids` in one transaction, from the index too, and announce each; those deleted."""
+        gone = await self.io(self.store.delete_many, ids)
+        for memory_id in gone:
+            self.index_remove(memory_id)
+            self.announce("memory.deleted", None, memory_id)
+        return gone
 
     async def TagMatching(self, request, context):
         try:

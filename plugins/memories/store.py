@@ -214,6 +214,18 @@ MIGRATIONS = [
     CREATE TABLE supersessions (old_id TEXT PRIMARY KEY, new_id TEXT NOT NULL, rule TEXT NOT NULL, at INTEGER NOT NULL);
     CREATE INDEX supersessions_new ON supersessions(new_id);
     """,
+    # 5: watched note folders and what each of their files became (source_store.py)
+    """
+    CREATE TABLE sources (
+        name TEXT PRIMARY KEY, path TEXT NOT NULL, include TEXT NOT NULL, exclude TEXT NOT NULL,
+        from_config INTEGER NOT NULL, added_at INTEGER NOT NULL, last_synced INTEGER
+    );
+    CREATE TABLE source_files (
+        source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        content_hash TEXT NOT NULL, chunker INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,
+        chunk_ids TEXT NOT NULL, synced_at INTEGER NOT NULL, PRIMARY KEY (source, path)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = "id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, embedding"

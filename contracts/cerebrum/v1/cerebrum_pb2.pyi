@@ -152,14 +152,16 @@ class TraceSummary(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("memory_id", "source", "text")
+    __slots__ = ("memory_id", "source", "text", "heading")
     MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    HEADING_FIELD_NUMBER: _ClassVar[int]
     memory_id: str
     source: str
     text: str
-    def __init__(self, memory_id: _Optional[str] = ..., source: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    heading: str
+    def __init__(self, memory_id: _Optional[str] = ..., source: _Optional[str] = ..., text: _Optional[str] = ..., heading: _Optional[str] = ...) -> None: ...
 
 class ExtractAnswerRequest(_message.Message):
     __slots__ = ("question", "memories", "max_sentences")

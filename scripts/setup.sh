@@ -62,6 +62,11 @@ if [ "$mode" = test ]; then
     warn "the tests need Node.js 18+ and npm: $(hint 'nodejs npm' 'Node.js 18 or newer')"
     exit 1
   fi
+  # The offline test (tests/test_offline.py) runs the main path in a network namespace: ip, unshare.
+  if ! command -v ip >/dev/null && can_apt; then
+    say "installing iproute2 for the offline test"
+    apt_install iproute2 || true
+  fi
   (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   (cd tools/buf && npm ci --no-audit --no-fund --loglevel=error >/dev/null)  # buf, for the contracts' lint
   # the official MCP conformance suite and the Node 22 it needs (a binary in an npm package)

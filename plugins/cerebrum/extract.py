@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# a sentence ends at . ! ? and a space, but not after a title ("Dr. Hartmann" is one name)
+SENTENCE_END = re.compile(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bProf\.)(?<=[.!?])\s+|\n+")
 WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
     "a an and are as at be but by can do does did for from had has have how i if in is it its me my of on or "
     "our so that the their them then there these they this to was we were what when where which who why will "
     "with would you your about know noted note".split()
 )
+HEADING_LINE = re.compile(r"^#{1,6}\s")
 MAX_SENTENCES_PER_MEMORY = 40
 MAX_SENTENCE_CHARS = 400
 RANK_WEIGHT = 0.02  # per place in the search's order: enough to break ties, never to outvote meaning
@@ -41,9 +43,14 @@ class Chosen:
     score: float
 
 
-def sentences_of(texts: Sequence[str]) -> list[Sentence]:
+def sentences_of(texts: Sequence[str], headings: Sequence[str] = ()) -> list[Sentence]:
+    """The sentences of each text; a note passage's heading lines (its "A > B" path, its own
+    "## B") say where it is, not what it says, and are left out (the citation names them)."""
     found = []
     for index, text in enumerate(texts):
+        heading = headings[index] if index < len(headings) else ""
+        if heading:
+            text = "\n".join(line for line in text.splitlines() if line.strip() != heading and not HEADING_LINE.match(line))
         parts = [p.strip() for p in SENTENCE_END.split(text) if p.strip()]
         for position, part in enumerate(parts[:MAX_SENTENCES_PER_MEMORY]):
             found.append(Sentence(index, position, part[:MAX_SENTENCE_CHARS]))

@@ -432,7 +432,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         if not 1 <= limit <= 10:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_sentences is {limit}; ask for 1 to 10")
         memories = list(request.memories)
-        sentences = extract.sentences_of([m.text for m in memories])
+        sentences = extract.sentences_of([m.text for m in memories], [m.metadata.get("heading", "") for m in memories])
         if not sentences:
             return pb.ExtractAnswerResponse(answer="Nothing in your memories answers this yet.")
         question_vector = sentence_vectors = None

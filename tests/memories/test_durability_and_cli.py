@@ -178,7 +178,7 @@ def test_kill_9_leaves_the_approximate_index_repaired_on_the_next_start(tmp_path
     kernel.proc.wait(10)
     restarted = serve_process(env=env)
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(restarted.target))
-    assert "approximate" in stub.Stats(pb.StatsRequest(), timeout=30).index
+    assert "approximate (HNSW, usearch, half precision), 40 vectors" in stub.Stats(pb.StatsRequest(), timeout=30).index
     for memory_id, text in ids.items():
         found = stub.Search(pb.SearchRequest(query=text, mode=pb.SEARCH_MODE_SEMANTIC, top_k=1), timeout=30)
         assert found.results[0].memory.id == memory_id, text

@@ -99,6 +99,13 @@ class Call:
     actor: str = ""
     # the method globs the caller's credential is limited to ("service/method"), None: no limit
     scopes: tuple[str, ...] | None = None
+    # whose request this call serves: the principal of the call from outside that a plugin was
+    # serving when it made this one (Cerebrum searching memories for key:alice's goal), else the
+    # principal itself. Policy judges `principal`; whose data a provider touches follows `origin`.
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        self.origin = self.origin or self.principal
 
     @property
     def service(self) -> str:
@@ -184,10 +191,10 @@ class LocalContext:
     ending the caller's RPC directly.
     """
 
-    __slots__ = ("_call", "_peer", "code", "details", "initial", "trailing")
+    __slots__ = ("_call", "_owners", "_peer", "code", "details", "initial", "trailing")
 
-    def __init__(self, call: Call, peer: str = "local"):
-        self._call, self._peer = call, peer
+    def __init__(self, call: Call, peer: str = "local", owners: tuple[str, ...] = ()):
+        self._call, self._peer, self._owners = call, peer, owners
         self.code: grpc.StatusCode | None = None
         self.details: str = ""
         self.trailing: tuple[tuple[str, str], ...] = ()
@@ -241,3 +248,16 @@ class LocalContext:
     @property
     def principal(self) -> str:
         return self._call.principal
+
+    @property
+    def origin(self) -> str:
+        """Whose request this call serves (Call.origin): the caller from outside, through plugins."""
+        return self._call.origin
+
+    @property
+    def namespace(self) -> str:
+        """Whose data this call touches: "default" (the kernel's owner) or the origin's own
+        namespace (credentials.namespace_of, with `kernel.owners`)."""
+        from .credentials import namespace_of
+
+        return namespace_of(self._call.origin, self._owners)

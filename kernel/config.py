@@ -16,6 +16,9 @@ A config file looks like this (every key optional):
     tls_cert = ""                   # TLS for every listener (`cortex tls init` makes these); a listener
     tls_key = ""                    #   beyond loopback needs TLS and require_credentials = true
     tls_client_ca = ""              # mutual TLS: a client certificate from this CA is `node:<CN>`
+    owners = ["mcp:*", "a2a:*"]     # principals whose data is the owner's (besides admin, local,
+                                    #   plugins, node:*): everyone else's memories and traces are
+                                    #   their own (`key:alice` sees only key:alice's)
 
     [client]
     target = "127.0.0.1:50051"      # where client commands find the kernel (default: kernel.listen)
@@ -101,6 +104,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_cert": "",
         "tls_key": "",
         "tls_client_ca": "",
+        "owners": ["mcp:*", "a2a:*"],
     },
     "client": {"target": "", "token_env": "CORTEX_TOKEN", "tls_ca": "", "tls_cert": "", "tls_key": ""},
     "plugins": {"disabled": []},
@@ -340,6 +344,9 @@ def _validate(cfg: Config) -> None:
     _expect(cfg, "kernel", "data_dir", str, "a path")
     _expect(cfg, "kernel", "privacy_mode", bool, "true or false")
     _expect(cfg, "kernel", "require_credentials", bool, "true or false")
+    owners = cfg.kernel.get("owners")
+    if not isinstance(owners, list) or not all(isinstance(o, str) and o for o in owners):
+        raise cfg.error(f"kernel.owners must be a list of principal globs, got {owners!r}", "owners")
     for section, keys in (("kernel", ("tls_cert", "tls_key", "tls_client_ca")), ("client", ("token_env", "tls_ca", "tls_cert", "tls_key"))):
         for key in keys:
             _expect(cfg, section, key, str, "a string")

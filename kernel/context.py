@@ -44,6 +44,8 @@ class _Multicallable:
         if channel.via:
             meta += ((VIA_HEADER, channel.via),)
         serving = CURRENT_CALL.get()
+        # a plugin's own call made while serving someone's serves them; a bridge's client is its own
+        serves = serving is not None and channel.principal.startswith("plugin:")
         call = Call(
             id=new_call_id(),
             parent_id=serving.id if serving is not None else "",
@@ -54,6 +56,7 @@ class _Multicallable:
             deadline=None if timeout is None else time.monotonic() + timeout,
             actor=channel.actor,
             scopes=channel.scopes,
+            origin=serving.origin if serves else channel.principal,
         )
         return method, call
 

@@ -47,6 +47,10 @@ KEY_PREFIX = "ctx_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # principals no one may be made to act as: they are given by credentials, or are the kernel's own
 RESERVED = (ADMIN, LOCAL, "kernel", "kernel:*", "plugin:*", "key:*", "node:*")
+# Whose data a call touches (memories, traces): the kernel's owner shares one namespace; every
+# other principal has its own, named as the principal ("key:alice", a gateway's user "alice").
+OWNER_NAMESPACE = "default"
+OWNER_PRINCIPALS = (ADMIN, LOCAL, "kernel", "kernel:*", "plugin:*", "node:*")
 HOW_TO_AUTHENTICATE = "send 'authorization: Bearer <token>' (an API key from `cortex keys create NAME`, or the admin token)"
 
 
@@ -89,6 +93,15 @@ class Identity:
                 "credentials", grpc.StatusCode.PERMISSION_DENIED,
             )
         return Identity(claimed, self.how, self.scopes, False, self.principal)
+
+
+def namespace_of(principal: str, owners: tuple[str, ...] = ()) -> str:
+    """The namespace of `principal`: the owner's for admin, local, the kernel, its plugins and
+    kernel certificates, and for the principals matching `owners` (`kernel.owners`: by default
+    the MCP and A2A bridges' clients, which come through the owner's credential); else its own."""
+    if any(fnmatch.fnmatchcase(principal, glob) for glob in (*OWNER_PRINCIPALS, *owners)):
+        return OWNER_NAMESPACE
+    return principal
 
 
 def is_reserved(principal: str) -> bool:

@@ -124,6 +124,7 @@ def _asks_local_only(request: Any) -> bool:
 class Router:
     def __init__(self, registry: ContractRegistry, host: PluginHost, config: Config):
         self.registry, self.host, self.config = registry, host, config
+        self.owners = tuple(config.kernel.get("owners", ()))  # for LocalContext.namespace
         self._provider_info: dict[int, ProviderInfo] = {}
 
     # -- choosing -------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ class Router:
                 if skipped is not None:
                     route.attempts.append(skipped)
                     continue
-                attempt = _Try(provider, LocalContext(route.call))
+                attempt = _Try(provider, LocalContext(route.call, owners=self.owners))
                 try:
                     attempt.timeout, attempt.is_deadline = self._timeout(provider, route.call)
                 except _Failure as failure:  # the deadline passed before this attempt
@@ -385,11 +386,14 @@ class Router:
             while True:
                 # the provider's own timeout bounds the wait for the first message
                 wait = attempt.timeout if route.sent == 0 else call.remaining()
+                serving = CURRENT_CALL.set(call)  # what the provider calls while it streams serves this call
                 try:
                     async with asyncio.timeout(wait):
                         message = await anext(messages)
                 except StopAsyncIteration:
                     break
+                finally:
+                    CURRENT_CALL.reset(serving)
                 if not isinstance(message, method.output):
                     raise TypeError(f"streamed a {type(message).__name__}")
                 route.sent += 1

@@ -55,6 +55,12 @@ def as_json(message: Any) -> str:
     return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), sort_keys=True)
 
 
+def whose(context) -> str | None:
+    """The namespace whose traces the caller sees (the kernel's `context.namespace`); None for
+    admin, who sees every trace."""
+    return None if getattr(context, "origin", "") == "admin" else getattr(context, "namespace", "")
+
+
 def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
     """The run's answer, from its last step when that step answers: an ExtractAnswer (with the
     sentences it quotes) or a Generate (with the memories the run recalled)."""
@@ -111,7 +117,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         )
         if example and example.results and example.results[0].score >= EXAMPLE_MIN_SCORE:
             hit = example.results[0].memory
-            taught = self.p.traces.get(hit.metadata.get("trace_id", ""))
+            # (the example was found among the caller's own memories: its trace is theirs to reuse)
+            taught = self.p.traces.get(hit.metadata.get("trace_id", ""), None)
             if taught is not None:
                 plan = self.adapt(taught.plan, goal, hit.id, context)
                 try:
@@ -294,8 +301,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         record.latency_ms = (time.monotonic() - started) * 1000
         return record
 
-    async def run(self, plan: pb.Plan, call_id: str, replay_of: pb.Trace | None = None):
-        """Yield step records as they happen, then the stored trace."""
+    async def run(self, plan: pb.Plan, call_id: str, namespace: str, replay_of: pb.Trace | None = None):
+        """Yield step records as they happen, then the trace, stored as `namespace`'s."""
         outputs: dict[str, Any] = {}
         records: dict[str, pb.StepRecord] = {}
         recorded = {r.step_id: r for r in replay_of.steps} if replay_of else {}
@@ -342,7 +349,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             answer_of(steps, summary)
         trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
-        summary.trace_id = self.p.traces.put(trace)
+        summary.trace_id = self.p.traces.put(trace, namespace)
         trace.summary.trace_id = summary.trace_id
         self._announce(trace)
         yield trace
@@ -366,7 +373,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             plan, _ = await self.make_plan(request.goal)
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a plan, or a goal to plan")
-        async for item in self.run(plan, getattr(context, "call_id", "")):
+        async for item in self.run(plan, getattr(context, "call_id", ""), getattr(context, "namespace", "")):
             if isinstance(item, pb.Trace):
                 yield pb.ExecuteResponse(summary=item.summary)
             else:
@@ -374,7 +381,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
 
     # -- after the fact -------------------------------------------------------------------------------------
     async def _trace(self, trace_id: str, context) -> pb.Trace:
-        trace = self.p.traces.get(trace_id) if trace_id else None
+        trace = self.p.traces.get(trace_id, whose(context)) if trace_id else None
         if trace is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no trace {trace_id!r}; `cortex traces list` shows them")
         return trace
@@ -386,7 +393,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         limit = request.limit or 50
         if limit > 1000:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: at most 1000")
-        return pb.ListTracesResponse(traces=[t.summary for t in self.p.traces.recent(limit)])
+        return pb.ListTracesResponse(traces=[t.summary for t in self.p.traces.recent(limit, whose(context))])
 
     async def Critique(self, request, context):
         trace = await self._trace(request.trace_id, context)
@@ -466,7 +473,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     async def Replay(self, request, context):
         original = await self._trace(request.trace_id, context)
         replayed = None
-        async for item in self.run(original.plan, getattr(context, "call_id", ""), replay_of=original):
+        async for item in self.run(original.plan, getattr(context, "call_id", ""), getattr(context, "namespace", ""),
+                                   replay_of=original):
             if isinstance(item, pb.Trace):
                 replayed = item
         for before, after in zip(original.steps, replayed.steps, strict=True):

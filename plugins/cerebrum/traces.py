@@ -1,6 +1,8 @@
 """Execution traces, stored durably in `<data dir>/cerebrum/traces.db` and content-addressed:
 a trace's id is the SHA-256 of its deterministic serialization with the id (and the summary's
-copy of it) empty."""
+copy of it) empty. A trace is someone's: `trace_namespaces` says whose (the namespace of the
+call that made it, as the kernel gives it; one trace may be several callers' when their runs
+were identical), and only they and admin see it."""
 
 from __future__ import annotations
 
@@ -45,24 +47,47 @@ class TraceStore:
                 COMMIT;
                 """
             )
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < 2:
+            self.db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE trace_namespaces (
+                    trace_id TEXT NOT NULL, namespace TEXT NOT NULL, PRIMARY KEY (namespace, trace_id)
+                );
+                INSERT INTO trace_namespaces SELECT id, 'default' FROM traces;
+                PRAGMA user_version = 2;
+                COMMIT;
+                """
+            )
 
-    def put(self, trace: pb.Trace) -> str:
+    def put(self, trace: pb.Trace, namespace: str) -> str:
         trace.id = trace_id(trace)
-        with self.lock:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
                 "INSERT OR IGNORE INTO traces(id, created, status, body) VALUES (?, ?, ?, ?)",
                 (trace.id, trace.created_unix_ms, trace.summary.status, trace.SerializeToString(deterministic=True)),
             )
+            self.db.execute("INSERT OR IGNORE INTO trace_namespaces(trace_id, namespace) VALUES (?, ?)", (trace.id, namespace))
         return trace.id
 
-    def get(self, trace_id_: str) -> pb.Trace | None:
+    def get(self, trace_id_: str, namespace: str | None) -> pb.Trace | None:
+        """The trace, when it is `namespace`'s (None: anyone's)."""
+        sql, args = "SELECT body FROM traces WHERE id = ?", [trace_id_]
+        if namespace is not None:
+            sql += " AND id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = ?)"
+            args.append(namespace)
         with self.lock:
-            row = self.db.execute("SELECT body FROM traces WHERE id = ?", (trace_id_,)).fetchone()
+            row = self.db.execute(sql, args).fetchone()
         return _loaded(row[0]) if row else None
 
-    def recent(self, limit: int) -> list[pb.Trace]:
+    def recent(self, limit: int, namespace: str | None) -> list[pb.Trace]:
+        sql, args = "SELECT body FROM traces", []
+        if namespace is not None:
+            sql += " WHERE id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = ?)"
+            args.append(namespace)
         with self.lock:
-            rows = self.db.execute("SELECT body FROM traces ORDER BY created DESC, id LIMIT ?", (limit,)).fetchall()
+            rows = self.db.execute(sql + " ORDER BY created DESC, id LIMIT ?", [*args, limit]).fetchall()
         return [_loaded(r[0]) for r in rows]
 
     def close(self) -> None:

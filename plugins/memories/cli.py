@@ -39,10 +39,12 @@ def _line(m) -> str:
 @click.option("--kind", default="note", show_default=True)
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable); 'private' keeps it off remote providers.")
 @click.option("--ttl", type=int, default=0, help="Forget after this many seconds.")
-def remember(config, target, as_json, text, kind, tags, ttl):
+@click.option("--namespace", default="", help="A shared namespace to store it in (default: your own).")
+def remember(config, target, as_json, text, kind, tags, ttl, namespace):
     """Store TEXT as a memory."""
     client, stub = _stub(config, target)
-    reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, ttl_seconds=ttl, source="cli"), TIMEOUT)
+    reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, ttl_seconds=ttl, source="cli",
+                                                       namespace=namespace), TIMEOUT)
     if as_json:
         return print_json(to_dict(reply))
     if reply.updated:
@@ -62,10 +64,13 @@ def remember(config, target, as_json, text, kind, tags, ttl):
 @click.option("-k", "top_k", type=int, default=5, show_default=True)
 @click.option("--kind", "kinds", multiple=True)
 @click.option("--tag", "tags", multiple=True, help="Only memories with every one of these tags.")
-def recall(config, target, as_json, query, mode, top_k, kinds, tags):
+@click.option("--namespace", "namespaces", multiple=True,
+              help="Only this namespace (repeatable; '*' for all, admin only). Default: yours and your shared ones.")
+def recall(config, target, as_json, query, mode, top_k, kinds, tags, namespaces):
     """Search memories for QUERY."""
     client, stub = _stub(config, target)
-    request = pb.SearchRequest(query=query, mode=MODES[mode], top_k=top_k, filter=pb.Filter(kinds=kinds, tags_all=tags))
+    request = pb.SearchRequest(query=query, mode=MODES[mode], top_k=top_k,
+                               filter=pb.Filter(kinds=kinds, tags_all=tags, namespaces=namespaces))
     reply = client.call(stub.Search, request, TIMEOUT)
     results = [
         {
@@ -127,13 +132,17 @@ def delete(config, target, memory_id):
 @click.option("--kind", "kinds", multiple=True)
 @click.option("--tag", "tags", multiple=True)
 @click.option("--limit", type=int, default=50, show_default=True, help="How many, newest first (0: all).")
-def list_(config, target, as_json, kinds, tags, limit):
+@click.option("--namespace", "namespaces", multiple=True,
+              help="Only this namespace (repeatable; '*' for all, admin only). Default: yours and your shared ones.")
+def list_(config, target, as_json, kinds, tags, limit, namespaces):
     """List memories, newest first."""
     client, stub = _stub(config, target)
     found, token = [], ""
     while True:
         page = min(500, limit - len(found)) if limit else 500
-        reply = client.call(stub.List, pb.ListRequest(filter=pb.Filter(kinds=kinds, tags_all=tags), page_size=page, page_token=token))
+        request = pb.ListRequest(filter=pb.Filter(kinds=kinds, tags_all=tags, namespaces=namespaces), page_size=page,
+                                 page_token=token)
+        reply = client.call(stub.List, request)
         found += [to_dict(m) for m in reply.memories]
         token = reply.next_page_token
         if not token or (limit and len(found) >= limit):
@@ -148,10 +157,11 @@ def list_(config, target, as_json, kinds, tags, limit):
 @config_option
 @target_option
 @json_option
-def stats(config, target, as_json):
+@click.option("--namespace", "namespaces", multiple=True, help="Count this namespace (repeatable; '*': all, admin only).")
+def stats(config, target, as_json, namespaces):
     """Counts by kind and tag, storage size, index state."""
     client, stub = _stub(config, target)
-    reply = to_dict(client.call(stub.Stats, pb.StatsRequest()))
+    reply = to_dict(client.call(stub.Stats, pb.StatsRequest(namespaces=namespaces)))
     reply["total"] = int(reply["total"])
     if as_json:
         return print_json(reply)
@@ -196,7 +206,7 @@ def revert(config, target, memory_id, version):
 
 
 def filter_options(command):
-    """--kind, --tag, --any-tag, --meta, --before, --after: a Filter, as bulk changes take it."""
+    """--kind, --tag, --any-tag, --meta, --before, --after, --namespace: a Filter, as bulk changes take it."""
     for option in reversed([
         click.option("--kind", "kinds", multiple=True, help="Any of these kinds."),
         click.option("--tag", "tags", multiple=True, help="Every one of these tags."),
@@ -204,16 +214,17 @@ def filter_options(command):
         click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata that must be equal."),
         click.option("--before", type=click.DateTime(), help="Created before this time (local)."),
         click.option("--after", type=click.DateTime(), help="Created after this time (local)."),
+        click.option("--namespace", "namespaces", multiple=True, help="Only this namespace (repeatable)."),
     ]):
         command = option(command)
     return command
 
 
-def _filter(kinds, tags, any_tags, meta, before, after) -> pb.Filter:
+def _filter(kinds, tags, any_tags, meta, before, after, namespaces=()) -> pb.Filter:
     pairs = [m.partition("=") for m in meta]
     if any(not sep or not key for key, sep, _ in pairs):
         raise click.BadParameter("write each as KEY=VALUE", param_hint="--meta")
-    f = pb.Filter(kinds=kinds, tags_all=tags, tags_any=any_tags, metadata={k: v for k, _, v in pairs})
+    f = pb.Filter(kinds=kinds, tags_all=tags, tags_any=any_tags, metadata={k: v for k, _, v in pairs}, namespaces=namespaces)
     if before:
         f.created_before.FromDatetime(before.astimezone())
     if after:
@@ -246,10 +257,10 @@ def _bulk(client, method, request, what: str, done_what: str, yes: bool) -> None
 @target_option
 @filter_options
 @click.option("--yes", is_flag=True, help="Do not ask (the dry run is still shown).")
-def delete_matching(config, target, kinds, tags, any_tags, meta, before, after, yes):
+def delete_matching(config, target, kinds, tags, any_tags, meta, before, after, namespaces, yes):
     """Delete every memory the filter matches, after a dry run that shows them."""
     client, stub = _stub(config, target)
-    request = pb.DeleteMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after))
+    request = pb.DeleteMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after, namespaces))
     _bulk(client, stub.DeleteMatching, request, "Delete", "deleted", yes)
 
 
@@ -260,10 +271,10 @@ def delete_matching(config, target, kinds, tags, any_tags, meta, before, after, 
 @click.option("--add", "add_tags", multiple=True, help="A tag to add (repeatable).")
 @click.option("--remove", "remove_tags", multiple=True, help="A tag to remove (repeatable).")
 @click.option("--yes", is_flag=True, help="Do not ask (the dry run is still shown).")
-def tag_matching(config, target, kinds, tags, any_tags, meta, before, after, add_tags, remove_tags, yes):
+def tag_matching(config, target, kinds, tags, any_tags, meta, before, after, namespaces, add_tags, remove_tags, yes):
     """Add or remove tags on every memory the filter matches, after a dry run that shows them."""
     client, stub = _stub(config, target)
-    request = pb.TagMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after), add_tags=add_tags,
+    request = pb.TagMatchingRequest(filter=_filter(kinds, tags, any_tags, meta, before, after, namespaces), add_tags=add_tags,
                              remove_tags=remove_tags)
     _bulk(client, stub.TagMatching, request, "Retag", "retagged", yes)
 

@@ -19,12 +19,18 @@ Settings (`[plugins.memories]`):
     watch = true                # follow the OS's change notifications under each source's folder
     rescan_seconds = 300        # and sync every source this often anyway (a missed notification)
     watch_debounce_ms = 500
+    namespaces = "principal"    # each principal's memories its own (namespaces.py; kernel.owners
+                                # says whose are the owner's); "off": one namespace for every caller
+
+    [plugins.memories.shared]   # shared namespaces, and who reads and writes each (principal globs)
+    family = ["key:alice", "key:bob"]
 
     [[plugins.memories.source]] # a folder of notes kept in sync (repeatable; `cortex sources add`
     name = "notes"              # adds more at run time). Cited as "notes:path#L3-L9".
     path = "/home/me/notes"
     include = ["**/*.md", "**/*.txt", "**/*.pdf"]   # the default
     exclude = ["drafts/**"]     # hidden files and folders are always left out
+    namespace = "default"       # whose memories its notes become (the default: the owner's)
 """
 
 from __future__ import annotations
@@ -37,13 +43,15 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import sources_pb2
 from cortex.kernel import Health, check_settings, hookimpl
 
+from .namespaces import DEFAULT, Namespaces
+
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 SOURCE_SERVICE = sources_pb2.DESCRIPTOR.services_by_name["SourceService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
 SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold", "restatements",
-            "restatement_min_similarity", "watch", "rescan_seconds", "watch_debounce_ms", "source"}
+            "restatement_min_similarity", "watch", "rescan_seconds", "watch_debounce_ms", "source", "namespaces", "shared"}
 
 
 class MemoriesPlugin:
@@ -62,6 +70,7 @@ class MemoriesPlugin:
         self.secret = b""
         self.restatements = "link"
         self.restatement_min_similarity = 0.5
+        self.namespaces = Namespaces()
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
@@ -89,6 +98,10 @@ class MemoriesPlugin:
         self.watch_debounce_ms = int(config.get("watch_debounce_ms", 500))
         if self.rescan_seconds < 1 or not 0 <= self.watch_debounce_ms <= 60_000:
             raise ValueError("[plugins.memories] rescan_seconds must be at least 1, watch_debounce_ms 0 to 60000")
+        shared = config.get("shared", {})
+        if not isinstance(shared, dict):
+            raise ValueError("[plugins.memories.shared] is a table: namespace = [principal globs]")
+        self.namespaces = Namespaces(str(config.get("namespaces", "principal")), shared)
         self.configured_sources = self._configured_sources(config.get("source", []))
         self.folder = context.data_dir / "memories"
         self.channel = context.channel
@@ -102,13 +115,13 @@ class MemoriesPlugin:
             raise ValueError("[[plugins.memories.source]] entries are tables: name, path, include, exclude")
         sources = []
         for entry in entries:
-            unknown = set(entry) - {"name", "path", "include", "exclude"}
+            unknown = set(entry) - {"name", "path", "include", "exclude", "namespace"}
             if unknown:
                 raise ValueError(f"[[plugins.memories.source]] has no setting {', '.join(sorted(unknown))} "
-                                 "(name, path, include, exclude)")
+                                 "(name, path, include, exclude, namespace)")
             try:
                 sources.append(source_row(str(entry.get("name", "")), str(entry.get("path", "")), list(entry.get("include", [])),
-                                          list(entry.get("exclude", [])), True))
+                                          list(entry.get("exclude", [])), True, str(entry.get("namespace", DEFAULT))))
             except Invalid as exc:
                 raise ValueError(f"[[plugins.memories.source]] {exc}") from None
         names = [s.name for s in sources]

@@ -26,6 +26,7 @@ from .ann_index import AnnIndex
 from .bulk import MAX_BULK, SAMPLE, confirmation, retagged
 from .currency import current_first
 from .fusion import fuse, query_terms
+from .namespaces import DEFAULT, Access, Denied, caller
 from .restatement import restates
 from .store import DuplicateContent, Link, Query, Record, version_body
 from .vector_index import VectorIndex
@@ -53,8 +54,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def content_hash(kind: str, text: str, tags: list[str]) -> str:
-    return hashlib.sha256("\x1f".join([kind, text, *sorted(set(tags))]).encode()).hexdigest()
+def content_hash(kind: str, text: str, tags: list[str], namespace: str = DEFAULT) -> str:
+    """What makes two stores one memory. The namespace counts (alice's "buy milk" is not bob's),
+    but not the default one's, so hashes made before namespaces existed still hold."""
+    parts = [kind, text, *sorted(set(tags))] + ([f"namespace={namespace}"] if namespace != DEFAULT else [])
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def new_id() -> str:
@@ -65,7 +69,7 @@ def to_proto(r: Record, superseded_by: str = "") -> pb.Memory:
     m = pb.Memory(
         id=r.id, kind=r.kind, text=r.text, tags=r.tags, metadata=r.metadata, source=r.source,
         embedding_model=r.embedding_model, dimension=0 if r.embedding is None else len(r.embedding),
-        content_hash=r.content_hash, superseded_by=superseded_by,
+        content_hash=r.content_hash, superseded_by=superseded_by, namespace=r.namespace,
     )
     m.created_at.FromMilliseconds(r.created_at)
     m.updated_at.FromMilliseconds(r.updated_at)
@@ -110,8 +114,19 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if isinstance(self.index, AnnIndex):
             self.index.save()  # (a kill -9 skips this: the next open repairs what lags)
 
-    async def _refuse(self, context, error: Invalid) -> None:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    async def _refuse(self, context, error: Invalid | Denied) -> None:
+        code = grpc.StatusCode.PERMISSION_DENIED if isinstance(error, Denied) else grpc.StatusCode.INVALID_ARGUMENT
+        await context.abort(code, str(error))
+
+    def access(self, context) -> Access:
+        """What the caller may read and write (namespaces.py)."""
+        return self.p.namespaces.access(*caller(context))
+
+    async def _visible(self, memory_id: str, access: Access, now: int) -> Record | None:
+        """The live memory `memory_id` when the caller may see it; None as for an unknown id (a
+        memory of another namespace does not exist for this caller: no probing for ids)."""
+        record = await self.read(self.store.get, memory_id, now) if memory_id else None
+        return record if record is not None and access.may_read(record.namespace) else None
 
     # -- validation -------------------------------------------------------------------------------
     def _kind(self, kind: str) -> str:
@@ -154,18 +169,21 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             raise Invalid(f"filter: {name} is out of range; give a time between the years 1 and 9999")
         return millis
 
-    def _query(self, f: pb.Filter) -> Query:
+    def _query(self, f: pb.Filter, access: Access) -> Query:
+        """The store's query for filter `f`, within the namespaces `access` allows (Denied)."""
         for kind in f.kinds:
             self._kind(kind)
         for name, values in (("kinds", f.kinds), ("exclude_kinds", f.exclude_kinds), ("tags_all", f.tags_all),
                              ("tags_any", f.tags_any)):
             if len(values) > MAX_TAGS:
                 raise Invalid(f"filter: {name} has {len(values)} entries; at most {MAX_TAGS}")
+        if len(f.namespaces) > MAX_TAGS:
+            raise Invalid(f"filter: namespaces has {len(f.namespaces)} entries; at most {MAX_TAGS}")
         if len(f.metadata) > MAX_METADATA:
             raise Invalid(f"filter: metadata has {len(f.metadata)} entries; at most {MAX_METADATA}")
         query = Query(
             kinds=list(f.kinds), exclude_kinds=list(f.exclude_kinds), tags_all=list(f.tags_all), tags_any=list(f.tags_any),
-            metadata=dict(f.metadata),
+            metadata=dict(f.metadata), namespaces=access.search(list(f.namespaces)),
             created_after=self._time("created_after", f.created_after) if f.HasField("created_after") else None,
             created_before=self._time("created_before", f.created_before) if f.HasField("created_before") else None,
         )
@@ -267,27 +285,33 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     # -- the methods --------------------------------------------------------------------------------
     async def Store(self, request, context):
         now = now_ms()
+        access = self.access(context)
         try:
             kind, text = self._kind(request.kind), self._text(request.text)
             tags, metadata = self._tags(request.tags), self._metadata(request.metadata)
             expires_at = self._expiry(request.ttl_seconds, now)
-        except Invalid as exc:
+            namespace = access.target(request.namespace)
+        except (Invalid, Denied) as exc:
             await self._refuse(context, exc)
-        digest = content_hash(kind, text, tags)
+        digest = content_hash(kind, text, tags, namespace)
         existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
         if existing is not None and (existing.expires_at is None or existing.expires_at > now):
             return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
         supersedes, rule = "", ""
         if request.supersedes:
-            old = await self.read(self.store.get, request.supersedes, now)
+            old = await self._visible(request.supersedes, access, now)
             if old is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND,
                                     f"supersedes: no memory {request.supersedes!r} (it may have expired or been deleted)")
+            if old.namespace != namespace:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"supersedes: memory {old.id!r} is in namespace {old.namespace!r}, this one goes to "
+                                    f"{namespace!r}; a memory supersedes only one of its own namespace")
             supersedes, rule = old.id, "asked"
         record = Record(
             id=new_id(), kind=kind, text=text, tags=tags, metadata=metadata, source=request.source or "",
             created_at=now, updated_at=now, expires_at=expires_at,
-            content_hash=digest,
+            content_hash=digest, namespace=namespace,
         )
         # Embed first so one transaction writes the memory with its vector; without an embedding
         # it is stored all the same (acknowledged means stored).
@@ -337,7 +361,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         index = await self.ready_index()
         if index is None or index.model != record.embedding_model:
             return None
-        nearest = await self.read(index.search, record.embedding, 1, Query(kinds=[record.kind]), now)
+        nearest = await self.read(index.search, record.embedding, 1, Query(kinds=[record.kind], namespaces=[record.namespace]), now)
         return restates(record.text, nearest, self.p.restatement_min_similarity)
 
     async def _newer(self, ids: list[str]) -> dict[str, str]:
@@ -351,7 +375,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return current_first(ranked, newer), newer
 
     async def Get(self, request, context):
-        record = await self.read(self.store.get, request.id, now_ms()) if request.id else None
+        record = await self._visible(request.id, self.access(context), now_ms())
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
         newer = await self._newer([record.id])
@@ -369,8 +393,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 raise Invalid(f"top_k is {top_k}; ask for 1 to {MAX_TOP_K}")
             if mode not in (SEMANTIC, KEYWORD, HYBRID):
                 raise Invalid(f"unknown mode {mode}; use SEMANTIC, KEYWORD or HYBRID")
-            query = self._query(request.filter)
-        except Invalid as exc:
+            query = self._query(request.filter, self.access(context))
+        except (Invalid, Denied) as exc:
             await self._refuse(context, exc)
         now = now_ms()
         wide = max(top_k * 4, 40) if mode == HYBRID else top_k
@@ -434,7 +458,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 raise Invalid(f"update_mask: unknown path(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(MASK_PATHS))}")
             if not paths:
                 raise Invalid("nothing to update: set the fields to change (and list them in update_mask)")
-            record = await self.io(self.store.get, request.id, now_ms()) if request.id else None
+            record = await self._visible(request.id, self.access(context), now_ms())
             if record is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r}")
             updated = Record(**record.__dict__)
@@ -454,7 +478,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         except Invalid as exc:
             await self._refuse(context, exc)
         updated.updated_at = now
-        updated.content_hash = content_hash(updated.kind, updated.text, updated.tags)
+        updated.content_hash = content_hash(updated.kind, updated.text, updated.tags, updated.namespace)
         if "text" in paths and updated.text != record.text:
             result = await self.embed([updated.text], updated.tags)
             updated.embedding_model, updated.embedding = (result[0], result[1][0]) if result else ("", None)
@@ -479,7 +503,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         self.announce("memory.updated", updated)
 
     async def History(self, request, context):
-        record = await self.read(self.store.get, request.id, now_ms()) if request.id else None
+        record = await self._visible(request.id, self.access(context), now_ms())
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
         versions = await self.read(self.store.versions, record.id)
@@ -496,7 +520,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
 
     async def Revert(self, request, context):
         now = now_ms()
-        record = await self.read(self.store.get, request.id, now) if request.id else None
+        record = await self._visible(request.id, self.access(context), now)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
         versions = await self.read(self.store.versions, record.id)
@@ -508,14 +532,15 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         old = chosen.record
         restored = Record(**{**record.__dict__, "kind": old.kind, "text": old.text, "tags": old.tags,
                              "metadata": old.metadata, "source": old.source, "updated_at": now})
-        restored.content_hash = content_hash(restored.kind, restored.text, restored.tags)
+        restored.content_hash = content_hash(restored.kind, restored.text, restored.tags, restored.namespace)
         if restored.text != record.text:
             result = await self.embed([restored.text], restored.tags)
             restored.embedding_model, restored.embedding = (result[0], result[1][0]) if result else ("", None)
         return pb.RevertResponse(memory=await self._replace(restored, record, f"revert to {chosen.version}", now, context))
 
     async def Delete(self, request, context):
-        deleted = await self.io(self.store.delete, request.id) if request.id else False
+        visible = await self._visible(request.id, self.access(context), now_ms())
+        deleted = await self.io(self.store.delete, request.id) if visible is not None else False
         if deleted:
             self.index_remove(request.id)
             self.announce("memory.deleted", None, request.id)
@@ -559,7 +584,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 reply.skipped.append(f"{record.id}: {exc}")
                 continue
             updated = Record(**{**record.__dict__, "tags": tags, "updated_at": now,
-                                "content_hash": content_hash(record.kind, record.text, tags)})
+                                "content_hash": content_hash(record.kind, record.text, tags, record.namespace)})
             try:
                 await self._rewrite(updated, record, "tag", now)
             except DuplicateContent as clash:
@@ -573,8 +598,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         """What `request`'s filter matches and the reply so far: (None, the dry run's reply), or
         (the memories to change, a reply to count them in) once the confirm token holds."""
         try:
-            query = self._query(request.filter)
-        except Invalid as exc:
+            query = self._query(request.filter, self.access(context))
+        except (Invalid, Denied) as exc:
             await self._refuse(context, exc)
         now, matched, after = now_ms(), [], None
         while True:
@@ -630,9 +655,9 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         try:
             if not 1 <= size <= MAX_PAGE:
                 raise Invalid(f"page_size is {size}; ask for 1 to {MAX_PAGE}")
-            query = self._query(request.filter)
+            query = self._query(request.filter, self.access(context))
             after = self._after(request.page_token, filter_bytes) if request.page_token else None
-        except Invalid as exc:
+        except (Invalid, Denied) as exc:
             await self._refuse(context, exc)
         records = await self.read(self.store.page, query, now_ms(), after, size + 1)
         more = len(records) > size
@@ -644,9 +669,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         )
 
     async def Stats(self, request, context):
+        try:
+            namespaces = self.access(context).search(list(request.namespaces))
+        except Denied as exc:
+            await self._refuse(context, exc)
         index = await self.ready_index()
         model = index.model if index else ""
-        stats = await self.io(self.store.stats, model, now_ms())
+        stats = await self.io(self.store.stats, model, now_ms(), namespaces)
         return pb.StatsResponse(
             total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"], storage_bytes=stats["storage_bytes"],
             embedding_model=model, stale=stats["stale"], expired=stats["expired"], schema_version=self.store.version,

@@ -22,6 +22,8 @@ from cortex.contracts.memories.v1 import sources_pb2 as pb
 from cortex.contracts.memories.v1 import sources_pb2_grpc
 
 from .chunking import chunks_of
+from .namespaces import DEFAULT, Denied
+from .namespaces import NAME as NAMESPACE
 from .source_store import SourceRow, SourceTable
 from .source_sync import Report, Syncer
 
@@ -110,14 +112,18 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
     async def AddSource(self, request, context):
         try:
             source = self._source(request.source)
+            source.namespace = self.memories.access(context).target(request.source.namespace)
         except Invalid as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Denied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         if not await asyncio.to_thread(Path(source.path).is_dir):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{source.path} is not a folder on the kernel's machine")
         known = await asyncio.to_thread(self.table.get, source.name)
-        if known is not None and known.path != source.path:
+        if known is not None and (known.path, known.namespace) != (source.path, source.namespace):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                f"source {source.name!r} is {known.path}; choose another name or remove it first")
+                                f"source {source.name!r} is {known.path} (namespace {known.namespace!r}); choose another "
+                                "name or remove it first")
         source.added_at = known.added_at if known else _now()
         source.from_config = known.from_config if known else False
         await asyncio.to_thread(self.table.put, source)
@@ -126,7 +132,9 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         return pb.AddSourceResponse(source=await self._proto(source), report=report_proto(report))
 
     async def ListSources(self, request, context):
-        return pb.ListSourcesResponse(sources=[await self._proto(s) for s in await asyncio.to_thread(self.table.all)])
+        access = self.memories.access(context)
+        return pb.ListSourcesResponse(sources=[await self._proto(s) for s in await asyncio.to_thread(self.table.all)
+                                               if access.may_read(s.namespace)])
 
     async def SourceStatus(self, request, context):
         source = await self._named(request.name, context)
@@ -180,7 +188,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         cited = CITATION.match(ref)
         memory = None
         if cited is None or await asyncio.to_thread(self.table.get, cited["name"]) is None:
-            memory = await self.memories.read(self.memories.store.get, ref, _now()) if ref else None
+            memory = await self.memories._visible(ref, self.memories.access(context), _now())
             if memory is None or "file" not in memory.metadata:
                 why = "a memory made from a note" if memory is not None else "a memory id or source:path#Lfirst-Llast"
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"{ref!r} is not {why} (cortex sources list shows the sources)")
@@ -232,7 +240,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
 
     async def _named(self, name: str, context) -> SourceRow:
         source = await asyncio.to_thread(self.table.get, name) if name else None
-        if source is None:
+        if source is None or not self.memories.access(context).may_read(source.namespace):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no source {name!r} (cortex sources list shows them)")
         return source
 
@@ -244,7 +252,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
             files_skipped=sum(r.state == "skipped" for r in files.values()),
             files_failed=sum(r.state == "failed" for r in files.values()),
             chunks=sum(len(r.chunk_ids) for r in files.values()),
-            watching=source.name in self.watchers and not self.watchers[source.name].done(),
+            watching=source.name in self.watchers and not self.watchers[source.name].done(), namespace=source.namespace,
         )
         if source.last_synced:
             out.last_synced.FromMilliseconds(source.last_synced)
@@ -255,7 +263,8 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         return source_row(message.name, message.path, list(message.include), list(message.exclude), from_config)
 
 
-def source_row(name: str, path: str, include: list[str], exclude: list[str], from_config: bool) -> SourceRow:
+def source_row(name: str, path: str, include: list[str], exclude: list[str], from_config: bool,
+               namespace: str = DEFAULT) -> SourceRow:
     """A source as given (config or AddSource), checked: Invalid says what to fix."""
     if not NAME.match(name or ""):
         raise Invalid(f"source name {name!r}: use 1 to 64 letters, digits, '-' or '_' (it is cited as name:path)")
@@ -264,7 +273,9 @@ def source_row(name: str, path: str, include: list[str], exclude: list[str], fro
     for kind, globs in (("include", include), ("exclude", exclude)):
         if len(globs) > MAX_GLOBS or any(not g or len(g) > 256 or g.startswith("/") for g in globs):
             raise Invalid(f"source {name!r}: {kind} takes up to {MAX_GLOBS} relative globs such as '**/*.md'")
-    return SourceRow(name, str(Path(path).expanduser().resolve()), include, exclude, from_config)
+    if not NAMESPACE.match(namespace):
+        raise Invalid(f"source {name!r}: namespace {namespace!r} is not a namespace name (letters, digits and ._:@-)")
+    return SourceRow(name, str(Path(path).expanduser().resolve()), include, exclude, from_config, namespace=namespace)
 
 
 def inside(root: str, rel: str) -> Path | None:

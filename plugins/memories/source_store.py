@@ -18,6 +18,7 @@ class SourceRow:
     from_config: bool = False
     added_at: int = 0
     last_synced: int | None = None
+    namespace: str = "default"  # whose memories its passages are
 
 
 @dataclass
@@ -41,8 +42,9 @@ class SourceTable:
 
     def all(self) -> list[SourceRow]:
         rows = self.store._read().execute(
-            "SELECT name, path, include, exclude, from_config, added_at, last_synced FROM sources ORDER BY name").fetchall()
-        return [SourceRow(n, p, json.loads(i), json.loads(e), bool(c), a, s) for n, p, i, e, c, a, s in rows]
+            "SELECT name, path, include, exclude, from_config, added_at, last_synced, namespace FROM sources ORDER BY name"
+        ).fetchall()
+        return [SourceRow(n, p, json.loads(i), json.loads(e), bool(c), a, s, ns) for n, p, i, e, c, a, s, ns in rows]
 
     def get(self, name: str) -> SourceRow | None:
         return next((s for s in self.all() if s.name == name), None)
@@ -50,11 +52,12 @@ class SourceTable:
     def put(self, source: SourceRow) -> None:
         with self.store.lock, self.store.db:
             self.store.db.execute(
-                "INSERT INTO sources (name, path, include, exclude, from_config, added_at, last_synced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET path = excluded.path, "
-                "include = excluded.include, exclude = excluded.exclude, from_config = excluded.from_config",
+                "INSERT INTO sources (name, path, include, exclude, from_config, added_at, last_synced, namespace) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET path = excluded.path, "
+                "include = excluded.include, exclude = excluded.exclude, from_config = excluded.from_config, "
+                "namespace = excluded.namespace",
                 (source.name, source.path, json.dumps(source.include), json.dumps(source.exclude), int(source.from_config),
-                 source.added_at, source.last_synced))
+                 source.added_at, source.last_synced, source.namespace))
 
     def synced(self, name: str, at: int) -> None:
         with self.store.lock, self.store.db:

@@ -328,8 +328,8 @@ class Syncer:
         base = match.__dict__ if match is not None else {
             "id": new_id(), "kind": "note", "created_at": now, "expires_at": None, "embedding_model": "", "embedding": None}
         return Record(**{**base, "text": chunk.text, "tags": chunk.tags, "metadata": metadata,
-                         "source": _cite(source.name, rel, chunk.lines), "updated_at": now,
-                         "content_hash": content_hash("note", chunk.text, chunk.tags)})
+                         "source": _cite(source.name, rel, chunk.lines), "updated_at": now, "namespace": source.namespace,
+                         "content_hash": content_hash("note", chunk.text, chunk.tags, source.namespace)})
 
 
 def _cite(name: str, rel: str, lines: str) -> str:

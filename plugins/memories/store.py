@@ -35,6 +35,7 @@ class Record:
     content_hash: str
     embedding_model: str = ""
     embedding: np.ndarray | None = field(default=None, repr=False)
+    namespace: str = "default"  # whose memory it is (namespaces.py)
 
 
 @dataclass
@@ -48,10 +49,12 @@ class Query:
     created_after: int | None = None
     created_before: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    namespaces: list[str] | None = None  # None: every namespace
 
     def matches(self, r: Record) -> bool:
         return (
-            (not self.kinds or r.kind in self.kinds)
+            (self.namespaces is None or r.namespace in self.namespaces)
+            and (not self.kinds or r.kind in self.kinds)
             and r.kind not in self.exclude_kinds
             and all(t in r.tags for t in self.tags_all)
             and (not self.tags_any or any(t in r.tags for t in self.tags_any))
@@ -148,7 +151,7 @@ class MemoryStore(ABC):
     @abstractmethod
     def set_embedding(self, memory_id: str, model: str, vector: np.ndarray) -> None: ...
     @abstractmethod
-    def stats(self, model: str, now: int) -> dict: ...
+    def stats(self, model: str, now: int, namespaces: list[str] | None = None) -> dict: ...
     @abstractmethod
     def purge_expired(self, now: int) -> list[str]: ...
     @abstractmethod
@@ -226,9 +229,16 @@ MIGRATIONS = [
         chunk_ids TEXT NOT NULL, synced_at INTEGER NOT NULL, PRIMARY KEY (source, path)
     );
     """,
+    # 6: whose memory each memory is, and in whose namespace a source's notes are (namespaces.py)
+    """
+    ALTER TABLE memories ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX memories_namespace ON memories(namespace, created_at DESC, id DESC);
+    ALTER TABLE sources ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-COLUMNS = "id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, embedding"
+COLUMNS = ("id, kind, text, tags, metadata, source, created_at, updated_at, expires_at, content_hash, embedding_model, "
+           "embedding, namespace")
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -275,7 +285,7 @@ def _record(row: tuple) -> Record:
     return Record(
         id=row[0], kind=row[1], text=row[2], tags=json.loads(row[3]), metadata=json.loads(row[4]), source=row[5],
         created_at=row[6], updated_at=row[7], expires_at=row[8], content_hash=row[9], embedding_model=row[10],
-        embedding=np.frombuffer(blob, dtype=np.float32) if blob else None,
+        embedding=np.frombuffer(blob, dtype=np.float32) if blob else None, namespace=row[12],
     )
 
 
@@ -309,13 +319,13 @@ class SqliteStore(MemoryStore):
     # -- writes --------------------------------------------------------------------------------
     def _write(self, record: Record) -> None:
         self.db.execute(
-            f"INSERT INTO memories ({COLUMNS}, vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO memories ({COLUMNS}, vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id, record.kind, record.text, json.dumps(record.tags), json.dumps(record.metadata, sort_keys=True),
                 record.source, record.created_at, record.updated_at, record.expires_at, record.content_hash,
                 record.embedding_model,
                 record.embedding.astype(np.float32).tobytes() if record.embedding is not None else None,
-                vector_key(record.id),
+                record.namespace, vector_key(record.id),
             ),
         )
         self.db.executemany(
@@ -435,6 +445,9 @@ class SqliteStore(MemoryStore):
     def _where(query: Query, now: int, alias: str = "m") -> tuple[str, list]:
         clauses = [f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)"]
         args: list = [now]
+        if query.namespaces is not None:
+            clauses.append(f"{alias}.namespace IN ({','.join('?' * len(query.namespaces))})")
+            args += query.namespaces
         if query.kinds:
             clauses.append(f"{alias}.kind IN ({','.join('?' * len(query.kinds))})")
             args += query.kinds
@@ -593,24 +606,25 @@ class SqliteStore(MemoryStore):
         with self.lock:
             return [_record(r) for r in self.db.execute(sql + " ORDER BY created_at", args).fetchall()]
 
-    def stats(self, model: str, now: int) -> dict:
-        live = "(expires_at IS NULL OR expires_at > ?)"
+    def stats(self, model: str, now: int, namespaces: list[str] | None = None) -> dict:
+        """Counts over `namespaces` (None: all); storage is the whole file's."""
+        live = "(m.expires_at IS NULL OR m.expires_at > ?)"
+        mine, spaces = "", []
+        if namespaces is not None:
+            mine, spaces = f" AND m.namespace IN ({','.join('?' * len(namespaces))})", list(namespaces)
+
+        def count(sql: str, *args) -> list[tuple]:
+            return self.db.execute(sql, (*args, *spaces)).fetchall()
+
         with self.lock:
-            total = self.db.execute(f"SELECT COUNT(*) FROM memories WHERE {live}", (now,)).fetchone()[0]
-            by_kind = dict(self.db.execute(f"SELECT kind, COUNT(*) FROM memories WHERE {live} GROUP BY kind", (now,)).fetchall())
-            by_tag = dict(
-                self.db.execute(
-                    "SELECT t.tag, COUNT(*) FROM memory_tags t JOIN memories m ON m.id = t.memory_id "
-                    "WHERE (m.expires_at IS NULL OR m.expires_at > ?) GROUP BY t.tag",
-                    (now,),
-                ).fetchall()
-            )
-            stale = self.db.execute(
-                f"SELECT COUNT(*) FROM memories WHERE {live} AND (embedding_model != ? OR embedding IS NULL)", (now, model)
-            ).fetchone()[0]
-            expired = self.db.execute(
-                "SELECT COUNT(*) FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            ).fetchone()[0]
+            total = count(f"SELECT COUNT(*) FROM memories m WHERE {live}{mine}", now)[0][0]
+            by_kind = dict(count(f"SELECT m.kind, COUNT(*) FROM memories m WHERE {live}{mine} GROUP BY m.kind", now))
+            by_tag = dict(count(f"SELECT t.tag, COUNT(*) FROM memory_tags t JOIN memories m ON m.id = t.memory_id "
+                                f"WHERE {live}{mine} GROUP BY t.tag", now))
+            stale = count(f"SELECT COUNT(*) FROM memories m WHERE {live} AND (m.embedding_model != ? OR m.embedding IS NULL)"
+                          f"{mine}", now, model)[0][0]
+            expired = count(f"SELECT COUNT(*) FROM memories m WHERE m.expires_at IS NOT NULL AND m.expires_at <= ?{mine}",
+                            now)[0][0]
             pages = self.db.execute("PRAGMA page_count").fetchone()[0] * self.db.execute("PRAGMA page_size").fetchone()[0]
         wal = self.path.with_name(self.path.name + "-wal")
         return {

@@ -2,7 +2,7 @@
 
 Vectors are L2-normalised, so the dot product is the cosine. One matrix-vector product over 100k
 x 384 takes a few milliseconds with numpy's BLAS; the filters that numpy can apply (kind, time,
-expiry) mask scores before the top-k, the rest (tags, metadata) are checked on candidates in
+expiry, namespace) mask scores before the top-k, the rest (tags, metadata) are checked on candidates in
 score order.
 """
 
@@ -25,6 +25,8 @@ class VectorIndex:
         self._records: list[Record] = []  # what the filters look at (no vectors kept twice)
         self._kind_codes: dict[str, int] = {}
         self._kinds = np.zeros(capacity, dtype=np.int32)
+        self._space_codes: dict[str, int] = {}
+        self._spaces = np.zeros(capacity, dtype=np.int32)
         self._created = np.zeros(capacity, dtype=np.int64)
         self._expires = np.full(capacity, np.inf)
 
@@ -38,6 +40,7 @@ class VectorIndex:
         capacity = self._matrix.shape[0] * 2
         self._matrix = np.resize(self._matrix, (capacity, self.dimension))
         self._kinds = np.resize(self._kinds, capacity)
+        self._spaces = np.resize(self._spaces, capacity)
         self._created = np.resize(self._created, capacity)
         self._expires = np.resize(self._expires, capacity)
 
@@ -58,6 +61,7 @@ class VectorIndex:
         self._records.append(slim)
         self._rows[record.id] = row
         self._kinds[row] = self._kind_codes.setdefault(record.kind, len(self._kind_codes))
+        self._spaces[row] = self._space_codes.setdefault(record.namespace, len(self._space_codes))
         self._created[row] = record.created_at
         self._expires[row] = record.expires_at if record.expires_at is not None else np.inf
 
@@ -71,6 +75,7 @@ class VectorIndex:
             self._matrix[row] = self._matrix[last]
             self._ids[row], self._records[row] = moved, self._records[last]
             self._kinds[row], self._created[row], self._expires[row] = self._kinds[last], self._created[last], self._expires[last]
+            self._spaces[row] = self._spaces[last]
             self._rows[moved] = row
         self._ids.pop()
         self._records.pop()
@@ -81,6 +86,9 @@ class VectorIndex:
             return []
         scores = self._matrix[:n] @ vector.astype(np.float32)
         mask = self._expires[:n] > now
+        if query.namespaces is not None:
+            codes = [self._space_codes[s] for s in query.namespaces if s in self._space_codes]
+            mask &= np.isin(self._spaces[:n], codes)
         if query.kinds:
             codes = [self._kind_codes[k_] for k_ in query.kinds if k_ in self._kind_codes]
             mask &= np.isin(self._kinds[:n], codes)

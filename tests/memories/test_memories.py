@@ -183,7 +183,7 @@ def test_stats(memories):
     store(stub, "b", tags=["x"])
     stats = stub.Stats(pb.StatsRequest(), timeout=30)
     assert stats.total == 2 and dict(stats.by_kind) == {"fact": 1, "note": 1} and dict(stats.by_tag) == {"x": 2, "y": 1}
-    assert stats.storage_bytes > 0 and stats.stale == 0 and stats.schema_version == 5
+    assert stats.storage_bytes > 0 and stats.stale == 0 and stats.schema_version == 6
     assert stats.embedding_model == "all-MiniLM-L6-v2" and "2 vectors of 384 dims" in stats.index
 
 

@@ -243,7 +243,8 @@ def test_cli_sources_run_cites_and_open_resolves(tmp_path, serve_process):
 
 def test_only_admin_adds_or_removes_a_source(start_kernel, channel_to, data_dir, tmp_path):
     """AddSource makes the kernel read a folder as its own user: a key holder or a caller without
-    a credential cannot point it at ~/.ssh. Reading what was added is for every caller."""
+    a credential cannot point it at ~/.ssh. Reading what was added is for the owner's callers (a
+    key holder has a namespace of its own: the owner's notes do not exist for it)."""
     from cortex.kernel.credentials import KeyStore
 
     root = tmp_path / "vault"
@@ -259,7 +260,11 @@ def test_only_admin_adds_or_removes_a_source(start_kernel, channel_to, data_dir,
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "builtin/sources-admin" in err.value.details()
     add(admin, root)
     assert [s.name for s in anonymous.ListSources(pb.ListSourcesRequest(), timeout=10).sources] == ["notes"]
-    assert "Hartmann" in anonymous.Open(pb.OpenRequest(ref="notes:health.md#L6-L7"), timeout=10, metadata=key).text
+    assert "Hartmann" in anonymous.Open(pb.OpenRequest(ref="notes:health.md#L6-L7"), timeout=10).text
+    assert [s.name for s in anonymous.ListSources(pb.ListSourcesRequest(), timeout=10, metadata=key).sources] == []
+    with pytest.raises(grpc.RpcError) as err:
+        anonymous.Open(pb.OpenRequest(ref="notes:health.md#L6-L7"), timeout=10, metadata=key)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as err:
         anonymous.RemoveSource(pb.RemoveSourceRequest(name="notes"), timeout=10, metadata=key)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

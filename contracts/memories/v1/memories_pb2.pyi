@@ -24,7 +24,7 @@ SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 
 class Memory(_message.Message):
-    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash", "superseded_by")
+    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash", "superseded_by", "namespace")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Memory(_message.Message):
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     text: str
@@ -58,10 +59,11 @@ class Memory(_message.Message):
     dimension: int
     content_hash: str
     superseded_by: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ..., superseded_by: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ..., superseded_by: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("text", "kind", "tags", "metadata", "source", "ttl_seconds", "supersedes")
+    __slots__ = ("text", "kind", "tags", "metadata", "source", "ttl_seconds", "supersedes", "namespace")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class StoreRequest(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     text: str
     kind: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -83,7 +86,8 @@ class StoreRequest(_message.Message):
     source: str
     ttl_seconds: int
     supersedes: str
-    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., supersedes: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., supersedes: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("id", "created", "memory", "supersedes", "rule", "updated")
@@ -220,7 +224,7 @@ class GetResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
 
 class Filter(_message.Message):
-    __slots__ = ("kinds", "tags_all", "tags_any", "created_after", "created_before", "metadata", "exclude_kinds")
+    __slots__ = ("kinds", "tags_all", "tags_any", "created_after", "created_before", "metadata", "exclude_kinds", "namespaces")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +239,7 @@ class Filter(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KINDS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     kinds: _containers.RepeatedScalarFieldContainer[str]
     tags_all: _containers.RepeatedScalarFieldContainer[str]
     tags_any: _containers.RepeatedScalarFieldContainer[str]
@@ -242,7 +247,8 @@ class Filter(_message.Message):
     created_before: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
     exclude_kinds: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kinds: _Optional[_Iterable[str]] = ..., tags_all: _Optional[_Iterable[str]] = ..., tags_any: _Optional[_Iterable[str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., exclude_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kinds: _Optional[_Iterable[str]] = ..., tags_all: _Optional[_Iterable[str]] = ..., tags_any: _Optional[_Iterable[str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., exclude_kinds: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "mode", "top_k", "filter", "min_score")
@@ -346,8 +352,10 @@ class ListResponse(_message.Message):
     def __init__(self, memories: _Optional[_Iterable[_Union[Memory, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("total", "by_kind", "by_tag", "storage_bytes", "embedding_model", "stale", "expired", "index", "schema_version")

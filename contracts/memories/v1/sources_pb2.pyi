@@ -23,7 +23,7 @@ FILE_STATE_SKIPPED: FileState
 FILE_STATE_FAILED: FileState
 
 class Source(_message.Message):
-    __slots__ = ("name", "path", "include", "exclude", "from_config", "files_indexed", "files_skipped", "files_failed", "chunks", "last_synced", "watching")
+    __slots__ = ("name", "path", "include", "exclude", "from_config", "files_indexed", "files_skipped", "files_failed", "chunks", "last_synced", "watching", "namespace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Source(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     LAST_SYNCED_FIELD_NUMBER: _ClassVar[int]
     WATCHING_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     include: _containers.RepeatedScalarFieldContainer[str]
@@ -46,7 +47,8 @@ class Source(_message.Message):
     chunks: int
     last_synced: _timestamp_pb2.Timestamp
     watching: bool
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., from_config: _Optional[bool] = ..., files_indexed: _Optional[int] = ..., files_skipped: _Optional[int] = ..., files_failed: _Optional[int] = ..., chunks: _Optional[int] = ..., last_synced: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watching: _Optional[bool] = ...) -> None: ...
+    namespace: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., from_config: _Optional[bool] = ..., files_indexed: _Optional[int] = ..., files_skipped: _Optional[int] = ..., files_failed: _Optional[int] = ..., chunks: _Optional[int] = ..., last_synced: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watching: _Optional[bool] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class AddSourceRequest(_message.Message):
     __slots__ = ("source",)

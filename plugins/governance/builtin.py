@@ -16,7 +16,7 @@
 - builtin/local-never-administers: `local` (an unauthenticated caller on loopback) never changes
   policies, whatever else is allowed. Not overridable.
 - builtin/local-default: `local` may call only the kernel's read-only service and the memory
-  (and source), model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
+  (source, archive), model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
 - builtin/plugin-manifest: a plugin may call only the contracts it provides or its manifest
   declares (entry-point group `cortex.calls`).
 The last two are computed, not written: see Governance._computed_rule.
@@ -93,7 +93,8 @@ BUILTIN_RULES = [
 
 # what an unauthenticated loopback caller may call unless a rule allows more
 LOCAL_SERVICES = (
-    "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", SOURCES, "cortex.models.v1.ModelService",
+    "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", SOURCES, "cortex.memories.v1.ArchiveService",
+    "cortex.models.v1.ModelService",
     "cortex.cerebrum.v1.CerebrumService", "cortex.events.v1.EventService",
 )
 LOCAL_RULE = pb.Rule(

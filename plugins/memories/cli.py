@@ -1,5 +1,6 @@
 """`cortex remember`, `cortex recall`, `cortex memories get|delete|list|stats|history|revert|
-delete-matching|tag-matching|reindex|import`: clients of MemoryService on the running kernel."""
+delete-matching|tag-matching|reindex|import|export`: clients of MemoryService (and ArchiveService)
+on the running kernel."""
 
 from __future__ import annotations
 
@@ -331,9 +332,16 @@ def notes_of(path: Path, split: str) -> list[tuple[str, list[str], str]]:
 @click.option("--split", type=click.Choice(["note", "headings"]), default="note", show_default=True,
               help="One memory per note, or per heading section.")
 @click.option("--kind", default="note", show_default=True)
-def import_(config, target, path, split, kind):
-    """Import a folder of Markdown/text notes (tags from front matter)."""
+@click.option("--into", default="", help="An archive: put every memory in this namespace instead of its own.")
+def import_(config, target, path, split, kind, into):
+    """Import an archive made by `cortex memories export` (exactly: ids, versions, vectors), or a
+    folder of Markdown/text notes (tags from front matter; `cortex sources add` keeps one in sync)."""
+    from .archive_cli import import_archive
+    from .archive_file import manifest_of
+
     root = Path(path)
+    if manifest_of(root) is not None:
+        return import_archive(config, target, root, into)
     files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.suffix.lower() in (".md", ".markdown", ".txt"))
     client, stub = _stub(config, target)
     created = existing = 0
@@ -346,8 +354,10 @@ def import_(config, target, path, split, kind):
 
 
 def register(cli: click.Group) -> None:
+    from .archive_cli import export
     from .source_cli import register as register_sources
 
+    memories.add_command(export)
     for command in (remember, recall, memories):
         cli.add_command(command)
     register_sources(cli)

@@ -1,4 +1,5 @@
-"""The memories plugin: `MemoryService`, stored in `<data dir>/memories/memories.db`.
+"""The memories plugin: `MemoryService`, `SourceService` (watched folders) and `ArchiveService`
+(export and import), stored in `<data dir>/memories/memories.db`.
 
 Embeddings come from `cortex.models.v1.ModelService` through the kernel (whichever provider the
 router picks; the plugin's manifest declares that call), never from a model plugin directly.
@@ -39,8 +40,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cortex.contracts.memories.v1 import archive_pb2, sources_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as pb
-from cortex.contracts.memories.v1 import sources_pb2
 from cortex.kernel import Health, check_settings, hookimpl
 
 from .namespaces import DEFAULT, Namespaces
@@ -49,6 +50,7 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 SOURCE_SERVICE = sources_pb2.DESCRIPTOR.services_by_name["SourceService"]
+ARCHIVE_SERVICE = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
 SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold", "restatements",
             "restatement_min_similarity", "watch", "rescan_seconds", "watch_debounce_ms", "source", "namespaces", "shared"}
@@ -131,6 +133,7 @@ class MemoriesPlugin:
 
     @hookimpl
     def cortex_register(self, registry) -> None:
+        from .archive_service import ArchiveServicer
         from .service import MemoryServicer
         from .source_service import SourceServicer
 
@@ -138,6 +141,7 @@ class MemoriesPlugin:
         self.sources = SourceServicer(self, self.servicer)
         registry.add(SERVICE, self.servicer, local=True)
         registry.add(SOURCE_SERVICE, self.sources, local=True)
+        registry.add(ARCHIVE_SERVICE, ArchiveServicer(self, self.servicer, self.sources), local=True)
 
     @hookimpl
     async def cortex_start(self, context) -> None:

@@ -63,7 +63,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
             source.last_synced = known.last_synced if known else None
             await asyncio.to_thread(self.table.put, source)
         for source in await asyncio.to_thread(self.table.all):
-            self._follow(source, sync_first=True)
+            self.follow(source, sync_first=True)
         self._rescan = asyncio.create_task(self._rescan_loop())
 
     async def stop(self) -> None:
@@ -73,7 +73,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         await asyncio.gather(*tasks, return_exceptions=True)
         self.watchers.clear()
 
-    def _follow(self, source: SourceRow, sync_first: bool) -> None:
+    def follow(self, source: SourceRow, sync_first: bool) -> None:
         if self.p.watch and source.name not in self.watchers:
             self.watchers[source.name] = asyncio.create_task(self._watch(source, sync_first))
         elif sync_first:  # not watched: synced at start all the same, then by the rescan
@@ -128,7 +128,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         source.from_config = known.from_config if known else False
         await asyncio.to_thread(self.table.put, source)
         report = await self._sync(source, False, context)
-        self._follow(source, sync_first=False)
+        self.follow(source, sync_first=False)
         return pb.AddSourceResponse(source=await self._proto(source), report=report_proto(report))
 
     async def ListSources(self, request, context):

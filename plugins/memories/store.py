@@ -138,6 +138,13 @@ class MemoryStore(ABC):
     def links(self, ids: list[str]) -> list[Link]:
         """Every supersession link in which one of `ids` is the old or the new memory."""
     @abstractmethod
+    def import_batch(self, items: list[tuple[Record, list[Version]]], now: int) -> list[str]:
+        """Write archived memories as they were (ids, times, versions), in one transaction; for
+        each, "added", "unchanged" (this very memory is here), or why it was skipped."""
+    @abstractmethod
+    def import_links(self, links: list[Link]) -> int:
+        """Record the links whose two memories are here (an existing link stays); how many were new."""
+    @abstractmethod
     def page(self, query: Query, now: int, after: tuple[int, str] | None, limit: int) -> list[Record]: ...
     @abstractmethod
     def keyword(self, text: str, query: Query, now: int, limit: int) -> list[tuple[str, float]]: ...
@@ -408,6 +415,39 @@ class SqliteStore(MemoryStore):
             [*ids, *ids],
         ).fetchall()
         return [Link(*row) for row in rows]
+
+    def import_batch(self, items: list[tuple[Record, list[Version]]], now: int) -> list[str]:
+        outcomes = []
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for record, versions in items:
+                same_id = self.db.execute("SELECT content_hash FROM memories WHERE id = ?", (record.id,)).fetchone()
+                same_content = self.db.execute("SELECT id FROM memories WHERE content_hash = ?", (record.content_hash,)).fetchone()
+                if same_id is not None:
+                    outcomes.append("unchanged" if same_id[0] == record.content_hash else "id in use by another memory here")
+                elif same_content is not None:
+                    outcomes.append(f"the same content is memory {same_content[0]} here")
+                elif record.expires_at is not None and record.expires_at <= now:
+                    outcomes.append("expired")
+                else:
+                    self._write(record)
+                    self.db.executemany(
+                        "INSERT OR IGNORE INTO memory_versions(memory_id, version, body, replaced_at, cause) VALUES (?, ?, ?, ?, ?)",
+                        [(record.id, v.version, version_body(v.record), v.replaced_at, v.cause) for v in versions])
+                    outcomes.append("added")
+        self._writes_since_common += len(items)
+        return outcomes
+
+    def import_links(self, links: list[Link]) -> int:
+        with self.lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            added = 0
+            for link in links:
+                both = self.db.execute("SELECT COUNT(*) FROM memories WHERE id IN (?, ?)", (link.old_id, link.new_id)).fetchone()[0]
+                if both == 2:
+                    added += self.db.execute("INSERT OR IGNORE INTO supersessions(old_id, new_id, rule, at) VALUES (?, ?, ?, ?)",
+                                             (link.old_id, link.new_id, link.rule, link.at)).rowcount
+            return added
 
     def set_embedding(self, memory_id: str, model: str, vector: np.ndarray) -> None:
         with self.lock, self.db:

@@ -62,6 +62,15 @@ if [ "$mode" = test ]; then
     warn "the tests need Node.js 18+ and npm: $(hint 'nodejs npm' 'Node.js 18 or newer')"
     exit 1
   fi
+  # The events tests run every EventService test on NATS JetStream too: a real nats-server.
+  if ! command -v nats-server >/dev/null; then
+    if can_apt && { say "installing nats-server for the NATS JetStream event log tests"; apt_install nats-server; }; then
+      :
+    else
+      warn "the tests need nats-server (2.9+, JetStream): $(hint nats-server 'nats-server')"
+      exit 1
+    fi
+  fi
   # The offline test (tests/test_offline.py) runs the main path in a network namespace: ip, unshare.
   if ! command -v ip >/dev/null && can_apt; then
     say "installing iproute2 for the offline test"

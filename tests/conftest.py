@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -233,3 +234,45 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class NatsServer:
+    """A real nats-server with JetStream, on a port of its own, its store in the test's folder.
+    `stop()` kills it (a cut link, a crashed server); `start()` brings it back on the same port
+    and store."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port, self.proc = folder, port, None
+        self.url = f"nats://127.0.0.1:{port}"
+
+    def start(self) -> NatsServer:
+        import socket
+
+        self.proc = subprocess.Popen(
+            [shutil.which("nats-server") or "nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(listening, "nats-server to listen", timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, unused_tcp_port: int) -> Iterator[NatsServer]:
+    """A JetStream server for this test (Debian's nats-server; CI installs it)."""
+    if shutil.which("nats-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("nats-server is not installed: scripts/setup.sh test installs it (apt nats-server)")
+        pytest.skip("nats-server is not installed (apt install nats-server)")
+    server = NatsServer(tmp_path / "nats", unused_tcp_port).start()
+    yield server
+    server.stop()

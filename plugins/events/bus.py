@@ -1,6 +1,7 @@
-"""The event log behind EventService. `EventBus` is the interface (NATS JetStream can back it in
-multi-host deployments); `SqliteEventBus` is the embedded default: one SQLite file, WAL, each
-publish one transaction committed before it is acknowledged, positions from an integer key.
+"""The event log behind EventService. `EventBus` is the interface; `SqliteEventBus` is the
+embedded default: one SQLite file, WAL, each publish one transaction committed before it is
+acknowledged, positions from an integer key. `NatsEventBus` (nats_bus.py) keeps the log in a
+NATS JetStream stream that several kernels share.
 
 Topics are event types; subscribers read the rows after their position whose type matches one
 of their globs (SQLite GLOB: `*`, `?` and `[...]`, case-sensitive, as fnmatch), then wait for
@@ -13,6 +14,8 @@ import asyncio
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,23 +39,57 @@ class StoredEvent:
 MAX_POSITION = 2**63 - 1
 
 
+class BusUnavailable(Exception):
+    """The log cannot be reached now (a NATS server down, a cut link): UNAVAILABLE, retry."""
+
+
 class EventBus(ABC):
-    @abstractmethod
-    def append(self, event: StoredEvent) -> tuple[int, bool]:
-        """Store the event (position ignored); return (position, duplicate). Blocking."""
+    async def start(self, appended_elsewhere: Callable[[], None]) -> None:  # noqa: B027 - optional: most logs need nothing
+        """Begin; call `appended_elsewhere` whenever another process appends (so this kernel's
+        subscribers read on). A log only this process writes has nothing to do."""
 
     @abstractmethod
-    def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
-        """Events after `position` whose type matches a glob (all when none), oldest first. Blocking."""
+    async def append(self, event: StoredEvent) -> tuple[int, bool]:
+        """Store the event (position ignored), durably before returning; (position, duplicate)."""
 
     @abstractmethod
-    def latest_position(self) -> int: ...
+    async def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+        """Events after `position` whose type matches a glob (all when none), oldest first."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    async def latest_position(self) -> int: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
 
 
 class SqliteEventBus(EventBus):
+    """The SQLite file, worked on one thread beside the event loop."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL"):
+        self._sqlite = SqliteLog(path, synchronous)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-events")
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def append(self, event: StoredEvent) -> tuple[int, bool]:
+        return await self._run(self._sqlite.append, event)
+
+    async def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+        return await self._run(self._sqlite.read_after, position, topics, limit)
+
+    async def latest_position(self) -> int:
+        return await self._run(self._sqlite.latest_position)
+
+    async def close(self) -> None:
+        await self._run(self._sqlite.close)
+        self._io.shutdown(wait=True)
+
+
+class SqliteLog:
+    """The events table; blocking calls."""
+
     def __init__(self, path: Path, synchronous: str = "FULL"):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

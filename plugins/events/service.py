@@ -7,14 +7,13 @@ import asyncio
 import re
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
 from cortex.contracts.events.v1 import events_pb2 as pb
 
-from .bus import EventBus, StoredEvent, Wakeup
+from .bus import BusUnavailable, EventBus, StoredEvent, Wakeup
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 MAX_TOPICS = 32
@@ -38,14 +37,14 @@ class EventServicer:
         self.bus: EventBus | None = None
         self.max_data_bytes = max_data_bytes
         self.closing = False
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cortex-events")
         self._wakeup = Wakeup()
         self._hooks: asyncio.Queue[pb.Event] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
 
-    def open(self, bus: EventBus, deliver: Any, stopping: Any) -> None:
-        """Serve `bus`; hand new events to `deliver` (the plugins' cortex_event hooks) in order;
-        end subscriptions when `stopping` is set."""
+    async def open(self, bus: EventBus, deliver: Any, stopping: Any) -> None:
+        """Serve `bus`; hand new events published here to `deliver` (the plugins' cortex_event
+        hooks) in order; end subscriptions when `stopping` is set."""
+        await bus.start(self._wakeup.notify)  # events another kernel appends wake subscribers here too
         self.bus = bus
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -64,8 +63,12 @@ class EventServicer:
         self.closing = True
         self._wakeup.notify()
 
-    async def _blocking(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+    async def _bus(self, context, call, *args):
+        """A call of the log; UNAVAILABLE (retry) when it cannot be reached now."""
+        try:
+            return await call(*args)
+        except BusUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the event log cannot be reached: {exc}")
 
     # -- Publish ---------------------------------------------------------------------------------
     async def Publish(self, request: pb.PublishRequest, context) -> pb.PublishResponse:
@@ -88,7 +91,7 @@ class EventServicer:
             trace_id=event.trace_id or getattr(context, "call_id", ""),
             publisher=getattr(context, "principal", ""),  # never what the request says
         )
-        position, duplicate = await self._blocking(self.bus.append, stored)
+        position, duplicate = await self._bus(context, self.bus.append, stored)
         if not duplicate:
             stored.position = position
             self._wakeup.notify()
@@ -125,10 +128,10 @@ class EventServicer:
                 grpc.StatusCode.INVALID_ARGUMENT, f"give 0 to {MAX_TOPICS} topic globs of 1 to 200 characters each"
             )
         topics = [] if "*" in topics else topics
-        position = await self._blocking(self.bus.latest_position) if request.from_latest else request.after_position
+        position = await self._bus(context, self.bus.latest_position) if request.from_latest else request.after_position
         while not self.closing:
             wakeup = self._wakeup.current
-            events = await self._blocking(self.bus.read_after, position, topics, BATCH)
+            events = await self._bus(context, self.bus.read_after, position, topics, BATCH)
             for event in events:
                 yield pb.SubscribeResponse(event=to_message(event))
                 position = event.position
@@ -140,7 +143,6 @@ class EventServicer:
         self._wakeup.notify()
         for task in self._tasks:
             task.cancel()
-        self._io.shutdown(wait=True)
         if self.bus is not None:
-            self.bus.close()
-            self.bus = None
+            bus, self.bus = self.bus, None
+            await bus.close()

@@ -1,5 +1,6 @@
 """EventService through the kernel: durable, ordered publish/subscribe with replay from a
-position, plugins' cortex_event hooks, and memory.stored from the memories plugin."""
+position, plugins' cortex_event hooks, and memory.stored from the memories plugin. Every test
+runs against both logs, SQLite and NATS JetStream (a real nats-server), so they cannot drift."""
 
 from __future__ import annotations
 
@@ -34,10 +35,19 @@ def take(stream, n: int) -> list[pb.Event]:
     return got
 
 
+@pytest.fixture(params=["sqlite", "nats"])
+def backend(request) -> str:
+    """The events section for each log: the embedded SQLite file, or a NATS stream."""
+    if request.param == "sqlite":
+        return ""
+    server = request.getfixturevalue("nats_server")
+    return f'[plugins.events]\nbackend = "nats"\nnats_url = "{server.url}"\n'
+
+
 @pytest.fixture
-def events(start_kernel, channel_to):
+def events(start_kernel, channel_to, backend):
     def start(config: str = CONFIG, **kw):
-        target, kt = start_kernel(config, **kw)
+        target, kt = start_kernel(config + backend, **kw)
         return events_pb2_grpc.EventServiceStub(channel_to(target)), target, kt
 
     return start

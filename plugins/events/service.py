@@ -127,15 +127,23 @@ class EventServicer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"give 0 to {MAX_TOPICS} topic globs of 1 to 200 characters each"
             )
+        if request.from_latest and request.until_latest:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "from_latest and until_latest together would send nothing: choose one")
         topics = [] if "*" in topics else topics
         position = await self._bus(context, self.bus.latest_position) if request.from_latest else request.after_position
-        while not self.closing:
+        end = await self._bus(context, self.bus.latest_position) if request.until_latest else None
+        while not self.closing and (end is None or position < end):
             wakeup = self._wakeup.current
             events = await self._bus(context, self.bus.read_after, position, topics, BATCH)
             for event in events:
+                if end is not None and event.position > end:
+                    return
                 yield pb.SubscribeResponse(event=to_message(event))
                 position = event.position
             if len(events) < BATCH:
+                if end is not None:
+                    return  # every event up to `end` that matches has been sent
                 await wakeup.wait()
 
     async def close(self) -> None:

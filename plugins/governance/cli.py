@@ -7,6 +7,7 @@ verifying never needs the thing being verified to be up.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .chain import (
     verify_entry,
 )
 from .merkle import consistent
+from .published import read_published
 from .rules import PolicyError, parse_policy
 
 EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_UNSPECIFIED: "?"}
@@ -161,8 +163,14 @@ def proofs() -> None:
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False), help="Expected public key (PEM), kept elsewhere.")
 @click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A checkpoint kept elsewhere (`cortex proofs checkpoint --out`): the log must still hold it (repeatable).")
+@click.option("--published", is_flag=True,
+              help="Also hold each chain to every checkpoint it published on the event bus (read through the kernel "
+                   "at --target: in a cluster, the shared bus).")
+@click.option("--chain", "chains", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Verify this kernel's data dir (repeatable: the chains of a cluster, together).")
+@target_option
 @click.argument("proof", required=False)
-def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, proof) -> None:
+def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, published, chains, target, proof) -> None:
     """Check signatures, the whole hash chain and its checkpoints; report the first broken entry.
     Exits 1 if anything is broken."""
     folder = _data_dir(config, data_dir)
@@ -192,18 +200,45 @@ def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, pr
             sys.exit(1)
         click.echo(f"OK: {proof_id(entry)} (entry {entry.seq}) is signed and linked")
         return
-    verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=kept)
-    click.echo(str(verdict))
-    if not verdict.ok:
+    folders = [Path(c).expanduser().resolve() for c in chains] or [folder]
+    if expected is not None and len(folders) > 1:
+        raise click.ClickException("--public-key names one chain's key: verify one --chain with it")
+    on_bus, ignored = read_published(kernel_client(config, target)) if published else ({}, 0)
+    broken, keys = False, set()
+    for each in folders:
+        broken = _verify_one(each, expected, kept, on_bus if published else None, len(folders) > 1, keys) or broken
+    if published:
+        others = sum(len(cps) for key, cps in on_bus.items() if key not in keys)
+        if others or ignored:
+            click.echo(f"(on the bus besides: {others} checkpoints of chains not given, {ignored} events that are not "
+                       "a governance plugin's checkpoint)")
+    if broken:
         sys.exit(1)
-    chain = _open_chain(folder)
+
+
+def _verify_one(folder: Path, expected, kept, on_bus, named: bool, keys: set) -> bool:
+    """Verify the chain in `folder` (with the checkpoints it published, when `on_bus` is given);
+    print its verdict; True when it is broken."""
     try:
-        swapped = key_files_problem(folder / "governance", chain.public_key())
-    finally:
-        chain.close()
+        chain = AuditChain(folder / "governance" / DB_FILE, read_only=True)
+        try:
+            key = chain.public_key()
+        finally:
+            chain.close()
+    except (ChainError, sqlite3.Error, ValueError):
+        key = b""  # verify_chain says what is wrong with it
+    keys.add(key)
+    mine = on_bus.get(key, []) if on_bus is not None else []
+    verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=[*kept, *mine])
+    label = f"{folder}: " if named else ""
+    held = f"; the {len(mine)} checkpoints it published on the bus hold" if on_bus is not None and verdict.ok else ""
+    click.echo(f"{label}{verdict}{held}")
+    if not verdict.ok:
+        return True
+    swapped = key_files_problem(folder / "governance", key)
     if swapped:
-        click.echo(f"BROKEN: {swapped}")
-        sys.exit(1)
+        click.echo(f"{label}BROKEN: {swapped}")
+    return bool(swapped)
 
 
 def read_checkpoint(path: Path) -> pb.Checkpoint:

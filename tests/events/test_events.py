@@ -195,3 +195,16 @@ def test_subscriptions_end_when_the_kernel_stops_and_resume_after(events):
     publish(stub, "shutdown.test", data="after")
     rest = take(stub.Subscribe(pb.SubscribeRequest(topics=["shutdown.*"], after_position=seen[-1].position), timeout=10), 1)
     assert [e.data for e in seen + rest] == ["before", "after"]
+
+
+def test_until_latest_replays_what_the_log_holds_and_ends(events):
+    stub, _, _ = events()
+    for i in range(6):
+        publish(stub, "ledger.entry" if i % 2 else "ledger.noise", data=str(i))
+    replay = list(stub.Subscribe(pb.SubscribeRequest(topics=["ledger.entry"], until_latest=True), timeout=10))
+    assert [m.event.data for m in replay] == ["1", "3", "5"]  # and the stream ended by itself (no deadline)
+    assert not list(stub.Subscribe(pb.SubscribeRequest(after_position=replay[-1].event.position + 1, until_latest=True),
+                                   timeout=10))
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Subscribe(pb.SubscribeRequest(from_latest=True, until_latest=True), timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

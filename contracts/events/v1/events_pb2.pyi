@@ -51,14 +51,16 @@ class PublishResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., position: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("topics", "after_position", "from_latest")
+    __slots__ = ("topics", "after_position", "from_latest", "until_latest")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     AFTER_POSITION_FIELD_NUMBER: _ClassVar[int]
     FROM_LATEST_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_LATEST_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedScalarFieldContainer[str]
     after_position: int
     from_latest: bool
-    def __init__(self, topics: _Optional[_Iterable[str]] = ..., after_position: _Optional[int] = ..., from_latest: _Optional[bool] = ...) -> None: ...
+    until_latest: bool
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., after_position: _Optional[int] = ..., from_latest: _Optional[bool] = ..., until_latest: _Optional[bool] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("event",)

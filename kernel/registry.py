@@ -132,6 +132,11 @@ class Provider:
         """A remote provider's own health probe; None where the plugin's hook reports health."""
         return None
 
+    def refuses(self, call: Call, owners: tuple[str, ...]) -> str:
+        """Why this provider cannot serve `call` as whom it serves ('' when it can): a remote
+        provider cannot act there for someone this kernel's credentials made."""
+        return ""
+
     async def close(self) -> None:
         pass
 

@@ -13,12 +13,16 @@ Configured, not registered by a plugin:
 The contract must be known here (its generated code imported), so that requests and responses
 can be serialized; the remote side may itself be another Cortex-OS kernel.
 
-With a credential, this kernel acts for its caller there: it sends the caller's principal in
-x-cortex-principal (which the remote honours from a kernel certificate, or a key with the act_as
-scope), so policy and audit on both sides see the same person, unless the caller is one of this
-kernel's own principals (admin, local, key:*, plugin:*, node:*), which mean nothing there: the
-remote then judges the credential itself. Without a credential it sends nothing of the kind, and
-the remote sees `local` (loopback) or refuses the call.
+With a credential, this kernel acts for its caller there: it sends whom the call serves (the
+caller, or for a plugin's call the caller the plugin serves: Call.origin) in x-cortex-principal
+(which the remote honours from a kernel certificate, or a key with the act_as scope), so policy,
+audit and namespaces on both sides see the same person. The kernel's owner (admin, local, its
+plugins: this kernel's own principals, which mean nothing there) is not sent: the remote judges
+the credential itself, which is the owner's there too. Someone else whom only this kernel's
+credentials name (key:alice) cannot be carried, and a call for them is not sent at all (the
+router skips this provider, saying why): it would run there as the owner, in the owner's
+namespace. Without a credential nothing of the kind is sent, and the remote sees `local`
+(loopback) or refuses the call; so only the owner's calls go there.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
-from .credentials import is_reserved
+from .credentials import OWNER_NAMESPACE, is_reserved, namespace_of
 from .dial import Dial
 from .registry import Health, MethodInfo, Provider
 
@@ -91,9 +95,21 @@ class RemoteProvider(Provider):
         forwarded = tuple((k, v) for k, v in call.metadata if k not in own)
         # acting for the caller needs a credential there; this kernel's own principals (admin,
         # local, key:*, plugin:*) mean nothing there: the remote judges the credential instead
+        who = _serves(call)
         credential = self.dial.token or self.dial.tls_cert
-        acting = ((PRINCIPAL_HEADER, call.principal),) if credential and not is_reserved(call.principal) else ()
+        acting = ((PRINCIPAL_HEADER, who),) if credential and not is_reserved(who) else ()
         return (*forwarded, *self.dial.metadata(), *acting, (CALL_ID_HEADER, call.id))
+
+    def refuses(self, call: Call, owners: tuple[str, ...]) -> str:
+        who = _serves(call)
+        if namespace_of(who, owners) == OWNER_NAMESPACE:
+            return ""
+        if not (self.dial.token or self.dial.tls_cert):
+            return f"cannot act for {who} on {self.name}: it is called without a credential, as this kernel's owner"
+        if is_reserved(who):
+            return (f"cannot act for {who} on {self.name}: that principal is this kernel's own, and there the call "
+                    "would run as this kernel (its owner)")
+        return ""
 
     async def unary(self, method, request, call, context, timeout: float | None = None):
         return await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call))
@@ -121,3 +137,8 @@ class RemoteProvider(Provider):
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+
+
+def _serves(call: Call) -> str:
+    """Whom `call` serves: a plugin's call serves the caller the plugin was serving."""
+    return call.origin if call.principal.startswith("plugin:") else call.principal

@@ -152,6 +152,9 @@ class Router:
         if position > 0 and not provider.local and not self.config.data["hybrid"]["conjunction"]:
             reason = "remote provider not allowed: conjunction is off, so remote providers are never fallbacks"
             return Attempt(provider.name, "skipped", reason), ALLOW_BY_DEFAULT
+        refusal = provider.refuses(call, self.owners)
+        if refusal:
+            return Attempt(provider.name, "skipped", refusal), ALLOW_BY_DEFAULT
         call.provider = self._info(provider)
         decision = await self.host.authorize(call)
         if not decision.allow:

@@ -93,3 +93,41 @@ def test_a_remote_provider_for_an_unknown_contract_is_a_config_error(start_kerne
 
     with pytest.raises(ConfigError, match=r"cortex-0.toml:4: \[providers.x\]: unknown contract service 'no.such.v1.Svc'"):
         start_kernel('\n[providers.x]\nendpoint = "127.0.0.1:1"\nservices = ["no.such.v1.Svc"]\n')
+
+
+def test_a_caller_only_this_kernel_knows_is_never_sent_there_as_the_owner(far_kernel, start_kernel, channel_to, data_dir):
+    """key:alice is this kernel's key: on the far kernel it means nothing, and the call would run
+    there as this kernel, the owner (the owner's namespace, the owner's memories). So her calls
+    are served here, and where nothing here can serve them they are refused, saying why."""
+    from cortex.kernel.credentials import KeyStore
+
+    config = f"""
+        [providers.far]
+        endpoint = "{far_kernel.target}"
+        services = ["cortex_echo.v1.EchoService"]
+        token_env = "FAR_KEY"
+        [routing."cortex_echo.v1.EchoService"]
+        order = ["far", "echo"]
+    """
+    target, _ = start_kernel(config)
+    alice = (("authorization", f"Bearer {KeyStore(data_dir).create('alice', [])}"),)
+    stub = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
+    owner = echo_pb2_grpc.EchoServiceStub(channel_to(target))
+    assert owner.Echo(echo_pb2.EchoRequest(), timeout=5).served_by == "far away"
+    reply, call = stub.Echo.with_call(echo_pb2.EchoRequest(), timeout=5, metadata=alice)
+    assert reply.served_by == "echo" and dict(call.trailing_metadata())["x-cortex-route"].startswith("far:skipped")
+    # a gateway's user (a name, not this kernel's credential) is carried there, and served there
+    gateway_user = (*owner_token(target), ("x-cortex-principal", "alice"))
+    assert stub.Echo(echo_pb2.EchoRequest(), timeout=5, metadata=gateway_user).served_by == "far away"
+
+    only_far, _ = start_kernel(config.replace('order = ["far", "echo"]', 'order = ["far"]') + '\n[plugins]\ndisabled = ["echo"]\n')
+    with pytest.raises(grpc.RpcError) as err:
+        echo_pb2_grpc.EchoServiceStub(channel_to(only_far, as_admin=False)).Echo(echo_pb2.EchoRequest(), timeout=5,
+                                                                               metadata=alice)
+    assert "cannot act for key:alice on far" in err.value.details()
+
+
+def owner_token(target):
+    from ..conftest import admin_token
+
+    return (("authorization", f"Bearer {admin_token(target)}"),)

@@ -67,6 +67,23 @@ def stolen_key(data):
     return serialization.load_pem_private_key((data / "governance" / "signing_key.pem").read_bytes(), None)
 
 
+def rewrite_a_proof(db, key, after: int = 5) -> None:
+    """Edit a proof past entry `after`, then re-hash, re-link and re-sign everything after it
+    with `key`: the chain stays consistent in itself (its stored head is not re-signed)."""
+    entries = [pb.AuditEntry.FromString(b) for (b,) in db.execute("SELECT body FROM entries ORDER BY seq")]
+    target = next(e for e in entries[after:] if e.HasField("proof"))
+    target.proof.principal = "someone-innocent"
+    prev = entries[target.seq - 2].hash
+    for entry in entries[target.seq - 1 :]:
+        entry.prev_hash = prev
+        entry.hash = entry_hash(entry)
+        if entry.WhichOneof("body") in SIGNED:
+            entry.signature = key.sign(entry.hash)
+        prev = entry.hash
+        db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, entry.seq))
+    db.commit()
+
+
 def resign_head(db, key) -> None:
     """What an attacker holding the signing key does after rewriting the log: sign a new head."""
     from cortex.plugins.governance.chain import checkpoint_note
@@ -113,19 +130,7 @@ def test_a_log_rewritten_with_the_stolen_key_is_caught_by_a_kept_checkpoint(stop
     export_checkpoint(env, tmp_path / "cp.json")
     key = stolen_key(data)
     db = db_of(data)
-    rows = db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
-    entries = [pb.AuditEntry.FromString(b) for _, b in rows]
-    target = next(e for e in entries[5:] if e.HasField("proof"))
-    target.proof.principal = "someone-innocent"
-    prev = entries[target.seq - 2].hash
-    for entry in entries[target.seq - 1 :]:
-        entry.prev_hash = prev
-        entry.hash = entry_hash(entry)
-        if entry.WhichOneof("body") in SIGNED:
-            entry.signature = key.sign(entry.hash)
-        prev = entry.hash
-        db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, entry.seq))
-    db.commit()
+    rewrite_a_proof(db, key)
     # without the key the rewrite is caught, and narrowed to the entries between two signed heads
     result = verify(env)
     assert result.returncode == 1 and "no longer have the Merkle root the newest signed tree head signed" in result.stdout

@@ -10,11 +10,10 @@ import sqlite3
 
 from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
 from cortex.contracts.governance.v1 import governance_pb2 as pb
-from cortex.plugins.governance.chain import SIGNED, entry_hash
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 from ..conftest import cortex_env, run_cli, wait_for
-from .test_checkpoints import resign_head, stolen_key
+from .test_checkpoints import resign_head, rewrite_a_proof, stolen_key
 
 
 def on_nats(root, server, **extra):
@@ -30,18 +29,7 @@ def rewrite_an_entry(data) -> None:
     """The worst case: the kernel's own key rewrites a proof and re-signs everything after it."""
     key = stolen_key(data)
     db = sqlite3.connect(data / "governance" / "audit.db")
-    entries = [pb.AuditEntry.FromString(b) for (b,) in db.execute("SELECT body FROM entries ORDER BY seq")]
-    target = next(e for e in entries[3:] if e.HasField("proof"))
-    target.proof.principal = "someone-innocent"
-    prev = entries[target.seq - 2].hash
-    for entry in entries[target.seq - 1:]:
-        entry.prev_hash = prev
-        entry.hash = entry_hash(entry)
-        if entry.WhichOneof("body") in SIGNED:
-            entry.signature = key.sign(entry.hash)
-        prev = entry.hash
-        db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (entry.SerializeToString(), entry.hash, entry.seq))
-    db.commit()
+    rewrite_a_proof(db, key, after=3)
     resign_head(db, key)
 
 

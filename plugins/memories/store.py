@@ -1,6 +1,6 @@
-"""Where memories live. `MemoryStore` is the interface (a PostgreSQL + pgvector backend can
-implement it later); `SqliteStore` is the embedded default: one SQLite file in the data dir, WAL,
-FTS5 for keyword search, each memory's vector stored with its row.
+"""Where memories live. `MemoryStore` is the interface; `SqliteStore` is the embedded default: one
+SQLite file in the data dir, WAL, FTS5 for keyword search, each memory's vector stored with its row.
+`PostgresStore` (pg_store.py) is the one several kernels share.
 
 Every write is one transaction, committed before it returns (synchronous=FULL by default), so
 an acknowledged memory survives a kill -9 or a power cut, and the database stays consistent.
@@ -64,6 +64,20 @@ class Query:
         )
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a database server away): the call may succeed later, on
+    this kernel or another. Shaped as a gRPC status, so the router answers UNAVAILABLE and counts
+    it against this provider, never as the caller's mistake."""
+
+    def code(self):
+        import grpc
+
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
+
+
 class DuplicateContent(Exception):
     """A write would give a second memory the kind, text and tags of `existing` (content hashes
     are unique: one memory per content)."""
@@ -105,6 +119,19 @@ def version_record(memory_id: str, body: str) -> Record:
 
 class MemoryStore(ABC):
     """The storage a MemoryService needs."""
+
+    version: int  # the schema version the store is at
+    location: str  # where it is, for health and logs (no credentials)
+
+    def own_index(self, model: str):
+        """The semantic search of a backend that searches its vectors itself (pgvector), shaped as
+        VectorIndex is; None: the plugin keeps an index of the vectors in memory."""
+        return None
+
+    def shared_secret(self, name: str) -> bytes | None:
+        """A key every kernel on this store signs with (page and confirm tokens: one kernel's is
+        good on another), made by the first to ask; None for a store one kernel keeps alone."""
+        return None
 
     @abstractmethod
     def insert(self, record: Record) -> None: ...
@@ -163,6 +190,10 @@ class MemoryStore(ABC):
     def purge_expired(self, now: int) -> list[str]: ...
     @abstractmethod
     def meta(self, key: str, value: str | None = None) -> str | None: ...
+    @abstractmethod
+    def count_vectors(self, model: str) -> int: ...
+    @abstractmethod
+    def vector_dimension(self, model: str) -> int: ...
     @abstractmethod
     def close(self) -> None: ...
 
@@ -263,16 +294,20 @@ COMMON_SHARE = 0.05  # a term in more than this share of memories says little (a
 COMMON_WINDOW = 10_000  # a query of common terms only looks at this many recent memories
 
 
-def fts_query(text: str, common: frozenset[str] = frozenset()) -> tuple[str, bool]:
-    """User words as an FTS5 query: each quoted (no operators get through), any may match.
-    Stopwords, and this corpus's own common terms, are dropped. A query of nothing else asks for
-    all of its words together, and says so (True): it would match most of the store."""
+def query_words(text: str, common: frozenset[str] = frozenset()) -> tuple[list[str], bool]:
+    """The words of a query a keyword search looks for, any of which may match. Stopwords, and
+    this corpus's own common terms, are dropped. A query of nothing else looks for all of its
+    words together, and says so (True): any one of them would match most of the store."""
     words = list(dict.fromkeys(WORD.findall(text.lower())))[:32]
     meaningful = [w for w in words if w not in STOPWORDS] or words
     selective = [w for w in meaningful if w not in common]
-    if selective:
-        return " OR ".join(f'"{w}"' for w in selective), False
-    return " AND ".join(f'"{w}"' for w in meaningful), bool(meaningful)
+    return (selective, False) if selective else (meaningful, bool(meaningful))
+
+
+def fts_query(text: str, common: frozenset[str] = frozenset()) -> tuple[str, bool]:
+    """User words as an FTS5 query: each quoted (no operators get through); query_words says which."""
+    words, every = query_words(text, common)
+    return (" AND " if every else " OR ").join(f'"{w}"' for w in words), every
 
 
 def vector_key(memory_id: str) -> int:
@@ -300,6 +335,7 @@ class SqliteStore(MemoryStore):
     def __init__(self, path: Path, synchronous: str = "FULL"):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        self.location = str(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.lock = threading.RLock()  # one writer; readers share the connection (plugin runs one thread)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -20,8 +20,8 @@ from ..conftest import cortex_env, run_cli
 OFFLINE = {"CORTEX_PLUGINS__DISABLED": '["ollama", "openai"]', "CORTEX_PLUGINS__MEMORIES__WATCH": "false"}
 
 
-def kernel(serve_process, root):
-    env = cortex_env(root, **OFFLINE)
+def kernel(serve_process, root, **settings):
+    env = cortex_env(root, **OFFLINE, **settings)
     proc = serve_process(env=env)
     env["CORTEX_TARGET"] = proc.target
     return proc, env
@@ -43,7 +43,16 @@ def body(path) -> list[str]:
     return [json.dumps(line, sort_keys=True) for line in lines]
 
 
-def test_an_archive_moves_memories_exactly_between_kernels(serve_process, channel_to, tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def importer(request) -> dict[str, str]:
+    """Where the importing kernel keeps its memories: a SQLite file, or PostgreSQL (a household
+    moving its memories onto the team's server)."""
+    if request.param == "sqlite":
+        return {}
+    return {"CORTEX_PLUGINS__MEMORIES__BACKEND": "postgres", "CORTEX_POSTGRES_DSN": request.getfixturevalue("postgres_dsn")}
+
+
+def test_an_archive_moves_memories_exactly_between_kernels(serve_process, channel_to, tmp_path, importer):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "health.md").write_text(textwrap.dedent("""\
@@ -66,7 +75,7 @@ def test_an_archive_moves_memories_exactly_between_kernels(serve_process, channe
     assert cli("memories", "export", str(exported), env=env_a).stdout == (
         f"exported {held} memories, 1 links, 1 sources to {exported}\n")
 
-    b, env_b = kernel(serve_process, tmp_path / "b")
+    b, env_b = kernel(serve_process, tmp_path / "b", **importer)
     imported = cli("memories", "import", str(exported), env=env_b).stdout
     assert imported == f"imported {held} memories (0 already here, 0 skipped, 0 embedded here), 1 links, 1 sources\n"
     again = tmp_path / "b.jsonl"

@@ -9,14 +9,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 
+from .conftest import with_backend
+
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai"]\n'
 SEMANTIC, KEYWORD, HYBRID = pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID
 
 
 @pytest.fixture
-def memories(start_kernel, channel_to):
+def memories(start_kernel, channel_to, backend):
     def start(config: str = CONFIG, **kw):
-        target, kt = start_kernel(config, **kw)
+        target, kt = start_kernel(with_backend(config, backend), **kw)
         return memories_pb2_grpc.MemoryServiceStub(channel_to(target)), kt
 
     return start
@@ -177,13 +179,13 @@ def test_list_pages_with_a_cursor(memories):
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details()
 
 
-def test_stats(memories):
+def test_stats(memories, backend):
     stub, _ = memories()
     store(stub, "a", kind="fact", tags=["x", "y"])
     store(stub, "b", tags=["x"])
     stats = stub.Stats(pb.StatsRequest(), timeout=30)
     assert stats.total == 2 and dict(stats.by_kind) == {"fact": 1, "note": 1} and dict(stats.by_tag) == {"x": 2, "y": 1}
-    assert stats.storage_bytes > 0 and stats.stale == 0 and stats.schema_version == 6
+    assert stats.storage_bytes > 0 and stats.stale == 0 and stats.schema_version == (1 if backend else 6)
     assert stats.embedding_model == "all-MiniLM-L6-v2" and "2 vectors of 384 dims" in stats.index
 
 
@@ -206,20 +208,20 @@ def test_expired_memories_never_come_back(memories, monkeypatch):
     kt.run(kt.kernel.refresh_health())  # the sweeper drops expired rows for good
 
 
-def test_memories_persist_across_a_restart(start_kernel, channel_to):
-    first_target, first = start_kernel(CONFIG)
+def test_memories_persist_across_a_restart(start_kernel, channel_to, backend):
+    first_target, first = start_kernel(with_backend(CONFIG, backend))
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(first_target))
     memory_id = store(stub, "My passport expires in 2031", kind="fact").id
     first.stop()
-    second_target, _ = start_kernel(CONFIG)
+    second_target, _ = start_kernel(with_backend(CONFIG, backend))
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(second_target))
     assert stub.Get(pb.GetRequest(id=memory_id), timeout=5).memory.text == "My passport expires in 2031"
     found = stub.Search(pb.SearchRequest(query="travel document validity", mode=SEMANTIC, top_k=1), timeout=60)
     assert ids(found) == [memory_id]
 
 
-def test_without_an_embedding_provider_memories_are_kept_and_reindexed_later(start_kernel, channel_to):
-    target, kt = start_kernel('[plugins]\ndisabled = ["ollama", "openai", "mlx"]\n')
+def test_without_an_embedding_provider_memories_are_kept_and_reindexed_later(start_kernel, channel_to, backend):
+    target, kt = start_kernel(with_backend('[plugins]\ndisabled = ["ollama", "openai", "mlx"]\n', backend))
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(target))
     memory_id = store(stub, "Water the fern every Sunday").id
     assert store(stub, "Water the fern every Sunday").id == memory_id
@@ -229,7 +231,7 @@ def test_without_an_embedding_provider_memories_are_kept_and_reindexed_later(sta
     hybrid = stub.Search(pb.SearchRequest(query="fern", top_k=3), timeout=30)
     assert hybrid.mode == KEYWORD and ids(hybrid) == [memory_id]
     kt.stop()
-    target, _ = start_kernel(CONFIG)
+    target, _ = start_kernel(with_backend(CONFIG, backend))
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(target))
     assert stub.Stats(pb.StatsRequest(), timeout=30).stale == 1
     progress = list(stub.Reindex(pb.ReindexRequest(), timeout=60))

@@ -12,6 +12,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 
 from ..conftest import cortex_env, plugin_of, run_cli
+from .conftest import with_backend
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai"]\n'
 MONDAY = "Dentist appointment with Dr. Hartmann on Monday 9 March at 10:00 for the yearly check-up and cleaning."
@@ -20,9 +21,9 @@ PRACTICE = "Dr. Amelia Hartmann is my dentist; her practice is on Lindenstrasse 
 
 
 @pytest.fixture
-def memories(start_kernel, channel_to):
+def memories(start_kernel, channel_to, backend):
     def start(extra: str = ""):
-        target, kt = start_kernel(CONFIG + ("[plugins.memories]\n" + extra if extra else ""))
+        target, kt = start_kernel(with_backend(CONFIG + ("[plugins.memories]\n" + extra if extra else ""), backend))
         return memories_pb2_grpc.MemoryServiceStub(channel_to(target)), kt
 
     return start

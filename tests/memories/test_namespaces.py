@@ -12,13 +12,15 @@ from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 
+from .conftest import with_backend
+
 CONFIG = ('[plugins]\ndisabled = ["ollama", "openai"]\n'
           '[plugins.memories.shared]\nfamily = ["key:alice", "key:bob"]\n')
 MODES = (pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID)
 
 
 @pytest.fixture
-def kernel(start_kernel, channel_to, data_dir):
+def kernel(start_kernel, channel_to, data_dir, backend):
     """(target, {who: call metadata}) of a governed kernel with keys alice and bob; `owner` calls
     with the admin token (as the CLI does), `local` without a credential."""
     from cortex.kernel.credentials import KeyStore
@@ -26,7 +28,7 @@ def kernel(start_kernel, channel_to, data_dir):
     from ..conftest import admin_token
 
     def start(config: str = CONFIG):
-        target, _ = start_kernel(config, governance=True)
+        target, _ = start_kernel(with_backend(config, backend), governance=True)
         keys = KeyStore(data_dir)
         who = {name: (("authorization", f"Bearer {keys.create(name, [])}"),) for name in ("alice", "bob")}
         who["owner"] = (("authorization", f"Bearer {admin_token(target)}"),)

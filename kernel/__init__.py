@@ -22,7 +22,7 @@ from .registry import Health, MethodInfo, Registrar
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
-PLUGIN_API_VERSION = "1.3"  # 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace
+PLUGIN_API_VERSION = "1.4"  # 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace; 1.4: postgres_dsn
 
 # Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
 _LAZY = {
@@ -37,6 +37,9 @@ _LAZY = {
     "config_option": "cli", "target_option": "cli", "json_option": "cli", "load_config_or_fail": "cli",
     "kernel_client": "cli", "print_json": "cli", "print_table": "cli", "to_dict": "cli",
     "client_dial": "dial", "configure_logging": "logs", "log_tap": "logs",
+    # a PostgreSQL database shared with other kernels: its DSN from config, under the listener rule
+    "postgres_dsn": "databases", "check_postgres_dsn": "databases", "PostgresPool": "databases",
+    "DatabaseUnavailable": "databases",
     # the kernel itself, for a plugin that embeds one (`cortex mcp` on stdio), and its version
     "Kernel": "runtime", "cortex_version": "runtime",
 }

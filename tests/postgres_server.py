@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,9 +58,13 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, port: int | None = None, fsync: bool = False):
+    def __init__(self, port: int | None = None, fsync: bool = False, host: str = "127.0.0.1",
+                 tls: tuple[Path, Path] | None = None, prefix: list[str] = ()):
+        """`host` to listen on (beyond loopback: give `tls`, a certificate and its key, and clients
+        must verify it), `prefix` to run it elsewhere (`ip netns exec HOST`)."""
         self.port = port or free_port()
         self.fsync = fsync  # tests: off (a test's crash is a killed process, whose writes the OS still holds)
+        self.host, self.prefix = host, list(prefix)
         self.password = secrets.token_hex(12)
         self.folder = Path(tempfile.mkdtemp(prefix="cortex-pg-"))
         self.data = self.folder / "data"
@@ -81,16 +86,34 @@ class PostgresServer:
                         f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--locale=C"],
                        check=True, capture_output=True, **self.run_as)
         pwfile.unlink()
+        # TLS beyond loopback: this build has no SSL, so a terminator (tls_proxy.py) takes TLS on
+        # `host` and hands the plain connection to the server on the host's own loopback
+        self.tls, self.proxy = tls, None
+        self.inner_port = free_port() if tls else self.port
 
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://cortex:{self.password}@127.0.0.1:{self.port}/{database}"
+    def dsn(self, database: str = "postgres", ca: Path | None = None) -> str:
+        """The DSN of `database`; with TLS, verified against `ca` (the CA that signed its certificate)."""
+        tls = ""
+        if self.tls:
+            tls = f"?sslnegotiation=direct&sslmode={'verify-full&sslrootcert=' + str(ca) if ca else 'require'}"
+        return f"postgresql://cortex:{self.password}@{self.host}:{self.port}/{database}{tls}"
 
     def start(self) -> PostgresServer:
+        # elsewhere, the prefix (root's) runs first, then the server's user takes over
+        prefix, run_as = self.prefix, self.run_as
+        if self.prefix and self.run_as:
+            prefix, run_as = [*self.prefix, "setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", "--"], {}
+        if self.tls and self.proxy is None:
+            self.proxy = subprocess.Popen(
+                [*self.prefix, sys.executable, str(Path(__file__).with_name("tls_proxy.py")), f"{self.host}:{self.port}",
+                 f"127.0.0.1:{self.inner_port}", *map(str, self.tls)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.proxy.stdout.readline()  # "listening"
         self.proc = subprocess.Popen(
-            [str(binaries() / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+            [*prefix, str(binaries() / "postgres"), "-D", str(self.data), "-h", "127.0.0.1" if self.tls else self.host,
+             "-p", str(self.inner_port),
              "-c", "unix_socket_directories=", "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200",
              "-c", "shared_buffers=512MB", "-c", "maintenance_work_mem=2GB"],
-            stdout=subprocess.DEVNULL, stderr=open(self.folder / "log", "ab"), **self.run_as)
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "log", "ab"), **run_as)
         deadline = time.monotonic() + 30
         while not self._ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -136,4 +159,7 @@ class PostgresServer:
 
     def remove(self) -> None:
         self.stop()
+        if self.proxy is not None:
+            self.proxy.kill()
+            self.proxy.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)

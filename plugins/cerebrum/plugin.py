@@ -2,7 +2,10 @@
 
 Its manifest declares that it may call any contract (`cerebrum/*` in `cortex.calls`): a plan's
 steps are calls of registered methods, each judged by governance as `plugin:cerebrum`.
-Traces are kept in `<data dir>/cerebrum/traces.db`.
+Traces are kept in `<data dir>/cerebrum/traces.db`, or in PostgreSQL shared by several kernels:
+
+    [plugins.cerebrum]
+    backend = "postgres"        # pg_traces.py; the DSN as for memories (CORTEX_POSTGRES_DSN)
 """
 
 from __future__ import annotations
@@ -23,12 +26,22 @@ class CerebrumPlugin:
         self.traces: Any = None
         self.principal = "plugin:cerebrum"
         self.folder: Any = None
+        self.dsn = ""  # PostgreSQL's, when traces are shared there
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
-        check_settings(config, set(), context.name)
+        check_settings(config, {"backend", "postgres_dsn", "postgres_dsn_env"}, context.name)
         self.channel, self.principal = context.channel, f"plugin:{context.name}"
         self.folder = context.data_dir / "cerebrum"
+        backend = config.get("backend", "sqlite")
+        if backend not in ("sqlite", "postgres"):
+            raise ValueError(f'[plugins.cerebrum] backend = {backend!r}: use "sqlite" or "postgres"')
+        if backend == "postgres":
+            from cortex.kernel import postgres_dsn
+
+            self.dsn = postgres_dsn(config, "plugins.cerebrum")
+        else:
+            self.dsn = ""
 
     @hookimpl
     def cortex_register(self, registry) -> None:
@@ -38,9 +51,16 @@ class CerebrumPlugin:
 
     @hookimpl
     async def cortex_start(self, context) -> None:
-        from .traces import TraceStore
+        import asyncio
 
-        self.traces = TraceStore(self.folder / "traces.db")
+        if self.dsn:
+            from .pg_traces import PostgresTraceStore
+
+            self.traces = await asyncio.to_thread(PostgresTraceStore, self.dsn)
+        else:
+            from .traces import TraceStore
+
+            self.traces = TraceStore(self.folder / "traces.db")
 
     @hookimpl
     async def cortex_health(self) -> Health:

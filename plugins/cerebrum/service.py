@@ -118,7 +118,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         if example and example.results and example.results[0].score >= EXAMPLE_MIN_SCORE:
             hit = example.results[0].memory
             # (the example was found among the caller's own memories: its trace is theirs to reuse)
-            taught = self.p.traces.get(hit.metadata.get("trace_id", ""), None)
+            taught = await asyncio.to_thread(self.p.traces.get, hit.metadata.get("trace_id", ""), None)
             if taught is not None:
                 plan = self.adapt(taught.plan, goal, hit.id, context)
                 try:
@@ -349,7 +349,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             answer_of(steps, summary)
         trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
-        summary.trace_id = self.p.traces.put(trace, namespace)
+        summary.trace_id = await asyncio.to_thread(self.p.traces.put, trace, namespace)
         trace.summary.trace_id = summary.trace_id
         self._announce(trace)
         yield trace
@@ -381,7 +381,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
 
     # -- after the fact -------------------------------------------------------------------------------------
     async def _trace(self, trace_id: str, context) -> pb.Trace:
-        trace = self.p.traces.get(trace_id, whose(context)) if trace_id else None
+        trace = await asyncio.to_thread(self.p.traces.get, trace_id, whose(context)) if trace_id else None
         if trace is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no trace {trace_id!r}; `cortex traces list` shows them")
         return trace
@@ -393,7 +393,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         limit = request.limit or 50
         if limit > 1000:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: at most 1000")
-        return pb.ListTracesResponse(traces=[t.summary for t in self.p.traces.recent(limit, whose(context))])
+        traces = await asyncio.to_thread(self.p.traces.recent, limit, whose(context))
+        return pb.ListTracesResponse(traces=[t.summary for t in traces])
 
     async def Critique(self, request, context):
         trace = await self._trace(request.trace_id, context)

@@ -22,7 +22,7 @@ def trace_id(trace: pb.Trace) -> str:
     return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _loaded(body: bytes) -> pb.Trace:
+def loaded(body: bytes) -> pb.Trace:
     trace = pb.Trace.FromString(body)
     trace.summary.trace_id = trace.id  # the id is made from the content, so it is stored beside it
     return trace
@@ -79,7 +79,7 @@ class TraceStore:
             args.append(namespace)
         with self.lock:
             row = self.db.execute(sql, args).fetchone()
-        return _loaded(row[0]) if row else None
+        return loaded(row[0]) if row else None
 
     def recent(self, limit: int, namespace: str | None) -> list[pb.Trace]:
         sql, args = "SELECT body FROM traces", []
@@ -88,7 +88,7 @@ class TraceStore:
             args.append(namespace)
         with self.lock:
             rows = self.db.execute(sql + " ORDER BY created DESC, id LIMIT ?", [*args, limit]).fetchall()
-        return [_loaded(r[0]) for r in rows]
+        return [loaded(r[0]) for r in rows]
 
     def close(self) -> None:
         with self.lock:

@@ -9,6 +9,8 @@ Settings (`[plugins.governance]` in cortex.toml):
     batch_entries = 512        # tree head, up to this many entries, whichever comes first
     checkpoint_every = 1000    # keep (and publish) a signed tree head as a checkpoint after this
     checkpoint_seconds = 10    # many entries, or this long after the last one, whichever first
+    policy_peers = []          # the kernels of this cluster whose policy changes this one applies:
+                               # their public key files (<data dir>/governance/public_key.pem; cluster_policies.py)
     [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
     id = "..."
 
@@ -46,7 +48,8 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 LABELS_HEADER = "x-cortex-labels"
-SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries"}
+SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries",
+            "policy_peers"}
 
 
 def request_labels(request: Any, metadata: tuple[tuple[str, str], ...]) -> frozenset[str]:
@@ -99,6 +102,10 @@ class Governance:
         self.rejected: list[PolicyError] = []  # policy files not in force, with file and line
         self.writer: AuditWriter | None = None
         self._channel: Any = None
+        self._key: Any = None  # the signing key (chain heads, published policy changes)
+        self.peers: dict[bytes, str] = {}
+        self.sync: Any = None
+        self._folder = Path()
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -123,9 +130,16 @@ class Governance:
         # configure error: the plugin is reported broken.
         self.reload(keep_on_error=False)
         folder = context.data_dir / "governance"
+        peers = config.get("policy_peers", [])
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise ValueError("[plugins.governance] policy_peers is a list of public key files")
+        from .cluster_policies import load_peers
+
+        self.peers, self._folder = load_peers(peers), folder
         if self.writer is not None:
             self.writer.close()
-        self.chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
+        self._key = load_or_create_key(folder)
+        self.chain = AuditChain(folder / "audit.db", self._key)
         self.writer = AuditWriter(
             self.chain, announce=self._announce,
             **{k: config[k] for k in ("batch_ms", "batch_entries", "checkpoint_every", "checkpoint_seconds") if k in config},
@@ -139,7 +153,18 @@ class Governance:
         registry.add(SERVICE, GovernanceServicer(self))
 
     @hookimpl
+    async def cortex_start(self, context) -> None:
+        if self.peers and self._channel is not None:
+            from .cluster_policies import PolicySync, raw
+
+            self.sync = PolicySync(self, self._channel, self._folder, self.peers, raw(self._key.public_key()))
+            self.sync.start()
+
+    @hookimpl
     async def cortex_stop(self, context) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
+            self.sync = None
         if self.writer is not None:
             self.writer.close()  # what is queued, written; the log's last head, kept as a checkpoint
             self.writer = self.chain = None
@@ -160,6 +185,15 @@ class Governance:
             data = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=None)
             self._channel.publish(events_pb2.Event(type="audit.checkpoint", source="cortex/governance",
                                                    subject=str(checkpoint.size), data=data, datacontenttype="application/json"))
+
+    def announce_policy(self, action: str, fields: dict[str, str], principal: str) -> None:
+        """Publish a policy change made here, signed, for the kernels that follow this one's."""
+        if self._channel is not None:
+            from .cluster_policies import TOPIC, signed_change
+
+            self._channel.publish(events_pb2.Event(type=TOPIC, source="cortex/governance", subject=action,
+                                                   data=signed_change(self._key, action, fields, principal),
+                                                   datacontenttype="application/json"))
 
     @hookimpl
     async def cortex_health(self) -> Health:

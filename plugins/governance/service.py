@@ -7,19 +7,17 @@ import re
 from typing import TYPE_CHECKING
 
 import grpc
-import tomlkit
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 
 from .chain import proof_id, verify_entry
-from .rules import CallFacts, PolicyError, parse_policy
+from .policy_files import Refused, add_policy, remove_rule
+from .rules import CallFacts
 
 if TYPE_CHECKING:
     from .plugin import Governance
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-MAX_POLICY_BYTES = 256 * 1024
 MAX_EXPORT = 100_000
 
 
@@ -59,66 +57,21 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         return pb.ListPoliciesResponse(rules=self.gov.rules.rules, default_effect=self.gov.rules.default)
 
     async def AddPolicy(self, request, context):
-        if not request.toml.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "toml is empty: send a document of [[rule]] tables")
-        if len(request.toml.encode()) > MAX_POLICY_BYTES:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"the policy document is over {MAX_POLICY_BYTES // 1024} KiB; split it"
-            )
         try:
-            rules = parse_policy(request.toml, "request")
-        except PolicyError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not rules:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the document holds no [[rule]] table")
-        name = request.name or rules[0].id.replace("/", "_").replace(":", "_")
-        if not NAME.match(name):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name {name!r}: use letters, digits, '_', '.', '-'")
-        path = self.gov.policy_dir / f"{name.removesuffix('.toml')}.toml"
-        existing = {r.id: r.source for r in self.gov.rules.rules}
-        clash = [r.id for r in rules if r.id in existing]
-        if clash:
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"rule id(s) {', '.join(clash)} already in force (from {existing[clash[0]]}); remove them first",
-            )
-        if path.exists():
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{path} exists; choose another name")
-        _write_atomically(path, request.toml)
-        try:
-            self.gov.reload()
-        except PolicyError as exc:
-            path.unlink()  # the rules in force were left as they were
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not added: {exc}")
-        added = [r for r in self.gov.rules.rules if r.source == str(path)]
-        self.gov.writer.record(
-            [pb.AuditEntry(policy_change=pb.PolicyChange(action="add", rule=r, principal=_principal(context))) for r in added]
-        )
-        return pb.AddPolicyResponse(rules=added, path=str(path))
+            added, path = add_policy(self.gov, request.toml, request.name, _principal(context))
+        except Refused as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
+        self.gov.announce_policy("add", {"name": os.path.basename(path).removesuffix(".toml"), "toml": request.toml},
+                                 _principal(context))
+        return pb.AddPolicyResponse(rules=added, path=path)
 
     async def RemovePolicy(self, request, context):
-        rule = next((r for r in self.gov.rules.rules if r.id == request.id), None)
-        if rule is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no rule {request.id!r} is in force; `cortex policy list` shows them")
-        folder = str(self.gov.policy_dir)
-        if not rule.source.startswith(folder + os.sep):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"rule {rule.id!r} comes from {rule.source}, not a policy file: change it there",
-            )
-        path = self.gov.policy_dir / os.path.basename(rule.source)
-        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
-        kept = [t for t in doc.get("rule", []) if t.get("id") != rule.id]
-        if kept:
-            doc["rule"] = tomlkit.aot()
-            for table in kept:
-                doc["rule"].append(table)
-            _write_atomically(path, tomlkit.dumps(doc))
-        else:
-            path.unlink()
-        self.gov.reload()
-        self.gov.writer.record([pb.AuditEntry(policy_change=pb.PolicyChange(action="remove", rule=rule, principal=_principal(context)))])
-        return pb.RemovePolicyResponse(removed=rule)
+        try:
+            removed = remove_rule(self.gov, request.id, _principal(context))
+        except Refused as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
+        self.gov.announce_policy("remove", {"rule_id": removed.id}, _principal(context))
+        return pb.RemovePolicyResponse(removed=removed)
 
     async def _find(self, proof: str, context) -> pb.AuditEntry:
         entry = None
@@ -181,9 +134,3 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         limit = request.limit or MAX_EXPORT
         for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):
             yield pb.ExportAuditResponse(entry=entry)
-
-
-def _write_atomically(path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -176,7 +176,7 @@ def migrate(config):
         store = store_opener(section, cfg.data_dir / "memories", str(section.get("synchronous", "FULL")).upper())()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or a schema newer than this version
+    except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable, or a schema newer than this version
         raise click.ClickException(f"{exc}") from None
     from .pg_store import SCHEMA_VERSION as PG_VERSION
     from .store import SCHEMA_VERSION, SqliteStore

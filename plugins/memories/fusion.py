@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store import STOPWORDS, WORD, Record
+from .store import WORD, Record, query_words
 
 KEYWORD_WEIGHT = 0.25
 
 
 def query_terms(text: str, common: frozenset[str] = frozenset()) -> set[str]:
-    """The words of a query that say something (as fts_query chooses them)."""
-    words = set(WORD.findall(text.lower()))
-    meaningful = {w for w in words if w not in STOPWORDS} or words
-    return {w for w in meaningful if w not in common} or meaningful
+    """The words of a query that say something (those a keyword search looks for)."""
+    return set(query_words(text, common)[0])
 
 
 def coverage(terms: set[str], record: Record) -> float:

@@ -18,8 +18,8 @@ differs is where the work is done:
   storing one text at once make one memory and both answer with it.
 - The schema is versioned in `cortex_memories_schema`; migrations run on start (and by `cortex
   memories migrate`) inside one transaction holding an advisory lock, so two kernels starting at
-  once migrate once.
-- A server that cannot be reached makes a call UNAVAILABLE (StoreUnavailable), never a crash:
+  once migrate once (the kernel's PostgresPool).
+- A server that cannot be reached makes a call UNAVAILABLE (the kernel's DatabaseUnavailable), never a crash:
   another kernel, or a retry, may do better. Connections are checked as they leave the pool, so a
   restarted server costs no failed call.
 
@@ -34,19 +34,18 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import structlog
 
 from .store import (
     COMMON_SHARE,
+    COMMON_WINDOW,
     DuplicateContent,
     Link,
     MemoryStore,
     Query,
     Record,
-    StoreUnavailable,
     Version,
     query_words,
     version_body,
@@ -55,7 +54,6 @@ from .store import (
 
 log = structlog.get_logger("cortex.memories.postgres")
 
-MIGRATION_LOCK = 0x636F727465786D  # pg_advisory_xact_lock key: "cortexm"
 TEXT_SEARCH = "simple"
 EF_SEARCH = 100  # HNSW candidates per search (scripts/bench_memories.py --postgres: recall@10 0.97-0.99 at 5k-100k;
                  # pgvector's default, 40, gives 0.88 at 5k)
@@ -121,67 +119,23 @@ def tsquery(words: list[str], every: bool) -> str:
     return (" & " if every else " | ").join(f"'{w}'" for w in words)
 
 
-def migrate(conn) -> int:
-    """Bring the schema to SCHEMA_VERSION, once, whoever else is starting; the version it is at."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS cortex_memories_schema (version integer NOT NULL)")
-        row = conn.execute("SELECT version FROM cortex_memories_schema").fetchone()
-        version = row[0] if row else 0
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"the database has memories schema {version}, newer than this Cortex-OS knows "
-                               f"({SCHEMA_VERSION}): upgrade this kernel")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(script)
-            log.info("memories.postgres_migrated", version=number)
-        if row is None:
-            conn.execute("INSERT INTO cortex_memories_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-        else:
-            conn.execute("UPDATE cortex_memories_schema SET version = %s", (SCHEMA_VERSION,))
-    return SCHEMA_VERSION
-
-
-def redacted(dsn: str) -> str:
-    """host:port/database of a DSN, for logs and health (never its password)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    parts = conninfo_to_dict(dsn)
-    return f"postgresql://{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-
-
 class PostgresStore(MemoryStore):
     def __init__(self, dsn: str, pool_size: int = 4, timeout: float = 5.0):
         import psycopg
         from pgvector.psycopg import register_vector
-        from psycopg_pool import ConnectionPool
+
+        from cortex.kernel import PostgresPool
 
         self._psycopg = psycopg
-        self.location = redacted(dsn)
-        self.timeout = timeout
-        try:
-            with psycopg.connect(dsn, connect_timeout=max(1, int(timeout))) as conn:
-                self.version = migrate(conn)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot reach PostgreSQL at {self.location}: {exc}") from None
-        self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, configure=register_vector,
-                                   check=ConnectionPool.check_connection, timeout=timeout,
-                                   kwargs={"connect_timeout": max(1, int(timeout))})
-        self.pool.open(wait=True, timeout=timeout)
+        self.pool = PostgresPool(dsn, "cortex_memories_schema", MIGRATIONS, pool_size, timeout, configure=register_vector)
+        self.location, self.version = self.pool.location, self.pool.version
         self._indexed: set[str] = set()  # models whose HNSW index exists
         self._common: frozenset[str] = frozenset()
         self._common_at = 0.0  # when they were counted (time.monotonic)
 
-    @contextmanager
-    def _conn(self) -> Iterator:
-        """A pooled connection in a transaction, committed on leaving; the server away is StoreUnavailable."""
-        from psycopg_pool import PoolTimeout
-
-        try:
-            with self.pool.connection() as conn:
-                yield conn
-        except (self._psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.location} is unavailable ({type(exc).__name__}: "
-                                   f"{str(exc).strip()[:200]}); retry") from None
+    def _conn(self):
+        """A pooled connection in a transaction, committed on leaving; the server away is DatabaseUnavailable."""
+        return self.pool.connection()
 
     def own_index(self, model: str) -> PgVectorSearch:
         return PgVectorSearch(self, model)
@@ -194,7 +148,7 @@ class PostgresStore(MemoryStore):
         from psycopg import sql
 
         with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            self.pool.exclusive(conn)  # one kernel makes it
             if conn.execute("SELECT 1 FROM vector_indexes WHERE model = %s", (model,)).fetchone() is None:
                 name = f"memories_hnsw_{hashlib.sha256(model.encode()).hexdigest()[:16]}"
                 conn.execute(sql.SQL(
@@ -431,6 +385,10 @@ class PostgresStore(MemoryStore):
         if not words:
             return []
         where, args = self._where(query, now)
+        if every:  # ranking most of the store costs much and tells little: the newest memories only
+            where += (" AND m.created_at >= COALESCE((SELECT created_at FROM memories ORDER BY created_at DESC "
+                      "OFFSET %s LIMIT 1), 0)")
+            args.append(COMMON_WINDOW - 1)
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT m.id, ts_rank_cd(m.words, q, 1) AS score FROM memories m, to_tsquery('{TEXT_SEARCH}', %s) q "

@@ -181,12 +181,13 @@ class MemoriesPlugin:
     async def cortex_health(self) -> Health:
         if self.store is None:
             return Health(False, "the store is not open")
+        from cortex.kernel import DatabaseUnavailable
+
         from .service import now_ms
-        from .store import StoreUnavailable
 
         try:  # expired memories go for good
             expired = await self.servicer.io(self.store.purge_expired, now_ms())
-        except StoreUnavailable as exc:
+        except DatabaseUnavailable as exc:
             return Health(False, str(exc))
         for memory_id in expired:
             self.servicer.index_remove(memory_id)
@@ -228,41 +229,15 @@ def store_opener(config: dict[str, Any], folder: Path, synchronous: str = "FULL"
     except ImportError:
         raise ValueError("[plugins.memories] backend = \"postgres\" needs psycopg and pgvector: "
                          "pip install 'cortex-os[cluster]'") from None
-    dsn = str(config.get("postgres_dsn", ""))
-    variable = str(config.get("postgres_dsn_env", "CORTEX_POSTGRES_DSN"))
-    if not dsn:
-        dsn = os.environ.get(variable, "")
-    if not dsn:
-        raise ValueError(f'[plugins.memories] backend = "postgres": set {variable} to the database\'s DSN '
-                         "(postgresql://user:password@host:port/database), or postgres_dsn")
-    check_dsn(dsn)
+    from cortex.kernel import postgres_dsn
+
+    dsn = postgres_dsn(config, "plugins.memories")
     pool_size = int(config.get("postgres_pool_size", 4))
     if not 1 <= pool_size <= 100:
         raise ValueError("[plugins.memories] postgres_pool_size must be 1 to 100")
     from .pg_store import PostgresStore
 
     return lambda: PostgresStore(dsn, pool_size)
-
-
-def check_dsn(dsn: str) -> None:
-    """ValueError unless the database is on this machine, or reached over verified TLS with a
-    credential: the rule every connection that leaves the machine follows."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    from cortex.kernel import is_loopback_host
-
-    try:
-        parts = conninfo_to_dict(dsn)
-    except Exception as exc:  # noqa: BLE001 - psycopg's parse errors have several types
-        raise ValueError(f"[plugins.memories] the PostgreSQL DSN does not parse: {exc}") from None
-    hosts = [h for h in str(parts.get("host", "")).split(",") if h]
-    if all(h.startswith("/") or is_loopback_host(h) for h in hosts or ["localhost"]):
-        return
-    credential = parts.get("password") or parts.get("sslcert") or parts.get("passfile")
-    if parts.get("sslmode") not in ("verify-full", "verify-ca") or not credential:
-        raise ValueError(f"[plugins.memories] PostgreSQL at {','.join(hosts)} is beyond loopback: add sslmode=verify-full "
-                         "(and sslrootcert) and a credential (a password, or sslcert and sslkey), as for every "
-                         "connection that leaves the machine")
 
 
 plugin = MemoriesPlugin()

@@ -64,20 +64,6 @@ class Query:
         )
 
 
-class StoreUnavailable(Exception):
-    """The store cannot be reached now (a database server away): the call may succeed later, on
-    this kernel or another. Shaped as a gRPC status, so the router answers UNAVAILABLE and counts
-    it against this provider, never as the caller's mistake."""
-
-    def code(self):
-        import grpc
-
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return str(self)
-
-
 class DuplicateContent(Exception):
     """A write would give a second memory the kind, text and tags of `existing` (content hashes
     are unique: one memory per content)."""

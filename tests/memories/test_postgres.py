@@ -146,13 +146,13 @@ def test_cortex_memories_migrate_brings_the_database_to_this_version(postgres_ds
     ],
 )
 def test_a_database_beyond_loopback_needs_verified_tls_and_a_credential(dsn, refused):
-    from cortex.plugins.memories.plugin import check_dsn
+    from cortex.kernel import check_postgres_dsn
 
     if not refused:
-        check_dsn(dsn)
+        check_postgres_dsn(dsn)
         return
     with pytest.raises(ValueError, match=re.escape(refused)):
-        check_dsn(dsn)
+        check_postgres_dsn(dsn)
 
 
 def test_a_bad_backend_setting_says_what_to_write(start_kernel):

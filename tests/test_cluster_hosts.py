@@ -51,29 +51,48 @@ def database(hosts, tmp_path):
         server.remove()
 
 
+@pytest.fixture
+def cluster_ca(tmp_path) -> Path:
+    """One CA for the cluster: it signs each kernel's server certificate and the nodes' client
+    certificates (mutual TLS between kernels: a node's certificate is `node:NAME` to the others)."""
+    from cortex.kernel.tls import init_ca
+
+    init_ca(tmp_path / "cluster-ca")
+    return tmp_path / "cluster-ca"
+
+
 class Kernel:
-    """`cortex serve` on a host, TLS on its address, credentials required."""
+    """`cortex serve` on a host, TLS on its address (a certificate of the cluster's CA), credentials
+    required: an API key or the admin token, or a client certificate of the cluster's CA."""
 
-    def __init__(self, serve_process, hosts: Hosts, name: str, data: Path, dsn: str):
-        from cortex.kernel.tls import init_ca
+    def __init__(self, serve_process, hosts: Hosts, name: str, data: Path, dsn: str, ca: Path):
+        import shutil
 
+        from cortex.kernel.tls import init_ca, issue_client, tls_dir
+
+        tls_dir(data).mkdir(parents=True, mode=0o700)
+        for part in ("ca.pem", "ca.key"):
+            shutil.copy2(tls_dir(ca) / part, tls_dir(data) / part)
         made = init_ca(data, hosts=[hosts.address(name)])
         self.ca = made["ca"]
         env = cortex_env(data, CORTEX_PLUGINS__DISABLED=DISABLED, CORTEX_PLUGINS__MEMORIES__BACKEND="postgres",
                          CORTEX_PLUGINS__MEMORIES__WATCH="false", CORTEX_POSTGRES_DSN=dsn,
                          CORTEX_KERNEL__TLS_CERT=str(made["cert"]), CORTEX_KERNEL__TLS_KEY=str(made["key"]),
-                         CORTEX_KERNEL__REQUIRE_CREDENTIALS="true")
+                         CORTEX_KERNEL__TLS_CLIENT_CA=str(made["ca"]), CORTEX_KERNEL__REQUIRE_CREDENTIALS="true")
         self.proc = serve_process("--listen", f"{hosts.address(name)}:50051", env=env, prefix=hosts.prefix(name))
         self.target, self.token = self.proc.target, read_admin_token(data)
+        self.client = issue_client(ca, "tester")  # (a kernel that trusts client certificates asks every caller for one)
 
     def memories(self) -> memories_pb2_grpc.MemoryServiceStub:
-        channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(self.ca.read_bytes()))
-        return memories_pb2_grpc.MemoryServiceStub(authenticated(channel, self.token))
+        cert, key = self.client
+        credentials = grpc.ssl_channel_credentials(self.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+        return memories_pb2_grpc.MemoryServiceStub(authenticated(grpc.secure_channel(self.target, credentials), self.token))
 
 
-def test_store_on_a_find_on_b_and_a_killed_under_load_loses_nothing_acknowledged(hosts, database, serve_process, tmp_path):
-    a = Kernel(serve_process, hosts, "a", tmp_path / "a", database)
-    b = Kernel(serve_process, hosts, "b", tmp_path / "b", database)
+def test_store_on_a_find_on_b_and_a_killed_under_load_loses_nothing_acknowledged(hosts, database, serve_process, tmp_path,
+                                                                                   cluster_ca):
+    a = Kernel(serve_process, hosts, "a", tmp_path / "a", database, cluster_ca)
+    b = Kernel(serve_process, hosts, "b", tmp_path / "b", database, cluster_ca)
     on_a, on_b = a.memories(), b.memories()
     stored = on_a.Store(pb.StoreRequest(text="The boiler is serviced every October by Vaillant"), timeout=60)
     assert on_b.Get(pb.GetRequest(id=stored.id), timeout=10).memory.text.startswith("The boiler")
@@ -120,26 +139,30 @@ def circuit_of(kernel, service: str, provider: str):
     return next(p.circuit for p in contract.providers if p.name == provider)
 
 
-def test_a_cut_link_fails_over_opens_the_circuit_and_recovers(hosts, database, serve_process, tmp_path):
-    """Kernel C (here, on loopback) serves memories from B, else A, both remote over TLS with their
-    keys. B's cable pulled: C's calls fail over to A, B's circuit opens (no more waiting on B); the
-    cable back, B's circuit lets a probe through and B serves again."""
-    a = Kernel(serve_process, hosts, "a", tmp_path / "a", database)
-    b = Kernel(serve_process, hosts, "b", tmp_path / "b", database)
+def test_a_cut_link_fails_over_opens_the_circuit_and_recovers(hosts, database, serve_process, tmp_path, cluster_ca):
+    """Kernel C (here, on loopback) serves memories from B, else A, both remote over mutual TLS (C
+    holds a node certificate of the cluster's CA). B's cable pulled: C's calls fail over to A, B's
+    circuit opens (no more waiting on B); the cable back, B lets a probe through and serves again."""
+    from cortex.kernel.tls import issue_client
+
+    a = Kernel(serve_process, hosts, "a", tmp_path / "a", database, cluster_ca)
+    b = Kernel(serve_process, hosts, "b", tmp_path / "b", database, cluster_ca)
+    node_cert, node_key = issue_client(cluster_ca, "kernel-c")
     service = "cortex.memories.v1.MemoryService"
     providers = "".join(f"""
         [providers.far-{name}]
         endpoint = "{kernel.target}"
         services = ["{service}"]
         tls_ca = "{kernel.ca}"
-        token_env = "FAR_{name.upper()}_KEY"
+        tls_cert = "{node_cert}"
+        tls_key = "{node_key}"
         timeout_seconds = 2
         """ for name, kernel in (("a", a), ("b", b)))
     config = tmp_path / "c.toml"
     config.write_text(f'[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http", "memories"]\n'
                       f'{providers}\n[routing."{service}"]\norder = ["far-b", "far-a"]\n'
                       "[circuit]\nfailure_threshold = 2\nreset_timeout_seconds = 3\nretries = 0\n")
-    c = serve_process(env=cortex_env(tmp_path / "c", CORTEX_CONFIG=str(config), FAR_A_KEY=a.token, FAR_B_KEY=b.token))
+    c = serve_process(env=cortex_env(tmp_path / "c", CORTEX_CONFIG=str(config)))
     via_c = memories_pb2_grpc.MemoryServiceStub(c.channel())
 
     def served_by(text: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 
-from .traces import loaded, trace_id
+from .traces import TraceReads, trace_id
 
 MIGRATIONS = [
     """
@@ -18,7 +18,9 @@ MIGRATIONS = [
 ]
 
 
-class PostgresTraceStore:
+class PostgresTraceStore(TraceReads):
+    mark = "%s"
+
     def __init__(self, dsn: str, pool_size: int = 2):
         from cortex.kernel import PostgresPool
 
@@ -34,24 +36,9 @@ class PostgresTraceStore:
                          (trace.id, namespace))
         return trace.id
 
-    def get(self, trace_id_: str, namespace: str | None) -> pb.Trace | None:
-        """The trace, when it is `namespace`'s (None: anyone's)."""
-        sql, args = "SELECT body FROM traces WHERE id = %s", [trace_id_]
-        if namespace is not None:
-            sql += " AND id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = %s)"
-            args.append(namespace)
+    def _rows(self, sql: str, args: list) -> list[tuple]:
         with self.pool.connection() as conn:
-            row = conn.execute(sql, args).fetchone()
-        return loaded(bytes(row[0])) if row else None
-
-    def recent(self, limit: int, namespace: str | None) -> list[pb.Trace]:
-        sql, args = "SELECT body FROM traces", []
-        if namespace is not None:
-            sql += " WHERE id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = %s)"
-            args.append(namespace)
-        with self.pool.connection() as conn:
-            rows = conn.execute(sql + " ORDER BY created DESC, id LIMIT %s", [*args, limit]).fetchall()
-        return [loaded(bytes(r[0])) for r in rows]
+            return conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         self.pool.close()

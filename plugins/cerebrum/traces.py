@@ -28,7 +28,33 @@ def loaded(body: bytes) -> pb.Trace:
     return trace
 
 
-class TraceStore:
+class TraceReads:
+    """The reads both trace stores answer alike (SQLite here, PostgreSQL in pg_traces.py): each
+    store says how it marks a parameter and how it runs a query."""
+
+    mark = "?"
+
+    def _rows(self, sql: str, args: list) -> list[tuple]:
+        raise NotImplementedError
+
+    def get(self, trace_id_: str, namespace: str | None) -> pb.Trace | None:
+        """The trace, when it is `namespace`'s (None: anyone's)."""
+        sql, args = f"SELECT body FROM traces WHERE id = {self.mark}", [trace_id_]
+        if namespace is not None:
+            sql += f" AND id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = {self.mark})"
+            args.append(namespace)
+        rows = self._rows(sql, args)
+        return loaded(bytes(rows[0][0])) if rows else None
+
+    def recent(self, limit: int, namespace: str | None) -> list[pb.Trace]:
+        sql, args = "SELECT body FROM traces", []
+        if namespace is not None:
+            sql += f" WHERE id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = {self.mark})"
+            args.append(namespace)
+        return [loaded(bytes(r[0])) for r in self._rows(f"{sql} ORDER BY created DESC, id LIMIT {self.mark}", [*args, limit])]
+
+
+class TraceStore(TraceReads):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -71,24 +97,9 @@ class TraceStore:
             self.db.execute("INSERT OR IGNORE INTO trace_namespaces(trace_id, namespace) VALUES (?, ?)", (trace.id, namespace))
         return trace.id
 
-    def get(self, trace_id_: str, namespace: str | None) -> pb.Trace | None:
-        """The trace, when it is `namespace`'s (None: anyone's)."""
-        sql, args = "SELECT body FROM traces WHERE id = ?", [trace_id_]
-        if namespace is not None:
-            sql += " AND id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = ?)"
-            args.append(namespace)
+    def _rows(self, sql: str, args: list) -> list[tuple]:
         with self.lock:
-            row = self.db.execute(sql, args).fetchone()
-        return loaded(row[0]) if row else None
-
-    def recent(self, limit: int, namespace: str | None) -> list[pb.Trace]:
-        sql, args = "SELECT body FROM traces", []
-        if namespace is not None:
-            sql += " WHERE id IN (SELECT trace_id FROM trace_namespaces WHERE namespace = ?)"
-            args.append(namespace)
-        with self.lock:
-            rows = self.db.execute(sql + " ORDER BY created DESC, id LIMIT ?", [*args, limit]).fetchall()
-        return [loaded(r[0]) for r in rows]
+            return self.db.execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self.lock:

@@ -19,12 +19,12 @@ differs is where the work is done:
 - The schema is versioned in `cortex_memories_schema`; migrations run on start (and by `cortex
   memories migrate`) inside one transaction holding an advisory lock, so two kernels starting at
   once migrate once (the kernel's PostgresPool).
-- A server that cannot be reached makes a call UNAVAILABLE (the kernel's DatabaseUnavailable), never a crash:
-  another kernel, or a retry, may do better. Connections are checked as they leave the pool, so a
-  restarted server costs no failed call.
+- A server that cannot be reached makes a call UNAVAILABLE (the kernel's DatabaseUnavailable),
+  never a crash: another kernel, or a retry, may do better. Connections are checked as they leave
+  the pool, so a restarted server costs no failed call.
 
-Run against any PostgreSQL 14+ with pgvector 0.8+ (iterative index scans); the role needs to own its tables, and
-`CREATE EXTENSION vector` to have been run by an administrator if the role may not.
+Run against any PostgreSQL 14+ with pgvector 0.8+ (iterative index scans); the role needs to own
+its tables, and `CREATE EXTENSION vector` to have been run by an administrator if the role may not.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ from .store import (
 log = structlog.get_logger("cortex.memories.postgres")
 
 TEXT_SEARCH = "simple"
-EF_SEARCH = 100  # HNSW candidates per search (scripts/bench_memories.py --postgres: recall@10 0.97-0.99 at 5k-100k;
-                 # pgvector's default, 40, gives 0.88 at 5k)
+# HNSW candidates per search (scripts/bench_memories.py --postgres: recall@10 0.97 at 5k, 0.99 at
+# 20k, 1.00 at 100k; pgvector's default, 40, gives 0.88 at 5k)
+EF_SEARCH = 100
 COMMON_SAMPLE = 10_000  # the newest memories whose words tell this corpus's common terms
 
 MIGRATIONS = [

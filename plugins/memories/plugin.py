@@ -7,7 +7,7 @@ router picks; the plugin's manifest declares that call), never from a model plug
 
 Settings (`[plugins.memories]`):
 
-    backend = "sqlite"          # or "postgres": PostgreSQL 14+ with pgvector 0.7+ (pg_store.py),
+    backend = "sqlite"          # or "postgres": PostgreSQL 14+ with pgvector 0.8+ (pg_store.py),
                                 # which several kernels share; needs pip install 'cortex-os[cluster]'
     postgres_dsn_env = "CORTEX_POSTGRES_DSN"  # the variable holding the DSN (it has the password)
     postgres_dsn = ""           # or the DSN here, e.g. "postgresql://cortex@127.0.0.1/cortex";

@@ -37,3 +37,29 @@ def test_a_trace_made_on_one_kernel_is_shown_and_replayed_on_another(serve_proce
                                         update_mask={"paths": ["text"]}), timeout=60)
     changed = brain_a.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
     assert (changed.status, changed.step_id) == ("diverged", "recall")
+
+
+def test_traces_on_postgresql_are_each_callers_own(postgres_dsn):
+    """The store itself: a trace is its namespaces' (and anyone's for admin, namespace None); one
+    trace written twice is one row."""
+    from cortex.plugins.cerebrum.pg_traces import PostgresTraceStore
+
+    store = PostgresTraceStore(postgres_dsn)
+    try:
+        trace = pb.Trace(created_unix_ms=1, summary=pb.TraceSummary(answer="water the ferns", status="succeeded"))
+        first = store.put(trace, "key:alice")
+        assert store.put(pb.Trace(created_unix_ms=1, summary=pb.TraceSummary(answer="water the ferns", status="succeeded")),
+                         "key:bob") == first
+        assert store.get(first, "key:alice").summary.trace_id == first
+        assert store.get(first, "key:carol") is None and store.get(first, None) is not None
+        assert [t.id for t in store.recent(10, "key:bob")] == [first] and store.recent(10, "key:carol") == []
+        assert len(store.recent(10, None)) == 1
+    finally:
+        store.close()
+
+
+def test_a_postgres_setting_of_cerebrum_is_checked_at_start(start_kernel):
+    _, kt = start_kernel('[plugins.cerebrum]\nbackend = "mysql"\n')
+    assert 'use "sqlite" or "postgres"' in kt.kernel.host.records["cerebrum"].error
+    _, kt = start_kernel('[plugins.cerebrum]\nbackend = "postgres"\npostgres_dsn = "postgresql://c:pw@db.example/c"\n')
+    assert "beyond loopback" in kt.kernel.host.records["cerebrum"].error

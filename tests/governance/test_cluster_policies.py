@@ -19,7 +19,7 @@ from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.kernel.config import ConfigError
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import wait_for
+from ..conftest import audit_entries, wait_for
 from .test_cluster_checkpoints import on_nats
 
 NO_ECHO = '[[rule]]\nid = "no-echo"\neffect = "deny"\nservices = ["cortex_echo.v1.EchoService"]\n'
@@ -108,3 +108,41 @@ def test_policy_peers_must_be_kernel_public_keys(start_kernel, tmp_path):
         with pytest.raises(ConfigError) as err:  # governance is required: the kernel will not serve without it
             start_kernel(f"[plugins.governance]\npolicy_peers = {peers}\n", governance=True)
         assert "policy_peers" in str(err.value) and words in str(err.value)
+
+
+def test_what_a_kernel_does_with_each_published_change(start_kernel, tmp_path):
+    """PolicySync.apply on a kernel's own governance: every kind of change, and every way one is
+    not applied, says what became of it."""
+    from cortex.plugins.governance.chain import load_or_create_key
+    from cortex.plugins.governance.cluster_policies import PolicySync, raw, signed_change
+
+    from ..conftest import plugin_of
+
+    _, kt = start_kernel("", governance=True)
+    gov = plugin_of(kt, "governance")
+    peer = load_or_create_key(tmp_path / "peer")
+    sync = PolicySync(gov, None, tmp_path, {raw(peer.public_key()): "kernel b"}, b"own key")
+
+    def event(action: str, publisher: str = "plugin:governance", key=peer, **fields) -> events_pb2.Event:
+        return events_pb2.Event(type="policy.changed", publisher=publisher, data=signed_change(key, action, fields, "admin"))
+
+    def apply(ev, on=sync) -> str:
+        async def on_the_kernels_loop() -> str:  # where the sync task applies them
+            return on.apply(ev)
+
+        return kt.run(on_the_kernels_loop())
+
+    assert apply(event("add", name="no-echo", toml=NO_ECHO)) == "added no-echo from kernel b"
+    assert apply(event("add", name="no-echo", toml=NO_ECHO)) == "already in force"
+    assert apply(event("add", name="other", toml=NO_ECHO)).startswith("refused: rule id(s) no-echo already in force")
+    assert apply(event("remove", rule_id="no-echo")) == "removed no-echo as kernel b did"
+    assert apply(event("remove", rule_id="no-echo")) == "already removed"
+    assert apply(event("rename", rule_id="x")) == "ignored: unknown action 'rename'"
+    assert apply(event("add", name="x")) == "ignored: not a policy change"  # (no document)
+    assert apply(events_pb2.Event(type="policy.changed", publisher="plugin:governance", data="{")) == "ignored: not a policy change"
+    assert apply(event("add", publisher="admin", name="x", toml=NO_ECHO)).startswith("ignored: published by 'admin'")
+    own = PolicySync(gov, None, tmp_path, {}, raw(peer.public_key()))
+    assert apply(event("add", name="x", toml=NO_ECHO), on=own) == "ignored: this kernel's own change"
+    changes = [e.policy_change for e in audit_entries(kt) if e.HasField("policy_change")]
+    assert [(c.action, c.rule.id, c.principal) for c in changes] == [
+        ("add", "no-echo", "admin via kernel b"), ("remove", "no-echo", "admin via kernel b")]

@@ -159,3 +159,22 @@ def test_a_bad_backend_setting_says_what_to_write(start_kernel):
     _, kt = start_kernel('[plugins]\ndisabled = ["ollama", "openai"]\n[plugins.memories]\nbackend = "mysql"\n')
     record = kt.kernel.host.records["memories"]
     assert record.state == "broken" and 'backend = \'mysql\': use "sqlite" or "postgres"' in record.error
+
+
+def test_a_database_that_is_not_there_is_said_plainly(start_kernel, tmp_path):
+    from cortex.kernel import DatabaseUnavailable
+    from cortex.plugins.memories.pg_store import PostgresStore
+
+    from ..postgres_server import free_port
+
+    with pytest.raises(DatabaseUnavailable, match=r"cannot reach PostgreSQL at postgresql://127.0.0.1:\d+/cortex"):
+        PostgresStore(f"postgresql://cortex:secret@127.0.0.1:{free_port()}/cortex", timeout=1)
+    _, kt = start_kernel('[plugins.memories]\nbackend = "postgres"\npostgres_dsn = "postgresql://c@127.0.0.1/c"\n'
+                         "postgres_pool_size = 0\n")
+    assert "postgres_pool_size must be 1 to 100" in kt.kernel.host.records["memories"].error
+
+
+def test_cortex_memories_migrate_on_the_embedded_store(tmp_path):
+    done = run_cli("memories", "migrate", env=cortex_env(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"memories on {tmp_path / 'data' / 'memories' / 'memories.db'}: schema 6 (this Cortex-OS: 6)"

@@ -42,7 +42,9 @@ def check_postgres_dsn(dsn: str, section: str = "plugins") -> None:
         parts = conninfo_to_dict(dsn)
     except Exception as exc:  # noqa: BLE001 - psycopg's parse errors have several types
         raise ValueError(f"[{section}] the PostgreSQL DSN does not parse: {exc}") from None
-    hosts = [h for h in str(parts.get("host", "")).split(",") if h]
+    # where libpq will connect: hostaddr wins over host, and either may come from the environment
+    named = [str(parts.get(k) or os.environ.get(env, "")) for k, env in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR"))]
+    hosts = [h for value in named for h in value.split(",") if h]
     if all(h.startswith("/") or is_loopback_host(h) for h in hosts or ["localhost"]):
         return
     credential = parts.get("password") or parts.get("sslcert") or parts.get("passfile")

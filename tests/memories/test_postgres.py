@@ -143,6 +143,7 @@ def test_cortex_memories_migrate_brings_the_database_to_this_version(postgres_ds
         ("postgresql://cortex:pw@db.internal/cortex?sslmode=verify-full", ""),
         ("postgresql://cortex:pw@127.0.0.1,db.internal/cortex", "beyond loopback"),
         ("postgresql://[::1", "does not parse"),
+        ("host=localhost hostaddr=10.0.0.5 password=pw", "beyond loopback"),  # (libpq connects to hostaddr)
     ],
 )
 def test_a_database_beyond_loopback_needs_verified_tls_and_a_credential(dsn, refused):

@@ -55,9 +55,11 @@ from .store import (
 log = structlog.get_logger("cortex.memories.postgres")
 
 TEXT_SEARCH = "simple"
-# HNSW candidates per search (scripts/bench_memories.py --postgres: recall@10 0.97 at 5k, 0.99 at
-# 20k, 1.00 at 100k; pgvector's default, 40, gives 0.88 at 5k)
-EF_SEARCH = 100
+# HNSW graph and search widths (scripts/bench_memories.py --postgres). pgvector's defaults
+# (ef_construction 64, ef_search 40) gave recall@10 0.75 at a million memories, ef_search 100 0.83
+# and 400 0.94: the graph was built too narrow, as usearch's was at expansion_add 64.
+EF_CONSTRUCTION = 128
+EF_SEARCH = 200
 COMMON_SAMPLE = 10_000  # the newest memories whose words tell this corpus's common terms
 
 MIGRATIONS = [
@@ -154,7 +156,8 @@ class PostgresStore(MemoryStore):
                 name = f"memories_hnsw_{hashlib.sha256(model.encode()).hexdigest()[:16]}"
                 conn.execute(sql.SQL(
                     "CREATE INDEX IF NOT EXISTS {} ON memories USING hnsw ((embedding::vector({})) vector_ip_ops) "
-                    "WHERE embedding_model = {}").format(sql.Identifier(name), sql.Literal(dimension), sql.Literal(model)))
+                    "WITH (m = 16, ef_construction = {}) WHERE embedding_model = {}").format(
+                        sql.Identifier(name), sql.Literal(dimension), sql.Literal(EF_CONSTRUCTION), sql.Literal(model)))
                 conn.execute("INSERT INTO vector_indexes (model, dimension, name) VALUES (%s, %s, %s)", (model, dimension, name))
                 log.info("memories.postgres_vector_index", model=model, dimension=dimension, index=name)
         self._indexed.add(model)

@@ -66,7 +66,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         except Denied as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         store, read = self.memories.store, self.memories.read
-        model = await read(store.meta, "embedding_model") or ""
+        model = await self.memories.stored_model() or ""
         manifest = pb.ArchiveManifest(format=FORMAT, version=VERSION, vectors=request.vectors and bool(model),
                                       embedding_model=model if request.vectors else "",
                                       dimension=await read(store.vector_dimension, model) if request.vectors and model else 0,
@@ -162,7 +162,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         from .service import Invalid, content_hash
 
         svc, items, embed = self.memories, [], []
-        model = await svc.read(svc.store.meta, "embedding_model") or await self._model()
+        model = await svc.stored_model() or await self._model()
         for line in lines:
             m = line.memory
             try:
@@ -193,10 +193,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         for (record, _), outcome in zip(items, outcomes, strict=True):
             if outcome == "added":
                 reply.added += 1
-                if record.embedding is not None:
-                    if svc.index is None:
-                        await svc.ready_index(await svc.read(svc.store.meta, "embedding_model") or record.embedding_model)
-                    svc.index_add(record)
+                await svc.index_new(record)
             elif outcome == "unchanged":
                 reply.unchanged += 1
             else:

@@ -226,7 +226,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if model is None and self.index is not None:
             return self.index  # the common case, without a trip to the database
         async with self._index_lock:
-            current = model or await self.read(self.store.meta, "embedding_model")
+            current = model or await self.stored_model()
             if current is None:
                 return None
             if self.index is None or self.index.model != current:
@@ -249,6 +249,19 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             index.add(record, record.embedding)
         log.info("memories.index_loaded", model=model, vectors=len(index), seconds=round(time.monotonic() - started, 3))
         return index
+
+    async def stored_model(self) -> str | None:
+        """The embedding model of the store's vectors (None before the first)."""
+        return await self.read(self.store.meta, "embedding_model")
+
+    async def index_new(self, record: Record) -> None:
+        """Put a newly written memory's vector in the index, loading the index first if this is
+        the first vector since start (of the store's model, else of this memory's)."""
+        if record.embedding is None:
+            return
+        if self.index is None:
+            await self.ready_index(await self.stored_model() or record.embedding_model)
+        self.index_add(record)
 
     def index_add(self, record: Record) -> None:
         if self.index is not None and record.embedding is not None and record.embedding_model == self.index.model:
@@ -334,10 +347,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         record, created = await self.io(self.store.put, record, now)
         if not created:
             return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
-        if record.embedding is not None:
-            if self.index is None:
-                await self.ready_index(await self.read(self.store.meta, "embedding_model") or record.embedding_model)
-            self.index_add(record)
+        await self.index_new(record)
         if supersedes:
             await self.io(self.store.supersede, supersedes, record.id, rule, now)
             log.info("memories.superseded", old_id=supersedes, new_id=record.id, rule=rule)
@@ -686,7 +696,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         )
 
     async def Reindex(self, request, context):
-        current = await self.read(self.store.meta, "embedding_model") or ""
+        current = await self.stored_model() or ""
         probe = await self.embed(["reindex"], [])
         if probe is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no embedding provider answered; start one (e.g. enable mlx) and retry")

@@ -22,7 +22,8 @@ from .registry import Health, MethodInfo, Registrar
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
-PLUGIN_API_VERSION = "1.4"  # 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace; 1.4: postgres_dsn
+# 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace; 1.4: postgres_dsn; 1.5: cortex_web_pages
+PLUGIN_API_VERSION = "1.5"
 
 # Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
 _LAZY = {

@@ -187,6 +187,9 @@ class PluginContext:
     # the kernel's listener rule and TLS settings (Exposure): a plugin's own listener calls
     # `context.exposure.check(listen, setting)`; cortex.kernel.asgi.AsgiServer serves its TLS
     exposure: Any = field(default=None)
+    # every loaded plugin's pages (`cortex_web_pages`), prefix -> ASGI app: the http plugin serves
+    # them on its listener; called per request (plugins come and go while the kernel runs)
+    web_pages: Any = field(default=None)
 
     def __post_init__(self) -> None:
         if self.log is None:

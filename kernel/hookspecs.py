@@ -105,5 +105,15 @@ def cortex_doctor(config: dict[str, Any], running: bool) -> list[DoctorCheck] | 
 
 
 @hookspec
+def cortex_web_pages() -> dict[str, Any] | None:
+    """Pages to serve on the kernel's HTTP listener (the http plugin's), beside the HTTP/JSON API
+    and so on its origin: `{"/console": asgi_app}` serves `asgi_app` under that path prefix. What a
+    mounted app serves is public to whoever reaches the listener (no credential is asked for it):
+    static pages and their assets only. Everything a page shows or changes it fetches from the API
+    with the person's own credential, as a governed, audited call. Asked on each request, so a
+    plugin enabled or disabled while the kernel runs adds or takes away its pages at once."""
+
+
+@hookspec
 def cortex_register_commands(cli: click.Group) -> None:
     """Add subcommands to the `cortex` command line (as `llm` plugins do)."""

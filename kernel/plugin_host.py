@@ -401,6 +401,27 @@ class PluginHost:
                                          "report it to the plugin's authors"))
         return found
 
+    def web_pages(self) -> dict[str, Any]:
+        """Every loaded plugin's `cortex_web_pages`, prefix -> ASGI app; a prefix two plugins
+        claim goes to the first (in load order), and a hook that raises is logged and skipped."""
+        pages: dict[str, Any] = {}
+        for record in self.loaded():
+            impl = self._impl(record, "cortex_web_pages")
+            if impl is None:
+                continue
+            try:
+                offered = impl.function(*self._args(impl, {})) or {}
+            except Exception as exc:  # noqa: BLE001 - one plugin's pages must not take down the listener
+                log.error("plugin.web_pages_failed", plugin=record.name, error=first_line(exc))
+                continue
+            for prefix, app in offered.items():
+                prefix = "/" + prefix.strip("/")
+                if prefix in pages or prefix in ("/", "/v1"):
+                    log.warning("plugin.web_prefix_taken", plugin=record.name, prefix=prefix)
+                    continue
+                pages[prefix] = app
+        return pages
+
     def register_commands(self, cli: Any) -> None:
         for record in self.loaded():
             impl = self._impl(record, "cortex_register_commands")

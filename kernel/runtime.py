@@ -149,6 +149,7 @@ class Kernel:
             stopping=self._stopped,
             credentials=self.credentials,
             exposure=self.exposure,
+            web_pages=self.host.web_pages,
         )
 
     def _add_remote_providers(self) -> None:

@@ -96,6 +96,7 @@ LOCAL_SERVICES = (
     "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", SOURCES, "cortex.memories.v1.ArchiveService",
     "cortex.models.v1.ModelService",
     "cortex.cerebrum.v1.CerebrumService", "cortex.events.v1.EventService",
+    "cortex.console.v1.ConsoleService",  # who am I, and the activity charts: read-only
 )
 LOCAL_RULE = pb.Rule(
     id="builtin/local-default",

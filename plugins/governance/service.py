@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import grpc
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 
-from .chain import proof_id, verify_entry
+from .chain import proof_id, verify_chain, verify_entry
 from .policy_files import Refused, add_policy, remove_rule
 from .rules import CallFacts
 
@@ -110,6 +111,12 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
             elif entry.seq > 1 and (before is None or before.hash != entry.prev_hash):
                 problem = f"entry {entry.seq} does not link to entry {entry.seq - 1} in the chain"
         return pb.VerifyProofResponse(valid=not problem, problem=problem)
+
+    async def VerifyChain(self, request, context):
+        # the same walk as `cortex proofs verify --all`, on a read-only connection, off the event loop
+        verdict = await asyncio.to_thread(verify_chain, self.chain.path, self.chain.public_key())
+        return pb.VerifyChainResponse(valid=verdict.ok, checked=verdict.checked, broken_at=verdict.seq,
+                                      problem=verdict.problem)
 
     async def GetCheckpoint(self, request, context):
         return pb.GetCheckpointResponse(checkpoint=self.chain.head)

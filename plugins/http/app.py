@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
@@ -40,9 +40,18 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def page_app(pages: dict[str, Any], path: str) -> tuple[str, Any] | None:
+    """The plugin pages (`cortex_web_pages`) serving `path`: (prefix, ASGI app), or None."""
+    for prefix, app in pages.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix, app
+    return None
+
+
 class HttpApi:
     def __init__(self, gateway: Any, channel: Any, metrics: Metrics, credentials: Any, limiter: RateLimiter,
-                 *, max_body_bytes: int, timeout: float, version: str):
+                 *, max_body_bytes: int, timeout: float, version: str, pages: Any = None):
+        self.pages = pages or dict  # () -> {prefix: ASGI app}: the plugins' pages, asked per request
         self.gateway, self.channel, self.metrics = gateway, channel, metrics
         self.credentials, self.limiter = credentials, limiter
         self.max_body_bytes, self.timeout, self.version = max_body_bytes, timeout, version
@@ -66,6 +75,7 @@ class HttpApi:
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/", self.root, methods=["GET"]),
         ]
         app = Starlette(routes=routes)
         app.add_middleware(_Guard, api=self)
@@ -142,6 +152,12 @@ class HttpApi:
             self._openapi = (methods, openapi.build(list(methods.values()), self.version))
         return JSONResponse(self._openapi[1])
 
+    async def root(self, request: Request) -> Response:
+        """A person who opens the API's address in a browser lands on the first plugin page (the
+        console), else on the API's description."""
+        pages = sorted(self.pages())
+        return RedirectResponse(f"{pages[0]}/" if pages else "/openapi.json", status_code=307)
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -193,7 +209,14 @@ class _Guard:
                 status_seen["status"] = message["status"]
             await send(message)
 
-        refusal = None if path in OPEN_PATHS else self._refusal(scope)
+        page = page_app(self.api.pages(), path)
+        if page is not None:  # a plugin's pages: public by the hook's rule, their data comes from /v1/ calls
+            prefix, app = page
+            route = "page"
+            await app({**scope, "root_path": scope.get("root_path", "") + prefix}, receive, counting_send)
+            self.api.metrics.http_requests.labels(route, str(status_seen.get("status", 0))).inc()
+            return
+        refusal = None if path in OPEN_PATHS or path == "/" else self._refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, counting_send)
         else:

@@ -87,6 +87,7 @@ class HttpPlugin:
                 KernelGateway(context.channel), context.channel, self.metrics,
                 context.credentials, RateLimiter(s["rate"], s["burst"]),
                 max_body_bytes=s["max_body_bytes"], timeout=s["timeout"], version=cortex_version(),
+                pages=context.web_pages,
             )
             self.server = AsgiServer(self.api.app(), s["listen"], "http-api", exposure=context.exposure)
             self.address = await self.server.start()

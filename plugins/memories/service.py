@@ -21,6 +21,7 @@ from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
+from cortex.kernel import RouterError
 
 from .ann_index import AnnIndex
 from .bulk import MAX_BULK, SAMPLE, confirmation, retagged
@@ -98,7 +99,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     # -- plumbing ---------------------------------------------------------------------------------
     @property
     def store(self):
-        return self.p.store
+        store = self.p.store
+        if store is None:  # registered, not yet started (or stopping): a call now is retried, not a crash
+            raise RouterError(grpc.StatusCode.UNAVAILABLE, "the memory store is not open yet (the kernel is starting or "
+                                                           "stopping): retry in a moment")
+        return store
 
     async def io(self, fn, *args):
         """Writes, one at a time, on the writer thread."""

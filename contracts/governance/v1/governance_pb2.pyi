@@ -256,6 +256,22 @@ class VerifyProofRequest(_message.Message):
     entry: AuditEntry
     def __init__(self, id: _Optional[str] = ..., entry: _Optional[_Union[AuditEntry, _Mapping]] = ...) -> None: ...
 
+class VerifyChainRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyChainResponse(_message.Message):
+    __slots__ = ("valid", "checked", "broken_at", "problem")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_AT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    checked: int
+    broken_at: int
+    problem: str
+    def __init__(self, valid: _Optional[bool] = ..., checked: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+
 class VerifyProofResponse(_message.Message):
     __slots__ = ("valid", "problem")
     VALID_FIELD_NUMBER: _ClassVar[int]

@@ -67,6 +67,11 @@ class GovernanceServiceStub:
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofRequest.SerializeToString,
                 response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofResponse.FromString,
                 _registered_method=True)
+        self.VerifyChain = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/VerifyChain',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainResponse.FromString,
+                _registered_method=True)
         self.ExportAudit = channel.unary_stream(
                 '/cortex.governance.v1.GovernanceService/ExportAudit',
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ExportAuditRequest.SerializeToString,
@@ -131,6 +136,14 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyChain(self, request, context):
+        """VerifyChain walks this kernel's whole audit chain (order, links, hashes, signatures, signed
+        checkpoints) and says whether it holds, or where it first breaks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportAudit(self, request, context):
         """ExportAudit streams the audit chain in order, from a position.
         """
@@ -186,6 +199,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.VerifyProof,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofRequest.FromString,
                     response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofResponse.SerializeToString,
+            ),
+            'VerifyChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyChain,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainResponse.SerializeToString,
             ),
             'ExportAudit': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAudit,
@@ -367,6 +385,33 @@ class GovernanceService:
             '/cortex.governance.v1.GovernanceService/VerifyProof',
             cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofRequest.SerializeToString,
             cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/VerifyChain',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.VerifyChainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,233 @@
+// The console's shell: which page to draw, the API client (the person's own credential on every
+// call), and the few DOM helpers the pages share. Every string from the kernel is set as text,
+// never as HTML.
+
+export const BASE = "/console";
+const CREDENTIAL = "cortex.credential";
+
+export class ApiError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const credential = sessionStorage.getItem(CREDENTIAL);
+  if (credential) h.Authorization = `Bearer ${credential}`;
+  return h;
+}
+
+async function failure(response) {
+  let code = `HTTP ${response.status}`, message = response.statusText;
+  try {
+    const body = await response.json();
+    code = body.error?.code ?? code;
+    message = body.error?.message ?? message;
+  } catch { /* not JSON: keep the HTTP status */ }
+  return new ApiError(code, message, response.status);
+}
+
+// One unary contract call: api("cortex.memories.v1.MemoryService/Search", {...}) -> response JSON.
+export async function api(method, body = {}, credential = undefined) {
+  const h = headers();
+  if (credential !== undefined) h.Authorization = `Bearer ${credential}`;
+  const response = await fetch(`/v1/${method}`, { method: "POST", headers: h, body: JSON.stringify(body) });
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+// A server-streaming call: onMessage(json) for each message, as the server sends it (SSE framing).
+export async function stream(method, body, onMessage) {
+  const response = await fetch(`/v1/${method}`, { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+      const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] ?? "{}");
+      if (event === "error") throw new ApiError(data.error?.code, data.error?.message);
+      if (event === "end") return;
+      onMessage(data);
+    }
+  }
+}
+
+export function signIn(credential) { sessionStorage.setItem(CREDENTIAL, credential); }
+export function signOut() { sessionStorage.removeItem(CREDENTIAL); }
+
+// h("p", {class: "x"}, "text", child...): an element; strings become text nodes.
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs ?? {})) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function link(path, text, attrs = {}) { return h("a", { href: `${BASE}/${path}`, ...attrs }, text); }
+
+let ids = 0;
+export function uid(stem) { ids += 1; return `${stem}-${ids}`; }
+
+// A labelled form control: field("Query", h("input", {...})) -> the wrapper; the control gets an id.
+export function field(label, control, hint = "") {
+  control.id ||= uid("f");
+  const hintNode = hint ? h("span", { class: "hint", id: `${control.id}-hint` }, hint) : null;
+  if (hintNode) control.setAttribute("aria-describedby", hintNode.id);
+  return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintNode);
+}
+
+// A data table; columns: [[heading, row => cell]].
+export function table(caption, columns, rows, empty = "Nothing yet.") {
+  if (!rows.length) return h("p", { class: "empty" }, empty);
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
+    h("table", {},
+      h("caption", {}, caption),
+      h("thead", {}, h("tr", {}, columns.map(([name]) => h("th", { scope: "col" }, name)))),
+      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(row))))))));
+}
+
+// A message a person can act on; errors name the gRPC status and the kernel's own words.
+export function notice(kind, ...content) {
+  return h("div", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, ...content);
+}
+
+export function errorNotice(error) {
+  const parts = [h("strong", {}, error.code ?? "Error"), ": ", error.message];
+  if (error.code === "UNAUTHENTICATED") parts.push(" ", link(`login?next=${encodeURIComponent(location.pathname)}`, "Sign in"));
+  return notice("error", ...parts);
+}
+
+export function announce(text) {
+  const region = document.getElementById("announce");
+  region.textContent = "";
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+export function when(value) {
+  if (!value) return "";
+  const date = typeof value === "number" ? new Date(value) : new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+}
+
+export function pretty(json) {
+  if (!json) return "";
+  try { return JSON.stringify(typeof json === "string" ? JSON.parse(json) : json, null, 2); } catch { return String(json); }
+}
+
+// A section of a page with its own heading.
+export function section(title, ...content) {
+  const id = uid("s");
+  return h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...content);
+}
+
+// A button that runs `action` once at a time, saying it is busy meanwhile.
+export function button(text, action, attrs = {}) {
+  const node = h("button", { type: "button", ...attrs }, text);
+  node.addEventListener("click", async () => {
+    node.disabled = true;
+    node.setAttribute("aria-busy", "true");
+    try { await action(node); } finally { node.disabled = false; node.removeAttribute("aria-busy"); }
+  });
+  return node;
+}
+
+// A form whose submit runs `action(data)`; its result or error lands in `output`.
+export function form(label, fields, submitText, action) {
+  const output = h("div", { class: "form-output" });
+  const submit = h("button", { type: "submit" }, submitText);
+  const node = h("form", { "aria-label": label, novalidate: true }, fields, h("div", { class: "actions" }, submit), output);
+  node.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    node.setAttribute("aria-busy", "true");
+    output.replaceChildren();
+    try {
+      const shown = await action(new FormData(node), output);
+      if (shown) output.replaceChildren(shown);
+    } catch (error) {
+      output.replaceChildren(errorNotice(error));
+    } finally {
+      submit.disabled = false;
+      node.removeAttribute("aria-busy");
+    }
+  });
+  return node;
+}
+
+// Ask before doing something that cannot be undone (a native, accessible modal dialog).
+export function confirmAction(question, confirmText) {
+  return new Promise((resolve) => {
+    const dialog = h("dialog", { "aria-labelledby": "confirm-title", class: "confirm" },
+      h("h2", { id: "confirm-title" }, question),
+      h("div", { class: "actions" },
+        h("button", { type: "button", value: "no", class: "secondary", onclick: () => dialog.close("no") }, "Cancel"),
+        h("button", { type: "button", value: "yes", class: "danger", onclick: () => dialog.close("yes") }, confirmText)));
+    dialog.addEventListener("close", () => { dialog.remove(); resolve(dialog.returnValue === "yes"); });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+export const tags = (list) => (list ?? []).map((t) => h("span", { class: "tag" }, t));
+
+const PAGES = {
+  "": "overview", memories: "memories", run: "run", traces: "traces", audit: "audit",
+  policies: "policies", models: "models", activity: "activity", login: "login",
+};
+
+async function whoAmI() {
+  const who = document.getElementById("who");
+  try {
+    const me = await api("cortex.console.v1.ConsoleService/WhoAmI");
+    const signedIn = sessionStorage.getItem(CREDENTIAL);
+    who.replaceChildren(h("span", {}, "Signed in as ", h("strong", {}, me.principal)),
+      signedIn ? button("Sign out", () => { signOut(); location.assign(`${BASE}/login`); }, { class: "link-button" })
+        : link("login", "Sign in"));
+    return me;
+  } catch (error) {
+    who.replaceChildren(link(`login?next=${encodeURIComponent(location.pathname)}`, "Sign in"));
+    return { principal: "", admin: false, error };
+  }
+}
+
+async function main() {
+  const parts = location.pathname.slice(BASE.length).split("/").filter(Boolean);
+  const name = PAGES[parts[0] ?? ""] ?? "overview";
+  for (const a of document.querySelectorAll(".nav a")) {
+    const target = a.getAttribute("href").slice(BASE.length).replace(/^\//, "");
+    if (target === (parts[0] ?? "")) a.setAttribute("aria-current", "page");
+  }
+  const main = document.getElementById("main");
+  const me = name === "login" ? { principal: "", admin: false } : await whoAmI();
+  const page = await import(`./pages/${name}.js`);
+  const content = h("div", { class: "page" });
+  try {
+    await page.render(content, { me, parts: parts.slice(1), params: new URLSearchParams(location.search) });
+  } catch (error) {
+    content.append(errorNotice(error));
+  }
+  main.replaceChildren(content);
+  const title = main.querySelector("h1")?.textContent;
+  if (title) document.title = `${title} · Cortex-OS console`;
+  document.documentElement.dataset.ready = "true"; // for tests and for people: the page is drawn
+}
+
+main();

@@ -1,0 +1,55 @@
+// Policies (admin): the rules in force with where each comes from; add a policy file (the
+// kernel's validation errors shown beside it) or remove a rule.
+import { announce, api, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
+
+const GS = "cortex.governance.v1.GovernanceService";
+const EXAMPLE = `[[rule]]
+id = "no-remote-models"
+description = "Keep generation on this machine"
+effect = "deny"
+services = ["cortex.models.v1.ModelService"]
+provider = "remote"`;
+
+async function rules(box, output) {
+  const listed = await api(`${GS}/ListPolicies`);
+  box.replaceChildren(h("p", { class: "meta" }, `When no rule decides: ${listed.default_effect === "EFFECT_DENY" ? "deny" : "allow"}.`),
+    table("Rules in force", [
+      ["Rule", (r) => [h("strong", {}, r.id), r.description ? h("div", { class: "meta" }, r.description) : null]],
+      ["Effect", (r) => h("span", { class: `badge badge-${r.effect === "EFFECT_DENY" ? "bad" : "ok"}` }, r.effect === "EFFECT_DENY" ? "deny" : "allow")],
+      ["Applies to", (r) => [...(r.services ?? []), ...(r.methods ?? [])].join(", ") || "every call"],
+      ["Principals", (r) => (r.principals ?? []).join(", ") || "everyone"],
+      ["Source", (r) => h("code", {}, r.source ?? "")],
+      ["Remove", (r) => (r.source ?? "").startsWith("builtin") ? "" : button(`Remove ${r.id}`, async () => {
+        if (!(await confirmAction(`Remove the rule ${r.id}?`, "Remove"))) return;
+        try {
+          await api(`${GS}/RemovePolicy`, { id: r.id });
+          announce(`Rule ${r.id} removed`);
+          output.replaceChildren(notice("ok", `Removed ${r.id}.`));
+          await rules(box, output);
+        } catch (error) { output.replaceChildren(errorNotice(error)); }
+      }, { class: "secondary" })],
+    ], listed.rules ?? []));
+}
+
+export async function render(root, { me }) {
+  root.append(h("h1", {}, "Policies"));
+  if (!me.admin) root.append(notice("warn", "Only the admin may change policies; the kernel refuses anyone else and says so below."));
+  const box = h("div", {}), output = h("div", {});
+  try { await rules(box, output); } catch (error) { box.replaceChildren(errorNotice(error)); }
+  const toml = h("textarea", { name: "toml", rows: 8, spellcheck: "false" }, EXAMPLE);
+  root.append(section("Rules", output, box), section("Add a policy file", form("Add a policy file", [
+    field("File name", h("input", { name: "name", placeholder: "local-models", autocomplete: "off" })),
+    field("Policy (TOML)", toml, "One or more [[rule]] tables; they take effect at once."),
+  ], "Add policy", async (data) => {
+    toml.removeAttribute("aria-invalid");
+    try {
+      const added = await api(`${GS}/AddPolicy`, { name: String(data.get("name") ?? "").trim(), toml: String(data.get("toml") ?? "") });
+      announce("Policy added");
+      await rules(box, output);
+      return notice("ok", `Added ${(added.rules ?? []).map((r) => r.id).join(", ")} in ${added.path}.`);
+    } catch (error) {
+      if (error.code === "INVALID_ARGUMENT") toml.setAttribute("aria-invalid", "true");
+      throw error;
+    }
+  })));
+}

@@ -1,0 +1,297 @@
+"""The console as a person uses it, in headless Chromium against a real governed kernel: search
+a memory, add, edit and delete one, run a goal and watch it stream in, replay a trace, verify the
+chain (and see it broken), toggle a plugin as admin, add a policy and see its deny explained.
+axe-core checks each state it reaches."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import grpc
+import pytest
+from playwright.sync_api import expect
+
+from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
+
+from .browser import assert_accessible, screenshot, wait_ready
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def garden(console):
+    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
+    budget = memories.Store(memories_pb2.StoreRequest(text="Garden project budget is 300 euros for soil and seeds.",
+                                                      tags=["garden"]))
+    memories.Store(memories_pb2.StoreRequest(text="The garden project: raised beds go along the south fence.", tags=["garden"]))
+    memories.Store(memories_pb2.StoreRequest(text="Dentist appointment moved to Thursday at nine.", tags=["health"]))
+    return budget.id
+
+
+def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_page, axe):
+    page = open_page(console)
+    page.goto(f"{console.url}/memories")
+    wait_ready(page)
+    expect(page.get_by_text("3 memories stored")).to_be_visible()
+    assert_accessible(page, axe, "the memories page")
+    page.get_by_label("Search for").fill("how much can I spend on the vegetable patch")
+    page.get_by_label("Mode").select_option("SEARCH_MODE_SEMANTIC")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator(".results .result").first
+    expect(first).to_contain_text("300 euros")
+    expect(first).to_contain_text(re.compile(r"Matched by meaning; meaning 0\.\d\d"))
+    # filters narrow it: the garden tag keeps the dentist out even for a query about appointments
+    page.get_by_label("Search for").fill("appointment")
+    page.get_by_label("Tags (all of)").fill("garden")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("p[role=status]", has_text="found")).to_be_visible()
+    expect(page.locator(".results")).not_to_contain_text("Dentist")
+    assert_accessible(page, axe, "search results")
+    screenshot(page, "memories-search")
+    assert not page.errors
+
+
+def test_add_edit_and_delete_a_memory(console, garden, open_page, axe):
+    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
+    page = open_page(console)
+    page.goto(f"{console.url}/memories")
+    wait_ready(page)
+    add = page.get_by_role("form", name="Add a memory")
+    add.get_by_role("button", name="Add memory").click()  # empty: refused here, before any call
+    expect(add.get_by_role("alert")).to_contain_text("Write the memory's text first")
+    expect(add.get_by_label("Text")).to_have_attribute("aria-invalid", "true")
+    add.get_by_label("Text").fill("The heron nests by the lake in spring.")
+    add.get_by_label("Tags").fill("birds, lake")
+    add.get_by_role("button", name="Add memory").click()
+    expect(add.get_by_text("Added:")).to_be_visible()
+    add.get_by_role("link", name="open it").click()
+    wait_ready(page)
+    memory_id = page.url.rsplit("/", 1)[1]
+    assert memories.Get(memories_pb2.GetRequest(id=memory_id)).memory.tags == ["birds", "lake"]
+    assert_accessible(page, axe, "a memory")
+
+    edit = page.get_by_role("form", name="Edit memory")
+    edit.get_by_label("Text").fill("The heron nests by the lake in early spring.")
+    edit.get_by_role("button", name="Save changes").click()
+    expect(edit.get_by_text("Saved.")).to_be_visible()
+    assert memories.Get(memories_pb2.GetRequest(id=memory_id)).memory.text == "The heron nests by the lake in early spring."
+    expect(page.locator("pre").first).to_have_text("The heron nests by the lake in early spring.")
+    page.reload()
+    wait_ready(page)
+    expect(page.get_by_role("table", name=re.compile("Earlier versions"))).to_contain_text("in spring.")
+    screenshot(page, "memory")
+
+    page.get_by_role("button", name="Delete memory").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("cannot be undone")
+    assert_accessible(page, axe, "the delete confirmation")
+    dialog.get_by_role("button", name="Cancel").click()  # nothing happens
+    assert memories.Get(memories_pb2.GetRequest(id=memory_id)).memory.id == memory_id
+    page.get_by_role("button", name="Delete memory").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    page.wait_for_url(re.compile(r"/console/memories\?deleted=1$"))
+    wait_ready(page)
+    expect(page.get_by_text("The memory was deleted.")).to_be_visible()
+    with pytest.raises(grpc.RpcError) as gone:
+        memories.Get(memories_pb2.GetRequest(id=memory_id))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not page.errors
+
+
+def test_run_a_goal_see_steps_stream_in_then_replay_its_trace(console, garden, open_page, axe):
+    page = open_page(console)
+    page.goto(f"{console.url}/run")
+    wait_ready(page)
+    # record, in the page, the order in which steps and the answer arrive
+    page.evaluate("""() => { window.arrivals = [];
+      new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes) {
+        if (n.dataset?.step) window.arrivals.push('step'); if (n.classList?.contains('run-answer')) window.arrivals.push('answer'); } })
+      .observe(document.getElementById('main'), {childList: true, subtree: true}); }""")
+    page.get_by_role("textbox", name="Goal").fill("summarise what I noted about the garden project")
+    page.get_by_role("button", name="Run").click()
+    answer = page.locator(".run-answer")
+    expect(answer).to_contain_text("300 euros", timeout=60_000)
+    arrivals = page.evaluate("window.arrivals")
+    assert arrivals.count("step") >= 2 and arrivals[-1] == "answer", arrivals  # each step shown before the end
+    expect(page.get_by_role("list", name="Steps as they run").locator("li").first).to_contain_text("done")
+    expect(answer.locator(f'a[href="/console/memories/{garden}"]')).to_have_count(1)  # the memory it used, cited
+    assert_accessible(page, axe, "a finished run")
+    screenshot(page, "run")
+
+    answer.get_by_role("link", name="Open the trace").click()
+    wait_ready(page)
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Trace ")
+    page.get_by_text(re.compile("^JSON of ")).first.click()  # a step's request and response
+    expect(page.locator("details[open] pre").first).to_contain_text("{")
+    page.get_by_role("button", name="Replay this trace").click()
+    expect(page.locator(".notice-ok")).to_contain_text("Identical", timeout=60_000)
+    assert_accessible(page, axe, "a replayed trace")
+    screenshot(page, "trace")
+    page.goto(f"{console.url}/traces")
+    wait_ready(page)
+    page.get_by_label("Filter by id, status or answer").fill("no trace has this")
+    expect(page.get_by_text("No trace matches the filter.")).to_be_visible()
+    assert not page.errors
+
+
+def test_replay_shows_the_first_diverging_step_side_by_side(console, garden, open_page):
+    """A memory the run read changes: the replay names the step and shows both responses."""
+    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
+    page = open_page(console)
+    page.goto(f"{console.url}/run")
+    wait_ready(page)
+    page.get_by_role("textbox", name="Goal").fill("what is the garden project budget")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator(".run-answer")).to_be_visible(timeout=60_000)
+    memories.Update(memories_pb2.UpdateRequest(id=garden, text="Garden project budget is 450 euros for soil and seeds.",
+                                               update_mask={"paths": ["text"]}))
+    page.locator(".run-answer").get_by_role("link", name="Open the trace").click()
+    wait_ready(page)
+    page.get_by_role("button", name="Replay this trace").click()
+    diverged = page.locator(".notice-warn")
+    expect(diverged).to_contain_text("at step", timeout=60_000)
+    expect(page.locator(".side-by-side")).to_contain_text("300 euros")
+    expect(page.locator(".side-by-side")).to_contain_text("450 euros")
+    memories.Update(memories_pb2.UpdateRequest(id=garden, text="Garden project budget is 300 euros for soil and seeds.",
+                                               update_mask={"paths": ["text"]}))
+    assert not page.errors
+
+
+def test_verify_the_chain_and_see_where_it_breaks(console, open_page, axe, tmp_path):
+    page = open_page(console, as_admin=True)
+    page.goto(f"{console.url}/audit")
+    wait_ready(page)
+    expect(page.get_by_role("table", name=re.compile("newest"))).to_contain_text("cortex.")
+    page.get_by_role("button", name="Verify the whole chain").click()
+    expect(page.locator(".notice-ok")).to_contain_text(re.compile(r"Intact: \d+ entries verified"))
+    assert_accessible(page, axe, "the audit page")
+    screenshot(page, "audit")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export the checkpoint").click()
+    saved = tmp_path / "checkpoint.json"
+    download.value.save_as(saved)
+    assert '"root_hash"' in saved.read_text()
+
+    # an entry altered on disk (the hash column left as it was): the page says where
+    chain = console.kt.data_dir / "governance" / "audit.db"
+    db = sqlite3.connect(chain)
+    try:
+        (body,) = db.execute("SELECT body FROM entries WHERE seq = 3").fetchone()
+        db.execute("UPDATE entries SET body = ? WHERE seq = 3", (bytes(body).replace(b"cortex", b"xortex", 1),))
+        db.commit()
+        page.get_by_role("button", name="Verify the whole chain").click()
+        expect(page.locator(".notice-error")).to_contain_text("Broken at entry 3")
+        screenshot(page, "audit-broken")
+    finally:
+        db.execute("UPDATE entries SET body = ? WHERE seq = 3", (body,))
+        db.commit()
+        db.close()
+    page.get_by_role("button", name="Verify the whole chain").click()
+    expect(page.locator(".notice-ok")).to_contain_text("Intact")
+    assert not page.errors
+
+
+def test_admin_toggles_a_plugin_and_local_cannot(console, open_page, axe):
+    kernel = console.kt.stub(kernel_pb2_grpc.KernelServiceStub)
+
+    def state() -> str:
+        plugins = kernel.ListPlugins(kernel_pb2.ListPluginsRequest()).plugins
+        return kernel_pb2.Plugin.State.Name(next(p.state for p in plugins if p.name == "marketplace"))
+
+    local = open_page(console)
+    local.goto(f"{console.url}/")
+    wait_ready(local)
+    expect(local.get_by_text("Sign in with the admin token to enable or disable plugins.")).to_be_visible()
+    expect(local.get_by_role("button", name="Disable marketplace")).to_have_count(0)
+
+    page = open_page(console, as_admin=True)
+    page.goto(f"{console.url}/")
+    wait_ready(page)
+    expect(page.locator("#who")).to_contain_text("Signed in as admin")
+    page.get_by_role("button", name="Disable marketplace").click()
+    expect(page.get_by_text("marketplace disabled.")).to_be_visible()
+    assert state() == "STATE_DISABLED"
+    assert_accessible(page, axe, "the overview after a toggle")
+    page.get_by_role("button", name="Enable marketplace").click()
+    expect(page.get_by_text("marketplace enabled.")).to_be_visible()
+    assert state() == "STATE_LOADED"
+    screenshot(page, "overview")
+    assert not page.errors and not local.errors
+
+
+def test_a_deny_is_explained_where_it_happens(console, garden, open_page, axe):
+    """Without a credential, the audit page is refused with the rule and what to do; a policy the
+    admin adds in the console (its TOML errors shown inline first) denies local a search, and the
+    memories page says which rule; removing it in the console lifts it."""
+    local = open_page(console)
+    local.goto(f"{console.url}/audit")
+    wait_ready(local)
+    refused = local.get_by_role("alert")
+    expect(refused).to_contain_text("PERMISSION_DENIED")
+    expect(refused).to_contain_text("builtin/local-default")
+    assert_accessible(local, axe, "a refused page")
+
+    admin = open_page(console, as_admin=True)
+    admin.goto(f"{console.url}/policies")
+    wait_ready(admin)
+    add = admin.get_by_role("form", name="Add a policy file")
+    add.get_by_label("File name").fill("no-local-search")
+    add.get_by_label("Policy (TOML)").fill('[[rule]]\nid = "no-local-search"\neffect = "maybe"\n')
+    add.get_by_role("button", name="Add policy").click()
+    expect(add.get_by_role("alert")).to_contain_text("INVALID_ARGUMENT")
+    expect(add.get_by_label("Policy (TOML)")).to_have_attribute("aria-invalid", "true")
+    assert_accessible(admin, axe, "a policy refused with its errors")
+    add.get_by_label("Policy (TOML)").fill(
+        '[[rule]]\nid = "no-local-search"\ndescription = "searches need a key"\neffect = "deny"\n'
+        'services = ["cortex.memories.v1.MemoryService"]\nmethods = ["Search"]\nprincipals = ["local"]\n')
+    add.get_by_role("button", name="Add policy").click()
+    expect(add.get_by_text("Added no-local-search")).to_be_visible()
+    expect(admin.get_by_role("table", name="Rules in force")).to_contain_text("no-local-search")
+    screenshot(admin, "policies")
+
+    local.goto(f"{console.url}/memories")
+    wait_ready(local)
+    local.get_by_label("Search for").fill("garden")
+    local.get_by_role("button", name="Search").click()
+    deny = local.get_by_role("alert")
+    expect(deny).to_contain_text("PERMISSION_DENIED")
+    expect(deny).to_contain_text("no-local-search")
+    screenshot(local, "deny-explained")
+
+    admin.get_by_role("button", name="Remove no-local-search").click()
+    admin.get_by_role("dialog").get_by_role("button", name="Remove").click()
+    expect(admin.get_by_text("Removed no-local-search.")).to_be_visible()
+    local.get_by_role("button", name="Search").click()
+    expect(local.locator(".results .result").first).to_be_visible()
+    assert not local.errors and not admin.errors
+
+
+def test_sign_in_with_a_key_then_out(console, open_page):
+    from cortex.kernel.credentials import KeyStore
+
+    key = KeyStore(console.kt.data_dir).create("console-tester", [])
+    page = open_page(console)
+    page.goto(f"{console.url}/login?next=/console/memories")
+    wait_ready(page)
+    page.get_by_label("Admin token or API key").fill("not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("UNAUTHENTICATED")
+    page.get_by_label("Admin token or API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/memories$"))
+    wait_ready(page)
+    expect(page.locator("#who")).to_contain_text("Signed in as key:console-tester")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/console/login$"))
+    page.goto(f"{console.url}/")
+    wait_ready(page)
+    expect(page.locator("#who")).to_contain_text("Signed in as local")
+    # an off-site `next` is not followed
+    page.goto(f"{console.url}/login?next=//example.org/")
+    wait_ready(page)
+    page.get_by_label("Admin token or API key").fill(console.admin_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/$"))
+    assert not page.errors

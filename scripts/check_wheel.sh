@@ -47,6 +47,15 @@ grep -q "pip install 'cortex-os\[openai\]'" "$work/serve.log" || fail "no hint f
 grep -q '"server": "http-api"' "$work/serve.log" && grep -q '"server": "a2a"' "$work/serve.log" \
   || fail "the HTTP API or the A2A endpoint did not start from the wheel"
 "$work/venv/bin/python" -c "import cortex.kernel, cortex.plugins.mlx.plugin, cortex.contracts.memories.v1.memories_pb2; print('wheel: imports ok')"
+# the console's pages and their vendored chart library ship in the wheel and are served from it
+http_at=$(sed -n 's/.*"server": "http-api", "address": "\([^"]*\)".*/\1/p' "$work/serve.log" | head -1)
+"$work/venv/bin/python" - "$http_at" <<'PY' || fail "the console's pages are not served from the wheel"
+import sys, urllib.request
+for path in ("/console/", "/console/app.js", "/console/pages/memories.js", "/console/vendor/uPlot.esm.js"):
+    with urllib.request.urlopen(f"http://{sys.argv[1]}{path}", timeout=10) as page:
+        assert page.status == 200 and page.read(), path
+print("wheel: console pages ok")
+PY
 # the bridges' descriptions come from the descriptor set shipped in the wheel
 "$work/venv/bin/python" -c "from cortex.kernel import proto_docs; assert proto_docs.doc('cortex.memories.v1.MemoryService.Store'), 'descriptors.binpb missing'; print('wheel: proto comments ok')"
 

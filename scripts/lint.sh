@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The lint gates CI runs: the lock matches pyproject.toml, ruff (rules in pyproject.toml, the
-# security rules among them), buf lint on the contracts, and the generated code matches the protos.
+# security rules among them), buf lint on the contracts, the generated code matches the protos, and
+# the console's vendored browser code matches its locked npm package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/ruff ] && [ -x tools/buf/node_modules/.bin/buf ] || scripts/setup.sh test
@@ -8,3 +9,4 @@ scripts/lock.sh --check
 .venv/bin/ruff check --quiet . && echo "ruff: clean"
 tools/buf/node_modules/.bin/buf lint && echo "buf lint: clean"
 .venv/bin/python scripts/gen_contracts.py --check
+.venv/bin/python scripts/vendor_console.py --check  # the console's chart library is its npm package's file

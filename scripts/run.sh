@@ -56,6 +56,24 @@ except OSError as exc:
     print(f"the HTTP API is not on 127.0.0.1:50080 ({exc}); see [plugins.http] listen")
 PY
 echo
-echo "cortex is serving on $listen (logs: $log); HTTP/JSON on 127.0.0.1:50080, A2A on 127.0.0.1:50082,"
+echo "\$ GET http://127.0.0.1:50080/console/ (the web console, served beside the HTTP/JSON API)"
+.venv/bin/python - <<'PY'
+import json, urllib.request
+base = "http://127.0.0.1:50080"
+def post(method):
+    request = urllib.request.Request(f"{base}/v1/{method}", data=b"{}", headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=30))
+try:
+    assert urllib.request.urlopen(f"{base}/console/", timeout=10).status == 200
+    stored = post("cortex.memories.v1.MemoryService/Stats").get("total", 0)
+    trace = (post("cortex.cerebrum.v1.CerebrumService/ListTraces").get("traces") or [{}])[0].get("trace_id", "")
+    print(f"open {base}/console/ in a browser: {stored} memories under Memories, the demo's run at")
+    print(f"  {base}/console/traces/{trace}")
+    print("  (for the audit chain, policies and plugins, sign in with the admin token: ~/.cortex/admin.token)")
+except OSError as exc:
+    print(f"the console is not on {base} ({exc}); see [plugins.http] listen and [plugins.console]")
+PY
+echo
+echo "cortex is serving on $listen (logs: $log); the console at http://127.0.0.1:50080/console/, HTTP/JSON on 127.0.0.1:50080, A2A on 127.0.0.1:50082,"
 echo "MCP for editors: cortex mcp. Ctrl-C to stop."
 wait $server

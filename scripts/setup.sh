@@ -76,7 +76,19 @@ if [ "$mode" = test ]; then
     say "installing iproute2 for the offline test"
     apt_install iproute2 || true
   fi
+  # The console's browser tests (tests/console) drive Debian's Chromium: Playwright launches it by
+  # path, since its own browser download is not reachable from CI
+  chromium_ok() { command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; }
+  if ! chromium_ok; then
+    if can_apt && { say "installing Chromium for the console's browser tests"; apt_install chromium; }; then
+      :
+    else
+      warn "the tests need Chromium: $(hint chromium 'Chromium')"
+      exit 1
+    fi
+  fi
   (cd examples/node-client && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd tools/console && npm ci --no-audit --no-fund --loglevel=error >/dev/null)  # axe-core, and uPlot's source
   (cd tools/buf && npm ci --no-audit --no-fund --loglevel=error >/dev/null)  # buf, for the contracts' lint
   # the official MCP conformance suite and the Node 22 it needs (a binary in an npm package)
   (cd tools/mcp-conformance && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -35,8 +35,11 @@ def console(tmp_path_factory) -> Iterator[Console]:
     c.kt.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Per module, not per session: while Playwright's sync API is open, its event loop counts as
+    running on the main thread (asyncio.get_running_loop finds it), which would change how code
+    under test in later modules behaves (the audit writer batches on a running loop)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

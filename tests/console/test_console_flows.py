@@ -46,8 +46,10 @@ def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_pag
     page.get_by_label("Search for").fill("appointment")
     page.get_by_label("Tags (all of)").fill("garden")
     page.get_by_role("button", name="Search").click()
-    expect(page.locator("p[role=status]", has_text="found")).to_be_visible()
-    expect(page.locator(".results")).not_to_contain_text("Dentist")
+    expect(page.locator("form[aria-label='Search memories'] + p[role=status]")).to_have_text(
+        re.compile(r"^[12] memor(y|ies) found\.$"))
+    for result in page.locator(".results .result").all():
+        expect(result.locator(".tag")).to_have_text("garden")
     assert_accessible(page, axe, "search results")
     screenshot(page, "memories-search")
     assert not page.errors
@@ -128,6 +130,10 @@ def test_run_a_goal_see_steps_stream_in_then_replay_its_trace(console, garden, o
     page.get_by_role("button", name="Replay this trace").click()
     expect(page.locator(".notice-ok")).to_contain_text("Identical", timeout=60_000)
     assert_accessible(page, axe, "a replayed trace")
+    page.get_by_role("button", name="Critique this trace").click()
+    expect(page.get_by_text(re.compile(r"^Score \d\.\d\d$"))).to_be_visible()
+    page.get_by_role("button", name="Teach from this trace").click()
+    expect(page.get_by_text("Remembered:")).to_be_visible()
     screenshot(page, "trace")
     page.goto(f"{console.url}/traces")
     wait_ready(page)
@@ -295,3 +301,91 @@ def test_sign_in_with_a_key_then_out(console, open_page):
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/console/$"))
     assert not page.errors
+
+
+def test_import_note_files(console, open_page, tmp_path):
+    notes = [tmp_path / "kettle.md", tmp_path / "train.txt"]
+    notes[0].write_text("# Kitchen\nThe kettle lives in the blue cupboard above the sink.\n")
+    notes[1].write_text("The train to Lyon leaves at 7:42 from platform 3.\n")
+    page = open_page(console)
+    page.goto(f"{console.url}/memories")
+    wait_ready(page)
+    imports = page.get_by_role("form", name="Import notes")
+    imports.get_by_role("button", name="Import").click()
+    expect(imports.get_by_role("alert")).to_contain_text("Choose one or more note files first")
+    imports.get_by_label("Note files").set_input_files([str(n) for n in notes])
+    imports.get_by_label("Tags").fill("imported")
+    imports.get_by_role("button", name="Import").click()
+    expect(imports.get_by_text("2 files read, 2 new memories.")).to_be_visible()
+    found = console.kt.stub(memories_pb2_grpc.MemoryServiceStub).Search(memories_pb2.SearchRequest(
+        query="where is the kettle", top_k=1, filter=memories_pb2.Filter(tags_all=["imported"])))
+    assert found.results[0].memory.source == "kettle.md"
+    imports.get_by_role("button", name="Import").click()  # the same files again: nothing new
+    expect(imports.get_by_text("2 files read, 0 new memories.")).to_be_visible()
+    assert not page.errors
+
+
+def test_a_proof_is_shown_and_verified(console, open_page, axe):
+    page = open_page(console, as_admin=True)
+    page.goto(f"{console.url}/audit")
+    wait_ready(page)
+    proofs = page.get_by_role("form", name="Find a proof")
+    proofs.get_by_label("Proof or call id").fill("p-2")
+    proofs.get_by_role("button", name="Show and verify").click()
+    expect(proofs.locator(".notice-ok")).to_contain_text("p-2: signed, linked and in the signed tree.")
+    expect(proofs.locator("pre")).to_contain_text('"seq": "2"')
+    proofs.get_by_label("Proof or call id").fill("p-999999")
+    proofs.get_by_role("button", name="Show and verify").click()
+    expect(proofs.get_by_role("alert")).to_contain_text("NOT_FOUND")
+    assert_accessible(page, axe, "a proof not found")
+    assert not page.errors
+
+
+def test_try_a_generation_and_an_embedding(console, open_page):
+    page = open_page(console)
+    page.goto(f"{console.url}/models")
+    wait_ready(page)
+    expect(page.get_by_role("table", name="Models by provider")).to_contain_text("all-MiniLM-L6-v2")
+    generate = page.get_by_role("form", name="Try a generation")
+    generate.get_by_label("Most tokens").fill("0")
+    generate.get_by_role("button", name="Generate").click()
+    expect(generate.get_by_role("alert")).to_contain_text("from 1 to 4096")
+    generate.get_by_label("Most tokens").fill("8")
+    generate.get_by_role("button", name="Generate").click()
+    expect(generate.locator(".meta")).to_contain_text("by mlx", timeout=60_000)
+    embed = page.get_by_role("form", name="Try an embedding")
+    embed.get_by_role("button", name="Embed").click()
+    expect(embed).to_contain_text("384 dimensions from all-MiniLM-L6-v2 by mlx")
+    assert not page.errors
+
+
+def test_activity_charts_what_was_called(console, garden, open_page):
+    page = open_page(console)
+    page.goto(f"{console.url}/activity")
+    wait_ready(page)
+    expect(page.locator(".chart canvas")).to_have_count(5)
+    expect(page.get_by_role("table", name="Calls in the last hour by method and provider")).to_contain_text(
+        "cortex.memories.v1.MemoryService/Store")
+    page.get_by_text("Calls per second as a table").click()
+    expect(page.get_by_role("table", name="Calls per second, newest first")).to_be_visible()
+    assert not page.errors
+
+
+def test_watched_folders_show_their_state(console, open_page, tmp_path):
+    from cortex.contracts.memories.v1 import sources_pb2, sources_pb2_grpc
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "bikes.md").write_text("# Bikes\nThe red bike needs a new chain before June.\n")
+    sources = console.kt.stub(sources_pb2_grpc.SourceServiceStub)
+    sources.AddSource(sources_pb2.AddSourceRequest(source=sources_pb2.Source(name="notes", path=str(folder))), timeout=60)
+    try:
+        page = open_page(console)
+        page.goto(f"{console.url}/memories")
+        wait_ready(page)
+        folders = page.get_by_role("table", name="Folders whose notes are kept as memories")
+        expect(folders).to_contain_text("notes")
+        expect(folders).to_contain_text("1 / 0 / 0")
+        assert not page.errors
+    finally:
+        sources.RemoveSource(sources_pb2.RemoveSourceRequest(name="notes"))

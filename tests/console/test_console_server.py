@@ -10,6 +10,7 @@ import json
 import httpx
 import pytest
 
+from cortex.kernel import hookimpl
 from cortex.kernel.credentials import KeyStore
 from cortex.kernel.tls import init_ca
 
@@ -147,3 +148,35 @@ def test_bad_settings_are_refused_with_what_to_do(start_kernel):
     assert "keep_minutes >= 60" in kt.kernel.host.records["console"].error
     _, kt = start_kernel(BASE + "[plugins.console]\nsample_second = 5\n")
     assert "sample_second" in kt.kernel.host.records["console"].error
+
+
+class _Pages:
+    """A third-party plugin offering pages through the hook (an ASGI app answering its name)."""
+
+    def __init__(self, offered):
+        self.offered = offered
+
+    @hookimpl
+    def cortex_web_pages(self):
+        if isinstance(self.offered, Exception):
+            raise self.offered
+        return {prefix: _answer(text) for prefix, text in self.offered.items()}
+
+
+def _answer(text: str):
+    async def app(scope, receive, send):
+        body = f"{text} at {scope['path']} under {scope['root_path']}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def test_plugins_add_pages_through_the_hook_and_cannot_take_the_api(http):
+    plugins = [("pages_a", _Pages({"/notes": "notes", "console": "impostor", "/v1": "takeover"})),
+               ("pages_b", _Pages(RuntimeError("no pages today")))]
+    client, kt = http(plugins=plugins)
+    assert client.get("/notes/today").text == "notes at /notes/today under /notes"
+    assert client.get("/console/").headers["content-security-policy"]  # the console kept its prefix (loaded first)
+    assert post(client, "cortex.console.v1.ConsoleService/WhoAmI").json() == {"principal": "local"}  # /v1 is the API's
+    assert kt.kernel.host.records["pages_b"].state == "loaded"  # a failing hook loses its pages, nothing else

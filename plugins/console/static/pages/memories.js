@@ -39,8 +39,8 @@ function filterOf(data) {
   return filter;
 }
 
-async function newest(list, status, token = "") {
-  const page = await api(`${MS}/List`, { page_size: PAGE, page_token: token });
+async function newest(list, status, token = "", fetched = null) {
+  const page = fetched ?? await api(`${MS}/List`, { page_size: PAGE, page_token: token });
   for (const m of page.memories ?? []) list.append(memoryItem(m));
   if (page.next_page_token) {
     const more = button("Show more", async () => { more.remove(); await newest(list, status, page.next_page_token); },
@@ -50,7 +50,7 @@ async function newest(list, status, token = "") {
   status.textContent = `${list.children.length} newest memories shown.`;
 }
 
-function searchSection(stats) {
+function searchSection(counted) {
   const results = h("ul", { class: "results", "aria-label": "Memories" });
   const status = h("p", { class: "meta", role: "status" });
   const searchForm = form("Search memories", [
@@ -63,18 +63,24 @@ function searchSection(stats) {
       field("Created before", h("input", { name: "before", type: "date" }))),
   ], "Search", async (data) => {
     results.replaceChildren();
+    status.textContent = "Searching…";
     for (const more of results.parentNode.querySelectorAll(":scope > button")) more.remove();
     const query = String(data.get("query") ?? "").trim();
     if (!query) { await newest(results, status); return null; }
     const found = await api(`${MS}/Search`, { query, mode: data.get("mode"), top_k: 20, filter: filterOf(data) });
     for (const r of found.results ?? []) results.append(memoryItem(r.memory, r));
     const n = (found.results ?? []).length;
-    status.textContent = n ? `${n} memories found.` : "No memory matches.";
+    status.textContent = n ? `${n} ${n === 1 ? "memory" : "memories"} found.` : "No memory matches.";
     announce(status.textContent);
     return null;
   });
-  return section("Search", h("p", { class: "meta" }, `${stats.total ?? 0} memories stored`,
-    stats.embedding_model ? ` · embedded with ${stats.embedding_model}` : ""), searchForm, status, results);
+  // the count comes when the store has counted (a full count is the slowest question at 10k+):
+  // the newest memories do not wait for it
+  const count = h("p", { class: "meta" }, "Counting memories…");
+  counted.then((stats) => count.replaceChildren(`${stats.total ?? 0} memories stored`,
+    stats.embedding_model ? ` · embedded with ${stats.embedding_model}` : ""),
+  (error) => count.replaceChildren(errorNotice(error)));
+  return section("Search", count, searchForm, status, results);
 }
 
 function addSection() {
@@ -93,7 +99,8 @@ function addSection() {
     box.removeAttribute("aria-invalid");
     const stored = await api(`${MS}/Store`, { text, kind: String(data.get("kind") ?? "").trim(), tags: split(data.get("tags")) });
     announce("Memory added");
-    return notice("ok", stored.created === false ? "Already remembered: " : "Added: ",
+    const said = stored.updated ? "It updates a memory you had: " : stored.created ? "Added: " : "Already remembered: ";
+    return notice("ok", said,
       link(`memories/${encodeURIComponent(stored.id)}`, "open it"), stored.rule ? ` (${stored.rule})` : "");
   }));
 }
@@ -109,7 +116,7 @@ function importSection() {
     let added = 0;
     for (const file of files) {
       const stored = await api(`${MS}/Store`, { text: await file.text(), kind: "note", source: file.name, tags: split(data.get("tags")) });
-      if (stored.created !== false) added += 1;
+      if (stored.created) added += 1; // (false is left out of the JSON: an existing memory says nothing)
     }
     announce(`${added} notes imported`);
     return notice("ok", `${files.length} files read, ${added} new memories.`);
@@ -182,9 +189,9 @@ export async function render(root, { parts, params }) {
   if (parts[0]) return renderOne(root, decodeURIComponent(parts[0]));
   root.append(h("h1", {}, "Memories"));
   if (params.get("deleted")) root.append(notice("ok", "The memory was deleted."));
-  const stats = await api(`${MS}/Stats`);
-  const search = searchSection(stats);
-  root.append(search, addSection(), importSection(), await sourcesSection());
-  const list = search.querySelector(".results");
-  await newest(list, search.querySelector("p[role=status]"));
+  const [sources, first] = await Promise.all([sourcesSection(), api(`${MS}/List`, { page_size: PAGE })]);
+  const counted = api(`${MS}/Stats`); // after the list: beside it, the store's full count delays the list too
+  const search = searchSection(counted);
+  root.append(search, addSection(), importSection(), sources);
+  await newest(search.querySelector(".results"), search.querySelector("p[role=status]"), "", first);
 }

@@ -209,7 +209,8 @@ class _Guard:
                 status_seen["status"] = message["status"]
             await send(message)
 
-        page = page_app(self.api.pages(), path)
+        # the API's own paths never ask the plugins (the hook runs per request: plugins come and go)
+        page = None if path.startswith("/v1/") or path in OPEN_PATHS else page_app(self.api.pages(), path)
         if page is not None:  # a plugin's pages: public by the hook's rule, their data comes from /v1/ calls
             prefix, app = page
             route = "page"

@@ -34,8 +34,7 @@ function drawChart(spec, data, holder) {
     width, height: 200,
     series: [{ value: (u, v) => (v === null ? "" : clock(v)) },
       ...spec.series.map(([label, variable]) => ({ label, stroke: color(variable), width: 2, points: { show: false } }))],
-    axes: [{ ...axis, values: (u, ticks) => ticks.map(clock) }, { ...axis, label: spec.unit, labelSize: 20 }],
-    scales: { x: { time: false } },
+    axes: [axis, { ...axis, label: spec.unit, labelSize: 20 }], // x: uPlot's own time ticks (seconds)
   }, data, holder);
 }
 

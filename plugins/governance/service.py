@@ -29,6 +29,7 @@ def _principal(context) -> str:
 class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
     def __init__(self, governance: Governance):
         self.gov = governance
+        self._verifying: asyncio.Future | None = None  # the whole-chain walk in progress, shared
 
     @property
     def chain(self):
@@ -113,8 +114,12 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         return pb.VerifyProofResponse(valid=not problem, problem=problem)
 
     async def VerifyChain(self, request, context):
-        # the same walk as `cortex proofs verify --all`, on a read-only connection, off the event loop
-        verdict = await asyncio.to_thread(verify_chain, self.chain.path, self.chain.public_key())
+        # the same walk as `cortex proofs verify --all`, on a read-only connection, off the event
+        # loop; callers asking while one runs share its verdict, so a burst of requests costs one walk
+        if self._verifying is None or self._verifying.done():
+            chain = self.chain
+            self._verifying = asyncio.ensure_future(asyncio.to_thread(verify_chain, chain.path, chain.public_key()))
+        verdict = await asyncio.shield(self._verifying)
         return pb.VerifyChainResponse(valid=verdict.ok, checked=verdict.checked, broken_at=verdict.seq,
                                       problem=verdict.problem)
 

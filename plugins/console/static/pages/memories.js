@@ -6,8 +6,7 @@ import {
 } from "../app.js";
 
 const MS = "cortex.memories.v1.MemoryService";
-const MODES = [["SEARCH_MODE_HYBRID", "Hybrid (meaning and words)"], ["SEARCH_MODE_SEMANTIC", "Semantic (meaning)"],
-  ["SEARCH_MODE_KEYWORD", "Keyword (words)"]];
+const MODES = [["SEARCH_MODE_HYBRID", "Hybrid"], ["SEARCH_MODE_SEMANTIC", "Semantic"], ["SEARCH_MODE_KEYWORD", "Keyword"]];
 const MODE_NAME = { SEARCH_MODE_SEMANTIC: "meaning", SEARCH_MODE_KEYWORD: "words", SEARCH_MODE_HYBRID: "both" };
 const PAGE = 50;
 
@@ -56,7 +55,8 @@ function searchSection(counted) {
   const searchForm = form("Search memories", [
     field("Search for", h("input", { name: "query", type: "search", autocomplete: "off" }), "Leave empty to see the newest."),
     h("div", { class: "fields-row" },
-      field("Mode", h("select", { name: "mode" }, MODES.map(([v, t]) => h("option", { value: v }, t)))),
+      field("Mode", h("select", { name: "mode" }, MODES.map(([v, t]) => h("option", { value: v }, t))),
+        "By meaning, words, or both."),
       field("Kind", h("input", { name: "kind", placeholder: "note" })),
       field("Tags (all of)", h("input", { name: "tags", placeholder: "garden, budget" })),
       field("Created after", h("input", { name: "after", type: "date" })),

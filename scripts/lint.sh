@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/ruff ] && [ -x tools/buf/node_modules/.bin/buf ] || scripts/setup.sh test
 scripts/lock.sh --check
-.venv/bin/ruff check --quiet . && echo "ruff: clean"
-tools/buf/node_modules/.bin/buf lint && echo "buf lint: clean"
+# (each on its own line: under `set -e`, a failure on the left of `&&` would not stop the script)
+.venv/bin/ruff check --quiet .
+echo "ruff: clean"
+tools/buf/node_modules/.bin/buf lint
+echo "buf lint: clean"
 .venv/bin/python scripts/gen_contracts.py --check
 .venv/bin/python scripts/vendor_console.py --check  # the console's chart library is its npm package's file

@@ -45,7 +45,7 @@ def test_only_the_configured_span_is_kept_and_minutes_select_the_newest():
     kept = activity.since(0)
     assert len(kept) == 7 and kept[0].start == 140 and kept[-1].start == 200  # 60 s of samples and the one now open
     assert [s.start for s in activity.since(1)] == [140, 150, 160, 170, 180, 190, 200]  # those within the last minute
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="interval must be > 0"):
         Activity(interval=0)
 
 

@@ -188,6 +188,17 @@ export function confirmAction(question, confirmText) {
 
 export const tags = (list) => (list ?? []).map((t) => h("span", { class: "tag" }, t));
 
+// a status shown as a coloured word: badge(map, value) with map value -> [word, "ok" | "warn" | "bad"]
+export function badge(map, value) {
+  const [text, kind] = map[value] ?? ["unknown", "warn"];
+  return h("span", { class: `badge badge-${kind}` }, text);
+}
+
+export const EFFECT = { EFFECT_ALLOW: ["allow", "ok"], EFFECT_DENY: ["deny", "bad"] };
+
+// a traced step's state, as people say it (cortex.cerebrum.v1.StepRecord.State)
+export const STEP_STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running" };
+
 const PAGES = {
   "": "overview", memories: "memories", run: "run", traces: "traces", audit: "audit",
   policies: "policies", models: "models", activity: "activity", login: "login",

@@ -1,6 +1,6 @@
 // Audit and proofs: the chain's newest entries as a table (who, what, decision, reasons), the
 // whole chain verified (and where it breaks), one call's proof, the signed checkpoint to keep.
-import { announce, api, button, errorNotice, field, form, h, notice, pretty, section, stream, table } from "../app.js";
+import { EFFECT, announce, api, badge, button, errorNotice, field, form, h, notice, pretty, section, stream, table } from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const TAIL = 50;
@@ -13,7 +13,7 @@ function row(entry) {
     seq: entry.seq, time: new Date(Number(BigInt(entry.time_unix_nanos ?? 0) / 1000000n)).toLocaleString(), kind,
     who: call.principal ?? entry.policy_change?.principal ?? entry.genesis?.created_by ?? "",
     what: call.service ? `${call.service}/${call.method}` : entry.policy_change?.rule?.id ?? "",
-    effect: decision.effect === "EFFECT_DENY" ? "deny" : decision.effect === "EFFECT_ALLOW" ? "allow" : "",
+    effect: decision.effect ?? "",
     reasons: (decision.reasons ?? []).join("; "), status: entry.proof?.status ?? "",
   };
 }
@@ -26,7 +26,7 @@ async function tail(box) {
   box.replaceChildren(table(`The newest ${entries.length} of ${size} entries, newest first`, [
     ["#", (r) => String(r.seq)], ["When", (r) => r.time], ["Kind", (r) => r.kind], ["Who", (r) => r.who],
     ["What", (r) => h("code", {}, r.what)],
-    ["Decision", (r) => r.effect ? h("span", { class: `badge badge-${r.effect === "deny" ? "bad" : "ok"}` }, r.effect) : ""],
+    ["Decision", (r) => (r.effect ? badge(EFFECT, r.effect) : "")],
     ["Reasons", (r) => r.reasons], ["Status", (r) => r.status],
   ], entries.map(row).reverse()));
   return checkpoint;

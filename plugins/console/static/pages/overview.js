@@ -1,16 +1,12 @@
 // Overview: the kernel, its plugins (enable/disable for the admin) and its contracts with their
 // providers in routing order, health and circuit state, refreshed every few seconds.
-import { api, announce, button, errorNotice, h, notice, section, table } from "../app.js";
+import { api, announce, badge, button, errorNotice, h, notice, section, table } from "../app.js";
 
 const STATE = { STATE_LOADED: ["loaded", "ok"], STATE_DISABLED: ["disabled", "warn"], STATE_BROKEN: ["broken", "bad"] };
 const HEALTH = { HEALTH_SERVING: ["serving", "ok"], HEALTH_NOT_SERVING: ["not serving", "bad"] };
 const CIRCUIT = { CIRCUIT_CLOSED: ["closed", "ok"], CIRCUIT_OPEN: ["open", "bad"], CIRCUIT_HALF_OPEN: ["half-open", "warn"] };
 const REFRESH_MS = 5000;
 
-const badge = (map, value) => {
-  const [text, kind] = map[value] ?? ["unknown", "warn"];
-  return h("span", { class: `badge badge-${kind}` }, text);
-};
 
 function infoCards(info, me) {
   const governed = (info.governed_by ?? []).length;

@@ -1,6 +1,6 @@
 // Policies (admin): the rules in force with where each comes from; add a policy file (the
 // kernel's validation errors shown beside it) or remove a rule.
-import { announce, api, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
+import { EFFECT, announce, api, badge, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const EXAMPLE = `[[rule]]
@@ -15,7 +15,7 @@ async function rules(box, output) {
   box.replaceChildren(h("p", { class: "meta" }, `When no rule decides: ${listed.default_effect === "EFFECT_DENY" ? "deny" : "allow"}.`),
     table("Rules in force", [
       ["Rule", (r) => [h("strong", {}, r.id), r.description ? h("div", { class: "meta" }, r.description) : null]],
-      ["Effect", (r) => h("span", { class: `badge badge-${r.effect === "EFFECT_DENY" ? "bad" : "ok"}` }, r.effect === "EFFECT_DENY" ? "deny" : "allow")],
+      ["Effect", (r) => badge(EFFECT, r.effect ?? "EFFECT_ALLOW")],
       ["Applies to", (r) => [...(r.services ?? []), ...(r.methods ?? [])].join(", ") || "every call"],
       ["Principals", (r) => (r.principals ?? []).join(", ") || "everyone"],
       ["Source", (r) => h("code", {}, r.source ?? "")],

@@ -1,13 +1,12 @@
 // Ask / Run: a goal becomes a plan (shown), the plan runs with each step streamed in as it
 // finishes (server-sent events), then the answer with the memories it used and its trace.
-import { announce, api, field, form, h, link, notice, section, stream } from "../app.js";
+import { STEP_STATE, announce, api, field, form, h, link, notice, section, stream } from "../app.js";
 
 const CS = "cortex.cerebrum.v1.CerebrumService";
-const STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running" };
 
 function stepLine(step) {
   return h("li", { "data-step": step.step_id },
-    h("strong", {}, step.step_id), " ", h("code", {}, step.method ?? ""), " — ", STATE[step.state] ?? step.state ?? "",
+    h("strong", {}, step.step_id), " ", h("code", {}, step.method ?? ""), " — ", STEP_STATE[step.state] ?? step.state ?? "",
     step.provider ? ` by ${step.provider}` : "", step.latency_ms !== undefined ? ` in ${Number(step.latency_ms).toFixed(1)} ms` : "",
     step.error ? h("div", { class: "meta" }, step.error) : null);
 }

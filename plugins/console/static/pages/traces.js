@@ -1,9 +1,8 @@
 // Traces: list and filter; one trace's steps (requests and responses as JSON, latency, provider,
 // route); replay it (identical, or the first step that differs, side by side), critique, teach.
-import { announce, api, button, errorNotice, h, link, notice, pretty, section, table, when } from "../app.js";
+import { STEP_STATE, announce, api, button, errorNotice, h, link, notice, pretty, section, table, when } from "../app.js";
 
 const CS = "cortex.cerebrum.v1.CerebrumService";
-const STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running" };
 
 async function renderList(root) {
   root.append(h("h1", {}, "Traces"));
@@ -28,7 +27,7 @@ async function renderList(root) {
 function stepsTable(trace) {
   return table("Steps in the order they ran", [
     ["Step", (s) => [h("strong", {}, s.step_id), h("div", {}, h("code", {}, s.method ?? ""))]],
-    ["State", (s) => [STATE[s.state] ?? s.state ?? "", s.error ? h("div", { class: "meta" }, s.error) : null]],
+    ["State", (s) => [STEP_STATE[s.state] ?? s.state ?? "", s.error ? h("div", { class: "meta" }, s.error) : null]],
     ["Provider and route", (s) => [s.provider ?? "", s.route ? h("div", { class: "meta" }, s.route) : null]],
     ["Latency", (s) => `${Number(s.latency_ms ?? 0).toFixed(1)} ms`],
     ["Request and response", (s) => h("details", {}, h("summary", {}, `JSON of ${s.step_id}`),

@@ -36,8 +36,11 @@ class ConsolePlugin:
         from .activity import Activity
 
         check_settings(config, SETTINGS, context.name)
-        self.sample_seconds = float(config.get("sample_seconds", 30))
-        keep = float(config.get("keep_minutes", 60))
+        try:
+            self.sample_seconds = float(config.get("sample_seconds", 30))
+            keep = float(config.get("keep_minutes", 60))
+        except (TypeError, ValueError):
+            raise ValueError("[plugins.console] sample_seconds and keep_minutes are numbers (seconds, minutes)") from None
         if self.sample_seconds < 0 or keep < 60:
             raise ValueError("[plugins.console] sample_seconds must be >= 0 and keep_minutes >= 60 (an hour)")
         self.activity = Activity(interval=10.0, keep_seconds=keep * 60)
@@ -78,7 +81,10 @@ class ConsolePlugin:
 
         while True:  # the first poll after one interval: the other plugins are still starting now
             await asyncio.sleep(self.sample_seconds)
-            await poll_once(context.channel, self.activity, context.log)
+            try:
+                await poll_once(context.channel, self.activity, context.log)
+            except Exception as exc:  # noqa: BLE001 - a bad poll loses one sample, not the charts
+                context.log.warning("console.sample_failed", error=repr(exc))
 
     @hookimpl
     async def cortex_stop(self, context) -> None:

@@ -405,7 +405,7 @@ def test_beyond_loopback_a_person_signs_in_over_tls(open_page, tmp_path):
     try:
         console = Console(kt)
         host, port = kt.plugin("http").address.rsplit(":", 1)
-        assert host == "0.0.0.0"  # every address (the test reaches it over loopback)
+        assert host == "0.0.0.0"  # noqa: S104 - every address, on purpose (the test reaches it over loopback)
         page = open_page(console, ignore_https_errors=True)
         page.goto(f"https://127.0.0.1:{port}/console/memories")
         wait_ready(page)

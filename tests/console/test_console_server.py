@@ -148,6 +148,8 @@ def test_bad_settings_are_refused_with_what_to_do(start_kernel):
     assert "keep_minutes >= 60" in kt.kernel.host.records["console"].error
     _, kt = start_kernel(BASE + "[plugins.console]\nsample_second = 5\n")
     assert "sample_second" in kt.kernel.host.records["console"].error
+    _, kt = start_kernel(BASE + '[plugins.console]\nsample_seconds = "often"\n')
+    assert "sample_seconds and keep_minutes are numbers" in kt.kernel.host.records["console"].error
 
 
 class _Pages:

@@ -18,17 +18,29 @@ function row(entry) {
   };
 }
 
-async function tail(box) {
-  const { checkpoint = {} } = await api(`${GS}/GetCheckpoint`);
-  const size = Number(checkpoint.size ?? 0);
+// entries up to `last` (TAIL of them), newest first, with buttons to page through the chain
+async function entriesUpTo(box, size, last) {
+  const first = Math.max(1, last - TAIL + 1);
   const entries = [];
-  await stream(`${GS}/ExportAudit`, { from_seq: Math.max(1, size - TAIL + 1), limit: TAIL }, (m) => entries.push(m.entry));
-  box.replaceChildren(table(`The newest ${entries.length} of ${size} entries, newest first`, [
+  if (size) await stream(`${GS}/ExportAudit`, { from_seq: first, limit: last - first + 1 }, (m) => entries.push(m.entry));
+  const turn = (text, to) => button(text, async () => {
+    await entriesUpTo(box, size, to);
+    box.querySelector(".table-wrap")?.focus(); // the button pressed is gone: keep the reader in the table
+  }, { class: "secondary" });
+  box.replaceChildren(table(`Entries ${first} to ${last} of ${size}, newest first`, [
     ["#", (r) => String(r.seq)], ["When", (r) => r.time], ["Kind", (r) => r.kind], ["Who", (r) => r.who],
     ["What", (r) => h("code", {}, r.what)],
     ["Decision", (r) => (r.effect ? badge(EFFECT, r.effect) : "")],
     ["Reasons", (r) => r.reasons], ["Status", (r) => r.status],
-  ], entries.map(row).reverse()));
+  ], entries.map(row).reverse()),
+  h("div", { class: "actions" }, last < size ? turn("Newer entries", Math.min(size, last + TAIL)) : null,
+    first > 1 ? turn("Older entries", first - 1) : null));
+}
+
+async function tail(box) {
+  const { checkpoint = {} } = await api(`${GS}/GetCheckpoint`);
+  const size = Number(checkpoint.size ?? 0);
+  await entriesUpTo(box, size, size);
   return checkpoint;
 }
 

@@ -34,11 +34,14 @@ class Sample:
     memories: int = -1
     latencies_ms: list[float] = field(default_factory=list)
     by_method: dict[tuple[str, str], MethodCounts] = field(default_factory=dict)
+    _sorted: tuple[int, list[float]] = (-1, [])  # (calls when sorted, the latencies in order)
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
             return 0.0
-        ordered = sorted(self.latencies_ms)
+        if self._sorted[0] != self.calls:  # sorted once per change, not once per percentile and reader
+            self._sorted = (self.calls, sorted(self.latencies_ms))
+        ordered = self._sorted[1]
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -63,6 +66,7 @@ class Activity:
         return self.samples[-1]
 
     def observe(self, method: str, provider: str, code: grpc.StatusCode, allowed: bool, latency_s: float) -> None:
+        """One finished call; `method` as the router names it ("/package.Service/Method")."""
         sample = self.current()
         sample.calls += 1
         counts = sample.by_method.setdefault((method, provider), MethodCounts())

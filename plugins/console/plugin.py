@@ -73,8 +73,7 @@ class ConsolePlugin:
         # a denied one never reached a provider (its route names the plugin that denied it)
         provider = outcome.provider or (outcome.attempts[-1].provider if outcome.attempts else "")
         provider = provider if outcome.decision.allow else ""
-        self.activity.observe(f"{call.method.service}/{call.method.name}", provider,
-                              outcome.code, outcome.decision.allow, outcome.latency_s)
+        self.activity.observe(call.method.path, provider, outcome.code, outcome.decision.allow, outcome.latency_s)
 
     async def _sample(self, context) -> None:
         from .sampler import poll_once

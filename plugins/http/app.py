@@ -22,6 +22,7 @@ from .guard import RateLimiter, foreign_name, retry_after
 from .metrics import Metrics
 
 OPEN_PATHS = {"/health", "/ready"}  # probes: no credential, no rate limit
+ROUTE_LABELS = {"call", "openapi.json", "health", "ready", "metrics", "page"}  # cortex_http_requests' route label
 
 
 def _error(code: grpc.StatusCode, message: str, headers: dict[str, str] | None = None, status: int | None = None) -> JSONResponse:
@@ -215,15 +216,11 @@ class _Guard:
             prefix, app = page
             route = "page"
             await app({**scope, "root_path": scope.get("root_path", "") + prefix}, receive, counting_send)
-            self.api.metrics.http_requests.labels(route, str(status_seen.get("status", 0))).inc()
-            return
-        refusal = None if path in OPEN_PATHS or path == "/" else self._refusal(scope)
-        if refusal is not None:
+        elif (refusal := None if path in OPEN_PATHS or path == "/" else self._refusal(scope)) is not None:
             await refusal(scope, receive, counting_send)
         else:
             await self.app(scope, receive, counting_send)
-        self.api.metrics.http_requests.labels(route if route in {"call", "openapi.json", "health", "ready", "metrics"} else "other",
-                                              str(status_seen.get("status", 0))).inc()
+        self.api.metrics.http_requests.labels(route if route in ROUTE_LABELS else "other", str(status_seen.get("status", 0))).inc()
 
     def _refusal(self, scope) -> Response | None:
         host = (scope.get("client") or ("", 0))[0]

@@ -13,11 +13,13 @@ export class ApiError extends Error {
   }
 }
 
-function headers() {
-  const h = { "Content-Type": "application/json" };
-  const credential = sessionStorage.getItem(CREDENTIAL);
-  if (credential) h.Authorization = `Bearer ${credential}`;
-  return h;
+// POST /v1/<method> with the tab's credential (or the one given, to try it before keeping it)
+async function post(method, body, credential = sessionStorage.getItem(CREDENTIAL)) {
+  const headers = { "Content-Type": "application/json" };
+  if (credential) headers.Authorization = `Bearer ${credential}`;
+  const response = await fetch(`/v1/${method}`, { method: "POST", headers, body: JSON.stringify(body) });
+  if (!response.ok) throw await failure(response);
+  return response;
 }
 
 async function failure(response) {
@@ -32,17 +34,12 @@ async function failure(response) {
 
 // One unary contract call: api("cortex.memories.v1.MemoryService/Search", {...}) -> response JSON.
 export async function api(method, body = {}, credential = undefined) {
-  const h = headers();
-  if (credential !== undefined) h.Authorization = `Bearer ${credential}`;
-  const response = await fetch(`/v1/${method}`, { method: "POST", headers: h, body: JSON.stringify(body) });
-  if (!response.ok) throw await failure(response);
-  return response.json();
+  return (await post(method, body, credential)).json();
 }
 
 // A server-streaming call: onMessage(json) for each message, as the server sends it (SSE framing).
 export async function stream(method, body, onMessage) {
-  const response = await fetch(`/v1/${method}`, { method: "POST", headers: headers(), body: JSON.stringify(body) });
-  if (!response.ok) throw await failure(response);
+  const response = await post(method, body);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -199,10 +196,8 @@ export const EFFECT = { EFFECT_ALLOW: ["allow", "ok"], EFFECT_DENY: ["deny", "ba
 // a traced step's state, as people say it (cortex.cerebrum.v1.StepRecord.State)
 export const STEP_STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running" };
 
-const PAGES = {
-  "": "overview", memories: "memories", run: "run", traces: "traces", audit: "audit",
-  policies: "policies", models: "models", activity: "activity", login: "login",
-};
+// each page is pages/<its path>.js; the console's root is the overview
+const PAGES = new Set(["memories", "run", "traces", "audit", "policies", "models", "activity", "login"]);
 
 async function whoAmI() {
   const who = document.getElementById("who");
@@ -221,7 +216,7 @@ async function whoAmI() {
 
 async function main() {
   const parts = location.pathname.slice(BASE.length).split("/").filter(Boolean);
-  const name = PAGES[parts[0] ?? ""] ?? "overview";
+  const name = PAGES.has(parts[0]) ? parts[0] : "overview";
   for (const a of document.querySelectorAll(".nav a")) {
     const target = a.getAttribute("href").slice(BASE.length).replace(/^\//, "");
     if (target === (parts[0] ?? "")) a.setAttribute("aria-current", "page");

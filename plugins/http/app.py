@@ -22,6 +22,7 @@ from .guard import RateLimiter, foreign_name, retry_after
 from .metrics import Metrics
 
 OPEN_PATHS = {"/health", "/ready"}  # probes: no credential, no rate limit
+API_PATHS = {*OPEN_PATHS, "/", "/openapi.json", "/metrics"}  # never a plugin page's, whatever prefix it claims
 ROUTE_LABELS = {"call", "openapi.json", "health", "ready", "metrics", "page"}  # cortex_http_requests' route label
 
 
@@ -211,7 +212,7 @@ class _Guard:
             await send(message)
 
         # the API's own paths never ask the plugins (the hook runs per request: plugins come and go)
-        page = None if path.startswith("/v1/") or path in OPEN_PATHS else page_app(self.api.pages(), path)
+        page = None if path.startswith("/v1/") or path in API_PATHS else page_app(self.api.pages(), path)
         if page is not None:  # a plugin's pages: public by the hook's rule, their data comes from /v1/ calls
             prefix, app = page
             route = "page"

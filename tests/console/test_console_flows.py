@@ -53,6 +53,12 @@ def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_pag
         expect(result.locator(".tag")).to_have_text("garden")
     assert_accessible(page, axe, "search results")
     screenshot(page, "memories-search")
+    # nothing asked, a filter given: the newest of those the filter keeps
+    page.get_by_label("Search for").fill("")
+    page.get_by_label("Tags (all of)").fill("health")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("form[aria-label='Search memories'] + p[role=status]")).to_have_text("1 newest memory shown.")
+    expect(page.locator(".results .result")).to_contain_text(["Dentist appointment"])
     assert not page.errors
 
 
@@ -256,6 +262,7 @@ def test_a_deny_is_explained_where_it_happens(console, garden, open_page, axe):
     add.get_by_role("button", name="Add policy").click()
     expect(add.get_by_text("Added no-local-search")).to_be_visible()
     expect(admin.get_by_role("table", name="Rules in force")).to_contain_text("no-local-search")
+    expect(admin.get_by_role("button", name="Remove builtin/policy-admin")).to_have_count(0)  # built in: not removable
     screenshot(admin, "policies")
 
     local.goto(f"{console.url}/memories")

@@ -6,6 +6,7 @@ activity it charts counts what the kernel routes."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -175,10 +176,32 @@ def _answer(text: str):
 
 
 def test_plugins_add_pages_through_the_hook_and_cannot_take_the_api(http):
-    plugins = [("pages_a", _Pages({"/notes": "notes", "console": "impostor", "/v1": "takeover"})),
+    plugins = [("pages_a", _Pages({"/notes": "notes", "console": "impostor", "/v1": "takeover", "/metrics": "shadow"})),
                ("pages_b", _Pages(RuntimeError("no pages today")))]
     client, kt = http(plugins=plugins)
     assert client.get("/notes/today").text == "notes at /notes/today under /notes"
     assert client.get("/console/").headers["content-security-policy"]  # the console kept its prefix (loaded first)
     assert post(client, "cortex.console.v1.ConsoleService/WhoAmI").json() == {"principal": "local"}  # /v1 is the API's
+    assert "cortex_calls" in client.get("/metrics").text  # and so are its own routes
     assert kt.kernel.host.records["pages_b"].state == "loaded"  # a failing hook loses its pages, nothing else
+
+
+def test_the_sampler_survives_the_memories_plugin_going_away(http):
+    from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+
+    client, kt = http(BASE + "[plugins.console]\nsample_seconds = 0.1\n")
+    assert post(client, "cortex.memories.v1.MemoryService/Store", {"text": "kept"}).status_code == 200
+    plugins = kt.stub(kernel_pb2_grpc.PluginServiceStub)
+
+    def memories_sampled() -> int:
+        samples = post(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 60}).json()["samples"]
+        return int(samples[-1].get("memories", -1))
+
+    wait_for(lambda: memories_sampled() == 1, "the memory count")
+    plugins.Disable(kernel_pb2.DisableRequest(name="memories"))
+    time.sleep(0.5)  # several polls with no memories contract to ask
+    assert not plugin_of(kt, "console").sampler.done()
+    assert memories_sampled() == 1  # the last count known stands
+    plugins.Enable(kernel_pb2.EnableRequest(name="memories"))
+    assert post(client, "cortex.memories.v1.MemoryService/Store", {"text": "and another"}).status_code == 200
+    wait_for(lambda: memories_sampled() == 2, "the memory count after memories came back")

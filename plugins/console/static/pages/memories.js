@@ -38,15 +38,17 @@ function filterOf(data) {
   return filter;
 }
 
-async function newest(list, status, token = "", fetched = null) {
-  const page = fetched ?? await api(`${MS}/List`, { page_size: PAGE, page_token: token });
+// the newest memories (those the filter keeps), a page at a time
+async function newest(list, status, filter = {}, token = "", fetched = null) {
+  const page = fetched ?? await api(`${MS}/List`, { filter, page_size: PAGE, page_token: token });
   for (const m of page.memories ?? []) list.append(memoryItem(m));
   if (page.next_page_token) {
-    const more = button("Show more", async () => { more.remove(); await newest(list, status, page.next_page_token); },
+    const more = button("Show more", async () => { more.remove(); await newest(list, status, filter, page.next_page_token); },
       { class: "secondary" });
     list.after(more);
   }
-  status.textContent = `${list.children.length} newest memories shown.`;
+  const n = list.children.length;
+  status.textContent = n ? `${n} newest ${n === 1 ? "memory" : "memories"} shown.` : "No memory matches.";
 }
 
 function searchSection(counted) {
@@ -66,7 +68,7 @@ function searchSection(counted) {
     status.textContent = "Searching…";
     for (const more of results.parentNode.querySelectorAll(":scope > button")) more.remove();
     const query = String(data.get("query") ?? "").trim();
-    if (!query) { await newest(results, status); return null; }
+    if (!query) { await newest(results, status, filterOf(data)); return null; }
     const found = await api(`${MS}/Search`, { query, mode: data.get("mode"), top_k: 20, filter: filterOf(data) });
     for (const r of found.results ?? []) results.append(memoryItem(r.memory, r));
     const n = (found.results ?? []).length;
@@ -193,5 +195,5 @@ export async function render(root, { parts, params }) {
   const counted = api(`${MS}/Stats`); // after the list: beside it, the store's full count delays the list too
   const search = searchSection(counted);
   root.append(search, addSection(), importSection(), sources);
-  await newest(search.querySelector(".results"), search.querySelector("p[role=status]"), "", first);
+  await newest(search.querySelector(".results"), search.querySelector("p[role=status]"), {}, "", first);
 }

@@ -19,7 +19,8 @@ async function rules(box, output) {
       ["Applies to", (r) => [...(r.services ?? []), ...(r.methods ?? [])].join(", ") || "every call"],
       ["Principals", (r) => (r.principals ?? []).join(", ") || "everyone"],
       ["Source", (r) => h("code", {}, r.source ?? "")],
-      ["Remove", (r) => (r.source ?? "").startsWith("builtin") ? "" : button(`Remove ${r.id}`, async () => {
+      // built-in rules cannot be removed (a rule of the same id in a policy file overrides one)
+      ["Remove", (r) => r.source === "built-in" ? "" : button(`Remove ${r.id}`, async () => {
         if (!(await confirmAction(`Remove the rule ${r.id}?`, "Remove"))) return;
         try {
           await api(`${GS}/RemovePolicy`, { id: r.id });

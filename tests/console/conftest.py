@@ -9,7 +9,7 @@ import pytest
 from cortex.kernel.credentials import read_admin_token
 from cortex.kernel.testing import RunningKernel, kernel_config
 
-from .browser import axe_source, chromium_path
+from .browser import axe_source, chromium_path, wait_ready
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp"]\n[plugins.http]\nrate_limit = 0\n'
 
@@ -21,8 +21,8 @@ class Console:
         self.admin_token = read_admin_token(kt.data_dir)
 
 
-def start_console(folder, config: str = CONFIG) -> Console:
-    kt = RunningKernel(kernel_config(folder / "cortex.toml", config, folder / "data"))
+def start_console(folder, config: str = CONFIG, env: dict[str, str] | None = None) -> Console:
+    kt = RunningKernel(kernel_config(folder / "cortex.toml", config, folder / "data", env))
     kt.start()
     return Console(kt)
 
@@ -55,11 +55,12 @@ def axe() -> str:
 
 @pytest.fixture
 def open_page(browser):
-    """open_page(console, as_admin=False, **context options) -> a page in a fresh browser context
-    (its own session storage); console errors are collected in page.errors."""
+    """open_page(console, path=None, as_admin=False, **context options) -> a page in a fresh
+    browser context (its own session storage), on the console's `path` once drawn when one is
+    given; console errors are collected in page.errors."""
     contexts = []
 
-    def open_one(console: Console, as_admin: bool = False, **options):
+    def open_one(console: Console, path: str | None = None, as_admin: bool = False, **options):
         context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **options})
         if as_admin:  # signed in, as the login page leaves it (the login flow has its own test)
             context.add_init_script(f"sessionStorage.setItem('cortex.credential', '{console.admin_token}')")
@@ -68,6 +69,9 @@ def open_page(browser):
         page.errors = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
         page.set_default_timeout(30_000)
+        if path is not None:
+            page.goto(f"{console.url}/{path}")
+            wait_ready(page)
         return page
 
     yield open_one

@@ -79,9 +79,7 @@ def test_pages_reflow_without_horizontal_scrolling(console, seeded, open_page, a
 def test_the_main_flow_by_keyboard_alone(console, seeded, open_page):
     """Skip link first, focus always visible, every control reachable and labelled: search a
     memory and open it without a mouse."""
-    page = open_page(console)
-    page.goto(f"{console.url}/memories")
-    wait_ready(page)
+    page = open_page(console, "memories")
     page.keyboard.press("Tab")
     skip = page.locator(":focus")
     expect(skip).to_have_text("Skip to content")
@@ -119,9 +117,7 @@ def test_the_accessibility_check_itself_catches_violations(console, seeded, open
     """The checks above can fail: an unlabelled field and faint text on the same page are found."""
     from .browser import serious_violations
 
-    page = open_page(console)
-    page.goto(f"{console.url}/memories")
-    wait_ready(page)
+    page = open_page(console, "memories")
     page.evaluate("""() => { const main = document.getElementById('main');
       main.append(Object.assign(document.createElement('input'), {type: 'text'}));
       const faint = document.createElement('p'); faint.textContent = 'faint words'; faint.style.color = '#d0d0d0';

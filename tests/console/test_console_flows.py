@@ -32,9 +32,7 @@ def garden(console):
 
 
 def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_page, axe):
-    page = open_page(console)
-    page.goto(f"{console.url}/memories")
-    wait_ready(page)
+    page = open_page(console, "memories")
     expect(page.get_by_text("3 memories stored")).to_be_visible()
     assert_accessible(page, axe, "the memories page")
     page.get_by_label("Search for").fill("how much can I spend on the vegetable patch")
@@ -64,9 +62,7 @@ def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_pag
 
 def test_add_edit_and_delete_a_memory(console, garden, open_page, axe):
     memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
-    page = open_page(console)
-    page.goto(f"{console.url}/memories")
-    wait_ready(page)
+    page = open_page(console, "memories")
     add = page.get_by_role("form", name="Add a memory")
     add.get_by_role("button", name="Add memory").click()  # empty: refused here, before any call
     expect(add.get_by_role("alert")).to_contain_text("Write the memory's text first")
@@ -110,9 +106,7 @@ def test_add_edit_and_delete_a_memory(console, garden, open_page, axe):
 
 
 def test_run_a_goal_see_steps_stream_in_then_replay_its_trace(console, garden, open_page, axe):
-    page = open_page(console)
-    page.goto(f"{console.url}/run")
-    wait_ready(page)
+    page = open_page(console, "run")
     # record, in the page, the order in which steps and the answer arrive
     page.evaluate("""() => { window.arrivals = [];
       new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes) {
@@ -152,9 +146,7 @@ def test_run_a_goal_see_steps_stream_in_then_replay_its_trace(console, garden, o
 def test_replay_shows_the_first_diverging_step_side_by_side(console, garden, open_page):
     """A memory the run read changes: the replay names the step and shows both responses."""
     memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
-    page = open_page(console)
-    page.goto(f"{console.url}/run")
-    wait_ready(page)
+    page = open_page(console, "run")
     page.get_by_role("textbox", name="Goal").fill("what is the garden project budget")
     page.get_by_role("button", name="Run").click()
     expect(page.locator(".run-answer")).to_be_visible(timeout=60_000)
@@ -173,9 +165,7 @@ def test_replay_shows_the_first_diverging_step_side_by_side(console, garden, ope
 
 
 def test_verify_the_chain_and_see_where_it_breaks(console, open_page, axe, tmp_path):
-    page = open_page(console, as_admin=True)
-    page.goto(f"{console.url}/audit")
-    wait_ready(page)
+    page = open_page(console, "audit", as_admin=True)
     expect(page.get_by_role("table", name=re.compile("newest"))).to_contain_text("cortex.")
     page.get_by_role("button", name="Verify the whole chain").click()
     expect(page.locator(".notice-ok")).to_contain_text(re.compile(r"Intact: \d+ entries verified"))
@@ -213,15 +203,11 @@ def test_admin_toggles_a_plugin_and_local_cannot(console, open_page, axe):
         plugins = kernel.ListPlugins(kernel_pb2.ListPluginsRequest()).plugins
         return kernel_pb2.Plugin.State.Name(next(p.state for p in plugins if p.name == "marketplace"))
 
-    local = open_page(console)
-    local.goto(f"{console.url}/")
-    wait_ready(local)
+    local = open_page(console, "")
     expect(local.get_by_text("Sign in with the admin token to enable or disable plugins.")).to_be_visible()
     expect(local.get_by_role("button", name="Disable marketplace")).to_have_count(0)
 
-    page = open_page(console, as_admin=True)
-    page.goto(f"{console.url}/")
-    wait_ready(page)
+    page = open_page(console, "", as_admin=True)
     expect(page.locator("#who")).to_contain_text("Signed in as admin")
     page.get_by_role("button", name="Disable marketplace").click()
     expect(page.get_by_text("marketplace disabled.")).to_be_visible()
@@ -238,17 +224,13 @@ def test_a_deny_is_explained_where_it_happens(console, garden, open_page, axe):
     """Without a credential, the audit page is refused with the rule and what to do; a policy the
     admin adds in the console (its TOML errors shown inline first) denies local a search, and the
     memories page says which rule; removing it in the console lifts it."""
-    local = open_page(console)
-    local.goto(f"{console.url}/audit")
-    wait_ready(local)
+    local = open_page(console, "audit")
     refused = local.get_by_role("alert")
     expect(refused).to_contain_text("PERMISSION_DENIED")
     expect(refused).to_contain_text("builtin/local-default")
     assert_accessible(local, axe, "a refused page")
 
-    admin = open_page(console, as_admin=True)
-    admin.goto(f"{console.url}/policies")
-    wait_ready(admin)
+    admin = open_page(console, "policies", as_admin=True)
     add = admin.get_by_role("form", name="Add a policy file")
     add.get_by_label("File name").fill("no-local-search")
     add.get_by_label("Policy (TOML)").fill('[[rule]]\nid = "no-local-search"\neffect = "maybe"\n')
@@ -284,9 +266,7 @@ def test_a_deny_is_explained_where_it_happens(console, garden, open_page, axe):
 
 def test_sign_in_with_a_key_then_out(console, open_page):
     key = KeyStore(console.kt.data_dir).create("console-tester", [])
-    page = open_page(console)
-    page.goto(f"{console.url}/login?next=/console/memories")
-    wait_ready(page)
+    page = open_page(console, "login?next=/console/memories")
     page.get_by_label("Admin token or API key").fill("not-a-key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("UNAUTHENTICATED")
@@ -313,9 +293,7 @@ def test_import_note_files(console, open_page, tmp_path):
     notes = [tmp_path / "kettle.md", tmp_path / "train.txt"]
     notes[0].write_text("# Kitchen\nThe kettle lives in the blue cupboard above the sink.\n")
     notes[1].write_text("The train to Lyon leaves at 7:42 from platform 3.\n")
-    page = open_page(console)
-    page.goto(f"{console.url}/memories")
-    wait_ready(page)
+    page = open_page(console, "memories")
     imports = page.get_by_role("form", name="Import notes")
     imports.get_by_role("button", name="Import").click()
     expect(imports.get_by_role("alert")).to_contain_text("Choose one or more note files first")
@@ -332,9 +310,7 @@ def test_import_note_files(console, open_page, tmp_path):
 
 
 def test_a_proof_is_shown_and_verified(console, open_page, axe):
-    page = open_page(console, as_admin=True)
-    page.goto(f"{console.url}/audit")
-    wait_ready(page)
+    page = open_page(console, "audit", as_admin=True)
     proofs = page.get_by_role("form", name="Find a proof")
     proofs.get_by_label("Proof or call id").fill("p-2")
     proofs.get_by_role("button", name="Show and verify").click()
@@ -348,9 +324,7 @@ def test_a_proof_is_shown_and_verified(console, open_page, axe):
 
 
 def test_try_a_generation_and_an_embedding(console, open_page):
-    page = open_page(console)
-    page.goto(f"{console.url}/models")
-    wait_ready(page)
+    page = open_page(console, "models")
     expect(page.get_by_role("table", name="Models by provider")).to_contain_text("all-MiniLM-L6-v2")
     generate = page.get_by_role("form", name="Try a generation")
     generate.get_by_label("Most tokens").fill("0")
@@ -366,9 +340,7 @@ def test_try_a_generation_and_an_embedding(console, open_page):
 
 
 def test_activity_charts_what_was_called(console, garden, open_page):
-    page = open_page(console)
-    page.goto(f"{console.url}/activity")
-    wait_ready(page)
+    page = open_page(console, "activity")
     expect(page.locator(".chart canvas")).to_have_count(5)
     expect(page.get_by_role("table", name="Calls in the last hour by method and provider")).to_contain_text(
         "cortex.memories.v1.MemoryService/Store")
@@ -386,9 +358,7 @@ def test_watched_folders_show_their_state(console, open_page, tmp_path):
     sources = console.kt.stub(sources_pb2_grpc.SourceServiceStub)
     sources.AddSource(sources_pb2.AddSourceRequest(source=sources_pb2.Source(name="notes", path=str(folder))), timeout=60)
     try:
-        page = open_page(console)
-        page.goto(f"{console.url}/memories")
-        wait_ready(page)
+        page = open_page(console, "memories")
         folders = page.get_by_role("table", name="Folders whose notes are kept as memories")
         expect(folders).to_contain_text("notes")
         expect(folders).to_contain_text("1 / 0 / 0")
@@ -403,9 +373,7 @@ def test_page_through_the_audit_chain(console, open_page):
     governance = console.kt.stub(governance_pb2_grpc.GovernanceServiceStub)
     for _ in range(60):  # more than a page of entries, whatever ran before
         governance.GetCheckpoint(governance_pb2.GetCheckpointRequest())
-    page = open_page(console, as_admin=True)
-    page.goto(f"{console.url}/audit")
-    wait_ready(page)
+    page = open_page(console, "audit", as_admin=True)
     newest = page.get_by_role("table", name=re.compile(r"^Entries \d+ to \d+ of \d+, newest first$"))
     first, last, size = map(int, re.findall(r"\d+", newest.get_attribute("aria-label") or newest.locator("caption").inner_text()))
     assert last == size and last - first == 49

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from cortex.contracts.memories.v1 import archive_pb2, archive_pb2_grpc, memories_pb2
 from cortex.plugins.memories.service import content_hash
 
-from .browser import SCREENSHOTS, assert_accessible, wait_ready
+from .browser import SCREENSHOTS, assert_accessible
 from .conftest import start_console
 
 MEMORIES = 10_000
@@ -59,9 +59,7 @@ def big(tmp_path_factory):
 def test_first_paint_of_the_memories_page_with_10k_memories(big, open_page, axe):
     figures = []
     for attempt in range(3):
-        page = open_page(big)
-        page.goto(f"{big.url}/memories")
-        wait_ready(page)
+        page = open_page(big, "memories")
         paint = page.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1")
         drawn_ms = page.evaluate("() => performance.getEntriesByName('console-drawn')[0].startTime")
         nav = page.evaluate("() => performance.getEntriesByType('navigation')[0].toJSON()")

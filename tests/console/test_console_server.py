@@ -5,7 +5,6 @@ activity it charts counts what the kernel routes."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -16,13 +15,9 @@ from cortex.kernel.credentials import KeyStore
 from cortex.kernel.tls import init_ca
 
 from ..conftest import plugin_of, wait_for
+from ..http.test_http_api import call
 
 BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp"]\n'
-
-
-def post(client, method: str, body=None, **headers):
-    return client.post(f"/v1/{method}", content=json.dumps(body or {}),
-                       headers={"Content-Type": "application/json", **headers})
 
 
 @pytest.fixture
@@ -77,20 +72,20 @@ def test_beyond_loopback_the_pages_load_but_every_figure_needs_a_credential(http
     port = plugin_of(kt, "http").address.rsplit(":", 1)[1]
     client = clients(base_url=f"https://127.0.0.1:{port}", verify=str(tls["ca"]))
     assert client.get("/console/login").status_code == 200  # the sign-in page itself is public
-    refused = post(client, "cortex.console.v1.ConsoleService/WhoAmI")
+    refused = call(client, "cortex.console.v1.ConsoleService/WhoAmI", {})
     assert refused.status_code == 401 and "Bearer" in refused.json()["error"]["message"]
-    me = post(client, "cortex.console.v1.ConsoleService/WhoAmI", Authorization=f"Bearer {key}")
+    me = call(client, "cortex.console.v1.ConsoleService/WhoAmI", {}, {"Authorization": f"Bearer {key}"})
     assert me.json() == {"principal": "key:browser"}
 
 
 def test_who_am_i_comes_from_the_credential_never_from_the_caller(http, data_dir):
     client, kt = http()
-    assert post(client, "cortex.console.v1.ConsoleService/WhoAmI").json() == {"principal": "local"}
+    assert call(client, "cortex.console.v1.ConsoleService/WhoAmI", {}).json() == {"principal": "local"}
     # a browser (or anything else) naming itself admin is refused, not believed
-    spoofed = post(client, "cortex.console.v1.ConsoleService/WhoAmI", **{"x-cortex-principal": "admin"})
+    spoofed = call(client, "cortex.console.v1.ConsoleService/WhoAmI", {}, {"x-cortex-principal": "admin"})
     assert spoofed.status_code in (401, 403) and "act_as" in spoofed.json()["error"]["message"]
     token = (kt.data_dir / "admin.token").read_text().strip()
-    assert post(client, "cortex.console.v1.ConsoleService/WhoAmI", Authorization=f"Bearer {token}").json() == {
+    assert call(client, "cortex.console.v1.ConsoleService/WhoAmI", {}, {"Authorization": f"Bearer {token}"}).json() == {
         "principal": "admin", "admin": True}
 
 
@@ -100,15 +95,15 @@ def test_a_foreign_page_cannot_change_anything(http):
     takes only JSON (a cross-origin JSON POST needs a CORS preflight, which it never grants)."""
     client, _ = http()
     store = "cortex.memories.v1.MemoryService/Store"
-    forged = post(client, store, {"text": "planted"}, Origin="http://evil.example")
+    forged = call(client, store, {"text": "planted"}, {"Origin": "http://evil.example"})
     assert forged.status_code == 403 and "Origin 'http://evil.example' is not this machine" in forged.json()["error"]["message"]
     form = client.post(f"/v1/{store}", content=b"text=planted", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 415
     preflight = client.options(f"/v1/{store}", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
-    found = post(client, "cortex.memories.v1.MemoryService/Search", {"query": "planted", "mode": "SEARCH_MODE_KEYWORD"})
+    found = call(client, "cortex.memories.v1.MemoryService/Search", {"query": "planted", "mode": "SEARCH_MODE_KEYWORD"})
     assert found.json().get("results", []) == []
-    assert post(client, store, {"text": "mine"}, Origin=str(client.base_url).rstrip("/")).status_code == 200
+    assert call(client, store, {"text": "mine"}, {"Origin": str(client.base_url).rstrip("/")}).status_code == 200
 
 
 def test_without_the_console_plugin_there_are_no_pages(http):
@@ -120,13 +115,13 @@ def test_without_the_console_plugin_there_are_no_pages(http):
 def test_activity_counts_what_the_kernel_routes_by_method_and_decision(http):
     client, _ = http(BASE + "[plugins.console]\nsample_seconds = 0.2\n")
     for text in ("one", "two", "three"):
-        assert post(client, "cortex.memories.v1.MemoryService/Store", {"text": text}).status_code == 200
-    denied = post(client, "cortex.governance.v1.GovernanceService/ListPolicies")  # local may not
+        assert call(client, "cortex.memories.v1.MemoryService/Store", {"text": text}).status_code == 200
+    denied = call(client, "cortex.governance.v1.GovernanceService/ListPolicies", {})  # local may not
     assert denied.status_code == 403
-    assert post(client, "cortex.memories.v1.MemoryService/Get", {"id": "m-none"}).status_code == 404
+    assert call(client, "cortex.memories.v1.MemoryService/Get", {"id": "m-none"}).status_code == 404
 
     def activity():
-        return post(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 60}).json()
+        return call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 60}).json()
 
     wait_for(lambda: any(int(s.get("memories", -1)) == 3 for s in activity()["samples"]), "the sampled memory count")
     samples = activity()["samples"]
@@ -138,9 +133,9 @@ def test_activity_counts_what_the_kernel_routes_by_method_and_decision(http):
     assert totals["denied"] >= 1 and totals["errors"] >= 1 and totals["calls"] == totals["allowed"] + totals["denied"]
     assert not any(b["method"].endswith("/Stats") for s in samples for b in s.get("by_method", []))  # its own polling is not counted
     assert all(float(s.get("p99_ms", 0)) >= float(s.get("p50_ms", 0)) for s in samples)
-    too_far = post(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 100000})
+    too_far = call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 100000})
     assert too_far.status_code == 400 and "at most 1440" in too_far.json()["error"]["message"]
-    negative = post(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": -5})
+    negative = call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": -5})
     assert negative.status_code == 400
 
 
@@ -181,7 +176,7 @@ def test_plugins_add_pages_through_the_hook_and_cannot_take_the_api(http):
     client, kt = http(plugins=plugins)
     assert client.get("/notes/today").text == "notes at /notes/today under /notes"
     assert client.get("/console/").headers["content-security-policy"]  # the console kept its prefix (loaded first)
-    assert post(client, "cortex.console.v1.ConsoleService/WhoAmI").json() == {"principal": "local"}  # /v1 is the API's
+    assert call(client, "cortex.console.v1.ConsoleService/WhoAmI", {}).json() == {"principal": "local"}  # /v1 is the API's
     assert "cortex_calls" in client.get("/metrics").text  # and so are its own routes
     assert kt.kernel.host.records["pages_b"].state == "loaded"  # a failing hook loses its pages, nothing else
 
@@ -190,11 +185,11 @@ def test_the_sampler_survives_the_memories_plugin_going_away(http):
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
     client, kt = http(BASE + "[plugins.console]\nsample_seconds = 0.1\n")
-    assert post(client, "cortex.memories.v1.MemoryService/Store", {"text": "kept"}).status_code == 200
+    assert call(client, "cortex.memories.v1.MemoryService/Store", {"text": "kept"}).status_code == 200
     plugins = kt.stub(kernel_pb2_grpc.PluginServiceStub)
 
     def memories_sampled() -> int:
-        samples = post(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 60}).json()["samples"]
+        samples = call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 60}).json()["samples"]
         return int(samples[-1].get("memories", -1))
 
     wait_for(lambda: memories_sampled() == 1, "the memory count")
@@ -203,5 +198,5 @@ def test_the_sampler_survives_the_memories_plugin_going_away(http):
     assert not plugin_of(kt, "console").sampler.done()
     assert memories_sampled() == 1  # the last count known stands
     plugins.Enable(kernel_pb2.EnableRequest(name="memories"))
-    assert post(client, "cortex.memories.v1.MemoryService/Store", {"text": "and another"}).status_code == 200
+    assert call(client, "cortex.memories.v1.MemoryService/Store", {"text": "and another"}).status_code == 200
     wait_for(lambda: memories_sampled() == 2, "the memory count after memories came back")

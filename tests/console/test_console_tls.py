@@ -9,11 +9,10 @@ import re
 from playwright.sync_api import expect
 
 from cortex.kernel.credentials import KeyStore
-from cortex.kernel.testing import RunningKernel, kernel_config
 from cortex.kernel.tls import init_ca
 
 from .browser import wait_ready
-from .conftest import CONFIG, Console
+from .conftest import CONFIG, start_console
 
 
 def test_beyond_loopback_a_person_signs_in_over_tls(open_page, tmp_path):
@@ -23,11 +22,9 @@ def test_beyond_loopback_a_person_signs_in_over_tls(open_page, tmp_path):
     tls = init_ca(data)
     key = KeyStore(data).create("laptop", [])
     config = CONFIG + (f'[kernel]\nrequire_credentials = true\ntls_cert = "{tls["cert"]}"\ntls_key = "{tls["key"]}"\n')
-    kt = RunningKernel(kernel_config(tmp_path / "cortex.toml", config, data, env={"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0"}))
-    kt.start()
+    console = start_console(tmp_path, config, env={"CORTEX_PLUGINS__HTTP__LISTEN": "0.0.0.0:0"})
     try:
-        console = Console(kt)
-        host, port = kt.plugin("http").address.rsplit(":", 1)
+        host, port = console.kt.plugin("http").address.rsplit(":", 1)
         assert host == "0.0.0.0"  # noqa: S104 - every address, on purpose (the test reaches it over loopback)
         page = open_page(console, ignore_https_errors=True)
         page.goto(f"https://127.0.0.1:{port}/console/memories")
@@ -44,4 +41,4 @@ def test_beyond_loopback_a_person_signs_in_over_tls(open_page, tmp_path):
         expect(page.get_by_text("0 memories stored")).to_be_visible()
         assert not page.errors
     finally:
-        kt.stop()
+        console.kt.stop()

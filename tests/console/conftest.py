@@ -36,6 +36,19 @@ def console(tmp_path_factory) -> Iterator[Console]:
 
 
 @pytest.fixture(scope="module")
+def garden(console) -> str:
+    """Three memories in the module's kernel (two about the garden, one not); the budget's id."""
+    from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
+
+    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
+    budget = memories.Store(memories_pb2.StoreRequest(text="Garden project budget is 300 euros for soil and seeds.",
+                                                      tags=["garden"]))
+    memories.Store(memories_pb2.StoreRequest(text="The garden project: raised beds go along the south fence.", tags=["garden"]))
+    memories.Store(memories_pb2.StoreRequest(text="Dentist appointment moved to Thursday at nine.", tags=["health"]))
+    return budget.id
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     """Per module, not per session: while Playwright's sync API is open, its event loop counts as
     running on the main thread (asyncio.get_running_loop finds it), which would change how code

@@ -9,7 +9,6 @@ import pytest
 from playwright.sync_api import expect
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2, cerebrum_pb2_grpc
-from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 
 from .browser import assert_accessible, screenshot, wait_ready
 
@@ -17,16 +16,12 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def seeded(console):
+def seeded(console, garden):
     """Something on every page: memories, a run's trace, audit entries, activity."""
-    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
-    stored = memories.Store(memories_pb2.StoreRequest(text="The garden project: raised beds go along the south fence.",
-                                                      tags=["garden"]))
-    memories.Store(memories_pb2.StoreRequest(text="Garden project budget is 300 euros for soil and seeds.", tags=["garden"]))
     cerebrum = console.kt.stub(cerebrum_pb2_grpc.CerebrumServiceStub)
     plan = cerebrum.Plan(cerebrum_pb2.PlanRequest(goal="summarise the garden project")).plan
     summary = [m.summary for m in cerebrum.Execute(cerebrum_pb2.ExecuteRequest(plan=plan)) if m.HasField("summary")][-1]
-    return {"memory": stored.id, "trace": summary.trace_id}
+    return {"memory": garden, "trace": summary.trace_id}
 
 
 def pages(seeded) -> dict[str, str]:

@@ -21,16 +21,6 @@ from .browser import assert_accessible, screenshot, wait_ready
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def garden(console):
-    memories = console.kt.stub(memories_pb2_grpc.MemoryServiceStub)
-    budget = memories.Store(memories_pb2.StoreRequest(text="Garden project budget is 300 euros for soil and seeds.",
-                                                      tags=["garden"]))
-    memories.Store(memories_pb2.StoreRequest(text="The garden project: raised beds go along the south fence.", tags=["garden"]))
-    memories.Store(memories_pb2.StoreRequest(text="Dentist appointment moved to Thursday at nine.", tags=["health"]))
-    return budget.id
-
-
 def test_search_finds_a_memory_by_meaning_and_says_why(console, garden, open_page, axe):
     page = open_page(console, "memories")
     expect(page.get_by_text("3 memories stored")).to_be_visible()

@@ -22,8 +22,11 @@ from .registry import Health, MethodInfo, Registrar
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
-# 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace; 1.4: postgres_dsn; 1.5: cortex_web_pages
-PLUGIN_API_VERSION = "1.5"
+# 1.1: LazyApp; 1.2: log_tap; 1.3: context.origin and context.namespace; 1.4: postgres_dsn; 1.5: cortex_web_pages;
+# 1.6: AsgiServer's Host/Origin guard (HostGuard, allowed_hosts), read_json, BadJson, JsonBodies;
+#      delegation (a call made while serving a caller runs as that caller), channel.for_own_work(),
+#      channel.admit(), context.sees_every_namespace, context.namespace_of(principal)
+PLUGIN_API_VERSION = "1.6"
 
 # Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
 _LAZY = {
@@ -32,7 +35,9 @@ _LAZY = {
     "parse_json": "bridge", "to_json": "bridge", "describe": "bridge",
     # a plugin's own HTTP listener, under the kernel's listener rule and credentials
     "AsgiServer": "asgi", "LazyApp": "asgi", "split_listen": "asgi", "IDENTITY": "asgi", "headers_of": "asgi",
-    "identify_request": "asgi", "is_loopback_host": "remote",
+    "identify_request": "asgi", "is_loopback_host": "remote", "HostGuard": "asgi",
+    # request bodies as JSON: a 400 with a sentence for anything the parser refuses
+    "read_json": "asgi", "BadJson": "asgi", "JsonBodies": "asgi",
     "SchemaBuilder": "json_schema", "standalone": "json_schema",
     # command-line helpers for `cortex_register_commands`
     "config_option": "cli", "target_option": "cli", "json_option": "cli", "load_config_or_fail": "cli",

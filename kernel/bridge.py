@@ -58,12 +58,14 @@ def client_principal(kind: str, name: str | None, fallback: str) -> str:
 def bridge_caller(kind: str, name: str | None, fallback: str, identity: Any = None) -> Any:
     """Whom the router judges for a bridge's client: the client by name ("mcp:zed", "a2a:agent")
     when no identity came with the request (stdio: the bridge's own credential speaks for the
-    editor that started it) or when its credential may act for others (admin, an act_as key);
-    else the request's own identity (local, key:NAME with its scopes)."""
+    editor that started it) or when the request's credential is the owner's (the admin token):
+    such names are the owner's identities (`kernel.owners`). Else the request's own identity
+    (local, key:NAME with its scopes, a gateway's user): a client's self-given name never moves
+    anyone into the owner's namespace."""
     named = client_principal(kind, name, fallback)
     if identity is None:
         return named
-    return identity.acting_for(named) if identity.act_as else identity
+    return identity.acting_for(named) if identity.is_owner and identity.act_as else identity
 
 
 def parse_json(method: MethodInfo, data: Any) -> Message:

@@ -26,6 +26,8 @@ PRINCIPAL_HEADER = "x-cortex-principal"
 CALL_ID_HEADER = "x-cortex-call-id"
 PARENT_CALL_ID_HEADER = "x-cortex-parent-call-id"
 PROVIDER_HEADER = "x-cortex-provider"
+# data labels a caller puts on its call ("private"): nested calls made while serving it carry them too
+LABELS_HEADER = "x-cortex-labels"
 ROUTE_HEADER = "x-cortex-route"
 
 # Call ids: a per-process random prefix and a counter; cheap, unique, and sortable within a run.
@@ -95,7 +97,9 @@ class Call:
     parent_id: str = ""
     outcome: Outcome | None = None  # how it ended, once the router has finished it
     # who made the call when that is not the principal: a gateway acting for its users (its
-    # credential has the act_as scope), or the bridge plugin a client came through; audited
+    # credential has the act_as scope), the bridge plugin a client came through, the plugin making
+    # a call for the caller it serves; audited. Every party that acted on the way, outermost first,
+    # joined by ", " ("key:gateway, plugin:cerebrum"): a deny naming any of them holds
     actor: str = ""
     # the method globs the caller's credential is limited to ("service/method"), None: no limit
     scopes: tuple[str, ...] | None = None
@@ -103,9 +107,17 @@ class Call:
     # serving when it made this one (Cerebrum searching memories for key:alice's goal), else the
     # principal itself. Policy judges `principal`; whose data a provider touches follows `origin`.
     origin: str = ""
+    # the call may reach local providers only: its request asked (`local_only`), or the call it
+    # was made for did (a caller's constraint follows its nested calls like its rights)
+    local_only: bool = False
 
     def __post_init__(self) -> None:
         self.origin = self.origin or self.principal
+
+    @property
+    def actors(self) -> tuple[str, ...]:
+        """Who acted for the principal on the way to this call, outermost first."""
+        return tuple(self.actor.split(", ")) if self.actor else ()
 
     @property
     def service(self) -> str:
@@ -117,6 +129,11 @@ class Call:
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+def asks_local_only(request: Any) -> bool:
+    """Whether the request itself asks to stay on local providers (a `local_only` field)."""
+    return bool(getattr(request, "local_only", False)) if request is not None else False
 
 
 # The call a provider is serving, while it serves it: a call a plugin makes then is its child.
@@ -261,3 +278,19 @@ class LocalContext:
         from .credentials import namespace_of
 
         return namespace_of(self._call.origin, self._owners)
+
+    def namespace_of(self, principal: str) -> str:
+        """The namespace of any `principal` as this kernel decides it (with `kernel.owners`): for
+        a plugin that shows one caller only the records of its own namespace (audit entries)."""
+        from .credentials import namespace_of
+
+        return namespace_of(principal, self._owners)
+
+    @property
+    def sees_every_namespace(self) -> bool:
+        """Whether whose request this call serves is shown every namespace (admin, the kernel and
+        its plugins' own work); a listing, an export or a subscription for anyone else keeps to
+        `namespace`."""
+        from .credentials import sees_every_namespace
+
+        return sees_every_namespace(self._call.origin)

@@ -6,8 +6,15 @@
         reply = await memories.Search(SearchRequest(query="..."), timeout=2)
 
 The channel is in-process: the call is routed (authorized, observed, failed over) by the same
-router as a call from outside, with the plugin as principal, but without a network hop or
-serialization.
+router as a call from outside, but without a network hop or serialization. Who the call is
+(delegation, as OAuth token exchange's subject and actor, RFC 8693):
+
+- made while the plugin serves a caller (inside a servicer method): it runs **as that caller**,
+  its principal, namespace and key scopes, with the plugin as actor. It may do at most what the
+  caller could do directly and what the plugin's manifest allows (`cortex.calls`);
+- made on the plugin's own account (at start, from a timer, or through `channel.for_own_work()`
+  for work such as embedding the text it stores): the plugin is the principal, bounded by its
+  manifest; data it touches while serving someone is still that caller's namespace.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from .call import CURRENT_CALL, PRINCIPAL_HEADER, Call, RouterError, new_call_id
-from .credentials import Identity
+from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, RouterError, asks_local_only, new_call_id
+from .credentials import OWNER_NAMESPACE, Identity, namespace_of
 
 if TYPE_CHECKING:
     from .router import Router
@@ -40,23 +47,33 @@ class _Multicallable:
                 f"{self._path} is not served by this kernel; `cortex contracts list` shows what is",
             )
         channel = self._channel
-        meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, channel.principal))
+        serving = CURRENT_CALL.get()
+        principal, actor, scopes, origin = channel.principal, channel.actor, channel.scopes, channel.principal
+        if serving is not None and channel.principal.startswith("plugin:"):
+            if channel.own_work:  # the plugin's own work for the caller: judged as the plugin, on the caller's data
+                origin = serving.origin
+            else:  # delegation: the call runs as the caller it serves, the plugin as its actor
+                principal, scopes, origin = serving.principal, serving.scopes, serving.origin
+                actor = ", ".join((*serving.actors, channel.principal))  # whoever acted before stays named
+        meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, principal))
+        local_only = False
+        if serving is not None:  # what the caller said of its data holds for every call made for it
+            meta += tuple((k, v) for k, v in serving.metadata if k == LABELS_HEADER)
+            local_only = serving.local_only or asks_local_only(serving.request)
         if channel.via:
             meta += ((VIA_HEADER, channel.via),)
-        serving = CURRENT_CALL.get()
-        # a plugin's own call made while serving someone's serves them; a bridge's client is its own
-        serves = serving is not None and channel.principal.startswith("plugin:")
         call = Call(
             id=new_call_id(),
             parent_id=serving.id if serving is not None else "",
             method=method,
             request=request,
-            principal=channel.principal,
+            principal=principal,
             metadata=meta,
             deadline=None if timeout is None else time.monotonic() + timeout,
-            actor=channel.actor,
-            scopes=channel.scopes,
-            origin=serving.origin if serves else channel.principal,
+            actor=actor,
+            scopes=scopes,
+            origin=origin,
+            local_only=local_only,
         )
         return method, call
 
@@ -83,10 +100,11 @@ class KernelChannel:
 
     def __init__(
         self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None,
-        explain: Any = None,
+        explain: Any = None, own_work: bool = False,
     ):
         self.router, self.principal, self.via = router, principal, via
         self.actor, self.scopes = actor, scopes
+        self.own_work = own_work
         self._explain = explain
         self._publishing: set[asyncio.Task] = set()
 
@@ -98,15 +116,31 @@ class KernelChannel:
     def acting_for(self, who: str | Identity) -> KernelChannel:
         """A channel whose calls carry a bridge's client as principal, so policy judges the client:
         an Identity from `context.credentials.identify(...)` (local, admin, key:NAME with its
-        scopes), or a name the bridge gives its client ("mcp:editor"). The bridging plugin is
-        the actor (unless the identity names its own) and is recorded in the x-cortex-via header.
-        No plugin may pose as another plugin or the kernel."""
+        scopes), or a name the bridge gives a client of the owner's ("mcp:editor"). The bridging
+        plugin is an actor (after the identity's own, a gateway) and is recorded in the x-cortex-via
+        header. No plugin may pose as another plugin or the kernel, nor name a key or a gateway's
+        user without the Identity that carries its limits."""
         identity = who if isinstance(who, Identity) else Identity(who, "plugin")
         principal = identity.principal
         if not principal or principal.startswith(("plugin:", "kernel")) or len(principal) > 200:
             raise ValueError(f"a bridge may not act as {principal!r}")
-        return KernelChannel(self.router, principal, self.principal, identity.actor or self.principal, identity.scopes,
-                             self._explain)
+        if isinstance(who, str) and namespace_of(principal, self.router.owners) != OWNER_NAMESPACE:
+            # a name alone carries none of a credential's limits (a key's scopes, a gateway's name):
+            # only the owner's identities (admin, a stdio bridge's "mcp:editor") are named bare
+            raise ValueError(f"a plugin may act for {principal!r} only with the Identity its credential gave "
+                             "(context.credentials.identify), never by name")
+        actor = ", ".join(a for a in (identity.actor, self.principal) if a)  # the plugin always named
+        return KernelChannel(self.router, principal, self.principal, actor, identity.scopes, self._explain)
+
+    def for_own_work(self) -> KernelChannel:
+        """A channel for the plugin's own work while it serves a caller: embedding the text it
+        stores, publishing what it did. Its calls are judged as the plugin (its manifest) and
+        touch the caller's namespace, but are not bounded by the caller's key scopes. Never use
+        it for a call the caller's request chooses (a plan step, a tool the caller names): those
+        go through `channel`, where they run as the caller (docs/ARCHITECTURE.md, Delegation)."""
+        if not self.principal.startswith("plugin:"):
+            raise ValueError("only a plugin's own channel has work of its own")
+        return KernelChannel(self.router, self.principal, self.via, self.actor, self.scopes, self._explain, True)
 
     def methods(self) -> list:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""
@@ -119,6 +153,14 @@ class KernelChannel:
         if method.server_streaming or method.client_streaming:
             raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{path} streams; only unary methods can be called this way")
         return await self.router.unary_with_outcome(method, request, call)
+
+    async def admit(self, path: str, request: Any, *, metadata=None):
+        """Judge a call of `path` with `request` as this channel would make it (the caller's
+        rights, when a plugin serves one) without making it: a side door such as an import,
+        admitting each part as the direct call would be. Returns the Decision; raises RouterError
+        (PERMISSION_DENIED, ...) when refused."""
+        method, call = _Multicallable(self, path)._call(request, None, metadata)
+        return await self.router.admit(method, request, call)
 
     def method(self, path: str):
         """The registered method at `path` (its message classes, failover safety), or None."""
@@ -152,8 +194,9 @@ class KernelChannel:
     async def _publish(self, event: Any, timeout: float) -> None:
         from cortex.contracts.events.v1 import events_pb2
 
+        channel = self.for_own_work() if self.principal.startswith("plugin:") else self
         try:
-            await self.unary_unary(PUBLISH)(events_pb2.PublishRequest(event=event), timeout=timeout)
+            await channel.unary_unary(PUBLISH)(events_pb2.PublishRequest(event=event), timeout=timeout)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details()
             log.warning("event.not_published", principal=self.principal, type=event.type,

@@ -15,6 +15,9 @@ A call's principal comes from, in this order:
 Kubernetes impersonation works. The principal is then the named user and the actor the gateway,
 and the audit log records both. From anyone else the header is refused (PERMISSION_DENIED), not
 ignored: a gateway that believes it separates its users must learn at once that it does not.
+A gateway key acts only for the users its key names (`act_as:GLOB` scopes; a bare `act_as` names
+any user), and never for the owner's identities (`default`, `local`, and `kernel.owners`: the MCP
+and A2A clients `mcp:*`, `a2a:*`): those are the owner's, reached only with the owner's credential.
 
 API keys are stored hashed (SHA-256: they are 256-bit random, so a slow hash adds nothing) in
 `<data dir>/credentials.db`, never logged. The kernel rereads the file when it changes, so a
@@ -72,9 +75,17 @@ class Identity:
     scopes: tuple[str, ...] | None = None  # method globs ("pkg.Service/Method"); None: no limit
     act_as: bool = False  # may name another principal in x-cortex-principal
     actor: str = ""  # who acted, when the principal is someone it acts for
+    acts_for: tuple[str, ...] = ("*",)  # the principals (globs) it may act for, when act_as
 
-    def acting_for(self, claimed: str) -> Identity:
-        """The identity of a call that names `claimed` in x-cortex-principal."""
+    @property
+    def is_owner(self) -> bool:
+        """Whether the credential is the kernel owner's own (the admin token, a kernel certificate):
+        only such a credential speaks for the owner's identities (`default`, `mcp:*`, ...)."""
+        return namespace_of(self.actor or self.principal) == OWNER_NAMESPACE and self.principal != LOCAL
+
+    def acting_for(self, claimed: str, owners: tuple[str, ...] = ()) -> Identity:
+        """The identity of a call that names `claimed` in x-cortex-principal (`owners`: the
+        kernel's `kernel.owners`, identities whose data is the owner's)."""
         if not claimed or claimed == self.principal:
             return self
         if not self.act_as:
@@ -92,6 +103,18 @@ class Identity:
                 f"no one may act as {claimed!r}: admin, local, kernel, plugin:*, key:* and node:* come only from "
                 "credentials", grpc.StatusCode.PERMISSION_DENIED,
             )
+        if not self.is_owner:
+            if namespace_of(claimed, owners) == OWNER_NAMESPACE:
+                raise AuthError(
+                    f"{self.principal} may not act as {claimed!r}: that is the kernel owner's identity (default, "
+                    "local and kernel.owners are reached only with the admin token); act for a user of your own",
+                    grpc.StatusCode.PERMISSION_DENIED,
+                )
+            if not any(fnmatch.fnmatchcase(claimed, glob) for glob in self.acts_for):
+                raise AuthError(
+                    f"{self.principal} may act only for {', '.join(self.acts_for)} (its key's act_as scopes), not "
+                    f"{claimed!r}; ask the admin for a key naming that user", grpc.StatusCode.PERMISSION_DENIED,
+                )
         return Identity(claimed, self.how, self.scopes, False, self.principal)
 
 
@@ -102,6 +125,17 @@ def namespace_of(principal: str, owners: tuple[str, ...] = ()) -> str:
     if any(fnmatch.fnmatchcase(principal, glob) for glob in (*OWNER_PRINCIPALS, *owners)):
         return OWNER_NAMESPACE
     return principal
+
+
+# Principals that see every namespace (the audit log, the event bus, every listing): the owner's
+# administrator and the kernel's own parts. `local` is the owner's namespace, not all of them.
+SEES_EVERY_NAMESPACE = (ADMIN, "kernel", "kernel:*", "plugin:*", "node:*")
+
+
+def sees_every_namespace(principal: str) -> bool:
+    """Whether `principal` is shown every namespace's data (admin, the kernel, its plugins, kernel
+    certificates); everyone else sees only its own namespace (`namespace_of`)."""
+    return any(fnmatch.fnmatchcase(principal, glob) for glob in SEES_EVERY_NAMESPACE)
 
 
 def is_reserved(principal: str) -> bool:
@@ -182,13 +216,16 @@ class KeyStore:
         if not NAME_PATTERN.match(name):
             raise ValueError(f"key name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         for scope in scopes:
-            if scope != ACT_AS and ("/" not in scope or len(scope) > 200):
+            if is_act_as(scope):
+                if scope != ACT_AS and not NAME_PATTERN.match(scope[len(ACT_AS) + 1 :].replace("*", "x").replace(":", "-")):
+                    raise ValueError(f"scope {scope!r}: name the users the gateway acts for, e.g. act_as:alice or act_as:team-*")
+            elif "/" not in scope or len(scope) > 200:
                 raise ValueError(f"scope {scope!r}: give a method glob 'package.Service/Method' (e.g. "
-                                 f"'cortex.memories.v1.MemoryService/*'), or {ACT_AS}")
+                                 f"'cortex.memories.v1.MemoryService/*'), {ACT_AS} or {ACT_AS}:USER")
         if expires is not None and expires <= time.time():
             raise ValueError("the key would expire before it is made: give a time in the future")
-        methods = [s for s in scopes if s != ACT_AS] or ["*/*"]  # act_as alone still calls anything
-        stored = methods + ([ACT_AS] if ACT_AS in scopes else [])
+        methods = [s for s in scopes if not is_act_as(s)] or ["*/*"]  # act_as alone still calls anything
+        stored = methods + [s for s in scopes if is_act_as(s)]
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         with closing(self._connect()) as db:
             try:
@@ -223,6 +260,11 @@ class KeyStore:
         return self._by_digest.get(_digest(token))
 
 
+def is_act_as(scope: str) -> bool:
+    """`act_as` (for any user) or `act_as:GLOB` (for the users it names): a gateway's scope."""
+    return scope == ACT_AS or scope.startswith(ACT_AS + ":")
+
+
 def _key(row: tuple) -> ApiKey:
     name, scopes, created, expires, revoked = row
     return ApiKey(name, tuple(scopes.split("\n")), created, expires, revoked)
@@ -231,11 +273,18 @@ def _key(row: tuple) -> ApiKey:
 class Credentials:
     """The kernel's authenticator: one for gRPC and for every bridge (HTTP/JSON, MCP, A2A)."""
 
-    def __init__(self, data_dir: Path, require_credentials: bool = False):
+    def __init__(self, data_dir: Path, require_credentials: bool = False, owners: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.require_credentials = require_credentials
+        self.owners = owners  # kernel.owners: identities whose data is the owner's (no gateway acts as them)
+        self.reserved: set[str] = set()  # namespaces plugins define (shared ones): no gateway's user is named so
         self.keys = KeyStore(data_dir)
         self._admin = b""
+
+    def reserve(self, names) -> None:
+        """Names a plugin gives namespaces of its own (memories' shared namespaces): a gateway's user
+        so named would be given that namespace, so no gateway may act as one."""
+        self.reserved.update(names)
 
     def ensure_admin_token(self) -> Path:
         """Create the admin token on first start (0600); keep it from then on."""
@@ -246,8 +295,15 @@ class Credentials:
         self._admin = read_admin_token(self.data_dir).encode()
         return path
 
-    def identify(self, authorization: str, loopback: bool, certificate_name: str = "") -> Identity:
-        """The caller's identity from its credential; AuthError saying what to send."""
+    def identify(self, authorization: str, loopback: bool, certificate_name: str = "", claimed: str = "") -> Identity:
+        """The caller's identity from its credential, acting for `claimed` (x-cortex-principal) when
+        it may; AuthError saying what to send."""
+        identity = self._credential(authorization, loopback, certificate_name)
+        if claimed in self.reserved and claimed != identity.principal:
+            raise AuthError(f"no one may act as {claimed!r}: it names a shared namespace", grpc.StatusCode.PERMISSION_DENIED)
+        return identity.acting_for(claimed, self.owners)
+
+    def _credential(self, authorization: str, loopback: bool, certificate_name: str) -> Identity:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             token = token.strip()
@@ -272,5 +328,7 @@ class Credentials:
         if key.expires is not None and key.expires <= time.time():
             when = dt.datetime.fromtimestamp(key.expires, dt.UTC).isoformat(timespec="seconds")
             raise AuthError(f"key {key.name!r} expired at {when}; ask the admin for a new one")
-        scopes = tuple(s for s in key.scopes if s != ACT_AS)
-        return Identity(key.principal, "api key", None if scopes == ("*/*",) else scopes, ACT_AS in key.scopes)
+        scopes = tuple(s for s in key.scopes if not is_act_as(s))
+        acts_for = tuple("*" if s == ACT_AS else s[len(ACT_AS) + 1 :] for s in key.scopes if is_act_as(s))
+        return Identity(key.principal, "api key", None if scopes == ("*/*",) else scopes, bool(acts_for), "",
+                        acts_for or ("*",))

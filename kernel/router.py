@@ -4,10 +4,13 @@ For each call it orders the providers of the contract (`Router.order`: configure
 speed in the performance mode, hybrid.preferred first when hybrid.mlx_first), and for
 each candidate in turn: skips it if privacy forbids a remote provider or its circuit is open,
 asks the authorize hooks (any deny wins), and calls it within the caller's deadline (and the
-provider's own timeout). A provider fault (UNAVAILABLE, INTERNAL, UNKNOWN, or its own timeout)
-counts against its circuit and, for methods the contract marks failover-safe (protobuf
-`idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT), moves on to the next provider. A stream may
-fail over only before its first message. The outcome goes to the observe hooks.
+provider's own timeout). A provider fault (UNAVAILABLE, its own timeout; INTERNAL or UNKNOWN from
+a remote provider) counts against its circuit, once per call however often it was tried, and,
+for methods the contract marks failover-safe (protobuf `idempotency_level` NO_SIDE_EFFECTS or
+IDEMPOTENT), moves on to the next provider. An in-process provider that raises or answers
+INTERNAL on one request has failed that request, not the service: the caller gets INTERNAL and
+the circuit, which every other caller shares, is untouched. A stream may fail over only before
+its first message. The outcome goes to the observe hooks.
 """
 
 from __future__ import annotations
@@ -36,24 +39,28 @@ from .call import (
     ProviderAbort,
     ProviderInfo,
     RouterError,
+    asks_local_only,
 )
 from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
+from .validation import check_request
 
 log = structlog.get_logger("cortex.router")
 
 Code = grpc.StatusCode
-# Failures that say something about the provider, not about the request.
+# Failures that say something about the provider, not about the request: another provider may do
+# better. What counts against a circuit (`_counts`) is narrower: see there.
 PROVIDER_FAULTS = frozenset({Code.UNAVAILABLE, Code.INTERNAL, Code.UNKNOWN})
 
 
 class _Failure(Exception):
     """One attempt's failure, classified."""
 
-    def __init__(self, code: Code, details: str, fault: bool, final: bool = False):
+    def __init__(self, code: Code, details: str, fault: bool, final: bool = False, counts: bool | None = None):
         super().__init__(details)
         self.code, self.details, self.fault, self.final = code, details, fault, final
+        self.counts = fault if counts is None else counts  # against the provider's circuit
 
 
 @dataclass
@@ -68,6 +75,7 @@ class _Route:
     last: _Failure | None = None
     decision: Decision = field(default_factory=lambda: ALLOW_BY_DEFAULT)
     provider: str | None = None  # the one that served it
+    faulted: set[int] = field(default_factory=set)  # providers whose circuit this call has counted against
     response: Any = None  # a unary call's response
     sent: int = 0  # messages streamed to the caller
 
@@ -117,10 +125,6 @@ def _wrong_type(response: Any, method: MethodInfo, provider: Provider) -> _Failu
     )
 
 
-def _asks_local_only(request: Any) -> bool:
-    return bool(getattr(request, "local_only", False)) if request is not None else False
-
-
 class Router:
     def __init__(self, registry: ContractRegistry, host: PluginHost, config: Config):
         self.registry, self.host, self.config = registry, host, config
@@ -135,8 +139,8 @@ class Router:
             self._provider_info[id(provider)] = info
         return info
 
-    def _local_only(self, request: Any) -> bool:
-        return self.config.local_only or _asks_local_only(request)
+    def _local_only(self, request: Any, call: Call) -> bool:
+        return self.config.local_only or call.local_only or asks_local_only(request)
 
     async def _admit(
         self, provider: Provider, call: Call, local_only: bool, position: int = 0
@@ -146,7 +150,7 @@ class Router:
             why = (
                 "privacy mode is on" if self.config.privacy_mode
                 else "hybrid mode is privacy" if self.config.local_only
-                else "the request asks for local_only"
+                else "the request, or the call it was made for, asks for local_only"
             )
             return Attempt(provider.name, "skipped", f"remote provider not allowed: {why}"), ALLOW_BY_DEFAULT
         if position > 0 and not provider.local and not self.config.data["hybrid"]["conjunction"]:
@@ -192,10 +196,20 @@ class Router:
             # the exception's text is for the operator, not the caller: it may hold paths, data or
             # other clients' requests; the caller gets the call id to ask about
             log.error("provider.crashed", provider=provider.name, call_id=call.id, error=repr(exc), exc_info=exc)
-            return _Failure(
-                Code.INTERNAL, f"provider {provider.name} failed unexpectedly (call {call.id}; the kernel's log says why)", True
-            )
-        return _Failure(code, details, code in PROVIDER_FAULTS)
+            code, details = Code.INTERNAL, f"provider {provider.name} failed unexpectedly (call {call.id}; the kernel's log says why)"
+        fault = code in PROVIDER_FAULTS
+        return _Failure(code, details, fault, counts=fault and self._counts(code, provider))
+
+    def _counts(self, code: Code, provider: Provider) -> bool:
+        """Whether a fault counts against the provider's circuit, which every caller shares. A
+        remote provider's faults do. An in-process provider's INTERNAL, UNKNOWN or exception is one
+        request gone wrong (a bug the request found); its UNAVAILABLE (a model not loaded, a backend
+        it needs away) counts only where another provider can serve instead: opening the circuit of
+        a sole in-process provider would turn one client's requests into an outage for everyone,
+        and routes around nothing. (Its own timeouts always count: `_classify`.)"""
+        if provider.endpoint:
+            return True
+        return code == Code.UNAVAILABLE and len(self.registry.providers.get(provider.service.full_name, ())) > 1
 
     def _no_provider_error(self, method: MethodInfo, attempts: list[Attempt], last: _Failure | None) -> RouterError:
         tried = "; ".join(
@@ -254,14 +268,9 @@ class Router:
         attempt is settled (counts, circuit, route) and the loop decides whether to go on. More
         passes over the providers only after provider faults, for failover-safe methods, within
         the deadline."""
-        call = route.call
-        if call.scopes is not None and not any(fnmatch.fnmatchcase(route.method.path[1:], s) for s in call.scopes):
-            raise RouterError(
-                Code.PERMISSION_DENIED,
-                f"{call.actor or call.principal} may call only {', '.join(call.scopes)} (its key's scopes), not "
-                f"{route.method.path[1:]}; ask the admin for a key with that scope",
-            )
-        providers = self._providers(route.method, call)
+        check_request(route.method, route.call.request)  # the contract's declared bounds (buf.validate)
+        self._check_scopes(route.call)
+        providers = self._providers(route.method, route.call)
         for pass_no in range(1 + self.config.data["circuit"]["retries"]):
             if pass_no:
                 last = route.last
@@ -295,6 +304,39 @@ class Router:
                 if failure.final or not failure.fault or not route.method.failover_safe:
                     return
 
+    @staticmethod
+    def _check_scopes(call: Call) -> None:
+        """The caller's key scopes; a nested call carries the scopes of the caller it serves."""
+        if call.scopes is not None and not any(fnmatch.fnmatchcase(call.method.path[1:], s) for s in call.scopes):
+            who = call.principal if not call.actor else f"{call.principal} (through {call.actor})"
+            raise RouterError(
+                Code.PERMISSION_DENIED,
+                f"{who} may call only {', '.join(call.scopes)} (its key's scopes), not "
+                f"{call.method.path[1:]}; ask the admin for a key with that scope",
+            )
+
+    async def admit(self, method: MethodInfo, request: Any, call: Call) -> Decision:
+        """Judge a call exactly as `unary` would (scopes, privacy, policy) without making it: for
+        a side door (an import, a bulk edit) that does part by part what direct calls would do,
+        and must be admitted part by part as they would. The decision is observed (audited) as
+        a call of its own; RouterError when it is refused."""
+        route = _Route(method, call, self._local_only(request, call))
+        outcome: Outcome | None = None
+        try:
+            self._check_scopes(call)
+            for position, provider in enumerate(self._providers(method, call)):
+                skipped, route.decision = await self._admit(provider, call, route.local_only, position)
+                if skipped is None:
+                    outcome = route.outcome(Code.OK, "admitted, not called: part of a bulk call")
+                    return route.decision
+                route.attempts.append(skipped)
+            raise self._failed(route)
+        except RouterError as error:
+            outcome = error.outcome = error.outcome or route.outcome(error.code(), error.details())
+            raise
+        finally:
+            await self._finish(call, outcome or route.outcome(Code.CANCELLED, "cancelled by the caller"))
+
     def _settle(self, route: _Route, attempt: _Try) -> None:
         provider, failure = attempt.provider, attempt.failure
         latency = time.monotonic() - attempt.started
@@ -302,8 +344,11 @@ class Router:
         if failure is not None and failure.fault:
             provider.failures += 1
             provider.last_error = f"{failure.code.name}: {failure.details}"[:500]
-            provider.breaker.record_failure()
-        else:
+        if failure is not None and failure.counts:
+            if id(provider) not in route.faulted:  # a retry of one call is not another fault
+                route.faulted.add(id(provider))
+                provider.breaker.record_failure()
+        else:  # it answered (even if only to say the request was wrong): alive
             provider.breaker.record_success()
             if failure is None:  # an exponentially weighted latency, for the performance mode
                 old = provider.latency_ewma
@@ -327,7 +372,7 @@ class Router:
         return response
 
     async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]:
-        route = _Route(method, call, self._local_only(request))
+        route = _Route(method, call, self._local_only(request, call))
         outcome: Outcome | None = None
         try:
             async with aclosing(self._attempts(route)) as attempts:
@@ -360,7 +405,7 @@ class Router:
     async def stream(self, method: MethodInfo, request: Any, call: Call) -> AsyncIterator[Any]:
         """Route one server-streaming call, yielding its messages or raising RouterError. A stream
         fails over (and is retried) only before its first message."""
-        route = _Route(method, call, self._local_only(request))
+        route = _Route(method, call, self._local_only(request, call))
         outcome: Outcome | None = None
         try:
             async with aclosing(self._attempts(route)) as attempts:

@@ -55,7 +55,7 @@ class Kernel:
         self.router = Router(self.registry, self.host, config)
         self.health = health.aio.HealthServicer()
         self.exposure = Exposure.from_config(config.kernel)
-        self.credentials = Credentials(config.data_dir, self.exposure.require_credentials)
+        self.credentials = Credentials(config.data_dir, self.exposure.require_credentials, tuple(config.kernel.get("owners", ())))
         self.server = None
         self.server_handlers = None  # serves contracts registered after start (live enables)
         self._plugin_changes = asyncio.Lock()

@@ -39,7 +39,8 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @click.option("--scope", "scopes", multiple=True, metavar="GLOB",
                   help="Methods it may call, 'package.Service/Method' globs (repeatable; default: all). "
-                       f"'{ACT_AS}': it may name another principal in x-cortex-principal (a gateway).")
+                       f"'{ACT_AS}:USER' (a glob, e.g. {ACT_AS}:team-*): it may name that user in x-cortex-principal (a "
+                       f"gateway); a bare '{ACT_AS}' any user. Never the owner's identities (default, mcp:*, a2a:*).")
     @click.option("--expires", help="When it stops working: 90m, 12h, 30d, or an RFC 3339 time (default: never).")
     def keys_create(config, data_dir, name, scopes, expires) -> None:
         """Create key NAME and print it (once: only its hash is kept)."""

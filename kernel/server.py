@@ -85,7 +85,7 @@ def _make_call(
             parent_id = value  # the caller's id correlates; it never names this call (callers may repeat it)
     # (where the caller is matters only to a caller without a bearer credential)
     loopback = not authorization and peer_is_loopback(context.peer())
-    identity = credentials.identify(authorization, loopback, _certificate_name(context) if mutual_tls else "").acting_for(claimed)
+    identity = credentials.identify(authorization, loopback, _certificate_name(context) if mutual_tls else "", claimed)
     remaining = context.time_remaining()
     return Call(
         id=new_call_id(),

@@ -8,6 +8,10 @@ card at /.well-known/agent-card.json and send messages (JSON-RPC `SendMessage` /
 
 A message picks its skill with metadata {"skill": "recall"} (or a data part), or a prefix:
 "remember: ...", "recall: ...", "plan: ...", "execute: ..."; plain text is a recall.
+
+Without a credential, the agent answers only by a loopback name and to loopback origins (the
+kernel's HostGuard, as on every listener): a web page cannot reach the owner's memories through
+the owner's browser, by DNS rebinding or by posting across sites.
 """
 
 from __future__ import annotations
@@ -43,14 +47,16 @@ class A2aPlugin:
     async def cortex_start(self, context) -> None:
         if not self.listen:
             return
-        from cortex.kernel import AsgiServer, LazyApp
+        from cortex.kernel import AsgiServer, JsonBodies, LazyApp
 
         self.server = AsgiServer(None, self.listen, "a2a", exposure=context.exposure, credentials=context.credentials)
         # the card names the real URL, so bind first (port 0 becomes a port); the A2A SDK loads
         # with the first request, not with the kernel
         self.address = await self.server.bind()
         scheme = "https" if context.exposure.tls else "http"
-        app = LazyApp(lambda: self._app(context, f"{scheme}://{self.address}{RPC_PATH}"))
+        # the SDK parses bodies its own way (a 5,000-digit number is a 200 with an internal error and
+        # a traceback): JsonBodies answers what the JSON parser refuses first (400, one log line)
+        app = JsonBodies(LazyApp(lambda: self._app(context, f"{scheme}://{self.address}{RPC_PATH}")), server="a2a")
         await self.server.serve(app)
         context.log.info("a2a.serving", card=f"{scheme}://{self.address}/.well-known/agent-card.json")
 

@@ -56,9 +56,10 @@ def as_json(message: Any) -> str:
 
 
 def whose(context) -> str | None:
-    """The namespace whose traces the caller sees (the kernel's `context.namespace`); None for
-    admin, who sees every trace."""
-    return None if getattr(context, "origin", "") == "admin" else getattr(context, "namespace", "")
+    """The namespace whose traces the caller sees (the kernel's `context.namespace`); None for a
+    caller that sees every namespace (admin, the kernel's own parts). Every read of a trace goes
+    by it: GetTrace, ListTraces, Critique, Teach, Replay, and a taught example that Plan reuses."""
+    return None if getattr(context, "sees_every_namespace", False) else getattr(context, "namespace", "")
 
 
 def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
@@ -106,7 +107,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return self.p.channel.method(path)
 
     # -- planning ---------------------------------------------------------------------------------------
-    async def make_plan(self, goal: str) -> tuple[pb.Plan, list[str]]:
+    async def make_plan(self, goal: str, namespace: str | None) -> tuple[pb.Plan, list[str]]:
+        """A plan for `goal`: a taught example's (its trace read only when it is `namespace`'s, as
+        `whose` says: a learning-example may name any trace id), else the model's, else the template."""
         repairs: list[str] = []
         knowledge = mem.Filter(exclude_kinds=[LEARNING])
         found = await self._try(SEARCH, mem.SearchRequest(query=goal, mode=mem.SEARCH_MODE_SEMANTIC, top_k=5, filter=knowledge))
@@ -117,8 +120,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         )
         if example and example.results and example.results[0].score >= EXAMPLE_MIN_SCORE:
             hit = example.results[0].memory
-            # (the example was found among the caller's own memories: its trace is theirs to reuse)
-            taught = await asyncio.to_thread(self.p.traces.get, hit.metadata.get("trace_id", ""), None)
+            # the example is among the caller's memories, but the trace it names is read only
+            # from the caller's namespace: anyone may write any id into a memory's metadata
+            taught = await asyncio.to_thread(self.p.traces.get, hit.metadata.get("trace_id", ""), namespace)
             if taught is not None:
                 plan = self.adapt(taught.plan, goal, hit.id, context)
                 try:
@@ -223,7 +227,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     async def Plan(self, request, context):
         if not request.goal.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "goal is empty: say what to achieve")
-        plan, repairs = await self.make_plan(request.goal)
+        plan, repairs = await self.make_plan(request.goal, whose(context))
         return pb.PlanResponse(plan=plan, repairs=repairs)
 
     async def _checked(self, plan: pb.Plan, context) -> pb.Plan:
@@ -249,8 +253,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             fields = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in request_value.items()
                       if not isinstance(v, (dict, list))}
             if can_evaluate:
+                # a step runs as the caller, with Cerebrum as its actor (the kernel's delegation rule)
                 call = gov.CallDescription(
-                    service=service, method=method, principal=self.p.principal, provider=sim.provider,
+                    service=service, method=method, principal=getattr(context, "principal", "") or self.p.principal,
+                    actor=self.p.principal, provider=sim.provider,
                     provider_local=provider.local if provider else True, fields=fields,
                     labels=[str(t) for t in request_value.get("tags", []) + request_value.get("labels", [])],
                 )
@@ -370,7 +376,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         if request.HasField("plan"):
             plan = await self._checked(request.plan, context)
         elif request.goal.strip():
-            plan, _ = await self.make_plan(request.goal)
+            plan, _ = await self.make_plan(request.goal, whose(context))
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a plan, or a goal to plan")
         async for item in self.run(plan, getattr(context, "call_id", ""), getattr(context, "namespace", "")):

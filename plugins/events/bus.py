@@ -6,6 +6,11 @@ NATS JetStream stream that several kernels share.
 Topics are event types; subscribers read the rows after their position whose type matches one
 of their globs (SQLite GLOB: `*`, `?` and `[...]`, case-sensitive, as fnmatch), then wait for
 the next publish.
+
+Every event is one namespace's (the publisher's call's, `context.namespace`): a subscriber that
+does not see every namespace reads only its own namespace's rows, and (source, id) is unique
+within a namespace (another namespace's event of the same source and id is not a duplicate: its
+position is not the publisher's to learn). Events stored before namespaces are the owner's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OWNER_NAMESPACE = "default"  # whose the events stored before events had a namespace are
 
 
 @dataclass
@@ -34,6 +40,7 @@ class StoredEvent:
     data: str
     trace_id: str
     publisher: str = ""  # who published it, from their credential (the bus's record, not the client's claim)
+    namespace: str = OWNER_NAMESPACE  # whose data it is about: the publisher's call's namespace, never the client's claim
 
 
 MAX_POSITION = 2**63 - 1
@@ -53,8 +60,9 @@ class EventBus(ABC):
         """Store the event (position ignored), durably before returning; (position, duplicate)."""
 
     @abstractmethod
-    async def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
-        """Events after `position` whose type matches a glob (all when none), oldest first."""
+    async def read_after(self, position: int, topics: list[str], limit: int, namespace: str | None = None) -> list[StoredEvent]:
+        """Events after `position` whose type matches a glob (all when none), of `namespace`
+        (None: every namespace), oldest first."""
 
     @abstractmethod
     async def latest_position(self) -> int: ...
@@ -76,8 +84,8 @@ class SqliteEventBus(EventBus):
     async def append(self, event: StoredEvent) -> tuple[int, bool]:
         return await self._run(self._sqlite.append, event)
 
-    async def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
-        return await self._run(self._sqlite.read_after, position, topics, limit)
+    async def read_after(self, position: int, topics: list[str], limit: int, namespace: str | None = None) -> list[StoredEvent]:
+        return await self._run(self._sqlite.read_after, position, topics, limit, namespace)
 
     async def latest_position(self) -> int:
         return await self._run(self._sqlite.latest_position)
@@ -122,31 +130,64 @@ class SqliteLog:
             self._db.executescript(
                 "BEGIN; ALTER TABLE events ADD COLUMN publisher TEXT NOT NULL DEFAULT ''; PRAGMA user_version = 2; COMMIT;"
             )
+        if version < 3:
+            # the namespace, and (source, id) unique within one: the table is copied into one with
+            # that constraint (SQLite cannot change a constraint in place); positions are kept, and
+            # sqlite_sequence goes on from the largest, so none is ever reused
+            self._db.executescript(
+                f"""
+                BEGIN;
+                CREATE TABLE events_v3 (
+                    position INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL, source TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL,
+                    time_ms INTEGER NOT NULL, datacontenttype TEXT NOT NULL, data TEXT NOT NULL,
+                    trace_id TEXT NOT NULL, publisher TEXT NOT NULL DEFAULT '',
+                    namespace TEXT NOT NULL DEFAULT '{OWNER_NAMESPACE}',
+                    UNIQUE (namespace, source, id)
+                );
+                INSERT INTO events_v3 (position, id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher)
+                    SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher FROM events;
+                INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v3', 0
+                    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events_v3');
+                UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))
+                    WHERE name = 'events_v3';
+                DROP TABLE events;
+                ALTER TABLE events_v3 RENAME TO events;
+                CREATE INDEX events_type ON events (type, position);
+                CREATE INDEX events_namespace ON events (namespace, position);
+                PRAGMA user_version = 3;
+                COMMIT;
+                """
+            )
 
     def append(self, event: StoredEvent) -> tuple[int, bool]:
         with self._lock:
             row = self._db.execute(
-                "SELECT position FROM events WHERE source = ? AND id = ?", (event.source, event.id)
+                "SELECT position FROM events WHERE namespace = ? AND source = ? AND id = ?",
+                (event.namespace, event.source, event.id),
             ).fetchone()
             if row:
                 return row[0], True
             cursor = self._db.execute(
-                "INSERT INTO events (id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher, namespace)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.id, event.source, event.type, event.subject, event.time_ms, event.datacontenttype,
-                 event.data, event.trace_id, event.publisher),
+                 event.data, event.trace_id, event.publisher, event.namespace),
             )
             return cursor.lastrowid, False
 
-    def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+    def read_after(self, position: int, topics: list[str], limit: int, namespace: str | None = None) -> list[StoredEvent]:
         # positions are SQLite integers: a uint64 past them is past every event there can be
         where, args = "position > ?", [min(position, MAX_POSITION)]
+        if namespace is not None:
+            where += " AND namespace = ?"
+            args.append(namespace)
         if topics:
             where += " AND (" + " OR ".join("type GLOB ?" for _ in topics) + ")"
             args += topics
         with self._lock:
             rows = self._db.execute(
-                "SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher"
+                "SELECT position, id, source, type, subject, time_ms, datacontenttype, data, trace_id, publisher, namespace"
                 f" FROM events WHERE {where} ORDER BY position LIMIT ?",
                 (*args, limit),
             ).fetchall()

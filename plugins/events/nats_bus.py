@@ -4,12 +4,15 @@
   JetStream acknowledges a publish once it is stored, so an acknowledged event is kept.
 - An event of type `memory.stored` is published on `cortex.events.memory.stored` (a type whose
   dots would make an empty subject token goes on `cortex.events._`), its fields as JSON.
-- Publish is de-duplicated on the event's source and id: the message id is their SHA-256, so
-  JetStream answers a repeat within its duplicate window (`duplicate_window_seconds`, a day by
-  default) with the first one's position, as the SQLite log does for ever.
+- Publish is de-duplicated on the event's namespace, source and id: the message id is their
+  SHA-256 (the owner's namespace left out, as before namespaces), so JetStream answers a repeat
+  within its duplicate window (`duplicate_window_seconds`, a day by default) with the first one's
+  position, as the SQLite log does for ever.
 - Positions are the stream's sequence numbers. Reading after a position fetches the next messages
   by subject (a topic that is one exact type, or `prefix.*`, is asked of the server by subject;
-  other globs are matched here, as fnmatch does for the SQLite log's GLOB), in order.
+  other globs are matched here, as fnmatch does for the SQLite log's GLOB), in order; so is the
+  namespace of a subscriber that sees only its own (a message stored before events had a
+  namespace is the owner's).
 - Every kernel follows the stream's subjects with a plain NATS subscription, so an event appended
   through another kernel wakes this kernel's subscribers at once.
 
@@ -31,7 +34,7 @@ from urllib.parse import urlparse
 
 import structlog
 
-from .bus import BusUnavailable, EventBus, StoredEvent
+from .bus import OWNER_NAMESPACE, BusUnavailable, EventBus, StoredEvent
 
 log = structlog.get_logger("cortex.events.nats")
 
@@ -39,6 +42,16 @@ PREFIX = "cortex.events"
 MAX_SEQUENCE = 2**63 - 1
 TOKEN = re.compile(r"^[A-Za-z0-9_:/-]+$")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+FIELDS = frozenset(StoredEvent.__dataclass_fields__) - {"position"}
+
+
+def message_id(event: StoredEvent) -> str:
+    """The JetStream de-duplication id: (namespace, source, id); the owner's namespace is left out,
+    so that a repeat of an event published before namespaces is still one."""
+    key = f"{event.source}\0{event.id}"
+    if event.namespace != OWNER_NAMESPACE:
+        key = f"{event.namespace}\0{key}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def subject_of(event_type: str) -> str:
@@ -115,7 +128,7 @@ class NatsEventBus(EventBus):
     async def append(self, event: StoredEvent) -> tuple[int, bool]:
         self._connected()
         body = {k: v for k, v in event.__dict__.items() if k != "position"}
-        msg_id = hashlib.sha256(f"{event.source}\0{event.id}".encode()).hexdigest()
+        msg_id = message_id(event)
         try:
             async with asyncio.timeout(self.timeout):
                 ack = await self._js.publish(subject_of(event.type), json.dumps(body, separators=(",", ":")).encode(),
@@ -124,7 +137,7 @@ class NatsEventBus(EventBus):
             raise BusUnavailable(f"NATS did not store the event: {exc!r}") from None
         return ack.seq, bool(ack.duplicate)
 
-    async def read_after(self, position: int, topics: list[str], limit: int) -> list[StoredEvent]:
+    async def read_after(self, position: int, topics: list[str], limit: int, namespace: str | None = None) -> list[StoredEvent]:
         from nats.js.errors import NotFoundError
 
         subject, found = filter_of(topics), []
@@ -140,8 +153,10 @@ class NatsEventBus(EventBus):
                 break
             except Exception as exc:  # noqa: BLE001
                 raise BusUnavailable(f"NATS did not answer: {exc!r}") from None
-            event = StoredEvent(position=msg.seq, **json.loads(msg.data))
-            if not topics or any(fnmatch.fnmatchcase(event.type, t) for t in topics):
+            body = json.loads(msg.data)  # fields a later version adds are left out, not fatal
+            event = StoredEvent(position=msg.seq, **{k: v for k, v in body.items() if k in FIELDS})
+            if (namespace is None or event.namespace == namespace) and (
+                    not topics or any(fnmatch.fnmatchcase(event.type, t) for t in topics)):
                 found.append(event)
             seq = msg.seq + 1
         return found

@@ -1,5 +1,11 @@
 """EventService over an EventBus: validation, publish (durable before acknowledged, then handed
-to plugins' cortex_event hooks in order), and subscribe (replay, then live)."""
+to plugins' cortex_event hooks in order), and subscribe (replay, then live).
+
+Namespaces are walls: an event is the namespace's of the call that published it (the kernel's
+`context.namespace`, like `publisher` never taken from the request), and a subscriber that does
+not see every namespace (`context.sees_every_namespace`: admin and the kernel's own parts do) is
+sent only its own namespace's events, in a replay as live. Plugins' cortex_event hooks get every
+event, with its namespace."""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ def to_message(event: StoredEvent) -> pb.Event:
     message = pb.Event(
         id=event.id, source=event.source, type=event.type, subject=event.subject,
         datacontenttype=event.datacontenttype, data=event.data, trace_id=event.trace_id, position=event.position,
-        publisher=event.publisher,
+        publisher=event.publisher, namespace=event.namespace,
     )
     message.time.FromMilliseconds(event.time_ms)
     return message
@@ -90,6 +96,11 @@ class EventServicer:
             data=event.data,
             trace_id=event.trace_id or getattr(context, "call_id", ""),
             publisher=getattr(context, "principal", ""),  # never what the request says
+            # nor this, unless the caller may write every namespace (admin, a plugin's own work): then
+            # the event is about data it keeps in another's (admin's Store into key:alice's); a
+            # context that cannot say is nobody's
+            namespace=event.namespace if event.namespace and getattr(context, "sees_every_namespace", False)
+            else getattr(context, "namespace", ""),
         )
         position, duplicate = await self._bus(context, self.bus.append, stored)
         if not duplicate:
@@ -131,11 +142,12 @@ class EventServicer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "from_latest and until_latest together would send nothing: choose one")
         topics = [] if "*" in topics else topics
+        namespace = None if getattr(context, "sees_every_namespace", False) else getattr(context, "namespace", "")
         position = await self._bus(context, self.bus.latest_position) if request.from_latest else request.after_position
         end = await self._bus(context, self.bus.latest_position) if request.until_latest else None
         while not self.closing and (end is None or position < end):
             wakeup = self._wakeup.current
-            events = await self._bus(context, self.bus.read_after, position, topics, BATCH)
+            events = await self._bus(context, self.bus.read_after, position, topics, BATCH, namespace)
             for event in events:
                 if end is not None and event.position > end:
                     return

@@ -250,14 +250,19 @@ class Governance:
 
     # -- the computed rules ---------------------------------------------------------------------------------
     def _computed_rule(self, facts: CallFacts) -> pb.Rule | None:
-        if facts.principal == "local":
-            return None if facts.service in LOCAL_SERVICES else LOCAL_RULE
+        if facts.principal == "local" and facts.service not in LOCAL_SERVICES:
+            return LOCAL_RULE
         return self._manifest_check(facts)
 
     def _manifest_check(self, facts: CallFacts) -> pb.Rule | None:
-        if not facts.principal.startswith("plugin:"):
-            return None
-        return self._manifest_verdict(facts.principal[len("plugin:") :], facts.service)
+        # a plugin's own call, or one it makes for a caller (a delegated call, a bridge's client):
+        # either way it may reach only what its manifest declares
+        for who in (facts.principal, *(facts.actor.split(", ") if facts.actor else ())):
+            if who.startswith("plugin:"):
+                verdict = self._manifest_verdict(who[len("plugin:") :], facts.service)
+                if verdict is not None:
+                    return verdict
+        return None
 
     @lru_cache(maxsize=1024)  # noqa: B019 - one instance per process; cleared on configure
     def _manifest_verdict(self, plugin: str, service: str) -> pb.Rule | None:
@@ -282,6 +287,7 @@ class Governance:
             service=call.service,
             method=call.method_name,
             principal=call.principal,
+            actor=call.actor,
             provider=provider.name if provider else "",
             provider_local=provider.local if provider else True,
             privacy_mode=self.privacy_mode,

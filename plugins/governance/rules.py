@@ -65,6 +65,7 @@ class CallFacts:
     provider_local: bool
     privacy_mode: bool
     labels: frozenset[str] = frozenset()
+    actor: str = ""  # who acted for `principal` (gateways, bridges, plugins), outermost first, ", "-joined
     fields: Callable[[], dict[str, str]] | dict[str, str] = field(default_factory=dict)
 
     def field_values(self) -> dict[str, str]:
@@ -279,6 +280,16 @@ class RuleSet:
             for c in self.candidates(facts.service, facts.method, facts.principal, facts.provider_local)
             if c.dynamically_matches(facts, now)
         ]
+        for actor in facts.actor.split(", ") if facts.actor else ():
+            # a call made for someone (a plan step, a plugin's nested call, a gateway's) is also
+            # refused by a deny naming whoever acted ("agents may not delete": principals =
+            # ["plugin:*"]); an allow naming an actor never widens what its caller may do
+            matched += [
+                c.rule
+                for c in self.candidates(facts.service, facts.method, actor, facts.provider_local)
+                if c.principals is not None and c.rule.effect == DENY and c.rule not in matched
+                and c.dynamically_matches(facts, now)
+            ]
         if self._extra is not None and (verdict := self._extra(facts)) is not None:
             matched.append(verdict)
         denies = [r for r in matched if r.effect == DENY and not r.overridable]

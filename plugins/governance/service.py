@@ -1,10 +1,26 @@
-"""`cortex.governance.v1.GovernanceService`."""
+"""`cortex.governance.v1.GovernanceService`.
+
+Namespaces are walls in the audit log too. A caller that does not see every namespace (anyone but
+admin and the kernel's own parts: `context.sees_every_namespace`) reads only the entries of calls
+whose principal is in its own namespace (`context.namespace`), the genesis entry (the log's public
+key, which every checkpoint carries anyway), and the policy changes made from its namespace:
+ExportAudit leaves the others out, and GetProof and VerifyProof by id answer NOT_FOUND for them, as
+for an id never used. What such a caller gets still proves itself: each entry's hash is its
+content's, and GetProof gives its inclusion proof against the newest signed tree head, which covers
+the whole log. It does not prove the export complete (that no entry of the caller's was left out
+between two it got): only a walk of the whole log does (VerifyChain, `cortex proofs verify --all`).
+The whole-log answers (VerifyChain's verdict, GetCheckpoint, GetConsistencyProof) name positions,
+sizes and Merkle roots, never an entry's content; and policies (ListPolicies, Evaluate) are the
+kernel's configuration, the rules every caller is judged by, read by anyone who may call them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -24,6 +40,38 @@ MAX_EXPORT = 100_000
 
 def _principal(context) -> str:
     return getattr(context, "principal", "") or ""
+
+
+# The owner's principals (cortex.kernel.credentials.OWNER_PRINCIPALS), for a kernel whose context
+# cannot name a principal's namespace itself: without `kernel.owners` (mcp:*, a2a:*), whose entries
+# are then left out of the owner's reads (less is shown, never more).
+OWNER = "default"
+OWNER_PRINCIPALS = ("admin", "local", "kernel", "kernel:*", "plugin:*", "node:*")
+
+
+def _namespace_of(context) -> Callable[[str], str]:
+    named = getattr(context, "namespace_of", None)
+    if callable(named):
+        return named
+    return lambda principal: OWNER if any(fnmatch.fnmatchcase(principal, g) for g in OWNER_PRINCIPALS) else principal
+
+
+def readable(context) -> Callable[[pb.AuditEntry], bool] | None:
+    """Which audit entries the caller may read: None for all of them (admin, the kernel's own
+    parts); else those of its own namespace (see the module's docstring)."""
+    if getattr(context, "sees_every_namespace", False):
+        return None
+    mine, namespace_of = getattr(context, "namespace", "") or "", _namespace_of(context)
+
+    def ours(entry: pb.AuditEntry) -> bool:
+        body = entry.WhichOneof("body")
+        if body == "genesis":
+            return True
+        who = entry.policy_change.principal if body == "policy_change" else (
+            entry.proof.principal if body == "proof" else entry.call.principal)
+        return bool(mine and who) and namespace_of(who) == mine
+
+    return ours
 
 
 class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
@@ -47,6 +95,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
             service=call.service,
             method=call.method,
             principal=call.principal,
+            actor=call.actor,
             provider=call.provider,
             provider_local=call.provider_local,
             privacy_mode=self.gov.privacy_mode,
@@ -83,7 +132,8 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
                 entry = None
         elif proof:
             entry = self.chain.proof_for_call(proof)
-        if entry is None:
+        allowed = readable(context)
+        if entry is None or (allowed is not None and not allowed(entry)):  # another's: as if never used
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no proof {proof!r}: give a proof id (p-<n>) or the call id from the x-cortex-call-id trailer",
@@ -143,6 +193,10 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         )
 
     async def ExportAudit(self, request, context):
-        limit = request.limit or MAX_EXPORT
+        # `limit` counts positions of the log from `from_seq` (all of them, for admin): a caller
+        # that sees only its namespace gets its own entries among them, and goes on from
+        # from_seq + limit, however few they were
+        limit, allowed = request.limit or MAX_EXPORT, readable(context)
         for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):
-            yield pb.ExportAuditResponse(entry=entry)
+            if allowed is None or allowed(entry):
+                yield pb.ExportAuditResponse(entry=entry)

@@ -8,22 +8,37 @@ import json
 from typing import Any
 
 import grpc
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
-from cortex.kernel import IDENTITY, LOCAL, AuthError, MethodInfo, headers_of, identify_request, parse_json, rpc_status, to_json
+from cortex.kernel import (
+    IDENTITY,
+    LOCAL,
+    AuthError,
+    BadJson,
+    MethodInfo,
+    headers_of,
+    identify_request,
+    parse_json,
+    read_json,
+    rpc_status,
+    to_json,
+)
 
 from . import openapi
 from .errors import HTTP_STATUS, error_body
-from .guard import RateLimiter, foreign_name, retry_after
+from .guard import RateLimiter, retry_after
 from .metrics import Metrics
 
 OPEN_PATHS = {"/health", "/ready"}  # probes: no credential, no rate limit
 API_PATHS = {*OPEN_PATHS, "/", "/openapi.json", "/metrics"}  # never a plugin page's, whatever prefix it claims
 ROUTE_LABELS = {"call", "openapi.json", "health", "ready", "metrics", "page"}  # cortex_http_requests' route label
+
+log = structlog.get_logger("cortex.http")
 
 
 def _error(code: grpc.StatusCode, message: str, headers: dict[str, str] | None = None, status: int | None = None) -> JSONResponse:
@@ -123,9 +138,10 @@ class HttpApi:
         if not raw:
             return {}  # no body at all: the empty request, as the OpenAPI document says (body not required)
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return _error(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}")
+            return read_json(raw)
+        except BadJson as exc:  # the client's error: one line in the log, no traceback
+            log.info("http.bad_body", peer=(request.client or ("", 0))[0], path=request.url.path, error=str(exc))
+            return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def _stream(self, method: MethodInfo, message: Any, principal: Any) -> Response:
         stream = aiter(self.gateway.stream(method, message, principal))
@@ -235,12 +251,8 @@ class _Guard:
                 exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="cortex"'}
                 if exc.code == grpc.StatusCode.UNAUTHENTICATED else None,
             )
-        if identity.principal == LOCAL and (foreign := foreign_name(headers)):
-            return self._limited(f"address:{host}") or _error(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{foreign} is not this machine: without a credential this API answers only to localhost "
-                "(a guard against DNS rebinding); send an API key to call it by another name",
-            )
+        # (a rebound name or a foreign origin never gets here: the kernel's HostGuard, in front of
+        # every listener, refused it)
         limited = self._limited(f"address:{host}" if identity.principal == LOCAL else identity.principal)
         if limited is not None:
             return limited

@@ -1,6 +1,6 @@
 """How often a client may call the HTTP API (a token bucket per principal, or per address before
-it has one: 429 with Retry-After), and the DNS-rebinding guard for callers without a credential.
-Who a client is, is the kernel's to say (`context.credentials`)."""
+it has one: 429 with Retry-After). Who a client is, is the kernel's to say (`context.credentials`),
+and so is the guard against DNS rebinding (`cortex.kernel.HostGuard`, in front of every listener)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
-from cortex.kernel import is_loopback_host
 
 
 @dataclass
@@ -50,20 +47,6 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
         for key in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[key]
-
-
-def foreign_name(headers: dict[str, str]) -> str | None:
-    """For a request trusted because it comes from loopback: the Host or Origin that names another
-    site, if any. A web page whose name was rebound to 127.0.0.1 reaches this port from the user's
-    own browser, on loopback, but its Host (and Origin) still carry the page's name."""
-    host = headers.get("host", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if not is_loopback_host(name):
-        return f"Host {host!r}"
-    origin = headers.get("origin")
-    if origin is not None and origin != "null" and not is_loopback_host(urlsplit(origin).hostname or ""):
-        return f"Origin {origin!r}"
-    return None
 
 
 def retry_after(seconds: float) -> str:

@@ -62,14 +62,19 @@ class McpPlugin:
     async def cortex_start(self, context) -> None:
         if not self.http_listen:
             return
-        from cortex.kernel import AsgiServer, KernelGateway
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        from cortex.kernel import AsgiServer, JsonBodies, KernelGateway
 
         from .serve import build_server
 
         mcp_server = build_server(KernelGateway(context.channel), self.settings, transport="http")
         host, _ = split_listen(self.http_listen)
-        # on loopback the SDK checks Host and Origin headers (DNS-rebinding protection)
-        app = mcp_server.streamable_http_app(host=host)
+        # Host and Origin are the kernel's to check (HostGuard, in AsgiServer, as on every listener),
+        # not the SDK's: one rule, one message, and API keys work by any name
+        app = mcp_server.streamable_http_app(
+            host=host, transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        app = JsonBodies(app, server="mcp")  # what the JSON parser refuses: 400, one log line
         self.server = AsgiServer(app, self.http_listen, "mcp", exposure=context.exposure, credentials=context.credentials)
         self.address = await self.server.start()
         mcp_server.start_watching()

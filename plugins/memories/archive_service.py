@@ -9,6 +9,12 @@ agree; and exporting what was imported gives the same lines back.
 Import is idempotent and never overwrites: a memory already here is "unchanged", an id here with
 other content is skipped with the reason, and a memory whose content does not hash to its
 content_hash (an edited or damaged archive) is skipped too.
+
+Import is a side door, so it follows the front door's rules line by line: a memory line is a
+Store into a namespace the caller may write; a link joins two memories of one namespace the
+caller may write; a source line is an AddSource, admitted by the kernel as that direct call would
+be (admin only, unless a policy says otherwise) and checked as AddSource checks its folder; its
+files' memory ids count only when they are memories of the source's own namespace.
 """
 
 from __future__ import annotations
@@ -35,11 +41,32 @@ FORMAT, VERSION = "cortex-memories", 1
 PAGE = 500
 MAX_LINES = 1000
 MAX_PROBLEMS = 100
+ADD_SOURCE = "/cortex.memories.v1.SourceService/AddSource"
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z: the last time a Timestamp may hold
 
 
 def _ms(stamp) -> int:
     return stamp.seconds * 1000 + stamp.nanos // 1_000_000
+
+
+def bad_time(message) -> str:
+    """The first Timestamp anywhere in `message` that is no real time (an archive is a caller's
+    text like any other: 2**62 seconds would overflow the store), as "field.path", or ""."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        for item in value if field.is_repeated else [value]:
+            if not hasattr(item, "ListFields"):  # a map's scalar values
+                continue
+            if field.message_type.full_name == "google.protobuf.Timestamp":
+                if not (0 <= item.seconds <= LAST_SECOND and 0 <= item.nanos < 1_000_000_000):
+                    return field.name
+            elif inner := bad_time(item):
+                return f"{field.name}.{inner}"
+    return ""
 
 
 def record_of(m: mem.Memory, vector: bytes = b"") -> Record:
@@ -127,6 +154,10 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                                 f"version {manifest.version}): send its manifest line with every batch")
         if len(request.lines) > MAX_LINES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{len(request.lines)} lines in one batch; send at most {MAX_LINES}")
+        for number, line in enumerate(request.lines, start=1):
+            if where := bad_time(line):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"line {number} of the batch: {where} is not a time between 1970 and the year 9999")
         access = self.memories.access(context)
         try:
             into = access.target(request.into) if request.into else ""
@@ -146,19 +177,21 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         reply = pb.ImportResponse()
         memories = [line.memory for line in request.lines if line.HasField("memory")]
-        await self._memories(memories, manifest, into, reply)
+        await self._memories(memories, manifest, into, access.own, reply)
         links = [Link(line.link.old_id, line.link.new_id, line.link.rule, _ms(line.link.at))
                  for line in request.lines if line.HasField("link")]
         if links:
-            reply.links = await self.memories.io(self.memories.store.import_links, links)
+            reply.links = await self._links(links, access, reply)
         for line in request.lines:
             if line.HasField("source"):
-                await self._source(line.source, into, reply)
+                await self._source(line.source, into or line.source.source.namespace or access.own, reply)
         log.info("memories.imported", added=reply.added, unchanged=reply.unchanged, skipped=reply.skipped,
                  embedded=reply.embedded, links=reply.links, sources=reply.sources)
         return reply
 
-    async def _memories(self, lines: list, manifest, into: str, reply: pb.ImportResponse) -> None:
+    async def _memories(self, lines: list, manifest, into: str, own: str, reply: pb.ImportResponse) -> None:
+        """Memory lines, each a Store: into `into` when the import names one, else into the
+        namespace the line names (checked already), else into the caller's `own`."""
         from .service import Invalid, content_hash
 
         svc, items, embed = self.memories, [], []
@@ -168,10 +201,11 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             try:
                 if not ID.match(m.id):
                     raise Invalid(f"id {m.id!r} is not a memory id")
-                svc._kind(m.kind)
-                svc._text(m.text)
-                svc._tags(m.tags)
-                svc._metadata(m.metadata)
+                for each in (m, *(v.memory for v in line.versions)):  # a version is restored by Revert
+                    svc._kind(each.kind)
+                    svc._text(each.text)
+                    svc._tags(each.tags)
+                    svc._metadata(each.metadata)
                 if content_hash(m.kind, m.text, list(m.tags), m.namespace or "default") != m.content_hash:
                     raise Invalid("its content does not hash to its content_hash (an edited or damaged archive)")
             except Invalid as exc:
@@ -180,10 +214,11 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             usable = line.vector if (manifest.vectors and m.embedding_model == manifest.embedding_model == model
                                      and len(line.vector) == 4 * manifest.dimension) else b""
             record = record_of(m, usable)
-            if into and into != record.namespace:
-                record.namespace = into
-                record.content_hash = content_hash(record.kind, record.text, record.tags, into)
-            record.namespace = record.namespace or "default"
+            record.namespace = record.namespace or "default"  # (an archive's default is its owner's)
+            target = into or m.namespace or own
+            if target != record.namespace:
+                record.namespace = target
+                record.content_hash = content_hash(record.kind, record.text, record.tags, target)
             if record.embedding is None:
                 embed.append(record)
             versions = [Version(v.version, record_of(v.memory), _ms(v.replaced_at), v.cause) for v in line.versions]
@@ -220,24 +255,58 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                 done += len(group)
         return done
 
-    async def _source(self, line: pb.ArchivedSource, into: str, reply: pb.ImportResponse) -> None:
-        from pathlib import Path
+    async def _links(self, links: list[Link], access, reply: pb.ImportResponse) -> int:
+        """Record the links whose two memories are of one namespace the caller may write; a link
+        naming another namespace's memory is skipped as if that memory were not here."""
+        ids = list({i for link in links for i in (link.old_id, link.new_id)})
+        found = await self.memories.read(self.memories.store.get_many, ids, time.time_ns() // 1_000_000)
+        kept = []
+        for link in links:
+            old, new = found.get(link.old_id), found.get(link.new_id)
+            if old is None or new is None or old.namespace != new.namespace or not access.may_write(old.namespace):
+                _problem(reply, f"link {link.old_id} -> {link.new_id}: both memories must be here, in one namespace "
+                                "you may write", False)
+                continue
+            kept.append(link)
+        return await self.memories.io(self.memories.store.import_links, kept) if kept else 0
+
+    async def _source(self, line: pb.ArchivedSource, namespace: str, reply: pb.ImportResponse) -> None:
+        from cortex.contracts.memories.v1 import sources_pb2
+
+        from .source_service import Invalid
 
         s = line.source
         table = self.sources.table
+        wanted = sources_pb2.Source(name=s.name, path=s.path, include=s.include, exclude=s.exclude, namespace=namespace)
+        try:  # a source line is an AddSource: admitted only as that direct call would be
+            await self.p.channel.admit(ADD_SOURCE, sources_pb2.AddSourceRequest(source=wanted))
+            row = await self.sources.checked(wanted)
+        except grpc.RpcError as exc:
+            return _problem(reply, f"source {s.name}: not imported: {exc.code().name}: {exc.details()}", False)
+        except Invalid as exc:
+            return _problem(reply, f"source {s.name}: not imported: {exc}; its memories are imported, the source is "
+                                   "not (add the folder with `cortex sources add`)", False)
         if await asyncio.to_thread(table.get, s.name) is not None:
             return _problem(reply, f"source {s.name}: a source of that name is here already (kept as it is)", False)
-        if not await asyncio.to_thread(Path(s.path).is_dir):
-            return _problem(reply, f"source {s.name}: {s.path} is not a folder on this machine; its memories are "
-                                   "imported, the source is not (add the folder with `cortex sources add`)", False)
-        row = SourceRow(s.name, s.path, list(s.include), list(s.exclude), False, int(time.time() * 1000),
-                        _ms(s.last_synced) if s.HasField("last_synced") else None, into or s.namespace or "default")
-        files = [FileRow(f.path, f.size, f.mtime_ns, f.content_hash, f.chunker, f.state, f.reason, list(f.memory_ids),
-                         _ms(f.synced_at)) for f in line.files]
+        row.added_at = int(time.time() * 1000)
+        row.last_synced = _ms(s.last_synced) if s.HasField("last_synced") else None
+        files = await self._own_files(line.files, namespace)
         await asyncio.to_thread(table.put, row)
         await asyncio.to_thread(table.put_files, row.name, files)
         self.sources.follow(row, sync_first=True)  # what changed in the folder since, the sync finds
         reply.sources += 1
+
+
+    async def _own_files(self, archived: list, namespace: str) -> list[FileRow]:
+        """The archived file rows whose memories are all the source's own namespace's: a row naming
+        another namespace's memory (whose sync would delete it) is dropped, and the next sync
+        reads that file afresh."""
+        ids = [i for f in archived for i in f.memory_ids]
+        found = await self.memories.read(self.memories.store.get_many, ids, time.time_ns() // 1_000_000) if ids else {}
+        return [FileRow(f.path, f.size, f.mtime_ns, f.content_hash, f.chunker, f.state, f.reason, list(f.memory_ids),
+                        _ms(f.synced_at))
+                for f in archived
+                if all(i in found and found[i].namespace == namespace for i in f.memory_ids)]
 
 
 def _problem(reply: pb.ImportResponse, why: str, memory: bool = True) -> None:

@@ -77,6 +77,8 @@ class MemoriesPlugin:
         self.configured_sources: list = []
         self.watch, self.rescan_seconds, self.watch_debounce_ms = True, 300.0, 500
         self.channel: Any = None
+        self.own_channel: Any = None
+        self.data_dir: Any = None
         self.secret = b""
         self.restatements = "link"
         self.restatement_min_similarity = 0.5
@@ -114,10 +116,16 @@ class MemoriesPlugin:
         if not isinstance(shared, dict):
             raise ValueError("[plugins.memories.shared] is a table: namespace = [principal globs]")
         self.namespaces = Namespaces(str(config.get("namespaces", "principal")), shared)
+        if context.credentials is not None:  # a gateway's user named "family" must not become the family
+            context.credentials.reserve(shared)
         self.configured_sources = self._configured_sources(config.get("source", []))
+        self.data_dir = context.data_dir
         self.folder = context.data_dir / "memories"
         self.open_store = store_opener(config, self.folder, self.synchronous)
         self.channel = context.channel
+        # embedding what a caller stores is this plugin's own work, not the caller's choice: judged
+        # as the plugin (its manifest), not bounded by the caller's key scopes
+        self.own_channel = context.channel.for_own_work()
         self.store = None
 
     @staticmethod

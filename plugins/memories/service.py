@@ -57,8 +57,16 @@ def now_ms() -> int:
 
 def content_hash(kind: str, text: str, tags: list[str], namespace: str = DEFAULT) -> str:
     """What makes two stores one memory. The namespace counts (alice's "buy milk" is not bob's),
-    but not the default one's, so hashes made before namespaces existed still hold."""
-    parts = [kind, text, *sorted(set(tags))] + ([f"namespace={namespace}"] if namespace != DEFAULT else [])
+    but not the default one's, so hashes made before namespaces existed still hold.
+
+    The parts are joined with a separator no person types (U+001F), and the namespace is a last
+    part of its own; a text or tag holding that separator, or a tag that reads like the namespace
+    part, could make another namespace's hash (and so be handed that memory as "already stored"),
+    so such memories are hashed from an unambiguous encoding (JSON) instead."""
+    kept = sorted(set(tags))
+    if "\x1f" in text or any("\x1f" in t or t.startswith("namespace=") for t in kept):
+        return hashlib.sha256(json.dumps(["v2", kind, text, kept, namespace]).encode()).hexdigest()
+    parts = [kind, text, *kept] + ([f"namespace={namespace}"] if namespace != DEFAULT else [])
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -197,25 +205,29 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         return query
 
     # -- events, through the kernel ------------------------------------------------------------------
-    def announce(self, topic: str, record: Record | None, memory_id: str = "") -> None:
+    def announce(self, topic: str, record: Record | None, memory_id: str = "", namespace: str = "") -> None:
         """Publish `memory.stored`, `memory.updated` or `memory.deleted` on the event bus when one
         is served, without making the caller wait: the change is made either way. The event names
         the memory, not its text (events may leave the machine through webhooks; private text must
-        not); a deleted memory's event carries its id alone."""
+        not); a deleted memory's event carries its id alone. It is the memory's namespace's event
+        (admin storing into key:alice's is alice's to see, not the owner's); the bus takes that
+        from a caller who may write every namespace, else the caller's own."""
         if self.p.channel is None:
             return
         memory_id = record.id if record is not None else memory_id
+        namespace = record.namespace if record is not None else namespace
         fields = {"id": memory_id} if record is None else {
             "id": record.id, "kind": record.kind, "tags": record.tags, "source": record.source,
             "content_hash": record.content_hash}
         data = json.dumps(fields)
         self.p.channel.publish(events_pb2.Event(type=topic, source="cortex/memories", subject=memory_id, data=data,
-                                                datacontenttype="application/json"), timeout=EMBED_TIMEOUT)
+                                                datacontenttype="application/json", namespace=namespace),
+                               timeout=EMBED_TIMEOUT)
 
     # -- embeddings, through the kernel ------------------------------------------------------------
     async def embed(self, texts: list[str], labels: list[str]) -> tuple[str, np.ndarray] | None:
         """(model, vectors), or None when no provider can embed now (the caller degrades)."""
-        stub = models_pb2_grpc.ModelServiceStub(self.p.channel)
+        stub = models_pb2_grpc.ModelServiceStub(self.p.own_channel)
         try:
             reply = await stub.Embed(
                 models_pb2.EmbedRequest(texts=texts, model=self.p.embedding_model, labels=labels), timeout=EMBED_TIMEOUT
@@ -316,7 +328,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await self._refuse(context, exc)
         digest = content_hash(kind, text, tags, namespace)
         existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
-        if existing is not None and (existing.expires_at is None or existing.expires_at > now):
+        if existing is not None and existing.namespace == namespace and (existing.expires_at is None or existing.expires_at > now):
             return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
         supersedes, rule = "", ""
         if request.supersedes:
@@ -561,24 +573,25 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         deleted = await self.io(self.store.delete, request.id) if visible is not None else False
         if deleted:
             self.index_remove(request.id)
-            self.announce("memory.deleted", None, request.id)
+            self.announce("memory.deleted", None, request.id, visible.namespace)
         return pb.DeleteResponse(deleted=deleted)
 
     async def DeleteMatching(self, request, context):
         matched, reply = await self._bulk("delete", request, context)
         if matched is None:
             return pb.DeleteMatchingResponse(outcome=reply)
-        gone = await self.forget([r.id for r in matched])
+        gone = await self.forget([r.id for r in matched], {r.id: r.namespace for r in matched})
         log.info("memories.bulk_deleted", matched=len(matched), deleted=len(gone))
         reply.changed = len(gone)
         return pb.DeleteMatchingResponse(outcome=reply)
 
-    async def forget(self, ids: list[str]) -> list[str]:
-        """Delete `ids` in one transaction, from the index too, and announce each; those deleted."""
+    async def forget(self, ids: list[str], namespaces: dict[str, str] | None = None) -> list[str]:
+        """Delete `ids` in one transaction, from the index too, and announce each (in its namespace,
+        when `namespaces` says); those deleted."""
         gone = await self.io(self.store.delete_many, ids)
         for memory_id in gone:
             self.index_remove(memory_id)
-            self.announce("memory.deleted", None, memory_id)
+            self.announce("memory.deleted", None, memory_id, (namespaces or {}).get(memory_id, ""))
         return gone
 
     async def TagMatching(self, request, context):
@@ -694,19 +707,50 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         index = await self.ready_index()
         model = index.model if index else ""
         stats = await self.io(self.store.stats, model, now_ms(), namespaces)
+        # the file's size and the index's (every namespace's vectors) are the whole store's: told
+        # only to a caller that sees every namespace; anyone else gets its own counts alone
+        everything = getattr(context, "sees_every_namespace", False)
+        if not index:
+            described = "empty: nothing embedded yet"
+        elif everything:
+            described = await self.read(index.describe)
+        else:
+            described = "approximate (HNSW)" if isinstance(index, AnnIndex) else "exact in-memory matrix"
         return pb.StatsResponse(
-            total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"], storage_bytes=stats["storage_bytes"],
+            total=stats["total"], by_kind=stats["by_kind"], by_tag=stats["by_tag"],
+            storage_bytes=stats["storage_bytes"] if everything else 0,
             embedding_model=model, stale=stats["stale"], expired=stats["expired"], schema_version=self.store.version,
-            index=await self.read(index.describe) if index else "empty: nothing embedded yet",
+            index=described,
         )
 
     async def Reindex(self, request, context):
+        """Embed the memories without a vector of the current model (all of them: `all`, or when
+        the model changed). Across namespaces, and moving the store to a new model, only for a
+        caller that sees every namespace (admin): anyone else embeds its own stale memories (those
+        of the namespaces it may write), with the model the store already has."""
+        everything = getattr(context, "sees_every_namespace", False)
+        if request.all and not everything:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "Reindex with all re-embeds every namespace's memories: only admin may ask it (`cortex memories "
+                "reindex --all`, with the admin token); without all, Reindex embeds your own memories that lack a "
+                "vector of the current model",
+            )
         current = await self.stored_model() or ""
         probe = await self.embed(["reindex"], [])
         if probe is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no embedding provider answered; start one (e.g. enable mlx) and retry")
         model = probe[0]
+        if model != current and not everything:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the memories are embedded by {current or 'no model yet'} and the embedding model is now {model}: "
+                "moving every namespace's memories to it is admin's (`cortex memories reindex`, with the admin token)",
+            )
         records = await self.io(self.store.unembedded, model, request.all or model != current)
+        if not everything:
+            access = self.access(context)
+            records = [r for r in records if access.may_write(r.namespace)]
         total, done = len(records), 0
         yield pb.ReindexResponse(done=0, total=total, embedding_model=model)
         for start in range(0, total, 32):
@@ -718,8 +762,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                     await context.abort(grpc.StatusCode.UNAVAILABLE, f"embedding stopped after {done} of {total}; run reindex again")
                 for record, vector in zip(group, result[1], strict=True):
                     await self.io(self.store.set_embedding, record.id, model, vector)
+                    if not everything:  # the store keeps its model and index: these join it
+                        record.embedding_model, record.embedding = model, vector
+                        await self.index_new(record)
                 done += len(group)
             yield pb.ReindexResponse(done=done, total=total, embedding_model=model)
+        if not everything:
+            return
         await self.io(self.store.meta, "embedding_model", model)
         async with self._index_lock:
             self.index = await self.io(self._load_index, model, True)

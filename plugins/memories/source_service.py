@@ -25,18 +25,41 @@ from .chunking import chunks_of
 from .namespaces import DEFAULT, Denied
 from .namespaces import NAME as NAMESPACE
 from .source_store import SourceRow, SourceTable
-from .source_sync import Report, Syncer
+from .source_sync import Refused, Report, Syncer, read_inside
 
 log = structlog.get_logger("cortex.memories.sources")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-CITATION = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,63}):(?P<path>[^#]+?)(?:#L(?P<first>\d+)(?:-L?(?P<last>\d+))?)?$")
+CITATION = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,63}):(?P<path>[^#]+?)(?:#(?P<lines>[\s\S]*))?$")
+LINES = re.compile(r"L([0-9]+)(?:-L?([0-9]+))?")  # [0-9], not \d: int() reads other scripts' digits too
+MAX_LINE = 2**32 - 1  # OpenResponse's line numbers are uint32
+RANGE_FORM = "source:path#L3-L9 (lines 3 to 9, pages of a PDF), source:path#L3 (one) or source:path (all), from line 1"
 STATES = {"indexed": pb.FILE_STATE_INDEXED, "skipped": pb.FILE_STATE_SKIPPED, "failed": pb.FILE_STATE_FAILED}
 MAX_GLOBS = 32
 
 
 class Invalid(Exception):
     pass
+
+
+def line_range(text: str) -> tuple[int, int] | None:
+    """A citation's lines: "L3-L9" (or "L3-9") -> (3, 9), "L3" -> (3, 3), "" -> None (the whole
+    file); ValueError saying what is wrong with anything else (L0, a reversed range, a number
+    beyond a uint32, garbage)."""
+    if not text:
+        return None
+    found = LINES.fullmatch(text)
+    if found is None:
+        raise ValueError(f"'#{text[:40]}' is not a line range")
+    numbers = [found[1], found[2] or found[1]]
+    if any(len(n.lstrip("0")) > len(str(MAX_LINE)) or int(n) > MAX_LINE for n in numbers):
+        raise ValueError(f"line numbers go up to {MAX_LINE}")
+    first, last = int(numbers[0]), int(numbers[1])
+    if first < 1:
+        raise ValueError("lines count from 1")
+    if last < first:
+        raise ValueError(f"the range ends (line {last}) before it starts (line {first})")
+    return first, last
 
 
 def report_proto(report: Report) -> pb.SyncReport:
@@ -111,14 +134,13 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
     # -- the methods --------------------------------------------------------------------------------
     async def AddSource(self, request, context):
         try:
-            source = self._source(request.source)
-            source.namespace = self.memories.access(context).target(request.source.namespace)
+            namespace = self.memories.access(context).target(request.source.namespace)
+            source = await self.checked(request.source)
+            source.namespace = namespace
         except Invalid as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Denied as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        if not await asyncio.to_thread(Path(source.path).is_dir):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{source.path} is not a folder on the kernel's machine")
         known = await asyncio.to_thread(self.table.get, source.name)
         if known is not None and (known.path, known.namespace) != (source.path, source.namespace):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
@@ -193,36 +215,49 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
                 why = "a memory made from a note" if memory is not None else "a memory id or source:path#Lfirst-Llast"
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"{ref!r} is not {why} (cortex sources list shows the sources)")
             name, rel = memory.metadata.get("source", ""), memory.metadata["file"]
-            first, _, last = memory.metadata.get("lines", "").partition("-")
+            lines = memory.metadata.get("lines", "")
+            lines = f"L{lines}" if lines else ""  # "6-7", as the sync writes it (anyone may write metadata)
         else:
-            name, rel, first, last = cited["name"], cited["path"], cited["first"] or "", cited["last"] or cited["first"] or ""
+            name, rel, lines = cited["name"], cited["path"], cited["lines"] or ""
+        try:
+            wanted = line_range(lines)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{ref[:300]!r}: {exc}; cite a passage as {RANGE_FORM}")
         source = await self._named(name, context)
-        path = await asyncio.to_thread(inside, source.path, rel)
-        if path is None:
+        if await asyncio.to_thread(inside, source.path, rel) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{rel!r} is outside source {name!r}")
         files = await asyncio.to_thread(self.table.files, name)
         row = files.get(rel)
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{name}:{rel} is not a file of source {name!r} (cortex sources status {name})")
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
+        try:  # the file opened, not only its name, must be in the folder (a link swapped in is refused)
+            data = await asyncio.to_thread(read_inside, Path(source.path), rel)
+        except Refused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}:{rel} is not opened: {exc}")
         except OSError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot read {name}:{rel} now: {exc.strerror or exc}")
         note = "" if hashlib.sha256(data).hexdigest() == row.content_hash else (
             "the file changed since it was indexed: this is its text now (cortex sources sync updates the memories)")
-        first_n, last_n = (int(first), int(last or first)) if first else (1, 0)
         if rel.lower().endswith(".pdf"):
-            pages = [c for c in await asyncio.to_thread(chunks_of, rel, data) if not first or first_n <= c.first <= last_n]
-            text = "\n\n".join(c.text for c in pages)
+            chunks = await asyncio.to_thread(chunks_of, rel, data)
+            count, unit = max((c.last for c in chunks), default=0), "pages"
         else:
-            lines = data.decode("utf-8-sig", errors="replace").splitlines()
-            last_n = last_n or len(lines)
-            text = "\n".join(lines[first_n - 1:last_n])
+            all_lines = data.decode("utf-8-sig", errors="replace").splitlines()
+            count, unit = len(all_lines), "lines"
+        first_n, last_n = wanted or (1, count)
+        if wanted is not None and first_n > count:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                f"{ref[:300]!r} starts at {unit[:-1]} {first_n}, but {name}:{rel} has {count} {unit} now")
+        last_n = min(last_n, count)  # a range past the end is the file's end
+        if unit == "pages":
+            text = "\n\n".join(c.text for c in chunks if first_n <= c.first <= last_n)
+        else:
+            text = "\n".join(all_lines[first_n - 1:last_n])
         reply = pb.OpenResponse(source=name, path=rel, first_line=first_n, last_line=last_n, text=text, note=note)
         if memory is None:
-            wanted = f"{first_n}-{last_n}"
+            span = f"{first_n}-{last_n}"
             records = await self.memories.read(self.memories.store.get_many, row.chunk_ids, _now())
-            memory = next((r for r in records.values() if r.metadata.get("lines") == wanted), None)
+            memory = next((r for r in records.values() if r.metadata.get("lines") == span), None)
         if memory is not None:
             reply.memory_id, reply.heading = memory.id, memory.metadata.get("heading", "")
         return reply
@@ -257,6 +292,20 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         if source.last_synced:
             out.last_synced.FromMilliseconds(source.last_synced)
         return out
+
+    async def checked(self, message: pb.Source) -> SourceRow:
+        """A source as AddSource (or an imported source line) gives it, checked: a folder on this
+        machine, outside the kernel's data dir (whose keys and databases no source may index),
+        with sane globs. Invalid says what to fix."""
+        source = self._source(message)
+        source.namespace = message.namespace or DEFAULT
+        path, data_dir = Path(source.path), self.p.data_dir.resolve()
+        if path == data_dir or path.is_relative_to(data_dir) or data_dir.is_relative_to(path):
+            raise Invalid(f"source {source.name!r}: {source.path} is, holds or is inside the kernel's data dir "
+                          f"({data_dir}), whose keys and databases are never indexed; choose a folder of notes")
+        if not await asyncio.to_thread(path.is_dir):
+            raise Invalid(f"{source.path} is not a folder on the kernel's machine")
+        return source
 
     @staticmethod
     def _source(message: pb.Source, from_config: bool = False) -> SourceRow:

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,9 @@ def glob_regex(pattern: str) -> re.Pattern:
 
 
 def scan(root: Path, include: list[str], exclude: list[str]) -> dict[str, tuple[int, int]]:
-    """relative path -> (size, mtime_ns) of every file the globs take; hidden names never."""
+    """relative path -> (size, mtime_ns) of every file the globs take; hidden names never. A linked
+    folder is not walked (os.walk does not follow links); a linked file is listed, and reading it
+    (read_inside) refuses it when it leads out of the folder."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder (moved, or not mounted?)")
     takes = [glob_regex(g) for g in include or DEFAULT_INCLUDE]
@@ -113,13 +116,62 @@ class Read:
     reason: str = ""
 
 
+class Refused(Exception):
+    """A file of a folder that is not read: it leads out of the folder (a link), or is no file."""
+
+
+def _too_large(size: int) -> str:
+    return f"{size / 1e6:.0f} MB: over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit"
+
+
+def read_inside(root: Path, rel: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of file `rel` of folder `root`, read only when the file actually opened lies in the
+    folder: links are followed to open it, then what was opened is checked (its real path is in the
+    folder's real path, and that path names the very file opened, device and inode), so a link that
+    leads out, or one swapped in after the folder was listed or after the check, is never read.
+    Refused says why not; OSError when it cannot be read."""
+    base = os.path.realpath(root)
+    path = os.path.join(base, rel)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO does not hang the sync (refused below)
+    try:
+        opened = os.fstat(fd)
+        real = os.path.realpath(path)
+        if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+            raise Refused(f"outside the source's folder (a link to {real}): not indexed")
+        try:
+            there = os.stat(real)
+        except OSError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != (opened.st_dev, opened.st_ino):
+            raise Refused("changed into a link while it was read (it may lead outside the source's folder): not indexed")
+        if not stat.S_ISREG(opened.st_mode):
+            raise Refused("not a regular file (a pipe, a device or a socket): not indexed")
+        if opened.st_size > limit:
+            raise Refused(_too_large(opened.st_size))
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise Refused(_too_large(size))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_file(root: Path, rel: str, size: int, mtime_ns: int) -> Read:
     out = Read(rel, size, mtime_ns)
     if size > MAX_FILE_BYTES:
-        out.state, out.reason = "skipped", f"{size / 1e6:.0f} MB: over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit"
+        out.state, out.reason = "skipped", _too_large(size)
         return out
     try:
-        data = (root / rel).read_bytes()
+        data = read_inside(root, rel)
+    except Refused as exc:
+        out.state, out.reason = "skipped", str(exc)
+        log.warning("sources.file_refused", root=str(root), file=rel, reason=str(exc))
+        return out
     except OSError as exc:
         out.state, out.reason = "failed", f"cannot read: {exc.strerror or exc}"
         return out
@@ -204,7 +256,7 @@ class Syncer:
             progress("reading", start + len(batch), len(stale))
         await asyncio.to_thread(self.table.put_files, source.name, rows)
         await asyncio.to_thread(self.table.drop_files, source.name, [*gone, *moved_from])
-        report.chunks_removed += len(await self._forget([i for row in gone.values() for i in row.chunk_ids]))
+        report.chunks_removed += len(await self._forget([i for row in gone.values() for i in row.chunk_ids], source.namespace))
         report.files_removed = len(gone)
         files = await asyncio.to_thread(self.table.files, source.name)
         report.files_failed = sum(r.state == "failed" for r in files.values())
@@ -216,13 +268,14 @@ class Syncer:
         progress("done", len(stale), len(stale))
         return report
 
-    async def _forget(self, ids: list[str]) -> list[str]:
+    async def _forget(self, ids: list[str], namespace: str) -> list[str]:
         """Delete the memories `ids` unless a file still makes them (call once the file's row no
         longer names them)."""
         if not ids:
             return []
         still = await asyncio.to_thread(self.table.referenced, ids)
-        return await self.servicer.forget([i for i in dict.fromkeys(ids) if i not in still])
+        gone = [i for i in dict.fromkeys(ids) if i not in still]
+        return await self.servicer.forget(gone, dict.fromkeys(gone, namespace))
 
     async def _move(self, source: SourceRow, before: FileRow, read: Read, report: Report) -> FileRow:
         records = await self.servicer.read(self.servicer.store.get_many, before.chunk_ids, _now())
@@ -245,7 +298,7 @@ class Syncer:
             return FileRow(read.rel, read.size, read.mtime_ns, old.content_hash, old.chunker, "failed", read.reason, old_ids, now)
         row = FileRow(read.rel, read.size, read.mtime_ns, read.content_hash, CHUNKER_VERSION, read.state, read.reason, [], now)
         await asyncio.to_thread(self.table.put_files, source.name, [row])
-        report.chunks_removed += len(await self._forget(old_ids))
+        report.chunks_removed += len(await self._forget(old_ids, source.namespace))
         return row
 
     async def _match(self, read: Read, old: FileRow | None) -> FilePlan:
@@ -318,7 +371,7 @@ class Syncer:
         row = FileRow(read.rel, read.size, read.mtime_ns, read.content_hash, CHUNKER_VERSION, "indexed", "",
                       list(dict.fromkeys(ids)), now)
         await asyncio.to_thread(self.table.put_files, source.name, [row])  # before forgetting: counts references
-        report.chunks_removed += len(await self._forget([i for i in leftover if i not in kept]))
+        report.chunks_removed += len(await self._forget([i for i in leftover if i not in kept], source.namespace))
         return row
 
     def _record(self, source: SourceRow, rel: str, chunk: Chunk, match: Record | None, now: int) -> Record:

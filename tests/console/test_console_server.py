@@ -134,7 +134,7 @@ def test_activity_counts_what_the_kernel_routes_by_method_and_decision(http):
     assert not any(b["method"].endswith("/Stats") for s in samples for b in s.get("by_method", []))  # its own polling is not counted
     assert all(float(s.get("p99_ms", 0)) >= float(s.get("p50_ms", 0)) for s in samples)
     too_far = call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": 100000})
-    assert too_far.status_code == 400 and "at most 1440" in too_far.json()["error"]["message"]
+    assert too_far.status_code == 400 and "the limit is 1440" in too_far.json()["error"]["message"]
     negative = call(client, "cortex.console.v1.ConsoleService/GetActivity", {"minutes": -5})
     assert negative.status_code == 400
 

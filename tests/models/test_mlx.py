@@ -137,7 +137,8 @@ def test_list_models(models):
         ),
         ("Generate", pb.GenerateRequest(prompt="x", model="gpt-9"), "NOT_FOUND", "model 'gpt-9' is not served here"),
         ("Embed", pb.EmbedRequest(), "INVALID_ARGUMENT", "send at least one text"),
-        ("Embed", pb.EmbedRequest(texts=["x"] * 2000), "INVALID_ARGUMENT", "2000 texts in one call; the limit is 1024"),
+        ("Embed", pb.EmbedRequest(texts=["x"] * 2000), "INVALID_ARGUMENT",
+         "texts has 2000 items, at most 1024 are allowed (repeated.max_items)"),
         ("Embed", pb.EmbedRequest(texts=["x" * 200_001]), "INVALID_ARGUMENT", "texts[0] is 200001 characters"),
     ],
 )

@@ -23,10 +23,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/events/v1/events.proto\x12\x10\x63ortex.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x61tacontenttype\x18\x06 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\t\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\x10\n\x08position\x18\t \x01(\x04\x12\x11\n\tpublisher\x18\n \x01(\t\"8\n\x0ePublishRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.cortex.events.v1.Event\"B\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"e\n\x10SubscribeRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x66ter_position\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\x12\x14\n\x0cuntil_latest\x18\x04 \x01(\x08\";\n\x11SubscribeResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.cortex.events.v1.Event2\xc0\x01\n\x0c\x45ventService\x12S\n\x07Publish\x12 .cortex.events.v1.PublishRequest\x1a!.cortex.events.v1.PublishResponse\"\x03\x90\x02\x02\x12[\n\tSubscribe\x12\".cortex.events.v1.SubscribeRequest\x1a#.cortex.events.v1.SubscribeResponse\"\x03\x90\x02\x01\x30\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/events/v1;eventsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/events/v1/events.proto\x12\x10\x63ortex.events.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x05\x45vent\x12\x14\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x18\n\x06source\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12\x16\n\x04type\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x19\n\x07subject\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x0f\x64\x61tacontenttype\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x18\n\x04\x64\x61ta\x18\x07 \x01(\tB\n\xbaH\x07r\x05(\x80\x80\x80 \x12\x1a\n\x08trace_id\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x10\n\x08position\x18\t \x01(\x04\x12\x11\n\tpublisher\x18\n \x01(\t\x12\x11\n\tnamespace\x18\x0b \x01(\t\"8\n\x0ePublishRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.cortex.events.v1.Event\"B\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"v\n\x10SubscribeRequest\x12\x1f\n\x06topics\x18\x01 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10 \"\x05r\x03\x18\xc8\x01\x12\x16\n\x0e\x61\x66ter_position\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\x12\x14\n\x0cuntil_latest\x18\x04 \x01(\x08\";\n\x11SubscribeResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.cortex.events.v1.Event2\xc0\x01\n\x0c\x45ventService\x12S\n\x07Publish\x12 .cortex.events.v1.PublishRequest\x1a!.cortex.events.v1.PublishResponse\"\x03\x90\x02\x02\x12[\n\tSubscribe\x12\".cortex.events.v1.SubscribeRequest\x1a#.cortex.events.v1.SubscribeResponse\"\x03\x90\x02\x01\x30\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/events/v1;eventsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +35,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortex.contracts.events.v1.
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z<github.com/cortex-os/cortex/gen/go/cortex/events/v1;eventsv1'
+  _globals['_EVENT'].fields_by_name['id']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_EVENT'].fields_by_name['source']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['source']._serialized_options = b'\272H\005r\003\030\364\003'
+  _globals['_EVENT'].fields_by_name['type']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['type']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_EVENT'].fields_by_name['subject']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['subject']._serialized_options = b'\272H\005r\003\030\364\003'
+  _globals['_EVENT'].fields_by_name['datacontenttype']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['datacontenttype']._serialized_options = b'\272H\005r\003\030\377\001'
+  _globals['_EVENT'].fields_by_name['data']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['data']._serialized_options = b'\272H\007r\005(\200\200\200 '
+  _globals['_EVENT'].fields_by_name['trace_id']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['trace_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_SUBSCRIBEREQUEST'].fields_by_name['topics']._loaded_options = None
+  _globals['_SUBSCRIBEREQUEST'].fields_by_name['topics']._serialized_options = b'\272H\014\222\001\t\020 \"\005r\003\030\310\001'
   _globals['_EVENTSERVICE'].methods_by_name['Publish']._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['Publish']._serialized_options = b'\220\002\002'
   _globals['_EVENTSERVICE'].methods_by_name['Subscribe']._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['Subscribe']._serialized_options = b'\220\002\001'
-  _globals['_EVENT']._serialized_start=85
-  _globals['_EVENT']._serialized_end=287
-  _globals['_PUBLISHREQUEST']._serialized_start=289
-  _globals['_PUBLISHREQUEST']._serialized_end=345
-  _globals['_PUBLISHRESPONSE']._serialized_start=347
-  _globals['_PUBLISHRESPONSE']._serialized_end=413
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=415
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=516
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=518
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=577
-  _globals['_EVENTSERVICE']._serialized_start=580
-  _globals['_EVENTSERVICE']._serialized_end=772
+  _globals['_EVENT']._serialized_start=114
+  _globals['_EVENT']._serialized_end=407
+  _globals['_PUBLISHREQUEST']._serialized_start=409
+  _globals['_PUBLISHREQUEST']._serialized_end=465
+  _globals['_PUBLISHRESPONSE']._serialized_start=467
+  _globals['_PUBLISHRESPONSE']._serialized_end=533
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=535
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=653
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=655
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=714
+  _globals['_EVENTSERVICE']._serialized_start=717
+  _globals['_EVENTSERVICE']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

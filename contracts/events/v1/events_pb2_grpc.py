@@ -28,7 +28,9 @@ if _version_not_supported:
 
 class EventServiceStub:
     """EventService is a durable, ordered log of events. Delivery is at least once: a subscriber
-    that reconnects with the position of the last event it handled misses nothing.
+    that reconnects with the position of the last event it handled misses nothing. Namespaces are
+    walls: a subscriber is sent only its own namespace's events (Event.namespace; admin, every
+    namespace's), so the positions it sees have gaps where others' events are.
     """
 
     def __init__(self, channel):
@@ -51,12 +53,14 @@ class EventServiceStub:
 
 class EventServiceServicer:
     """EventService is a durable, ordered log of events. Delivery is at least once: a subscriber
-    that reconnects with the position of the last event it handled misses nothing.
+    that reconnects with the position of the last event it handled misses nothing. Namespaces are
+    walls: a subscriber is sent only its own namespace's events (Event.namespace; admin, every
+    namespace's), so the positions it sees have gaps where others' events are.
     """
 
     def Publish(self, request, context):
-        """Publish appends an event to the log and returns its position. Idempotent on (source, id):
-        publishing the same event again returns the first position.
+        """Publish appends an event to the log and returns its position. Idempotent on (source, id)
+        within the publisher's namespace: publishing the same event again returns the first position.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +97,9 @@ def add_EventServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EventService:
     """EventService is a durable, ordered log of events. Delivery is at least once: a subscriber
-    that reconnects with the position of the last event it handled misses nothing.
+    that reconnects with the position of the last event it handled misses nothing. Namespaces are
+    walls: a subscriber is sent only its own namespace's events (Event.namespace; admin, every
+    namespace's), so the positions it sees have gaps where others' events are.
     """
 
     @staticmethod

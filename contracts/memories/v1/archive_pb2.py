@@ -23,12 +23,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 from cortex.contracts.memories.v1 import memories_pb2 as cortex_dot_memories_dot_v1_dot_memories__pb2
 from cortex.contracts.memories.v1 import sources_pb2 as cortex_dot_memories_dot_v1_dot_sources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cortex/memories/v1/archive.proto\x12\x12\x63ortex.memories.v1\x1a!cortex/memories/v1/memories.proto\x1a cortex/memories/v1/sources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n\x0b\x41rchiveLine\x12\x37\n\x08manifest\x18\x01 \x01(\x0b\x32#.cortex.memories.v1.ArchiveManifestH\x00\x12\x34\n\x06memory\x18\x02 \x01(\x0b\x32\".cortex.memories.v1.ArchivedMemoryH\x00\x12\x30\n\x04link\x18\x03 \x01(\x0b\x32 .cortex.memories.v1.SupersessionH\x00\x12\x34\n\x06source\x18\x04 \x01(\x0b\x32\".cortex.memories.v1.ArchivedSourceH\x00\x12-\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1e.cortex.memories.v1.ArchiveEndH\x00\x42\x06\n\x04line\"\xcc\x01\n\x0f\x41rchiveManifest\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x0f\n\x07vectors\x18\x05 \x01(\x08\x12/\n\x0b\x65xported_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63ortex_version\x18\x07 \x01(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\"\x81\x01\n\x0e\x41rchivedMemory\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\x33\n\x08versions\x18\x03 \x03(\x0b\x32!.cortex.memories.v1.MemoryVersion\"m\n\x0e\x41rchivedSource\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12/\n\x05\x66iles\x18\x02 \x03(\x0b\x32 .cortex.memories.v1.ArchivedFile\"\xc5\x01\n\x0c\x41rchivedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x0f\n\x07\x63hunker\x18\x05 \x01(\r\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nmemory_ids\x18\x08 \x03(\t\x12-\n\tsynced_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nArchiveEnd\x12\x10\n\x08memories\x18\x01 \x01(\x04\x12\r\n\x05links\x18\x02 \x01(\x04\x12\x0f\n\x07sources\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"4\n\rExportRequest\x12\x12\n\nnamespaces\x18\x01 \x03(\t\x12\x0f\n\x07vectors\x18\x02 \x01(\x08\"?\n\x0e\x45xportResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1f.cortex.memories.v1.ArchiveLine\"\x84\x01\n\rImportRequest\x12\x35\n\x08manifest\x18\x01 \x01(\x0b\x32#.cortex.memories.v1.ArchiveManifest\x12.\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.cortex.memories.v1.ArchiveLine\x12\x0c\n\x04into\x18\x03 \x01(\t\"\x87\x01\n\x0eImportResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x11\n\tunchanged\x18\x02 \x01(\x04\x12\x0f\n\x07skipped\x18\x03 \x01(\x04\x12\x10\n\x08\x65mbedded\x18\x04 \x01(\x04\x12\r\n\x05links\x18\x05 \x01(\x04\x12\x0f\n\x07sources\x18\x06 \x01(\x04\x12\x10\n\x08problems\x18\x07 \x03(\t2\xb9\x01\n\x0e\x41rchiveService\x12V\n\x06\x45xport\x12!.cortex.memories.v1.ExportRequest\x1a\".cortex.memories.v1.ExportResponse\"\x03\x90\x02\x01\x30\x01\x12O\n\x06Import\x12!.cortex.memories.v1.ImportRequest\x1a\".cortex.memories.v1.ImportResponseBDP\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cortex/memories/v1/archive.proto\x12\x12\x63ortex.memories.v1\x1a\x1b\x62uf/validate/validate.proto\x1a!cortex/memories/v1/memories.proto\x1a cortex/memories/v1/sources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n\x0b\x41rchiveLine\x12\x37\n\x08manifest\x18\x01 \x01(\x0b\x32#.cortex.memories.v1.ArchiveManifestH\x00\x12\x34\n\x06memory\x18\x02 \x01(\x0b\x32\".cortex.memories.v1.ArchivedMemoryH\x00\x12\x30\n\x04link\x18\x03 \x01(\x0b\x32 .cortex.memories.v1.SupersessionH\x00\x12\x34\n\x06source\x18\x04 \x01(\x0b\x32\".cortex.memories.v1.ArchivedSourceH\x00\x12-\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1e.cortex.memories.v1.ArchiveEndH\x00\x42\x06\n\x04line\"\xcc\x01\n\x0f\x41rchiveManifest\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x0f\n\x07vectors\x18\x05 \x01(\x08\x12/\n\x0b\x65xported_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63ortex_version\x18\x07 \x01(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\"\x81\x01\n\x0e\x41rchivedMemory\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Memory\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\x33\n\x08versions\x18\x03 \x03(\x0b\x32!.cortex.memories.v1.MemoryVersion\"m\n\x0e\x41rchivedSource\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12/\n\x05\x66iles\x18\x02 \x03(\x0b\x32 .cortex.memories.v1.ArchivedFile\"\xc5\x01\n\x0c\x41rchivedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x0f\n\x07\x63hunker\x18\x05 \x01(\r\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nmemory_ids\x18\x08 \x03(\t\x12-\n\tsynced_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\nArchiveEnd\x12\x10\n\x08memories\x18\x01 \x01(\x04\x12\r\n\x05links\x18\x02 \x01(\x04\x12\x0f\n\x07sources\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"E\n\rExportRequest\x12#\n\nnamespaces\x18\x01 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10 \"\x05r\x03\x18\xc8\x01\x12\x0f\n\x07vectors\x18\x02 \x01(\x08\"?\n\x0e\x45xportResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1f.cortex.memories.v1.ArchiveLine\"\x99\x01\n\rImportRequest\x12\x35\n\x08manifest\x18\x01 \x01(\x0b\x32#.cortex.memories.v1.ArchiveManifest\x12\x39\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.cortex.memories.v1.ArchiveLineB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12\x16\n\x04into\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\"\x87\x01\n\x0eImportResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x11\n\tunchanged\x18\x02 \x01(\x04\x12\x0f\n\x07skipped\x18\x03 \x01(\x04\x12\x10\n\x08\x65mbedded\x18\x04 \x01(\x04\x12\r\n\x05links\x18\x05 \x01(\x04\x12\x0f\n\x07sources\x18\x06 \x01(\x04\x12\x10\n\x08problems\x18\x07 \x03(\t2\xb9\x01\n\x0e\x41rchiveService\x12V\n\x06\x45xport\x12!.cortex.memories.v1.ExportRequest\x1a\".cortex.memories.v1.ExportResponse\"\x03\x90\x02\x01\x30\x01\x12O\n\x06Import\x12!.cortex.memories.v1.ImportRequest\x1a\".cortex.memories.v1.ImportResponseBDP\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,28 +37,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortex.contracts.memories.v
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1'
+  _globals['_EXPORTREQUEST'].fields_by_name['namespaces']._loaded_options = None
+  _globals['_EXPORTREQUEST'].fields_by_name['namespaces']._serialized_options = b'\272H\014\222\001\t\020 \"\005r\003\030\310\001'
+  _globals['_IMPORTREQUEST'].fields_by_name['lines']._loaded_options = None
+  _globals['_IMPORTREQUEST'].fields_by_name['lines']._serialized_options = b'\272H\006\222\001\003\020\350\007'
+  _globals['_IMPORTREQUEST'].fields_by_name['into']._loaded_options = None
+  _globals['_IMPORTREQUEST'].fields_by_name['into']._serialized_options = b'\272H\005r\003\030\310\001'
   _globals['_ARCHIVESERVICE'].methods_by_name['Export']._loaded_options = None
   _globals['_ARCHIVESERVICE'].methods_by_name['Export']._serialized_options = b'\220\002\001'
-  _globals['_ARCHIVELINE']._serialized_start=159
-  _globals['_ARCHIVELINE']._serialized_end=442
-  _globals['_ARCHIVEMANIFEST']._serialized_start=445
-  _globals['_ARCHIVEMANIFEST']._serialized_end=649
-  _globals['_ARCHIVEDMEMORY']._serialized_start=652
-  _globals['_ARCHIVEDMEMORY']._serialized_end=781
-  _globals['_ARCHIVEDSOURCE']._serialized_start=783
-  _globals['_ARCHIVEDSOURCE']._serialized_end=892
-  _globals['_ARCHIVEDFILE']._serialized_start=895
-  _globals['_ARCHIVEDFILE']._serialized_end=1092
-  _globals['_ARCHIVEEND']._serialized_start=1094
-  _globals['_ARCHIVEEND']._serialized_end=1172
-  _globals['_EXPORTREQUEST']._serialized_start=1174
-  _globals['_EXPORTREQUEST']._serialized_end=1226
-  _globals['_EXPORTRESPONSE']._serialized_start=1228
-  _globals['_EXPORTRESPONSE']._serialized_end=1291
-  _globals['_IMPORTREQUEST']._serialized_start=1294
-  _globals['_IMPORTREQUEST']._serialized_end=1426
-  _globals['_IMPORTRESPONSE']._serialized_start=1429
-  _globals['_IMPORTRESPONSE']._serialized_end=1564
-  _globals['_ARCHIVESERVICE']._serialized_start=1567
-  _globals['_ARCHIVESERVICE']._serialized_end=1752
+  _globals['_ARCHIVELINE']._serialized_start=188
+  _globals['_ARCHIVELINE']._serialized_end=471
+  _globals['_ARCHIVEMANIFEST']._serialized_start=474
+  _globals['_ARCHIVEMANIFEST']._serialized_end=678
+  _globals['_ARCHIVEDMEMORY']._serialized_start=681
+  _globals['_ARCHIVEDMEMORY']._serialized_end=810
+  _globals['_ARCHIVEDSOURCE']._serialized_start=812
+  _globals['_ARCHIVEDSOURCE']._serialized_end=921
+  _globals['_ARCHIVEDFILE']._serialized_start=924
+  _globals['_ARCHIVEDFILE']._serialized_end=1121
+  _globals['_ARCHIVEEND']._serialized_start=1123
+  _globals['_ARCHIVEEND']._serialized_end=1201
+  _globals['_EXPORTREQUEST']._serialized_start=1203
+  _globals['_EXPORTREQUEST']._serialized_end=1272
+  _globals['_EXPORTRESPONSE']._serialized_start=1274
+  _globals['_EXPORTRESPONSE']._serialized_end=1337
+  _globals['_IMPORTREQUEST']._serialized_start=1340
+  _globals['_IMPORTREQUEST']._serialized_end=1493
+  _globals['_IMPORTRESPONSE']._serialized_start=1496
+  _globals['_IMPORTRESPONSE']._serialized_end=1631
+  _globals['_ARCHIVESERVICE']._serialized_start=1634
+  _globals['_ARCHIVESERVICE']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

@@ -23,10 +23,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cortex/memories/v1/sources.proto\x12\x12\x63ortex.memories.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x02\n\x06Source\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07include\x18\x03 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x04 \x03(\t\x12\x13\n\x0b\x66rom_config\x18\x05 \x01(\x08\x12\x15\n\rfiles_indexed\x18\x06 \x01(\r\x12\x15\n\rfiles_skipped\x18\x07 \x01(\r\x12\x14\n\x0c\x66iles_failed\x18\x08 \x01(\r\x12\x0e\n\x06\x63hunks\x18\t \x01(\r\x12/\n\x0blast_synced\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08watching\x18\x0b \x01(\x08\x12\x11\n\tnamespace\x18\x0c \x01(\t\">\n\x10\x41\x64\x64SourceRequest\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\"o\n\x11\x41\x64\x64SourceResponse\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12.\n\x06report\x18\x02 \x01(\x0b\x32\x1e.cortex.memories.v1.SyncReport\"\x14\n\x12ListSourcesRequest\"B\n\x13ListSourcesResponse\x12+\n\x07sources\x18\x01 \x03(\x0b\x32\x1a.cortex.memories.v1.Source\"#\n\x13SourceStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xad\x01\n\nSourceFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.cortex.memories.v1.FileState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\r\x12-\n\tsynced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x14SourceStatusResponse\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12-\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1e.cortex.memories.v1.SourceFile\"/\n\x11SyncSourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\"\x93\x02\n\nSyncReport\x12\x12\n\nfiles_seen\x18\x01 \x01(\r\x12\x12\n\nfiles_read\x18\x02 \x01(\r\x12\x17\n\x0f\x66iles_unchanged\x18\x03 \x01(\r\x12\x15\n\rfiles_removed\x18\x04 \x01(\r\x12\x13\n\x0b\x66iles_moved\x18\x05 \x01(\r\x12\x14\n\x0c\x66iles_failed\x18\x06 \x01(\r\x12\x15\n\rfiles_skipped\x18\x07 \x01(\r\x12\x14\n\x0c\x63hunks_added\x18\x08 \x01(\r\x12\x16\n\x0e\x63hunks_updated\x18\t \x01(\r\x12\x16\n\x0e\x63hunks_removed\x18\n \x01(\r\x12\x14\n\x0c\x63hunks_moved\x18\x0b \x01(\r\x12\x0f\n\x07seconds\x18\x0c \x01(\x01\"p\n\x12SyncSourceResponse\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12.\n\x06report\x18\x04 \x01(\x0b\x32\x1e.cortex.memories.v1.SyncReport\":\n\x13RemoveSourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rkeep_memories\x18\x02 \x01(\x08\"0\n\x14RemoveSourceResponse\x12\x18\n\x10memories_deleted\x18\x01 \x01(\r\"\x1a\n\x0bOpenRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"\x93\x01\n\x0cOpenResponse\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07heading\x18\x03 \x01(\t\x12\x12\n\nfirst_line\x18\x04 \x01(\r\x12\x11\n\tlast_line\x18\x05 \x01(\r\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x11\n\tmemory_id\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t*n\n\tFileState\x12\x1a\n\x16\x46ILE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46ILE_STATE_INDEXED\x10\x01\x12\x16\n\x12\x46ILE_STATE_SKIPPED\x10\x02\x12\x15\n\x11\x46ILE_STATE_FAILED\x10\x03\x32\xc8\x04\n\rSourceService\x12X\n\tAddSource\x12$.cortex.memories.v1.AddSourceRequest\x1a%.cortex.memories.v1.AddSourceResponse\x12\x63\n\x0bListSources\x12&.cortex.memories.v1.ListSourcesRequest\x1a\'.cortex.memories.v1.ListSourcesResponse\"\x03\x90\x02\x01\x12\x66\n\x0cSourceStatus\x12\'.cortex.memories.v1.SourceStatusRequest\x1a(.cortex.memories.v1.SourceStatusResponse\"\x03\x90\x02\x01\x12]\n\nSyncSource\x12%.cortex.memories.v1.SyncSourceRequest\x1a&.cortex.memories.v1.SyncSourceResponse0\x01\x12\x61\n\x0cRemoveSource\x12\'.cortex.memories.v1.RemoveSourceRequest\x1a(.cortex.memories.v1.RemoveSourceResponse\x12N\n\x04Open\x12\x1f.cortex.memories.v1.OpenRequest\x1a .cortex.memories.v1.OpenResponse\"\x03\x90\x02\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cortex/memories/v1/sources.proto\x12\x12\x63ortex.memories.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x02\n\x06Source\x12\x15\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x16\n\x04path\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12 \n\x07include\x18\x03 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10 \"\x05r\x03\x18\x80\x02\x12 \n\x07\x65xclude\x18\x04 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10 \"\x05r\x03\x18\x80\x02\x12\x13\n\x0b\x66rom_config\x18\x05 \x01(\x08\x12\x15\n\rfiles_indexed\x18\x06 \x01(\r\x12\x15\n\rfiles_skipped\x18\x07 \x01(\r\x12\x14\n\x0c\x66iles_failed\x18\x08 \x01(\r\x12\x0e\n\x06\x63hunks\x18\t \x01(\r\x12/\n\x0blast_synced\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08watching\x18\x0b \x01(\x08\x12\x1b\n\tnamespace\x18\x0c \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\">\n\x10\x41\x64\x64SourceRequest\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\"o\n\x11\x41\x64\x64SourceResponse\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12.\n\x06report\x18\x02 \x01(\x0b\x32\x1e.cortex.memories.v1.SyncReport\"\x14\n\x12ListSourcesRequest\"B\n\x13ListSourcesResponse\x12+\n\x07sources\x18\x01 \x03(\x0b\x32\x1a.cortex.memories.v1.Source\",\n\x13SourceStatusRequest\x12\x15\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\xad\x01\n\nSourceFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.cortex.memories.v1.FileState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\r\x12-\n\tsynced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x14SourceStatusResponse\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.cortex.memories.v1.Source\x12-\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1e.cortex.memories.v1.SourceFile\"8\n\x11SyncSourceRequest\x12\x15\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\"\x93\x02\n\nSyncReport\x12\x12\n\nfiles_seen\x18\x01 \x01(\r\x12\x12\n\nfiles_read\x18\x02 \x01(\r\x12\x17\n\x0f\x66iles_unchanged\x18\x03 \x01(\r\x12\x15\n\rfiles_removed\x18\x04 \x01(\r\x12\x13\n\x0b\x66iles_moved\x18\x05 \x01(\r\x12\x14\n\x0c\x66iles_failed\x18\x06 \x01(\r\x12\x15\n\rfiles_skipped\x18\x07 \x01(\r\x12\x14\n\x0c\x63hunks_added\x18\x08 \x01(\r\x12\x16\n\x0e\x63hunks_updated\x18\t \x01(\r\x12\x16\n\x0e\x63hunks_removed\x18\n \x01(\r\x12\x14\n\x0c\x63hunks_moved\x18\x0b \x01(\r\x12\x0f\n\x07seconds\x18\x0c \x01(\x01\"p\n\x12SyncSourceResponse\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12.\n\x06report\x18\x04 \x01(\x0b\x32\x1e.cortex.memories.v1.SyncReport\"C\n\x13RemoveSourceRequest\x12\x15\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x15\n\rkeep_memories\x18\x02 \x01(\x08\"0\n\x14RemoveSourceResponse\x12\x18\n\x10memories_deleted\x18\x01 \x01(\r\"$\n\x0bOpenRequest\x12\x15\n\x03ref\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80@\"\x93\x01\n\x0cOpenResponse\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07heading\x18\x03 \x01(\t\x12\x12\n\nfirst_line\x18\x04 \x01(\r\x12\x11\n\tlast_line\x18\x05 \x01(\r\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x11\n\tmemory_id\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t*n\n\tFileState\x12\x1a\n\x16\x46ILE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46ILE_STATE_INDEXED\x10\x01\x12\x16\n\x12\x46ILE_STATE_SKIPPED\x10\x02\x12\x15\n\x11\x46ILE_STATE_FAILED\x10\x03\x32\xc8\x04\n\rSourceService\x12X\n\tAddSource\x12$.cortex.memories.v1.AddSourceRequest\x1a%.cortex.memories.v1.AddSourceResponse\x12\x63\n\x0bListSources\x12&.cortex.memories.v1.ListSourcesRequest\x1a\'.cortex.memories.v1.ListSourcesResponse\"\x03\x90\x02\x01\x12\x66\n\x0cSourceStatus\x12\'.cortex.memories.v1.SourceStatusRequest\x1a(.cortex.memories.v1.SourceStatusResponse\"\x03\x90\x02\x01\x12]\n\nSyncSource\x12%.cortex.memories.v1.SyncSourceRequest\x1a&.cortex.memories.v1.SyncSourceResponse0\x01\x12\x61\n\x0cRemoveSource\x12\'.cortex.memories.v1.RemoveSourceRequest\x1a(.cortex.memories.v1.RemoveSourceResponse\x12N\n\x04Open\x12\x1f.cortex.memories.v1.OpenRequest\x1a .cortex.memories.v1.OpenResponse\"\x03\x90\x02\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +35,62 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortex.contracts.memories.v
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z@github.com/cortex-os/cortex/gen/go/cortex/memories/v1;memoriesv1'
+  _globals['_SOURCE'].fields_by_name['name']._loaded_options = None
+  _globals['_SOURCE'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_SOURCE'].fields_by_name['path']._loaded_options = None
+  _globals['_SOURCE'].fields_by_name['path']._serialized_options = b'\272H\005r\003\030\200 '
+  _globals['_SOURCE'].fields_by_name['include']._loaded_options = None
+  _globals['_SOURCE'].fields_by_name['include']._serialized_options = b'\272H\014\222\001\t\020 \"\005r\003\030\200\002'
+  _globals['_SOURCE'].fields_by_name['exclude']._loaded_options = None
+  _globals['_SOURCE'].fields_by_name['exclude']._serialized_options = b'\272H\014\222\001\t\020 \"\005r\003\030\200\002'
+  _globals['_SOURCE'].fields_by_name['namespace']._loaded_options = None
+  _globals['_SOURCE'].fields_by_name['namespace']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_SOURCESTATUSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_SOURCESTATUSREQUEST'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_SYNCSOURCEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_SYNCSOURCEREQUEST'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_REMOVESOURCEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REMOVESOURCEREQUEST'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_OPENREQUEST'].fields_by_name['ref']._loaded_options = None
+  _globals['_OPENREQUEST'].fields_by_name['ref']._serialized_options = b'\272H\005r\003\030\200@'
   _globals['_SOURCESERVICE'].methods_by_name['ListSources']._loaded_options = None
   _globals['_SOURCESERVICE'].methods_by_name['ListSources']._serialized_options = b'\220\002\001'
   _globals['_SOURCESERVICE'].methods_by_name['SourceStatus']._loaded_options = None
   _globals['_SOURCESERVICE'].methods_by_name['SourceStatus']._serialized_options = b'\220\002\001'
   _globals['_SOURCESERVICE'].methods_by_name['Open']._loaded_options = None
   _globals['_SOURCESERVICE'].methods_by_name['Open']._serialized_options = b'\220\002\001'
-  _globals['_FILESTATE']._serialized_start=1677
-  _globals['_FILESTATE']._serialized_end=1787
-  _globals['_SOURCE']._serialized_start=90
-  _globals['_SOURCE']._serialized_end=351
-  _globals['_ADDSOURCEREQUEST']._serialized_start=353
-  _globals['_ADDSOURCEREQUEST']._serialized_end=415
-  _globals['_ADDSOURCERESPONSE']._serialized_start=417
-  _globals['_ADDSOURCERESPONSE']._serialized_end=528
-  _globals['_LISTSOURCESREQUEST']._serialized_start=530
-  _globals['_LISTSOURCESREQUEST']._serialized_end=550
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=552
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=618
-  _globals['_SOURCESTATUSREQUEST']._serialized_start=620
-  _globals['_SOURCESTATUSREQUEST']._serialized_end=655
-  _globals['_SOURCEFILE']._serialized_start=658
-  _globals['_SOURCEFILE']._serialized_end=831
-  _globals['_SOURCESTATUSRESPONSE']._serialized_start=833
-  _globals['_SOURCESTATUSRESPONSE']._serialized_end=946
-  _globals['_SYNCSOURCEREQUEST']._serialized_start=948
-  _globals['_SYNCSOURCEREQUEST']._serialized_end=995
-  _globals['_SYNCREPORT']._serialized_start=998
-  _globals['_SYNCREPORT']._serialized_end=1273
-  _globals['_SYNCSOURCERESPONSE']._serialized_start=1275
-  _globals['_SYNCSOURCERESPONSE']._serialized_end=1387
-  _globals['_REMOVESOURCEREQUEST']._serialized_start=1389
-  _globals['_REMOVESOURCEREQUEST']._serialized_end=1447
-  _globals['_REMOVESOURCERESPONSE']._serialized_start=1449
-  _globals['_REMOVESOURCERESPONSE']._serialized_end=1497
-  _globals['_OPENREQUEST']._serialized_start=1499
-  _globals['_OPENREQUEST']._serialized_end=1525
-  _globals['_OPENRESPONSE']._serialized_start=1528
-  _globals['_OPENRESPONSE']._serialized_end=1675
-  _globals['_SOURCESERVICE']._serialized_start=1790
-  _globals['_SOURCESERVICE']._serialized_end=2374
+  _globals['_FILESTATE']._serialized_start=1806
+  _globals['_FILESTATE']._serialized_end=1916
+  _globals['_SOURCE']._serialized_start=119
+  _globals['_SOURCE']._serialized_end=443
+  _globals['_ADDSOURCEREQUEST']._serialized_start=445
+  _globals['_ADDSOURCEREQUEST']._serialized_end=507
+  _globals['_ADDSOURCERESPONSE']._serialized_start=509
+  _globals['_ADDSOURCERESPONSE']._serialized_end=620
+  _globals['_LISTSOURCESREQUEST']._serialized_start=622
+  _globals['_LISTSOURCESREQUEST']._serialized_end=642
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=644
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=710
+  _globals['_SOURCESTATUSREQUEST']._serialized_start=712
+  _globals['_SOURCESTATUSREQUEST']._serialized_end=756
+  _globals['_SOURCEFILE']._serialized_start=759
+  _globals['_SOURCEFILE']._serialized_end=932
+  _globals['_SOURCESTATUSRESPONSE']._serialized_start=934
+  _globals['_SOURCESTATUSRESPONSE']._serialized_end=1047
+  _globals['_SYNCSOURCEREQUEST']._serialized_start=1049
+  _globals['_SYNCSOURCEREQUEST']._serialized_end=1105
+  _globals['_SYNCREPORT']._serialized_start=1108
+  _globals['_SYNCREPORT']._serialized_end=1383
+  _globals['_SYNCSOURCERESPONSE']._serialized_start=1385
+  _globals['_SYNCSOURCERESPONSE']._serialized_end=1497
+  _globals['_REMOVESOURCEREQUEST']._serialized_start=1499
+  _globals['_REMOVESOURCEREQUEST']._serialized_end=1566
+  _globals['_REMOVESOURCERESPONSE']._serialized_start=1568
+  _globals['_REMOVESOURCERESPONSE']._serialized_end=1616
+  _globals['_OPENREQUEST']._serialized_start=1618
+  _globals['_OPENREQUEST']._serialized_end=1654
+  _globals['_OPENRESPONSE']._serialized_start=1657
+  _globals['_OPENRESPONSE']._serialized_end=1804
+  _globals['_SOURCESERVICE']._serialized_start=1919
+  _globals['_SOURCESERVICE']._serialized_end=2503
 # @@protoc_insertion_point(module_scope)

@@ -23,9 +23,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/models/v1/models.proto\x12\x10\x63ortex.models.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8b\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.cortex.models.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x12\n\nlocal_only\x18\t \x01(\x08\x12\x0e\n\x06labels\x18\n \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x91\x02\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.cortex.models.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x12\n\nlocal_only\x18\t \x01(\x08\x12\x0e\n\x06labels\x18\n \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\x80\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12&\n\x05usage\x18\x03 \x01(\x0b\x32\x17.cortex.models.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\"\x95\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.cortex.models.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\"P\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nlocal_only\x18\x03 \x01(\x08\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"n\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12)\n\x07vectors\x18\x03 \x03(\x0b\x32\x18.cortex.models.v1.Vector\x12\x10\n\x08provider\x18\x04 \x01(\t\"\x13\n\x11ListModelsRequest\"\xd3\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .cortex.models.v1.ModelInfo.Kind\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\x08\x12\x11\n\ttest_only\x18\x06 \x01(\x08\"E\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_GENERATION\x10\x01\x12\x12\n\x0eKIND_EMBEDDING\x10\x02\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.cortex.models.v1.ModelInfo2\xff\x02\n\x0cModelService\x12V\n\x08Generate\x12!.cortex.models.v1.GenerateRequest\x1a\".cortex.models.v1.GenerateResponse\"\x03\x90\x02\x01\x12j\n\x0eGenerateStream\x12\'.cortex.models.v1.GenerateStreamRequest\x1a(.cortex.models.v1.GenerateStreamResponse\"\x03\x90\x02\x01\x30\x01\x12M\n\x05\x45mbed\x12\x1e.cortex.models.v1.EmbedRequest\x1a\x1f.cortex.models.v1.EmbedResponse\"\x03\x90\x02\x01\x12\\\n\nListModels\x12#.cortex.models.v1.ListModelsRequest\x1a$.cortex.models.v1.ListModelsResponse\"\x03\x90\x02\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/models/v1;modelsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ortex/models/v1/models.proto\x12\x10\x63ortex.models.v1\x1a\x1b\x62uf/validate/validate.proto\"@\n\x0b\x43hatMessage\x12\x15\n\x04role\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\x07\x63ontent\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\xc0\x9a\x0c\"\x8a\x03\n\x0fGenerateRequest\x12\x17\n\x05model\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.cortex.models.v1.ChatMessageB\t\xbaH\x06\x92\x01\x03\x10\x80 \x12\x19\n\x06prompt\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\xc0\x9a\x0c\x12\x1c\n\nmax_tokens\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\x80@\x12)\n\x0btemperature\x18\x05 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xa0@-\x00\x00\x00\x00H\x00\x88\x01\x01\x12#\n\x05top_p\x18\x06 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00H\x01\x88\x01\x01\x12\"\n\x04seed\x18\x07 \x01(\x04\x42\x0f\xbaH\x0c\x32\n\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7fH\x02\x88\x01\x01\x12\x1d\n\x04stop\x18\x08 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x10\"\x05r\x03\x18\xe8\x07\x12\x12\n\nlocal_only\x18\t \x01(\x08\x12\x1f\n\x06labels\x18\n \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\xc8\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x90\x03\n\x15GenerateStreamRequest\x12\x17\n\x05model\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12:\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.cortex.models.v1.ChatMessageB\t\xbaH\x06\x92\x01\x03\x10\x80 \x12\x19\n\x06prompt\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\xc0\x9a\x0c\x12\x1c\n\nmax_tokens\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\x80@\x12)\n\x0btemperature\x18\x05 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xa0@-\x00\x00\x00\x00H\x00\x88\x01\x01\x12#\n\x05top_p\x18\x06 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00H\x01\x88\x01\x01\x12\"\n\x04seed\x18\x07 \x01(\x04\x42\x0f\xbaH\x0c\x32\n\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7fH\x02\x88\x01\x01\x12\x1d\n\x04stop\x18\x08 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x10\"\x05r\x03\x18\xe8\x07\x12\x12\n\nlocal_only\x18\t \x01(\x08\x12\x1f\n\x06labels\x18\n \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\xc8\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\x80\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12&\n\x05usage\x18\x03 \x01(\x0b\x32\x17.cortex.models.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\"\x95\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.cortex.models.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\"~\n\x0c\x45mbedRequest\x12\x17\n\x05model\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12 \n\x05texts\x18\x02 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10\x80\x08\"\x06r\x04\x18\xa0\x8d\x06\x12\x12\n\nlocal_only\x18\x03 \x01(\x08\x12\x1f\n\x06labels\x18\x04 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\xc8\x01\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"n\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12)\n\x07vectors\x18\x03 \x03(\x0b\x32\x18.cortex.models.v1.Vector\x12\x10\n\x08provider\x18\x04 \x01(\t\"\x13\n\x11ListModelsRequest\"\xd3\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .cortex.models.v1.ModelInfo.Kind\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\x08\x12\x11\n\ttest_only\x18\x06 \x01(\x08\"E\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_GENERATION\x10\x01\x12\x12\n\x0eKIND_EMBEDDING\x10\x02\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.cortex.models.v1.ModelInfo2\xff\x02\n\x0cModelService\x12V\n\x08Generate\x12!.cortex.models.v1.GenerateRequest\x1a\".cortex.models.v1.GenerateResponse\"\x03\x90\x02\x01\x12j\n\x0eGenerateStream\x12\'.cortex.models.v1.GenerateStreamRequest\x1a(.cortex.models.v1.GenerateStreamResponse\"\x03\x90\x02\x01\x30\x01\x12M\n\x05\x45mbed\x12\x1e.cortex.models.v1.EmbedRequest\x1a\x1f.cortex.models.v1.EmbedResponse\"\x03\x90\x02\x01\x12\\\n\nListModels\x12#.cortex.models.v1.ListModelsRequest\x1a$.cortex.models.v1.ListModelsResponse\"\x03\x90\x02\x01\x42@P\x01Z<github.com/cortex-os/cortex/gen/go/cortex/models/v1;modelsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +34,52 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortex.contracts.models.v1.
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z<github.com/cortex-os/cortex/gen/go/cortex/models/v1;modelsv1'
+  _globals['_CHATMESSAGE'].fields_by_name['role']._loaded_options = None
+  _globals['_CHATMESSAGE'].fields_by_name['role']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_CHATMESSAGE'].fields_by_name['content']._loaded_options = None
+  _globals['_CHATMESSAGE'].fields_by_name['content']._serialized_options = b'\272H\006r\004\030\300\232\014'
+  _globals['_GENERATEREQUEST'].fields_by_name['model']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_GENERATEREQUEST'].fields_by_name['messages']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['messages']._serialized_options = b'\272H\006\222\001\003\020\200 '
+  _globals['_GENERATEREQUEST'].fields_by_name['prompt']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['prompt']._serialized_options = b'\272H\006r\004\030\300\232\014'
+  _globals['_GENERATEREQUEST'].fields_by_name['max_tokens']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['max_tokens']._serialized_options = b'\272H\005*\003\030\200@'
+  _globals['_GENERATEREQUEST'].fields_by_name['temperature']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['temperature']._serialized_options = b'\272H\014\n\n\035\000\000\240@-\000\000\000\000'
+  _globals['_GENERATEREQUEST'].fields_by_name['top_p']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['top_p']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_GENERATEREQUEST'].fields_by_name['seed']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['seed']._serialized_options = b'\272H\0142\n\030\377\377\377\377\377\377\377\377\177'
+  _globals['_GENERATEREQUEST'].fields_by_name['stop']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['stop']._serialized_options = b'\272H\014\222\001\t\020\020\"\005r\003\030\350\007'
+  _globals['_GENERATEREQUEST'].fields_by_name['labels']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['labels']._serialized_options = b'\272H\014\222\001\t\020@\"\005r\003\030\310\001'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['model']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['messages']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['messages']._serialized_options = b'\272H\006\222\001\003\020\200 '
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['prompt']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['prompt']._serialized_options = b'\272H\006r\004\030\300\232\014'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['max_tokens']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['max_tokens']._serialized_options = b'\272H\005*\003\030\200@'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['temperature']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['temperature']._serialized_options = b'\272H\014\n\n\035\000\000\240@-\000\000\000\000'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['top_p']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['top_p']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['seed']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['seed']._serialized_options = b'\272H\0142\n\030\377\377\377\377\377\377\377\377\177'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['stop']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['stop']._serialized_options = b'\272H\014\222\001\t\020\020\"\005r\003\030\350\007'
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['labels']._loaded_options = None
+  _globals['_GENERATESTREAMREQUEST'].fields_by_name['labels']._serialized_options = b'\272H\014\222\001\t\020@\"\005r\003\030\310\001'
+  _globals['_EMBEDREQUEST'].fields_by_name['model']._loaded_options = None
+  _globals['_EMBEDREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_EMBEDREQUEST'].fields_by_name['texts']._loaded_options = None
+  _globals['_EMBEDREQUEST'].fields_by_name['texts']._serialized_options = b'\272H\016\222\001\013\020\200\010\"\006r\004\030\240\215\006'
+  _globals['_EMBEDREQUEST'].fields_by_name['labels']._loaded_options = None
+  _globals['_EMBEDREQUEST'].fields_by_name['labels']._serialized_options = b'\272H\014\222\001\t\020@\"\005r\003\030\310\001'
   _globals['_MODELSERVICE'].methods_by_name['Generate']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['Generate']._serialized_options = b'\220\002\001'
   _globals['_MODELSERVICE'].methods_by_name['GenerateStream']._loaded_options = None
@@ -41,32 +88,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['Embed']._serialized_options = b'\220\002\001'
   _globals['_MODELSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
-  _globals['_CHATMESSAGE']._serialized_start=51
-  _globals['_CHATMESSAGE']._serialized_end=95
-  _globals['_GENERATEREQUEST']._serialized_start=98
-  _globals['_GENERATEREQUEST']._serialized_end=365
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=368
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=641
-  _globals['_USAGE']._serialized_start=643
-  _globals['_USAGE']._serialized_end=700
-  _globals['_GENERATERESPONSE']._serialized_start=703
-  _globals['_GENERATERESPONSE']._serialized_end=831
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=834
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=983
-  _globals['_EMBEDREQUEST']._serialized_start=985
-  _globals['_EMBEDREQUEST']._serialized_end=1065
-  _globals['_VECTOR']._serialized_start=1067
-  _globals['_VECTOR']._serialized_end=1091
-  _globals['_EMBEDRESPONSE']._serialized_start=1093
-  _globals['_EMBEDRESPONSE']._serialized_end=1203
-  _globals['_LISTMODELSREQUEST']._serialized_start=1205
-  _globals['_LISTMODELSREQUEST']._serialized_end=1224
-  _globals['_MODELINFO']._serialized_start=1227
-  _globals['_MODELINFO']._serialized_end=1438
-  _globals['_MODELINFO_KIND']._serialized_start=1369
-  _globals['_MODELINFO_KIND']._serialized_end=1438
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1440
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1505
-  _globals['_MODELSERVICE']._serialized_start=1508
-  _globals['_MODELSERVICE']._serialized_end=1891
+  _globals['_CHATMESSAGE']._serialized_start=80
+  _globals['_CHATMESSAGE']._serialized_end=144
+  _globals['_GENERATEREQUEST']._serialized_start=147
+  _globals['_GENERATEREQUEST']._serialized_end=541
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=544
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=944
+  _globals['_USAGE']._serialized_start=946
+  _globals['_USAGE']._serialized_end=1003
+  _globals['_GENERATERESPONSE']._serialized_start=1006
+  _globals['_GENERATERESPONSE']._serialized_end=1134
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1137
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1286
+  _globals['_EMBEDREQUEST']._serialized_start=1288
+  _globals['_EMBEDREQUEST']._serialized_end=1414
+  _globals['_VECTOR']._serialized_start=1416
+  _globals['_VECTOR']._serialized_end=1440
+  _globals['_EMBEDRESPONSE']._serialized_start=1442
+  _globals['_EMBEDRESPONSE']._serialized_end=1552
+  _globals['_LISTMODELSREQUEST']._serialized_start=1554
+  _globals['_LISTMODELSREQUEST']._serialized_end=1573
+  _globals['_MODELINFO']._serialized_start=1576
+  _globals['_MODELINFO']._serialized_end=1787
+  _globals['_MODELINFO_KIND']._serialized_start=1718
+  _globals['_MODELINFO_KIND']._serialized_end=1787
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1789
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1854
+  _globals['_MODELSERVICE']._serialized_start=1857
+  _globals['_MODELSERVICE']._serialized_end=2240
 # @@protoc_insertion_point(module_scope)

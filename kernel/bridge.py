@@ -79,7 +79,7 @@ def parse_json(method: MethodInfo, data: Any) -> Message:
     try:
         _check_shapes(data, method.input.DESCRIPTOR, "")
         return json_format.ParseDict(data, method.input())
-    except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
+    except (json_format.ParseError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise RouterError(
             grpc.StatusCode.INVALID_ARGUMENT, f"bad {method.input.DESCRIPTOR.full_name} for {method.path}: {exc}"
         ) from None

@@ -29,7 +29,7 @@ import grpc
 import structlog
 
 from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, RouterError, asks_local_only, new_call_id
-from .credentials import OWNER_NAMESPACE, Identity, namespace_of
+from .credentials import OWNER_NAMESPACE, AuthError, Identity, namespace_of
 
 if TYPE_CHECKING:
     from .router import Router
@@ -100,11 +100,12 @@ class KernelChannel:
 
     def __init__(
         self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None,
-        explain: Any = None, own_work: bool = False,
+        explain: Any = None, own_work: bool = False, credentials: Any = None,
     ):
         self.router, self.principal, self.via = router, principal, via
         self.actor, self.scopes = actor, scopes
         self.own_work = own_work
+        self.credentials = credentials  # the kernel's: to act for a key by name with its scopes
         self._explain = explain
         self._publishing: set[asyncio.Task] = set()
 
@@ -120,17 +121,28 @@ class KernelChannel:
         plugin is an actor (after the identity's own, a gateway) and is recorded in the x-cortex-via
         header. No plugin may pose as another plugin or the kernel, nor name a key or a gateway's
         user without the Identity that carries its limits."""
-        identity = who if isinstance(who, Identity) else Identity(who, "plugin")
+        identity = who if isinstance(who, Identity) else self._named(who)
         principal = identity.principal
         if not principal or principal.startswith(("plugin:", "kernel")) or len(principal) > 200:
             raise ValueError(f"a bridge may not act as {principal!r}")
-        if isinstance(who, str) and namespace_of(principal, self.router.owners) != OWNER_NAMESPACE:
-            # a name alone carries none of a credential's limits (a key's scopes, a gateway's name):
-            # only the owner's identities (admin, a stdio bridge's "mcp:editor") are named bare
+        actor = ", ".join(a for a in (identity.actor, self.principal) if a)  # the plugin always named
+        return KernelChannel(self.router, principal, self.principal, actor, identity.scopes, self._explain,
+                             credentials=self.credentials)
+
+    def _named(self, principal: str) -> Identity:
+        """The identity a plugin may act as by name: a key's as its credential has it now (its
+        scopes: a name alone would carry none of them), or one of the owner's identities (admin,
+        a stdio bridge's "mcp:editor"). A gateway's user by name alone is refused: which gateway
+        spoke for it, with what scopes, the name does not say."""
+        if principal.startswith("key:") and self.credentials is not None:
+            try:
+                return self.credentials.key_identity(principal)
+            except AuthError as exc:
+                raise ValueError(exc.message) from None
+        if namespace_of(principal, self.router.owners) != OWNER_NAMESPACE:
             raise ValueError(f"a plugin may act for {principal!r} only with the Identity its credential gave "
                              "(context.credentials.identify), never by name")
-        actor = ", ".join(a for a in (identity.actor, self.principal) if a)  # the plugin always named
-        return KernelChannel(self.router, principal, self.principal, actor, identity.scopes, self._explain)
+        return Identity(principal, "plugin")
 
     def for_own_work(self) -> KernelChannel:
         """A channel for the plugin's own work while it serves a caller: embedding the text it
@@ -140,7 +152,8 @@ class KernelChannel:
         go through `channel`, where they run as the caller (docs/ARCHITECTURE.md, Delegation)."""
         if not self.principal.startswith("plugin:"):
             raise ValueError("only a plugin's own channel has work of its own")
-        return KernelChannel(self.router, self.principal, self.via, self.actor, self.scopes, self._explain, True)
+        return KernelChannel(self.router, self.principal, self.via, self.actor, self.scopes, self._explain, True,
+                             self.credentials)
 
     def methods(self) -> list:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""

@@ -323,6 +323,20 @@ class Credentials:
         key = self.keys.find(token)
         if key is None:
             raise AuthError("the bearer token is not a key of this kernel (mistyped, or made for another kernel)")
+        return self._key_identity(key)
+
+    def key_identity(self, principal: str) -> Identity:
+        """The identity key `key:NAME` has now (its scopes; AuthError when it is unknown, revoked
+        or expired): for a plugin acting later for a key that asked it something (an event's
+        publisher), with the key's limits, not just its name."""
+        name = principal.removeprefix("key:")
+        key = next((k for k in self.keys.list() if k.name == name), None) if principal.startswith("key:") else None
+        if key is None:
+            raise AuthError(f"{principal!r} is not a key of this kernel", grpc.StatusCode.PERMISSION_DENIED)
+        return self._key_identity(key)
+
+    @staticmethod
+    def _key_identity(key: ApiKey) -> Identity:
         if key.revoked is not None:
             raise AuthError(f"key {key.name!r} was revoked; ask the admin for a new one")
         if key.expires is not None and key.expires <= time.time():

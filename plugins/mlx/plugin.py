@@ -17,6 +17,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import grpc
 import structlog
 
 from cortex.contracts.models.v1 import models_pb2 as pb
@@ -54,15 +55,18 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
             await common.unknown_model(context, params.model, [self.p.generation_id])
         return params
 
-    async def _chunks(self, params: common.Generation):
-        engine = await self.p.engine_ready()
-        async for chunk in engine.stream(params):
-            yield chunk
+    async def _chunks(self, params: common.Generation, context):
+        try:
+            engine = await self.p.engine_ready()
+            async for chunk in engine.stream(params):
+                yield chunk
+        except FileNotFoundError as exc:
+            await model_missing(context, exc)
 
     async def Generate(self, request, context):
         params = await self._generation(request, context)
         text, final = [], None
-        async for chunk in self._chunks(params):
+        async for chunk in self._chunks(params, context):
             text.append(chunk.text)
             if chunk.done:
                 final = chunk
@@ -76,7 +80,7 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
 
     async def GenerateStream(self, request, context):
         params = await self._generation(request, context)
-        async for chunk in self._chunks(params):
+        async for chunk in self._chunks(params, context):
             if not chunk.done:
                 if chunk.text:
                     yield pb.GenerateStreamResponse(delta=chunk.text)
@@ -93,8 +97,11 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
         texts = await common.valid_texts(request, context)
         if request.model and request.model != EMBEDDING_ID:
             await common.unknown_model(context, request.model, [EMBEDDING_ID])
-        engine = await self.p.engine_ready()
-        vectors = await engine.embed(texts)
+        try:
+            engine = await self.p.engine_ready()
+            vectors = await engine.embed(texts)
+        except FileNotFoundError as exc:
+            await model_missing(context, exc)
         return pb.EmbedResponse(
             model=EMBEDDING_ID,
             dimension=vectors.shape[1],
@@ -112,6 +119,12 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
                 pb.ModelInfo(id=EMBEDDING_ID, kind=pb.ModelInfo.KIND_EMBEDDING, local=True, provider=self.p.name, default=True),
             ]
         )
+
+
+async def model_missing(context, exc: FileNotFoundError) -> None:
+    """A model whose files are not there is MLX being down, not the request being wrong: UNAVAILABLE
+    (the router fails over, and counts it against MLX's circuit where another provider can serve)."""
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"MLX cannot load its model: {exc}")
 
 
 class MlxPlugin:

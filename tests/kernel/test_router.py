@@ -136,8 +136,9 @@ def test_circuit_opens_after_failures_then_half_open_probe_closes_it(start_kerne
 
 
 def test_all_circuits_open_is_unavailable_with_the_reason(start_kernel, channel_to, counter_pb2):
-    down = CounterServicer(counter_pb2, "only", fail=UNAVAILABLE)
-    target, _ = start_kernel("[circuit]\nfailure_threshold = 1\nreset_timeout_seconds = 60\n", _plugins(counter_pb2, down))
+    # (two providers: a sole in-process provider's UNAVAILABLE opens no circuit, tests/security)
+    down, also = CounterServicer(counter_pb2, "only", fail=UNAVAILABLE), CounterServicer(counter_pb2, "also", fail=UNAVAILABLE)
+    target, _ = start_kernel("[circuit]\nfailure_threshold = 1\nreset_timeout_seconds = 60\n", _plugins(counter_pb2, down, also))
     stub = counter_stub(channel_to, target, counter_pb2)
     with pytest.raises(grpc.RpcError):
         stub.Get(counter_pb2.GetRequest(), timeout=5)

@@ -152,7 +152,7 @@ def test_a_contract_without_rules_works_as_before(start_kernel, channel_to, coun
 
 PLUGIN_PROTO = textwrap.dedent("""\
     syntax = "proto3";
-    package shelf.v1;
+    package bookcase.v1;
     import "buf/validate/validate.proto";
     // ShelfService keeps books.
     service ShelfService {
@@ -180,13 +180,13 @@ def test_a_plugin_contract_with_its_own_rules_is_generated_and_checked(tmp_path,
     a copy of it, and generates no validate_pb2; the kernel checks its rules, nested ones too."""
     from cortex.kernel.codegen import Target, generate
 
-    (tmp_path / "protos/shelf/v1").mkdir(parents=True)
-    (tmp_path / "protos/shelf/v1/shelf.proto").write_text(PLUGIN_PROTO)
+    (tmp_path / "protos/bookcase/v1").mkdir(parents=True)
+    (tmp_path / "protos/bookcase/v1/bookcase.proto").write_text(PLUGIN_PROTO)
     generate(Target.for_plugin(tmp_path / "protos", tmp_path / "src"), tmp_path / "src")
-    assert sorted(p.name for p in (tmp_path / "src").rglob("*_pb2*.py")) == ["shelf_pb2.py", "shelf_pb2_grpc.py"]
-    assert "from cortex.contracts import buf_validate as" in (tmp_path / "src/shelf/v1/shelf_pb2.py").read_text()
+    assert sorted(p.name for p in (tmp_path / "src").rglob("*_pb2*.py")) == ["bookcase_pb2.py", "bookcase_pb2_grpc.py"]
+    assert "from cortex.contracts import buf_validate as" in (tmp_path / "src/bookcase/v1/bookcase_pb2.py").read_text()
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    shelf = importlib.import_module("shelf.v1.shelf_pb2")
+    shelf = importlib.import_module("bookcase.v1.bookcase_pb2")
     seen = []
 
     class Shelf:
@@ -197,16 +197,16 @@ def test_a_plugin_contract_with_its_own_rules_is_generated_and_checked(tmp_path,
     class Plugin:
         @hookimpl
         def cortex_register(self, registry):
-            registry.add("shelf.v1.ShelfService", Shelf(), name="shelf")
+            registry.add("bookcase.v1.ShelfService", Shelf(), name="shelf")
 
     target, _ = start_kernel("", [("shelf", Plugin())])
-    put = channel_to(target).unary_unary("/shelf.v1.ShelfService/Put", request_serializer=shelf.PutRequest.SerializeToString,
+    put = channel_to(target).unary_unary("/bookcase.v1.ShelfService/Put", request_serializer=shelf.PutRequest.SerializeToString,
                                          response_deserializer=shelf.PutResponse.FromString)
     assert put(shelf.PutRequest(books=[shelf.Book(title="Dune")], copies=2), timeout=5).kept == 2
     details = refused(lambda: put(shelf.PutRequest(books=[shelf.Book(title="Dune"), shelf.Book(title="")], copies=10),
                                   timeout=5))
-    assert details == ("books[1].title is 0 characters; it must be at least 1 (string.min_len) in shelf.v1.PutRequest; "
-                       "copies must be between 0 and 9, got 10 (int32.gte_lte) in shelf.v1.PutRequest")
+    assert details == ("books[1].title is 0 characters; it must be at least 1 (string.min_len) in bookcase.v1.PutRequest; "
+                       "copies must be between 0 and 9, got 10 (int32.gte_lte) in bookcase.v1.PutRequest")
     assert len(seen) == 1
 
 

@@ -107,7 +107,7 @@ def test_failover_from_a_broken_mlx_and_its_circuit(start_kernel, channel_to, op
     for _ in range(2):
         reply, call = stub.Generate.with_call(pb.GenerateRequest(prompt="still answered"), timeout=20)
         assert reply.provider == "openai" and reply.text == "echo: still answered"
-        assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:INTERNAL,openai:ok"
+        assert dict(call.trailing_metadata())["x-cortex-route"] == "mlx:UNAVAILABLE,openai:ok"
     breaker = kt.kernel.registry.breaker("mlx")
     assert breaker.state.value == "open"
     clock = breaker.clock = FakeClock()  # opened on the real clock a moment ago; time moves by hand now
@@ -140,7 +140,7 @@ def test_privacy_mode_never_reaches_the_remote_endpoint(start_kernel, channel_to
     stub, _ = stub_for(start_kernel, channel_to, broken_mlx_config(tmp_path, openai_server) + "\n[kernel]\nprivacy_mode = true\n")
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(pb.GenerateRequest(prompt="my diary"), timeout=20)
-    assert err.value.code() == grpc.StatusCode.INTERNAL  # MLX's own failure: nothing else may serve
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # MLX cannot load its model: nothing else may serve
     with pytest.raises(grpc.RpcError) as err:
         stub.Embed(pb.EmbedRequest(texts=["my diary"], model="text-embedding-3-small"), timeout=20)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -170,7 +170,7 @@ def test_conjunction_off_means_no_remote_fallback(start_kernel, channel_to, open
     stub, _ = stub_for(start_kernel, channel_to, config)
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(pb.GenerateRequest(prompt="x"), timeout=20)
-    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "conjunction is off" in err.value.details()
     assert [r for r in openai_server.requests if r[0] == "POST"] == []
 

@@ -256,13 +256,17 @@ def test_a_gateways_user_is_never_a_shared_namespace(start_kernel, channel_to, d
     assert code == grpc.StatusCode.PERMISSION_DENIED and "shared namespace" in details
 
 
-def test_a_plugin_names_no_key_or_user_without_its_credential(start_kernel):
+def test_a_plugin_acts_for_a_key_only_with_its_scopes_and_never_for_a_bare_user(start_kernel, data_dir):
+    """The marketplace installs for an event's publisher: a key's name alone carried none of its
+    scopes (a key that may only Publish got an Install done)."""
     from cortex.kernel.context import KernelChannel
 
     _, kt = start_kernel("")
-    channel = KernelChannel(kt.kernel.router, "plugin:marketplace")
-    for bare in ("key:ci", "alice"):
-        with pytest.raises(ValueError, match="never by name"):
+    KeyStore(data_dir).create("ci", ["cortex.events.v1.EventService/Publish"])
+    channel = KernelChannel(kt.kernel.router, "plugin:marketplace", credentials=kt.kernel.credentials)
+    assert channel.acting_for("key:ci").scopes == ("cortex.events.v1.EventService/Publish",)
+    for bare in ("key:nobody", "alice"):
+        with pytest.raises(ValueError, match=r"not a key of this kernel|never by name"):
             channel.acting_for(bare)
     assert channel.acting_for("mcp:editor").principal == "mcp:editor"  # the owner's bridge client
     assert channel.acting_for("admin").actor == "plugin:marketplace"

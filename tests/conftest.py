@@ -157,6 +157,11 @@ def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
 KERNEL_DATA_DIRS: dict[str, Path] = {}
 
 
+def bearer(token: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata calling with `token` (an API key, the admin token), and any `extra` headers."""
+    return (("authorization", f"Bearer {token}"), *extra)
+
+
 def admin_token(target: str) -> str:
     from cortex.kernel.credentials import read_admin_token
 

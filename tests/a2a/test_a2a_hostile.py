@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ..conftest import plugin_of
+from ..hostile_json import assert_refused_as_bad_json, hostile_bodies
 
 BASE = '[plugins]\ndisabled = ["ollama", "openai", "mcp", "http"]\n'
 SECRET = "the safe code is 4711"
@@ -67,13 +68,7 @@ def test_a_rebound_or_cross_origin_page_neither_reads_nor_writes_memories(agent)
     assert "attacker" not in said(ask("recall: who was here? the attacker?"))
 
 
-HOSTILE = {
-    "a 5,000-digit integer": b'{"jsonrpc": "2.0", "id": ' + b"9" * 5000 + b', "method": "SendMessage", "params": {}}',
-    "100k-deep nesting": b"[" * 100_000 + b"]" * 100_000,
-    "invalid UTF-8": b'{"jsonrpc": "2.0", "id": 1, "method": "caf\xe9 \xff"}',
-    "a NaN literal": b'{"jsonrpc": "2.0", "id": NaN, "method": "SendMessage", "params": {}}',
-    "an Infinity literal": b'{"jsonrpc": "2.0", "id": Infinity, "method": "SendMessage", "params": {}}',
-}
+HOSTILE = hostile_bodies("SendMessage")
 
 
 @pytest.mark.parametrize("what", sorted(HOSTILE))
@@ -82,10 +77,5 @@ def test_a_body_the_parser_refuses_is_a_400_with_one_log_line(agent, caplog, wha
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         reply = client.post("/a2a", content=HOSTILE[what], headers={"Content-Type": "application/json"})
-    assert reply.status_code == 400, reply.text
-    error = reply.json()["error"]
-    assert error["code"] == -32700 and "JSON" in error["message"] and len(error["message"]) < 400, error
-    assert [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()] == []
-    refused = [r.getMessage() for r in caplog.records if "http.bad_body" in r.getMessage()]
-    assert len(refused) == 1, refused
+    assert_refused_as_bad_json(reply, caplog.records)
     assert said(ask("remember: the agent still answers")).startswith("Remembered.")

@@ -12,15 +12,12 @@ from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token
+from ..conftest import admin_token, bearer
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp", "http"]\n'
 GOAL = "summarise what I noted about the garden project"
 SECRET_STEP = '{"query": "alice private diary entry", "top_k": 3}'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

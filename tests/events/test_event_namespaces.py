@@ -18,14 +18,11 @@ from cortex.contracts.events.v1 import events_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token, wait_for
+from ..conftest import admin_token, bearer, wait_for
 from .test_events import backend  # noqa: F401 - the fixture: every test here runs on both logs
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http", "mlx"]\n'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

@@ -13,13 +13,10 @@ from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 from cortex.plugins.governance.chain import checkpoint_problem, entry_hash, inclusion_problem
 
-from ..conftest import admin_token
+from ..conftest import admin_token, bearer
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp", "http", "cerebrum", "mlx"]\n'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

@@ -13,13 +13,10 @@ from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import audit_entries, cortex_env, run_cli
+from ..conftest import audit_entries, bearer, cortex_env, run_cli
 
 POLICY = '[[rule]]\nid = "x"\neffect = "allow"\n'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 def code_of(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str]:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from ..conftest import plugin_of
+from ..hostile_json import assert_refused_as_bad_json, hostile_bodies
 
 BASE = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "http"]\n[plugins.mcp]\nhttp_listen = "127.0.0.1:0"\n'
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -39,13 +40,7 @@ def test_a_rebound_name_or_foreign_origin_is_refused_by_the_kernels_guard(mcp):
         assert reply.status_code == 200, (headers, reply.text)
 
 
-HOSTILE = {
-    "a 5,000-digit integer": b'{"jsonrpc": "2.0", "id": ' + b"9" * 5000 + b', "method": "ping"}',
-    "100k-deep nesting": b"[" * 100_000 + b"]" * 100_000,
-    "invalid UTF-8": b'{"jsonrpc": "2.0", "id": 1, "method": "caf\xe9 \xff"}',
-    "a NaN literal": b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": NaN}}',
-    "an Infinity literal": b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": -Infinity}}',
-}
+HOSTILE = hostile_bodies("ping")
 
 
 @pytest.mark.parametrize("what", sorted(HOSTILE))
@@ -54,10 +49,5 @@ def test_a_body_the_parser_refuses_is_a_400_with_one_log_line(mcp, caplog, what)
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         reply = client.post("/mcp", content=HOSTILE[what], headers=HEADERS)
-    assert reply.status_code == 400, reply.text
-    error = reply.json()["error"]
-    assert error["code"] == -32700 and "JSON" in error["message"] and len(error["message"]) < 400, error
-    assert [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()] == []
-    refused = [r.getMessage() for r in caplog.records if "http.bad_body" in r.getMessage()]
-    assert len(refused) == 1, refused
+    assert_refused_as_bad_json(reply, caplog.records)
     assert client.post("/mcp", content=json.dumps(INITIALIZE), headers=HEADERS).status_code == 200

@@ -11,14 +11,11 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token
+from ..conftest import admin_token, bearer
 
 WITHOUT_EMBEDDINGS = '[plugins]\ndisabled = ["ollama", "openai", "mlx", "cerebrum", "a2a", "mcp", "http"]\n'
 WITH_EMBEDDINGS = '[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http"]\n'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from cortex.kernel.bridge import bridge_caller
 from cortex.kernel.credentials import Credentials, KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import audit_entries, cortex_env, make_dist
+from ..conftest import audit_entries, bearer, cortex_env
+from .echo_plugin import echo_plugin
 
 State = cpb.StepRecord.State
 
@@ -31,9 +32,6 @@ def everywhere(query: str) -> mem.SearchRequest:
     """A keyword search of every namespace (admin's)."""
     return mem.SearchRequest(query=query, filter=mem.Filter(namespaces=["*"]), mode=mem.SEARCH_MODE_KEYWORD, top_k=5)
 
-
-def bearer(token: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"), *extra)
 
 
 def refusal(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
@@ -109,51 +107,19 @@ def test_a_plan_step_runs_in_its_callers_namespace_with_its_scopes(governed, cha
     assert searched.status == "OK" and "4711" not in searched.response_json  # the owner's memory is not alice's
 
 
-NESTED = """
-import grpc
-from cortex.kernel import hookimpl
-from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
-from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
-
-class Remembering(echo_pb2_grpc.EchoServiceServicer):
-    channel = None
-
+STORE_FOR_THE_CALLER = """
     async def Echo(self, request, context):
-        stub = memories_pb2_grpc.MemoryServiceStub(Remembering.channel)
+        stub = memories_pb2_grpc.MemoryServiceStub(Servicer.channel)
         try:
             stored = await stub.Store(memories_pb2.StoreRequest(text=request.message), timeout=30)
         except grpc.RpcError as exc:
-            return echo_pb2.EchoResponse(message=f"refused:{exc.code().name}", served_by="remembering")
-        return echo_pb2.EchoResponse(message=f"stored:{stored.id}", served_by="remembering")
-
-    async def EchoStream(self, request, context):
-        yield await self.Echo(request, context)
-
-    async def Now(self, request, context):
-        return echo_pb2.NowResponse()
-
-class Plugin:
-    @hookimpl
-    def cortex_register(self, registry):
-        registry.add("cortex_echo.v1.EchoService", Remembering())
-
-    @hookimpl
-    async def cortex_start(self, context):
-        Remembering.channel = context.channel
-
-plugin = Plugin()
+            return echo_pb2.EchoResponse(message=f"refused:{exc.code().name}")
+        return echo_pb2.EchoResponse(message=f"stored:{stored.id}")
 """
 
 
 def test_a_plugins_nested_call_is_bounded_by_the_caller_it_serves(tmp_path, serve_process, channel_to):
-    site = make_dist(tmp_path / "site", "remembering", NESTED, """
-        [cortex]
-        remembering = remembering:plugin
-        [cortex.contracts]
-        remembering.cortex_echo.v1.EchoService = remembering:plugin
-        [cortex.calls]
-        remembering.cortex.memories.v1.MemoryService = remembering:plugin
-    """)
+    site = echo_plugin(tmp_path / "site", "remembering", STORE_FOR_THE_CALLER, "cortex.memories.v1.MemoryService")
     data = tmp_path / "data"
     env = cortex_env(data, [site], CORTEX_PLUGINS__DISABLED='["ollama", "openai", "echo"]')
     kernel = serve_process(env=env)

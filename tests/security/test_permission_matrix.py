@@ -31,7 +31,8 @@ from cortex.contracts.memories.v1 import memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import cortex_env, make_dist
+from ..conftest import cortex_env
+from .echo_plugin import echo_plugin
 
 pytestmark = pytest.mark.slow
 
@@ -42,48 +43,22 @@ NOT_RUN = "not run"  # the way in itself was refused (e.g. local may not call th
 KERNEL_WIDE = {"cortex.kernel.v1.PluginService"}
 
 RELAY = """
-import base64, json
-import grpc
-from cortex.kernel import hookimpl
-from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
-
-class Relay(echo_pb2_grpc.EchoServiceServicer):
-    '''Calls the method named in the message through the plugin's channel, for its caller.'''
-    channel = None
-
     async def Echo(self, request, context):
         asked = json.loads(request.message)
-        method = Relay.channel.method(asked["path"])
+        method = Servicer.channel.method(asked["path"])
         message = method.input.FromString(base64.b64decode(asked["request"]))
         body = b""
         try:
             if method.server_streaming:
-                async for item in Relay.channel.unary_stream(asked["path"])(message, timeout=1.5):
+                async for item in Servicer.channel.unary_stream(asked["path"])(message, timeout=1.5):
                     body += item.SerializeToString()
             else:
-                body = (await Relay.channel.unary_unary(asked["path"])(message, timeout=20)).SerializeToString()
+                body = (await Servicer.channel.unary_unary(asked["path"])(message, timeout=20)).SerializeToString()
             code = "OK"
         except grpc.RpcError as exc:
             code, body = exc.code().name, exc.details().encode()
         return echo_pb2.EchoResponse(message=json.dumps({"code": code, "body": base64.b64encode(body).decode()}))
-
-    async def EchoStream(self, request, context):
-        yield await self.Echo(request, context)
-
-    async def Now(self, request, context):
-        return echo_pb2.NowResponse()
-
-class Plugin:
-    @hookimpl
-    def cortex_register(self, registry):
-        registry.add("cortex_echo.v1.EchoService", Relay())
-
-    @hookimpl
-    async def cortex_start(self, context):
-        Relay.channel = context.channel
-
-plugin = Plugin()
-"""
+"""  # calls the method named in the message through the plugin's channel, for its caller
 
 
 for _module in pkgutil.walk_packages(cortex.contracts.__path__, "cortex.contracts."):
@@ -165,14 +140,7 @@ class Matrix:
 
 @pytest.fixture
 def kernel(tmp_path, serve_process):
-    site = make_dist(tmp_path / "site", "relay", RELAY, """
-        [cortex]
-        relay = relay:plugin
-        [cortex.contracts]
-        relay.cortex_echo.v1.EchoService = relay:plugin
-        [cortex.calls]
-        relay.any = relay:plugin
-    """)
+    site = echo_plugin(tmp_path / "site", "relay", RELAY, "any")
     data = tmp_path / "data"
     env = cortex_env(data, [site], CORTEX_PLUGINS__DISABLED='["ollama", "openai", "echo", "marketplace"]',
                      CORTEX_PLUGINS__MEMORIES__WATCH="false")

@@ -13,12 +13,11 @@ from cortex.contracts.memories.v1 import archive_pb2_grpc, memories_pb2_grpc, so
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.kernel.credentials import KeyStore
 
+from ..conftest import bearer
+
 MANIFEST = ar.ArchiveManifest(format="cortex-memories", version=1)
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai"]\n[plugins.memories]\nwatch = false\n'
 
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pluggy
 import structlog
 
 from . import hookspecs
-from .call import ALLOW_BY_DEFAULT, Call, Decision, Outcome, RouterError, Unavailable
+from .call import ALLOW_BY_DEFAULT, CURRENT_CALL, Call, Decision, Outcome, RouterError, Unavailable
 from .config import Config
 from .context import PluginContext
 from .registry import ContractRegistry, Health, Registrar
@@ -259,9 +259,15 @@ class PluginHost:
             return None
         if self.trace:
             log.debug("hook.trace", plugin=record.name, hook=hook, args=sorted(kwargs))
-        result = impl.function(*self._args(impl, kwargs))
-        if inspect.isawaitable(result):
-            result = await result
+        # a hook is the plugin's own work, even when a caller's call runs it (an admin's live enable,
+        # the Publish an event hook follows): what it calls, and the tasks it starts, serve no one
+        serving = CURRENT_CALL.set(None)
+        try:
+            result = impl.function(*self._args(impl, kwargs))
+            if inspect.isawaitable(result):
+                result = await result
+        finally:
+            CURRENT_CALL.reset(serving)
         return result
 
     async def _each(self, hook: str, records: list[PluginRecord], **kwargs: Any) -> None:

@@ -116,6 +116,8 @@ class EventServicer:
             return f"event.type {event.type[:80]!r} must be 1-200 letters, digits and . _ : / - (e.g. 'memory.stored')"
         if len(event.id) > 200 or len(event.source) > 500 or len(event.subject) > 500 or len(event.trace_id) > 200:
             return "event id, trace_id (200) or source, subject (500 characters) too long"
+        if "\0" in event.id or "\0" in event.source:  # (they are joined with NUL to tell repeats apart)
+            return "event id and source may not hold a NUL character"
         if event.position:
             return "event.position is assigned by the bus; leave it unset"
         size = len(event.data.encode("utf-8"))

@@ -250,9 +250,10 @@ class Governance:
 
     # -- the computed rules ---------------------------------------------------------------------------------
     def _computed_rule(self, facts: CallFacts) -> pb.Rule | None:
-        if facts.principal == "local" and facts.service not in LOCAL_SERVICES:
+        manifest = self._manifest_check(facts)  # (not overridable: before local's overridable default)
+        if manifest is None and facts.principal == "local" and facts.service not in LOCAL_SERVICES:
             return LOCAL_RULE
-        return self._manifest_check(facts)
+        return manifest
 
     def _manifest_check(self, facts: CallFacts) -> pb.Rule | None:
         # a plugin's own call, or one it makes for a caller (a delegated call, a bridge's client):

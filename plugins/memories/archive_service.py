@@ -42,6 +42,7 @@ PAGE = 500
 MAX_LINES = 1000
 MAX_PROBLEMS = 100
 ADD_SOURCE = "/cortex.memories.v1.SourceService/AddSource"
+STORE = "/cortex.memories.v1.MemoryService/Store"
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -196,8 +197,10 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
 
         svc, items, embed = self.memories, [], []
         model = await svc.stored_model() or await self._model()
+        dimension = await self._dimension(model) if manifest.vectors else 0
         for line in lines:
             m = line.memory
+            target = into or m.namespace or own
             try:
                 if not ID.match(m.id):
                     raise Invalid(f"id {m.id!r} is not a memory id")
@@ -206,16 +209,21 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                     svc._text(each.text)
                     svc._tags(each.tags)
                     svc._metadata(each.metadata)
-                if content_hash(m.kind, m.text, list(m.tags), m.namespace or "default") != m.content_hash:
+                if content_hash(m.kind, m.text, svc._tags(m.tags), m.namespace or "default") != m.content_hash:
                     raise Invalid("its content does not hash to its content_hash (an edited or damaged archive)")
+                # a memory line is a Store: admitted as the caller's Store would be (scopes, policy)
+                await self.p.channel.admit(STORE, mem.StoreRequest(kind=m.kind, text=m.text, tags=m.tags,
+                                                                   metadata=m.metadata, namespace=target))
             except Invalid as exc:
                 _problem(reply, f"{m.id or '?'}: {exc}")
                 continue
-            usable = line.vector if (manifest.vectors and m.embedding_model == manifest.embedding_model == model
-                                     and len(line.vector) == 4 * manifest.dimension) else b""
-            record = record_of(m, usable)
+            except grpc.RpcError as exc:
+                _problem(reply, f"{m.id or '?'}: not imported: {exc.code().name}: {exc.details()}")
+                continue
+            same_model = m.embedding_model == manifest.embedding_model == model
+            record = record_of(m, usable_vector(line.vector, manifest, same_model, dimension))
+            record.tags = svc._tags(m.tags)  # as a Store keeps them (the hash above was of these)
             record.namespace = record.namespace or "default"  # (an archive's default is its owner's)
-            target = into or m.namespace or own
             if target != record.namespace:
                 record.namespace = target
                 record.content_hash = content_hash(record.kind, record.text, record.tags, target)
@@ -233,6 +241,14 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                 reply.unchanged += 1
             else:
                 _problem(reply, f"{record.id}: {outcome}")
+
+    async def _dimension(self, model: str) -> int:
+        """How many values this kernel's vectors of `model` have (0: none can be told now)."""
+        stored = await self.memories.read(self.memories.store.vector_dimension, model)
+        if stored:
+            return stored
+        probe = await self.memories.embed(["dimension"], [])
+        return int(probe[1].shape[1]) if probe and probe[0] == model else 0
 
     async def _model(self) -> str:
         """This kernel's embedding model, when no memory has told the store yet."""
@@ -307,6 +323,16 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                         _ms(f.synced_at))
                 for f in archived
                 if all(i in found and found[i].namespace == namespace for i in f.memory_ids)]
+
+
+def usable_vector(vector: bytes, manifest, same_model: bool, dimension: int) -> bytes:
+    """The archived vector when it can stand for its text here: of this kernel's model, of its
+    dimension (the manifest's word is the caller's: a 3-value vector in a 384-value index would
+    break every search), all finite; else nothing, and the memory is embedded again."""
+    if not (manifest.vectors and same_model and manifest.embedding_model and dimension
+            and len(vector) == 4 * dimension):
+        return b""
+    return vector if np.isfinite(np.frombuffer(vector, dtype="<f4")).all() else b""
 
 
 def _problem(reply: pb.ImportResponse, why: str, memory: bool = True) -> None:

@@ -27,6 +27,8 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.NOT_FOUND, f"ollama: {exc.error} (pull the model with `ollama pull`)"
         if exc.status_code == 400:
             return grpc.StatusCode.INVALID_ARGUMENT, f"ollama rejected the request: {exc.error}"
+        if exc.status_code == 403:  # this request, not ollama: counted against no circuit
+            return grpc.StatusCode.PERMISSION_DENIED, f"ollama refused the request: {exc.error}"
         if exc.status_code == 429:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, f"ollama: {exc.error}"
         return grpc.StatusCode.UNAVAILABLE, f"ollama answered {exc.status_code}: {exc.error}"

@@ -33,6 +33,8 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, f"the endpoint does not know it: {exc.message}"
     if isinstance(exc, (openai.BadRequestError, openai.UnprocessableEntityError)):
         return grpc.StatusCode.INVALID_ARGUMENT, f"the endpoint rejected the request: {exc.message}"
+    if isinstance(exc, openai.PermissionDeniedError):  # this request (a model the key may not use), not the endpoint
+        return grpc.StatusCode.PERMISSION_DENIED, f"the endpoint refused the request: {exc.message}"
     if isinstance(exc, openai.APIStatusError):
         return grpc.StatusCode.UNAVAILABLE, f"the endpoint answered {exc.status_code}: {exc.message}"
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"

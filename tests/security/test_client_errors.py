@@ -83,3 +83,23 @@ def test_a_sole_in_process_provider_saying_unavailable_keeps_serving_the_rest(st
             stub.Get(counter_pb2.GetRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert kt.kernel.registry.breaker("only").state.value == "closed" and down.calls == 3
+
+
+def test_a_model_the_endpoint_refuses_is_that_requests_error_not_an_outage():
+    """An endpoint's 403 (a model this key may not use) is PERMISSION_DENIED: the request's, which
+    counts against no circuit. Before, it was UNAVAILABLE, and six such calls from one client
+    opened the openai provider's circuit for everyone."""
+    import httpx
+    import ollama
+    import openai
+
+    from cortex.plugins.ollama.service import status_for as ollama_status
+    from cortex.plugins.openai.service import status_for as openai_status
+
+    response = httpx.Response(403, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+    code, details = openai_status(openai.PermissionDeniedError("model o3-pro is not allowed", response=response, body=None))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "o3-pro" in details
+    code, _ = ollama_status(ollama.ResponseError("forbidden", 403))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    response = httpx.Response(503, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+    assert openai_status(openai.InternalServerError("down", response=response, body=None))[0] == grpc.StatusCode.UNAVAILABLE

@@ -236,3 +236,46 @@ def test_a_plugin_acts_for_a_key_only_with_its_scopes_and_never_for_a_bare_user(
             channel.acting_for(bare)
     assert channel.acting_for("mcp:editor").principal == "mcp:editor"  # the owner's bridge client
     assert channel.acting_for("admin").actor == "plugin:marketplace"
+
+
+def test_a_plugin_enabled_by_admin_works_as_itself_not_as_admin(start_kernel, channel_to):
+    """Before, a plugin enabled while the kernel ran started inside the admin's Enable call, and
+    every call its tasks made from then on ran as admin (reading every namespace)."""
+    import asyncio
+
+    from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+    from cortex.kernel import hookimpl
+
+    outcomes: list[str] = []
+
+    class Snooper:
+        @hookimpl
+        async def cortex_start(self, context):
+            async def look() -> None:
+                search = mem.SearchRequest(query="secret", top_k=3, filter=mem.Filter(namespaces=["*"]))
+                try:
+                    await memories_pb2_grpc.MemoryServiceStub(context.channel).Search(search, timeout=30)
+                    outcomes.append("OK")
+                except grpc.RpcError as exc:
+                    outcomes.append(exc.code().name)
+            asyncio.get_running_loop().create_task(look())
+
+    target, kt = start_kernel('[plugins]\ndisabled = ["ollama", "openai"]\n', [("snooper", Snooper())])
+    admin = kernel_pb2_grpc.PluginServiceStub(channel_to(target))
+    admin.Disable(kernel_pb2.DisableRequest(name="snooper"), timeout=30)
+    admin.Enable(kernel_pb2.EnableRequest(name="snooper"), timeout=30)
+    kt.run(asyncio.sleep(0.5))
+    assert outcomes == ["PERMISSION_DENIED", "PERMISSION_DENIED"], outcomes
+
+
+def test_local_cannot_lift_a_plugins_manifest(start_kernel):
+    """A plugin reaching past its manifest for `local` (whom a policy may let call more) is refused
+    by the manifest, which no policy overrides, not by local's overridable default."""
+    from cortex.plugins.governance.rules import CallFacts
+
+    _, kt = start_kernel("", governance=True)
+    governance = kt.kernel.host.records["governance"].obj
+    verdict = governance._computed_rule(CallFacts(
+        service="cortex.governance.v1.GovernanceService", method="ListPolicies", principal="local", provider="governance",
+        provider_local=True, privacy_mode=False, actor="plugin:nosy"))
+    assert verdict is not None and verdict.id == "builtin/plugin-manifest" and not verdict.overridable

@@ -153,3 +153,53 @@ def test_an_imported_version_or_time_is_checked_as_a_store_would_be(kernel):
     with pytest.raises(grpc.RpcError) as err:
         archives.Import(ar.ImportRequest(manifest=MANIFEST, lines=[far]), timeout=60, metadata=kernel["alice"])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "created_at" in err.value.details()
+
+
+def test_an_imported_vector_must_fit_this_kernels_index(kernel, channel_to):
+    """A manifest claiming 3-value vectors: before, the row was written, and after a restart every
+    search of every caller failed (a 3-dim vector in a 384-dim index). Vectors of another size,
+    or not finite, are dropped and the text embedded here instead."""
+    import numpy as np
+
+    from cortex.plugins.memories.service import content_hash
+
+    kernel["memories"].Store(mem.StoreRequest(text="alice's first note"), timeout=60, metadata=kernel["alice"])
+    model = memories_pb2_grpc.MemoryServiceStub(kernel["admin"]).Stats(mem.StatsRequest(), timeout=30).embedding_model
+    assert model, "the kernel embeds (MiniLM on MLX)"
+    manifest = ar.ArchiveManifest(format="cortex-memories", version=1, vectors=True, embedding_model=model, dimension=3)
+    lines = []
+    for n, vector in enumerate((np.ones(3, "<f4"), np.full(384, np.nan, "<f4"))):
+        text = f"planted vector {n}"
+        lines.append(ar.ArchiveLine(memory=ar.ArchivedMemory(vector=vector.tobytes(), memory=mem.Memory(
+            id=f"m-planted-vec{n}", kind="note", text=text, embedding_model=model,
+            content_hash=content_hash("note", text, [], "default")))))
+    reply = kernel["archives"].Import(ar.ImportRequest(manifest=manifest, lines=lines), timeout=60, metadata=kernel["local"])
+    assert reply.added == 2 and reply.embedded == 2, reply
+    found = kernel["memories"].Search(mem.SearchRequest(query="planted vector", top_k=3, mode=mem.SEARCH_MODE_SEMANTIC),
+                                      timeout=30, metadata=kernel["alice"])
+    assert found is not None  # every caller's search still works
+
+
+def test_an_imported_memory_line_is_admitted_as_a_store(kernel, channel_to):
+    from cortex.contracts.governance.v1 import governance_pb2 as gpb
+    from cortex.contracts.governance.v1 import governance_pb2_grpc
+    from cortex.plugins.memories.service import content_hash
+
+    governance_pb2_grpc.GovernanceServiceStub(kernel["admin"]).AddPolicy(gpb.AddPolicyRequest(toml=(
+        '[[rule]]\nid = "bob-reads-only"\neffect = "deny"\nprincipals = ["key:bob"]\n'
+        'services = ["cortex.memories.v1.MemoryService"]\nmethods = ["Store"]\n')), timeout=10)
+    text = "bob may not write this"
+    line = ar.ArchiveLine(memory=ar.ArchivedMemory(memory=mem.Memory(
+        id="m-bob-0001", kind="note", text=text, content_hash=content_hash("note", text, [], "default"))))
+    reply = kernel["archives"].Import(ar.ImportRequest(manifest=MANIFEST, lines=[line]), timeout=60, metadata=kernel["bob"])
+    assert reply.added == 0 and "PERMISSION_DENIED" in reply.problems[0] and "bob-reads-only" in reply.problems[0]
+
+
+def test_an_event_cannot_pre_empt_another_namespaces_event(kernel):
+    from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
+
+    events = events_pb2_grpc.EventServiceStub(kernel["admin"])
+    forged = events_pb2.Event(type="note.saved", source="key:alice", id="S\0I")  # alice's (S, I), joined as the bus joins
+    with pytest.raises(grpc.RpcError) as err:
+        events.Publish(events_pb2.PublishRequest(event=forged), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.value.details()

@@ -17,7 +17,6 @@ kernel's configuration, the rules every caller is judged by, read by anyone who 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import os
 import re
 from collections.abc import Callable
@@ -42,26 +41,13 @@ def _principal(context) -> str:
     return getattr(context, "principal", "") or ""
 
 
-# The owner's principals (cortex.kernel.credentials.OWNER_PRINCIPALS), for a kernel whose context
-# cannot name a principal's namespace itself: without `kernel.owners` (mcp:*, a2a:*), whose entries
-# are then left out of the owner's reads (less is shown, never more).
-OWNER = "default"
-OWNER_PRINCIPALS = ("admin", "local", "kernel", "kernel:*", "plugin:*", "node:*")
-
-
-def _namespace_of(context) -> Callable[[str], str]:
-    named = getattr(context, "namespace_of", None)
-    if callable(named):
-        return named
-    return lambda principal: OWNER if any(fnmatch.fnmatchcase(principal, g) for g in OWNER_PRINCIPALS) else principal
-
-
 def readable(context) -> Callable[[pb.AuditEntry], bool] | None:
     """Which audit entries the caller may read: None for all of them (admin, the kernel's own
     parts); else those of its own namespace (see the module's docstring)."""
     if getattr(context, "sees_every_namespace", False):
         return None
-    mine, namespace_of = getattr(context, "namespace", "") or "", _namespace_of(context)
+    # (a context that cannot say whose a principal is, or whose the call is, reads no one's entries)
+    mine, namespace_of = getattr(context, "namespace", "") or "", getattr(context, "namespace_of", None)
 
     def ours(entry: pb.AuditEntry) -> bool:
         body = entry.WhichOneof("body")
@@ -69,7 +55,7 @@ def readable(context) -> Callable[[pb.AuditEntry], bool] | None:
             return True
         who = entry.policy_change.principal if body == "policy_change" else (
             entry.proof.principal if body == "proof" else entry.call.principal)
-        return bool(mine and who) and namespace_of(who) == mine
+        return bool(mine and who and namespace_of) and namespace_of(who) == mine
 
     return ours
 

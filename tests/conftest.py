@@ -162,6 +162,17 @@ def bearer(token: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"), *extra)
 
 
+def callers(target: str, data_dir: Path, *names: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """gRPC metadata for calling the kernel at `target` as each of `names` (API keys made now, in
+    `data_dir`), as "admin" (its admin token) and as "local" (no credential)."""
+    from cortex.kernel.credentials import KeyStore
+
+    keys = KeyStore(data_dir)
+    who = {name: bearer(keys.create(name, [])) for name in names}
+    who["admin"], who["local"] = bearer(admin_token(target)), ()
+    return who
+
+
 def admin_token(target: str) -> str:
     from cortex.kernel.credentials import read_admin_token
 

@@ -258,7 +258,7 @@ class Governance:
     def _manifest_check(self, facts: CallFacts) -> pb.Rule | None:
         # a plugin's own call, or one it makes for a caller (a delegated call, a bridge's client):
         # either way it may reach only what its manifest declares
-        for who in (facts.principal, *(facts.actor.split(", ") if facts.actor else ())):
+        for who in (facts.principal, *facts.actors):
             if who.startswith("plugin:"):
                 verdict = self._manifest_verdict(who[len("plugin:") :], facts.service)
                 if verdict is not None:

@@ -68,6 +68,11 @@ class CallFacts:
     actor: str = ""  # who acted for `principal` (gateways, bridges, plugins), outermost first, ", "-joined
     fields: Callable[[], dict[str, str]] | dict[str, str] = field(default_factory=dict)
 
+    @property
+    def actors(self) -> tuple[str, ...]:
+        """Who acted for the principal, outermost first (kernel's Call.actors)."""
+        return tuple(self.actor.split(", ")) if self.actor else ()
+
     def field_values(self) -> dict[str, str]:
         return self.fields() if callable(self.fields) else self.fields
 
@@ -280,7 +285,7 @@ class RuleSet:
             for c in self.candidates(facts.service, facts.method, facts.principal, facts.provider_local)
             if c.dynamically_matches(facts, now)
         ]
-        for actor in facts.actor.split(", ") if facts.actor else ():
+        for actor in facts.actors:
             # a call made for someone (a plan step, a plugin's nested call, a gateway's) is also
             # refused by a deny naming whoever acted ("agents may not delete": principals =
             # ["plugin:*"]); an allow naming an actor never widens what its caller may do

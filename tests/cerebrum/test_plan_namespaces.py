@@ -10,22 +10,18 @@ from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token, bearer
+from ..conftest import callers
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp", "http"]\n'
 GOAL = "summarise what I noted about the garden project"
 SECRET_STEP = '{"query": "alice private diary entry", "top_k": 3}'
 
 
-
 @pytest.fixture
 def brain(start_kernel, channel_to, data_dir):
     target, _ = start_kernel(CONFIG, governance=True)
-    keys = KeyStore(data_dir)
-    who = {name: bearer(keys.create(name, [])) for name in ("alice", "bob")}
-    who["admin"] = bearer(admin_token(target))
+    who = callers(target, data_dir, "alice", "bob")
     channel = channel_to(target, as_admin=False)
     return cerebrum_pb2_grpc.CerebrumServiceStub(channel), memories_pb2_grpc.MemoryServiceStub(channel), who
 

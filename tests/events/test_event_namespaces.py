@@ -18,11 +18,10 @@ from cortex.contracts.events.v1 import events_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
 from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token, bearer, wait_for
+from ..conftest import bearer, callers, wait_for
 from .test_events import backend  # noqa: F401 - the fixture: every test here runs on both logs
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http", "mlx"]\n'
-
 
 
 @pytest.fixture
@@ -31,9 +30,7 @@ def bus(start_kernel, channel_to, data_dir, backend):  # noqa: F811 - the import
 
     def start():
         target, _ = start_kernel(CONFIG + backend)
-        keys = KeyStore(data_dir)
-        who = {name: bearer(keys.create(name, [])) for name in ("alice", "bob")}
-        who["admin"], who["local"] = bearer(admin_token(target)), ()
+        who = callers(target, data_dir, "alice", "bob")
         channel = channel_to(target, as_admin=False)
         return events_pb2_grpc.EventServiceStub(channel), memories_pb2_grpc.MemoryServiceStub(channel), who
 

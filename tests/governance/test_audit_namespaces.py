@@ -10,21 +10,17 @@ import pytest
 from cortex.contracts.governance.v1 import governance_pb2 as gpb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
 from cortex.plugins.governance.chain import checkpoint_problem, entry_hash, inclusion_problem
 
-from ..conftest import admin_token, bearer
+from ..conftest import callers
 
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai", "a2a", "mcp", "http", "cerebrum", "mlx"]\n'
-
 
 
 @pytest.fixture
 def kernel(start_kernel, channel_to, data_dir):
     target, _ = start_kernel(CONFIG, governance=True)
-    keys = KeyStore(data_dir)
-    who = {name: bearer(keys.create(name, [])) for name in ("alice", "bob")}
-    who["admin"] = bearer(admin_token(target))
+    who = callers(target, data_dir, "alice", "bob")
     channel = channel_to(target, as_admin=False)
     return (memories_pb2_grpc.MemoryServiceStub(channel), governance_pb2_grpc.GovernanceServiceStub(channel), who)
 

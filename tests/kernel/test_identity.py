@@ -18,7 +18,6 @@ from ..conftest import audit_entries, bearer, cortex_env, run_cli
 POLICY = '[[rule]]\nid = "x"\neffect = "allow"\n'
 
 
-
 def code_of(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as err:
         fn(*args, **kwargs)

@@ -9,13 +9,11 @@ import pytest
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
 
-from ..conftest import admin_token, bearer
+from ..conftest import admin_token, bearer, callers
 
 WITHOUT_EMBEDDINGS = '[plugins]\ndisabled = ["ollama", "openai", "mlx", "cerebrum", "a2a", "mcp", "http"]\n'
 WITH_EMBEDDINGS = '[plugins]\ndisabled = ["ollama", "openai", "cerebrum", "a2a", "mcp", "http"]\n'
-
 
 
 @pytest.fixture
@@ -23,16 +21,14 @@ def stale(start_kernel, channel_to, data_dir):
     """A store whose memories (alice's two, bob's one, the owner's one) were kept without vectors
     (no embedding provider), then a kernel with one: (stub, {who: call metadata})."""
     target, first = start_kernel(WITHOUT_EMBEDDINGS, governance=True)
-    keys = KeyStore(data_dir)
-    who = {name: bearer(keys.create(name, [])) for name in ("alice", "bob")}
+    who = callers(target, data_dir, "alice", "bob")
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(target, as_admin=False))
-    who["admin"] = bearer(admin_token(target))
     for text, name in (("Alice's locker code is 4711.", "alice"), ("Alice's bike is the red one.", "alice"),
                        ("Bob's locker code is 0815.", "bob"), ("The owner's boat is moored at pier 3.", "admin")):
         stub.Store(pb.StoreRequest(text=text), timeout=60, metadata=who[name])
     first.stop()
     target, _ = start_kernel(WITH_EMBEDDINGS, governance=True)
-    who["admin"], who["local"] = bearer(admin_token(target)), ()
+    who["admin"] = bearer(admin_token(target))  # (the same data dir: the same token)
     return memories_pb2_grpc.MemoryServiceStub(channel_to(target, as_admin=False)), who
 
 

@@ -33,7 +33,6 @@ def everywhere(query: str) -> mem.SearchRequest:
     return mem.SearchRequest(query=query, filter=mem.Filter(namespaces=["*"]), mode=mem.SEARCH_MODE_KEYWORD, top_k=5)
 
 
-
 def refusal(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as err:
         fn(*args, **kwargs)

@@ -19,7 +19,6 @@ MANIFEST = ar.ArchiveManifest(format="cortex-memories", version=1)
 CONFIG = '[plugins]\ndisabled = ["ollama", "openai"]\n[plugins.memories]\nwatch = false\n'
 
 
-
 @pytest.fixture
 def kernel(start_kernel, channel_to, data_dir):
     target, _ = start_kernel(CONFIG, governance=True)

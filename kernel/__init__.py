@@ -1,24 +1,31 @@
-"""Cortex-OS kernel: contract registry, policy router, plugin host, gRPC server and CLI.
+"""Cortex-OS kernel: the core (config, plugin host and hookspecs, contract registry, policy router
+and its admission, gRPC server, runtime), its security ring (`cortex.kernel.security`) and the SDK
+plugins build with (`cortex.kernel.sdk`). docs/ARCHITECTURE.md draws the rings.
 
-This module is the plugin API: everything a plugin (built-in or third-party) may use of the
-kernel is importable from here, and a plugin imports nothing else of it (a test holds every
-plugin in this repository to that). Names are stable within a PLUGIN_API_VERSION major; a plugin
-says which versions it supports with `CORTEX_API = ">=1,<2"` in its plugin module.
+This module is the plugin API's core: the names a plugin (built-in or third-party) needs to be a
+plugin at all. With `cortex.kernel.sdk` (bridges, HTTP listeners, databases, CLI helpers, model
+helpers, testing fixtures) it is everything a plugin may use of the kernel, and a plugin imports
+nothing else of it (a test holds every plugin in this repository to that). Names are stable within
+a PLUGIN_API_VERSION major; a plugin says which versions it supports with `CORTEX_API = ">=1,<2"`.
 
     from cortex.kernel import hookimpl, Decision, Health, check_settings
+    from cortex.kernel.sdk import AsgiServer, kernel_client
 
 Hooks and their contract: `hookspecs` (`cortex.kernel.hookspecs`, also documented in
-docs/plugins/hooks.md). Bridges, CLI helpers and the embedded kernel load on first use.
+docs/plugins/hooks.md).
 """
 
+import warnings
 from typing import Any
 
+from . import hookspecs
 from .call import Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
 from .context import KernelChannel, PluginContext, check_settings
-from .credentials import LOCAL, AuthError, Identity
 from .doctor_check import FAIL, OK, WARN, DoctorCheck, listener_check, port_check
 from .hookspecs import hookimpl, hookspec
-from .registry import Health, MethodInfo, Registrar
+from .method import MethodInfo
+from .registry import Health, Registrar
+from .security.credentials import LOCAL, AuthError, Identity
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
 # hooks are registered (an incompatible plugin is reported broken, never half-loaded).
@@ -26,38 +33,32 @@ from .registry import Health, MethodInfo, Registrar
 # 1.6: AsgiServer's Host/Origin guard (HostGuard, allowed_hosts), read_json, BadJson, JsonBodies;
 #      delegation (a call made while serving a caller runs as that caller), channel.for_own_work(),
 #      channel.admit(), context.sees_every_namespace, context.namespace_of(principal)
-PLUGIN_API_VERSION = "1.6"
+# 1.7: cortex.kernel.sdk, imported explicitly and typed; the names below moved there and stay
+#      importable from here, deprecated (removed in API 2); cortex.kernel.hookspecs
+PLUGIN_API_VERSION = "1.7"
 
-# Loaded on first use (they pull in uvicorn, click, the runtime...): name -> module.
-_LAZY = {
-    # bridges: the contracts as JSON, called as a client
-    "KernelGateway": "bridge", "GrpcGateway": "bridge", "bridge_caller": "bridge", "rpc_status": "bridge",
-    "parse_json": "bridge", "to_json": "bridge", "describe": "bridge",
-    # a plugin's own HTTP listener, under the kernel's listener rule and credentials
-    "AsgiServer": "asgi", "LazyApp": "asgi", "split_listen": "asgi", "IDENTITY": "asgi", "headers_of": "asgi",
-    "identify_request": "asgi", "is_loopback_host": "remote", "HostGuard": "asgi",
-    # request bodies as JSON: a 400 with a sentence for anything the parser refuses
-    "read_json": "asgi", "BadJson": "asgi", "JsonBodies": "asgi",
-    "SchemaBuilder": "json_schema", "standalone": "json_schema",
-    # command-line helpers for `cortex_register_commands`
-    "config_option": "cli", "target_option": "cli", "json_option": "cli", "load_config_or_fail": "cli",
-    "kernel_client": "cli", "print_json": "cli", "print_table": "cli", "to_dict": "cli",
-    "client_dial": "dial", "configure_logging": "logs", "log_tap": "logs",
-    # a PostgreSQL database shared with other kernels: its DSN from config, under the listener rule
-    "postgres_dsn": "databases", "check_postgres_dsn": "databases", "PostgresPool": "databases",
-    "DatabaseUnavailable": "databases",
-    # the kernel itself, for a plugin that embeds one (`cortex mcp` on stdio), and its version
-    "Kernel": "runtime", "cortex_version": "runtime",
-}
+# API 1 exported these from cortex.kernel (loaded on first use); they live in cortex.kernel.sdk now.
+# An outside plugin written for API 1 keeps loading; it is told, once per name, where they went.
+MOVED_TO_SDK = frozenset({
+    "KernelGateway", "GrpcGateway", "bridge_caller", "rpc_status", "parse_json", "to_json", "describe",
+    "AsgiServer", "LazyApp", "split_listen", "IDENTITY", "headers_of", "identify_request", "is_loopback_host",
+    "HostGuard", "read_json", "BadJson", "JsonBodies", "SchemaBuilder", "standalone",
+    "config_option", "target_option", "json_option", "load_config_or_fail", "kernel_client", "print_json",
+    "print_table", "to_dict", "client_dial", "configure_logging", "log_tap",
+    "postgres_dsn", "check_postgres_dsn", "PostgresPool", "DatabaseUnavailable", "Kernel", "cortex_version",
+})
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in MOVED_TO_SDK:
         raise AttributeError(f"module 'cortex.kernel' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f"{__name__}.{module}"), name)
+    warnings.warn(
+        f"cortex.kernel.{name} moved to cortex.kernel.sdk (plugin API 1.7): import it from there; "
+        "cortex.kernel keeps it until plugin API 2", DeprecationWarning, stacklevel=2,
+    )
+    value = getattr(import_module(f"{__name__}.sdk"), name)
     globals()[name] = value
     return value
 
@@ -85,7 +86,7 @@ __all__ = [
     "check_settings",
     "hookimpl",
     "hookspec",
+    "hookspecs",
     "listener_check",
     "port_check",
-    *sorted(_LAZY),
 ]

@@ -1,5 +1,5 @@
 """`python -m cortex.kernel` is the `cortex` command."""
 
-from .cli import main
+from .sdk.cli import main
 
 main()

@@ -18,7 +18,7 @@ import grpc
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from .registry import MethodInfo
+    from .method import MethodInfo
 
 PRINCIPAL_HEADER = "x-cortex-principal"
 # A caller's own call id, sent in x-cortex-call-id, is kept as the call's parent (a correlation id
@@ -275,14 +275,14 @@ class LocalContext:
     def namespace(self) -> str:
         """Whose data this call touches: "default" (the kernel's owner) or the origin's own
         namespace (credentials.namespace_of, with `kernel.owners`)."""
-        from .credentials import namespace_of
+        from .security.credentials import namespace_of
 
         return namespace_of(self._call.origin, self._owners)
 
     def namespace_of(self, principal: str) -> str:
         """The namespace of any `principal` as this kernel decides it (with `kernel.owners`): for
         a plugin that shows one caller only the records of its own namespace (audit entries)."""
-        from .credentials import namespace_of
+        from .security.credentials import namespace_of
 
         return namespace_of(principal, self._owners)
 
@@ -291,6 +291,6 @@ class LocalContext:
         """Whether whose request this call serves is shown every namespace (admin, the kernel and
         its plugins' own work); a listing, an export or a subscription for anyone else keeps to
         `namespace`."""
-        from .credentials import sees_every_namespace
+        from .security.credentials import sees_every_namespace
 
         return sees_every_namespace(self._call.origin)

@@ -118,7 +118,7 @@ PROVIDER_KEYS = {"endpoint", "services", "timeout_seconds", "local", "tls_ca", "
 
 
 def _loopback_endpoint(endpoint: str) -> bool:
-    from .remote import is_loopback
+    from .security.remote import is_loopback
 
     return is_loopback(endpoint)
 

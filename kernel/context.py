@@ -21,18 +21,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 
-from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, RouterError, asks_local_only, new_call_id
-from .credentials import OWNER_NAMESPACE, AuthError, Identity, namespace_of
+from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, Decision, Outcome, RouterError, asks_local_only, new_call_id
+from .method import MethodInfo
+from .registry import ContractRegistry
+from .security.credentials import OWNER_NAMESPACE, AuthError, Identity, namespace_of
 
-if TYPE_CHECKING:
-    from .router import Router
+
+class Router(Protocol):
+    """What a channel needs of the policy router (kernel/router.py), named here so that the
+    channel and the router do not import each other."""
+
+    registry: ContractRegistry
+    owners: tuple[str, ...]
+
+    async def unary(self, method: MethodInfo, request: Any, call: Call) -> Any: ...
+    async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]: ...
+    def stream(self, method: MethodInfo, request: Any, call: Call) -> AsyncIterator[Any]: ...
+    async def admit(self, method: MethodInfo, request: Any, call: Call) -> Decision: ...
 
 
 class _Multicallable:
@@ -241,7 +254,7 @@ class PluginContext:
     # HTTP, MCP and A2A callers have the same identities (local, admin, key:NAME) as gRPC callers
     credentials: Any = field(default=None)
     # the kernel's listener rule and TLS settings (Exposure): a plugin's own listener calls
-    # `context.exposure.check(listen, setting)`; cortex.kernel.asgi.AsgiServer serves its TLS
+    # `context.exposure.check(listen, setting)`; cortex.kernel.sdk.asgi.AsgiServer serves its TLS
     exposure: Any = field(default=None)
     # every loaded plugin's pages (`cortex_web_pages`), prefix -> ASGI app: the http plugin serves
     # them on its listener; called per request (plugins come and go while the kernel runs)

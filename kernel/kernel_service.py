@@ -4,17 +4,34 @@ any contract, so governance and audit see these calls too."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
 from .circuit import CircuitState
-from .plugin_host import BROKEN, DISABLED, LOADED
+from .config import Config
+from .plugin_host import BROKEN, DISABLED, LOADED, PluginHost, PluginRecord
+from .registry import ContractRegistry
+from .router import Router
 
-if TYPE_CHECKING:
-    from .runtime import Kernel
+
+class Kernel(Protocol):
+    """What these services read and do of the running kernel (kernel/runtime.py), named here so
+    that the runtime, which serves them, and they do not import each other."""
+
+    version: str
+    config: Config
+    address: str
+    started_at: float
+    host: PluginHost
+    registry: ContractRegistry
+    router: Router
+
+    async def enable_plugin(self, name: str) -> PluginRecord: ...
+    async def disable_plugin(self, name: str) -> PluginRecord: ...
+    async def install_plugin(self, spec: str, sha256: str) -> list[PluginRecord]: ...
 
 _STATES = {
     LOADED: kernel_pb2.Plugin.STATE_LOADED,

@@ -15,46 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
-from . import proto_docs
 from .call import Call
 from .circuit import CircuitBreaker, CircuitState
-
-_SAFE = {
-    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
-    descriptor_pb2.MethodOptions.IDEMPOTENT,
-}
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """One RPC of a contract, with the message classes to parse and build its messages."""
-
-    service: str
-    name: str
-    path: str  # "/pkg.v1.Service/Method", as on the wire
-    input: type[Message]
-    output: type[Message]
-    client_streaming: bool
-    server_streaming: bool
-    failover_safe: bool
-
-    @classmethod
-    def from_descriptor(cls, desc: MethodDescriptor) -> MethodInfo:
-        service = desc.containing_service.full_name
-        return cls(
-            service=service,
-            name=desc.name,
-            path=f"/{service}/{desc.name}",
-            input=message_factory.GetMessageClass(desc.input_type),
-            output=message_factory.GetMessageClass(desc.output_type),
-            client_streaming=desc.client_streaming,
-            server_streaming=desc.server_streaming,
-            failover_safe=desc.GetOptions().idempotency_level in _SAFE,
-        )
+from .method import MethodInfo
 
 
 @dataclass
@@ -248,7 +215,6 @@ class ContractRegistry:
         if info is None:
             info = self.services[desc.full_name] = ServiceInfo.from_descriptor(desc)
             self.providers[desc.full_name] = []
-            proto_docs.load_for(desc.file.name)  # a plugin's .proto comments, for the bridges
             for method in info.methods.values():
                 self._methods[method.path] = method
         return info

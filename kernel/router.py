@@ -44,7 +44,7 @@ from .call import (
 from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
-from .validation import check_request
+from .security.validation import check_request
 
 log = structlog.get_logger("cortex.router")
 

@@ -20,15 +20,15 @@ from grpc_health.v1 import health, health_pb2
 from .circuit import CircuitState
 from .config import Config, ConfigError
 from .context import KernelChannel, PluginContext
-from .credentials import Credentials
-from .dial import provider_dial
-from .exposure import Exposure
 from .kernel_service import PLUGIN_SERVICE, KernelServicer, PluginServicer
 from .kernel_service import SERVICE as KERNEL_SERVICE
 from .plugin_host import BROKEN, DISABLED, PluginHost, discover
 from .registry import ContractRegistry, Health, resolve_service
-from .remote import RemoteProvider, is_loopback
 from .router import Router
+from .security.credentials import Credentials
+from .security.dial import provider_dial
+from .security.exposure import Exposure
+from .security.remote import RemoteProvider, is_loopback
 from .server import build_server
 
 log = structlog.get_logger("cortex.kernel")

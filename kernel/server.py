@@ -28,10 +28,10 @@ from .call import (
     RouterError,
     new_call_id,
 )
-from .credentials import AuthError, Credentials
 from .registry import ContractRegistry, MethodInfo
-from .remote import is_loopback_host
 from .router import Router
+from .security.credentials import AuthError, Credentials
+from .security.remote import is_loopback_host
 
 log = structlog.get_logger("cortex.server")
 

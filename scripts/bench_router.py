@@ -32,9 +32,9 @@ from pathlib import Path
 
 import grpc
 
-from cortex.kernel.credentials import KeyStore, read_admin_token
-from cortex.kernel.dial import Dial
-from cortex.kernel.tls import init_ca
+from cortex.kernel.security.credentials import KeyStore, read_admin_token
+from cortex.kernel.security.dial import Dial
+from cortex.kernel.security.tls import init_ca
 
 BARE_SERVER = """
 import asyncio, grpc, sys

@@ -53,8 +53,8 @@ def main() -> int:
 
     from cortex.contracts.memories.v1 import sources_pb2 as pb
     from cortex.contracts.memories.v1 import sources_pb2_grpc
-    from cortex.kernel import configure_logging
-    from cortex.kernel.testing import RunningKernel, kernel_config
+    from cortex.kernel.sdk import configure_logging
+    from cortex.kernel.sdk.testing import RunningKernel, kernel_config
 
     configure_logging("warning")
     rng = random.Random(17)

@@ -62,8 +62,8 @@ def stale_above(ranked: list[str], expected: list[str], stale: list[str]) -> boo
 def run(notes: list[dict], questions: list[dict], progress=print) -> dict:
     from cortex.contracts.memories.v1 import memories_pb2 as pb
     from cortex.contracts.memories.v1 import memories_pb2_grpc
-    from cortex.kernel import configure_logging
-    from cortex.kernel.testing import RunningKernel, kernel_config
+    from cortex.kernel.sdk import configure_logging
+    from cortex.kernel.sdk.testing import RunningKernel, kernel_config
 
     configure_logging("warning")
     # No vector cache: each mode pays for embedding its query, as a first search does.

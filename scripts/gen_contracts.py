@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cortex.kernel.codegen import DESCRIPTORS, Target, check, generate, generated_files
+from cortex.plugins.devkit.codegen import DESCRIPTORS, Target, check, generate, generated_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ echo
 echo "\$ grpc call cortex_echo.v1.EchoService/Echo (the example plugin, through the kernel's router, as admin)"
 .venv/bin/python - "$listen" <<'PY'
 import sys
-from cortex.kernel import client_dial, load_config_or_fail
+from cortex.kernel.sdk import client_dial, load_config_or_fail
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 dial = client_dial(load_config_or_fail(None))  # the admin token in the data dir, as `cortex` uses it
 reply, call = echo_pb2_grpc.EchoServiceStub(dial.channel(sys.argv[1])).Echo.with_call(

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cortex.kernel.testing import FREE_BRIDGE_PORTS, RunningKernel, ServeProcess, authenticated, kernel_config
+from cortex.kernel.sdk.testing import FREE_BRIDGE_PORTS, RunningKernel, ServeProcess, authenticated, kernel_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "cortex-echo"
@@ -31,7 +31,7 @@ def _example_version() -> str:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The issue's user story: a third-party plugin is pip-installed, and the kernel finds it."""
-    from cortex.kernel.logs import configure_logging
+    from cortex.kernel.sdk.logs import configure_logging
 
     # in-process kernels log as `cortex serve` would, through `logging`, so that pytest keeps each
     # test's lines with the test (shown when it fails) instead of between the progress dots
@@ -165,7 +165,7 @@ def bearer(token: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
 def callers(target: str, data_dir: Path, *names: str) -> dict[str, tuple[tuple[str, str], ...]]:
     """gRPC metadata for calling the kernel at `target` as each of `names` (API keys made now, in
     `data_dir`), as "admin" (its admin token) and as "local" (no credential)."""
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     keys = KeyStore(data_dir)
     who = {name: bearer(keys.create(name, [])) for name in names}
@@ -174,7 +174,7 @@ def callers(target: str, data_dir: Path, *names: str) -> dict[str, tuple[tuple[s
 
 
 def admin_token(target: str) -> str:
-    from cortex.kernel.credentials import read_admin_token
+    from cortex.kernel.security.credentials import read_admin_token
 
     folder = KERNEL_DATA_DIRS.get(target)
     return read_admin_token(folder) if folder is not None else ""

@@ -17,7 +17,7 @@ import pytest
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.testing import authenticated, read_admin_token
+from cortex.kernel.sdk.testing import authenticated, read_admin_token
 
 from .conftest import cortex_env, wait_for
 from .hosts import Hosts, available
@@ -40,7 +40,7 @@ def hosts():
 @pytest.fixture
 def database(hosts, tmp_path):
     """PostgreSQL on host db, TLS with a certificate for its address: (DSN that verifies it)."""
-    from cortex.kernel.tls import init_ca
+    from cortex.kernel.security.tls import init_ca
 
     made = init_ca(tmp_path / "db-ca", hosts=[hosts.address("db")])
     server = PostgresServer(host=hosts.address("db"), tls=(made["cert"], made["key"]), prefix=hosts.prefix("db")).start()
@@ -55,7 +55,7 @@ def database(hosts, tmp_path):
 def cluster_ca(tmp_path) -> Path:
     """One CA for the cluster: it signs each kernel's server certificate and the nodes' client
     certificates (mutual TLS between kernels: a node's certificate is `node:NAME` to the others)."""
-    from cortex.kernel.tls import init_ca
+    from cortex.kernel.security.tls import init_ca
 
     init_ca(tmp_path / "cluster-ca")
     return tmp_path / "cluster-ca"
@@ -68,7 +68,7 @@ class Kernel:
     def __init__(self, serve_process, hosts: Hosts, name: str, data: Path, dsn: str, ca: Path):
         import shutil
 
-        from cortex.kernel.tls import init_ca, issue_client, tls_dir
+        from cortex.kernel.security.tls import init_ca, issue_client, tls_dir
 
         tls_dir(data).mkdir(parents=True, mode=0o700)
         for part in ("ca.pem", "ca.key"):
@@ -143,7 +143,7 @@ def test_a_cut_link_fails_over_opens_the_circuit_and_recovers(hosts, database, s
     """Kernel C (here, on loopback) serves memories from B, else A, both remote over mutual TLS (C
     holds a node certificate of the cluster's CA). B's cable pulled: C's calls fail over to A, B's
     circuit opens (no more waiting on B); the cable back, B lets a probe through and serves again."""
-    from cortex.kernel.tls import issue_client
+    from cortex.kernel.security.tls import issue_client
 
     a = Kernel(serve_process, hosts, "a", tmp_path / "a", database, cluster_ca)
     b = Kernel(serve_process, hosts, "b", tmp_path / "b", database, cluster_ca)

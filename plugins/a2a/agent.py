@@ -14,7 +14,7 @@ from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.types import a2a_pb2
 from google.protobuf import json_format
 
-from cortex.kernel import IDENTITY, bridge_caller, rpc_status
+from cortex.kernel.sdk import IDENTITY, bridge_caller, rpc_status
 
 from . import skills
 
@@ -33,7 +33,7 @@ def _metadata(context: RequestContext) -> dict[str, Any]:
 
 
 class IdentityContextBuilder(DefaultServerCallContextBuilder):
-    """Hands the identity the kernel gave the request (cortex.kernel.asgi.Authenticate) to the
+    """Hands the identity the kernel gave the request (cortex.kernel.sdk.asgi.Authenticate) to the
     executor."""
 
     def build(self, request):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from a2a.types import a2a_pb2
 
-from cortex.kernel import cortex_version
+from cortex.kernel.sdk import cortex_version
 
 from .skills import SKILLS
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
+from cortex.kernel import check_settings, hookimpl, listener_check
+from cortex.kernel.sdk import split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -47,7 +48,7 @@ class A2aPlugin:
     async def cortex_start(self, context) -> None:
         if not self.listen:
             return
-        from cortex.kernel import AsgiServer, JsonBodies, LazyApp
+        from cortex.kernel.sdk import AsgiServer, JsonBodies, LazyApp
 
         self.server = AsgiServer(None, self.listen, "a2a", exposure=context.exposure, credentials=context.credentials)
         # the card names the real URL, so bind first (port 0 becomes a port); the A2A SDK loads
@@ -66,7 +67,7 @@ class A2aPlugin:
         from a2a.server.tasks import InMemoryTaskStore
         from starlette.applications import Starlette
 
-        from cortex.kernel import KernelGateway
+        from cortex.kernel.sdk import KernelGateway
 
         from .agent import CortexAgentExecutor, IdentityContextBuilder
         from .card import agent_card

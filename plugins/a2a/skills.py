@@ -9,7 +9,7 @@ from typing import Any
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2
 from cortex.contracts.memories.v1 import memories_pb2
-from cortex.kernel import to_json
+from cortex.kernel.sdk import to_json
 
 MEMORIES = "/cortex.memories.v1.MemoryService"
 CEREBRUM = "/cortex.cerebrum.v1.CerebrumService"
@@ -52,7 +52,7 @@ class SkillError(Exception):
 
 
 async def run(skill: str, text: str, gateway: Any, principal: Any) -> tuple[str, dict[str, Any]]:
-    """`principal`: the caller, a name or an Identity (see cortex.kernel.bridge.bridge_caller)."""
+    """`principal`: the caller, a name or an Identity (see cortex.kernel.sdk.bridge.bridge_caller)."""
     """Run one skill; returns (a sentence for people, the structured result). Raises
     SkillError for bad input and grpc.RpcError when a call fails (denied, unavailable, ...)."""
     if skill not in SKILL_IDS:

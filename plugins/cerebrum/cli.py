@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
-from cortex.kernel import config_option, json_option, kernel_client, print_json, target_option, to_dict
+from cortex.kernel.sdk import config_option, json_option, kernel_client, print_json, target_option, to_dict
 
 TIMEOUT = 600.0
 STATES = {v: k.removeprefix("STATE_").lower() for k, v in pb.StepRecord.State.items()}

@@ -22,7 +22,7 @@ class PostgresTraceStore(TraceReads):
     mark = "%s"
 
     def __init__(self, dsn: str, pool_size: int = 2):
-        from cortex.kernel import PostgresPool
+        from cortex.kernel.sdk import PostgresPool
 
         self.pool = PostgresPool(dsn, "cortex_traces_schema", MIGRATIONS, pool_size)
         self.location = self.pool.location

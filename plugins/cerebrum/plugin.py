@@ -37,7 +37,7 @@ class CerebrumPlugin:
         if backend not in ("sqlite", "postgres"):
             raise ValueError(f'[plugins.cerebrum] backend = {backend!r}: use "sqlite" or "postgres"')
         if backend == "postgres":
-            from cortex.kernel import postgres_dsn
+            from cortex.kernel.sdk import postgres_dsn
 
             self.dsn = postgres_dsn(config, "plugins.cerebrum")
         else:

@@ -16,7 +16,16 @@ from google.protobuf import json_format
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
-from cortex.kernel import config_option, json_option, kernel_client, load_config_or_fail, print_json, print_table, target_option, to_dict
+from cortex.kernel.sdk import (
+    config_option,
+    json_option,
+    kernel_client,
+    load_config_or_fail,
+    print_json,
+    print_table,
+    target_option,
+    to_dict,
+)
 
 from .chain import (
     DB_FILE,

@@ -15,19 +15,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from cortex.contracts.kernel.v1 import kernel_pb2
-from cortex.kernel import (
-    IDENTITY,
-    LOCAL,
-    AuthError,
-    BadJson,
-    MethodInfo,
-    headers_of,
-    identify_request,
-    parse_json,
-    read_json,
-    rpc_status,
-    to_json,
-)
+from cortex.kernel import LOCAL, AuthError, MethodInfo
+from cortex.kernel.sdk import IDENTITY, BadJson, headers_of, identify_request, parse_json, read_json, rpc_status, to_json
 
 from . import openapi
 from .errors import HTTP_STATUS, error_body

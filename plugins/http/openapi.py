@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import MethodInfo, SchemaBuilder, describe
+from cortex.kernel import MethodInfo
+from cortex.kernel.sdk import SchemaBuilder, describe
 
 ERROR_SCHEMA = {
     "type": "object",

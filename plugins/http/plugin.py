@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
+from cortex.kernel import check_settings, hookimpl, listener_check
+from cortex.kernel.sdk import split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -75,7 +76,7 @@ class HttpPlugin:
 
     @hookimpl
     async def cortex_start(self, context) -> None:
-        from cortex.kernel import AsgiServer, KernelGateway, cortex_version
+        from cortex.kernel.sdk import AsgiServer, KernelGateway, cortex_version
 
         from .app import HttpApi
         from .guard import RateLimiter

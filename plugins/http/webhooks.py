@@ -22,7 +22,8 @@ import grpc
 import structlog
 
 from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
-from cortex.kernel import check_settings, to_json
+from cortex.kernel import check_settings
+from cortex.kernel.sdk import to_json
 
 log = structlog.get_logger("cortex.http.webhooks")
 WEBHOOK_SETTINGS = {"name", "url", "topics", "secret", "secret_env", "attempts", "backoff_seconds", "timeout_seconds"}

@@ -22,7 +22,8 @@ import structlog
 
 from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
-from cortex.kernel import check_settings, hookimpl, rpc_status
+from cortex.kernel import check_settings, hookimpl
+from cortex.kernel.sdk import rpc_status
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 

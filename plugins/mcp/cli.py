@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from cortex.kernel import config_option, load_config_or_fail, target_option
+from cortex.kernel.sdk import config_option, load_config_or_fail, target_option
 
 
 def register(cli: click.Group) -> None:
@@ -20,7 +20,7 @@ def register(cli: click.Group) -> None:
     def mcp_command(config, target, embedded) -> None:
         """Serve the kernel's contracts as MCP tools over stdio (for editors: add `cortex mcp` as
         an MCP server). Logs go to stderr; stdout carries only MCP messages."""
-        from cortex.kernel import configure_logging
+        from cortex.kernel.sdk import configure_logging
 
         from .serve import serve_stdio
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.kernel import check_settings, hookimpl, listener_check, split_listen
+from cortex.kernel import check_settings, hookimpl, listener_check
+from cortex.kernel.sdk import split_listen
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -64,7 +65,7 @@ class McpPlugin:
             return
         from mcp.server.transport_security import TransportSecuritySettings
 
-        from cortex.kernel import AsgiServer, JsonBodies, KernelGateway
+        from cortex.kernel.sdk import AsgiServer, JsonBodies, KernelGateway
 
         from .serve import build_server
 

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import grpc
 
-from cortex.kernel import RouterError, parse_json, to_json
+from cortex.kernel import RouterError
+from cortex.kernel.sdk import parse_json, to_json
 
 SCHEME = "cortex"
 MEMORIES = "cortex.memories.v1.MemoryService"

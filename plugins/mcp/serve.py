@@ -13,7 +13,7 @@ log = structlog.get_logger("cortex.mcp")
 
 
 def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> ContractToolServer:
-    from cortex.kernel import cortex_version
+    from cortex.kernel.sdk import cortex_version
 
     def tools():
         return build_tools(gateway.methods(), settings["expose"], settings["hide"])
@@ -28,7 +28,7 @@ def build_server(gateway: Any, settings: dict[str, Any], transport: str) -> Cont
 async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
     """Bridge the kernel at `target` over stdio; when none answers and `embedded` allows it,
     start a kernel in this process (its gRPC on a free loopback port, no HTTP listeners)."""
-    from cortex.kernel import GrpcGateway, KernelGateway, client_dial
+    from cortex.kernel.sdk import GrpcGateway, KernelGateway, client_dial
 
     from .plugin import tool_settings
 
@@ -48,7 +48,8 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
                 raise SystemExit(f"cortex mcp: no kernel answers at {target} ({exc!r}); start one with `cortex serve`") from None
             log.info("mcp.no_kernel", target=target, error=repr(exc))
     if gateway is None:
-        from cortex.kernel import Kernel, KernelChannel
+        from cortex.kernel import KernelChannel
+        from cortex.kernel.sdk import Kernel
 
         cfg.data["kernel"]["listen"] = "127.0.0.1:0"
         for name, key in (("http", "listen"), ("mcp", "http_listen")):

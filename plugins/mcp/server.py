@@ -26,7 +26,7 @@ from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as MCPTool
 
-from cortex.kernel import IDENTITY, bridge_caller, log_tap, rpc_status
+from cortex.kernel.sdk import IDENTITY, bridge_caller, log_tap, rpc_status
 
 from . import resources
 from .prompts import Prompts, arguments_of, render
@@ -56,7 +56,7 @@ def _client_name(context: Any) -> str:
 
 
 def _identity(context: Any) -> Any:
-    """The identity the kernel gave this HTTP request (cortex.kernel.asgi.Authenticate); None on
+    """The identity the kernel gave this HTTP request (cortex.kernel.sdk.asgi.Authenticate); None on
     stdio, where the bridge's own credential speaks for the editor that started it."""
     try:
         return context.request_context.request.scope.get(IDENTITY)

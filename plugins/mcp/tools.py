@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cortex.kernel import MethodInfo, describe, parse_json, standalone, to_json
+from cortex.kernel import MethodInfo
+from cortex.kernel.sdk import describe, parse_json, standalone, to_json
 
 # tool-name prefixes of the built-in contracts; other services use their own name, snake_cased
 PREFIXES = {

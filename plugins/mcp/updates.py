@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import structlog
 
-from cortex.kernel import parse_json, rpc_status
+from cortex.kernel.sdk import parse_json, rpc_status
 
 from .resources import SCHEME, memory_uri, trace_uri
 

@@ -11,7 +11,7 @@ import grpc
 
 from cortex.contracts.memories.v1 import archive_pb2 as pb
 from cortex.contracts.memories.v1 import archive_pb2_grpc
-from cortex.kernel import config_option, kernel_client, target_option
+from cortex.kernel.sdk import config_option, kernel_client, target_option
 
 from .archive_file import ArchiveError, batches, verify, write
 

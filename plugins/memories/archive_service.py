@@ -342,6 +342,6 @@ def _problem(reply: pb.ImportResponse, why: str, memory: bool = True) -> None:
 
 
 def _version() -> str:
-    from cortex.kernel import cortex_version
+    from cortex.kernel.sdk import cortex_version
 
     return cortex_version()

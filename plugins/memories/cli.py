@@ -13,7 +13,7 @@ import grpc
 
 from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel import (
+from cortex.kernel.sdk import (
     config_option,
     json_option,
     kernel_client,

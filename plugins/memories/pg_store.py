@@ -127,7 +127,7 @@ class PostgresStore(MemoryStore):
         import psycopg
         from pgvector.psycopg import register_vector
 
-        from cortex.kernel import PostgresPool
+        from cortex.kernel.sdk import PostgresPool
 
         self._psycopg = psycopg
         self.pool = PostgresPool(dsn, "cortex_memories_schema", MIGRATIONS, pool_size, timeout, configure=register_vector)

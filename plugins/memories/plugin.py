@@ -189,7 +189,7 @@ class MemoriesPlugin:
     async def cortex_health(self) -> Health:
         if self.store is None:
             return Health(False, "the store is not open")
-        from cortex.kernel import DatabaseUnavailable
+        from cortex.kernel.sdk import DatabaseUnavailable
 
         from .service import now_ms
 
@@ -237,7 +237,7 @@ def store_opener(config: dict[str, Any], folder: Path, synchronous: str = "FULL"
     except ImportError:
         raise ValueError("[plugins.memories] backend = \"postgres\" needs psycopg and pgvector: "
                          "pip install 'cortex-os[cluster]'") from None
-    from cortex.kernel import postgres_dsn
+    from cortex.kernel.sdk import postgres_dsn
 
     dsn = postgres_dsn(config, "plugins.memories")
     pool_size = int(config.get("postgres_pool_size", 4))

@@ -10,7 +10,7 @@ import grpc
 
 from cortex.contracts.memories.v1 import sources_pb2 as pb
 from cortex.contracts.memories.v1 import sources_pb2_grpc
-from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
+from cortex.kernel.sdk import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
 TIMEOUT = 3600.0  # a first sync of a large vault embeds every passage
 STATE = {pb.FILE_STATE_INDEXED: "indexed", pb.FILE_STATE_SKIPPED: "skipped", pb.FILE_STATE_FAILED: "failed"}

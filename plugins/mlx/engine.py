@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from cortex.plugins.models_common import Generation
+from cortex.kernel.sdk.models import Generation
 
 log = structlog.get_logger("cortex.mlx")
 

@@ -23,7 +23,7 @@ import structlog
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health, check_settings, hookimpl
-from cortex.plugins import models_common as common
+from cortex.kernel.sdk import models as common
 
 from .model_install import INSTALL_HINT
 
@@ -198,7 +198,7 @@ class MlxPlugin:
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:
-        from cortex.plugins.models_cli import register
+        from cortex.kernel.sdk.models_cli import register
 
         from .model_install import install
 

@@ -13,7 +13,7 @@ import grpc
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health
-from cortex.plugins import models_common as common
+from cortex.kernel.sdk import models as common
 
 httpx = common.lazy_import("httpx")  # loaded at the first call that needs it
 ollama = common.lazy_import("ollama")  # loaded at the first call that needs it

@@ -18,7 +18,7 @@ from typing import Any
 
 from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.kernel import Health, check_settings, hookimpl
-from cortex.plugins import models_common as common
+from cortex.kernel.sdk import models as common
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
@@ -82,7 +82,7 @@ class OpenAIPlugin:
 
     @hookimpl
     def cortex_register_commands(self, cli) -> None:
-        from cortex.plugins.models_cli import register
+        from cortex.kernel.sdk.models_cli import register
 
         register(cli)
 

@@ -99,7 +99,7 @@ principals = ["local"]
     said, data = asyncio.run(asyncio.wait_for(ask("recall: anything"), 60))
     assert data["ok"]
     # an agent with an API key is that key, and the rule on `local` does not hold it back
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     key = KeyStore(data_dir).create("agent-b", [])
     said, data = asyncio.run(asyncio.wait_for(_keyed(url, key), 60))

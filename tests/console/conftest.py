@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cortex.kernel.credentials import read_admin_token
-from cortex.kernel.testing import RunningKernel, kernel_config
+from cortex.kernel.sdk.testing import RunningKernel, kernel_config
+from cortex.kernel.security.credentials import read_admin_token
 
 from .browser import axe_source, chromium_path, wait_ready
 

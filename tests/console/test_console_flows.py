@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 
 from .browser import assert_accessible, screenshot, wait_ready
 

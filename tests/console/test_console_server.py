@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from cortex.kernel import hookimpl
-from cortex.kernel.credentials import KeyStore
-from cortex.kernel.tls import init_ca
+from cortex.kernel.security.credentials import KeyStore
+from cortex.kernel.security.tls import init_ca
 
 from ..conftest import plugin_of, wait_for
 from ..http.test_http_api import call

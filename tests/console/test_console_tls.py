@@ -8,8 +8,8 @@ import re
 
 from playwright.sync_api import expect
 
-from cortex.kernel.credentials import KeyStore
-from cortex.kernel.tls import init_ca
+from cortex.kernel.security.credentials import KeyStore
+from cortex.kernel.security.tls import init_ca
 
 from .browser import wait_ready
 from .conftest import CONFIG, start_console

@@ -16,7 +16,7 @@ import pytest
 from cortex.contracts.events.v1 import events_pb2 as pb
 from cortex.contracts.events.v1 import events_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 
 from ..conftest import bearer, callers, wait_for
 from .test_events import backend  # noqa: F401 - the fixture: every test here runs on both logs

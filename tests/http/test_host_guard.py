@@ -8,8 +8,8 @@ import json
 
 import httpx
 
-from cortex.kernel.credentials import KeyStore
-from cortex.kernel.tls import init_ca
+from cortex.kernel.security.credentials import KeyStore
+from cortex.kernel.security.tls import init_ca
 
 from ..conftest import plugin_of
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from cortex.kernel.credentials import KeyStore
-from cortex.kernel.tls import init_ca
+from cortex.kernel.security.credentials import KeyStore
+from cortex.kernel.security.tls import init_ca
 
 from ..conftest import FakeClock, audit_entries, plugin_of, wait_for
 

@@ -8,8 +8,8 @@ import socket
 import httpx
 import pytest
 
-from cortex.kernel.asgi import AsgiServer, _bind, split_listen
-from cortex.kernel.exposure import Exposure
+from cortex.kernel.sdk.asgi import AsgiServer, _bind, split_listen
+from cortex.kernel.security.exposure import Exposure
 
 
 def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():

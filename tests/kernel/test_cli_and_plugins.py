@@ -134,7 +134,7 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
     env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
     result = run_cli("plugins", "enable", "nosuch", env=env)
     assert result.returncode == 1
-    installed = "a2a, cerebrum, console, echo, events, governance, http, marketplace, mcp, memories, mlx"
+    installed = "a2a, cerebrum, console, devkit, echo, events, governance, http, marketplace, mcp, memories, mlx"
     assert f"unknown plugin 'nosuch'; installed plugins: {installed}" in result.stderr
     assert not config.exists()
 
@@ -146,7 +146,7 @@ def test_enabling_an_unknown_plugin_is_refused(tmp_path):
         ("[kernel]\nlisten_on = 1\n", "cortex.toml:2: unknown key 'listen_on' in [kernel]"),
         (
             '[plugins]\ndisabled = ["ecoh"]\n',
-            "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: a2a, cerebrum, console, echo, events",
+            "cortex.toml:2: unknown plugin 'ecoh'; installed plugins: a2a, cerebrum, console, devkit, echo, events",
         ),
         ("[plugins.memoriez]\nx = 1\n", "cortex.toml:1: unknown plugin 'memoriez'"),
         ('[kernel]\nprivacy_mode = "no"\n', "cortex.toml:2: kernel.privacy_mode must be true or false"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortex.kernel import doctor
+from cortex.kernel.sdk import doctor
 
 from ..conftest import write_config
 

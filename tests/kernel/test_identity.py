@@ -10,7 +10,7 @@ from cortex.contracts.governance.v1 import governance_pb2 as gpb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 from ..conftest import audit_entries, bearer, cortex_env, run_cli

@@ -8,9 +8,9 @@ import pytest
 
 from cortex.contracts.governance.v1 import governance_pb2
 from cortex.contracts.memories.v1 import memories_pb2
-from cortex.kernel.bridge import parse_json
 from cortex.kernel.call import RouterError
 from cortex.kernel.registry import MethodInfo
+from cortex.kernel.sdk.bridge import parse_json
 
 SEARCH = MethodInfo.from_descriptor(memories_pb2.DESCRIPTOR.services_by_name["MemoryService"].methods_by_name["Search"])
 VERIFY = MethodInfo.from_descriptor(

@@ -7,7 +7,7 @@ import io
 
 import structlog
 
-from cortex.kernel import configure_logging, log_tap
+from cortex.kernel.sdk import configure_logging, log_tap
 
 
 def test_a_tap_hears_its_calls_and_their_tasks_and_not_the_rest():

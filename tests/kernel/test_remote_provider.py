@@ -103,7 +103,7 @@ def test_a_caller_only_this_kernel_knows_is_never_sent_there_as_the_owner(far_ke
     """key:alice is this kernel's key: on the far kernel it means nothing, and the call would run
     there as this kernel, the owner (the owner's namespace, the owner's memories). So her calls
     are served here, and where nothing here can serve them they are refused, saying why."""
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     target, _ = start_kernel(far_first(far_kernel))
     alice = (("authorization", f"Bearer {KeyStore(data_dir).create('alice', [])}"),)

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys, urllib.request
     from pathlib import Path
-    from cortex.kernel.testing import RunningKernel, kernel_config
+    from cortex.kernel.sdk.testing import RunningKernel, kernel_config
 
     data = Path(sys.argv[1])
     config = kernel_config(data / "cortex.toml", "[plugins.a2a]\\nlisten = '127.0.0.1:0'\\n", data / "d")

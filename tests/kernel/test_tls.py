@@ -13,7 +13,7 @@ import pytest
 from cortex.contracts.governance.v1 import governance_pb2 as gpb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 from ..conftest import audit_entries, cortex_env, run_cli, write_config

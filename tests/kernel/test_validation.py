@@ -21,7 +21,7 @@ from cortex.contracts.memories.v1 import memories_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2_grpc, sources_pb2, sources_pb2_grpc
 from cortex.kernel import hookimpl
 from cortex.kernel.call import RouterError
-from cortex.kernel.validation import check_request, has_rules, validator
+from cortex.kernel.security.validation import check_request, has_rules, validator
 
 from ..conftest import plugin_of
 from ..counter_contract import CounterPlugin, CounterServicer, Gatekeeper, counter_stub
@@ -178,7 +178,7 @@ PLUGIN_PROTO = textwrap.dedent("""\
 def test_a_plugin_contract_with_its_own_rules_is_generated_and_checked(tmp_path, start_kernel, channel_to, monkeypatch):
     """`cortex plugin codegen` compiles a contract that imports buf/validate/validate.proto without
     a copy of it, and generates no validate_pb2; the kernel checks its rules, nested ones too."""
-    from cortex.kernel.codegen import Target, generate
+    from cortex.plugins.devkit.codegen import Target, generate
 
     (tmp_path / "protos/bookcase/v1").mkdir(parents=True)
     (tmp_path / "protos/bookcase/v1/bookcase.proto").write_text(PLUGIN_PROTO)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cortex.kernel.validation import explain
+from cortex.kernel.security.validation import explain
 
 
 def violation(rule: str, value, bound=None, path: tuple = ("field",), message: str = "", for_key: bool = False):

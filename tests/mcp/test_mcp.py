@@ -72,7 +72,7 @@ def with_credential(url: str, token: str):
 def test_a_governance_deny_is_a_tool_error_naming_the_rule(mcp_url, data_dir):
     """MCP over HTTP identifies clients by the kernel's credentials: no credential is `local`, a
     key is `key:NAME`; the admin token lends an editor none of admin's powers (it acts as mcp:<name>)."""
-    from cortex.kernel.credentials import KeyStore, read_admin_token
+    from cortex.kernel.security.credentials import KeyStore, read_admin_token
 
     url = mcp_url(governance=True)
     policy = {"toml": '[[rule]]\nid = "mine"\neffect = "allow"\n'}

@@ -149,7 +149,7 @@ def test_a_cut_or_edited_archive_is_refused_before_anything_is_written(serve_pro
 
 
 def test_an_import_writes_only_namespaces_the_caller_may(start_kernel, channel_to, data_dir, tmp_path):
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     target, _ = start_kernel('[plugins]\ndisabled = ["ollama", "openai"]\n', governance=True)
     keys = KeyStore(data_dir)

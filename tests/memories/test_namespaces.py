@@ -23,7 +23,7 @@ MODES = (pb.SEARCH_MODE_SEMANTIC, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID)
 def kernel(start_kernel, channel_to, data_dir, backend):
     """(target, {who: call metadata}) of a governed kernel with keys alice and bob; `owner` calls
     with the admin token (as the CLI does), `local` without a credential."""
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     from ..conftest import admin_token
 

@@ -147,7 +147,7 @@ def test_cortex_memories_migrate_brings_the_database_to_this_version(postgres_ds
     ],
 )
 def test_a_database_beyond_loopback_needs_verified_tls_and_a_credential(dsn, refused):
-    from cortex.kernel import check_postgres_dsn
+    from cortex.kernel.sdk import check_postgres_dsn
 
     if not refused:
         check_postgres_dsn(dsn)
@@ -163,7 +163,7 @@ def test_a_bad_backend_setting_says_what_to_write(start_kernel):
 
 
 def test_a_database_that_is_not_there_is_said_plainly(start_kernel, tmp_path):
-    from cortex.kernel import DatabaseUnavailable
+    from cortex.kernel.sdk import DatabaseUnavailable
     from cortex.plugins.memories.pg_store import PostgresStore
 
     from ..postgres_server import free_port

@@ -245,7 +245,7 @@ def test_only_admin_adds_or_removes_a_source(start_kernel, channel_to, data_dir,
     """AddSource makes the kernel read a folder as its own user: a key holder or a caller without
     a credential cannot point it at ~/.ssh. Reading what was added is for the owner's callers (a
     key holder has a namespace of its own: the owner's notes do not exist for it)."""
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     root = tmp_path / "vault"
     vault(root)

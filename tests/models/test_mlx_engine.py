@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
+from cortex.kernel.sdk.models import Generation
 from cortex.plugins.mlx.blas import use_fast_blas
 from cortex.plugins.mlx.engine import Engine
 from cortex.plugins.mlx.plugin import packaged_minilm
 from cortex.plugins.mlx.tiny_model import build_tiny_model
-from cortex.plugins.models_common import Generation
 
 TEXTS = [f"note {i} about topic {i % 3}, written on day {i * 7}" for i in range(12)]
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
-from cortex.kernel.credentials import read_admin_token
-from cortex.kernel.testing import authenticated
+from cortex.kernel.sdk.testing import authenticated
+from cortex.kernel.security.credentials import read_admin_token
 
 from ..conftest import cortex_env, run_cli
 
@@ -132,7 +132,7 @@ def events_of(channel, topics, timeout=1.0) -> list:
 
 def test_a_marketplace_event_installs_a_plugin_for_those_policy_allows(tmp_path, serve_process):
     from cortex.contracts.events.v1 import events_pb2, events_pb2_grpc
-    from cortex.kernel.credentials import KeyStore
+    from cortex.kernel.security.credentials import KeyStore
 
     from ..conftest import wait_for
 

@@ -52,7 +52,7 @@ def test_a_new_plugin_passes_its_own_tests_as_generated(bookmarks):
 def test_the_kernel_serves_it_on_every_surface_with_its_comments(bookmarks, serve_process, tmp_path):
     from mcp import Client
 
-    from cortex.kernel.testing import authenticated
+    from cortex.kernel.sdk.testing import authenticated
 
     _, site, _ = bookmarks
     sys.path.insert(0, str(site))
@@ -63,7 +63,7 @@ def test_the_kernel_serves_it_on_every_surface_with_its_comments(bookmarks, serv
     data = tmp_path / "data"
     env = cortex_env(data, PYTHONPATH=str(site), CORTEX_PLUGINS__MCP__HTTP_LISTEN="127.0.0.1:0")
     kernel = serve_process(env=env)
-    from cortex.kernel.credentials import read_admin_token
+    from cortex.kernel.security.credentials import read_admin_token
 
     token = read_admin_token(data)
     channel = authenticated(grpc.insecure_channel(kernel.target), token)

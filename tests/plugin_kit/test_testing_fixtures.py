@@ -1,4 +1,4 @@
-"""cortex.kernel.testing, used here as a plugin author uses it (the pytest11 plugin is active in
+"""cortex.kernel.sdk.testing, used here as a plugin author uses it (the pytest11 plugin is active in
 this suite too): a governed in-process kernel, a plugin object for one test, a subprocess kernel."""
 
 from __future__ import annotations

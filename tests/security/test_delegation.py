@@ -18,8 +18,8 @@ from cortex.contracts.governance.v1 import governance_pb2 as gpb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.bridge import bridge_caller
-from cortex.kernel.credentials import Credentials, KeyStore
+from cortex.kernel.sdk.bridge import bridge_caller
+from cortex.kernel.security.credentials import Credentials, KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 from ..conftest import audit_entries, bearer, cortex_env

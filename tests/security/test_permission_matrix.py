@@ -28,7 +28,7 @@ from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.memories.v1 import memories_pb2_grpc
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
 from ..conftest import cortex_env

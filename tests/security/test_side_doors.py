@@ -11,7 +11,7 @@ import pytest
 from cortex.contracts.memories.v1 import archive_pb2 as ar
 from cortex.contracts.memories.v1 import archive_pb2_grpc, memories_pb2_grpc, sources_pb2, sources_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
-from cortex.kernel.credentials import KeyStore
+from cortex.kernel.security.credentials import KeyStore
 
 from ..conftest import bearer
 

@@ -3,7 +3,7 @@
 protoc drops comments from generated Python, so codegen (`kernel/codegen.py`, `cortex plugin
 codegen`) also writes a FileDescriptorSet with source info: `cortex/contracts/descriptors.binpb` for
 Cortex-OS's own contracts, `<package>/descriptors.binpb` for a plugin's (found from the .proto
-path of a contract when it registers: `bookmarks/v1/bookmarks.proto` -> package `bookmarks`).
+path of a contract when its first description is asked for: `bookmarks/v1/bookmarks.proto` -> package `bookmarks`).
 Contracts shipped without one fall back to a description of their own.
 """
 
@@ -106,5 +106,9 @@ def _comments_in(raw: bytes) -> dict[str, str]:
     return found
 
 
-def doc(full_name: str, default: str = "") -> str:
+def doc(full_name: str, default: str = "", proto_file: str | None = None) -> str:
+    """The comment of `full_name`; `proto_file` (where it is defined) loads a plugin's comments
+    the first time one of its names is asked for."""
+    if proto_file is not None:
+        load_for(proto_file)
     return comments().get(full_name) or _plugin_comments.get(full_name, default)

@@ -87,7 +87,7 @@ class SchemaBuilder:
         # the parser refuses fields the message does not have (it also reads lowerCamelCase names,
         # which the schema leaves out: one spelling, the .proto's)
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-        description = proto_docs.doc(message.full_name)
+        description = proto_docs.doc(message.full_name, proto_file=message.file.name)
         if description:
             schema["description"] = description
         return schema
@@ -101,7 +101,7 @@ class SchemaBuilder:
         else:
             schema = self._single(field)
         schema = _nullable(schema)  # the JSON mapping reads null as the field's default
-        description = proto_docs.doc(field.full_name)
+        description = proto_docs.doc(field.full_name, proto_file=field.containing_type.file.name)
         if description:
             schema["description"] = description
         return schema
@@ -144,7 +144,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:
     names = [value.name for value in enum.values]
     schema: dict[str, Any] = {"type": ["string", "integer"], "enum": [*names, *(v.number for v in enum.values)]}
-    documented = [f"{n}: {d}" for n in names if (d := proto_docs.doc(f"{enum.full_name}.{n}"))]
+    documented = [f"{n}: {d}" for n in names if (d := proto_docs.doc(f"{enum.full_name}.{n}", proto_file=enum.file.name))]
     if documented:
         schema["description"] = "; ".join(documented)
     return schema

@@ -1,5 +1,5 @@
 """docs/plugins/hooks.md, written from the hookspecs themselves (their signatures and docstrings),
-so that the reference cannot drift from the code: `python -m cortex.kernel.hook_docs > FILE`, and a
+so that the reference cannot drift from the code: `python -m cortex.plugins.devkit.hook_docs > FILE`, and a
 test fails when the file is stale or a hook has no docstring (as datasette checks its own)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from __future__ import annotations
 import inspect
 import textwrap
 
-from . import hookspecs
+from cortex.kernel import hookspecs
 
 HEADER = """# Hook reference
 
 Every hook a Cortex-OS plugin may implement, generated from `cortex.kernel.hookspecs`
-(`python -m cortex.kernel.hook_docs > docs/plugins/hooks.md`). Implement a hook with
+(`python -m cortex.plugins.devkit.hook_docs > docs/plugins/hooks.md`). Implement a hook with
 `@hookimpl` (`from cortex.kernel import hookimpl`) and take only the arguments you need, by name.
 """
 

@@ -35,10 +35,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
+from ..call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
+from ..method import MethodInfo
+from ..registry import Health, Provider
 from .credentials import OWNER_NAMESPACE, is_reserved, namespace_of
 from .dial import Dial
-from .registry import Health, MethodInfo, Provider
 
 PROBE_TIMEOUT = 2.0
 

@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 import grpc
 
 from cortex.contracts.models.v1 import models_pb2 as pb
-from cortex.kernel import is_loopback_host
+
+from ..security.remote import is_loopback_host
 
 MAX_TOKENS_LIMIT = 8192
 DEFAULT_MAX_TOKENS = 256

@@ -10,7 +10,7 @@ import sys
 import click
 import grpc
 
-from cortex.kernel import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
+from .terminal import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
 GENERATION_TIMEOUT = 300.0
 _KEEP = {"\n", "\t"}

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from .call import PRINCIPAL_HEADER
-from .credentials import AuthError, Credentials, Identity
-from .exposure import Exposure
-from .remote import is_loopback_host
+from ..call import PRINCIPAL_HEADER
+from ..security.credentials import AuthError, Credentials, Identity
+from ..security.exposure import Exposure
+from ..security.remote import is_loopback_host
 
 IDENTITY = "cortex.identity"  # where a bridge finds its caller's Identity in the ASGI scope
 

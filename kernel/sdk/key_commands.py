@@ -11,15 +11,14 @@ from pathlib import Path
 
 import click
 
-from .credentials import ACT_AS, KeyStore, parse_expiry
+from ..security.credentials import ACT_AS, KeyStore, parse_expiry
+from .terminal import config_option, json_option, load_config_or_fail, print_json, print_table
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
 
 
 def _data_dir(config: str | None, data_dir: str | None) -> Path:
-    from .cli import _load
-
-    return Path(data_dir).expanduser().resolve() if data_dir else _load(config).data_dir
+    return Path(data_dir).expanduser().resolve() if data_dir else load_config_or_fail(config).data_dir
 
 
 def _when(stamp: float | None) -> str:
@@ -27,8 +26,6 @@ def _when(stamp: float | None) -> str:
 
 
 def register(cli: click.Group) -> None:
-    from .cli import _print_json, _table, config_option, json_option
-
     @cli.group()
     def keys() -> None:
         """API keys: a client calls as key:NAME with `authorization: Bearer <key>`."""
@@ -60,11 +57,11 @@ def register(cli: click.Group) -> None:
         """List keys (names, scopes, expiry; never the keys)."""
         found = KeyStore(_data_dir(config, data_dir)).list()
         if as_json:
-            return _print_json([
+            return print_json([
                 {"name": k.name, "principal": k.principal, "scopes": list(k.scopes), "created": _when(k.created),
                  "expires": _when(k.expires), "revoked": _when(k.revoked)} for k in found
             ])
-        _table([[k.principal, ", ".join(k.scopes), _when(k.created), _when(k.expires), _when(k.revoked)] for k in found],
+        print_table([[k.principal, ", ".join(k.scopes), _when(k.created), _when(k.expires), _when(k.revoked)] for k in found],
                ["PRINCIPAL", "SCOPES", "CREATED", "EXPIRES", "REVOKED"])
 
     @keys.command("revoke")
@@ -89,7 +86,7 @@ def register(cli: click.Group) -> None:
         """Make a CA (once) and this kernel's certificate; print the settings that use them."""
         folder = _data_dir(config, data_dir)
         try:
-            from .tls import init_ca  # (cryptography's x509 costs the other commands 0.4 s)
+            from ..security.tls import init_ca  # (cryptography's x509 costs the other commands 0.4 s)
 
             made = init_ca(folder, list(hosts))
         except ValueError as exc:
@@ -110,7 +107,7 @@ def register(cli: click.Group) -> None:
     def tls_issue(config, data_dir, name) -> None:
         """Make a client certificate: its holder is node:NAME to kernels trusting this CA."""
         try:
-            from .tls import issue_client
+            from ..security.tls import issue_client
 
             cert, key = issue_client(_data_dir(config, data_dir), name)
         except ValueError as exc:

@@ -180,7 +180,7 @@ def test_a_caller_without_a_credential_is_held_by_policy(cortex_kernel):
 def test_generated_code_matches_the_proto():
     from pathlib import Path
 
-    from cortex.kernel.codegen import Target, check
+    from cortex.plugins.devkit.codegen import Target, check
 
     root = Path(__file__).resolve().parent.parent
     assert check(Target.for_plugin(root / "protos", root / "src")) == []

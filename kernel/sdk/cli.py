@@ -11,110 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import grpc
-from google.protobuf import json_format
 
-from .config import ConfigError, editable_config_path, load_config
-from .dial import Dial, client_dial
+from ..config import ConfigError, editable_config_path, load_config
+from ..security.dial import client_dial
 from .logs import configure_logging
-
-TIMEOUT = 10.0
-
-
-def _to_dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
-
-
-def _load(config: str | None, **overrides: Any):
-    try:
-        return load_config(config, overrides=overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-config_option = click.option(
-    "--config", "config", type=click.Path(dir_okay=False), envvar="CORTEX_CONFIG",
-    help="Config file (default: $CORTEX_CONFIG, ./cortex.toml, ~/.cortex/cortex.toml).",
+from .terminal import (
+    TIMEOUT,
+    config_option,
+    json_option,
+    kernel_client,
+    load_config_or_fail,
+    print_json,
+    print_table,
+    target_option,
+    to_dict,
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
-target_option = click.option("--target", default=None, help="Kernel address HOST:PORT (default: from config).")
-
-
-class KernelClient:
-    """A synchronous client of a running kernel, with errors a person can act on. It calls with
-    the credential `dial` carries (CORTEX_TOKEN, else the data dir's admin token): as that key,
-    or as `admin`; with none, the kernel sees `local`."""
-
-    def __init__(self, target: str, dial: Dial | None = None):
-        self.target = target
-        dial = dial or Dial()
-        try:
-            self.channel = dial.channel(target)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
-        self.metadata = dial.metadata()
-
-    def call(self, fn: Callable, request: Any, timeout: float = TIMEOUT) -> Any:
-        try:
-            return fn(request, timeout=timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise self.error(exc) from None
-
-    def error(self, exc: grpc.RpcError) -> click.ClickException:
-        code = exc.code()
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return click.ClickException(
-                f"{exc.details()}. The CLI sends $CORTEX_TOKEN, else the admin token of the data dir it is "
-                "configured with (--config, or --data-dir on `cortex serve`)."
-            )
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return click.ClickException(
-                f"no kernel is answering at {self.target} ({code.name}: {exc.details()}). "
-                "Start one with `cortex serve`, or pass --target HOST:PORT."
-            )
-        return click.ClickException(f"{code.name}: {exc.details()}")
-
-    def kernel(self):
-        from cortex.contracts.kernel.v1 import kernel_pb2_grpc
-
-        return kernel_pb2_grpc.KernelServiceStub(self.channel)
-
-
-def _client(config: str | None, target: str | None) -> KernelClient:
-    cfg = _load(config)
-    return KernelClient(target or cfg.target, client_dial(cfg))
-
-
-# The helpers a plugin's commands use, under their public names (cortex.kernel exports them):
-# `kernel_client(config, target)` -> KernelClient (.channel, .call(fn, request) with errors a
-# person can act on), `load_config_or_fail(config)`, `print_json`, `print_table(rows, header)`,
-# `to_dict(message)`, and the click options config_option, target_option, json_option.
-kernel_client = _client
-load_config_or_fail = _load
-print_json = _print_json
-print_table = _table
-to_dict = _to_dict
 
 
 @click.group()
@@ -130,7 +49,7 @@ def cli() -> None:
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Data directory (default ~/.cortex).")
 def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
     """Start the kernel and serve every enabled plugin's contracts over gRPC."""
-    cfg = _load(config, **{"kernel.listen": listen, "kernel.data_dir": data_dir})
+    cfg = load_config_or_fail(config, **{"kernel.listen": listen, "kernel.data_dir": data_dir})
     configure_logging(cfg.kernel["log_level"], cfg.kernel["log_format"])
     try:
         asyncio.run(_serve(cfg))
@@ -141,7 +60,7 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
 
 
 async def _serve(cfg) -> None:
-    from .runtime import Kernel
+    from ..runtime import Kernel
 
     # everything the kernel and its plugins write (databases and their -wal files, keys, policies)
     # is the owner's alone: one rule here rather than a chmod after each file is made
@@ -170,10 +89,10 @@ def info(config, target, as_json) -> None:
     """Show the running kernel's version, data dir and privacy mode."""
     from cortex.contracts.kernel.v1 import kernel_pb2
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     reply = client.call(client.kernel().GetInfo, kernel_pb2.GetInfoRequest())
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     click.echo(f"cortex {reply.version} at {reply.listen}")
     click.echo(f"  data dir:     {reply.data_dir}")
     click.echo(f"  privacy mode: {'on' if reply.privacy_mode else 'off'}")
@@ -194,7 +113,7 @@ def health(config, target, as_json, services) -> None:
 
     from cortex.contracts.kernel.v1 import kernel_pb2
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     if not services:
         contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
         services = ("", *(c.service for c in contracts.contracts))
@@ -209,9 +128,9 @@ def health(config, target, as_json, services) -> None:
                 raise client.error(exc) from None
             statuses[service or "(overall)"] = "SERVICE_UNKNOWN"
     if as_json:
-        _print_json(statuses)
+        print_json(statuses)
     else:
-        _table([[s, st] for s, st in statuses.items()], ["SERVICE", "STATUS"])
+        print_table([[s, st] for s, st in statuses.items()], ["SERVICE", "STATUS"])
     if not as_json:
         try:
             info = client.kernel().GetInfo(kernel_pb2.GetInfoRequest(), timeout=TIMEOUT, metadata=client.metadata)
@@ -236,10 +155,10 @@ def contracts_list(config, target, as_json) -> None:
     """List every served contract, its methods, and its providers in routing order."""
     from cortex.contracts.kernel.v1 import kernel_pb2
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     reply = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
     if as_json:
-        return _print_json(_to_dict(reply))
+        return print_json(to_dict(reply))
     for c in reply.contracts:
         click.echo(f"{c.service} ({c.version})")
         click.echo("  methods:   " + ", ".join(m.name + (" [stream]" if m.server_streaming else "") for m in c.methods))
@@ -266,10 +185,10 @@ def plugins() -> None:
 def plugins_list(config, as_json, show_hooks) -> None:
     """List installed plugins, whether the config enables them, and, when a kernel answers, their
     state in it (loaded, broken with its error, disabled)."""
-    from .plugin_host import PluginHost, discover
-    from .registry import ContractRegistry
+    from ..plugin_host import PluginHost, discover
+    from ..registry import ContractRegistry
 
-    cfg = _load(config)
+    cfg = load_config_or_fail(config)
     disabled = set(cfg.disabled_plugins)
     running = _running_plugins(cfg)
     hooks: dict[str, list[str]] = {}
@@ -290,12 +209,12 @@ def plugins_list(config, as_json, show_hooks) -> None:
         for r in discover()
     ]
     if as_json:
-        return _print_json({"config": str(cfg.path or ""), "kernel": bool(running), "plugins": rows})
+        return print_json({"config": str(cfg.path or ""), "kernel": bool(running), "plugins": rows})
     if not rows:
         click.echo("no plugins installed")
         return
     header = ["NAME", "VERSION", "ENABLED", "SOURCE", "CONTRACTS"] + (["IN KERNEL"] if running else []) + (["HOOKS"] if show_hooks else [])
-    _table(
+    print_table(
         [
             [r["name"], r["version"], "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])]
             + ([r.get("state", "-") + (f": {r['error']}" if r.get("error") else "")] if running else [])
@@ -324,14 +243,14 @@ def _running_plugins(cfg) -> dict[str, tuple[str, str]]:
 def _set_enabled(config: str | None, name: str, enabled: bool, restart_hint: bool = True) -> None:
     import tomlkit
 
-    from .plugin_host import discover
+    from ..plugin_host import discover
 
     known = {r.name for r in discover()}
     if name not in known:
         raise click.ClickException(f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}")
     path = editable_config_path(config)
     if path.exists():
-        _load(str(path))  # refuse to edit a file that does not parse
+        load_config_or_fail(str(path))  # refuse to edit a file that does not parse
     doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
     section = doc.setdefault("plugins", tomlkit.table())
     disabled = section.setdefault("disabled", tomlkit.array())
@@ -350,7 +269,7 @@ def _set_enabled(config: str | None, name: str, enabled: bool, restart_hint: boo
 def _live(config: str | None, target: str | None, method: str, request: Any) -> Any:
     from cortex.contracts.kernel.v1 import kernel_pb2_grpc
 
-    client = _client(config, target)
+    client = kernel_client(config, target)
     return client.call(getattr(kernel_pb2_grpc.PluginServiceStub(client.channel), method), request, timeout=600)
 
 
@@ -415,15 +334,15 @@ def plugins_install(config, target, spec, sha256) -> None:
 def _add_plugin_commands() -> None:
     """Let plugins add subcommands. A broken config or plugin never breaks the CLI itself."""
     try:
-        from .plugin_host import PluginHost
-        from .registry import ContractRegistry
+        from ..plugin_host import PluginHost
+        from ..registry import ContractRegistry
 
         cfg = load_config(None)
         host = PluginHost(cfg, ContractRegistry(), quiet=True)
         host.load()
         host.register_commands(cli)
     except Exception as exc:  # noqa: BLE001 - the core commands must work whatever is broken
-        from .plugin_host import first_line
+        from ..plugin_host import first_line
 
         # say so, once, on stderr: a silent skip left people wondering where `cortex recall` went
         click.echo(
@@ -437,11 +356,10 @@ def main() -> None:
     # otherwise: a server's matrices are small and its requests concurrent, and OpenBLAS's idle
     # workers spin: on 2 cores they burned more CPU than the work (scripts/loadtest.py, issue 14).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from . import plugin_commands, security_commands
+    from . import key_commands
     from .doctor import doctor
 
-    security_commands.register(cli)
-    plugin_commands.register(cli)
+    key_commands.register(cli)
     cli.add_command(doctor)
     _add_plugin_commands()
     cli(prog_name="cortex")

@@ -17,14 +17,14 @@ from dataclasses import asdict
 import click
 import grpc
 
-from .doctor_check import FAIL, OK, WARN, port_check
-from .doctor_check import DoctorCheck as Check
+from ..doctor_check import FAIL, OK, WARN, port_check
+from ..doctor_check import DoctorCheck as Check
 
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 
 
 def _checks(config_path: str | None) -> list[Check]:
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     checks = [
         Check("python", OK if sys.version_info >= (3, 11) else FAIL, sys.version.split()[0], "use Python 3.11 or newer")
@@ -63,7 +63,7 @@ def _kernel_info(cfg):
     """The running kernel's GetInfo, or None when none answers at kernel.listen."""
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
-    from .dial import client_dial
+    from ..security.dial import client_dial
 
     dial = client_dial(cfg)
     try:
@@ -85,7 +85,7 @@ def _governance(cfg, info) -> Check:
 
 
 def _exposure(cfg) -> Check:
-    from .exposure import Exposure
+    from ..security.exposure import Exposure
 
     exposure = Exposure.from_config(cfg.kernel)
     try:
@@ -102,8 +102,8 @@ def _exposure(cfg) -> Check:
 
 def _plugins(cfg, running: bool) -> list[Check]:
     """Each plugin's state, then the checks each plugin makes of itself (`cortex_doctor`)."""
-    from .plugin_host import BROKEN, DISABLED, PluginHost
-    from .registry import ContractRegistry
+    from ..plugin_host import BROKEN, DISABLED, PluginHost
+    from ..registry import ContractRegistry
 
     host = PluginHost(cfg, ContractRegistry(), quiet=True)
     try:
@@ -134,7 +134,7 @@ def _keys(cfg) -> Check:
 def _live_health(cfg) -> list[Check]:
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
-    from .dial import client_dial
+    from ..security.dial import client_dial
 
     dial = client_dial(cfg)
     with dial.channel(cfg.listen) as channel:

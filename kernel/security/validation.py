@@ -21,10 +21,10 @@ import grpc
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import Descriptor
 
-from .call import RouterError
+from ..call import RouterError
 
 if TYPE_CHECKING:
-    from .registry import MethodInfo
+    from ..method import MethodInfo
 
 # buf/validate/validate.proto: (buf.validate.message), (buf.validate.oneof), (buf.validate.field)
 # all have this number, on MessageOptions, OneofOptions and FieldOptions

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .remote import is_loopback_host
+from ..security.remote import is_loopback_host
 
 DSN_ENV = "CORTEX_POSTGRES_DSN"
 

@@ -22,11 +22,11 @@ import grpc
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import Message
 
+from ..call import PRINCIPAL_HEADER, RouterError
+from ..method import MethodInfo
+from ..security.dial import Dial
 from . import proto_docs
-from .call import PRINCIPAL_HEADER, RouterError
-from .dial import Dial
 from .json_schema import FREE_OBJECTS, NOT_OBJECTS
-from .registry import MethodInfo
 
 # the kernel's plumbing, not contracts: never bridged
 INTERNAL_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
@@ -39,7 +39,8 @@ def bridged(method: MethodInfo) -> bool:
 def describe(method: MethodInfo) -> str:
     """The method's .proto comment, or a plain description for contracts shipped without one."""
     fallback = f"Calls {method.service}/{method.name} ({method.input.DESCRIPTOR.name} -> {method.output.DESCRIPTOR.name})."
-    return proto_docs.doc(f"{method.service}.{method.name}", fallback)
+    service = method.input.DESCRIPTOR.file.pool.FindServiceByName(method.service)
+    return proto_docs.doc(f"{method.service}.{method.name}", fallback, proto_file=service.file.name)
 
 
 def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:

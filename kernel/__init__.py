@@ -25,6 +25,7 @@ from .doctor_check import FAIL, OK, WARN, DoctorCheck, listener_check, port_chec
 from .hookspecs import hookimpl, hookspec
 from .method import MethodInfo
 from .registry import Health, Registrar
+from .security.capabilities import CredentialCheck, EventSink, ListenerRule, PluginDirectory, Stopping, WebPages
 from .security.credentials import LOCAL, AuthError, Identity
 
 # The plugin API's version: a plugin's CORTEX_API specifier is checked against it before its
@@ -71,18 +72,24 @@ __all__ = [
     "WARN",
     "AuthError",
     "Call",
+    "CredentialCheck",
     "Decision",
     "DoctorCheck",
+    "EventSink",
     "Health",
     "Identity",
     "KernelChannel",
+    "ListenerRule",
     "MethodInfo",
     "Outcome",
     "PluginContext",
+    "PluginDirectory",
     "ProviderInfo",
     "Registrar",
     "RouterError",
+    "Stopping",
     "Unavailable",
+    "WebPages",
     "check_settings",
     "hookimpl",
     "hookspec",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -217,7 +218,7 @@ class LocalContext:
         self.trailing: tuple[tuple[str, str], ...] = ()
         self.initial: tuple[tuple[str, str], ...] = ()
 
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Iterable[tuple[str, str]] = ()) -> None:
         if trailing_metadata:
             self.trailing = tuple(trailing_metadata)
         raise ProviderAbort(code, details)
@@ -234,10 +235,10 @@ class LocalContext:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._call.metadata
 
-    def set_trailing_metadata(self, metadata) -> None:
+    def set_trailing_metadata(self, metadata: Iterable[tuple[str, str]]) -> None:
         self.trailing = tuple(metadata)
 
-    async def send_initial_metadata(self, metadata) -> None:
+    async def send_initial_metadata(self, metadata: Iterable[tuple[str, str]]) -> None:
         self.initial = tuple(metadata)
 
     def time_remaining(self) -> float | None:
@@ -255,7 +256,7 @@ class LocalContext:
     def is_active(self) -> bool:
         return True
 
-    def add_done_callback(self, callback) -> None:  # nothing to notify in-process
+    def add_done_callback(self, callback: Callable[..., object]) -> None:  # nothing to notify in-process
         pass
 
     @property

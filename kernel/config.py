@@ -1,79 +1,27 @@
 """The kernel's configuration: `cortex.toml`, then `CORTEX_*` variables, then CLI flags.
 
-A config file looks like this (every key optional):
-
-    [kernel]
-    listen = "127.0.0.1:50051"
-    data_dir = "~/.cortex"
-    privacy_mode = false            # true: no call leaves the machine
-    log_level = "info"
-    log_format = "auto"             # auto (JSON unless a TTY) | json | console
-    max_message_bytes = 8388608
-    shutdown_grace_seconds = 10
-    health_interval_seconds = 10
-    required_plugins = ["governance"]  # without one of these (broken, disabled), serve refuses to start
-    require_credentials = false     # true: callers on loopback need a credential too (no `local`)
-    tls_cert = ""                   # TLS for every listener (`cortex tls init` makes these); a listener
-    tls_key = ""                    #   beyond loopback needs TLS and require_credentials = true
-    tls_client_ca = ""              # mutual TLS: a client certificate from this CA is `node:<CN>`
-    owners = ["mcp:*", "a2a:*"]     # principals whose data is the owner's (besides admin, local,
-                                    #   plugins, node:*): everyone else's memories and traces are
-                                    #   their own (`key:alice` sees only key:alice's)
-
-    [client]
-    target = "127.0.0.1:50051"      # where client commands find the kernel (default: kernel.listen)
-    token_env = "CORTEX_TOKEN"      # an API key to call with (else the data dir's admin token)
-    tls_ca = ""                     # the CA to trust (default: the data dir's, when kernel.tls_cert is set)
-    tls_cert = ""                   # mutual TLS: this client's certificate and key
-    tls_key = ""
-
-    [plugins]
-    disabled = ["echo"]             # never imported, hooks never called
+Every key is optional. The kernel's own tables are the typed sections below, each with its keys,
+their defaults and what they mean: [kernel] `KernelSection`, [client] `ClientSection`, [plugins]
+`PluginsSection`, [circuit] `CircuitSection`, [hybrid] `HybridSection`, [providers.NAME]
+`ProviderSection`. A `Config` holds them, built once its values are valid (`config.hybrid.mode`,
+`config.kernel_section.required_plugins`). The other tables are named by the admin:
 
     [plugins.echo]                  # a plugin's own section, handed to its cortex_configure hook
-    greeting = "hi"
+    greeting = "hi"                 #   as a dict (`Config.plugin_section`)
 
     [routing."cortex_echo.v1.EchoService"]
-    order = ["remote-echo", "echo"] # provider names, tried in this order
+    order = ["remote-echo", "echo"] # provider names, tried in this order; those it leaves out (all,
+                                    #   with no order) follow by the rank their plugins declare
+                                    #   (`registry.add(..., rank=)`), then as registered
 
     [providers.remote-echo]         # a remote provider: the router calls it over gRPC
     endpoint = "10.0.0.7:50051"
     services = ["cortex_echo.v1.EchoService"]
-    timeout_seconds = 5             # per attempt, within the caller's deadline
-    tls_ca = "ca.pem"               # call it over TLS (required beyond loopback); mutual TLS with
-    tls_cert = "node.pem"           #   a client certificate (the remote sees node:<CN>), and/or
-    tls_key = "node.key"
-    token_env = "BOX2_KEY"          #   an API key of the remote kernel, from this variable
-
-    [circuit]
-    failure_threshold = 5
-    reset_timeout_seconds = 30
-    retries = 1                     # extra passes over the providers, failover-safe methods only
-    retry_backoff_seconds = 0.05    # doubled on each pass
-
-    [hybrid]                        # how the router mixes local and remote providers
-    mode = "balanced"               # balanced: the configured order | performance: fastest first
-                                    # (measured latency) | privacy: local providers only
-    mlx_first = true                # the preferred provider leads, whatever the mode
-    preferred = "mlx"               # ...this one (a provider name)
-    conjunction = true              # false: a remote provider never serves as a fallback
-
-    The default order for cortex.models.v1.ModelService is mlx, ollama, openai.
 
 Environment: `CORTEX_CONFIG` names the file; `CORTEX_<SECTION>__<KEY>` sets one key
 (`CORTEX_KERNEL__LISTEN=0.0.0.0:6000`, `CORTEX_PLUGINS__DISABLED='["echo"]'`), and
 `CORTEX_PLUGINS__<PLUGIN>__<KEY>` one key of a plugin's section; values are read as
-TOML values when they parse as one, else as strings. Short variables, each one kernel key:
-
-    `CORTEX_LISTEN`               kernel.listen
-    `CORTEX_DATA_DIR`             kernel.data_dir
-    `CORTEX_PRIVACY_MODE`         kernel.privacy_mode        true: no call leaves the machine
-    `CORTEX_LOG_LEVEL`            kernel.log_level
-    `CORTEX_LOG_FORMAT`           kernel.log_format
-    `CORTEX_TARGET`               client.target              where client commands find the kernel
-    `CORTEX_HYBRID_MODE`          hybrid.mode                privacy: no call leaves the machine either
-    `CORTEX_MLX_FIRST_PRIORITY`   hybrid.mlx_first
-    `CORTEX_CONJUNCTION_ENABLED`  hybrid.conjunction
+TOML values when they parse as one, else as strings. Short variables, each one key: `ENV_ALIASES`.
 """
 
 from __future__ import annotations
@@ -82,63 +30,112 @@ import copy
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "kernel": {
-        "listen": DEFAULT_LISTEN,
-        "data_dir": "~/.cortex",
-        "privacy_mode": False,
-        "log_level": "info",
-        "log_format": "auto",
-        "max_message_bytes": 8 * 1024 * 1024,
-        "shutdown_grace_seconds": 10.0,
-        "health_interval_seconds": 10.0,
-        # plugins without which the kernel must not serve: governance fails closed
-        "required_plugins": ["governance"],
-        "require_credentials": False,
-        "tls_cert": "",
-        "tls_key": "",
-        "tls_client_ca": "",
-        "owners": ["mcp:*", "a2a:*"],
-    },
-    "client": {"target": "", "token_env": "CORTEX_TOKEN", "tls_ca": "", "tls_cert": "", "tls_key": ""},
-    "plugins": {"disabled": []},
-    "routing": {"cortex.models.v1.ModelService": {"order": ["mlx", "ollama", "openai"]}},
-    "providers": {},
-    "circuit": {"failure_threshold": 5, "reset_timeout_seconds": 30.0, "retries": 1, "retry_backoff_seconds": 0.05},
-    "hybrid": {"mode": "balanced", "mlx_first": True, "conjunction": True, "preferred": "mlx"},
-}
-HYBRID_MODES = ("balanced", "performance", "privacy")
-PROVIDER_KEYS = {"endpoint", "services", "timeout_seconds", "local", "tls_ca", "tls_cert", "tls_key", "token_env"}
+
+@dataclass(frozen=True)
+class KernelSection:
+    """[kernel]: the kernel's process, its listener, and whom it trusts."""
+    listen: str = DEFAULT_LISTEN
+    data_dir: str = "~/.cortex"
+    privacy_mode: bool = False  # true: no call leaves the machine
+    log_level: str = "info"  # debug | info | warning | error
+    log_format: str = "auto"  # auto (JSON unless a TTY) | json | console
+    max_message_bytes: int = 8 * 1024 * 1024  # at least 1024
+    shutdown_grace_seconds: float = 10.0  # in-flight calls' time to finish when the kernel stops
+    health_interval_seconds: float = 10.0
+    required_plugins: tuple[str, ...] = ("governance",)  # without one of these (broken, disabled), serve refuses to start
+    require_credentials: bool = False  # true: callers on loopback need a credential too (no `local`)
+    tls_cert: str = ""  # TLS for every listener (`cortex tls init` makes these); a listener beyond
+    tls_key: str = ""  #   loopback needs TLS and require_credentials = true
+    tls_client_ca: str = ""  # mutual TLS: a client certificate from this CA is `node:<CN>`
+    # principals whose data is the owner's (besides admin, local, plugins, node:*): everyone else's
+    # memories and traces are their own (`key:alice` sees only key:alice's)
+    owners: tuple[str, ...] = ("mcp:*", "a2a:*")
 
 
-def _loopback_endpoint(endpoint: str) -> bool:
-    from .security.remote import is_loopback
+@dataclass(frozen=True)
+class ClientSection:
+    """[client]: how client commands (`cortex ...`, `cortex mcp`) reach the kernel."""
+    target: str = ""  # where client commands find the kernel ("": kernel.listen; `Config.target`)
+    token_env: str = "CORTEX_TOKEN"  # noqa: S105 - the variable holding an API key to call with (else the admin token)
+    tls_ca: str = ""  # the CA to trust (default: the data dir's, when kernel.tls_cert is set)
+    tls_cert: str = ""  # mutual TLS: this client's certificate and key
+    tls_key: str = ""
 
-    return is_loopback(endpoint)
 
-# Tables whose keys are names chosen by the user (plugin, service and provider names).
+@dataclass(frozen=True)
+class PluginsSection:
+    """[plugins]: which plugins run (a plugin's own [plugins.NAME] table: `Config.plugin_section`)."""
+    disabled: tuple[str, ...] = ()  # never imported, hooks never called
+
+
+@dataclass(frozen=True)
+class CircuitSection:
+    """[circuit]: when the router stops calling a failing provider, and how it retries."""
+    failure_threshold: int = 5  # provider faults in a row that open its circuit
+    reset_timeout_seconds: float = 30.0  # then one half-open probe
+    retries: int = 1  # 0 to 5 extra passes over the providers, failover-safe methods only
+    retry_backoff_seconds: float = 0.05  # before the first extra pass, doubled on each
+
+
+@dataclass(frozen=True)
+class HybridSection:
+    """[hybrid]: how the router mixes local and remote providers."""
+    mode: str = "balanced"  # balanced: the routing order | performance: fastest (measured) first | privacy: local only
+    mlx_first: bool = True  # the preferred provider leads, whatever the mode
+    conjunction: bool = True  # false: a remote provider never serves as a fallback
+    preferred: str = "mlx"  # ...that provider (a provider name)
+
+
+@dataclass(frozen=True)
+class ProviderSection:
+    """[providers.NAME]: a remote provider, which the router calls over gRPC."""
+    endpoint: str = ""  # "host:port"
+    services: tuple[str, ...] = ()  # the contracts it serves there ("pkg.v1.Service")
+    timeout_seconds: float | None = None  # per attempt, within the caller's deadline
+    local: bool | None = None  # whether calls to it stay on this machine (default: a loopback endpoint)
+    tls_ca: str = ""  # call it over TLS (required beyond loopback); mutual TLS with a client
+    tls_cert: str = ""  #   certificate (the remote sees node:<CN>), and/or
+    tls_key: str = ""
+    token_env: str = ""  #   an API key of the remote kernel, from this variable
+
+
+# The kernel's tables with fixed keys, by name; `routing` and `providers` are keyed by names the admin chooses.
+SECTIONS = {"kernel": KernelSection, "client": ClientSection, "plugins": PluginsSection, "circuit": CircuitSection,
+            "hybrid": HybridSection}
 OPEN_TABLES = {"routing", "providers"}
+DEFAULTS: dict[str, dict[str, Any]] = {  # as TOML values
+    name: {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)} for name, cls in SECTIONS.items()
+} | {"routing": {}, "providers": {}}
+PROVIDER_KEYS = {f.name for f in fields(ProviderSection)}
+# how each key is checked: by its type, or these words, or these choices
+KINDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "str": (str, "a string"), "bool": (bool, "true or false"), "int": (int, "an integer"),
+    "float": ((int, float), "a number of seconds"), "tuple[str, ...]": (list, "a list of names")}
+WHAT = {"kernel.listen": "a 'host:port' string", "kernel.data_dir": "a path", "hybrid.preferred": "a provider name",
+        "kernel.owners": "a list of principal globs", "kernel.required_plugins": "a list of plugin names",
+        "plugins.disabled": "a list of plugin names"}
+CHOICES = {"kernel.log_level": ("debug", "info", "warning", "error"), "kernel.log_format": ("auto", "json", "console"),
+           "hybrid.mode": ("balanced", "performance", "privacy")}
 
-ENV_ALIASES = {
+ENV_ALIASES = {  # the short variables: each sets one key
     "CORTEX_LISTEN": ("kernel", "listen"),
     "CORTEX_DATA_DIR": ("kernel", "data_dir"),
-    "CORTEX_PRIVACY_MODE": ("kernel", "privacy_mode"),
+    "CORTEX_PRIVACY_MODE": ("kernel", "privacy_mode"),  # true: no call leaves the machine
     "CORTEX_LOG_LEVEL": ("kernel", "log_level"),
     "CORTEX_LOG_FORMAT": ("kernel", "log_format"),
-    "CORTEX_TARGET": ("client", "target"),
-    "CORTEX_HYBRID_MODE": ("hybrid", "mode"),
+    "CORTEX_TARGET": ("client", "target"),  # where client commands find the kernel
+    "CORTEX_HYBRID_MODE": ("hybrid", "mode"),  # privacy: no call leaves the machine either
     "CORTEX_MLX_FIRST_PRIORITY": ("hybrid", "mlx_first"),
     "CORTEX_CONJUNCTION_ENABLED": ("hybrid", "conjunction"),
 }
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("auto", "json", "console")
 
 
 class ConfigError(Exception):
@@ -152,42 +149,50 @@ class ConfigError(Exception):
 
 @dataclass
 class Config:
-    """The merged configuration. `data` holds every section as plain TOML values."""
+    """The merged configuration. `data` holds every table as plain TOML values; the kernel's own
+    are read as typed sections, built once the values are valid (`override` changes values)."""
 
     data: dict[str, Any]
     path: Path | None = None
     text: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # "kernel.listen" -> where it was set
+    kernel_section: KernelSection = field(init=False)
+    client: ClientSection = field(init=False)
+    plugins: PluginsSection = field(init=False)
+    circuit: CircuitSection = field(init=False)
+    hybrid: HybridSection = field(init=False)
+    routing: Mapping[str, tuple[str, ...]] = field(init=False)  # service -> its order (provider names)
+    providers: Mapping[str, ProviderSection] = field(init=False)  # name -> a remote provider
 
-    # -- typed accessors for the kernel's own keys -------------------------------------------------
     @property
     def kernel(self) -> dict[str, Any]:
-        return self.data["kernel"]
+        """[kernel] as TOML values (`kernel_section` is the typed one)."""
+        return cast(dict[str, Any], self.data["kernel"])
 
     @property
     def listen(self) -> str:
-        return self.kernel["listen"]
+        return self.kernel_section.listen
 
     @property
     def data_dir(self) -> Path:
-        return Path(os.path.expanduser(str(self.kernel["data_dir"]))).resolve()
+        return Path(os.path.expanduser(self.kernel_section.data_dir)).resolve()
 
     @property
     def privacy_mode(self) -> bool:
-        return bool(self.kernel["privacy_mode"])
+        return self.kernel_section.privacy_mode
 
     @property
     def local_only(self) -> bool:
         """No call may leave the machine: privacy mode, or the privacy hybrid mode."""
-        return self.privacy_mode or self.data["hybrid"]["mode"] == "privacy"
+        return self.privacy_mode or self.hybrid.mode == "privacy"
 
     @property
     def target(self) -> str:
-        return self.data["client"]["target"] or self.listen
+        return self.client.target or self.listen
 
     @property
     def disabled_plugins(self) -> list[str]:
-        return list(self.data["plugins"]["disabled"])
+        return list(self.plugins.disabled)
 
     def plugin_section(self, name: str) -> dict[str, Any]:
         section = self.data["plugins"].get(name, {})
@@ -197,10 +202,27 @@ class Config:
         return [k for k, v in self.data["plugins"].items() if isinstance(v, dict)]
 
     def routing_order(self, service: str) -> list[str]:
-        return list(self.data["routing"].get(service, {}).get("order", []))
+        return list(self.routing.get(service, ()))
 
-    def provider(self, name: str) -> dict[str, Any]:
-        return dict(self.data["providers"].get(name, {}))
+    def override(self, values: dict[str, Any], origin: str = "command line") -> None:
+        """Set "section.key" (or "plugins.NAME.KEY") values from `origin`, skipping None (a flag not
+        given), then validate and build the typed sections again: for CLI flags, and for a program
+        that starts a kernel with settings of its own. ConfigError names `origin` for a bad one."""
+        for dotted, value in values.items():
+            if value is not None:
+                self._set(dotted, value, origin)
+        _validate(self)
+
+    def _set(self, dotted: str, value: Any, origin: str) -> None:
+        section, _, key = dotted.partition(".")
+        table = self.data[section]
+        if section == "plugins" and "." in key:  # one key of a plugin's own section
+            name, key = key.split(".", 1)
+            table = table.setdefault(name, {})
+            if not isinstance(table, dict):
+                return
+        table[key] = value
+        self.sources[dotted] = origin
 
     def line_of(self, needle: str) -> int | None:
         """The first line of the file that mentions `needle`, for error messages."""
@@ -217,7 +239,7 @@ class Config:
 USER_CONFIG = Path("~/.cortex/cortex.toml")
 
 
-def config_path(explicit: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Path | None:
+def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
     """The file to read: --config, else $CORTEX_CONFIG, else ./cortex.toml, else
     ~/.cortex/cortex.toml; None when there is none (the embedded defaults apply)."""
     env = os.environ if env is None else env
@@ -239,39 +261,30 @@ def editable_config_path(explicit: str | os.PathLike[str] | None = None) -> Path
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Read and validate the config. `overrides` maps "section.key" to CLI-flag values."""
     env = os.environ if env is None else env
     file = config_path(path, env)
-    data = copy.deepcopy(DEFAULTS)
-    sources: dict[str, str] = {}
-    text = ""
+    cfg = Config(copy.deepcopy(DEFAULTS), file)
     if file is not None:
         try:
-            text = file.read_text(encoding="utf-8")
+            cfg.text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError("config file not found", file) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file: {exc}", file) from None
         try:
-            parsed = tomllib.loads(text)
+            parsed = tomllib.loads(cfg.text)
         except tomllib.TOMLDecodeError as exc:
             line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
             raise ConfigError(f"invalid TOML: {exc}", file, line) from None
-        cfg_for_errors = Config(data, file, text)
-        _merge_file(data, parsed, cfg_for_errors, sources, str(file))
-    cfg = Config(data, file, text, sources)
+        _merge_file(cfg, parsed)
     for name, value in sorted(env.items()):
         if name.startswith("CORTEX_") and name != "CORTEX_CONFIG":
             _apply_env(cfg, name, value)
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            section, key = dotted.split(".", 1)
-            cfg.data[section][key] = value
-            cfg.sources[dotted] = "command line"
-    _validate(cfg)
+    cfg.override(overrides or {})
     return cfg
 
 
@@ -280,7 +293,7 @@ def _line_from_message(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _merge_file(data: dict, parsed: dict, cfg: Config, sources: dict, origin: str) -> None:
+def _merge_file(cfg: Config, parsed: dict[str, Any]) -> None:
     for section, values in parsed.items():
         if section not in DEFAULTS:
             known = ", ".join(sorted(DEFAULTS))
@@ -292,8 +305,8 @@ def _merge_file(data: dict, parsed: dict, cfg: Config, sources: dict, origin: st
             if closed and key not in DEFAULTS[section]:
                 known = ", ".join(sorted(DEFAULTS[section])) or "(none)"
                 raise cfg.error(f"unknown key '{key}' in [{section}]; known keys: {known}", key)
-            data[section][key] = value
-            sources[f"{section}.{key}"] = origin
+            cfg.data[section][key] = value  # (a plugin's name may hold a dot: no `_set`)
+            cfg.sources[f"{section}.{key}"] = str(cfg.path)
 
 
 def _apply_env(cfg: Config, name: str, raw: str) -> None:
@@ -303,18 +316,14 @@ def _apply_env(cfg: Config, name: str, raw: str) -> None:
         parts = name[len("CORTEX_") :].lower().split("__")
         if len(parts) == 3 and parts[0] == "plugins" and all(parts):
             # CORTEX_PLUGINS__HTTP__LISTEN=127.0.0.1:0 -> [plugins.http] listen; the plugin checks its keys
-            section = cfg.data["plugins"].setdefault(parts[1], {})
-            if isinstance(section, dict):
-                section[parts[2]] = _parse_env_value(raw)
-                cfg.sources[f"plugins.{parts[1]}.{parts[2]}"] = f"${name}"
+            cfg._set(".".join(parts), _parse_env_value(raw), f"${name}")
             return
         if len(parts) != 2 or parts[0] not in DEFAULTS:
             return  # not a config variable: ignored
         section, key = parts
         if section not in OPEN_TABLES and key not in DEFAULTS[section]:
             raise ConfigError(f"unknown key '{key}' in [{section}]", name)
-    cfg.data[section][key] = _parse_env_value(raw)
-    cfg.sources[f"{section}.{key}"] = f"${name}"
+    cfg._set(f"{section}.{key}", _parse_env_value(raw), f"${name}")
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -324,92 +333,79 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _expect(cfg: Config, section: str, key: str, kind: type | tuple[type, ...], what: str) -> None:
-    value = cfg.data[section][key]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        ok = False
+def _check(cfg: Config, section: str, key: str, annotation: str) -> None:
+    """One key of a typed section: its type (a bool is no number), or one of its choices."""
+    dotted, value = f"{section}.{key}", cfg.data[section][key]
+    kind, what = KINDS[annotation]
+    if dotted in CHOICES:
+        ok, what = value in CHOICES[dotted], f"one of {', '.join(CHOICES[dotted])}"
+    elif kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
     else:
-        ok = isinstance(value, kind)
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if not ok:
-        where = cfg.sources.get(f"{section}.{key}", "")
-        if where.startswith("$") or where == "command line":
-            raise ConfigError(f"{section}.{key} must be {what}, got {value!r}", where)
-        raise cfg.error(f"{section}.{key} must be {what}, got {value!r}", key)
+        message, where = f"{dotted} must be {WHAT.get(dotted, what)}, got {value!r}", cfg.sources.get(dotted, "")
+        raise ConfigError(message, where) if where and where != str(cfg.path) else cfg.error(message, key)
+
+
+def _typed(cls: type, values: dict[str, Any]) -> Any:
+    """A typed section from valid TOML values: lists become tuples, whole seconds floats."""
+    return cls(**{
+        f.name: tuple(v) if isinstance(v, list) else float(v) if "float" in str(f.type) and isinstance(v, int) else v
+        for f in fields(cls) for v in [values.get(f.name, f.default)]
+    })
 
 
 def _validate(cfg: Config) -> None:
-    _expect(cfg, "kernel", "listen", str, "a 'host:port' string")
-    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", cfg.listen):
-        raise cfg.error(f"kernel.listen must look like 'host:port', got {cfg.listen!r}", "listen")
-    _expect(cfg, "kernel", "data_dir", str, "a path")
-    _expect(cfg, "kernel", "privacy_mode", bool, "true or false")
-    _expect(cfg, "kernel", "require_credentials", bool, "true or false")
-    owners = cfg.kernel.get("owners")
-    if not isinstance(owners, list) or not all(isinstance(o, str) and o for o in owners):
-        raise cfg.error(f"kernel.owners must be a list of principal globs, got {owners!r}", "owners")
-    for section, keys in (("kernel", ("tls_cert", "tls_key", "tls_client_ca")), ("client", ("token_env", "tls_ca", "tls_cert", "tls_key"))):
-        for key in keys:
-            _expect(cfg, section, key, str, "a string")
-    if bool(cfg.kernel["tls_cert"]) != bool(cfg.kernel["tls_key"]):
-        raise cfg.error("kernel.tls_cert and kernel.tls_key go together: set both (`cortex tls init` prints them)", "tls_")
-    _expect(cfg, "kernel", "max_message_bytes", int, "an integer")
-    _expect(cfg, "kernel", "shutdown_grace_seconds", (int, float), "a number of seconds")
-    _expect(cfg, "kernel", "health_interval_seconds", (int, float), "a number of seconds")
-    _expect(cfg, "circuit", "failure_threshold", int, "an integer")
-    _expect(cfg, "circuit", "reset_timeout_seconds", (int, float), "a number of seconds")
-    _expect(cfg, "circuit", "retries", int, "an integer")
-    _expect(cfg, "circuit", "retry_backoff_seconds", (int, float), "a number of seconds")
-    _expect(cfg, "hybrid", "mlx_first", bool, "true or false")
-    _expect(cfg, "hybrid", "preferred", str, "a provider name")
-    _expect(cfg, "hybrid", "conjunction", bool, "true or false")
-    if cfg.data["hybrid"]["mode"] not in HYBRID_MODES:
-        where = cfg.sources.get("hybrid.mode", "")
-        message = f"hybrid.mode must be one of {', '.join(HYBRID_MODES)}, got {cfg.data['hybrid']['mode']!r}"
-        raise ConfigError(message, where) if where.startswith("$") else cfg.error(message, "mode")
-    if not 0 <= cfg.data["circuit"]["retries"] <= 5:
-        raise cfg.error("circuit.retries must be between 0 and 5", "retries")
-    if cfg.kernel["log_level"] not in LOG_LEVELS:
-        raise cfg.error(f"kernel.log_level must be one of {', '.join(LOG_LEVELS)}", "log_level")
-    if cfg.kernel["log_format"] not in LOG_FORMATS:
-        raise cfg.error(f"kernel.log_format must be one of {', '.join(LOG_FORMATS)}", "log_format")
-    if cfg.kernel["max_message_bytes"] < 1024:
-        raise cfg.error("kernel.max_message_bytes must be at least 1024", "max_message_bytes")
-    required = cfg.kernel["required_plugins"]
-    if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
-        raise cfg.error("kernel.required_plugins must be a list of plugin names", "required_plugins")
-    disabled = cfg.data["plugins"]["disabled"]
-    if not isinstance(disabled, list) or not all(isinstance(n, str) for n in disabled):
-        raise cfg.error("plugins.disabled must be a list of plugin names", "disabled")
+    """Check every value (a bad one raises ConfigError naming the file and line, or the variable),
+    then build the typed sections."""
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            _check(cfg, section, f.name, str(f.type))
     for service, route in cfg.data["routing"].items():
         order = route.get("order", []) if isinstance(route, dict) else None
         if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
             raise cfg.error(f'routing."{service}".order must be a list of provider names', service)
     for name, provider in cfg.data["providers"].items():
-        if not isinstance(provider, dict):
-            raise cfg.error(f"[providers.{name}] must be a table", name)
-        unknown = set(provider) - PROVIDER_KEYS
-        if unknown:
-            raise cfg.error(
-                f"unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]; known: {', '.join(sorted(PROVIDER_KEYS))}",
-                name,
-            )
-        for key in ("tls_ca", "tls_cert", "tls_key", "token_env"):
-            if not isinstance(provider.get(key, ""), str):
-                raise cfg.error(f"providers.{name}.{key} must be a string", name)
-        if "endpoint" in provider:
-            services = provider.get("services")
-            if not isinstance(services, list) or not services:
-                raise cfg.error(
-                    f"[providers.{name}] has an endpoint, so it needs services = [\"pkg.v1.Service\", ...]",
-                    name,
-                )
-        endpoint = provider.get("endpoint", "")
-        if endpoint and not provider.get("tls_ca") and not _loopback_endpoint(endpoint):
-            raise cfg.error(
-                f"[providers.{name}] endpoint {endpoint!r} is not loopback: set tls_ca (and tls_cert/tls_key or "
-                "token_env for a credential) so that calls to it are encrypted and authenticated",
-                name,
-            )
-        timeout = provider.get("timeout_seconds")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise cfg.error(f"providers.{name}.timeout_seconds must be a positive number", name)
+        _check_provider(cfg, name, provider)
+    for section, cls in SECTIONS.items():
+        setattr(cfg, "kernel_section" if section == "kernel" else section, _typed(cls, cfg.data[section]))
+    cfg.routing = MappingProxyType({s: tuple(r.get("order", ())) for s, r in cfg.data["routing"].items()})
+    cfg.providers = MappingProxyType({n: _typed(ProviderSection, p) for n, p in cfg.data["providers"].items()})
+    kernel = cfg.kernel_section
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", kernel.listen):
+        raise cfg.error(f"kernel.listen must look like 'host:port', got {kernel.listen!r}", "listen")
+    if bool(kernel.tls_cert) != bool(kernel.tls_key):
+        raise cfg.error("kernel.tls_cert and kernel.tls_key go together: set both (`cortex tls init` prints them)", "tls_")
+    if kernel.max_message_bytes < 1024:
+        raise cfg.error("kernel.max_message_bytes must be at least 1024", "max_message_bytes")
+    if not 0 <= cfg.circuit.retries <= 5:
+        raise cfg.error("circuit.retries must be between 0 and 5", "retries")
+
+
+def _check_provider(cfg: Config, name: str, provider: Any) -> None:
+    from .security.remote import is_loopback
+
+    if not isinstance(provider, dict):
+        raise cfg.error(f"[providers.{name}] must be a table", name)
+    unknown = set(provider) - PROVIDER_KEYS
+    if unknown:
+        known = ", ".join(sorted(PROVIDER_KEYS))
+        raise cfg.error(f"unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]; known: {known}", name)
+    for key in ("tls_ca", "tls_cert", "tls_key", "token_env"):
+        if not isinstance(provider.get(key, ""), str):
+            raise cfg.error(f"providers.{name}.{key} must be a string", name)
+    if "endpoint" in provider:
+        services = provider.get("services")
+        if not isinstance(services, list) or not services:
+            raise cfg.error(f"[providers.{name}] has an endpoint, so it needs services = [\"pkg.v1.Service\", ...]", name)
+    endpoint = provider.get("endpoint", "")
+    if endpoint and not provider.get("tls_ca") and not is_loopback(endpoint):
+        raise cfg.error(
+            f"[providers.{name}] endpoint {endpoint!r} is not loopback: set tls_ca (and tls_cert/tls_key or "
+            "token_env for a credential) so that calls to it are encrypted and authenticated",
+            name,
+        )
+    timeout = provider.get("timeout_seconds")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise cfg.error(f"providers.{name}.timeout_seconds must be a positive number", name)

@@ -28,10 +28,12 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
+from google.protobuf.descriptor import Descriptor
 
 from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, Decision, Outcome, RouterError, asks_local_only, new_call_id
 from .method import MethodInfo
 from .registry import ContractRegistry
+from .security.capabilities import CredentialCheck, EventSink, ListenerRule, PluginDirectory, Stopping, WebPages
 from .security.credentials import OWNER_NAMESPACE, AuthError, Identity, namespace_of
 
 
@@ -104,7 +106,6 @@ class _UnaryStream(_Multicallable):
 
 
 VIA_HEADER = "x-cortex-via"
-PUBLISH = "/cortex.events.v1.EventService/Publish"
 log = structlog.get_logger("cortex.channel")
 
 
@@ -204,61 +205,68 @@ class KernelChannel:
     stream_stream = stream_unary
 
     def publish(self, event: Any, timeout: float = 10.0) -> None:
-        """Publish a `cortex.events.v1.Event` through EventService, as this channel's principal,
-        without waiting for it: when the bus is served, in the background; a failure is logged,
+        """Publish an event (a message, such as the events contract's Event) as this channel's
+        principal, without waiting for it, through the method of its own contract that takes it
+        alone (`publishing_route`): when that is served, in the background; a failure is logged,
         never raised (what the event reports has happened either way)."""
-        if self.method(PUBLISH) is None:
+        route = publishing_route(event.DESCRIPTOR)
+        method = self.method(route[0]) if route else None
+        if route is None or method is None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a direct call outside the kernel): nothing to publish through
             return
-        task = loop.create_task(self._publish(event, timeout))
+        task = loop.create_task(self._publish(method.path, method.input(**{route[1]: event}), event, timeout))
         self._publishing.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._publishing.discard)
 
-    async def _publish(self, event: Any, timeout: float) -> None:
-        from cortex.contracts.events.v1 import events_pb2
-
+    async def _publish(self, path: str, request: Any, event: Any, timeout: float) -> None:
         channel = self.for_own_work() if self.principal.startswith("plugin:") else self
         try:
-            await channel.unary_unary(PUBLISH)(events_pb2.PublishRequest(event=event), timeout=timeout)
+            await channel.unary_unary(path)(request, timeout=timeout)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details()
-            log.warning("event.not_published", principal=self.principal, type=event.type,
+            log.warning("event.not_published", principal=self.principal, type=getattr(event, "type", "?"),
                         code=code.name if code else "?", details=details)
 
     async def close(self) -> None:
         pass
 
 
+def publishing_route(event: Descriptor) -> tuple[str, str] | None:
+    """Where an event is published: the unary method of the contract that defines the event's type
+    whose request is that event alone, and the field that carries it. The contract says so; the
+    kernel names none (a plugin's own event type is published through its own contract alike)."""
+    for service in event.file.services_by_name.values():
+        for m in service.methods:
+            fields = m.input_type.fields
+            carried = fields[0].message_type if len(fields) == 1 else None
+            if carried is not None and carried.full_name == event.full_name and not (m.client_streaming or m.server_streaming):
+                return f"/{service.full_name}/{m.name}", fields[0].name
+    return None
+
+
 @dataclass
 class PluginContext:
-    """Handed to a plugin's configure, start and stop hooks."""
+    """Handed to a plugin's configure, start and stop hooks. Its capabilities (`plugins` and the
+    fields after `log`) are the kernel's privileged objects, each typed by what a plugin may do with
+    it (kernel/security/capabilities.py), given only where the plugin's manifest asks for it
+    ("PLUGIN.CAPABILITY" in the group cortex.capabilities); elsewhere an Undeclared: falsy, and
+    saying when used what to declare."""
 
     name: str
     config: dict[str, Any]
     data_dir: Path  # the kernel's data dir; keep your files under `plugin_dir`
     privacy_mode: bool
     channel: KernelChannel
-    # every discovered plugin's record (name, state, contracts it provides, calls its manifest
-    # declares), for plugins that judge other plugins, such as governance; read-only
-    plugins: dict[str, Any] = field(default_factory=dict)
+    plugins: PluginDirectory | None = None  # every plugin's record, for those that judge plugins (governance)
     log: Any = field(default=None)
-    # hands an event to every plugin's cortex_event hook; used by the plugin that runs the bus
-    deliver_event: Any = field(default=None)
-    # an asyncio.Event set when the kernel begins to stop, before the gRPC server drains: endless
-    # streams (subscriptions) end on it instead of holding the shutdown for its whole grace period
-    stopping: Any = field(default=None)
-    # the kernel's authenticator (Credentials): bridges identify their clients with it, so that
-    # HTTP, MCP and A2A callers have the same identities (local, admin, key:NAME) as gRPC callers
-    credentials: Any = field(default=None)
-    # the kernel's listener rule and TLS settings (Exposure): a plugin's own listener calls
-    # `context.exposure.check(listen, setting)`; cortex.kernel.sdk.asgi.AsgiServer serves its TLS
-    exposure: Any = field(default=None)
-    # every loaded plugin's pages (`cortex_web_pages`), prefix -> ASGI app: the http plugin serves
-    # them on its listener; called per request (plugins come and go while the kernel runs)
-    web_pages: Any = field(default=None)
+    deliver_event: EventSink | None = None  # for the plugin that runs the event bus
+    stopping: Stopping | None = None  # endless streams end on it instead of holding the shutdown
+    credentials: CredentialCheck | None = None  # bridges identify their clients with it
+    exposure: ListenerRule | None = None  # a plugin's own listener is checked and served with it
+    web_pages: WebPages | None = None  # the plugins' pages, for the plugin that serves them (http)
 
     def __post_init__(self) -> None:
         if self.log is None:

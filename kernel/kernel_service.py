@@ -146,8 +146,9 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                     failures=p.failures,
                     last_error=p.last_error,
                     latency_ms=(p.latency_ewma or 0.0) * 1000,
+                    admission=(await k.router.admission.admit(None, p, position)).reason,  # for a plain call now
                 )
-                for p in k.router.order(service.full_name)  # the order the router will try them
+                for position, p in enumerate(k.router.order(service.full_name))  # the order the router will try them
             ]
             contracts.append(
                 kernel_pb2.Contract(

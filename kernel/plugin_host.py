@@ -4,7 +4,7 @@ Every plugin, built-in or third-party, is an entry point in the group `cortex`. 
 in the config is blocked before loading (pluggy's `set_blocked`, as pytest's `-p no:NAME`), so it
 is never imported. Each plugin is loaded and each of its hooks called on its own, so one broken
 plugin (import error, bad hook name, exception in a hook) is reported by name and skipped while
-the kernel goes on with the rest.
+the kernel goes on with the rest. pluggy calls the hooks (PluginHost._call) and traces them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -102,14 +102,8 @@ def discover() -> list[PluginRecord]:
         if ep.name in records:  # the same name from two distributions: the first one wins
             continue
         source, version = _dist_name(ep)
-        records[ep.name] = PluginRecord(
-            name=ep.name,
-            version=version,
-            source=source,
-            target=ep.value,
-            contracts=sorted(manifest.get(ep.name, [])),
-            calls=sorted(calls.get(ep.name, [])),
-        )
+        records[ep.name] = PluginRecord(name=ep.name, version=version, source=source, target=ep.value,
+                                        contracts=sorted(manifest.get(ep.name, [])), calls=sorted(calls.get(ep.name, [])))
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 
 
@@ -147,13 +141,7 @@ def first_line(exc: BaseException) -> str:
 
 
 class PluginHost:
-    def __init__(
-        self,
-        config: Config,
-        registry: ContractRegistry,
-        extra_plugins: Iterable[tuple[str, Any]] = (),
-        quiet: bool = False,
-    ):
+    def __init__(self, config: Config, registry: ContractRegistry, extra_plugins: Iterable[tuple[str, Any]] = (), quiet: bool = False):
         self.config = config
         self.quiet = quiet  # the CLI loads plugins for their commands; `cortex serve` reports problems
         self.registry = registry
@@ -162,10 +150,13 @@ class PluginHost:
         self.records: dict[str, PluginRecord] = {}
         self._extra = list(extra_plugins)
         self._authorizers: list[tuple[str, Any, tuple[str, ...]]] = []
-        self.trace = False
-        # plugins a call may not pass without (kernel.required_plugins): read per call, decided once
-        self.required = tuple(config.kernel["required_plugins"])
         self._observers: list[tuple[str, Any, tuple[str, ...]]] = []
+        self.trace = os.environ.get("CORTEX_TRACE_HOOKS", "") not in ("", "0")
+        if self.trace:  # every hook call to the log, by pluggy's own monitoring (authorize, called from a cache, traces itself)
+            self.pm.add_hookcall_monitoring(lambda hook, impls, kwargs: log.debug(
+                "hook.trace", plugin=",".join(i.plugin_name for i in impls), hook=hook, args=sorted(kwargs)), lambda *_: None)
+        # plugins a call may not pass without (kernel.required_plugins): read per call, decided once
+        self.required = config.kernel_section.required_plugins
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -174,15 +165,9 @@ class PluginHost:
         known = {r.name for r in discovered}
         for name in self.config.disabled_plugins + self.config.plugin_sections():
             if name not in known:
-                raise self.config.error(
-                    f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}",
-                    name,
-                )
+                raise self.config.error(f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}", name)
         only = os.environ.get("CORTEX_LOAD_PLUGINS")  # recovery: exactly these (empty: none)
         allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
-        # every hook call to the log (the host calls each plugin's hooks itself, in isolation, so
-        # this is its own tracing rather than pluggy's, which sees only calls made through pm.hook)
-        self.trace = os.environ.get("CORTEX_TRACE_HOOKS", "") not in ("", "0")
         for record in discovered:
             if allowed is not None and record.name not in allowed and record.source != "in-process":
                 record.state, record.error = DISABLED, "not named in CORTEX_LOAD_PLUGINS"
@@ -220,8 +205,6 @@ class PluginHost:
             self.pm.register(record.obj, name=record.name)
             self.pm.check_pending()  # a hookimpl matching no hookspec: a typo, not silence
         except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained
-            if record.obj is not None and self.pm.is_registered(record.obj):
-                self.pm.unregister(record.obj)
             self._broken(record, f"failed to load: {first_line(exc)}", exc)
 
     def _broken(self, record: PluginRecord, error: str, exc: BaseException | None = None) -> None:
@@ -230,94 +213,69 @@ class PluginHost:
             self.pm.unregister(record.obj)
         self.registry.remove_plugin(record.name)
         self._index_hot_hooks()
-        if self.quiet:
-            return
-        log.error(
-            "plugin.broken",
-            plugin=record.name,
-            error=error,
-            traceback="".join(traceback.format_exception(exc)) if exc else None,
-        )
+        if not self.quiet:
+            log.error("plugin.broken", plugin=record.name, error=error,
+                      traceback="".join(traceback.format_exception(exc)) if exc else None)
 
     def loaded(self) -> list[PluginRecord]:
         return [r for r in self.records.values() if r.state == LOADED]
 
-    # -- calling one plugin's hook in isolation ----------------------------------------------------
-    def _impl(self, record: PluginRecord, hook: str) -> Any:
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            if impl.plugin is record.obj:
-                return impl
-        return None
-
-    @staticmethod
-    def _args(impl: Any, kwargs: dict[str, Any]) -> list[Any]:
-        return [kwargs[name] for name in impl.argnames]
-
-    async def _run(self, record: PluginRecord, hook: str, **kwargs: Any) -> Any:
-        impl = self._impl(record, hook)
-        if impl is None:
-            return None
-        if self.trace:
-            log.debug("hook.trace", plugin=record.name, hook=hook, args=sorted(kwargs))
+    # -- calling hooks: pluggy calls each plugin on its own ------------------------------------------
+    # Not all plugins in one pm.hook.X call: pluggy stops at the first exception (skipping the plugins after
+    # it) without saying whose. Each plugin is called by a pluggy hook caller holding it alone (pm.subset_hook_caller),
+    # which matches arguments by name and runs wrappers and monitoring as pm.hook.X does, while an exception is that
+    # plugin's (named; the others go on), an argument may be its own (config, context, registrar), in load order.
+    def _call(self, hook: str, record: PluginRecord, **kwargs: Any) -> list[Any]:
+        """The answers pluggy collects from `record`'s `hook` ([] if it has none or is not loaded)."""
+        caller = self.pm.subset_hook_caller(hook, self.pm.get_plugins() - {record.obj})
+        if record.state != LOADED or not caller.get_hookimpls():
+            return []
         # a hook is the plugin's own work, even when a caller's call runs it (an admin's live enable,
         # the Publish an event hook follows): what it calls, and the tasks it starts, serve no one
         serving = CURRENT_CALL.set(None)
         try:
-            result = impl.function(*self._args(impl, kwargs))
-            if inspect.isawaitable(result):
-                result = await result
+            return caller(**kwargs)
         finally:
             CURRENT_CALL.reset(serving)
-        return result
 
-    async def _each(self, hook: str, records: list[PluginRecord], **kwargs: Any) -> None:
+    async def _each(self, hook: str, records: Iterable[PluginRecord], args: Callable[[PluginRecord], dict] = lambda _: {},
+                    failed: Callable[[PluginRecord, Exception], Any] | None = None) -> dict[str, Any]:
+        """{plugin: its answer} from each plugin in `records`, in order, awaited; one that raises is broken unless `failed` answers."""
+        answers: dict[str, Any] = {}
         for record in records:
-            if record.state != LOADED:
-                continue
+            serving = CURRENT_CALL.set(None)
             try:
-                await self._run(record, hook, **kwargs)
-            except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"{hook} failed: {first_line(exc)}", exc)
+                for answer in self._call(hook, record, **args(record)):
+                    answers[record.name] = await answer if inspect.isawaitable(answer) else answer
+            except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained
+                if failed is None:
+                    self._broken(record, f"{hook} failed: {first_line(exc)}", exc)
+                else:
+                    answers[record.name] = failed(record, exc)
+            finally:
+                CURRENT_CALL.reset(serving)
+        return {name: answer for name, answer in answers.items() if answer is not None}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def configure(self, make_context, records: list[PluginRecord] | None = None) -> None:
         records = self.loaded() if records is None else records
         for record in records:
             record.context = make_context(record.name)
-        for record in records:
-            if record.state != LOADED:
-                continue
-            try:
-                await self._run(
-                    record,
-                    "cortex_configure",
-                    config=self.config.plugin_section(record.name),
-                    context=record.context,
-                )
-            except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"cortex_configure failed: {first_line(exc)}", exc)
+        await self._each("cortex_configure", records, lambda r: {"config": self.config.plugin_section(r.name), "context": r.context})
 
     async def register(self, records: list[PluginRecord] | None = None) -> None:
-        providers = self.config.data["providers"]
-        for record in self.loaded() if records is None else records:
-            if record.state != LOADED:
-                continue
-            registrar = Registrar(self.registry, record.name, providers)
-            try:
-                await self._run(record, "cortex_register", registry=registrar)
-            except Exception as exc:  # noqa: BLE001
-                self._broken(record, f"cortex_register failed: {first_line(exc)}", exc)
-                continue
-            provided = sorted({p.service.full_name for p in registrar.added})
+        records = self.loaded() if records is None else records
+        timeouts = {name: provider.timeout_seconds for name, provider in self.config.providers.items()}
+        registrars = {r.name: Registrar(self.registry, r.name, timeouts) for r in records}
+        await self._each("cortex_register", records, lambda r: {"registry": registrars[r.name]})
+        for record in (r for r in records if r.state == LOADED):
+            provided = sorted({p.service.full_name for p in registrars[record.name].added})
             if record.contracts and set(record.contracts) != set(provided):
-                log.warning(
-                    "plugin.manifest_mismatch", plugin=record.name, declared=record.contracts, registered=provided
-                )
+                log.warning("plugin.manifest_mismatch", plugin=record.name, declared=record.contracts, registered=provided)
             record.contracts = provided
 
     async def start(self, records: list[PluginRecord] | None = None) -> None:
-        for record in self.loaded() if records is None else records:
-            await self._each("cortex_start", [record], context=record.context)
+        await self._each("cortex_start", self.loaded() if records is None else records, lambda r: {"context": r.context})
 
     # -- while the kernel runs ---------------------------------------------------------------------
     async def enable_now(self, name: str, make_context) -> PluginRecord:
@@ -333,8 +291,7 @@ class PluginHost:
             record.state, record.error = LOADED, ""
             if record.source != "in-process":
                 record.obj = None  # loaded again from its entry point (it may have been reinstalled)
-            if self.pm.is_blocked(name):
-                self.pm.unblock(name)
+            self.pm.unblock(name)
             self._register(record)
             await self.configure(make_context, [record])
             await self.register([record])
@@ -352,43 +309,31 @@ class PluginHost:
             # the calls already inside it finish first (counters on several providers: polled)
             while any(p.in_flight for p in withdrawn) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-            await self._each("cortex_stop", [record], context=record.context)
-            if record.obj is not None and self.pm.is_registered(record.obj):
-                self.pm.unregister(record.obj)
+            await self._each("cortex_stop", [record], lambda r: {"context": r.context})
+            self.pm.unregister(name=name)
             self.pm.set_blocked(name)
             record.state, record.error = DISABLED, "disabled while the kernel runs"
             self._index_hot_hooks()
         return record
 
     async def stop(self) -> None:
-        for record in reversed(self.loaded()):
-            await self._each("cortex_stop", [record], context=record.context)
+        await self._each("cortex_stop", reversed(self.loaded()), lambda r: {"context": r.context})
 
     async def health(self, skip: set[str] = frozenset()) -> dict[str, dict[str, Health] | Health]:
-        """Each loaded plugin's own health report (plugins without the hook, or in `skip`, are
-        left out)."""
-        reports: dict[str, dict[str, Health] | Health] = {}
-        for record in self.loaded():
-            if record.name in skip:
-                continue
-            try:
-                report = await self._run(record, "cortex_health")
-            except Exception as exc:  # noqa: BLE001 - a failing probe means not serving
-                log.warning("plugin.health_failed", plugin=record.name, error=first_line(exc))
-                report = Health(False, f"health hook failed: {first_line(exc)}")
-            if report is not None:
-                reports[record.name] = report
-        return reports
+        """Each loaded plugin's own health report (plugins without the hook, or in `skip`, left out)."""
+        def failed(record: PluginRecord, exc: Exception) -> Health:  # a failing probe means not serving
+            log.warning("plugin.health_failed", plugin=record.name, error=first_line(exc))
+            return Health(False, f"health hook failed: {first_line(exc)}")
+
+        return await self._each("cortex_health", [r for r in self.loaded() if r.name not in skip], failed=failed)
 
     async def deliver_event(self, event: Any) -> None:
         """Hand a published event to every loaded plugin's `cortex_event` hook; a failing hook is
         logged, not fatal: one plugin's bug must not stop delivery to the others."""
-        for record in self.loaded():
-            try:
-                await self._run(record, "cortex_event", event=event)
-            except Exception as exc:  # noqa: BLE001
-                log.error("plugin.event_failed", plugin=record.name, event_type=getattr(event, "type", "?"),
-                          error=first_line(exc))
+        def failed(record: PluginRecord, exc: Exception) -> None:
+            log.error("plugin.event_failed", plugin=record.name, event_type=getattr(event, "type", "?"), error=first_line(exc))
+
+        await self._each("cortex_event", self.loaded(), lambda _: {"event": event}, failed)
 
     def doctor(self, running: bool) -> list[Any]:
         """Every loaded plugin's own `cortex_doctor` findings; a hook that raises is a finding too."""
@@ -396,12 +341,9 @@ class PluginHost:
 
         found: list[Any] = []
         for record in self.loaded():
-            impl = self._impl(record, "cortex_doctor")
-            if impl is None:
-                continue
             try:
-                found += impl.function(*self._args(impl, {"config": self.config.plugin_section(record.name),
-                                                          "running": running})) or []
+                for checks in self._call("cortex_doctor", record, config=self.config.plugin_section(record.name), running=running):
+                    found += checks
             except Exception as exc:  # noqa: BLE001 - a plugin's bug is a finding, not a crash
                 found.append(DoctorCheck(f"plugin {record.name}", FAIL, f"its doctor check failed: {first_line(exc)}",
                                          "report it to the plugin's authors"))
@@ -412,15 +354,12 @@ class PluginHost:
         claim goes to the first (in load order), and a hook that raises is logged and skipped."""
         pages: dict[str, Any] = {}
         for record in self.loaded():
-            impl = self._impl(record, "cortex_web_pages")
-            if impl is None:
-                continue
             try:
-                offered = impl.function(*self._args(impl, {})) or {}
+                offered = [item for answer in self._call("cortex_web_pages", record) for item in answer.items()]
             except Exception as exc:  # noqa: BLE001 - one plugin's pages must not take down the listener
                 log.error("plugin.web_pages_failed", plugin=record.name, error=first_line(exc))
                 continue
-            for prefix, app in offered.items():
+            for prefix, app in offered:
                 prefix = "/" + prefix.strip("/")
                 if prefix in pages or prefix in ("/", "/v1"):
                     log.warning("plugin.web_prefix_taken", plugin=record.name, prefix=prefix)
@@ -430,21 +369,17 @@ class PluginHost:
 
     def register_commands(self, cli: Any) -> None:
         for record in self.loaded():
-            impl = self._impl(record, "cortex_register_commands")
-            if impl is None:
-                continue
             try:
-                impl.function(*self._args(impl, {"cli": cli}))
+                self._call("cortex_register_commands", record, cli=cli)
             except Exception as exc:  # noqa: BLE001
                 self._broken(record, f"cortex_register_commands failed: {first_line(exc)}", exc)
 
     # -- the hot path: authorize and observe on every call -------------------------------------------
     def _index_hot_hooks(self) -> None:
+        # per-plugin dispatch cached from pluggy's registrations (in load order), rebuilt when they change
         def index(hook: str) -> list[tuple[str, Any, tuple[str, ...]]]:
-            found = []
-            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):  # registration order
-                found.append((self.pm.get_name(impl.plugin) or "?", impl.function, tuple(impl.argnames)))
-            return found
+            impls = reversed(getattr(self.pm.hook, hook).get_hookimpls())
+            return [(impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in impls]
 
         self._authorizers = index("cortex_authorize")
         self._observers = index("cortex_observe")
@@ -457,15 +392,7 @@ class PluginHost:
     async def authorize(self, call: Call) -> Decision:
         """Every plugin's answer, combined: any deny wins. A hook that fails denies (fail closed);
         a required plugin (kernel.required_plugins: governance) that cannot judge the call now
-        (it raised, or raised Unavailable) fails it with UNAVAILABLE: it never passes unchecked."""
-        required = self.required
-        for name in required:
-            record = self.records.get(name)
-            if record is not None and record.state != LOADED:  # (serve refuses to start without it)
-                raise RouterError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"required plugin '{name}' is {record.state} ({record.error}): calls are refused until it is back",
-                )
+        (it raised, or raised Unavailable) fails it with UNAVAILABLE: it never passes unchecked (one not loaded: admission)."""
         if not self._authorizers:
             return ALLOW_BY_DEFAULT
         answers: list[Decision] = []
@@ -477,7 +404,7 @@ class PluginHost:
                 if inspect.isawaitable(answer):
                     answer = await answer
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, Unavailable) or name in required:
+                if isinstance(exc, Unavailable) or name in self.required:
                     why = str(exc) if isinstance(exc, Unavailable) else first_line(exc)
                     log.error("plugin.cannot_authorize", plugin=name, call_id=call.id, error=why)
                     raise RouterError(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from .call import Call
 from .circuit import CircuitBreaker, CircuitState
-from .method import MethodInfo
+from .method import MethodInfo as MethodInfo  # re-exported: the router and the server import it from here
 
 
 @dataclass
@@ -107,6 +107,7 @@ class Provider:
     last_error: str = ""
     latency_ewma: float | None = None  # seconds, successful calls only
     in_flight: int = 0  # attempts at it not yet settled (a plugin disabled live waits for them)
+    rank: float = float("inf")  # its plugin's default place among the service's providers: lower first
 
     async def unary(
         self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
@@ -159,13 +160,14 @@ class InProcessProvider(Provider):
             )
         self._sync = {m: not _is_async(getattr(self.servicer, m)) for m in self.service.methods}
 
-    async def unary(self, method, request, call, context, timeout=None):
+    async def unary(self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None) -> Message:
         fn = getattr(self.servicer, method.name)
         if self._sync[method.name]:
             return await asyncio.to_thread(fn, request, context)
-        return await fn(request, context)
+        return cast(Message, await fn(request, context))  # the servicer's reply, by its contract
 
-    async def stream(self, method, request, call, context, timeout=None):
+    async def stream(self, method: MethodInfo, request: Any, call: Call, context: Any,
+                     timeout: float | None = None) -> AsyncIterator[Message]:
         result = getattr(self.servicer, method.name)(request, context)
         if hasattr(result, "__aiter__"):
             async for message in result:
@@ -239,6 +241,7 @@ class ContractRegistry:
         name: str | None = None,
         local: bool = True,
         timeout: float | None = None,
+        rank: float = float("inf"),
     ) -> Provider:
         info = self.service(service)
         provider_name = name or plugin
@@ -250,6 +253,7 @@ class ContractRegistry:
                 breaker=self.breaker(provider_name),
                 local=local,
                 timeout=timeout,
+                rank=rank,
                 servicer=servicer,
             )
         )
@@ -283,20 +287,20 @@ class ContractRegistry:
         return [p.plugin for p in self.providers.get(service, [])]
 
     def ordered(self, service: str, preferred: list[str]) -> list[Provider]:
-        """Providers in routing order: the configured order first, then registration order;
-        within that, healthy providers before unhealthy ones (stable)."""
+        """Providers in routing order: the configured order, then the ranks their plugins declared,
+        then registration order; within that, healthy providers before unhealthy ones (stable)."""
         providers = self.providers.get(service, [])
         rank = {name: i for i, name in enumerate(preferred)}
-        by_config = sorted(providers, key=lambda p: rank.get(p.name, len(rank)))
+        by_config = sorted(providers, key=lambda p: (rank.get(p.name, len(rank)), p.rank))
         return sorted(by_config, key=lambda p: not p.health.serving)
 
 
 class Registrar:
     """What a plugin's `cortex_register(registry)` hook receives: the registry, bound to it."""
 
-    def __init__(self, registry: ContractRegistry, plugin: str, provider_settings: dict[str, dict]):
+    def __init__(self, registry: ContractRegistry, plugin: str, timeouts: Mapping[str, float | None]):
         self._registry, self.plugin = registry, plugin
-        self._settings = provider_settings
+        self._timeouts = timeouts  # [providers.NAME] timeout_seconds, by provider name
         self.added: list[Provider] = []
 
     def add(
@@ -306,18 +310,20 @@ class Registrar:
         *,
         name: str | None = None,
         local: bool = True,
+        rank: float = float("inf"),
     ) -> Provider:
         """Serve `service` (a descriptor, or a full name such as "pkg.v1.EchoService") with
         `servicer`, an object with one method per RPC, as for grpc.aio. `name` defaults to the
-        plugin's name; `local` says whether calls stay on this machine."""
-        settings = self._settings.get(name or self.plugin, {})
+        plugin's name; `local` says whether calls stay on this machine; `rank`, the provider's
+        default place among the service's providers (lower first, after the config's routing order)."""
         provider = self._registry.add_servicer(
             service,
             servicer,
             plugin=self.plugin,
             name=name,
             local=local,
-            timeout=settings.get("timeout_seconds"),
+            timeout=self._timeouts.get(name or self.plugin),
+            rank=rank,
         )
         self.added.append(provider)
         return provider
@@ -332,6 +338,6 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         except Exception:  # noqa: BLE001 - an RpcError without a status (rare, channel-level)
             return None
         if isinstance(value, grpc.StatusCode):
-            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+            details = details_of() if callable(details_of := getattr(exc, "details", None)) else str(exc)
             return value, details or ""
     return None

@@ -2,8 +2,8 @@
 
 For each call it orders the providers of the contract (`Router.order`: configured order, health,
 speed in the performance mode, hybrid.preferred first when hybrid.mlx_first), and for
-each candidate in turn: skips it if privacy forbids a remote provider or its circuit is open,
-asks the authorize hooks (any deny wins), and calls it within the caller's deadline (and the
+each candidate in turn: asks admission (kernel/admission.py: scopes, privacy, conjunction,
+identity, required plugins, policy, circuit) and calls it within the caller's deadline (and the
 provider's own timeout). A provider fault (UNAVAILABLE, its own timeout; INTERNAL or UNKNOWN from
 a remote provider) counts against its circuit, once per call however often it was tried, and,
 for methods the contract marks failover-safe (protobuf `idempotency_level` NO_SIDE_EFFECTS or
@@ -16,7 +16,6 @@ its first message. The outcome goes to the observe hooks.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from typing import Any
 import grpc
 import structlog
 
+from .admission import Admitter, Refused
 from .call import (
     ALLOW_BY_DEFAULT,
     CURRENT_CALL,
@@ -37,9 +37,7 @@ from .call import (
     LocalContext,
     Outcome,
     ProviderAbort,
-    ProviderInfo,
     RouterError,
-    asks_local_only,
 )
 from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
@@ -69,7 +67,6 @@ class _Route:
 
     method: MethodInfo
     call: Call
-    local_only: bool
     started: float = field(default_factory=time.monotonic)
     attempts: list[Attempt] = field(default_factory=list)
     last: _Failure | None = None
@@ -128,45 +125,19 @@ def _wrong_type(response: Any, method: MethodInfo, provider: Provider) -> _Failu
 class Router:
     def __init__(self, registry: ContractRegistry, host: PluginHost, config: Config):
         self.registry, self.host, self.config = registry, host, config
-        self.owners = tuple(config.kernel.get("owners", ()))  # for LocalContext.namespace
-        self._provider_info: dict[int, ProviderInfo] = {}
+        self.owners = config.kernel_section.owners  # for LocalContext.namespace
+        self.admission = Admitter(host, config, self.owners)
 
     # -- choosing -------------------------------------------------------------------------------
-    def _info(self, provider: Provider) -> ProviderInfo:
-        info = self._provider_info.get(id(provider))
-        if info is None:
-            info = ProviderInfo(provider.name, provider.plugin, provider.endpoint, provider.local)
-            self._provider_info[id(provider)] = info
-        return info
-
-    def _local_only(self, request: Any, call: Call) -> bool:
-        return self.config.local_only or call.local_only or asks_local_only(request)
-
-    async def _admit(
-        self, provider: Provider, call: Call, local_only: bool, position: int = 0
-    ) -> tuple[Attempt | None, Decision]:
-        """(None, decision) if the call may go to `provider` now, else (why not, decision)."""
-        if local_only and not provider.local:
-            why = (
-                "privacy mode is on" if self.config.privacy_mode
-                else "hybrid mode is privacy" if self.config.local_only
-                else "the request, or the call it was made for, asks for local_only"
-            )
-            return Attempt(provider.name, "skipped", f"remote provider not allowed: {why}"), ALLOW_BY_DEFAULT
-        if position > 0 and not provider.local and not self.config.data["hybrid"]["conjunction"]:
-            reason = "remote provider not allowed: conjunction is off, so remote providers are never fallbacks"
-            return Attempt(provider.name, "skipped", reason), ALLOW_BY_DEFAULT
-        refusal = provider.refuses(call, self.owners)
-        if refusal:
-            return Attempt(provider.name, "skipped", refusal), ALLOW_BY_DEFAULT
-        call.provider = self._info(provider)
-        decision = await self.host.authorize(call)
-        if not decision.allow:
-            return Attempt(provider.name, "denied", "; ".join(decision.reasons) or "denied"), decision
-        if not provider.breaker.allow():
-            retry = provider.breaker.retry_after()
-            return Attempt(provider.name, "skipped", f"circuit open, next probe in {retry:.1f}s"), decision
-        return None, decision
+    async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0) -> bool:
+        """Admission's answer for `provider` (None: the call, before any provider), noted on the route."""
+        admission = await self.admission.admit(route.call, provider, position)
+        if admission.whole_call:
+            raise Refused(admission.code, admission.reason)
+        route.decision = admission.decision
+        if provider is not None and not admission.allowed:
+            route.attempts.append(Attempt(provider.name, "denied" if admission.step == "policy" else "skipped", admission.reason))
+        return admission.allowed
 
     def _timeout(self, provider: Provider, call: Call) -> tuple[float | None, bool]:
         """The attempt's timeout, and whether it is the caller's own deadline."""
@@ -235,15 +206,15 @@ class Router:
 
     def order(self, service: str) -> list[Provider]:
         """The providers of `service` in the order the router tries them: the configured order
-        (routing.<service>.order, then registration order), healthy first; fastest first in the
+        (routing.<service>.order, then the plugins' ranks, then registration order), healthy first; fastest first in the
         performance mode; hybrid.preferred ("mlx") first when hybrid.mlx_first. The one place that decides it:
         ListContracts (and so `cortex contracts list`) shows this list."""
         providers = self.registry.ordered(service, self.config.routing_order(service))
-        hybrid = self.config.data["hybrid"]
-        if hybrid["mode"] == "performance":
+        hybrid = self.config.hybrid
+        if hybrid.mode == "performance":
             providers.sort(key=lambda p: (not p.health.serving, p.latency_ewma or 0.0))
-        if hybrid["mlx_first"]:  # the configured preferred provider (mlx by default) leads
-            providers.sort(key=lambda p: p.name != hybrid["preferred"])
+        if hybrid.mlx_first:  # the configured preferred provider (mlx by default) leads
+            providers.sort(key=lambda p: p.name != hybrid.preferred)
         return providers
 
     def _providers(self, method: MethodInfo, call: Call) -> list[Provider]:
@@ -263,28 +234,26 @@ class Router:
 
     # -- the attempt loop, shared by unary and streaming calls ------------------------------------
     async def _attempts(self, route: _Route) -> AsyncIterator[_Try]:
-        """Each provider to try, in order, admitted (privacy, policy, circuit) and with its timeout.
+        """Each provider to try, in order, admitted (kernel/admission.py) and with its timeout.
         The caller makes the attempt and leaves its response or failure on it; back here, the
         attempt is settled (counts, circuit, route) and the loop decides whether to go on. More
         passes over the providers only after provider faults, for failover-safe methods, within
         the deadline."""
         check_request(route.method, route.call.request)  # the contract's declared bounds (buf.validate)
-        self._check_scopes(route.call)
+        await self._admitted(route, None)  # the caller's scopes, before any provider is named
         providers = self._providers(route.method, route.call)
-        for pass_no in range(1 + self.config.data["circuit"]["retries"]):
+        for pass_no in range(1 + self.config.circuit.retries):
             if pass_no:
                 last = route.last
                 if last is None or last.final or not last.fault or not route.method.failover_safe:
                     return
-                backoff = self.config.data["circuit"]["retry_backoff_seconds"] * 2 ** (pass_no - 1)
+                backoff = self.config.circuit.retry_backoff_seconds * 2 ** (pass_no - 1)
                 remaining = route.call.remaining()
                 if remaining is not None and remaining <= backoff:
                     return
                 await asyncio.sleep(backoff)
             for position, provider in enumerate(providers):
-                skipped, route.decision = await self._admit(provider, route.call, route.local_only, position)
-                if skipped is not None:
-                    route.attempts.append(skipped)
+                if not await self._admitted(route, provider, position):
                     continue
                 attempt = _Try(provider, LocalContext(route.call, owners=self.owners))
                 try:
@@ -304,32 +273,19 @@ class Router:
                 if failure.final or not failure.fault or not route.method.failover_safe:
                     return
 
-    @staticmethod
-    def _check_scopes(call: Call) -> None:
-        """The caller's key scopes; a nested call carries the scopes of the caller it serves."""
-        if call.scopes is not None and not any(fnmatch.fnmatchcase(call.method.path[1:], s) for s in call.scopes):
-            who = call.principal if not call.actor else f"{call.principal} (through {call.actor})"
-            raise RouterError(
-                Code.PERMISSION_DENIED,
-                f"{who} may call only {', '.join(call.scopes)} (its key's scopes), not "
-                f"{call.method.path[1:]}; ask the admin for a key with that scope",
-            )
-
     async def admit(self, method: MethodInfo, request: Any, call: Call) -> Decision:
         """Judge a call exactly as `unary` would (scopes, privacy, policy) without making it: for
         a side door (an import, a bulk edit) that does part by part what direct calls would do,
         and must be admitted part by part as they would. The decision is observed (audited) as
         a call of its own; RouterError when it is refused."""
-        route = _Route(method, call, self._local_only(request, call))
+        route = _Route(method, call)
         outcome: Outcome | None = None
         try:
-            self._check_scopes(call)
+            await self._admitted(route, None)
             for position, provider in enumerate(self._providers(method, call)):
-                skipped, route.decision = await self._admit(provider, call, route.local_only, position)
-                if skipped is None:
+                if await self._admitted(route, provider, position):
                     outcome = route.outcome(Code.OK, "admitted, not called: part of a bulk call")
                     return route.decision
-                route.attempts.append(skipped)
             raise self._failed(route)
         except RouterError as error:
             outcome = error.outcome = error.outcome or route.outcome(error.code(), error.details())
@@ -372,7 +328,7 @@ class Router:
         return response
 
     async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]:
-        route = _Route(method, call, self._local_only(request, call))
+        route = _Route(method, call)
         outcome: Outcome | None = None
         try:
             async with aclosing(self._attempts(route)) as attempts:
@@ -405,7 +361,7 @@ class Router:
     async def stream(self, method: MethodInfo, request: Any, call: Call) -> AsyncIterator[Any]:
         """Route one server-streaming call, yielding its messages or raising RouterError. A stream
         fails over (and is retried) only before its first message."""
-        route = _Route(method, call, self._local_only(request, call))
+        route = _Route(method, call)
         outcome: Outcome | None = None
         try:
             async with aclosing(self._attempts(route)) as attempts:

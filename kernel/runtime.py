@@ -22,9 +22,10 @@ from .config import Config, ConfigError
 from .context import KernelChannel, PluginContext
 from .kernel_service import PLUGIN_SERVICE, KernelServicer, PluginServicer
 from .kernel_service import SERVICE as KERNEL_SERVICE
-from .plugin_host import BROKEN, DISABLED, PluginHost, discover
+from .plugin_host import BROKEN, BUILT_IN_DIST, DISABLED, PluginHost, discover
 from .registry import ContractRegistry, Health, resolve_service
 from .router import Router
+from .security.capabilities import grant
 from .security.credentials import Credentials
 from .security.dial import provider_dial
 from .security.exposure import Exposure
@@ -48,14 +49,12 @@ class Kernel:
     def __init__(self, config: Config, extra_plugins: list[tuple[str, Any]] | None = None):
         self.config = config
         self.version = cortex_version()
-        self.registry = ContractRegistry(
-            config.data["circuit"]["failure_threshold"], config.data["circuit"]["reset_timeout_seconds"]
-        )
+        self.registry = ContractRegistry(config.circuit.failure_threshold, config.circuit.reset_timeout_seconds)
         self.host = PluginHost(config, self.registry, extra_plugins or [])
         self.router = Router(self.registry, self.host, config)
         self.health = health.aio.HealthServicer()
         self.exposure = Exposure.from_config(config.kernel)
-        self.credentials = Credentials(config.data_dir, self.exposure.require_credentials, tuple(config.kernel.get("owners", ())))
+        self.credentials = Credentials(config.data_dir, self.exposure.require_credentials, config.kernel_section.owners)
         self.server = None
         self.server_handlers = None  # serves contracts registered after start (live enables)
         self._plugin_changes = asyncio.Lock()
@@ -89,7 +88,7 @@ class Kernel:
         self._check_routing()
         await self.refresh_health()
         self.server, self.server_handlers = build_server(
-            self.registry, self.router, self.health, self.explain_unknown, cfg.kernel["max_message_bytes"],
+            self.registry, self.router, self.health, self.explain_unknown, cfg.kernel_section.max_message_bytes,
             self.credentials, mutual_tls=bool(self.exposure.tls_client_ca),
         )
         try:
@@ -138,6 +137,9 @@ class Kernel:
             )
 
     def _plugin_context(self, name: str) -> PluginContext:
+        source = getattr(self.host.records.get(name), "source", "")  # its distribution's manifest grants it
+        offered = {"plugins": self.host.records, "deliver_event": self.host.deliver_event, "stopping": self._stopped,
+                   "credentials": self.credentials, "exposure": self.exposure, "web_pages": self.host.web_pages}
         return PluginContext(
             name=name,
             config=self.config.plugin_section(name),
@@ -145,21 +147,16 @@ class Kernel:
             privacy_mode=self.config.privacy_mode,
             channel=KernelChannel(self.router, principal=f"plugin:{name}", explain=self.explain_unknown,
                                   credentials=self.credentials),
-            plugins=self.host.records,
-            deliver_event=self.host.deliver_event,
-            stopping=self._stopped,
-            credentials=self.credentials,
-            exposure=self.exposure,
-            web_pages=self.host.web_pages,
+            **grant(name, {"built-in": BUILT_IN_DIST, "in-process": ""}.get(source, source), offered),
         )
 
     def _add_remote_providers(self) -> None:
         cfg = self.config
-        for name, settings in cfg.data["providers"].items():
-            endpoint = settings.get("endpoint")
+        for name, settings in cfg.providers.items():
+            endpoint = settings.endpoint
             if not endpoint:
                 continue
-            for service in settings["services"]:
+            for service in settings.services:
                 try:
                     info = self.registry.service(resolve_service(service))
                 except ValueError as exc:
@@ -170,20 +167,18 @@ class Kernel:
                         plugin="",
                         service=info,
                         breaker=self.registry.breaker(name),
-                        local=settings.get("local", is_loopback(endpoint)),
+                        local=is_loopback(endpoint) if settings.local is None else settings.local,
                         endpoint=endpoint,
-                        timeout=settings.get("timeout_seconds"),
-                        max_message_bytes=cfg.kernel["max_message_bytes"],
+                        timeout=settings.timeout_seconds,
+                        max_message_bytes=cfg.kernel_section.max_message_bytes,
                         dial=provider_dial(settings),
                     )
                 )
 
     def _check_routing(self) -> None:
-        for service, route in self.config.data["routing"].items():
-            if f"routing.{service}" not in self.config.sources:
-                continue  # a built-in default order may name plugins that are not installed
+        for service, order in self.config.routing.items():
             names = {p.name for p in self.registry.providers.get(service, [])}
-            unknown = [n for n in route.get("order", []) if n not in names]
+            unknown = [n for n in order if n not in names]
             if unknown:
                 log.warning("routing.unknown_providers", service=service, providers=unknown, known=sorted(names))
 
@@ -227,7 +222,7 @@ class Kernel:
         asyncio.get_running_loop().create_task(self._publish_health())
 
     async def _health_loop(self) -> None:
-        interval = float(self.config.kernel["health_interval_seconds"])
+        interval = self.config.kernel_section.health_interval_seconds
         while True:
             await asyncio.sleep(interval)
             try:
@@ -251,7 +246,7 @@ class Kernel:
         if name in self.host.required:
             raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
         async with self._plugin_changes:
-            record = await self.host.disable_now(name, self.config.kernel["shutdown_grace_seconds"])
+            record = await self.host.disable_now(name, self.config.kernel_section.shutdown_grace_seconds)
         await self._served_changed()
         log.info("plugin.disabled_live", plugin=name)
         return record
@@ -282,7 +277,7 @@ class Kernel:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        grace = self.config.kernel["shutdown_grace_seconds"] if grace is None else grace
+        grace = self.config.kernel_section.shutdown_grace_seconds if grace is None else grace
         log.info("kernel.stopping", grace_seconds=grace)
         if self._monitor:
             self._monitor.cancel()

@@ -9,15 +9,16 @@ gets UNIMPLEMENTED with a message saying why (a disabled or broken plugin, a typ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from .admission import REFUSED_HEADER, Refused
 from .call import (
     CALL_ID_HEADER,
     PARENT_CALL_ID_HEADER,
@@ -38,12 +39,12 @@ log = structlog.get_logger("cortex.server")
 _ASCII_SAFE = str.maketrans(dict.fromkeys(map(chr, range(32)), "?"))
 
 
-def _serialize(message: Any) -> bytes:
+def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _trailers(call: Call) -> tuple[tuple[str, str], ...]:
-    """The call's id (and parent), and once the router has finished it, who served it and the route."""
+def _trailers(call: Call, error: RouterError | None = None) -> tuple[tuple[str, str], ...]:
+    """The call's id (and parent); once routed, who served it, the route, and why admission refused (x-cortex-refused)."""
     trailers = [(CALL_ID_HEADER, call.id)]
     outcome = call.outcome
     if call.parent_id:
@@ -51,9 +52,11 @@ def _trailers(call: Call) -> tuple[tuple[str, str], ...]:
     if outcome is not None:
         if outcome.provider:
             trailers.append((PROVIDER_HEADER, outcome.provider))
-        if outcome.attempts:
-            route = outcome.route.encode("ascii", "replace").decode().translate(_ASCII_SAFE)
-            trailers.append((ROUTE_HEADER, route[:1024]))
+        refused = [f"{a.provider}: {a.detail}" for a in outcome.attempts if a.outcome in ("skipped", "denied")]
+        refused += [error.details()] if isinstance(error, Refused) else []
+        for header, value in ((ROUTE_HEADER, outcome.route), (REFUSED_HEADER, "; ".join(refused))):
+            if value:
+                trailers.append((header, value.encode("ascii", "replace").decode().translate(_ASCII_SAFE)[:1024]))
     return tuple(trailers)
 
 
@@ -65,16 +68,16 @@ def peer_is_loopback(peer: str) -> bool:
     return is_loopback_host(address.rsplit(":", 1)[0])
 
 
-def _certificate_name(context: grpc.aio.ServicerContext) -> str:
-    names = context.auth_context().get("x509_common_name") or ()
+def _certificate_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    names = list(context.auth_context().get("x509_common_name") or ())
     return names[0].decode("utf-8", "replace") if names else ""
 
 
 def _make_call(
-    method: MethodInfo, request: Any, context: grpc.aio.ServicerContext, credentials: Credentials, mutual_tls: bool
+    method: MethodInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any], credentials: Credentials, mutual_tls: bool
 ) -> Call:
     """The call, with its identity from the caller's credential (AuthError when it has none)."""
-    metadata = tuple((m.key, m.value) for m in context.invocation_metadata() or () if isinstance(m.value, str))
+    metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))  # grpc's (key, value) namedtuples
     claimed = parent_id = authorization = ""
     for key, value in metadata:
         if key == PRINCIPAL_HEADER:
@@ -101,7 +104,7 @@ def _make_call(
 
 
 async def _identified_call(
-    method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext, credentials: Credentials, mutual_tls: bool
+    method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext[Any, Any], credentials: Credentials, mutual_tls: bool
 ) -> Call:
     request = await _parse(method, raw, context)
     try:
@@ -111,7 +114,7 @@ async def _identified_call(
         await context.abort(exc.code, exc.message)
 
 
-async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
     try:
         return method.input.FromString(raw)
     except DecodeError as exc:
@@ -122,34 +125,34 @@ async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerConte
         )
 
 
-def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
         try:
             response = await router.unary(method, call.request, call)
         except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call))
+            await context.abort(err.code(), err.details(), _trailers(call, err))
         context.set_trailing_metadata(_trailers(call))
         return response
 
     return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
 
 
-def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
         try:
             async for message in router.stream(method, call.request, call):
                 yield message
         except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call))
+            await context.abort(err.code(), err.details(), _trailers(call, err))
         context.set_trailing_metadata(_trailers(call))
 
     return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
 
 
-def _refusing_handler(method: MethodInfo) -> grpc.RpcMethodHandler:
-    async def handle(request_iterator, context):
+def _refusing_handler(method: MethodInfo) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             f"{method.path} is client-streaming; the router does not route client-streaming methods yet",
@@ -168,12 +171,12 @@ class LateContracts(grpc.GenericRpcHandler):
 
     def __init__(self, registry: ContractRegistry, router: Router, credentials: Credentials, mutual_tls: bool):
         self._registry, self._router, self._credentials, self._mutual_tls = registry, router, credentials, mutual_tls
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def refresh(self) -> None:
         self._handlers.clear()
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         path = handler_call_details.method
         handler = self._handlers.get(path)
         if handler is None:
@@ -184,7 +187,7 @@ class LateContracts(grpc.GenericRpcHandler):
         return handler
 
 
-def _handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler:
+def _handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     if method.client_streaming:
         return _refusing_handler(method)
     if method.server_streaming:
@@ -207,7 +210,7 @@ class _LiveReflection(reflection.aio.ReflectionServicer):
         return tuple(sorted({*self._plumbing, *(s.full_name for s in self._registry.served())}))
 
     @_service_names.setter
-    def _service_names(self, _value) -> None:  # the base class's one assignment: the registry decides
+    def _service_names(self, _value: object) -> None:  # the base class's one assignment: the registry decides
         pass
 
 
@@ -217,10 +220,10 @@ class _UnknownMethodHandler(grpc.GenericRpcHandler):
     def __init__(self, explain: Callable[[str], str]):
         self._explain = explain
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         message = self._explain(handler_call_details.method)
 
-        async def refuse(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def refuse(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
         return grpc.unary_unary_rpc_method_handler(refuse)
@@ -234,7 +237,7 @@ def build_server(
     max_message_bytes: int,
     credentials: Credentials,
     mutual_tls: bool = False,
-) -> grpc.aio.Server:
+) -> tuple[grpc.aio.Server, LateContracts]:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -248,7 +251,7 @@ def build_server(
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]  # untyped in its stubs
         _LiveReflection(registry, [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]),
         server,
     )

@@ -26,7 +26,7 @@ import grpc
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel.call import ALLOW_BY_DEFAULT, Attempt, Call, Outcome, ProviderInfo, new_call_id
-from cortex.kernel.registry import MethodInfo
+from cortex.kernel.method import MethodInfo
 from cortex.plugins.governance.chain import AuditChain, load_or_create_key, verify_chain, verify_entry
 from cortex.plugins.governance.plugin import Governance
 

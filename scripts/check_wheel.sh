@@ -57,7 +57,7 @@ for path in ("/console/", "/console/app.js", "/console/pages/memories.js", "/con
 print("wheel: console pages ok")
 PY
 # the bridges' descriptions come from the descriptor set shipped in the wheel
-"$work/venv/bin/python" -c "from cortex.kernel import proto_docs; assert proto_docs.doc('cortex.memories.v1.MemoryService.Store'), 'descriptors.binpb missing'; print('wheel: proto comments ok')"
+"$work/venv/bin/python" -c "from cortex.kernel.sdk import proto_docs; assert proto_docs.doc('cortex.memories.v1.MemoryService.Store'), 'descriptors.binpb missing'; print('wheel: proto comments ok')"
 
 # no embedding model yet: doctor says what to run, and the command makes semantic search work
 if "$cortex" doctor > "$work/doctor.txt" 2>&1; then fail "doctor passed without an embedding model"; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the Python contracts from the .proto sources (kernel/codegen.py does the work, as
+"""Regenerate the Python contracts from the .proto sources (plugins/devkit/codegen.py does the work, as
 `cortex plugin codegen` does for a plugin).
 
     python scripts/gen_contracts.py          # write contracts/ (and each example's)

@@ -13,7 +13,7 @@ each rule. The rebuilt file is then compiled with protoc and its descriptor comp
 wheel's: the script fails unless they are the same.
 
 protoc reads this file only to resolve the contracts' `import "buf/validate/validate.proto"`; no
-Python is generated from it (kernel/codegen.py points the import at the wheel's descriptor).
+Python is generated from it (plugins/devkit/codegen.py points the import at the wheel's descriptor).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-KernelThread = RunningKernel  # the kernel's own testing helper (cortex.testing), as plugin authors get it
+KernelThread = RunningKernel  # the kernel's own testing helper (cortex.kernel.testing), as plugin authors get it
 
 
 def wait_for(condition, what: str, timeout: float = 10.0) -> None:
@@ -136,7 +136,7 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def start_kernel(tmp_path: Path, data_dir: Path) -> Iterator:
     """start_kernel(config_text="", plugins=[(name, obj)], env={}, governance=False) -> (target, KernelThread).
-    The kernel's own tests judge the kernel alone: ungoverned unless asked (cortex.testing's
+    The kernel's own tests judge the kernel alone: ungoverned unless asked (cortex.kernel.testing's
     cortex_kernel, for plugin authors, is governed)."""
     started: list[KernelThread] = []
 

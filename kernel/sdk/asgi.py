@@ -17,8 +17,8 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -27,6 +27,9 @@ from ..call import PRINCIPAL_HEADER
 from ..security.credentials import AuthError, Credentials, Identity
 from ..security.exposure import Exposure
 from ..security.remote import is_loopback_host
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 IDENTITY = "cortex.identity"  # where a bridge finds its caller's Identity in the ASGI scope
 
@@ -41,11 +44,11 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def headers_of(scope: dict) -> dict[str, str]:
+def headers_of(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-def identify_request(credentials: Credentials, scope: dict, headers: dict[str, str] | None = None) -> Identity:
+def identify_request(credentials: Credentials, scope: Scope, headers: dict[str, str] | None = None) -> Identity:
     """An HTTP request's identity, exactly as a gRPC call's: its bearer credential, else `local`
     from loopback; x-cortex-principal only from a credential that may act for others."""
     headers = headers_of(scope) if headers is None else headers
@@ -73,7 +76,7 @@ class Authenticate:
     def __init__(self, app: Any, credentials: Credentials):
         self.app, self.credentials = app, credentials
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
                 scope[IDENTITY] = identify_request(self.credentials, scope)
@@ -120,7 +123,7 @@ class HostGuard:
         name = name.strip("[]").lower().rstrip(".")
         return bool(name) and (is_loopback_host(name) or name in self.names)
 
-    def foreign(self, scope: dict, headers: dict[str, str]) -> str | None:
+    def foreign(self, scope: Scope, headers: dict[str, str]) -> str | None:
         """For a request that would be `local`: the Host or Origin naming another site, else None."""
         if not self.trust_loopback or headers.get("authorization"):
             return None
@@ -140,7 +143,7 @@ class HostGuard:
             name = ""
         return None if self.allowed(name) else f"Origin {origin!r}"
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             foreign = self.foreign(scope, headers_of(scope))
             if foreign is not None:
@@ -206,10 +209,10 @@ class JsonBodies:
     it parses the body its own way (which may answer 500, or 200, and log a traceback); a body over
     `max_bytes` is 413. Other bodies reach the app as they came."""
 
-    def __init__(self, app: Any, max_bytes: int = 8 << 20, server: str = ""):
+    def __init__(self, app: ASGIApp, max_bytes: int = 8 << 20, server: str = ""):
         self.app, self.max_bytes, self.server = app, max_bytes, server
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True
@@ -230,7 +233,7 @@ class JsonBodies:
                 return await self._refuse(scope, send, 400, -32700, f"Parse error: {exc}")
         sent = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal sent
             if not sent:
                 sent = True
@@ -239,7 +242,7 @@ class JsonBodies:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, send, status: int, code: int, message: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, code: int, message: str) -> None:
         log.info("http.bad_body", server=self.server, peer=(scope.get("client") or ("", 0))[0],
                  path=scope.get("path", ""), status=status, error=message)
         body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
@@ -275,7 +278,7 @@ class LazyApp:
         self._app: Any = None
         self._lock = asyncio.Lock()
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -312,7 +315,7 @@ class AsgiServer:
         self._host, self._requested_port = split_listen(listen)
         self._sock: socket.socket | None = None
         self._server: Any = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.address = listen
 
     async def bind(self) -> str:
@@ -332,7 +335,7 @@ class AsgiServer:
 
         class _EmbeddedServer(uvicorn.Server):
             @contextlib.contextmanager
-            def capture_signals(self):  # the kernel owns SIGINT/SIGTERM
+            def capture_signals(self) -> Iterator[None]:  # the kernel owns SIGINT/SIGTERM
                 yield
 
         if self._sock is None:
@@ -343,12 +346,16 @@ class AsgiServer:
         app = HostGuard(app, (self._host, *self.allowed_hosts), server=self.name,
                         trust_loopback=not self.exposure.require_credentials
                         and not getattr(self.credentials, "require_credentials", False))
+        tls: dict[str, Any] = self.exposure.uvicorn_settings()  # (uvicorn.Config keywords)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="auto",
-            timeout_graceful_shutdown=self.grace, server_header=False, **self.exposure.uvicorn_settings(),
+            # (uvicorn annotates int; it is a wait_for timeout there, where a float serves)
+            timeout_graceful_shutdown=self.grace,  # type: ignore[arg-type]
+            server_header=False, **tls,
         )
         self._server = _EmbeddedServer(config)
-        self._task = asyncio.create_task(self._serve(self._sock), name=f"cortex-{self.name}-http")
+        sock = cast(socket.socket, self._sock)  # bound above
+        self._task = asyncio.create_task(self._serve(sock), name=f"cortex-{self.name}-http")
         while not self._server.started:
             if self._task.done():
                 error = self._task.exception() or RuntimeError("stopped during start-up")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
@@ -102,7 +102,7 @@ def _check_scalar(value: Any, field: Any, path: str) -> None:
             raise ValueError(f"{path} must be a number")
 
 
-def _check_shapes(data: dict, descriptor: Any, where: str) -> None:
+def _check_shapes(data: dict[str, Any], descriptor: Any, where: str) -> None:
     """Refuse what json_format lets through although its schema (and the JSON mapping) forbids it:
     an array or a scalar where a message belongs (`"policy_change": []` parsed as an empty message),
     a scalar where a list belongs, true where a number belongs, 1.5 where an enum belongs.
@@ -140,25 +140,25 @@ def to_json(message: Message) -> dict[str, Any]:
 class KernelGateway:
     """Contracts of the kernel this plugin runs in, called through its router."""
 
-    def __init__(self, channel: Any):
+    def __init__(self, channel: Any):  # the plugin's KernelChannel (context.channel)
         self._channel = channel
 
     def methods(self) -> list[MethodInfo]:
         return [m for m in self._channel.methods() if bridged(m)]
 
     def method(self, path: str) -> MethodInfo | None:
-        return self._channel.method(path)
+        return cast("MethodInfo | None", self._channel.method(path))
 
     def explain(self, path: str) -> str:
         """Why `path` is not served (a plugin disabled or broken, by name)."""
-        return self._channel.explain(path)
+        return cast(str, self._channel.explain(path))
 
     async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
         response, _outcome = await self._channel.acting_for(principal).call(method.path, request, timeout=timeout)
-        return response
+        return cast(Message, response)
 
     def stream(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
-        return self._channel.acting_for(principal).unary_stream(method.path)(request, timeout=timeout)
+        return cast("AsyncIterator[Message]", self._channel.acting_for(principal).unary_stream(method.path)(request, timeout=timeout))
 
     async def close(self) -> None:
         pass
@@ -213,13 +213,13 @@ class GrpcGateway:
         return f"{path} is not served by the kernel at {self.target} any more"
 
     async def unary(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> Message:
-        call = self._channel.unary_unary(
+        call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] = self._channel.unary_unary(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )
         return await call(request, timeout=timeout, metadata=self._metadata(principal))
 
     async def stream(self, method: MethodInfo, request: Message, principal: str, timeout: float | None = None) -> AsyncIterator[Message]:
-        call = self._channel.unary_stream(
+        call: grpc.aio.UnaryStreamMultiCallable[Message, Message] = self._channel.unary_stream(
             method.path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=method.output.FromString
         )
         async for message in call(request, timeout=timeout, metadata=self._metadata(principal)):

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import grpc
 
-from ..config import ConfigError, editable_config_path, load_config
+from ..config import Config, ConfigError, editable_config_path, load_config
 from ..security.dial import client_dial
 from .logs import configure_logging
 from .terminal import (
@@ -50,7 +50,7 @@ def cli() -> None:
 def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
     """Start the kernel and serve every enabled plugin's contracts over gRPC."""
     cfg = load_config_or_fail(config, **{"kernel.listen": listen, "kernel.data_dir": data_dir})
-    configure_logging(cfg.kernel["log_level"], cfg.kernel["log_format"])
+    configure_logging(cfg.kernel_section.log_level, cfg.kernel_section.log_format)
     try:
         asyncio.run(_serve(cfg))
     except ConfigError as exc:
@@ -59,7 +59,7 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
         pass
 
 
-async def _serve(cfg) -> None:
+async def _serve(cfg: Config) -> None:
     from ..runtime import Kernel
 
     # everything the kernel and its plugins write (databases and their -wal files, keys, policies)
@@ -85,7 +85,7 @@ async def _serve(cfg) -> None:
 @config_option
 @target_option
 @json_option
-def info(config, target, as_json) -> None:
+def info(config: str | None, target: str | None, as_json: bool) -> None:
     """Show the running kernel's version, data dir and privacy mode."""
     from cortex.contracts.kernel.v1 import kernel_pb2
 
@@ -107,7 +107,7 @@ def info(config, target, as_json) -> None:
 @target_option
 @json_option
 @click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
-def health(config, target, as_json, services) -> None:
+def health(config: str | None, target: str | None, as_json: bool, services: tuple[str, ...]) -> None:
     """Check the kernel's gRPC health, overall and per contract. Exits 1 if anything is not serving."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -118,10 +118,12 @@ def health(config, target, as_json, services) -> None:
         contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
         services = ("", *(c.service for c in contracts.contracts))
     stub = health_pb2_grpc.HealthStub(client.channel)
-    statuses = {}
+    statuses: dict[str, str] = {}
     for service in services:
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            reply = stub.Check(  # type: ignore[attr-defined]  # typeshed's HealthStub declares no methods
+                health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
+            )
             statuses[service or "(overall)"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
@@ -151,7 +153,7 @@ def contracts() -> None:
 @config_option
 @target_option
 @json_option
-def contracts_list(config, target, as_json) -> None:
+def contracts_list(config: str | None, target: str | None, as_json: bool) -> None:
     """List every served contract, its methods, and its providers in routing order."""
     from cortex.contracts.kernel.v1 import kernel_pb2
 
@@ -170,6 +172,8 @@ def contracts_list(config, target, as_json) -> None:
                 f"  provider:  {p.name} ({where}, {'local' if p.local else 'remote'}) "
                 f"health={health} circuit={circuit} calls={p.calls} failures={p.failures}"
             )
+            if p.admission:  # why a plain call would not go to it now (kernel/admission.py)
+                click.echo(f"             not admitted: {p.admission}")
 
 
 # -- plugins --------------------------------------------------------------------------------------
@@ -182,7 +186,7 @@ def plugins() -> None:
 @config_option
 @json_option
 @click.option("--hooks", "show_hooks", is_flag=True, help="Also the hooks each plugin implements (imports them).")
-def plugins_list(config, as_json, show_hooks) -> None:
+def plugins_list(config: str | None, as_json: bool, show_hooks: bool) -> None:
     """List installed plugins, whether the config enables them, and, when a kernel answers, their
     state in it (loaded, broken with its error, disabled)."""
     from ..plugin_host import PluginHost, discover
@@ -196,7 +200,7 @@ def plugins_list(config, as_json, show_hooks) -> None:
         host = PluginHost(cfg, ContractRegistry(), quiet=True)
         host.load()
         hooks = {r.name: sorted(c.name for c in host.pm.get_hookcallers(r.obj) or ()) for r in host.loaded()}
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": r.name,
             "version": r.version,
@@ -225,7 +229,7 @@ def plugins_list(config, as_json, show_hooks) -> None:
     )
 
 
-def _running_plugins(cfg) -> dict[str, tuple[str, str]]:
+def _running_plugins(cfg: Config) -> dict[str, tuple[str, str]]:
     """{name: (state, error)} from the kernel at client.target, or {} when none answers."""
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
@@ -298,7 +302,7 @@ def _toggle(config: str | None, target: str | None, now: bool, name: str, enable
 @target_option
 @now_option
 @click.argument("name")
-def plugins_enable(config, target, now, name) -> None:
+def plugins_enable(config: str | None, target: str | None, now: bool, name: str) -> None:
     """Enable plugin NAME in the config file (and, with --now, in the running kernel)."""
     _toggle(config, target, now, name, True)
 
@@ -308,7 +312,7 @@ def plugins_enable(config, target, now, name) -> None:
 @target_option
 @now_option
 @click.argument("name")
-def plugins_disable(config, target, now, name) -> None:
+def plugins_disable(config: str | None, target: str | None, now: bool, name: str) -> None:
     """Disable plugin NAME in the config file: it will not be loaded at all (with --now, it stops
     in the running kernel and its contracts are withdrawn)."""
     _toggle(config, target, now, name, False)
@@ -319,7 +323,7 @@ def plugins_disable(config, target, now, name) -> None:
 @target_option
 @click.argument("spec")
 @click.option("--sha256", default="", help="The SHA-256 the file at SPEC must have.")
-def plugins_install(config, target, spec, sha256) -> None:
+def plugins_install(config: str | None, target: str | None, spec: str, sha256: str) -> None:
     """Install SPEC (a distribution, a path or a wheel) into the running kernel's environment and
     enable the plugins it brings, without a restart (admin only)."""
     from cortex.contracts.kernel.v1 import kernel_pb2

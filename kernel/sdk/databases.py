@@ -11,9 +11,15 @@ with a credential: the rule every connection that leaves the machine follows.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from ..security.remote import is_loopback_host
+
+if TYPE_CHECKING:
+    import grpc
+    import psycopg
 
 DSN_ENV = "CORTEX_POSTGRES_DSN"
 
@@ -59,7 +65,7 @@ class DatabaseUnavailable(Exception):
     Shaped as a gRPC status, so the router answers UNAVAILABLE and counts it against the provider
     that raised it, never as the caller's mistake."""
 
-    def code(self):
+    def code(self) -> grpc.StatusCode:
         import grpc
 
         return grpc.StatusCode.UNAVAILABLE
@@ -83,7 +89,7 @@ class PostgresPool:
     (`migrate_postgres`)."""
 
     def __init__(self, dsn: str, schema: str, migrations: list[str], size: int = 4, timeout: float = 5.0,
-                 configure=None):
+                 configure: Callable[[psycopg.Connection[Any]], None] | None = None):
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -99,13 +105,13 @@ class PostgresPool:
                                    kwargs={"connect_timeout": max(1, int(timeout))})
         self.pool.open(wait=True, timeout=timeout)
 
-    def connection(self):
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         from contextlib import contextmanager
 
         from psycopg_pool import PoolTimeout
 
         @contextmanager
-        def transaction():
+        def transaction() -> Iterator[psycopg.Connection[Any]]:
             try:
                 with self.pool.connection() as conn:
                     yield conn
@@ -116,7 +122,7 @@ class PostgresPool:
         return transaction()
 
     @staticmethod
-    def exclusive(conn) -> None:
+    def exclusive(conn: psycopg.Connection[Any]) -> None:
         """Hold, until `conn`'s transaction ends, the lock under which schemas change: a change to
         the schema made by one kernel at a time (an index, say)."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -128,7 +134,7 @@ class PostgresPool:
 MIGRATION_LOCK = 0x636F727465786D  # pg_advisory_xact_lock's key for every Cortex-OS schema change
 
 
-def migrate_postgres(conn, schema: str, migrations: list[str]) -> int:
+def migrate_postgres(conn: psycopg.Connection[Any], schema: str, migrations: list[str]) -> int:
     """Bring the schema recorded in the table `schema` to len(migrations), once, whoever else is
     starting (one transaction under an advisory lock); the version it is at."""
     import structlog

@@ -1,15 +1,16 @@
 """`cortex doctor`: check the install and say what to fix.
 
-Checks the config, the data dir, the kernel's port and listener rule, the plugins, the governance
-keys, and, when a kernel answers, every contract's live health; each plugin adds its own checks
-(its ports, its models, its libraries) through the `cortex_doctor` hook.
+Checks the config, the data dir, the kernel's port and listener rule, the plugins, whether calls
+are governed, and, when a kernel answers, every contract's live health; each plugin adds its own
+checks (its ports, its models, its libraries, its keys) through the `cortex_doctor` hook, with
+$CORTEX_CONFIG naming the config checked, so that one that reads the config reads this one.
 Exit status 1 when anything must be fixed; warnings alone exit 0.
 """
 
 from __future__ import annotations
 
 import json
-import stat
+import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -40,7 +41,6 @@ def _checks(config_path: str | None) -> list[Check]:
     checks.append(port_check(cfg.listen, "port", "stop what holds it, or set kernel.listen / --listen", running))
     checks.append(_exposure(cfg))
     checks += _plugins(cfg, running)
-    checks.append(_keys(cfg))
     checks.append(_governance(cfg, info))
     if running:
         checks += _live_health(cfg)
@@ -76,12 +76,12 @@ def _kernel_info(cfg):
 
 
 def _governance(cfg, info) -> Check:
-    governed = list(info.governed_by) if info is not None else cfg.kernel["required_plugins"]
+    governed = list(info.governed_by) if info is not None else list(cfg.kernel_section.required_plugins)
     if governed:
         return Check("governance", OK, f"governed by {', '.join(governed)}")
     return Check("governance", WARN, "OFF: calls are allowed unchecked and not audited (kernel.required_plugins is empty"
                  + (", and no plugin authorizes calls)" if info is not None else ")"),
-                 'put "governance" back in kernel.required_plugins unless this is on purpose')
+                 "restore kernel.required_plugins (its default) unless this is on purpose")
 
 
 def _exposure(cfg) -> Check:
@@ -118,17 +118,16 @@ def _plugins(cfg, running: bool) -> list[Check]:
             checks.append(Check(f"plugin {record.name}", OK, "disabled"))
         else:
             checks.append(Check(f"plugin {record.name}", OK, f"{record.version} ({record.source})"))
-    return checks + host.doctor(running)
-
-
-def _keys(cfg) -> Check:
-    key = cfg.data_dir / "governance" / "signing_key.pem"
-    if not key.exists():
-        return Check("signing key", OK, "created on first start")
-    mode = stat.S_IMODE(key.stat().st_mode)
-    if mode & 0o077:
-        return Check("signing key", FAIL, f"{key} is mode {mode:o}", f"chmod 600 {key}")
-    return Check("signing key", OK, f"{key} (mode 600)")
+    before = os.environ.get("CORTEX_CONFIG")
+    if cfg.path is not None:
+        os.environ["CORTEX_CONFIG"] = str(cfg.path)
+    try:
+        return checks + host.doctor(running)
+    finally:
+        if before is None:
+            os.environ.pop("CORTEX_CONFIG", None)
+        else:
+            os.environ["CORTEX_CONFIG"] = before
 
 
 def _live_health(cfg) -> list[Check]:

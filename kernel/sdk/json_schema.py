@@ -33,7 +33,7 @@ _INT64_TEXT = {True: r"^-?[0-9]{1,19}$", False: r"^[0-9]{1,20}$"}
 _FLOAT_MAX = 3.4028234663852886e38
 _NON_FINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
 
-_WRAPPERS = {
+_WRAPPERS: dict[str, dict[str, Any]] = {
     "google.protobuf.DoubleValue": {"type": "number"},
     "google.protobuf.FloatValue": {"type": "number"},
     "google.protobuf.Int64Value": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _INT64_TEXT[True]}]},
@@ -44,7 +44,7 @@ _WRAPPERS = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "contentEncoding": "base64"},
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
     **_WRAPPERS,
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?s$"},
@@ -83,7 +83,7 @@ class SchemaBuilder:
         return self._message(message)
 
     def _message(self, message: Descriptor) -> dict[str, Any]:
-        properties = {field.name: self._field(field) for field in message.fields}
+        properties = {field.name: self._field(field, message) for field in message.fields}
         # the parser refuses fields the message does not have (it also reads lowerCamelCase names,
         # which the schema leaves out: one spelling, the .proto's)
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -92,7 +92,7 @@ class SchemaBuilder:
             schema["description"] = description
         return schema
 
-    def _field(self, field: FieldDescriptor) -> dict[str, Any]:
+    def _field(self, field: FieldDescriptor, message: Descriptor) -> dict[str, Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
             schema: dict[str, Any] = {"type": "object", "additionalProperties": self._single(value)}
@@ -101,16 +101,16 @@ class SchemaBuilder:
         else:
             schema = self._single(field)
         schema = _nullable(schema)  # the JSON mapping reads null as the field's default
-        description = proto_docs.doc(field.full_name, proto_file=field.containing_type.file.name)
+        description = proto_docs.doc(field.full_name, proto_file=message.file.name)  # (the field's message)
         if description:
             schema["description"] = description
         return schema
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
         kind = field.type
-        if kind == FieldDescriptor.TYPE_MESSAGE or kind == FieldDescriptor.TYPE_GROUP:
+        if field.message_type is not None:  # TYPE_MESSAGE, TYPE_GROUP
             return self.ref(field.message_type)
-        if kind == FieldDescriptor.TYPE_ENUM:
+        if field.enum_type is not None:  # TYPE_ENUM
             return _enum(field.enum_type)
         if kind == FieldDescriptor.TYPE_BOOL:
             return {"type": "boolean"}

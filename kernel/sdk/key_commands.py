@@ -39,7 +39,7 @@ def register(cli: click.Group) -> None:
                        f"'{ACT_AS}:USER' (a glob, e.g. {ACT_AS}:team-*): it may name that user in x-cortex-principal (a "
                        f"gateway); a bare '{ACT_AS}' any user. Never the owner's identities (default, mcp:*, a2a:*).")
     @click.option("--expires", help="When it stops working: 90m, 12h, 30d, or an RFC 3339 time (default: never).")
-    def keys_create(config, data_dir, name, scopes, expires) -> None:
+    def keys_create(config: str | None, data_dir: str | None, name: str, scopes: tuple[str, ...], expires: str | None) -> None:
         """Create key NAME and print it (once: only its hash is kept)."""
         try:
             until = parse_expiry(expires) if expires else None
@@ -53,7 +53,7 @@ def register(cli: click.Group) -> None:
     @config_option
     @data_dir_option
     @json_option
-    def keys_list(config, data_dir, as_json) -> None:
+    def keys_list(config: str | None, data_dir: str | None, as_json: bool) -> None:
         """List keys (names, scopes, expiry; never the keys)."""
         found = KeyStore(_data_dir(config, data_dir)).list()
         if as_json:
@@ -68,7 +68,7 @@ def register(cli: click.Group) -> None:
     @config_option
     @data_dir_option
     @click.argument("name")
-    def keys_revoke(config, data_dir, name) -> None:
+    def keys_revoke(config: str | None, data_dir: str | None, name: str) -> None:
         """Revoke key NAME: its next call is refused."""
         if not KeyStore(_data_dir(config, data_dir)).revoke(name):
             raise click.ClickException(f"no key {name!r} that is not already revoked; `cortex keys list` shows them")
@@ -82,7 +82,7 @@ def register(cli: click.Group) -> None:
     @config_option
     @data_dir_option
     @click.option("--host", "hosts", multiple=True, help="A name or address clients use for this kernel (repeatable).")
-    def tls_init(config, data_dir, hosts) -> None:
+    def tls_init(config: str | None, data_dir: str | None, hosts: tuple[str, ...]) -> None:
         """Make a CA (once) and this kernel's certificate; print the settings that use them."""
         folder = _data_dir(config, data_dir)
         try:
@@ -104,7 +104,7 @@ def register(cli: click.Group) -> None:
     @config_option
     @data_dir_option
     @click.argument("name")
-    def tls_issue(config, data_dir, name) -> None:
+    def tls_issue(config: str | None, data_dir: str | None, name: str) -> None:
         """Make a client certificate: its holder is node:NAME to kernels trusting this CA."""
         try:
             from ..security.tls import issue_client

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -30,7 +30,7 @@ def log_tap(receive: Callable[[dict[str, Any]], None]) -> Iterator[None]:
         _taps.reset(token)
 
 
-def _tap(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _tap(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     taps = _taps.get()
     if taps:
         copy = {k: v for k, v in event_dict.items() if k not in ("exc_info", "stack_info")}
@@ -39,7 +39,7 @@ def _tap(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str,
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None, to_stdlib: bool = False) -> None:
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None, to_stdlib: bool = False) -> None:
     """Configure structlog. With `to_stdlib`, rendered lines go to the standard `logging` module
     instead of a stream (a host such as pytest then captures them per test)."""
     stream = stream or sys.stderr

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import grpc
@@ -104,11 +106,11 @@ def texts(request: pb.EmbedRequest) -> list[str]:
     return list(request.texts)
 
 
-async def refuse(context, error: BadRequest) -> None:
+async def refuse(context: grpc.aio.ServicerContext[Any, Any], error: BadRequest) -> NoReturn:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
 
-async def valid_generation(request: pb.GenerateRequest, context) -> Generation:
+async def valid_generation(request: pb.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Generation:
     """The request's Generation, or the call ends with INVALID_ARGUMENT saying why."""
     try:
         return generation(request)
@@ -116,7 +118,7 @@ async def valid_generation(request: pb.GenerateRequest, context) -> Generation:
         await refuse(context, exc)
 
 
-async def valid_texts(request: pb.EmbedRequest, context) -> list[str]:
+async def valid_texts(request: pb.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
     """The request's texts, or the call ends with INVALID_ARGUMENT saying why."""
     try:
         return texts(request)
@@ -124,7 +126,7 @@ async def valid_texts(request: pb.EmbedRequest, context) -> list[str]:
         await refuse(context, exc)
 
 
-def unknown_model(context, model: str, known: list[str]):
+def unknown_model(context: grpc.aio.ServicerContext[Any, Any], model: str, known: list[str]) -> Awaitable[NoReturn]:
     return context.abort(
         grpc.StatusCode.NOT_FOUND, f"model {model!r} is not served here; models: {', '.join(known)} (or leave model empty)"
     )

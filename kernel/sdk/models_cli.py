@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import grpc
 
-from .terminal import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
+from .terminal import KernelClient, config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
+
+if TYPE_CHECKING:
+    from cortex.contracts.models.v1.models_pb2_grpc import ModelServiceStub
 
 GENERATION_TIMEOUT = 300.0
 _KEEP = {"\n", "\t"}
@@ -28,7 +32,7 @@ def _for_terminal(text: str) -> str:
     return printable(text) if sys.stdout.isatty() else text
 
 
-def _models(client):
+def _models(client: KernelClient) -> ModelServiceStub:
     from cortex.contracts.models.v1 import models_pb2_grpc
 
     return models_pb2_grpc.ModelServiceStub(client.channel)
@@ -47,7 +51,10 @@ def _models(client):
 @click.option("--model", default="", help="Model id (default: the provider's).")
 @click.option("--stop", "stops", multiple=True, help="Stop before this text (repeatable).")
 @click.option("--local-only", is_flag=True, help="Never use a remote provider for this call.")
-def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, max_tokens, model, stops, local_only):
+def generate(
+    config: str | None, target: str | None, as_json: bool, prompt: str, stream: bool, seed: int | None,
+    temperature: float | None, top_p: float | None, max_tokens: int, model: str, stops: tuple[str, ...], local_only: bool,
+) -> None:
     """Generate text for PROMPT."""
     from cortex.contracts.models.v1 import models_pb2 as pb
 
@@ -94,7 +101,7 @@ def generate(config, target, as_json, prompt, stream, seed, temperature, top_p, 
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--model", default="", help="Model id (default: the provider's).")
 @click.option("--local-only", is_flag=True)
-def embed(config, target, as_json, texts, model, local_only):
+def embed(config: str | None, target: str | None, as_json: bool, texts: tuple[str, ...], model: str, local_only: bool) -> None:
     """Embed TEXTS; with --json prints {"model", "dimension", "vectors"}."""
     from cortex.contracts.models.v1 import models_pb2 as pb
 
@@ -109,7 +116,7 @@ def embed(config, target, as_json, texts, model, local_only):
 
 
 @click.group()
-def models():
+def models() -> None:
     """Models of every ModelService provider."""
 
 
@@ -117,7 +124,7 @@ def models():
 @config_option
 @target_option
 @json_option
-def models_list(config, target, as_json):
+def models_list(config: str | None, target: str | None, as_json: bool) -> None:
     """List each provider's models (asking each provider in turn)."""
     from cortex.contracts.kernel.v1 import kernel_pb2
     from cortex.contracts.models.v1 import models_pb2 as pb
@@ -125,7 +132,8 @@ def models_list(config, target, as_json):
     client = kernel_client(config, target)
     contracts = client.call(client.kernel().ListContracts, kernel_pb2.ListContractsRequest())
     providers = [p.name for c in contracts.contracts if c.service == "cortex.models.v1.ModelService" for p in c.providers]
-    rows, problems = [], {}
+    rows: list[dict[str, Any]] = []
+    problems: dict[str, str] = {}
     for name in providers:
         try:
             reply = _models(client).ListModels(
@@ -155,4 +163,4 @@ def register(cli: click.Group) -> click.Group:
     for command in (generate, embed, models):
         if command.name not in cli.commands:
             cli.add_command(command)
-    return cli.commands["models"]
+    return cast(click.Group, cli.commands["models"])  # ours, or the same group another model plugin added

@@ -44,13 +44,13 @@ def _names(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], st
             names[(*path, _MESSAGE_FIELD, j)] = f"{full}.{field.name}"
         for j, nested in enumerate(proto.nested_type):
             message((*path, _MESSAGE_NESTED, j), full, nested)
-        for j, nested in enumerate(proto.enum_type):
-            enum((*path, _MESSAGE_ENUM, j), full, nested)
+        for j, nested_enum in enumerate(proto.enum_type):
+            enum((*path, _MESSAGE_ENUM, j), full, nested_enum)
 
     for i, proto in enumerate(file.message_type):
         message((_FILE_MESSAGE, i), package, proto)
-    for i, proto in enumerate(file.enum_type):
-        enum((_FILE_ENUM, i), package, proto)
+    for i, enum_proto in enumerate(file.enum_type):
+        enum((_FILE_ENUM, i), package, enum_proto)
     for i, service in enumerate(file.service):
         full = f"{package}.{service.name}"
         names[(_FILE_SERVICE, i)] = full

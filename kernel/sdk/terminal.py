@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import grpc
@@ -17,6 +17,9 @@ from google.protobuf import json_format
 
 from ..config import Config, ConfigError, load_config
 from ..security.dial import Dial, client_dial
+
+if TYPE_CHECKING:
+    from cortex.contracts.kernel.v1.kernel_pb2_grpc import KernelServiceStub
 
 TIMEOUT = 10.0
 
@@ -66,7 +69,7 @@ class KernelClient:
             raise click.ClickException(str(exc)) from None
         self.metadata = dial.metadata()
 
-    def call(self, fn: Callable, request: Any, timeout: float = TIMEOUT) -> Any:
+    def call(self, fn: Callable[..., Any], request: Any, timeout: float = TIMEOUT) -> Any:
         try:
             return fn(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
@@ -86,7 +89,7 @@ class KernelClient:
             )
         return click.ClickException(f"{code.name}: {exc.details()}")
 
-    def kernel(self):
+    def kernel(self) -> KernelServiceStub:
         from cortex.contracts.kernel.v1 import kernel_pb2_grpc
 
         return kernel_pb2_grpc.KernelServiceStub(self.channel)

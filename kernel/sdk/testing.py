@@ -137,8 +137,8 @@ def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | N
     environment = {"CORTEX_DATA_DIR": str(data_dir), "CORTEX_LISTEN": "127.0.0.1:0", **FREE_BRIDGE_PORTS, **(env or {})}
     config = load_config(path, env=environment)
     if not governance:  # on purpose, for tests of something else: ungoverned, and said so
-        config.data["plugins"]["disabled"].append("governance")
-        config.data["kernel"]["required_plugins"] = []
+        ungoverned = {"plugins.disabled": [*config.plugins.disabled, "governance"], "kernel.required_plugins": []}
+        config.override(ungoverned, origin="kernel_config(governance=False)")
     return config
 
 

@@ -1,8 +1,9 @@
 """The kernel's security ring: who a caller is and what its credential lets it do (credentials:
 the admin token, API keys and their scopes, client certificates, owner identities, namespaces),
 the listener rule (exposure: loopback, or TLS and required credentials), TLS material (tls),
-how the kernel and its CLI dial (dial), remote providers over mutual TLS (remote), and the
-bounds a contract declares on a request (validation), checked before any plugin runs.
+how the kernel and its CLI dial (dial), remote providers over mutual TLS (remote), the
+bounds a contract declares on a request (validation), checked before any plugin runs, and which
+of the kernel's privileged objects a plugin holds, as its manifest asks (capabilities).
 
 It imports nothing of the kernel but the call and provider types it guards (`cortex.kernel.call`,
 `.method`, `.registry`); the core imports it. Plugins reach what they need of it through

@@ -35,6 +35,7 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,7 +266,7 @@ def is_act_as(scope: str) -> bool:
     return scope == ACT_AS or scope.startswith(ACT_AS + ":")
 
 
-def _key(row: tuple) -> ApiKey:
+def _key(row: tuple[str, str, float, float | None, float | None]) -> ApiKey:
     name, scopes, created, expires, revoked = row
     return ApiKey(name, tuple(scopes.split("\n")), created, expires, revoked)
 
@@ -281,7 +282,7 @@ class Credentials:
         self.keys = KeyStore(data_dir)
         self._admin = b""
 
-    def reserve(self, names) -> None:
+    def reserve(self, names: Iterable[str]) -> None:
         """Names a plugin gives namespaces of its own (memories' shared namespaces): a gateway's user
         so named would be given that namespace, so no gateway may act as one."""
         self.reserved.update(names)

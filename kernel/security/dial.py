@@ -61,20 +61,21 @@ class Dial:
 
 
 def client_dial(cfg: Any) -> Dial:
-    """How the `cortex` CLI and `cortex mcp` reach the kernel of config `cfg`."""
-    client, kernel = cfg.data["client"], cfg.kernel
-    token = os.environ.get(client["token_env"] or "CORTEX_TOKEN", "")
+    """How the `cortex` CLI and `cortex mcp` reach the kernel of config `cfg` (its typed sections
+    `client` and `kernel_section`)."""
+    client, kernel = cfg.client, cfg.kernel_section
+    token = os.environ.get(client.token_env or "CORTEX_TOKEN", "")
     admin = "" if token else read_admin_token(cfg.data_dir)
-    ca = client["tls_ca"]
-    if not ca and kernel["tls_cert"]:  # this machine's kernel serves TLS: trust the CA it was made with
+    ca = client.tls_ca
+    if not ca and kernel.tls_cert:  # this machine's kernel serves TLS: trust the CA it was made with
         own = cfg.data_dir / "tls" / "ca.pem"
-        ca = str(own) if own.exists() else kernel["tls_client_ca"]
-    return Dial(ca, client["tls_cert"], client["tls_key"], token or admin, act_as=bool(admin))
+        ca = str(own) if own.exists() else kernel.tls_client_ca
+    return Dial(ca, client.tls_cert, client.tls_key, token or admin, act_as=bool(admin))
 
 
-def provider_dial(settings: dict[str, Any]) -> Dial:
-    """How the router reaches a remote provider ([providers.NAME] tls_ca, tls_cert, tls_key,
-    token_env: the variable holding an API key of the kernel there)."""
-    token_env = settings.get("token_env", "")
-    return Dial(settings.get("tls_ca", ""), settings.get("tls_cert", ""), settings.get("tls_key", ""),
-                os.environ.get(token_env, "") if token_env else "")
+def provider_dial(settings: Any) -> Dial:
+    """How the router reaches a remote provider (`settings`: its [providers.NAME], a config
+    ProviderSection: tls_ca, tls_cert, tls_key, token_env: the variable holding an API key of the
+    kernel there)."""
+    token_env = settings.token_env
+    return Dial(settings.tls_ca, settings.tls_cert, settings.tls_key, os.environ.get(token_env, "") if token_env else "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -34,7 +35,7 @@ class Exposure:
     require_credentials: bool = False
 
     @classmethod
-    def from_config(cls, kernel: dict) -> Exposure:
+    def from_config(cls, kernel: dict[str, Any]) -> Exposure:
         return cls(_path(kernel["tls_cert"]), _path(kernel["tls_key"]), _path(kernel["tls_client_ca"]),
                    bool(kernel["require_credentials"]))
 

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
@@ -112,10 +114,14 @@ class RemoteProvider(Provider):
                     "would run as this kernel (its owner)")
         return ""
 
-    async def unary(self, method, request, call, context, timeout: float | None = None):
-        return await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call))
+    async def unary(
+        self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
+    ) -> Message:
+        return cast(Message, await self._callable(method)(request, timeout=timeout, metadata=self._metadata(call)))
 
-    async def stream(self, method, request, call, context, timeout: float | None = None):
+    async def stream(
+        self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
+    ) -> AsyncIterator[Message]:
         async for message in self._callable(method)(request, timeout=timeout, metadata=self._metadata(call)):
             yield message
 
@@ -123,7 +129,7 @@ class RemoteProvider(Provider):
         """The remote's own gRPC health status for this service."""
         stub = health_pb2_grpc.HealthStub(self.channel())
         try:
-            reply = await stub.Check(
+            reply = await stub.Check(  # type: ignore[attr-defined]  # typeshed's HealthStub declares no methods
                 health_pb2.HealthCheckRequest(service=self.service.full_name), timeout=PROBE_TIMEOUT,
                 metadata=self.dial.metadata(),
             )

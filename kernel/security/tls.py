@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -90,7 +91,7 @@ def _issue(common_name: str, hosts: list[str], usage: x509.ObjectIdentifier, fol
     return cert_path, key_path
 
 
-def init_ca(data_dir: Path, hosts: list[str] = (), force: bool = False) -> dict[str, Path]:
+def init_ca(data_dir: Path, hosts: Sequence[str] = (), force: bool = False) -> dict[str, Path]:
     """Make the CA (unless there is one) and this kernel's server certificate."""
     folder = tls_dir(data_dir)
     if not (folder / "ca.pem").exists() or force:

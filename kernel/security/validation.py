@@ -24,6 +24,8 @@ from google.protobuf.descriptor import Descriptor
 from ..call import RouterError
 
 if TYPE_CHECKING:
+    import protovalidate
+
     from ..method import MethodInfo
 
 # buf/validate/validate.proto: (buf.validate.message), (buf.validate.oneof), (buf.validate.field)
@@ -34,7 +36,7 @@ MAX_LISTED = 3  # violations named in one error; the rest are counted
 MAX_SHOWN = 60  # characters of a string value shown back
 
 _has_rules: dict[type, bool] = {}  # message class -> whether validating it can find anything
-_validator: Any = None
+_validator: protovalidate.Validator | None = None
 _protovalidate: Any = None  # the module, once imported
 
 
@@ -76,10 +78,11 @@ def _declares(options: Any) -> bool:
     if any(f.is_extension and f.full_name.startswith(RULES_PACKAGE) for f, _ in options.ListFields()):
         return True
     # (an options message parsed before buf/validate/validate.proto was in the pool keeps them unknown)
-    return any(u.field_number == RULES_EXTENSION for u in unknown_fields.UnknownFieldSet(options))
+    # (iterable by __getitem__ and __len__, which typeshed's stub declares, but not __iter__)
+    return any(u.field_number == RULES_EXTENSION for u in unknown_fields.UnknownFieldSet(options))  # type: ignore[attr-defined]
 
 
-def validator() -> Any:
+def validator() -> protovalidate.Validator:
     """The one protovalidate validator (it caches each message type's compiled rules)."""
     global _validator, _protovalidate
     if _validator is None:

@@ -15,7 +15,7 @@ requires-python = ">=3.11"
 dependencies = ["cortex-os>=0.1", "grpcio>=1.85.1", "protobuf>=7.35"]
 
 [project.optional-dependencies]
-# codegen (`cortex plugin codegen`) and the tests (cortex.testing comes with cortex-os)
+# codegen (`cortex plugin codegen`) and the tests (cortex.kernel.testing comes with cortex-os)
 dev = ["grpcio-tools==1.85.1", "pytest>=8"]
 
 # The plugin: its name is this entry point's name ("{name}"), not the distribution's.
@@ -136,7 +136,7 @@ class {Name}Plugin:
 plugin = {Name}Plugin()
 '''
 
-TESTS = '''"""{name} against a real, governed kernel (cortex.testing's cortex_kernel fixture)."""
+TESTS = '''"""{name} against a real, governed kernel (cortex.kernel.testing's cortex_kernel fixture)."""
 
 import grpc
 import pytest
@@ -192,7 +192,7 @@ A Cortex-OS plugin serving `{name}.v1.{Name}Service` (see `protos/{name}/v1/{nam
 
 ```sh
 pip install -e '.[dev]'           # into the environment cortex-os runs in
-pytest                            # against a real, governed kernel (cortex.testing)
+pytest                            # against a real, governed kernel (cortex.kernel.testing)
 cortex plugin codegen             # after editing the .proto (CI runs it with --check)
 cortex plugins list               # {name} is there; `cortex serve` serves it
 ```

@@ -63,7 +63,7 @@ class EventServicer:
 
     async def _end_streams_on(self, stopping: Any) -> None:
         """When the kernel stops, subscriptions end (OK): clients resume from their last position."""
-        if stopping is None:
+        if not stopping:
             return
         await stopping.wait()
         self.closing = True

@@ -345,6 +345,24 @@ class Governance:
         self.writer.add(entries)  # written off the event loop, in batches (audit_writer.py)
 
     @hookimpl
+    def cortex_doctor(self, config, running) -> list:
+        """The signing key is readable by its owner alone (the audit log's heads are only as good as it)."""
+        import stat
+
+        from cortex.kernel import FAIL, OK, DoctorCheck
+        from cortex.kernel.sdk import load_config_or_fail
+
+        from .chain import KEY_FILE
+
+        key = load_config_or_fail(None).data_dir / "governance" / KEY_FILE  # the config `cortex doctor` checks
+        if not key.exists():
+            return [DoctorCheck("signing key", OK, "created on first start")]
+        mode = stat.S_IMODE(key.stat().st_mode)
+        if mode & 0o077:
+            return [DoctorCheck("signing key", FAIL, f"{key} is mode {mode:o}", f"chmod 600 {key}")]
+        return [DoctorCheck("signing key", OK, f"{key} (mode 600)")]
+
+    @hookimpl
     def cortex_register_commands(self, cli) -> None:
         from .cli import register
 

@@ -25,7 +25,7 @@ def register(cli: click.Group) -> None:
         from .serve import serve_stdio
 
         cfg = load_config_or_fail(config)
-        configure_logging(cfg.kernel["log_level"], cfg.kernel["log_format"])
+        configure_logging(cfg.kernel_section.log_level, cfg.kernel_section.log_format)
         try:
             asyncio.run(serve_stdio(cfg, target, embedded))
         except KeyboardInterrupt:

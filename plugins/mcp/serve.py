@@ -37,7 +37,7 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
     kernel = None
     gateway: Any = None
     if embedded != "always":
-        remote = GrpcGateway(target, cfg.kernel["max_message_bytes"], client_dial(cfg))
+        remote = GrpcGateway(target, cfg.kernel_section.max_message_bytes, client_dial(cfg))
         try:
             await remote.discover(timeout=3.0)
             gateway = remote
@@ -51,11 +51,8 @@ async def serve_stdio(cfg: Any, target: str | None, embedded: str) -> None:
         from cortex.kernel import KernelChannel
         from cortex.kernel.sdk import Kernel
 
-        cfg.data["kernel"]["listen"] = "127.0.0.1:0"
-        for name, key in (("http", "listen"), ("mcp", "http_listen")):
-            section = cfg.data["plugins"].setdefault(name, {})
-            if isinstance(section, dict):
-                section[key] = ""
+        embedded_settings = {"kernel.listen": "127.0.0.1:0", "plugins.http.listen": "", "plugins.mcp.http_listen": ""}
+        cfg.override(embedded_settings, origin="cortex mcp (its embedded kernel)")
         kernel = Kernel(cfg)
         await kernel.start()
         gateway = KernelGateway(KernelChannel(kernel.router, principal="plugin:mcp"))

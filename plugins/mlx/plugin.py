@@ -147,7 +147,8 @@ class MlxPlugin:
 
     @hookimpl
     def cortex_register(self, registry) -> None:
-        registry.add(SERVICE, MlxServicer(self), local=True)
+        # first of the model providers unless [routing] says otherwise: local and deterministic
+        registry.add(SERVICE, MlxServicer(self), local=True, rank=10)
 
     def _generation_path(self) -> Path | str:
         configured = self.settings.get("generation_model")

@@ -63,7 +63,8 @@ class OllamaPlugin:
             raise RuntimeError("the ollama client is not installed: pip install 'cortex-os[ollama]'")
         from .service import OllamaServicer
 
-        registry.add(SERVICE, OllamaServicer(self), local=self.local)
+        # after mlx (10), before openai (30), unless [routing] says otherwise: a local server, by default
+        registry.add(SERVICE, OllamaServicer(self), local=self.local, rank=20)
 
     @hookimpl
     async def cortex_health(self) -> Health:

@@ -66,7 +66,8 @@ class OpenAIPlugin:
             raise RuntimeError("the openai client is not installed: pip install 'cortex-os[openai]'")
         from .service import OpenAIServicer
 
-        registry.add(SERVICE, OpenAIServicer(self), local=self.local)
+        # last of the model providers (mlx 10, ollama 20) unless [routing] says otherwise: a cloud API, by default
+        registry.add(SERVICE, OpenAIServicer(self), local=self.local, rank=30)
 
     @hookimpl
     async def cortex_health(self) -> Health:

@@ -119,6 +119,12 @@ def test_unknown_cortex_variables_are_ignored():
         ('[providers.box]\nendpoint = "10.0.0.7:1"\nservices = ["a.v1.S"]\n', "endpoint '10.0.0.7:1' is not loopback: set tls_ca"),
         ('[kernel]\ntls_cert = "c.pem"\n', "kernel.tls_cert and kernel.tls_key go together"),
         ('[kernel]\nrequire_credentials = "yes"\n', "kernel.require_credentials must be true or false"),
+        ('[circuit]\nretries = "2"\n', "c.toml:2: circuit.retries must be an integer, got '2'"),
+        ("[circuit]\nretry_backoff_seconds = false\n", "c.toml:2: circuit.retry_backoff_seconds must be a number of seconds"),
+        ('[kernel]\nrequired_plugins = "governance"\n', "c.toml:2: kernel.required_plugins must be a list of plugin names"),
+        ("[kernel]\nowners = [\"\"]\n", "c.toml:2: kernel.owners must be a list of principal globs"),
+        ("[hybrid]\npreferred = 1\n", "c.toml:2: hybrid.preferred must be a provider name, got 1"),
+        ("[client]\ntarget = 5\n", "c.toml:2: client.target must be a string, got 5"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, text, message):
@@ -134,3 +140,80 @@ def test_one_key_of_a_plugin_section_from_the_environment(tmp_path):
     assert cfg.plugin_section("http") == {"listen": "127.0.0.1:0", "rate_limit": 5.0}
     assert cfg.plugin_section("mcp") == {"expose": ["memory_*"]}
     assert cfg.sources["plugins.http.listen"] == "$CORTEX_PLUGINS__HTTP__LISTEN"
+
+
+TYPED = """
+[kernel]
+required_plugins = ["governance", "memories"]
+shutdown_grace_seconds = 3
+owners = ["mcp:*"]
+[client]
+token_env = "MY_KEY"
+[plugins]
+disabled = ["echo"]
+[plugins.http]
+listen = "127.0.0.1:0"
+[circuit]
+retries = 2
+retry_backoff_seconds = 0.5
+[hybrid]
+mode = "performance"
+conjunction = false
+[routing."a.v1.S"]
+order = ["x", "y"]
+[providers.box]
+endpoint = "127.0.0.1:7"
+services = ["a.v1.S"]
+timeout_seconds = 5
+"""
+
+
+def test_typed_sections_hold_the_files_values(tmp_path):
+    """The kernel's tables are read as typed, frozen sections: each attribute is the TOML value
+    (a list as a tuple, a whole number of seconds as a float); a plugin's own table stays a dict."""
+    from dataclasses import FrozenInstanceError, fields
+
+    from cortex.kernel.config import SECTIONS
+
+    cfg = load_config(write_config(tmp_path / "c.toml", TYPED), env={"CORTEX_HYBRID_MODE": "privacy"})
+    assert cfg.kernel_section.required_plugins == ("governance", "memories") and cfg.kernel_section.owners == ("mcp:*",)
+    assert cfg.kernel_section.shutdown_grace_seconds == 3.0 and isinstance(cfg.kernel_section.shutdown_grace_seconds, float)
+    assert (cfg.client.token_env, cfg.plugins.disabled, cfg.disabled_plugins) == ("MY_KEY", ("echo",), ["echo"])
+    assert (cfg.circuit.retries, cfg.circuit.retry_backoff_seconds, cfg.circuit.failure_threshold) == (2, 0.5, 5)
+    assert (cfg.hybrid.mode, cfg.hybrid.conjunction, cfg.hybrid.mlx_first) == ("privacy", False, True)  # the variable wins
+    assert cfg.routing == {"a.v1.S": ("x", "y")} and cfg.routing_order("a.v1.S") == ["x", "y"]
+    box = cfg.providers["box"]
+    assert (box.endpoint, box.services, box.timeout_seconds, box.local, box.tls_ca) == ("127.0.0.1:7", ("a.v1.S",), 5.0, None, "")
+    assert cfg.plugin_section("http") == {"listen": "127.0.0.1:0"}
+    for name, section in SECTIONS.items():
+        typed = getattr(cfg, "kernel_section" if name == "kernel" else name)
+        for f in fields(section):
+            raw = cfg.data[name][f.name]
+            assert getattr(typed, f.name) == (tuple(raw) if isinstance(raw, list) else raw), f"{name}.{f.name}"
+    with pytest.raises(FrozenInstanceError):
+        cfg.circuit.retries = 3  # type: ignore[misc]
+
+
+def test_the_defaults_are_the_sections_defaults_and_name_no_model_order(tmp_path, monkeypatch):
+    """With no file, each typed section is its class's defaults; the kernel's config holds no
+    routing: the order of model providers is the ranks their plugins declare (tests/models)."""
+    from cortex.kernel.config import CircuitSection, ClientSection, HybridSection, KernelSection, PluginsSection
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, env={})
+    assert (cfg.kernel_section, cfg.client, cfg.plugins) == (KernelSection(), ClientSection(), PluginsSection())
+    assert (cfg.circuit, cfg.hybrid) == (CircuitSection(), HybridSection())
+    assert cfg.routing == {} and cfg.providers == {} and cfg.routing_order("cortex.models.v1.ModelService") == []
+
+
+def test_override_validates_and_builds_the_sections_again():
+    """`Config.override`: CLI flags, and programs that start a kernel with settings of their own
+    (a test kernel, cortex mcp's embedded one): the typed sections follow; a bad value names its origin."""
+    cfg = load_config(None, env={})
+    cfg.override({"hybrid.mode": "privacy", "plugins.http.listen": "", "kernel.listen": None}, origin="a test")
+    assert cfg.hybrid.mode == "privacy" and cfg.local_only and cfg.data["hybrid"]["mode"] == "privacy"
+    assert cfg.plugin_section("http") == {"listen": ""} and cfg.sources["plugins.http.listen"] == "a test"
+    assert cfg.listen == "127.0.0.1:50051"  # None: not given
+    with pytest.raises(ConfigError, match=r"^a test: circuit\.retries must be an integer, got 'many'"):
+        cfg.override({"circuit.retries": "many"}, origin="a test")

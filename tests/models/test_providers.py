@@ -193,8 +193,49 @@ def test_a_pinned_provider_and_performance_mode(start_kernel, channel_to, openai
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and "its providers: ollama, openai" in err.value.details()
     providers = {p.name: p for p in kt.kernel.registry.all_providers() if p.service.full_name.endswith("ModelService")}
     providers["ollama"].latency_ewma, providers["openai"].latency_ewma = 0.5, 0.01
-    kt.kernel.config.data["hybrid"]["mode"] = "performance"
+    kt.kernel.config.override({"hybrid.mode": "performance"}, origin="the test")
     assert stub.Generate(pb.GenerateRequest(prompt="x"), timeout=10).provider == "openai"  # the faster one
+
+
+def test_the_default_model_order_is_the_ranks_the_plugins_declare(tmp_path, monkeypatch):
+    """The kernel names no model: with no [routing] table, mlx, ollama, openai is the order of the
+    ranks their plugins give their providers (registered here last one first), not of registration
+    nor of hybrid.mlx_first; a configured order comes first, the ranks order what it leaves out."""
+    from cortex.kernel.config import load_config
+    from cortex.kernel.registry import ContractRegistry, Registrar
+    from cortex.plugins.mlx.plugin import MlxPlugin
+    from cortex.plugins.ollama.plugin import OllamaPlugin
+    from cortex.plugins.openai.plugin import OpenAIPlugin
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, env={"CORTEX_MLX_FIRST_PRIORITY": "false"})
+    service = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
+    assert cfg.routing_order(service) == []
+    registry = ContractRegistry()
+    for plugin in (OpenAIPlugin(), OllamaPlugin(), MlxPlugin()):
+        plugin.cortex_register(Registrar(registry, plugin.name, {}))
+    assert [p.name for p in registry.ordered(service, cfg.routing_order(service))] == ["mlx", "ollama", "openai"]
+    assert [p.name for p in registry.ordered(service, ["openai"])] == ["openai", "mlx", "ollama"]
+
+
+def test_contracts_list_shows_the_plugins_model_order(start_kernel, channel_to, openai_server, ollama_server):
+    """What `cortex contracts list` shows for ModelService with no [routing] table (and
+    hybrid.mlx_first off, so that the preferred provider does not decide it): mlx, ollama, openai."""
+    from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+
+    config = f"""
+        [hybrid]
+        mlx_first = false
+        [plugins.openai]
+        base_url = "{openai_server.base_url}"
+        [plugins.ollama]
+        host = "{ollama_server.host}"
+    """
+    target, _ = start_kernel(config)
+    reply = kernel_pb2_grpc.KernelServiceStub(channel_to(target)).ListContracts(kernel_pb2.ListContractsRequest(), timeout=5)
+    listed = [p.name for c in reply.contracts if c.service == "cortex.models.v1.ModelService" for p in c.providers]
+    assert listed == ["mlx", "ollama", "openai"]
 
 
 def test_generate_escapes_control_bytes_on_a_terminal(start_kernel, openai_server, tmp_path):

@@ -146,7 +146,7 @@ class Method(_message.Message):
     def __init__(self, name: _Optional[str] = ..., input_type: _Optional[str] = ..., output_type: _Optional[str] = ..., client_streaming: _Optional[bool] = ..., server_streaming: _Optional[bool] = ..., failover_safe: _Optional[bool] = ...) -> None: ...
 
 class Provider(_message.Message):
-    __slots__ = ("name", "plugin", "endpoint", "local", "health", "health_detail", "circuit", "consecutive_failures", "calls", "failures", "last_error", "latency_ms")
+    __slots__ = ("name", "plugin", "endpoint", "local", "health", "health_detail", "circuit", "consecutive_failures", "calls", "failures", "last_error", "latency_ms", "admission")
     class Health(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         HEALTH_UNSPECIFIED: _ClassVar[Provider.Health]
@@ -177,6 +177,7 @@ class Provider(_message.Message):
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     plugin: str
     endpoint: str
@@ -189,4 +190,5 @@ class Provider(_message.Message):
     failures: int
     last_error: str
     latency_ms: float
-    def __init__(self, name: _Optional[str] = ..., plugin: _Optional[str] = ..., endpoint: _Optional[str] = ..., local: _Optional[bool] = ..., health: _Optional[_Union[Provider.Health, str]] = ..., health_detail: _Optional[str] = ..., circuit: _Optional[_Union[Provider.Circuit, str]] = ..., consecutive_failures: _Optional[int] = ..., calls: _Optional[int] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    admission: str
+    def __init__(self, name: _Optional[str] = ..., plugin: _Optional[str] = ..., endpoint: _Optional[str] = ..., local: _Optional[bool] = ..., health: _Optional[_Union[Provider.Health, str]] = ..., health_detail: _Optional[str] = ..., circuit: _Optional[_Union[Provider.Circuit, str]] = ..., consecutive_failures: _Optional[int] = ..., calls: _Optional[int] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., admission: _Optional[str] = ...) -> None: ...

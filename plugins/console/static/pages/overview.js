@@ -1,10 +1,12 @@
 // Overview: the kernel, its plugins (enable/disable for the admin) and its contracts with their
-// providers in routing order, health and circuit state, refreshed every few seconds.
+// providers in routing order, health, circuit state and whether a plain call would be admitted
+// (and if not, why: privacy mode, a required plugin down, ...), refreshed every few seconds.
 import { api, announce, badge, button, errorNotice, h, notice, section, table } from "../app.js";
 
 const STATE = { STATE_LOADED: ["loaded", "ok"], STATE_DISABLED: ["disabled", "warn"], STATE_BROKEN: ["broken", "bad"] };
 const HEALTH = { HEALTH_SERVING: ["serving", "ok"], HEALTH_NOT_SERVING: ["not serving", "bad"] };
 const CIRCUIT = { CIRCUIT_CLOSED: ["closed", "ok"], CIRCUIT_OPEN: ["open", "bad"], CIRCUIT_HALF_OPEN: ["half-open", "warn"] };
+const ADMITTED = { yes: ["admitted", "ok"], no: ["not admitted", "bad"] };
 const REFRESH_MS = 5000;
 
 
@@ -51,6 +53,9 @@ function contractsTable(contracts) {
     ["Provider", (r) => [r.p.name, r.p.local === false || r.p.endpoint ? h("div", { class: "meta" }, r.p.endpoint || "remote") : null]],
     ["Health", (r) => [badge(HEALTH, r.p.health), r.p.health_detail ? h("div", { class: "meta" }, r.p.health_detail) : null]],
     ["Circuit", (r) => badge(CIRCUIT, r.p.circuit)],
+    // the kernel's admission, for a plain call now (a caller's scopes and the policy are judged per call)
+    ["Admission", (r) => r.p.name === "(none)" ? "" : r.p.admission
+      ? [badge(ADMITTED, "no"), h("div", { class: "meta" }, r.p.admission)] : badge(ADMITTED, "yes")],
     ["Calls / failures", (r) => `${r.p.calls ?? 0} / ${r.p.failures ?? 0}`],
     ["Latency", (r) => r.p.latency_ms ? `${Number(r.p.latency_ms).toFixed(1)} ms` : ""],
     ["Last error", (r) => r.p.last_error ?? ""],

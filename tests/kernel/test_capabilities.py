@@ -1,0 +1,72 @@
+"""A plugin holds the kernel's privileged objects (kernel/security/capabilities.py) only where its
+manifest asks for them ("PLUGIN.CAPABILITY" in the entry-point group cortex.capabilities); one that
+does not is told, when it reaches for one, what to declare. And an event is published through the
+method its own contract declares for it: the kernel names no plugin's contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex.contracts.events.v1 import events_pb2
+from cortex.kernel import hookimpl
+from cortex.kernel.context import publishing_route
+from cortex.kernel.security.capabilities import GROUP, Undeclared, grant
+
+OFFERED = {"plugins": {}, "credentials": object(), "exposure": object(), "web_pages": dict}
+
+
+def test_a_plugin_gets_what_its_own_distribution_declares_and_nothing_else():
+    given = grant("http", "cortex-os", OFFERED)  # pyproject.toml: http.credentials, http.exposure, http.web_pages
+    assert given["credentials"] is OFFERED["credentials"] and given["exposure"] is OFFERED["exposure"]
+    assert isinstance(given["plugins"], Undeclared)
+    assert given["web_pages"] is dict
+    # the same plugin name in a distribution that does not declare it, or in none: nothing
+    assert all(isinstance(v, Undeclared) for v in grant("http", "no-such-distribution", OFFERED).values())
+    assert all(isinstance(v, Undeclared) for v in grant("http", "", OFFERED).values())
+
+
+def test_an_undeclared_capability_is_falsy_and_says_what_to_declare():
+    missing = grant("bookmarks", "", OFFERED)["credentials"]
+    assert not missing
+    for use in (lambda: missing.identify("", True), lambda: missing.reserve(["x"]), lambda: missing()):
+        with pytest.raises(PermissionError) as raised:
+            use()
+        assert '"bookmarks.credentials"' in str(raised.value) and f'[project.entry-points."{GROUP}"]' in str(raised.value)
+
+
+def test_the_running_kernel_grants_by_manifest(start_kernel, monkeypatch):
+    seen = {}
+
+    class Bridge:  # in-process: no distribution, so no manifest, so no capability
+        @hookimpl
+        def cortex_configure(self, config, context):
+            seen["context"] = context
+            context.exposure.check("127.0.0.1:1", "[plugins.bridge] listen")
+
+    monkeypatch.setenv("CORTEX_LOAD_PLUGINS", "events,console")
+    _, kt = start_kernel(plugins=[("bridge", Bridge())])
+    kernel, records = kt.kernel, kt.kernel.host.records
+    events, console = records["events"].context, records["console"].context
+    assert events.deliver_event == kernel.host.deliver_event and events.stopping is kernel._stopped
+    assert not events.credentials and not events.plugins  # events asks for neither
+    assert all(not getattr(console, name) for name in OFFERED)
+    bridge = records["bridge"]
+    assert bridge.state == "broken" and "PermissionError: plugin 'bridge' has no 'exposure' capability" in bridge.error
+    assert '"bridge.exposure"' in bridge.error and all(not getattr(seen["context"], name) for name in OFFERED)
+
+
+def test_governance_and_the_bridges_get_theirs(start_kernel):
+    _, kt = start_kernel(governance=True)
+    kernel, records = kt.kernel, kt.kernel.host.records
+    assert records["governance"].context.plugins is records
+    http = records["http"].context
+    assert http.credentials is kernel.credentials and http.exposure is kernel.exposure
+    assert http.web_pages == kernel.host.web_pages
+    assert records["memories"].context.credentials is kernel.credentials
+    assert not records["cerebrum"].context.credentials
+
+
+def test_an_event_is_published_through_the_method_its_contract_declares_for_it():
+    assert publishing_route(events_pb2.Event.DESCRIPTOR) == ("/cortex.events.v1.EventService/Publish", "event")
+    # a message no method of its contract takes alone has nowhere to be published
+    assert publishing_route(events_pb2.PublishResponse.DESCRIPTOR) is None

@@ -35,7 +35,9 @@ from .security.credentials import LOCAL, AuthError, Identity
 #      delegation (a call made while serving a caller runs as that caller), channel.for_own_work(),
 #      channel.admit(), context.sees_every_namespace, context.namespace_of(principal)
 # 1.7: cortex.kernel.sdk, imported explicitly and typed; the names below moved there and stay
-#      importable from here, deprecated (removed in API 2); cortex.kernel.hookspecs
+#      importable from here, deprecated (removed in API 2); cortex.kernel.hookspecs; registry.add(rank=);
+#      the context's privileged objects typed (PluginDirectory, EventSink, ...) and given only where the
+#      manifest asks ("PLUGIN.CAPABILITY" in the group cortex.capabilities)
 PLUGIN_API_VERSION = "1.7"
 
 # API 1 exported these from cortex.kernel (loaded on first use); they live in cortex.kernel.sdk now.

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import structlog
@@ -94,13 +94,13 @@ class _Multicallable:
 
 
 class _UnaryUnary(_Multicallable):
-    def __call__(self, request, *, timeout=None, metadata=None, **_ignored):
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_ignored: Any) -> Awaitable[Any]:
         method, call = self._call(request, timeout, metadata)
         return self._channel.router.unary(method, request, call)
 
 
 class _UnaryStream(_Multicallable):
-    def __call__(self, request, *, timeout=None, metadata=None, **_ignored):
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_ignored: Any) -> AsyncIterator[Any]:
         method, call = self._call(request, timeout, metadata)
         return self._channel.router.stream(method, request, call)
 
@@ -114,14 +114,14 @@ class KernelChannel:
 
     def __init__(
         self, router: Router, principal: str, via: str = "", actor: str = "", scopes: tuple[str, ...] | None = None,
-        explain: Any = None, own_work: bool = False, credentials: Any = None,
+        explain: Callable[[str], str] | None = None, own_work: bool = False, credentials: CredentialCheck | None = None,
     ):
         self.router, self.principal, self.via = router, principal, via
         self.actor, self.scopes = actor, scopes
         self.own_work = own_work
         self.credentials = credentials  # the kernel's: to act for a key by name with its scopes
         self._explain = explain
-        self._publishing: set[asyncio.Task] = set()
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def explain(self, path: str) -> str:
         """Why "/pkg.Service/Method" is not served here (a disabled or broken plugin, a typo), in
@@ -169,11 +169,11 @@ class KernelChannel:
         return KernelChannel(self.router, self.principal, self.via, self.actor, self.scopes, self._explain, True,
                              self.credentials)
 
-    def methods(self) -> list:
+    def methods(self) -> list[MethodInfo]:
         """Every served contract method (MethodInfo: path, message classes, streaming)."""
         return self.router.registry.served_methods()
 
-    async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata=None):
+    async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata: Any = None) -> tuple[Any, Outcome]:
         """Call any unary method by path, returning (response, outcome): who served it, the
         route, the decision. Raises RouterError (a grpc.RpcError) with the outcome attached."""
         method, call = _Multicallable(self, path)._call(request, timeout, metadata)
@@ -181,7 +181,7 @@ class KernelChannel:
             raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{path} streams; only unary methods can be called this way")
         return await self.router.unary_with_outcome(method, request, call)
 
-    async def admit(self, path: str, request: Any, *, metadata=None):
+    async def admit(self, path: str, request: Any, *, metadata: Any = None) -> Decision:
         """Judge a call of `path` with `request` as this channel would make it (the caller's
         rights, when a plugin serves one) without making it: a side door such as an import,
         admitting each part as the direct call would be. Returns the Decision; raises RouterError
@@ -189,17 +189,17 @@ class KernelChannel:
         method, call = _Multicallable(self, path)._call(request, None, metadata)
         return await self.router.admit(method, request, call)
 
-    def method(self, path: str):
+    def method(self, path: str) -> MethodInfo | None:
         """The registered method at `path` (its message classes, failover safety), or None."""
         return self.router.registry.method(path)
 
-    def unary_unary(self, method: str, request_serializer=None, response_deserializer=None, **_kw):
+    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_kw: Any) -> _UnaryUnary:
         return _UnaryUnary(self, method)
 
-    def unary_stream(self, method: str, request_serializer=None, response_deserializer=None, **_kw):
+    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_kw: Any) -> _UnaryStream:
         return _UnaryStream(self, method)
 
-    def stream_unary(self, method: str, *args, **kwargs):
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError("client-streaming calls between plugins are not supported")
 
     stream_stream = stream_unary

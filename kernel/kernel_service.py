@@ -10,6 +10,7 @@ import grpc
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
+from .call import LocalContext
 from .circuit import CircuitState
 from .config import Config
 from .plugin_host import BROKEN, DISABLED, LOADED, PluginHost, PluginRecord
@@ -48,7 +49,7 @@ SERVICE = kernel_pb2.DESCRIPTOR.services_by_name["KernelService"]
 PLUGIN_SERVICE = kernel_pb2.DESCRIPTOR.services_by_name["PluginService"]
 
 
-def plugin_message(r) -> kernel_pb2.Plugin:
+def plugin_message(r: PluginRecord) -> kernel_pb2.Plugin:
     return kernel_pb2.Plugin(
         name=r.name, version=r.version, enabled=r.enabled, source=r.source, contracts=r.contracts,
         state=_STATES[r.state], error=r.error,
@@ -61,19 +62,19 @@ class PluginServicer(kernel_pb2_grpc.PluginServiceServicer):
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
 
-    async def _named(self, name: str, context) -> str:
+    async def _named(self, name: str, context: LocalContext) -> str:
         if not name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the plugin (its entry-point name)")
         return name
 
-    async def Enable(self, request, context):
+    async def Enable(self, request: kernel_pb2.EnableRequest, context: LocalContext) -> kernel_pb2.EnableResponse:
         try:
             record = await self.kernel.enable_plugin(await self._named(request.name, context))
         except KeyError:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no plugin {request.name!r} is installed; `cortex plugins list`")
         return kernel_pb2.EnableResponse(plugin=plugin_message(record))
 
-    async def Disable(self, request, context):
+    async def Disable(self, request: kernel_pb2.DisableRequest, context: LocalContext) -> kernel_pb2.DisableResponse:
         try:
             record = await self.kernel.disable_plugin(await self._named(request.name, context))
         except KeyError:
@@ -82,7 +83,7 @@ class PluginServicer(kernel_pb2_grpc.PluginServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return kernel_pb2.DisableResponse(plugin=plugin_message(record))
 
-    async def Install(self, request, context):
+    async def Install(self, request: kernel_pb2.InstallRequest, context: LocalContext) -> kernel_pb2.InstallResponse:
         if not request.spec.strip() or len(request.spec) > 1000 or request.spec.strip().startswith("-"):
             # (a spec starting with '-' would reach pip as an option: --index-url, -r FILE, ...)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -98,7 +99,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
 
-    async def GetInfo(self, request, context):
+    async def GetInfo(self, request: kernel_pb2.GetInfoRequest, context: LocalContext) -> kernel_pb2.GetInfoResponse:
         k = self.kernel
         return kernel_pb2.GetInfoResponse(
             version=k.version,
@@ -110,12 +111,12 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             governed_by=k.host.authorizers,
         )
 
-    async def ListPlugins(self, request, context):
+    async def ListPlugins(self, request: kernel_pb2.ListPluginsRequest, context: LocalContext) -> kernel_pb2.ListPluginsResponse:
         return kernel_pb2.ListPluginsResponse(
             plugins=[plugin_message(r) for r in self.kernel.host.records.values()]
         )
 
-    async def ListContracts(self, request, context):
+    async def ListContracts(self, request: kernel_pb2.ListContractsRequest, context: LocalContext) -> kernel_pb2.ListContractsResponse:
         k = self.kernel
         contracts = []
         for service in k.registry.served():
@@ -136,9 +137,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                     plugin=p.plugin,
                     endpoint=p.endpoint,
                     local=p.local,
-                    health=kernel_pb2.Provider.HEALTH_SERVING
-                    if p.health.serving
-                    else kernel_pb2.Provider.HEALTH_NOT_SERVING,
+                    health=kernel_pb2.Provider.HEALTH_SERVING if p.health.serving else kernel_pb2.Provider.HEALTH_NOT_SERVING,
                     health_detail=p.health.detail,
                     circuit=_CIRCUITS[p.circuit],
                     consecutive_failures=p.breaker.consecutive_failures,

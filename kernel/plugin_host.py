@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -234,11 +234,11 @@ class PluginHost:
         # the Publish an event hook follows): what it calls, and the tasks it starts, serve no one
         serving = CURRENT_CALL.set(None)
         try:
-            return caller(**kwargs)
+            return list(caller(**kwargs))  # (a list: pluggy's caller is typed Any)
         finally:
             CURRENT_CALL.reset(serving)
 
-    async def _each(self, hook: str, records: Iterable[PluginRecord], args: Callable[[PluginRecord], dict] = lambda _: {},
+    async def _each(self, hook: str, records: Iterable[PluginRecord], args: Callable[[PluginRecord], dict[str, Any]] = lambda _: {},
                     failed: Callable[[PluginRecord, Exception], Any] | None = None) -> dict[str, Any]:
         """{plugin: its answer} from each plugin in `records`, in order, awaited; one that raises is broken unless `failed` answers."""
         answers: dict[str, Any] = {}
@@ -257,7 +257,7 @@ class PluginHost:
         return {name: answer for name, answer in answers.items() if answer is not None}
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def configure(self, make_context, records: list[PluginRecord] | None = None) -> None:
+    async def configure(self, make_context: Callable[[str], PluginContext], records: list[PluginRecord] | None = None) -> None:
         records = self.loaded() if records is None else records
         for record in records:
             record.context = make_context(record.name)
@@ -278,15 +278,15 @@ class PluginHost:
         await self._each("cortex_start", self.loaded() if records is None else records, lambda r: {"context": r.context})
 
     # -- while the kernel runs ---------------------------------------------------------------------
-    async def enable_now(self, name: str, make_context) -> PluginRecord:
+    async def enable_now(self, name: str, make_context: Callable[[str], PluginContext]) -> PluginRecord:
         """Load, configure, register and start an installed plugin in the running kernel (one
         installed since the kernel started is discovered now). KeyError: no such plugin."""
         record = self.records.get(name)
         if record is None or record.state != LOADED:
             fresh = {r.name: r for r in discover()}
-            if name not in fresh and record is None:
-                raise KeyError(name)
             record = fresh.get(name, record)
+            if record is None:  # neither known nor installed now
+                raise KeyError(name)
             self.records[name] = record
             record.state, record.error = LOADED, ""
             if record.source != "in-process":
@@ -319,7 +319,7 @@ class PluginHost:
     async def stop(self) -> None:
         await self._each("cortex_stop", reversed(self.loaded()), lambda r: {"context": r.context})
 
-    async def health(self, skip: set[str] = frozenset()) -> dict[str, dict[str, Health] | Health]:
+    async def health(self, skip: Collection[str] = frozenset()) -> dict[str, dict[str, Health] | Health]:
         """Each loaded plugin's own health report (plugins without the hook, or in `skip`, left out)."""
         def failed(record: PluginRecord, exc: Exception) -> Health:  # a failing probe means not serving
             log.warning("plugin.health_failed", plugin=record.name, error=first_line(exc))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -116,7 +116,7 @@ class Provider:
 
     def stream(
         self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         raise NotImplementedError
 
     async def probe(self) -> Health | None:
@@ -167,7 +167,7 @@ class InProcessProvider(Provider):
         return cast(Message, await fn(request, context))  # the servicer's reply, by its contract
 
     async def stream(self, method: MethodInfo, request: Any, call: Call, context: Any,
-                     timeout: float | None = None) -> AsyncIterator[Message]:
+                     timeout: float | None = None) -> AsyncGenerator[Message, None]:
         result = getattr(self.servicer, method.name)(request, context)
         if hasattr(result, "__aiter__"):
             async for message in result:

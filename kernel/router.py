@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +233,7 @@ class Router:
         return providers
 
     # -- the attempt loop, shared by unary and streaming calls ------------------------------------
-    async def _attempts(self, route: _Route) -> AsyncIterator[_Try]:
+    async def _attempts(self, route: _Route) -> AsyncGenerator[_Try, None]:
         """Each provider to try, in order, admitted (kernel/admission.py) and with its timeout.
         The caller makes the attempt and leaves its response or failure on it; back here, the
         attempt is settled (counts, circuit, route) and the loop decides whether to go on. More
@@ -258,8 +258,8 @@ class Router:
                 attempt = _Try(provider, LocalContext(route.call, owners=self.owners))
                 try:
                     attempt.timeout, attempt.is_deadline = self._timeout(provider, route.call)
-                except _Failure as failure:  # the deadline passed before this attempt
-                    attempt.failure = failure
+                except _Failure as late:  # the deadline passed before this attempt
+                    attempt.failure = late
                 else:
                     provider.in_flight += 1
                     try:
@@ -381,7 +381,7 @@ class Router:
                 outcome = route.outcome(Code.CANCELLED, "cancelled by the caller")
             await self._finish(call, outcome)
 
-    async def _try_stream(self, attempt: _Try, route: _Route, method: MethodInfo, request: Any, call: Call):
+    async def _try_stream(self, attempt: _Try, route: _Route, method: MethodInfo, request: Any, call: Call) -> AsyncGenerator[Any, None]:
         """The provider's messages, passed on as they come; a failure is left on the attempt."""
         wait = attempt.timeout
         messages = None

@@ -14,6 +14,7 @@ import time
 from importlib import metadata
 from typing import Any
 
+import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2
 
@@ -22,7 +23,7 @@ from .config import Config, ConfigError
 from .context import KernelChannel, PluginContext
 from .kernel_service import PLUGIN_SERVICE, KernelServicer, PluginServicer
 from .kernel_service import SERVICE as KERNEL_SERVICE
-from .plugin_host import BROKEN, BUILT_IN_DIST, DISABLED, PluginHost, discover
+from .plugin_host import BROKEN, BUILT_IN_DIST, DISABLED, PluginHost, PluginRecord, discover
 from .registry import ContractRegistry, Health, resolve_service
 from .router import Router
 from .security.capabilities import grant
@@ -30,7 +31,7 @@ from .security.credentials import Credentials
 from .security.dial import provider_dial
 from .security.exposure import Exposure
 from .security.remote import RemoteProvider, is_loopback
-from .server import build_server
+from .server import LateContracts, build_server
 
 log = structlog.get_logger("cortex.kernel")
 
@@ -55,12 +56,12 @@ class Kernel:
         self.health = health.aio.HealthServicer()
         self.exposure = Exposure.from_config(config.kernel)
         self.credentials = Credentials(config.data_dir, self.exposure.require_credentials, config.kernel_section.owners)
-        self.server = None
-        self.server_handlers = None  # serves contracts registered after start (live enables)
+        self.server: grpc.aio.Server | None = None
+        self.server_handlers: LateContracts | None = None  # serves contracts registered after start (live enables)
         self._plugin_changes = asyncio.Lock()
         self.address = config.listen
         self.started_at = time.monotonic()
-        self._monitor: asyncio.Task | None = None
+        self._monitor: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     # -- start ----------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class Kernel:
             privacy_mode=self.config.privacy_mode,
             channel=KernelChannel(self.router, principal=f"plugin:{name}", explain=self.explain_unknown,
                                   credentials=self.credentials),
-            **grant(name, {"built-in": BUILT_IN_DIST, "in-process": ""}.get(source, source), offered),
+            **grant(name, {"built-in": BUILT_IN_DIST, "in-process": ""}.get(source, source), offered, source != "built-in"),
         )
 
     def _add_remote_providers(self) -> None:
@@ -231,7 +232,7 @@ class Kernel:
                 log.error("health.refresh_failed", error=repr(exc))
 
     # -- plugins while serving ------------------------------------------------------------------------
-    async def enable_plugin(self, name: str):
+    async def enable_plugin(self, name: str) -> PluginRecord:
         """Load an installed plugin now; its contracts are served at once (KeyError: unknown)."""
         async with self._plugin_changes:  # one change at a time: never stopped while half-started
             record = await self.host.enable_now(name, self._plugin_context)
@@ -239,7 +240,7 @@ class Kernel:
         log.info("plugin.enabled_live", plugin=name, state=record.state, error=record.error or None)
         return record
 
-    async def disable_plugin(self, name: str):
+    async def disable_plugin(self, name: str) -> PluginRecord:
         """Stop a plugin now and withdraw its contracts (ValueError for a required one)."""
         if name not in self.host.records:
             raise KeyError(name)
@@ -257,7 +258,7 @@ class Kernel:
             self.server_handlers.refresh()
         await self.refresh_health()
 
-    async def install_plugin(self, spec: str, sha256: str = ""):
+    async def install_plugin(self, spec: str, sha256: str = "") -> list[PluginRecord]:
         """pip-install `spec` into this kernel's environment, then enable the plugins it brings."""
         from .live_install import install
 

@@ -6,8 +6,8 @@ inside functions and under TYPE_CHECKING alike):
     kernel/  (the core)           imports the security ring; never the SDK, never a plugin
     kernel/security/              imports only the call and provider types it guards
 
-and no module of the kernel takes part in an import circle. `python tests/test_architecture.py`
-prints the figures (lines per ring, import circles)."""
+and no module of the kernel takes part in an import circle. `python -m tests.test_architecture
+[CHECKOUT]` prints the figures (lines and files per ring, import circles) of this tree or another."""
 
 from __future__ import annotations
 
@@ -70,10 +70,9 @@ def imports(path: Path, known: set[str] | frozenset[str] = frozenset()) -> list[
 
 
 def ring(module: str) -> str:
-    if module.startswith("cortex.kernel.security"):
-        return "security"
-    if module.startswith("cortex.kernel.sdk"):
-        return "sdk"
+    for name in ("security", "sdk"):
+        if module == f"cortex.kernel.{name}" or module.startswith(f"cortex.kernel.{name}."):
+            return name
     if module == "cortex.kernel" or module.startswith("cortex.kernel."):
         return "core"
     return "other"
@@ -222,7 +221,12 @@ def test_names_api_1_exported_still_load_from_cortex_kernel_with_a_warning():
         fresh.NoSuchName  # noqa: B018
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tests.test_architecture [ANOTHER_CHECKOUT]: the figures, here or there
+    import sys
+
+    if len(sys.argv) > 1:
+        ROOT = Path(sys.argv[1]).resolve()
+        KERNEL = ROOT / "kernel"
     graph = kernel_graph()
     for ring_name, count in lines_per_ring().items():
         files = sum(1 for p in python_files(KERNEL) if ring(module_name(p)) == ring_name)

@@ -14,12 +14,18 @@ import os
 import sys
 import tempfile
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 import grpc
 
 from ..doctor_check import FAIL, OK, WARN, port_check
 from ..doctor_check import DoctorCheck as Check
+
+if TYPE_CHECKING:
+    from cortex.contracts.kernel.v1 import kernel_pb2
+
+    from ..config import Config
 
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 
@@ -49,7 +55,7 @@ def _checks(config_path: str | None) -> list[Check]:
     return checks
 
 
-def _data_dir(cfg) -> Check:
+def _data_dir(cfg: Config) -> Check:
     try:
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.NamedTemporaryFile(dir=cfg.data_dir):
@@ -59,7 +65,7 @@ def _data_dir(cfg) -> Check:
     return Check("data dir", OK, f"{cfg.data_dir} is writable")
 
 
-def _kernel_info(cfg):
+def _kernel_info(cfg: Config) -> kernel_pb2.GetInfoResponse | None:
     """The running kernel's GetInfo, or None when none answers at kernel.listen."""
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
@@ -68,14 +74,15 @@ def _kernel_info(cfg):
     dial = client_dial(cfg)
     try:
         with dial.channel(cfg.listen) as channel:
-            return kernel_pb2_grpc.KernelServiceStub(channel).GetInfo(
+            info: kernel_pb2.GetInfoResponse = kernel_pb2_grpc.KernelServiceStub(channel).GetInfo(
                 kernel_pb2.GetInfoRequest(), timeout=1.5, metadata=dial.metadata()
             )
+            return info
     except (grpc.RpcError, ValueError):
         return None
 
 
-def _governance(cfg, info) -> Check:
+def _governance(cfg: Config, info: kernel_pb2.GetInfoResponse | None) -> Check:
     governed = list(info.governed_by) if info is not None else list(cfg.kernel_section.required_plugins)
     if governed:
         return Check("governance", OK, f"governed by {', '.join(governed)}")
@@ -84,7 +91,7 @@ def _governance(cfg, info) -> Check:
                  "restore kernel.required_plugins (its default) unless this is on purpose")
 
 
-def _exposure(cfg) -> Check:
+def _exposure(cfg: Config) -> Check:
     from ..security.exposure import Exposure
 
     exposure = Exposure.from_config(cfg.kernel)
@@ -100,7 +107,7 @@ def _exposure(cfg) -> Check:
     return Check("listener", OK, f"{cfg.listen}: " + ", ".join(p for p in parts if p))
 
 
-def _plugins(cfg, running: bool) -> list[Check]:
+def _plugins(cfg: Config, running: bool) -> list[Check]:
     """Each plugin's state, then the checks each plugin makes of itself (`cortex_doctor`)."""
     from ..plugin_host import BROKEN, DISABLED, PluginHost
     from ..registry import ContractRegistry
@@ -130,14 +137,14 @@ def _plugins(cfg, running: bool) -> list[Check]:
             os.environ["CORTEX_CONFIG"] = before
 
 
-def _live_health(cfg) -> list[Check]:
+def _live_health(cfg: Config) -> list[Check]:
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
     from ..security.dial import client_dial
 
     dial = client_dial(cfg)
     with dial.channel(cfg.listen) as channel:
-        contracts = kernel_pb2_grpc.KernelServiceStub(channel).ListContracts(
+        contracts: kernel_pb2.ListContractsResponse = kernel_pb2_grpc.KernelServiceStub(channel).ListContracts(
             kernel_pb2.ListContractsRequest(), timeout=5, metadata=dial.metadata()
         )
     checks = []
@@ -156,7 +163,7 @@ def _live_health(cfg) -> list[Check]:
 @click.command()
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="CORTEX_CONFIG", help="Config file.")
 @click.option("--json", "as_json", is_flag=True)
-def doctor(config, as_json):
+def doctor(config: str | None, as_json: bool) -> None:
     """Check the install (MLX, models, data dir, port, keys, plugins) and print what to fix."""
     from .logs import configure_logging
 

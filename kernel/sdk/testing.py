@@ -33,14 +33,17 @@ import sys
 import textwrap
 import threading
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import pytest
 
 from ..security.credentials import read_admin_token
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = [
     "FREE_BRIDGE_PORTS", "Bearer", "RunningKernel", "ServeProcess", "authenticated", "cortex_config", "cortex_data_dir",
@@ -50,6 +53,9 @@ __all__ = [
 # bridges on free ports, so that tests never fight over 50080/50082
 FREE_BRIDGE_PORTS = {"CORTEX_PLUGINS__HTTP__LISTEN": "127.0.0.1:0", "CORTEX_PLUGINS__A2A__LISTEN": "127.0.0.1:0"}
 
+_T = TypeVar("_T")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 _Details = namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"))
 
 
@@ -63,14 +69,18 @@ class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
     def __init__(self, token: str):
         self.metadata = (("authorization", f"Bearer {token}"),)
 
-    def _details(self, details):
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
         return _CallDetails(details.method, details.timeout, (*(details.metadata or ()), *self.metadata),
                             details.credentials, getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 
-    def intercept_unary_unary(self, continuation, details, request):
+    def intercept_unary_unary(
+        self, continuation: Callable[[grpc.ClientCallDetails, _Request], _Response], details: grpc.ClientCallDetails, request: _Request,
+    ) -> _Response:
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):
+    def intercept_unary_stream(
+        self, continuation: Callable[[grpc.ClientCallDetails, _Request], _Response], details: grpc.ClientCallDetails, request: _Request,
+    ) -> _Response:
         return continuation(self._details(details), request)
 
 
@@ -94,7 +104,7 @@ class RunningKernel:
     def data_dir(self) -> Path:
         return self.kernel.config.data_dir
 
-    def run(self, coro, timeout: float = 30):
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 30) -> _T:
         """Run a coroutine on the kernel's loop (e.g. `kernel.refresh_health()`)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -129,7 +139,7 @@ class RunningKernel:
             self._thread.join(10)
 
 
-def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | None = None, governance: bool = True):
+def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | None = None, governance: bool = True) -> Config:
     """A Config from cortex.toml `text`, for a test kernel in `data_dir` on a free port."""
     from ..config import load_config
 
@@ -145,7 +155,7 @@ def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | N
 class ServeProcess:
     """`cortex serve` in a subprocess; `target` is read from its 'serving on' line."""
 
-    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None, prefix: list[str] = ()):
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None, prefix: Sequence[str] = ()):
         # `prefix` runs it elsewhere, e.g. `ip netns exec HOST` (an exec: signals reach the kernel)
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
@@ -157,13 +167,13 @@ class ServeProcess:
         # kernel's next write, and a blocking read here could not honour wait_ready's deadline
         self._stderr: list[str] = []
         self._ready = threading.Event()
-        self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True)
+        self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr or ()), daemon=True)
         self._drain.start()
         self._watch = threading.Thread(target=self._read_stdout, daemon=True)
         self._watch.start()
 
     def _read_stdout(self) -> None:
-        for line in self.proc.stdout:
+        for line in self.proc.stdout or ():  # (both pipes are there: PIPE above)
             match = re.search(r"serving on (\S+)", line)
             if match and not self._ready.is_set():
                 self.target = match.group(1)
@@ -218,7 +228,9 @@ def cortex_plugins() -> list[tuple[str, Any]]:
 
 
 @pytest.fixture
-def cortex_kernel(tmp_path: Path, cortex_data_dir: Path, cortex_config: str, cortex_plugins) -> Iterator[RunningKernel]:
+def cortex_kernel(
+    tmp_path: Path, cortex_data_dir: Path, cortex_config: str, cortex_plugins: list[tuple[str, Any]],
+) -> Iterator[RunningKernel]:
     """A governed kernel, in this process, with the installed plugins and `cortex_plugins`."""
     running = RunningKernel(kernel_config(tmp_path / "cortex.toml", cortex_config, cortex_data_dir), cortex_plugins)
     running.start()
@@ -227,7 +239,7 @@ def cortex_kernel(tmp_path: Path, cortex_data_dir: Path, cortex_config: str, cor
 
 
 @pytest.fixture
-def cortex_serve(cortex_data_dir: Path) -> Iterator:
+def cortex_serve(cortex_data_dir: Path) -> Iterator[Callable[..., ServeProcess]]:
     """cortex_serve(*args, env={}) -> a started ServeProcess (`cortex serve` in a subprocess on
     `cortex_data_dir`), stopped after the test."""
     started: list[ServeProcess] = []

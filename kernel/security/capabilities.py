@@ -5,7 +5,8 @@ plugin may do with it, and given only where the plugin's manifest asks for it (b
     "bridge.credentials" = "cortex_bridge.plugin"
 
 A plugin whose manifest does not ask for one finds an `Undeclared` there: falsy, and any use of it
-raises PermissionError naming the entry point to add."""
+raises PermissionError naming the entry point to add (but for the two plugin API 1 documented for a
+plugin's own listener, `credentials` and `exposure`: given, with a warning naming the entry point)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any, Protocol
 
+import structlog
+
 from .credentials import Identity
 
 GROUP = "cortex.capabilities"
+log = structlog.get_logger("cortex.plugins")
 
 
 class PluginDirectory(Protocol):
@@ -86,12 +90,38 @@ class Undeclared:
         raise PermissionError(self.why)
 
 
-def grant(plugin: str, distribution: str, offered: dict[str, Any]) -> dict[str, Any]:
+# Plugin API 1.0-1.6 documented these two for a plugin's own listener, with no manifest: a plugin written
+# for them keeps working, told to declare them (required from plugin API 2, as CORTEX_API is).
+GIVEN_TO_API_1 = frozenset({"credentials", "exposure"})
+
+
+def grant(plugin: str, distribution: str, offered: dict[str, Any], outside: bool = False) -> dict[str, Any]:
     """`offered` (capability -> the kernel's object) as `plugin` gets it: what the manifest of its own
-    distribution asks for (no other package can grant it anything), the rest Undeclared."""
+    distribution asks for (no other package can grant it anything), the rest Undeclared; to a plugin
+    from `outside` Cortex-OS's own distribution, also GIVEN_TO_API_1."""
     try:
         entries = metadata.distribution(distribution).entry_points.select(group=GROUP) if distribution else ()
     except metadata.PackageNotFoundError:
         entries = ()
     asked = {ep.name.partition(".")[2] for ep in entries if ep.name.partition(".")[0] == plugin}
-    return {name: obj if name in asked else Undeclared(plugin, name) for name, obj in offered.items()}
+    return {name: obj if name in asked else _undeclared(plugin, name, obj, outside) for name, obj in offered.items()}
+
+
+def _undeclared(plugin: str, name: str, obj: Any, outside: bool) -> Any:
+    if outside and name in GIVEN_TO_API_1:
+        return _Api1Grant(obj, Undeclared(plugin, name).why)
+    return Undeclared(plugin, name)
+
+
+class _Api1Grant:
+    """One of GIVEN_TO_API_1, undeclared: the kernel's object, which says once, when first used, what to declare."""
+
+    def __init__(self, obj: Any, why: str) -> None:
+        self._obj, self._why = obj, why
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._why:
+            log.warning("plugin.capability_undeclared", hint=self._why.replace(" and reinstall it", "; from plugin API 2 "
+                        "an undeclared capability is not given"))
+            self._why = ""
+        return getattr(self._obj, attr)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -121,7 +121,7 @@ class RemoteProvider(Provider):
 
     async def stream(
         self, method: MethodInfo, request: Any, call: Call, context: Any, timeout: float | None = None
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         async for message in self._callable(method)(request, timeout=timeout, metadata=self._metadata(call)):
             yield message
 

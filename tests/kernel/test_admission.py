@@ -19,7 +19,7 @@ from cortex.kernel.registry import Provider
 from cortex.kernel.sdk.testing import kernel_config
 from cortex.kernel.security.remote import RemoteProvider
 
-from ..conftest import bearer
+from ..conftest import bearer, cortex_env, run_cli
 from ..counter_contract import CounterPlugin, CounterServicer, counter_stub
 
 Code = grpc.StatusCode
@@ -116,7 +116,7 @@ def test_the_first_refusal_wins_and_the_circuit_comes_last(admitter):
     assert admit(admitter(), None, broken).allowed and broken.breaker.allow()  # the probe is still there
 
 
-def test_list_contracts_shows_why_a_provider_is_not_admitted(start_kernel, channel_to, counter_pb2):
+def test_list_contracts_shows_why_a_provider_is_not_admitted(start_kernel, channel_to, counter_pb2, data_dir):
     plugins = [
         ("laptop", CounterPlugin(counter_pb2, CounterServicer(counter_pb2, "laptop"))),
         ("cloud", CounterPlugin(counter_pb2, CounterServicer(counter_pb2, "cloud"), local=False)),
@@ -126,6 +126,8 @@ def test_list_contracts_shows_why_a_provider_is_not_admitted(start_kernel, chann
     counter = {c.service: c for c in reply.contracts}["cortex_test.v1.CounterService"]
     assert [(p.name, p.admission) for p in counter.providers] == [
         ("laptop", ""), ("cloud", "remote provider not allowed: privacy mode is on")]
+    listed = run_cli("contracts", "list", "--target", target, env=cortex_env(data_dir)).stdout  # and `cortex contracts list`
+    assert "provider:  cloud (in-process, remote)" in listed and "not admitted: remote provider not allowed: privacy mode is on" in listed
     # and a call refused there says why in its trailers
     with pytest.raises(grpc.RpcError) as err:
         counter_stub(channel_to, target, counter_pb2).Get(counter_pb2.GetRequest(), timeout=5, metadata=(("x-cortex-provider", "cloud"),))

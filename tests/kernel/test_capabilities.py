@@ -37,22 +37,42 @@ def test_an_undeclared_capability_is_falsy_and_says_what_to_declare():
 def test_the_running_kernel_grants_by_manifest(start_kernel, monkeypatch):
     seen = {}
 
-    class Bridge:  # in-process: no distribution, so no manifest, so no capability
+    class Judge:  # in-process: no distribution, so no manifest, so no capability
         @hookimpl
         def cortex_configure(self, config, context):
             seen["context"] = context
-            context.exposure.check("127.0.0.1:1", "[plugins.bridge] listen")
+            context.plugins.get("events")
 
     monkeypatch.setenv("CORTEX_LOAD_PLUGINS", "events,console")
-    _, kt = start_kernel(plugins=[("bridge", Bridge())])
+    _, kt = start_kernel(plugins=[("judge", Judge())])
     kernel, records = kt.kernel, kt.kernel.host.records
     events, console = records["events"].context, records["console"].context
     assert events.deliver_event == kernel.host.deliver_event and events.stopping is kernel._stopped
-    assert not events.credentials and not events.plugins  # events asks for neither
-    assert all(not getattr(console, name) for name in OFFERED)
-    bridge = records["bridge"]
-    assert bridge.state == "broken" and "PermissionError: plugin 'bridge' has no 'exposure' capability" in bridge.error
-    assert '"bridge.exposure"' in bridge.error and all(not getattr(seen["context"], name) for name in OFFERED)
+    assert not events.plugins and not events.web_pages  # events asks for neither
+    assert all(not getattr(console, name) for name in ("plugins", "web_pages"))
+    judge = records["judge"]
+    assert judge.state == "broken" and "PermissionError: plugin 'judge' has no 'plugins' capability" in judge.error
+    assert '"judge.plugins"' in judge.error and not seen["context"].plugins
+
+
+def test_a_listener_written_for_plugin_api_1_keeps_its_credentials_and_exposure_and_is_told_to_declare_them(
+        start_kernel, monkeypatch, caplog):
+    """Plugin API 1.0-1.6 documented context.exposure and context.credentials for a plugin's own
+    listener, with no manifest entry: such a plugin keeps working (told once what to declare)."""
+    class Listener:
+        @hookimpl
+        def cortex_configure(self, config, context):
+            context.exposure.check("127.0.0.1:1", "[plugins.listener] listen")
+            assert context.exposure.tls is False and context.credentials.identify("", True).principal == "local"
+
+    monkeypatch.setenv("CORTEX_LOAD_PLUGINS", "")
+    _, kt = start_kernel(plugins=[("listener", Listener())])
+    assert kt.kernel.host.records["listener"].state == "loaded"
+    with pytest.raises(ValueError, match="is not loopback, so it needs TLS and credentials"):  # the kernel's own rule, not a stand-in
+        kt.kernel.host.records["listener"].context.exposure.check("0.0.0.0:1", "[plugins.listener] listen")
+    warned = [r.getMessage() for r in caplog.records if "plugin.capability_undeclared" in r.getMessage()]
+    assert len(warned) == 2, warned  # once per capability, however often used
+    assert any('"listener.exposure"' in w for w in warned) and any('"listener.credentials"' in w for w in warned)
 
 
 def test_governance_and_the_bridges_get_theirs(start_kernel):

@@ -47,10 +47,11 @@ class Admitter:
         self.host, self.config, self.owners = host, config, owners
         self._infos: weakref.WeakKeyDictionary[Provider, ProviderInfo] = weakref.WeakKeyDictionary()  # (an id may be reused)
 
-    async def admit(self, call: Call | None, provider: Provider | None, position: int = 0) -> Admission:
+    async def admit(self, call: Call | None, provider: Provider | None, position: int = 0, probe: bool = True) -> Admission:
         """Whether `call` may go to `provider` now, `position` in its route. No provider: the call's
         own step (scopes). No call: a plain call of the owner's (no scopes, no local_only; the
-        policy, which judges calls, not asked; the circuit read, its probe not taken)."""
+        policy, which judges calls, not asked). The circuit's half-open probe is taken only for a
+        call that will be made (`probe`); otherwise the circuit is read."""
         if call is not None and call.scopes is not None and not any(fnmatch.fnmatchcase(call.method.path[1:], s) for s in call.scopes):
             who = call.principal if not call.actor else f"{call.principal} (through {call.actor})"
             reason = (f"{who} may call only {', '.join(call.scopes)} (its key's scopes), not {call.method.path[1:]}; "
@@ -83,6 +84,7 @@ class Admitter:
             if not decision.allow:
                 return Admission(False, "; ".join(decision.reasons) or "denied", Code.PERMISSION_DENIED, decision, "policy")
         breaker = provider.breaker
-        if (not breaker.allow()) if call is not None else breaker.retry_after() > 0:  # no call: read (open), not probed
-            return Admission(False, f"circuit open, next probe in {breaker.retry_after():.1f}s", Code.UNAVAILABLE, decision, "circuit")
+        if not (breaker.allow() if call is not None and probe else breaker.would_allow()):
+            why = f"next probe in {breaker.retry_after():.1f}s" if breaker.retry_after() else "its one probe is in flight"
+            return Admission(False, f"circuit open, {why}", Code.UNAVAILABLE, decision, "circuit")
         return Admission(decision=decision)

@@ -59,6 +59,15 @@ class CircuitBreaker:
         self._set(CircuitState.HALF_OPEN)
         return True
 
+    def would_allow(self) -> bool:
+        """Would `allow` let a call through now? (read only: a half-open probe is not taken)"""
+        return self.state is CircuitState.CLOSED or (self.state is CircuitState.HALF_OPEN and not self._probe_in_flight)
+
+    def release(self) -> None:
+        """A probe `allow` gave that never reached the provider (a side door's admission, a deadline
+        already passed): the next call may probe, and nothing is learnt of the provider."""
+        self._probe_in_flight = False
+
     def record_success(self) -> None:
         """The provider answered (a client error such as INVALID_ARGUMENT counts: it is alive)."""
         self._probe_in_flight = False

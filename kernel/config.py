@@ -208,10 +208,19 @@ class Config:
         """Set "section.key" (or "plugins.NAME.KEY") values from `origin`, skipping None (a flag not
         given), then validate and build the typed sections again: for CLI flags, and for a program
         that starts a kernel with settings of its own. ConfigError names `origin` for a bad one."""
-        for dotted, value in values.items():
-            if value is not None:
-                self._set(dotted, value, origin)
-        _validate(self)
+        data, sources = copy.deepcopy(self.data), dict(self.sources)
+        try:
+            for dotted, value in values.items():
+                section, _, key = dotted.partition(".")
+                if section in SECTIONS and key not in DEFAULTS[section] and not (section == "plugins" and "." in key):
+                    raise ConfigError(f"{origin}: unknown key {dotted}; known: {', '.join(sorted(DEFAULTS[section]))}")
+                if value is not None:
+                    self._set(dotted, value, origin)
+            _validate(self)
+        except (ConfigError, KeyError) as exc:  # nothing changes: the values and the typed sections agree
+            self.data, self.sources = data, sources
+            _validate(self)
+            raise exc if isinstance(exc, ConfigError) else ConfigError(f"{origin}: no table [{exc.args[0]}] to set") from None
 
     def _set(self, dotted: str, value: Any, origin: str) -> None:
         section, _, key = dotted.partition(".")
@@ -221,7 +230,7 @@ class Config:
             table = table.setdefault(name, {})
             if not isinstance(table, dict):
                 return
-        table[key] = value
+        table[key] = list(value) if isinstance(value, tuple) else value  # as TOML holds a list
         self.sources[dotted] = origin
 
     def line_of(self, needle: str) -> int | None:
@@ -392,12 +401,14 @@ def _check_provider(cfg: Config, name: str, provider: Any) -> None:
     if unknown:
         known = ", ".join(sorted(PROVIDER_KEYS))
         raise cfg.error(f"unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]; known: {known}", name)
-    for key in ("tls_ca", "tls_cert", "tls_key", "token_env"):
+    for key in ("endpoint", "tls_ca", "tls_cert", "tls_key", "token_env"):
         if not isinstance(provider.get(key, ""), str):
             raise cfg.error(f"providers.{name}.{key} must be a string", name)
+    if not isinstance(provider.get("local", False), bool):  # "false" (a string) would be true: a remote provider local
+        raise cfg.error(f"providers.{name}.local must be true or false, got {provider['local']!r}", name)
     if "endpoint" in provider:
         services = provider.get("services")
-        if not isinstance(services, list) or not services:
+        if not isinstance(services, list) or not services or not all(isinstance(s, str) and s for s in services):
             raise cfg.error(f"[providers.{name}] has an endpoint, so it needs services = [\"pkg.v1.Service\", ...]", name)
     endpoint = provider.get("endpoint", "")
     if endpoint and not provider.get("tls_ca") and not is_loopback(endpoint):

@@ -206,10 +206,10 @@ class KernelChannel:
 
     def publish(self, event: Any, timeout: float = 10.0) -> None:
         """Publish an event (a message, such as the events contract's Event) as this channel's
-        principal, without waiting for it, through the method of its own contract that takes it
-        alone (`publishing_route`): when that is served, in the background; a failure is logged,
-        never raised (what the event reports has happened either way)."""
-        route = publishing_route(event.DESCRIPTOR)
+        principal, without waiting for it, through its own contract's `Publish` (`publishing_route`):
+        when that is served, in the background; a failure is logged, never raised (what the event
+        reports has happened either way)."""
+        route = publishing_route(event.DESCRIPTOR) if hasattr(event, "DESCRIPTOR") else None
         method = self.method(route[0]) if route else None
         if route is None or method is None:
             return
@@ -235,15 +235,15 @@ class KernelChannel:
 
 
 def publishing_route(event: Descriptor) -> tuple[str, str] | None:
-    """Where an event is published: the unary method of the contract that defines the event's type
-    whose request is that event alone, and the field that carries it. The contract says so; the
-    kernel names none (a plugin's own event type is published through its own contract alike)."""
+    """Where an event is published: the unary `Publish` method of the contract that defines the
+    event's type, whose request is that event alone, and the field that carries it (only a method
+    named so: a contract's other methods taking one message, such as AddSource, are never it). The
+    contract says so; the kernel names none (a plugin's own event type is published alike)."""
     for service in event.file.services_by_name.values():
-        for m in service.methods:
-            fields = m.input_type.fields
-            carried = fields[0].message_type if len(fields) == 1 else None
-            if carried is not None and carried.full_name == event.full_name and not (m.client_streaming or m.server_streaming):
-                return f"/{service.full_name}/{m.name}", fields[0].name
+        m = service.methods_by_name.get("Publish")
+        fields = m.input_type.fields if m is not None and not (m.client_streaming or m.server_streaming) else []
+        if len(fields) == 1 and fields[0].message_type is not None and fields[0].message_type.full_name == event.full_name:
+            return f"/{service.full_name}/Publish", fields[0].name
     return None
 
 

@@ -202,6 +202,7 @@ class PluginHost:
                 record.state, record.error = BROKEN, incompatible
                 log.error("plugin.broken", plugin=record.name, error=incompatible)
                 return
+            hash(record.obj)  # pluggy holds plugins in sets: an unhashable one (a @dataclass) is broken alone, named
             self.pm.register(record.obj, name=record.name)
             self.pm.check_pending()  # a hookimpl matching no hookspec: a typo, not silence
         except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is contained

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -243,6 +244,8 @@ class ContractRegistry:
         timeout: float | None = None,
         rank: float = float("inf"),
     ) -> Provider:
+        if math.isnan(rank):  # a NaN compares false with everything: it would scramble the others' order
+            raise ValueError(f"provider {name or plugin!r}: rank must be a number (lower first), not NaN")
         info = self.service(service)
         provider_name = name or plugin
         return self.add(

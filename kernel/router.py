@@ -129,9 +129,9 @@ class Router:
         self.admission = Admitter(host, config, self.owners)
 
     # -- choosing -------------------------------------------------------------------------------
-    async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0) -> bool:
+    async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0, probe: bool = True) -> bool:
         """Admission's answer for `provider` (None: the call, before any provider), noted on the route."""
-        admission = await self.admission.admit(route.call, provider, position)
+        admission = await self.admission.admit(route.call, provider, position, probe)
         if admission.whole_call:
             raise Refused(admission.code, admission.reason)
         route.decision = admission.decision
@@ -258,8 +258,11 @@ class Router:
                 attempt = _Try(provider, LocalContext(route.call, owners=self.owners))
                 try:
                     attempt.timeout, attempt.is_deadline = self._timeout(provider, route.call)
-                except _Failure as late:  # the deadline passed before this attempt
-                    attempt.failure = late
+                except _Failure as late:  # the deadline passed before this attempt: the provider was never asked
+                    provider.breaker.release()
+                    route.attempts.append(Attempt(provider.name, late.code.name, late.details))
+                    route.last = late
+                    return
                 else:
                     provider.in_flight += 1
                     try:
@@ -283,7 +286,7 @@ class Router:
         try:
             await self._admitted(route, None)
             for position, provider in enumerate(self._providers(method, call)):
-                if await self._admitted(route, provider, position):
+                if await self._admitted(route, provider, position, probe=False):  # no call made: no probe taken
                     outcome = route.outcome(Code.OK, "admitted, not called: part of a bulk call")
                     return route.decision
             raise self._failed(route)

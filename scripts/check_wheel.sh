@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 server=""
 trap '[ -z "$server" ] || kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+# setuptools never removes what an earlier build left in build/lib (pypa/setuptools#1871): a module
+# moved since would ship twice, the old copy beside the new
+rm -rf build
 .venv/bin/python -m build --wheel --no-isolation --outdir "$work/dist" . > "$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; exit 1; }
 wheel="$(ls "$work"/dist/cortex_os-*.whl)"
@@ -47,6 +50,14 @@ grep -q "pip install 'cortex-os\[openai\]'" "$work/serve.log" || fail "no hint f
 grep -q '"server": "http-api"' "$work/serve.log" && grep -q '"server": "a2a"' "$work/serve.log" \
   || fail "the HTTP API or the A2A endpoint did not start from the wheel"
 "$work/venv/bin/python" -c "import cortex.kernel, cortex.plugins.mlx.plugin, cortex.contracts.memories.v1.memories_pb2; print('wheel: imports ok')"
+# the rings ship as the tree has them, and nothing of the flat layout they replaced
+"$work/venv/bin/python" - <<'PY' || fail "the wheel's kernel is not the tree's"
+import importlib.util, cortex.kernel.sdk, cortex.kernel.security, cortex.plugins.devkit.plugin
+for stale in ("cortex.kernel.asgi", "cortex.kernel.credentials", "cortex.kernel.codegen", "cortex.plugins.models_common"):
+    assert importlib.util.find_spec(stale) is None, f"{stale} ships from an earlier build"
+print("wheel: rings ok")
+PY
+"$cortex" plugin new wheel_probe --dir "$work" > /dev/null || fail "the devkit's cortex plugin new does not work from the wheel"
 # the console's pages and their vendored chart library ship in the wheel and are served from it
 http_at=$(sed -n 's/.*"server": "http-api", "address": "\([^"]*\)".*/\1/p' "$work/serve.log" | head -1)
 "$work/venv/bin/python" - "$http_at" <<'PY' || fail "the console's pages are not served from the wheel"

@@ -9,7 +9,7 @@
   LazyApp, split_listen, IDENTITY, headers_of, identify_request, HostGuard, is_loopback_host) and
   its JSON bodies (read_json, BadJson, JsonBodies)
 - command-line helpers for `cortex_register_commands` (config_option, target_option, json_option,
-  load_config_or_fail, kernel_client, print_json, print_table, to_dict, client_dial)
+  load_config_or_fail, kernel_client and its KernelClient, print_json, print_table, to_dict, client_dial)
 - logs (configure_logging, log_tap); a PostgreSQL database shared with other kernels
   (postgres_dsn, check_postgres_dsn, PostgresPool, DatabaseUnavailable)
 - what model plugins share (`models`: generation limits, endpoint checks, `models_cli`: their commands)

@@ -36,7 +36,19 @@ from .terminal import (
 )
 
 
-@click.group()
+class _Commands(click.Group):
+    """The `cortex` group: an unknown command may be a plugin's that is not loaded now, so say where to look."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            hint = ("Plugins add commands (`cortex plugin` is the devkit plugin's, `cortex recall` memories'): "
+                    "`cortex plugins list` shows which are disabled or broken, `cortex doctor` why.")
+            raise click.exceptions.NoSuchCommand(exc.command_name, f"{exc.message}\n{hint}", self.commands, exc.ctx) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="cortex-os", prog_name="cortex")
 def cli() -> None:
     """Cortex-OS: a local-first, governed, deterministic second-brain runtime."""

@@ -149,3 +149,52 @@ def test_a_call_refused_as_a_whole_says_why_in_its_trailers(start_kernel, channe
     trailers = dict(err.value.trailing_metadata())
     assert trailers["x-cortex-refused"] == err.value.details() and "(its key's scopes)" in trailers["x-cortex-refused"]
     assert "x-cortex-route" not in trailers
+
+
+def test_only_a_call_that_will_be_made_takes_a_half_open_circuits_probe(admitter):
+    """A side door's admission (nothing is called) reads the circuit; a probe in flight shows as such."""
+    half_open = provider("laptop")
+    half_open.breaker.record_failure()
+    half_open.breaker.reset_timeout = 0.0
+    assert asyncio.run(admitter().admit(call(), half_open, 0, probe=False)).allowed
+    assert admit(admitter(), call(), half_open).allowed  # the probe was still there: this call takes it
+    busy = admit(admitter(), None, half_open)  # ListContracts while the probe is out
+    assert (busy.step, busy.reason) == ("circuit", "circuit open, its one probe is in flight")
+    half_open.breaker.release()  # a probe taken but never sent
+    assert admit(admitter(), call(), half_open).allowed
+
+
+def test_a_side_door_admission_leaves_the_probe_and_a_passed_deadline_leaves_the_circuit(start_kernel, channel_to, counter_pb2):
+    """Neither tells anything of the provider: an admitted part of an import keeps the half-open
+    circuit's one probe for a real call, and a call whose deadline passed before any provider was
+    asked neither closes a failing provider's circuit nor counts as its call."""
+    import time
+
+    from cortex.kernel.call import Call as KernelCall
+
+    servicer = CounterServicer(counter_pb2, "laptop")
+    _, kt = start_kernel(plugins=[("laptop", CounterPlugin(counter_pb2, servicer))])
+    kernel = kt.kernel
+    method = kernel.registry.method("/cortex_test.v1.CounterService/Get")
+    laptop = kernel.registry.providers["cortex_test.v1.CounterService"][0]
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, kt.loop).result(10)
+
+    async def fail_it() -> None:  # on the kernel's loop, which hears of the circuit's changes
+        laptop.breaker.reset_timeout = 0.0
+        for _ in range(laptop.breaker.failure_threshold):
+            laptop.breaker.record_failure()
+
+    run(fail_it())
+
+    request = counter_pb2.GetRequest()
+    run(kernel.router.admit(method, request, KernelCall("side", method, request, "admin")))
+    assert laptop.breaker.would_allow()  # the side door took no probe
+    late = KernelCall("late", method, request, "admin", deadline=time.monotonic() - 1)
+    calls = laptop.calls
+    with pytest.raises(RouterError) as err:
+        run(kernel.router.unary(method, request, late))
+    assert err.value.code() == Code.DEADLINE_EXCEEDED
+    assert laptop.breaker.state.value == "half_open" and laptop.breaker.consecutive_failures >= 1 and laptop.calls == calls
+    assert laptop.breaker.would_allow()  # and its probe is still there for the next call

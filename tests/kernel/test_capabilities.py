@@ -88,5 +88,12 @@ def test_governance_and_the_bridges_get_theirs(start_kernel):
 
 def test_an_event_is_published_through_the_method_its_contract_declares_for_it():
     assert publishing_route(events_pb2.Event.DESCRIPTOR) == ("/cortex.events.v1.EventService/Publish", "event")
+    # a contract's other methods that take one message are never a publishing route
+    from cortex.contracts.cerebrum.v1 import cerebrum_pb2
+    from cortex.contracts.governance.v1 import governance_pb2
+    from cortex.contracts.memories.v1 import sources_pb2
+
+    for message in (sources_pb2.Source, cerebrum_pb2.Plan, governance_pb2.CallDescription):
+        assert publishing_route(message.DESCRIPTOR) is None, message
     # a message no method of its contract takes alone has nowhere to be published
     assert publishing_route(events_pb2.PublishResponse.DESCRIPTOR) is None

@@ -248,3 +248,13 @@ def test_a_plugin_name_with_a_dot_and_a_bad_manifest_entry(tmp_path, monkeypatch
     record = host.records["my.plugin"]
     assert record.state == BROKEN and "name the entry point in the 'cortex' group with letters" in record.error
     assert any("plugin.bad_manifest_entry" in r.getMessage() and "noservice" in r.getMessage() for r in caplog.records)
+
+
+def test_a_command_of_a_plugin_not_loaded_says_where_to_look(tmp_path):
+    """`cortex plugin new` is the devkit plugin's: with devkit not loaded, the CLI says that plugins
+    add commands and how to see which are disabled or broken."""
+    result = run_cli("plugin", "new", "reading", env=cortex_env(tmp_path / "data", CORTEX_LOAD_PLUGINS="memories"))
+    assert result.returncode == 2 and "No such command 'plugin'" in result.stderr
+    assert "`cortex plugin` is the devkit plugin's" in result.stderr and "`cortex plugins list` shows" in result.stderr
+    made = run_cli("plugin", "new", "reading", "--dir", str(tmp_path), env=cortex_env(tmp_path / "data"))
+    assert made.returncode == 0 and (tmp_path / "cortex-reading" / "pyproject.toml").exists(), made.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cortex.kernel.config import ConfigError, load_config
@@ -125,6 +127,10 @@ def test_unknown_cortex_variables_are_ignored():
         ("[kernel]\nowners = [\"\"]\n", "c.toml:2: kernel.owners must be a list of principal globs"),
         ("[hybrid]\npreferred = 1\n", "c.toml:2: hybrid.preferred must be a provider name, got 1"),
         ("[client]\ntarget = 5\n", "c.toml:2: client.target must be a string, got 5"),
+        # a remote provider's keys are typed too: "false" (a string) would make a remote provider local
+        ('[providers.box]\nlocal = "false"\n', "c.toml:1: providers.box.local must be true or false, got 'false'"),
+        ('[providers.box]\nendpoint = 5\n', "c.toml:1: providers.box.endpoint must be a string"),
+        ('[providers.box]\nendpoint = "h:1"\nservices = [1]\n', "[providers.box] has an endpoint, so it needs services"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, text, message):
@@ -217,3 +223,17 @@ def test_override_validates_and_builds_the_sections_again():
     assert cfg.listen == "127.0.0.1:50051"  # None: not given
     with pytest.raises(ConfigError, match=r"^a test: circuit\.retries must be an integer, got 'many'"):
         cfg.override({"circuit.retries": "many"}, origin="a test")
+
+
+def test_a_refused_override_changes_nothing():
+    """A bad value, an unknown key or table: ConfigError naming the origin, and the config (its
+    values and typed sections alike) as it was, so the next override is judged on its own."""
+    cfg = load_config(None, env={})
+    for values, message in [({"kernel.listen": "no port"}, "kernel.listen must look like 'host:port'"),
+                            ({"kernel.listn": "127.0.0.1:1"}, "a test: unknown key kernel.listn; known:"),
+                            ({"kernal.listen": "127.0.0.1:1"}, "a test: no table [kernal] to set")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            cfg.override(values, origin="a test")
+        assert cfg.data["kernel"]["listen"] == cfg.listen == "127.0.0.1:50051" and "listn" not in cfg.data["kernel"]
+    cfg.override({"kernel.owners": ("mcp:*",)}, origin="a test")  # a tuple, as the typed section holds it
+    assert cfg.kernel_section.owners == ("mcp:*",)

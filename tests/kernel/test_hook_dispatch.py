@@ -166,3 +166,24 @@ def test_cortex_trace_hooks_traces_through_pluggys_monitoring(tmp_path, monkeypa
     host.web_pages()
     host.pm.hook.cortex_web_pages()  # a call made straight through pm.hook is traced alike
     assert traced == [("hook.trace", {"plugin": "first", "hook": "cortex_web_pages", "args": []})] * 2
+
+
+def test_an_unhashable_plugin_is_broken_alone(tmp_path, monkeypatch):
+    """pluggy holds plugins in sets: a plugin object that cannot be hashed (a @dataclass with eq) is
+    named broken at load, and every other plugin's hooks are still called."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Unhashable:
+        @hookimpl
+        async def cortex_start(self, context):
+            pass
+
+    monkeypatch.setenv("CORTEX_LOAD_PLUGINS", "")
+    good = Good("good")
+    made = PluginHost(load_config(write_config(tmp_path / "cortex.toml", ""), env={}), ContractRegistry(),
+                      [("unhashable", Unhashable()), ("good", good)])
+    made.load()
+    assert made.records["unhashable"].state == BROKEN and "unhashable type" in made.records["unhashable"].error
+    run_every_hook(made)
+    assert len(good.got) == 9

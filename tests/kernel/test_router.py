@@ -347,3 +347,15 @@ def test_plain_function_servicers_work_and_half_servicers_are_refused(start_kern
 
     with pytest.raises(ValueError, match=r"does not implement cortex_test\.v1\.CounterService method"):
         ContractRegistry().add_servicer(counter_pb2.DESCRIPTOR.services_by_name["CounterService"], Half(), plugin="half")
+
+
+def test_a_rank_that_is_not_a_number_is_refused_at_registration(counter_pb2):
+    """A NaN rank compares false with everything: it would scramble the other providers' order (a
+    cloud provider before a local one), so the plugin's register hook fails, naming it."""
+    from cortex.kernel.registry import ContractRegistry, Registrar
+
+    registrar = Registrar(ContractRegistry(), "evil", {})
+    service = counter_pb2.DESCRIPTOR.services_by_name["CounterService"]
+    with pytest.raises(ValueError, match="provider 'evil': rank must be a number"):
+        registrar.add(service, CounterServicer(counter_pb2, "evil"), rank=float("nan"))
+    assert registrar.add(service, CounterServicer(counter_pb2, "ok"), rank=5).rank == 5

@@ -13,6 +13,7 @@ entry-point group `cortex` of its distribution:
     "echo.cortex_echo.v1.EchoService" = "cortex_echo.plugin"
     [project.entry-points."cortex.calls"]
     "echo.cortex.kernel.v1.KernelService" = "cortex_echo.plugin"
+    # and the kernel's privileged objects it is handed in its context (cortex.capabilities)
 
 Hook names are checked when the plugin is registered: a misspelt hook is an error, not silence.
 A plugin never imports another plugin; it calls other contracts through `context.channel`
@@ -45,8 +46,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def cortex_configure(config: dict[str, Any], context: PluginContext) -> None:
     """Receive the plugin's own config section (`[plugins.NAME]`, {} when absent) and its context
-    (name, data dir, kernel channel, logger). Called once, first. Raise ValueError with a message a
-    person can act on for a bad setting: the plugin is reported broken and skipped."""
+    (`name`, `config`, `data_dir`, `plugin_dir`, `privacy_mode`, `channel`, `log`, and the capabilities
+    its manifest asks for). Called once, first. Raise ValueError with a message a person can act on
+    for a bad setting: the plugin is reported broken and skipped."""
 
 
 @hookspec

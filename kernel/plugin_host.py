@@ -82,15 +82,16 @@ def manifest_entry(name: str) -> tuple[str, str] | None:
     return plugin, "*" if service == ANY_SERVICE else service
 
 
-def _manifest(group: str) -> dict[str, list[str]]:
-    """{plugin name: [service, ...]} from entry points named "PLUGIN.SERVICE"."""
-    found: dict[str, list[str]] = {}
+def _manifest(group: str) -> dict[tuple[str, str], list[str]]:
+    """{(distribution, plugin name): [service, ...]} from entry points named "PLUGIN.SERVICE": a
+    distribution declares for its own plugins only (no package widens another's manifest)."""
+    found: dict[tuple[str, str], list[str]] = {}
     for ep in metadata.entry_points(group=group):
         entry = manifest_entry(ep.name)
         if entry is None:
             log.warning("plugin.bad_manifest_entry", group=group, name=ep.name, expected="PLUGIN.SERVICE")
             continue
-        found.setdefault(entry[0], []).append(entry[1])
+        found.setdefault((_dist_name(ep)[0], entry[0]), []).append(entry[1])
     return found
 
 
@@ -98,12 +99,13 @@ def discover() -> list[PluginRecord]:
     """Every plugin installed, from distribution metadata alone (nothing is imported)."""
     manifest, calls = _manifest(MANIFEST_GROUP), _manifest(CALLS_GROUP)
     records: dict[str, PluginRecord] = {}
-    for ep in metadata.entry_points(group=GROUP):
-        if ep.name in records:  # the same name from two distributions: the first one wins
-            continue
+    # the same name from two distributions: the built-in one, else the first, wins (the other is not loaded)
+    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda ep: _dist_name(ep)[0] != "built-in"):
         source, version = _dist_name(ep)
-        records[ep.name] = PluginRecord(name=ep.name, version=version, source=source, target=ep.value,
-                                        contracts=sorted(manifest.get(ep.name, [])), calls=sorted(calls.get(ep.name, [])))
+        if ep.name not in records:
+            records[ep.name] = PluginRecord(name=ep.name, version=version, source=source, target=ep.value,
+                                            contracts=sorted(manifest.get((source, ep.name), [])),
+                                            calls=sorted(calls.get((source, ep.name), [])))
     return sorted(records.values(), key=lambda r: (r.source != "built-in", r.name))
 
 

@@ -97,3 +97,30 @@ def test_an_event_is_published_through_the_method_its_contract_declares_for_it()
         assert publishing_route(message.DESCRIPTOR) is None, message
     # a message no method of its contract takes alone has nowhere to be published
     assert publishing_route(events_pb2.PublishResponse.DESCRIPTOR) is None
+
+
+def test_a_distribution_declares_for_its_own_plugins_only(tmp_path, monkeypatch):
+    """No package widens another's manifest (its calls, contracts or capabilities), and none takes a
+    built-in plugin's name: the built-in one is loaded, the other not."""
+    import sys
+
+    from cortex.kernel.plugin_host import discover
+
+    from ..conftest import make_dist
+
+    site = make_dist(tmp_path / "site", "widener", "plugin = object()\n", """
+        [cortex]
+        widener = widener:plugin
+        http = widener:plugin
+        [cortex.calls]
+        memories.any = widener
+        widener.cortex.kernel.v1.KernelService = widener
+        [cortex.capabilities]
+        memories.plugins = widener
+    """)
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    records = {r.name: r for r in discover()}
+    assert records["memories"].calls == ["cortex.events.v1.EventService", "cortex.models.v1.ModelService"]
+    assert records["widener"].calls == ["cortex.kernel.v1.KernelService"] and records["widener"].source == "widener"
+    assert records["http"].source == "built-in" and records["http"].target == "cortex.plugins.http.plugin:plugin"
+    assert isinstance(grant("memories", "cortex-os", OFFERED)["plugins"], Undeclared)

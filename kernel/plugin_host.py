@@ -225,14 +225,17 @@ class PluginHost:
 
     # -- calling hooks: pluggy calls each plugin on its own ------------------------------------------
     # Not all plugins in one pm.hook.X call: pluggy stops at the first exception (skipping the plugins after
-    # it) without saying whose. Each plugin is called by a pluggy hook caller holding it alone (pm.subset_hook_caller),
-    # which matches arguments by name and runs wrappers and monitoring as pm.hook.X does, while an exception is that
-    # plugin's (named; the others go on), an argument may be its own (config, context, registrar), in load order.
+    # it) without saying whose. Each plugin is called by a pluggy hook caller holding it and every plugin's
+    # wrappers (pm.subset_hook_caller), which matches arguments by name and runs wrappers and monitoring as
+    # pm.hook.X does, while an exception is that plugin's (named; the others go on), an argument may be its
+    # own (config, context, registrar), in load order.
     def _call(self, hook: str, record: PluginRecord, **kwargs: Any) -> list[Any]:
-        """The answers pluggy collects from `record`'s `hook` ([] if it has none or is not loaded)."""
-        caller = self.pm.subset_hook_caller(hook, self.pm.get_plugins() - {record.obj})
-        if record.state != LOADED or not caller.get_hookimpls():
+        """The answers pluggy collects from `record`'s `hook` ([] if it has none or is not loaded), inside
+        every plugin's wrappers of that hook (`@hookimpl(wrapper=True)` wraps each plugin's call)."""
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        if record.state != LOADED or not any(i.plugin is record.obj for i in impls):
             return []
+        caller = self.pm.subset_hook_caller(hook, {i.plugin for i in impls if i.plugin is not record.obj})
         # a hook is the plugin's own work, even when a caller's call runs it (an admin's live enable,
         # the Publish an event hook follows): what it calls, and the tasks it starts, serve no one
         serving = CURRENT_CALL.set(None)

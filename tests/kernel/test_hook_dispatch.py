@@ -187,3 +187,23 @@ def test_an_unhashable_plugin_is_broken_alone(tmp_path, monkeypatch):
     assert made.records["unhashable"].state == BROKEN and "unhashable type" in made.records["unhashable"].error
     run_every_hook(made)
     assert len(good.got) == 9
+
+
+def test_a_plugins_hook_wrapper_wraps_every_plugins_call_of_that_hook(tmp_path, monkeypatch):
+    """pluggy's wrappers are within reach: a plugin's `@hookimpl(wrapper=True)` sees each plugin's
+    call of the hook (a timing or tracing plugin), and plugins without an implementation are not called."""
+    wrapped: list[str] = []
+
+    class Timer:
+        @hookimpl(wrapper=True)
+        def cortex_web_pages(self):
+            pages = yield
+            wrapped.append(",".join(sorted(page for answer in pages for page in answer)))
+            return pages
+
+    monkeypatch.setenv("CORTEX_LOAD_PLUGINS", "")
+    made = PluginHost(load_config(write_config(tmp_path / "cortex.toml", ""), env={}), ContractRegistry(),
+                      [("first", Good("first")), ("timer", Timer()), ("last", Good("last"))])
+    made.load()
+    assert made.web_pages() == {"/first": "first", "/last": "last"}
+    assert wrapped == ["/first", "/last"]  # around each plugin's own call, once

@@ -265,8 +265,11 @@ def _set_enabled(config: str | None, name: str, enabled: bool, restart_hint: boo
     if name not in known:
         raise click.ClickException(f"unknown plugin '{name}'; installed plugins: {', '.join(sorted(known)) or '(none)'}")
     path = editable_config_path(config)
-    if path.exists():
-        load_config_or_fail(str(path))  # refuse to edit a file that does not parse
+    cfg = load_config_or_fail(str(path) if path.exists() else None)  # refuse to edit a file that does not parse
+    if not enabled and name in cfg.kernel_section.required_plugins:  # else the next `cortex serve` refuses to start
+        raise click.ClickException(
+            f"'{name}' is in kernel.required_plugins: the kernel does not serve without it, so it stays enabled. To serve "
+            f"without it on purpose (calls then pass unchecked), remove it from kernel.required_plugins first")
     doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
     section = doc.setdefault("plugins", tomlkit.table())
     disabled = section.setdefault("disabled", tomlkit.array())
@@ -302,11 +305,11 @@ now_option = click.option("--now", is_flag=True, help="Also in the running kerne
 def _toggle(config: str | None, target: str | None, now: bool, name: str, enabled: bool) -> None:
     from cortex.contracts.kernel.v1 import kernel_pb2
 
-    _set_enabled(config, name, enabled, restart_hint=not now)
-    if now:
+    if now:  # the running kernel first: the file is edited only once the kernel agreed
         request = kernel_pb2.EnableRequest(name=name) if enabled else kernel_pb2.DisableRequest(name=name)
         reply = _live(config, target, "Enable" if enabled else "Disable", request)
         click.echo(f"plugin '{name}' in the running kernel: {_state(reply.plugin)}")
+    _set_enabled(config, name, enabled, restart_hint=not now)
 
 
 @plugins.command("enable")

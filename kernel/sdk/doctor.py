@@ -121,6 +121,10 @@ def _plugins(cfg: Config, running: bool) -> list[Check]:
     for record in host.records.values():
         if record.state == BROKEN:
             checks.append(Check(f"plugin {record.name}", FAIL, record.error, f"fix or `cortex plugins disable {record.name}`"))
+        elif record.state == DISABLED and record.name in host.required:  # `cortex serve` refuses to start so
+            checks.append(Check(f"plugin {record.name}", FAIL, f"disabled, and kernel.required_plugins names it: "
+                                f"`cortex serve` will not start ({record.error or 'plugins.disabled'})",
+                                f"`cortex plugins enable {record.name}`, or remove it from kernel.required_plugins on purpose"))
         elif record.state == DISABLED:
             checks.append(Check(f"plugin {record.name}", OK, "disabled"))
         else:

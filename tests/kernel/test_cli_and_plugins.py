@@ -258,3 +258,18 @@ def test_a_command_of_a_plugin_not_loaded_says_where_to_look(tmp_path):
     assert "`cortex plugin` is the devkit plugin's" in result.stderr and "`cortex plugins list` shows" in result.stderr
     made = run_cli("plugin", "new", "reading", "--dir", str(tmp_path), env=cortex_env(tmp_path / "data"))
     assert made.returncode == 0 and (tmp_path / "cortex-reading" / "pyproject.toml").exists(), made.stderr
+
+
+def test_disabling_a_required_plugin_is_refused_and_the_file_left_as_it_was(tmp_path):
+    """`cortex plugins disable governance [--now]` would leave a kernel that refuses to start: it is
+    refused, naming kernel.required_plugins, before the file is touched (with --now, the running
+    kernel is asked first and the file edited only once it agreed)."""
+    config = write_config(tmp_path / "cortex.toml", "# my settings\n")
+    env = cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config))
+    for now in ([], ["--now", "--target", "127.0.0.1:9"]):
+        result = run_cli("plugins", "disable", "governance", *now, env=env)
+        assert result.returncode == 1 and config.read_text() == "# my settings\n", result.stderr
+        assert "kernel.required_plugins" in result.stderr if not now else "no kernel is answering" in result.stderr
+    result = run_cli("plugins", "disable", "governance", env=cortex_env(tmp_path / "data", CORTEX_CONFIG=str(config),
+                                                                         CORTEX_KERNEL__REQUIRED_PLUGINS="[]"))
+    assert result.returncode == 0 and 'disabled = ["governance"]' in config.read_text(), result.stderr  # on purpose: allowed

@@ -64,3 +64,13 @@ def test_an_ungoverned_or_exposed_configuration_is_named(monkeypatch, tmp_path):
     found = {c.name: c for c in found}
     assert found["governance"].state == doctor.OK
     assert found["listener"].state == doctor.FAIL and "is not loopback, so it needs TLS and credentials" in found["listener"].detail
+
+
+def test_a_required_plugin_that_is_disabled_is_a_failure_not_a_green_line(monkeypatch, tmp_path):
+    """A config disabling governance while kernel.required_plugins names it: `cortex serve` will not
+    start, so the doctor says so (it once showed "✓ plugin governance: disabled")."""
+    found = findings(monkeypatch, tmp_path, '[plugins]\ndisabled = ["governance"]\n')
+    assert found["plugin governance"].state == doctor.FAIL and "will not start" in found["plugin governance"].detail
+    assert "cortex plugins enable governance" in found["plugin governance"].fix
+    found = findings(monkeypatch, tmp_path, '[kernel]\nrequired_plugins = []\n[plugins]\ndisabled = ["governance"]\n')
+    assert found["plugin governance"].state == doctor.OK  # on purpose: the governance line warns instead

@@ -41,3 +41,12 @@ def test_serving_imports_no_sdk_and_no_model_until_a_call_needs_it(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert not any(report["before"].values()), report["before"]
     assert report["card"] and report["a2a_after_first_request"]
+
+
+def test_every_built_in_plugin_registers_what_its_manifest_says(start_kernel, caplog):
+    """The `cortex.contracts` manifest (read without importing a plugin: `cortex plugins list`, governance)
+    is what each built-in plugin registers: no `plugin.manifest_mismatch` on start (memories' ArchiveService was missing)."""
+    _, kt = start_kernel(governance=True)
+    mismatches = [r.getMessage() for r in caplog.records if "plugin.manifest_mismatch" in r.getMessage()]
+    assert not mismatches, mismatches
+    assert "cortex.memories.v1.ArchiveService" in kt.kernel.host.records["memories"].contracts

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import pytest
 
-from ..security.credentials import read_admin_token
+from ..security.credentials import KeyStore, read_admin_token
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -114,14 +114,20 @@ class RunningKernel:
         self.target = self.kernel.address
         return self.target
 
-    def channel(self, as_admin: bool = True) -> grpc.Channel:
-        """A channel to it: as `admin` (its admin token), or with no credential (`local`)."""
+    def channel(self, as_admin: bool = True, key: str = "") -> grpc.Channel:
+        """A channel to it: as `admin` (its admin token), as a key's holder (`key`, from `key()`:
+        the kernel sees `key:NAME` with its scopes), or with no credential (`local`)."""
         channel = grpc.insecure_channel(self.target)
         self._channels.append(channel)
-        return authenticated(channel, read_admin_token(self.data_dir) if as_admin else "")
+        return authenticated(channel, key or (read_admin_token(self.data_dir) if as_admin else ""))
 
-    def stub(self, stub_class: type, as_admin: bool = True) -> Any:
-        return stub_class(self.channel(as_admin))
+    def stub(self, stub_class: type, as_admin: bool = True, key: str = "") -> Any:
+        return stub_class(self.channel(as_admin, key))
+
+    def key(self, name: str, scopes: Sequence[str] = ()) -> str:
+        """Make API key NAME (as `cortex keys create NAME --scope ...` does) and return it: call as
+        its holder with `stub(Stub, key=...)`; `scopes` are "package.Service/Method" globs (none: all)."""
+        return KeyStore(self.data_dir).create(name, list(scopes), None)
 
     def plugin(self, name: str) -> Any:
         """A loaded plugin's object (its record has state and error too: `kernel.host.records`)."""

@@ -219,8 +219,17 @@ jobs:
       - run: pytest -q
 '''
 
+GITIGNORE = """__pycache__/
+*.egg-info/
+build/
+dist/
+.venv/
+.pytest_cache/
+"""
+
 FILES = {
     "pyproject.toml": PYPROJECT,
+    ".gitignore": GITIGNORE,
     "README.md": README,
     "protos/{name}/v1/{name}.proto": PROTO,
     "src/{name}/__init__.py": "",

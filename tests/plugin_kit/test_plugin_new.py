@@ -38,6 +38,7 @@ def test_a_new_plugin_passes_its_own_tests_as_generated(bookmarks):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "4 passed" in done.stdout
+    assert "__pycache__/" in (package / ".gitignore").read_text()  # a fresh `git add .` takes no build output
     print(f"cortex plugin new -> passing tests: {time.monotonic() - started:.1f} s")
     checked = run_cli("plugin", "codegen", "--check", "--root", str(package), env=env)
     assert checked.returncode == 0, checked.stderr

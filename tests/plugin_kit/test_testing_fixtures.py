@@ -41,6 +41,16 @@ def test_cortex_kernel_is_governed_and_runs_the_plugins_given(cortex_kernel):
     assert cortex_kernel.data_dir.name == "cortex-data"
 
 
+def test_a_test_calls_as_a_key_holder_in_one_line(cortex_kernel):
+    """`cortex_kernel.key(NAME, scopes)` makes an API key; `stub(Stub, key=...)` calls as its holder."""
+    reader = cortex_kernel.stub(kernel_pb2_grpc.KernelServiceStub, key=cortex_kernel.key("reader", ["cortex.kernel.v1.KernelService/Get*"]))
+    assert reader.GetInfo(kernel_pb2.GetInfoRequest(), timeout=5).version
+    assert "GetInfo:key:reader" in seen
+    with pytest.raises(grpc.RpcError) as err:  # outside its scopes
+        reader.ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "key:reader may call only" in err.value.details()
+
+
 def test_cortex_serve_runs_a_real_process(cortex_serve):
     kernel = cortex_serve(env={"CORTEX_PLUGINS__DISABLED": '["a2a", "mcp", "http"]'})
     channel = kernel.channel()

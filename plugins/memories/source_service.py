@@ -106,15 +106,26 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
     async def _watch(self, source: SourceRow, sync_first: bool) -> None:
         from watchfiles import awatch
 
-        if sync_first:
-            await self._sync_quietly(source.name)
         while True:
+            changes = awatch(source.path, debounce=self.p.watch_debounce_ms, step=50, recursive=True)
+            # The watcher is armed when the generator first runs (before its first wait): before the first
+            # sync, so that a note written while that sync runs is seen now, not at the next rescan.
+            pending = asyncio.ensure_future(anext(changes))
             try:
-                async for _ in awatch(source.path, debounce=self.p.watch_debounce_ms, step=50, recursive=True):
+                await asyncio.sleep(0)
+                if sync_first:
                     await self._sync_quietly(source.name)
+                    sync_first = False
+                while True:
+                    await pending
+                    await self._sync_quietly(source.name)
+                    pending = asyncio.ensure_future(anext(changes))
+            except StopAsyncIteration:
                 return  # awatch ends when the folder goes away; the rescan reports it
             except FileNotFoundError:
                 await asyncio.sleep(self.p.rescan_seconds)
+            finally:
+                pending.cancel()  # (stopping: the watcher's thread is told to stop)
 
     async def _rescan_loop(self) -> None:
         while True:

@@ -268,3 +268,29 @@ def test_only_admin_adds_or_removes_a_source(start_kernel, channel_to, data_dir,
     with pytest.raises(grpc.RpcError) as err:
         anonymous.RemoveSource(pb.RemoveSourceRequest(name="notes"), timeout=10, metadata=key)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_note_written_while_the_first_sync_runs_is_seen_at_once(start_kernel, channel_to, tmp_path, monkeypatch):
+    """The folder is watched before it is first synced: a note that appears while that sync runs
+    (a person saving as the kernel starts) comes in by its change notification, not at the next
+    rescan five minutes later."""
+    from cortex.plugins.memories.source_service import SourceServicer
+
+    root = tmp_path / "vault"
+    vault(root)
+    first_sync = SourceServicer._sync_quietly
+
+    async def saved_meanwhile(self, name):
+        await first_sync(self, name)
+        if not (root / "late.md").exists():  # just after the first sync read the folder
+            (root / "late.md").write_text("# Late\n\nThe shed key hangs behind the door.\n")
+
+    monkeypatch.setattr(SourceServicer, "_sync_quietly", saved_meanwhile)
+    config = (CONFIG.replace("watch = false", "watch = true\nwatch_debounce_ms = 50")
+              + f'[[plugins.memories.source]]\nname = "notes"\npath = "{root}"\nexclude = ["drafts/**"]\n')
+    target, _ = start_kernel(config)
+    memories = memories_pb2_grpc.MemoryServiceStub(channel_to(target))
+    deadline = time.monotonic() + 20
+    while ("late.md", "Late", "1-3") not in passages(memories):
+        assert time.monotonic() < deadline, "a note saved during the first sync was missed until the rescan"
+        time.sleep(0.1)

@@ -9,7 +9,7 @@
   LazyApp, split_listen, IDENTITY, headers_of, identify_request, HostGuard, is_loopback_host) and
   its JSON bodies (read_json, BadJson, JsonBodies)
 - command-line helpers for `cortex_register_commands` (config_option, target_option, json_option,
-  load_config_or_fail, kernel_client and its KernelClient, print_json, print_table, to_dict, client_dial)
+  load_config_or_fail, data_dir_option and data_dir_of, kernel_client and its KernelClient, print_json, print_table, to_dict, client_dial)
 - logs (configure_logging, log_tap); a PostgreSQL database shared with other kernels
   (postgres_dsn, check_postgres_dsn, PostgresPool, DatabaseUnavailable)
 - what model plugins share (`models`: generation limits, endpoint checks, `models_cli`: their commands)
@@ -31,6 +31,8 @@ from .logs import configure_logging, log_tap
 from .terminal import (
     KernelClient,
     config_option,
+    data_dir_of,
+    data_dir_option,
     json_option,
     kernel_client,
     load_config_or_fail,
@@ -60,6 +62,8 @@ __all__ = [
     "config_option",
     "configure_logging",
     "cortex_version",
+    "data_dir_of",
+    "data_dir_option",
     "describe",
     "headers_of",
     "identify_request",

@@ -7,18 +7,11 @@ the kernel's admin already. A running kernel sees a new or revoked key at its ne
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import click
 
 from ..security.credentials import ACT_AS, KeyStore, parse_expiry
-from .terminal import config_option, json_option, load_config_or_fail, print_json, print_table
-
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
-
-
-def _data_dir(config: str | None, data_dir: str | None) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir else load_config_or_fail(config).data_dir
+from .terminal import config_option, data_dir_of, data_dir_option, json_option, print_json, print_table
 
 
 def _when(stamp: float | None) -> str:
@@ -43,7 +36,7 @@ def register(cli: click.Group) -> None:
         """Create key NAME and print it (once: only its hash is kept)."""
         try:
             until = parse_expiry(expires) if expires else None
-            token = KeyStore(_data_dir(config, data_dir)).create(name, list(scopes), until)
+            token = KeyStore(data_dir_of(config, data_dir)).create(name, list(scopes), until)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(token)
@@ -55,7 +48,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def keys_list(config: str | None, data_dir: str | None, as_json: bool) -> None:
         """List keys (names, scopes, expiry; never the keys)."""
-        found = KeyStore(_data_dir(config, data_dir)).list()
+        found = KeyStore(data_dir_of(config, data_dir)).list()
         if as_json:
             return print_json([
                 {"name": k.name, "principal": k.principal, "scopes": list(k.scopes), "created": _when(k.created),
@@ -70,7 +63,7 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     def keys_revoke(config: str | None, data_dir: str | None, name: str) -> None:
         """Revoke key NAME: its next call is refused."""
-        if not KeyStore(_data_dir(config, data_dir)).revoke(name):
+        if not KeyStore(data_dir_of(config, data_dir)).revoke(name):
             raise click.ClickException(f"no key {name!r} that is not already revoked; `cortex keys list` shows them")
         click.echo(f"key:{name} revoked")
 
@@ -84,7 +77,7 @@ def register(cli: click.Group) -> None:
     @click.option("--host", "hosts", multiple=True, help="A name or address clients use for this kernel (repeatable).")
     def tls_init(config: str | None, data_dir: str | None, hosts: tuple[str, ...]) -> None:
         """Make a CA (once) and this kernel's certificate; print the settings that use them."""
-        folder = _data_dir(config, data_dir)
+        folder = data_dir_of(config, data_dir)
         try:
             from ..security.tls import init_ca  # (cryptography's x509 costs the other commands 0.4 s)
 
@@ -109,7 +102,7 @@ def register(cli: click.Group) -> None:
         try:
             from ..security.tls import issue_client
 
-            cert, key = issue_client(_data_dir(config, data_dir), name)
+            cert, key = issue_client(data_dir_of(config, data_dir), name)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"certificate: {cert}\nkey:         {key}")

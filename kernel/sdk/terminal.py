@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -52,6 +53,15 @@ config_option = click.option(
     help="Config file (default: $CORTEX_CONFIG, ./cortex.toml, ~/.cortex/cortex.toml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+# for commands that work on the data dir's files directly (keys, certificates, the audit chain): no kernel needed
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
+
+
+def data_dir_of(config: str | None, data_dir: str | None) -> Path:
+    """--data-dir if given, else the config's kernel.data_dir."""
+    return Path(data_dir).expanduser().resolve() if data_dir else load_config_or_fail(config).data_dir
+
+
 target_option = click.option("--target", default=None, help="Kernel address HOST:PORT (default: from config).")
 
 

@@ -18,9 +18,10 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.kernel.sdk import (
     config_option,
+    data_dir_of,
+    data_dir_option,
     json_option,
     kernel_client,
-    load_config_or_fail,
     print_json,
     print_table,
     target_option,
@@ -142,8 +143,6 @@ def policy_explain(config, target, as_json, method, principal, remote, provider,
 
 
 # -- offline: proofs and audit ------------------------------------------------------------------------
-def _data_dir(config, data_dir) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir else load_config_or_fail(config).data_dir
 
 
 def _open_chain(folder: Path) -> AuditChain:
@@ -157,7 +156,6 @@ def _entry_dict(entry: pb.AuditEntry) -> dict:
     return json_format.MessageToDict(entry, preserving_proto_field_name=True)
 
 
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Data dir (default: from config).")
 
 
 @click.group()
@@ -182,7 +180,7 @@ def proofs() -> None:
 def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, published, chains, target, proof) -> None:
     """Check signatures, the whole hash chain and its checkpoints; report the first broken entry.
     Exits 1 if anything is broken."""
-    folder = _data_dir(config, data_dir)
+    folder = data_dir_of(config, data_dir)
     try:
         expected = raw_public(load_public_key(Path(public_key))) if public_key else None
         kept = [read_checkpoint(Path(f)) for f in checkpoint_files]
@@ -265,7 +263,7 @@ def proofs_checkpoint(config, data_dir, out) -> None:
     """The newest tree head the kernel signed (size, Merkle root, time), after verifying the log
     up to it. Keep it elsewhere: `cortex proofs verify --checkpoint FILE` then catches entries
     removed from the end or rewritten, and `cortex proofs consistency FILE` shows the log only grew."""
-    folder = _data_dir(config, data_dir)
+    folder = data_dir_of(config, data_dir)
     verdict = verify_chain(folder / "governance" / DB_FILE)
     if not verdict.ok:
         raise click.ClickException(f"the log does not verify, so no checkpoint of it is worth keeping: {verdict}")
@@ -298,7 +296,7 @@ def proofs_consistency(config, data_dir, old, new) -> None:
         second = read_checkpoint(Path(new)) if new else None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    chain = _open_chain(_data_dir(config, data_dir))
+    chain = _open_chain(data_dir_of(config, data_dir))
     try:
         second = second or chain.newest_head()
         if second is None:
@@ -326,7 +324,7 @@ def proofs_consistency(config, data_dir, old, new) -> None:
 @click.argument("proof")
 def proofs_show(config, data_dir, proof) -> None:
     """Show proof PROOF (a proof id p-<n>, or a call id) as JSON."""
-    chain = _open_chain(_data_dir(config, data_dir))
+    chain = _open_chain(data_dir_of(config, data_dir))
     try:
         entry = chain.get(int(proof[2:])) if proof.startswith("p-") and proof[2:].isdigit() else chain.proof_for_call(proof)
         if entry is None or not entry.HasField("proof"):
@@ -347,7 +345,7 @@ def proofs_show(config, data_dir, proof) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def proofs_export(config, data_dir, path) -> None:
     """Write the whole chain to PATH as JSON lines, and the public key to PATH.pub.pem."""
-    folder = _data_dir(config, data_dir)
+    folder = data_dir_of(config, data_dir)
     chain = _open_chain(folder)
     count = 0
     try:
@@ -375,7 +373,7 @@ def audit() -> None:
 @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
 def audit_tail(config, data_dir, as_json, count) -> None:
     """Show the last entries of the audit chain."""
-    chain = _open_chain(_data_dir(config, data_dir))
+    chain = _open_chain(data_dir_of(config, data_dir))
     try:
         entries = chain.tail(max(1, min(count, 10_000)))
     finally:

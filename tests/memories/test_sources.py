@@ -86,19 +86,19 @@ def test_a_folder_synced_edited_deleted_and_renamed(kernel):
                                                   "files_moved": 0, "files_failed": 1}
     found = passages(memories)
     assert set(found) == {
-        ("health.md", "Health", "4-4"), ("health.md", "Health > Dentist", "6-7"), ("health.md", "Health > Physio", "9-10"),
+        ("health.md", "Health > Dentist", "6-7"), ("health.md", "Health > Physio", "9-10"),  # "# Health" alone: no passage
         ("home.md", "Home", "1-3"), ("work.txt", "", "1-3"), ("boiler.pdf", "Boiler manual", "1-1"),
         ("boiler.pdf", "Boiler manual", "2-2")}
     dentist = found[("health.md", "Health > Dentist", "6-7")]
-    assert dentist.text == "Health > Dentist\n## Dentist\nDr. Hartmann on Lindenstrasse, appointment Monday 9 March at 10:00."
+    assert dentist.text == "Health > Dentist\nDr. Hartmann on Lindenstrasse, appointment Monday 9 March at 10:00."
     assert list(dentist.tags) == ["health"] and dentist.source == "notes:health.md#L6-L7" and dentist.kind == "note"
-    assert first.report.chunks_added == 7
+    assert first.report.chunks_added == 6
     status = stub.SourceStatus(pb.SourceStatusRequest(name="notes"), timeout=10)
     by_path = {f.path: f for f in status.files}
     assert set(by_path) == {"health.md", "home.md", "work.txt", "boiler.pdf", "broken.pdf"}  # drafts, hidden, jpg left out
     assert by_path["broken.pdf"].state == pb.FILE_STATE_FAILED and "not a readable PDF" in by_path["broken.pdf"].reason
-    assert by_path["health.md"].state == pb.FILE_STATE_INDEXED and by_path["health.md"].chunks == 3
-    assert (status.source.files_indexed, status.source.files_failed, status.source.chunks) == (4, 1, 7)
+    assert by_path["health.md"].state == pb.FILE_STATE_INDEXED and by_path["health.md"].chunks == 2
+    assert (status.source.files_indexed, status.source.files_failed, status.source.chunks) == (4, 1, 6)
 
     # nothing changed: nothing read
     _, report = sync(stub)
@@ -142,9 +142,39 @@ def test_a_folder_synced_edited_deleted_and_renamed(kernel):
     assert (report.files_read, report.files_removed) == (4, 0) and all(getattr(report, f) == 0 for f in CHUNK_FIELDS)
 
     removed = stub.RemoveSource(pb.RemoveSourceRequest(name="notes"), timeout=30)
-    assert removed.memories_deleted == 7
+    assert removed.memories_deleted == 6
     assert memories.List(mem.ListRequest(page_size=100), timeout=10).memories == []
     assert stub.ListSources(pb.ListSourcesRequest(), timeout=10).sources == []
+
+
+def test_notes_indexed_by_an_older_chunker_are_cut_again_at_the_next_sync(kernel, monkeypatch):
+    """CHUNKER_VERSION is kept with every indexed file: after an upgrade that cuts notes differently,
+    the next sync reads and cuts again every file indexed under the old version, though none changed
+    on disk, and rewrites its passages in place (the same memories); the sync after that reads none."""
+    from cortex.plugins.memories import chunking, source_sync
+
+    assert chunking.CHUNKER_VERSION == 2  # 2: Markdown passages as plain text, no heading-only passages
+    stub, memories, root = kernel
+
+    def version_1(name, data):  # an older chunker: each passage cut otherwise (here, marked "v1 ")
+        return [chunking.Chunk(f"v1 {c.text}", c.heading, c.first, c.last, c.tags) for c in chunking.chunks_of(name, data)]
+
+    monkeypatch.setattr(source_sync, "CHUNKER_VERSION", 1)
+    monkeypatch.setattr(source_sync, "chunks_of", version_1)
+    add(stub, root)
+    before = passages(memories)
+    assert len(before) == 6 and all(m.text.startswith("v1 ") for m in before.values())
+    monkeypatch.undo()
+
+    _, report = sync(stub)
+    assert counts(report, "files_read", "files_unchanged", *CHUNK_FIELDS) == {
+        "files_read": 5, "files_unchanged": 0, "chunks_added": 0, "chunks_updated": 6, "chunks_removed": 0, "chunks_moved": 0}
+    after = passages(memories)
+    assert {key: m.id for key, m in after.items()} == {key: m.id for key, m in before.items()}
+    assert after[("health.md", "Health > Dentist", "6-7")].text == (
+        "Health > Dentist\nDr. Hartmann on Lindenstrasse, appointment Monday 9 March at 10:00.")
+    _, report = sync(stub)
+    assert (report.files_read, report.files_unchanged) == (1, 4)  # only the broken PDF, retried every sync
 
 
 def test_open_resolves_citations_and_refuses_what_is_not_one(kernel):
@@ -209,7 +239,7 @@ def test_a_configured_source_is_watched_and_a_new_note_appears(start_kernel, cha
             time.sleep(0.1)
         raise AssertionError(f"not within 20 s: {what}")
 
-    wait_for(lambda: len(passages(memories)) == 7, "the first sync at start")
+    wait_for(lambda: len(passages(memories)) == 6, "the first sync at start")
     listed = stub.ListSources(pb.ListSourcesRequest(), timeout=10).sources
     assert [(s.name, s.from_config, s.watching) for s in listed] == [("notes", True, True)]
     (root / "garden.md").write_text("# Garden\n\nThe tomatoes need feeding once a week in July.\n")
@@ -227,7 +257,7 @@ def test_cli_sources_run_cites_and_open_resolves(tmp_path, serve_process):
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith(f"source notes: {root}\n5 files: 5 read")
     status = run_cli("sources", "status", "notes", env=env).stdout
-    assert "4 indexed, 0 skipped, 1 failed, 7 passages" in status and "broken.pdf" in status and "not a readable PDF" in status
+    assert "4 indexed, 0 skipped, 1 failed, 6 passages" in status and "broken.pdf" in status and "not a readable PDF" in status
     synced = json.loads(run_cli("sources", "sync", "notes", "--json", env=env).stdout)
     assert synced["files_unchanged"] == 4
     ran = run_cli("run", "When is my dentist appointment?", env=env)
@@ -238,7 +268,7 @@ def test_cli_sources_run_cites_and_open_resolves(tmp_path, serve_process):
                              "## Dentist\nDr. Hartmann on Lindenstrasse, appointment Monday 9 March at 10:00.\n")
     listed = run_cli("sources", "list", env=env).stdout
     assert "notes" in listed and str(root) in listed
-    assert run_cli("sources", "remove", "notes", env=env).stdout == "removed source notes; 7 memories deleted\n"
+    assert run_cli("sources", "remove", "notes", env=env).stdout == "removed source notes; 6 memories deleted\n"
 
 
 def test_only_admin_adds_or_removes_a_source(start_kernel, channel_to, data_dir, tmp_path):

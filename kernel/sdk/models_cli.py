@@ -72,10 +72,12 @@ def generate(
     if not stream:
         reply = client.call(stub.Generate, request, timeout=GENERATION_TIMEOUT)
         if as_json:
-            return print_json(to_dict(reply))
+            return print_json(to_dict(reply))  # for programs: the reply names its model; no notes on stderr
         click.echo(_for_terminal(reply.text))
         click.echo(f"[{reply.provider} {reply.model}: {reply.usage.completion_tokens} tokens, {reply.finish_reason}]", err=True)
+        warn_if_test_model(client, reply.provider, reply.model)
         return
+    answered: tuple[str, str] | None = None
     try:
         streamed = pb.GenerateStreamRequest.FromString(request.SerializeToString())  # the same fields
         for message in stub.GenerateStream(streamed, timeout=GENERATION_TIMEOUT, metadata=client.metadata):
@@ -87,11 +89,40 @@ def generate(
                     f"[{message.provider} {message.model}: {message.usage.completion_tokens} tokens, {message.finish_reason}]",
                     err=True,
                 )
+                answered = (message.provider, message.model)
             else:
                 sys.stdout.write(_for_terminal(message.delta))
                 sys.stdout.flush()
     except grpc.RpcError as exc:
         raise client.error(exc) from None
+    if answered:
+        warn_if_test_model(client, *answered)
+
+
+TEST_MODEL_WARNING = (
+    "warning: {model} ({provider}) is the built-in model for tests: what it writes is noise, not an answer. "
+    "For real text set [plugins.mlx] generation_model to an MLX model folder, or configure Ollama "
+    "([plugins.ollama] host) or an OpenAI-compatible endpoint ([plugins.openai] base_url); "
+    "see the README's section on models."
+)
+
+
+def warn_if_test_model(client: KernelClient, provider: str, model: str) -> None:
+    """On stderr (scripts read stdout), say so when the model that answered is one its provider
+    lists as for tests only (MLX's tiny random model: ModelInfo.test_only). Asks that provider
+    (pinned by x-cortex-provider), briefly; says nothing when it cannot tell."""
+    from cortex.contracts.models.v1 import models_pb2 as pb
+
+    if not provider or not model:
+        return
+    try:
+        listed = _models(client).ListModels(
+            pb.ListModelsRequest(), timeout=10, metadata=(*client.metadata, ("x-cortex-provider", provider))
+        )
+    except grpc.RpcError:
+        return
+    if any(m.test_only and m.id == model and m.provider in ("", provider) for m in listed.models):
+        click.echo(TEST_MODEL_WARNING.format(model=model, provider=provider), err=True)
 
 
 @click.command()

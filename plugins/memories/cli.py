@@ -96,16 +96,43 @@ def recall(config, target, as_json, query, mode, top_k, kinds, tags, namespaces)
         return print_json({"results": results, "mode": pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()})
     if not results:
         click.echo("nothing found")
-    for r in results:
-        click.echo(f"{_comparable_score(r)}  {_line(r['memory'])}")
+    used = pb.SearchMode.Name(reply.mode).removeprefix("SEARCH_MODE_").lower()  # hybrid may fall back to keyword
+    for rank, (r, found) in enumerate(zip(results, reply.results, strict=True), 1):
+        if rank > 1:
+            click.echo()
+        click.echo(f"{rank}. {_ranked_by(used, r)}  {_where(found.memory)}")
+        click.echo(f"   {_snippet_of(found.memory, query)}")
 
 
-def _comparable_score(result: dict) -> str:
-    """A score a person can read: the cosine similarity when the memory matched by meaning (the
-    hybrid score adds keyword evidence to it, fusion.py), else its keyword relevance."""
-    if "semantic" in result["matched"]:
-        return f"similarity {result['semantic_score']:5.2f}" + (" +words" if "keyword" in result["matched"] else "       ")
-    return f"keywords   {result['keyword_score']:5.2f}       "
+def _ranked_by(mode: str, result: dict) -> str:
+    """The score the results are ordered by, named by the mode that gave it, then its parts: the
+    cosine similarity (matched by meaning) and the BM25 keyword relevance, "-" where not matched."""
+    semantic = f"{result['semantic_score']:.2f}" if "semantic" in result["matched"] else "-"
+    keyword = f"{result['keyword_score']:.2f}" if "keyword" in result["matched"] else "-"
+    return f"{mode} {result['score']:.2f} (sem {semantic}, kw {keyword})"
+
+
+def _where(memory) -> str:
+    """Where a memory comes from: a watched note's heading path and citation ("notes:a.md#L3-L9"),
+    else its source (or kind); then its id, and what supersedes it."""
+    from .snippet import one_line
+
+    heading = memory.metadata.get("heading", "")
+    place = " · ".join(x for x in (heading, memory.source or memory.kind) if x)
+    tags = f" [{', '.join(memory.tags)}]" if memory.tags else ""
+    newer = f" (superseded by {memory.superseded_by})" if memory.superseded_by else ""
+    return f"{one_line(place)}  {one_line(memory.id + tags + newer)}"
+
+
+def _snippet_of(memory, query: str) -> str:
+    """The part of the memory that matched, its query words bold on a terminal (click.echo drops
+    the styling when the output is not one)."""
+    from .snippet import snippet
+
+    text, heading = memory.text, memory.metadata.get("heading", "")
+    if heading and text.startswith(heading + "\n"):  # a passage starts with its heading path, shown above
+        text = text[len(heading) + 1:]
+    return snippet(text, query).styled(lambda word: click.style(word, bold=True))
 
 
 @click.group()

@@ -164,6 +164,7 @@ def test_cli_generate_and_embed(tmp_path, serve_process):
     two = run_cli("generate", "hello", "--seed", "3", "--temperature", "0.7", "--max-tokens", "8", "--target", kernel.target, env=env)
     assert one.returncode == 0, one.stderr
     assert one.stdout == two.stdout and "[mlx cortex-tiny-llama: 8 tokens, length]" in one.stderr
+    assert "is the built-in model for tests" in one.stderr and "built-in model" not in one.stdout
     streamed = run_cli("generate", "hello", "--stream", "--max-tokens", "8", "--target", kernel.target, env=env)
     plain = run_cli("generate", "hello", "--max-tokens", "8", "--target", kernel.target, env=env)
     assert streamed.stdout == plain.stdout

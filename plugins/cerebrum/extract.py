@@ -1,33 +1,49 @@
-"""Extractive answers: a question answered with sentences of the memories themselves, each cited.
+"""Extractive answers: a question answered with the sentences of the memories that answer it, each
+cited, or "nothing in your memories answers this" when none does.
 
 What a run answers when no language model is configured (the built-in tiny model writes noise).
-Deterministic: the same question and memories give the same answer. Each sentence is scored by
-its meaning's closeness to the question (cosine of their embeddings, when an embedding model
-answers) plus the share of the question's words it contains, and a little for its memory's rank
-in the search, so that ties go to the better match. Nothing is paraphrased.
+Deterministic: the same question and memories give the same answer. Every sentence of the recalled
+memories is scored by RerankService (0 to 1, 0.5 its "answers" boundary; the mlx provider scores
+meaning plus the question's key terms, kernel/sdk/relevance.py). Then, in this order:
+
+- only sentences at or above the boundary may be quoted; none: the answer abstains and names the
+  nearest memories as related (a recipe's line is not an answer to "what is my blood type?");
+- a memory answers only if it names what the question names (its capitalised words after the
+  first: "When is Mees's birthday?" is not answered by Mum's);
+- the current fact wins: a sentence of a memory that a newer one replaced (superseded_by) is
+  dropped when the newer memory answers too, and of two answering sentences that say nearly the
+  same thing (most key terms shared), the older memory's is dropped;
+- the best sentence is the one that scores highest less RANK_PENALTY a place in the search's order
+  (the search weighed the whole memory, and its keywords, which one sentence does not show); another
+  is quoted only when it does nearly as well (within MARGIN): the answer is usually one sentence,
+  not the top memories' first lines; they are ordered by that, not by their memory's rank.
+
+Nothing is paraphrased.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from cortex.contracts.memories.v1 import memories_pb2 as mem
+from cortex.kernel.sdk.relevance import key_terms
 
 # a sentence ends at . ! ? and a space, but not after a title ("Dr. Hartmann" is one name)
 SENTENCE_END = re.compile(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bProf\.)(?<=[.!?])\s+|\n+")
-WORD = re.compile(r"\w+", re.UNICODE)
-STOPWORDS = frozenset(
-    "a an and are as at be but by can do does did for from had has have how i if in is it its me my of on or "
-    "our so that the their them then there these they this to was we were what when where which who why will "
-    "with would you your about know noted note".split()
-)
 HEADING_LINE = re.compile(r"^#{1,6}\s")
+NAME = re.compile(r"\b[A-Z][\w'\u2019-]*")
 MAX_SENTENCES_PER_MEMORY = 40
 MAX_SENTENCE_CHARS = 400
-RANK_WEIGHT = 0.02  # per place in the search's order: enough to break ties, never to outvote meaning
-WORDS_WEIGHT = 0.5
+BOUNDARY = 0.5  # RerankService's "answers" boundary
+MARGIN = 0.05  # how close to the best a second sentence must score to be quoted too
+RANK_PENALTY = 0.5  # of the 0..1 score, per place in the search's order (calibrated with the boundary)
+RESTATES = 0.6  # share of key terms two sentences hold in common to say the same thing
+RESTATES_PART = 0.3  # ... for a successor's sentence to restate a superseded one's (the rent, not the deposit)
+# ... and it must answer the question at least a quarter as well (as memories' currency.py asks half
+# of a whole memory in a search): "only Spotify is left" does not restate Spotify's price
+ANSWERS_AS_WELL = 0.25
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class Sentence:
 class Chosen:
     sentence: Sentence
     score: float
+    place: int  # the search rank it is weighed at: its memory's, or the better one of a statement it replaced
 
 
 def sentences_of(texts: Sequence[str], headings: Sequence[str] = ()) -> list[Sentence]:
@@ -57,33 +74,105 @@ def sentences_of(texts: Sequence[str], headings: Sequence[str] = ()) -> list[Sen
     return found
 
 
-def content_words(text: str) -> set[str]:
-    return {w for w in WORD.findall(text.lower()) if w not in STOPWORDS}
+def passage(sentence: Sentence, heading: str) -> str:
+    """What the reranker reads for a sentence: with its heading path, which says what it is about
+    ("Project Atlas > Risks: the vendor may slip" answers "risks on Project Atlas")."""
+    return f"{heading}: {sentence.text}" if heading else sentence.text
+
+
+def names(question: str) -> set[str]:
+    """The key terms of the names a question asks about: its capitalised words but the first."""
+    words = [re.sub(r"['\u2019]s$", "", w) for w in NAME.findall(question)]  # Dad's: Dad
+    return key_terms(" ".join(words[1:] if words and question.lstrip().startswith(words[0]) else words))
+
+
+def _context(memory: mem.Memory) -> Iterable[str]:
+    return (memory.text, memory.metadata.get("heading", ""), *memory.tags)
 
 
 def choose(
-    question: str,
-    sentences: list[Sentence],
-    limit: int,
-    question_vector: np.ndarray | None = None,
-    sentence_vectors: np.ndarray | None = None,
+    question: str, sentences: list[Sentence], scores: Sequence[float], memories: Sequence[mem.Memory], limit: int,
+    boundary: float = BOUNDARY,
 ) -> list[Chosen]:
-    """The `limit` best sentences, best first. Without vectors, only words and rank count; a
-    sentence that shares nothing with the question is chosen only when no sentence does."""
-    asked = content_words(question)
-    scored = []
-    for i, sentence in enumerate(sentences):
-        words = len(asked & content_words(sentence.text)) / len(asked) if asked else 0.0
-        meaning = 0.0
-        if question_vector is not None and sentence_vectors is not None:
-            meaning = float(np.dot(sentence_vectors[i], question_vector))
-        score = meaning + WORDS_WEIGHT * words - RANK_WEIGHT * sentence.memory_index
-        scored.append((score, words > 0 or meaning > 0.3, sentence))
-    relevant = [item for item in scored if item[1]] or scored[:1]
-    relevant.sort(key=lambda item: (-item[0], item[2].memory_index, item[2].position))
-    return [Chosen(sentence, round(score, 6)) for score, _, sentence in relevant[:limit]]
+    """The sentences to quote, best first; [] when none reaches `boundary`. Of those that do, the
+    best is the one whose score less RANK_PENALTY a place in the search's order is highest (the
+    search weighed evidence the sentence alone does not show: the whole memory, its keywords)."""
+    scored = [Chosen(s, round(float(x), 6), s.memory_index) for s, x in zip(sentences, scores, strict=True)]
+    asked = names(question)
+    named = {i for i, m in enumerate(memories) if asked <= key_terms(" ".join(_context(m)))}
+    answering = [c for c in current(scored, memories, boundary) if c.score >= boundary and c.sentence.memory_index in named]
+    if not answering:
+        return []
+
+    def merit(c: Chosen) -> float:
+        return c.score - RANK_PENALTY * c.place
+
+    answering.sort(key=lambda c: (-merit(c), c.place, c.sentence.memory_index, c.sentence.position))
+    best = merit(answering[0])
+    return [c for c in answering if merit(c) >= best - MARGIN][:limit]
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)
+def current(scored: list[Chosen], memories: Sequence[mem.Memory], boundary: float) -> list[Chosen]:
+    """`scored` with each stale statement replaced by the current one. A sentence of a memory that
+    recalled memories superseded (one after another: the dentist moved, then moved again) gives way
+    to the newest successor's sentence that restates it (sharing a good part of its key terms and
+    answering at least a quarter as well), which takes the better of their scores and places. Of
+    two answering sentences of unlinked memories that say nearly the same thing, the older memory's
+    goes. A stale sentence no successor restates (the insurer changed, the deductible did not) stays."""
+    terms = [key_terms(c.sentence.text) for c in scored]
+    by_memory: dict[int, list[int]] = {}
+    for i, c in enumerate(scored):
+        by_memory.setdefault(c.sentence.memory_index, []).append(i)
+    index = {m.id: i for i, m in enumerate(memories)}
+    chains = {m: successors(m, memories, index) for m in by_memory}
+    target: dict[int, int] = {}  # a stale sentence -> the sentence that restates it
+    for i, stale in enumerate(scored):
+        for successor in reversed(chains[stale.sentence.memory_index]):  # the newest first
+            overlap = [(len(terms[i] & terms[j]), -j) for j in by_memory.get(successor, [])
+                       if _shared(terms[i], terms[j]) >= RESTATES_PART and scored[j].score >= ANSWERS_AS_WELL * stale.score]
+            if overlap:
+                target[i] = -max(overlap)[1]
+                break
+    out = list(scored)
+    for i in target:
+        j = i
+        while j in target:  # successors are ever newer: this ends
+            j = target[j]
+        out[j] = Chosen(out[j].sentence, max(out[j].score, scored[i].score), min(out[j].place, scored[i].place))
+    kept = [(i, c) for i, c in enumerate(out) if i not in target]
+    return [c for i, c in kept if not (c.score >= boundary and any(
+        j != i and other.score >= boundary and other.sentence.memory_index != c.sentence.memory_index
+        and _created(memories[other.sentence.memory_index]) > _created(memories[c.sentence.memory_index])
+        and _alike(terms[i], terms[j]) >= RESTATES
+        for j, other in kept))]
+
+
+def successors(memory_index: int, memories: Sequence[mem.Memory], index: dict[str, int]) -> list[int]:
+    """The recalled memories that replaced memory `memory_index`, one after another, oldest first
+    (`index`: a memory's place by id). Only ever newer ones are followed: a link back in time (a
+    cycle, a bad import) ends the chain."""
+    chain: list[int] = []
+    current_index = memory_index
+    while len(chain) < 16:
+        following = index.get(memories[current_index].superseded_by)
+        if following is None or _created(memories[following]) <= _created(memories[current_index]):
+            break
+        chain.append(following)
+        current_index = following
+    return chain
+
+
+def _created(memory: mem.Memory) -> tuple[int, int]:
+    return (memory.created_at.seconds, memory.created_at.nanos)
+
+
+def _shared(a: set[str], b: set[str]) -> float:
+    """How much of the smaller statement the other holds."""
+    return len(a & b) / min(len(a), len(b)) if a and b else 0.0
+
+
+def _alike(a: set[str], b: set[str]) -> float:
+    """How much of the larger statement the other holds: "Blood type checked." is not a restatement
+    of "My blood type is O negative."."""
+    return len(a & b) / max(len(a), len(b)) if a and b else 0.0
+

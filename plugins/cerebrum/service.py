@@ -22,8 +22,9 @@ from cortex.contracts.governance.v1 import governance_pb2 as gov
 from cortex.contracts.kernel.v1 import kernel_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2 as models
+from cortex.kernel.sdk import relevance
 
-from . import extract, plans
+from . import answer_prompt, extract, plans
 from .plans import PlanError, path_of
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ SEARCH = "/cortex.memories.v1.MemoryService/Search"
 STORE = "/cortex.memories.v1.MemoryService/Store"
 GENERATE = "/cortex.models.v1.ModelService/Generate"
 EMBED = "/cortex.models.v1.ModelService/Embed"
+RERANK = "/cortex.models.v1.RerankService/Rerank"
+PROMPT = "/cortex.cerebrum.v1.CerebrumService/AnswerPrompt"
 LIST_MODELS = "/cortex.models.v1.ModelService/ListModels"
 EXTRACT = "/cortex.cerebrum.v1.CerebrumService/ExtractAnswer"
 EVALUATE = "/cortex.governance.v1.GovernanceService/Evaluate"
@@ -44,6 +47,17 @@ LEARNING = "learning-example"  # the kind of memory a taught plan is kept as: ho
 # the template's recall step: what is known about the goal (taught plans are not knowledge)
 RECALL = {"query": plans.GOAL, "top_k": 5, "mode": "SEARCH_MODE_HYBRID", "filter": {"exclude_kinds": [LEARNING]}}
 EXAMPLE_MIN_SCORE = 0.75  # cosine: how close a taught goal must be to be reused
+ANSWER_MAX_TOKENS = 256
+RERANK_BATCH = 1000  # documents a RerankRequest may hold (and texts an EmbedRequest, with the question)
+# A goal asked as a question is answered by the template (recall, then answer): asking a model for
+# a plan first cost two more model calls (the plan and its repair) for the same steps. A goal that
+# asks for something to be done ("can you remember that...?") is not a question: a model plans it.
+QUESTION = re.compile(r"^\s*(who|whom|whose|what|when|where|which|why|how|is|are|am|was|were|does|did)\b|\?\s*$",
+                      re.IGNORECASE)
+ACTION = re.compile(
+    r"^\s*(please\s+)?(remember|save|store|note|write|create|add|delete|remove|forget|update|change|tag|send|schedule"
+    r"|remind|summari[sz]e|draft|plan|teach|import|export|make|set|book)\b|\b(can|could|would|will)\s+you\b|\bplease\b"
+    r"|^\s*how-to\b", re.IGNORECASE)
 State = pb.StepRecord
 
 
@@ -62,30 +76,46 @@ def whose(context) -> str | None:
     return None if getattr(context, "sees_every_namespace", False) else getattr(context, "namespace", "")
 
 
-def answer_of(steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
+def answer_of(plan: pb.Plan, steps: list[pb.StepRecord], summary: pb.TraceSummary) -> None:
     """The run's answer, from its last step when that step answers: an ExtractAnswer (with the
-    sentences it quotes) or a Generate (with the memories the run recalled)."""
+    sentences it quotes), or a Generate (with the memories it cites when its request was written
+    by an AnswerPrompt step, else with the memories the run recalled)."""
     last = steps[-1] if steps else None
     if last is None or not last.response_json:
         return
     response = json.loads(last.response_json)
     if path_of(last) == EXTRACT:
-        summary.answer, summary.answer_kind = response.get("answer", ""), "extractive"
+        summary.answer, summary.answer_kind = response.get("answer", ""), response.get("answer_kind", "extractive")
         summary.citations.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("citations", []))
+        summary.related.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("related", []))
     elif path_of(last) == GENERATE:
-        summary.answer, summary.answer_kind = response.get("text", ""), "generated"
-        seen = set()
-        for step in steps:
-            if path_of(step) != SEARCH or not step.response_json:
-                continue
-            for result in json.loads(step.response_json).get("results", []):
-                memory = result.get("memory", {})
-                if memory.get("id") and memory["id"] not in seen:
-                    seen.add(memory["id"])
-                    summary.citations.append(
-                        pb.Citation(memory_id=memory["id"], source=memory.get("source", ""), text=memory.get("text", "")[:200],
-                                    heading=memory.get("metadata", {}).get("heading", ""))
-                    )
+        feeding = {ref for ref, _ in plans.references(json.loads(plan.steps[-1].request_json or "{}"))}
+        prompt = next((s for s in steps if s.step_id in feeding and path_of(s) == PROMPT and s.response_json), None)
+        if prompt is None:  # a model's own plan: its text, resting on what the run recalled
+            summary.answer, summary.answer_kind = response.get("text", ""), "generated"
+            summary.citations.extend(recalled(steps))
+            return
+        numbered = [json_format.ParseDict(c, pb.Citation()) for c in json.loads(prompt.response_json).get("citations", [])]
+        question = json.loads(prompt.request_json).get("question", "")
+        written = answer_prompt.read_answer(response.get("text", ""), numbered, question)
+        summary.answer, summary.answer_kind = written.text, written.kind
+        summary.citations.extend(written.citations)
+        summary.related.extend(written.related)
+
+
+def recalled(steps: list[pb.StepRecord]) -> list[pb.Citation]:
+    """The memories the run's searches found, once each, in the order found."""
+    seen: set[str] = set()
+    citations = []
+    for step in steps:
+        if path_of(step) != SEARCH or not step.response_json:
+            continue
+        for result in json.loads(step.response_json).get("results", []):
+            memory = json_format.ParseDict(result.get("memory", {}), mem.Memory(), ignore_unknown_fields=True)
+            if memory.id and memory.id not in seen:
+                seen.add(memory.id)
+                citations.append(answer_prompt.citation_of(memory))
+    return citations
 
 
 class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
@@ -137,6 +167,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                 "or an OpenAI-compatible endpoint, for written answers"
             )
             return self.template(goal, context, generate=False), repairs
+        if QUESTION.search(goal) and not ACTION.search(goal):
+            return self.template(goal, context), repairs
         plan, notes = await self.plan_with_model(goal, context)
         repairs += notes
         return plan, repairs
@@ -207,21 +239,22 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source=f"model:{model}"))
 
     def template(self, goal: str, context: list[str], generate: bool = True) -> pb.Plan:
-        """Recall memories for the goal, then answer from them: with a model, or extractively."""
-        steps = [
-            pb.Step(id="recall", method=SEARCH.strip("/"),
-                    request_json=json.dumps(RECALL, sort_keys=True)),
-        ]
+        """Recall memories for the goal, then answer from them: extractively, or with a model
+        given an AnswerPrompt (the recalled memories numbered for [n] citations)."""
+        memories = "${steps.recall.results[*].memory}"
+        steps = [pb.Step(id="recall", method=SEARCH.strip("/"), request_json=json.dumps(RECALL, sort_keys=True))]
         if not generate:
-            request = {"question": plans.GOAL, "memories": "${steps.recall.results[*].memory}"}
+            request = {"question": plans.GOAL, "memories": memories}
             steps.append(pb.Step(id="answer", method=EXTRACT.strip("/"), depends_on=["recall"],
                                  request_json=json.dumps(request, sort_keys=True)))
         elif self.method_of(GENERATE) is not None:
-            prompt = f"Goal: {plans.GOAL}\nWhat I noted:\n${{steps.recall.results[*].memory.text}}\nAnswer:"
-            steps.append(
-                pb.Step(id="answer", method=GENERATE.strip("/"), depends_on=["recall"],
-                        request_json=json.dumps({"prompt": prompt, "max_tokens": 64, "temperature": 0}, sort_keys=True))
-            )
+            steps.append(pb.Step(id="prompt", method=PROMPT.strip("/"), depends_on=["recall"],
+                                 request_json=json.dumps({"question": plans.GOAL, "memories": memories}, sort_keys=True)))
+            chat = {"messages": [{"role": "system", "content": "${steps.prompt.system}"},
+                                 {"role": "user", "content": "${steps.prompt.user}"}],
+                    "labels": "${steps.prompt.labels}", "max_tokens": ANSWER_MAX_TOKENS, "temperature": 0}
+            steps.append(pb.Step(id="answer", method=GENERATE.strip("/"), depends_on=["prompt"],
+                                 request_json=json.dumps(chat, sort_keys=True)))
         return plans.sealed(pb.Plan(goal=goal, steps=steps, context=context, source="template"))
 
     async def Plan(self, request, context):
@@ -352,7 +385,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             steps_skipped=sum(r.state == State.STATE_SKIPPED for r in steps),
         )
         if not failed:
-            answer_of(steps, summary)
+            answer_of(plan, steps, summary)
         trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
         summary.trace_id = await asyncio.to_thread(self.p.traces.put, trace, namespace)
@@ -445,23 +478,61 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty: say what to answer")
         if not 1 <= limit <= 10:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_sentences is {limit}; ask for 1 to 10")
+        if not 0 <= request.min_relevance <= 1:  # NaN too
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"min_relevance is {request.min_relevance}; give 0 to 1")
         memories = list(request.memories)
-        sentences = extract.sentences_of([m.text for m in memories], [m.metadata.get("heading", "") for m in memories])
-        if not sentences:
-            return pb.ExtractAnswerResponse(answer="Nothing in your memories answers this yet.")
-        question_vector = sentence_vectors = None
-        embedded = await self._try(EMBED, models.EmbedRequest(texts=[request.question, *(s.text for s in sentences)]))
-        if embedded is not None and len(embedded.vectors) == len(sentences) + 1:
-            vectors = extract.normalized(np.array([v.values for v in embedded.vectors], dtype=np.float32))
-            question_vector, sentence_vectors = vectors[0], vectors[1:]
-        chosen = extract.choose(request.question, sentences, limit, question_vector, sentence_vectors)
-        citations = []
-        for c in chosen:
-            memory = memories[c.sentence.memory_index]
-            citations.append(pb.Citation(memory_id=memory.id, source=memory.source, text=c.sentence.text,
-                                         heading=memory.metadata.get("heading", "")))
+        headings = [m.metadata.get("heading", "") for m in memories]
+        sentences = extract.sentences_of([m.text for m in memories], headings)
+        passages = [extract.passage(s, headings[s.memory_index]) for s in sentences]
+        scores = await self.relevance(request.question, passages, answer_prompt.labels_of(memories)) if sentences else []
+        chosen = extract.choose(request.question, sentences, scores, memories, limit, request.min_relevance or extract.BOUNDARY)
+        if not chosen:
+            return pb.ExtractAnswerResponse(
+                answer=answer_prompt.nothing_answers(request.question), answer_kind="none",
+                related=[answer_prompt.citation_of(m) for m in memories[:answer_prompt.RELATED]])
+        citations = [answer_prompt.citation_of(memories[c.sentence.memory_index], c.sentence.text) for c in chosen]
         answer = " ".join(f"{c.text} [{n}]" for n, c in enumerate(citations, start=1))
-        return pb.ExtractAnswerResponse(answer=answer, citations=citations)
+        return pb.ExtractAnswerResponse(answer=answer, citations=citations, answer_kind="extractive")
+
+    async def relevance(self, question: str, passages: list[str], labels: list[str]) -> list[float]:
+        """RerankService's scores for `passages` (in batches the contract allows), sent with the
+        labels of the memories they come from; served by no provider, failing, or answering scores
+        that are not 0 to 1: the same score from Embed's vectors; without either, the share of the
+        question's key terms."""
+        scores: list[float] = []
+        if self.method_of(RERANK) is not None:
+            for start in range(0, len(passages), RERANK_BATCH):
+                batch = passages[start:start + RERANK_BATCH]
+                reranked = await self._try(RERANK, models.RerankRequest(query=question, documents=batch, labels=labels))
+                if reranked is None or len(reranked.scores) != len(batch) or not all(0 <= x <= 1 for x in reranked.scores):
+                    if reranked is not None:
+                        log.warning("cerebrum.rerank_unusable", provider=reranked.provider, scores=len(reranked.scores),
+                                    documents=len(batch))
+                    scores = []
+                    break
+                scores += reranked.scores
+            if len(scores) == len(passages):
+                return scores
+        scores = []
+        for start in range(0, len(passages), RERANK_BATCH):
+            batch = passages[start:start + RERANK_BATCH]
+            embedded = await self._try(EMBED, models.EmbedRequest(texts=[question, *batch], labels=labels))
+            if embedded is None or len(embedded.vectors) != len(batch) + 1:
+                break
+            rows = np.array([v.values for v in embedded.vectors], dtype=np.float32)
+            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            scores += relevance.relevance(rows[0], rows[1:], question, batch)
+        if len(scores) == len(passages):
+            return scores
+        terms = relevance.key_terms(question)
+        return [relevance.coverage(terms, p) for p in passages]
+
+    async def AnswerPrompt(self, request, context):
+        if not request.question.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty: say what to answer")
+        written = answer_prompt.compose(request.question, list(request.memories))
+        return pb.AnswerPromptResponse(system=written.system, user=written.user, citations=written.citations,
+                                       labels=written.labels)
 
     async def Teach(self, request, context):
         trace = await self._trace(request.trace_id, context)

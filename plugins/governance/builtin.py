@@ -1,7 +1,7 @@
 """The built-in rules, in force unless `[plugins.governance] builtin = false`.
 
 - builtin/local-first-privacy, builtin/local-first-local-only: inference (ModelService Generate,
-  GenerateStream, Embed) on a remote provider is denied in privacy mode, or when the request asks
+  GenerateStream, Embed; RerankService Rerank) on a remote provider is denied in privacy mode, or when the request asks
   for `local_only`, unless a rule allows it (overridable denies). The router enforces privacy
   mode on its own as well; these make the decision visible in the audit log and in `explain`.
 - builtin/private-stays-local: a call carrying the `private` label (a `tags`/`labels` field of
@@ -30,8 +30,8 @@ SOURCE = "built-in"
 GOVERNANCE = "cortex.governance.v1.GovernanceService"
 POLICY_ADMIN = ["AddPolicy", "RemovePolicy"]
 PLUGINS = "cortex.kernel.v1.PluginService"
-INFERENCE = ["Generate", "GenerateStream", "Embed"]
-MODELS = ["cortex.models.v1.ModelService"]
+INFERENCE = ["Generate", "GenerateStream", "Embed", "Rerank"]
+MODELS = ["cortex.models.v1.ModelService", "cortex.models.v1.RerankService"]
 SOURCES = "cortex.memories.v1.SourceService"
 SOURCE_ADMIN = ["AddSource", "RemoveSource"]
 
@@ -94,7 +94,7 @@ BUILTIN_RULES = [
 # what an unauthenticated loopback caller may call unless a rule allows more
 LOCAL_SERVICES = (
     "cortex.kernel.v1.KernelService", "cortex.memories.v1.MemoryService", SOURCES, "cortex.memories.v1.ArchiveService",
-    "cortex.models.v1.ModelService",
+    "cortex.models.v1.ModelService", "cortex.models.v1.RerankService",
     "cortex.cerebrum.v1.CerebrumService", "cortex.events.v1.EventService",
     "cortex.console.v1.ConsoleService",  # who am I, and the activity charts: read-only
 )

@@ -1,4 +1,5 @@
-"""The mlx plugin: `ModelService` on this machine, with MLX (CPU backend on Linux, Metal on macOS).
+"""The mlx plugin: `ModelService` on this machine, with MLX (CPU backend on Linux, Metal on macOS),
+and `RerankService` with its embedding model (kernel/sdk/relevance.py says how it scores).
 
 Settings (`[plugins.mlx]`):
 
@@ -24,6 +25,7 @@ from cortex.contracts.models.v1 import models_pb2 as pb
 from cortex.contracts.models.v1 import models_pb2_grpc
 from cortex.kernel import Health, check_settings, hookimpl
 from cortex.kernel.sdk import models as common
+from cortex.kernel.sdk import relevance
 
 from .model_install import INSTALL_HINT
 
@@ -32,6 +34,7 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 log = structlog.get_logger("cortex.mlx")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelService"]
+RERANK = pb.DESCRIPTOR.services_by_name["RerankService"]
 SETTINGS = {"generation_model", "embedding_model", "embed_batch_size", "embed_cache", "fast_blas"}
 EMBEDDING_ID = "all-MiniLM-L6-v2"
 
@@ -121,6 +124,27 @@ class MlxServicer(models_pb2_grpc.ModelServiceServicer):
         )
 
 
+class MlxReranker(models_pb2_grpc.RerankServiceServicer):
+    """Passages scored against a query with the embedding model (no cross-encoder ships as a
+    package that works offline): cosine plus key-term coverage, calibrated (sdk/relevance.py)."""
+
+    def __init__(self, plugin: MlxPlugin):
+        self.p = plugin
+
+    async def Rerank(self, request, context):
+        if request.model and request.model != EMBEDDING_ID:
+            await common.unknown_model(context, request.model, [EMBEDDING_ID])
+        if not request.query.strip() or not request.documents:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a query and at least one document to score")
+        try:
+            engine = await self.p.engine_ready()
+            vectors = await engine.embed([request.query, *request.documents])
+        except FileNotFoundError as exc:
+            await model_missing(context, exc)
+        scores = relevance.relevance(vectors[0], vectors[1:], request.query, list(request.documents))
+        return pb.RerankResponse(scores=scores, model=EMBEDDING_ID, provider=self.p.name)
+
+
 async def model_missing(context, exc: FileNotFoundError) -> None:
     """A model whose files are not there is MLX being down, not the request being wrong: UNAVAILABLE
     (the router fails over, and counts it against MLX's circuit where another provider can serve)."""
@@ -149,6 +173,7 @@ class MlxPlugin:
     def cortex_register(self, registry) -> None:
         # first of the model providers unless [routing] says otherwise: local and deterministic
         registry.add(SERVICE, MlxServicer(self), local=True, rank=10)
+        registry.add(RERANK, MlxReranker(self), local=True, rank=10)
 
     def _generation_path(self) -> Path | str:
         configured = self.settings.get("generation_model")

@@ -158,3 +158,37 @@ class FakeOllama(_Server):
             inputs = [inputs] if isinstance(inputs, str) else inputs
             return h._json({"model": body.get("model"), "embeddings": [fake_vector(t) for t in inputs]})
         h._json({"error": f"no route {method} {path}"}, 404)
+
+
+class ScriptedOpenAI(FakeOpenAI):
+    """FakeOpenAI answering chat completions from a script, for a server in a process of its own:
+    each entry {"when": text, "cite": text, "reply": "... [{n}]"} answers a request whose last
+    message holds `when`, with {n} the number of the "[n] ..." note line holding `cite`; no entry
+    matches: "I don't know.". Every request is appended to `record` as a JSON line."""
+
+    def __init__(self, script: list[dict[str, str]], record: str) -> None:
+        super().__init__()
+        self.script, self.record = script, record
+        self.answer = self.scripted
+
+    def scripted(self, prompt: str) -> str:
+        for entry in self.script:
+            if entry["when"] in prompt:
+                cited = next((line.split("]", 1)[0].lstrip("[") for line in prompt.splitlines()
+                              if line.startswith("[") and entry.get("cite", "\0") in line), "")
+                return entry["reply"].replace("{n}", cited)
+        return "I don't know."
+
+    def route(self, h, method, path, body):
+        with open(self.record, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"method": method, "path": path, "body": body}) + "\n")
+        super().route(h, method, path, body)
+
+
+if __name__ == "__main__":  # python -m tests.models.fake_servers SCRIPT.json RECORD.jsonl: prints the port
+    import sys
+
+    script_file, record_file = sys.argv[1], sys.argv[2]
+    server = ScriptedOpenAI(json.loads(open(script_file, encoding="utf-8").read()), record_file)
+    print(server.port, flush=True)
+    server.httpd.serve_forever()

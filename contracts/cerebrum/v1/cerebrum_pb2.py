@@ -27,7 +27,7 @@ from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 from cortex.contracts.memories.v1 import memories_pb2 as cortex_dot_memories_dot_v1_dot_memories__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cortex/cerebrum/v1/cerebrum.proto\x12\x12\x63ortex.cerebrum.v1\x1a\x1b\x62uf/validate/validate.proto\x1a!cortex/memories/v1/memories.proto\"z\n\x04Step\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12\x18\n\x06method\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1f\n\x0crequest_json\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80@\x12\"\n\ndepends_on\x18\x04 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10 \"\x04r\x02\x18 \"\xa5\x01\n\x04Plan\x12\x16\n\x04goal\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\x18.cortex.cerebrum.v1.StepB\x08\xbaH\x05\x92\x01\x02\x10 \x12!\n\x07\x63ontext\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\xe8\x07\"\x05r\x03\x18\x80\x01\x12\x18\n\x06source\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x15\n\x04hash\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\"%\n\x0bPlanRequest\x12\x16\n\x04goal\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\"G\n\x0cPlanResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12\x0f\n\x07repairs\x18\x02 \x03(\t\"9\n\x0fSimulateRequest\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\"\x8d\x01\n\x0eStepSimulation\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x15\n\rreferences_ok\x18\x06 \x01(\x08\x12\x0f\n\x07problem\x18\x07 \x01(\t\"Q\n\x10SimulateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\".cortex.cerebrum.v1.StepSimulation\"P\n\x0e\x45xecuteRequest\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12\x16\n\x04goal\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\"\x99\x03\n\nStepRecord\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.cortex.cerebrum.v1.StepRecord.State\x12\x14\n\x0crequest_json\x18\x04 \x01(\t\x12\x16\n\x0erequest_sha256\x18\x05 \x01(\x0c\x12\x15\n\rresponse_json\x18\x06 \x01(\t\x12\x17\n\x0fresponse_sha256\x18\x07 \x01(\x0c\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x0b \x01(\x03\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\x12\r\n\x05route\x18\r \x01(\t\"j\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_STARTED\x10\x01\x12\x12\n\x0eSTATE_FINISHED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x11\n\rSTATE_SKIPPED\x10\x04\"\xc5\x01\n\x0cTraceSummary\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08steps_ok\x18\x03 \x01(\r\x12\x14\n\x0csteps_failed\x18\x04 \x01(\r\x12\x15\n\rsteps_skipped\x18\x05 \x01(\r\x12\x0e\n\x06\x61nswer\x18\x06 \x01(\t\x12\x13\n\x0b\x61nswer_kind\x18\x07 \x01(\t\x12/\n\tcitations\x18\x08 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\"L\n\x08\x43itation\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07heading\x18\x04 \x01(\t\"\x8b\x01\n\x14\x45xtractAnswerRequest\x12\x1a\n\x08question\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\x12\x37\n\x08memories\x18\x02 \x03(\x0b\x32\x1a.cortex.memories.v1.MemoryB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12\x1e\n\rmax_sentences\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\n\"X\n\x15\x45xtractAnswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12/\n\tcitations\x18\x02 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\"\x7f\n\x0f\x45xecuteResponse\x12.\n\x04step\x18\x01 \x01(\x0b\x32\x1e.cortex.cerebrum.v1.StepRecordH\x00\x12\x33\n\x07summary\x18\x02 \x01(\x0b\x32 .cortex.cerebrum.v1.TraceSummaryH\x00\x42\x07\n\x05\x65vent\"\xda\x01\n\x05Trace\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04plan\x18\x02 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.cortex.cerebrum.v1.StepRecord\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32 .cortex.cerebrum.v1.TraceSummary\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\x12\x0f\n\x07\x63\x61ll_id\x18\x06 \x01(\t\x12\x11\n\treplay_of\x18\x07 \x01(\t\"-\n\x0f\x43ritiqueRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"c\n\x10\x43ritiqueResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x10\n\x08\x66indings\x18\x02 \x03(\t\x12.\n\x0crevised_plan\x18\x03 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\"*\n\x0cTeachRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\"\n\rTeachResponse\x12\x11\n\tmemory_id\x18\x01 \x01(\t\"+\n\rReplayRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\x8a\x01\n\x0eReplayResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\x0c\x12\x15\n\ractual_sha256\x18\x04 \x01(\x0c\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x17\n\x0freplay_trace_id\x18\x06 \x01(\t\"\'\n\x0fGetTraceRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"<\n\x10GetTraceResponse\x12(\n\x05trace\x18\x01 \x01(\x0b\x32\x19.cortex.cerebrum.v1.Trace\",\n\x11ListTracesRequest\x12\x17\n\x05limit\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\"F\n\x12ListTracesResponse\x12\x30\n\x06traces\x18\x01 \x03(\x0b\x32 .cortex.cerebrum.v1.TraceSummary2\xbc\x06\n\x0f\x43\x65rebrumService\x12N\n\x04Plan\x12\x1f.cortex.cerebrum.v1.PlanRequest\x1a .cortex.cerebrum.v1.PlanResponse\"\x03\x90\x02\x01\x12Z\n\x08Simulate\x12#.cortex.cerebrum.v1.SimulateRequest\x1a$.cortex.cerebrum.v1.SimulateResponse\"\x03\x90\x02\x01\x12T\n\x07\x45xecute\x12\".cortex.cerebrum.v1.ExecuteRequest\x1a#.cortex.cerebrum.v1.ExecuteResponse0\x01\x12Z\n\x08\x43ritique\x12#.cortex.cerebrum.v1.CritiqueRequest\x1a$.cortex.cerebrum.v1.CritiqueResponse\"\x03\x90\x02\x01\x12Q\n\x05Teach\x12 .cortex.cerebrum.v1.TeachRequest\x1a!.cortex.cerebrum.v1.TeachResponse\"\x03\x90\x02\x02\x12O\n\x06Replay\x12!.cortex.cerebrum.v1.ReplayRequest\x1a\".cortex.cerebrum.v1.ReplayResponse\x12Z\n\x08GetTrace\x12#.cortex.cerebrum.v1.GetTraceRequest\x1a$.cortex.cerebrum.v1.GetTraceResponse\"\x03\x90\x02\x01\x12`\n\nListTraces\x12%.cortex.cerebrum.v1.ListTracesRequest\x1a&.cortex.cerebrum.v1.ListTracesResponse\"\x03\x90\x02\x01\x12i\n\rExtractAnswer\x12(.cortex.cerebrum.v1.ExtractAnswerRequest\x1a).cortex.cerebrum.v1.ExtractAnswerResponse\"\x03\x90\x02\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/cerebrum/v1;cerebrumv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cortex/cerebrum/v1/cerebrum.proto\x12\x12\x63ortex.cerebrum.v1\x1a\x1b\x62uf/validate/validate.proto\x1a!cortex/memories/v1/memories.proto\"z\n\x04Step\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12\x18\n\x06method\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1f\n\x0crequest_json\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80@\x12\"\n\ndepends_on\x18\x04 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10 \"\x04r\x02\x18 \"\xa5\x01\n\x04Plan\x12\x16\n\x04goal\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\x18.cortex.cerebrum.v1.StepB\x08\xbaH\x05\x92\x01\x02\x10 \x12!\n\x07\x63ontext\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\xe8\x07\"\x05r\x03\x18\x80\x01\x12\x18\n\x06source\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x15\n\x04hash\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\"%\n\x0bPlanRequest\x12\x16\n\x04goal\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\"G\n\x0cPlanResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12\x0f\n\x07repairs\x18\x02 \x03(\t\"9\n\x0fSimulateRequest\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\"\x8d\x01\n\x0eStepSimulation\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x15\n\rreferences_ok\x18\x06 \x01(\x08\x12\x0f\n\x07problem\x18\x07 \x01(\t\"Q\n\x10SimulateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\".cortex.cerebrum.v1.StepSimulation\"P\n\x0e\x45xecuteRequest\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12\x16\n\x04goal\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\"\x99\x03\n\nStepRecord\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.cortex.cerebrum.v1.StepRecord.State\x12\x14\n\x0crequest_json\x18\x04 \x01(\t\x12\x16\n\x0erequest_sha256\x18\x05 \x01(\x0c\x12\x15\n\rresponse_json\x18\x06 \x01(\t\x12\x17\n\x0fresponse_sha256\x18\x07 \x01(\x0c\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x0b \x01(\x03\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\x12\r\n\x05route\x18\r \x01(\t\"j\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_STARTED\x10\x01\x12\x12\n\x0eSTATE_FINISHED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x11\n\rSTATE_SKIPPED\x10\x04\"\xf4\x01\n\x0cTraceSummary\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08steps_ok\x18\x03 \x01(\r\x12\x14\n\x0csteps_failed\x18\x04 \x01(\r\x12\x15\n\rsteps_skipped\x18\x05 \x01(\r\x12\x0e\n\x06\x61nswer\x18\x06 \x01(\t\x12\x13\n\x0b\x61nswer_kind\x18\x07 \x01(\t\x12/\n\tcitations\x18\x08 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\x12-\n\x07related\x18\t \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\"L\n\x08\x43itation\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07heading\x18\x04 \x01(\t\"\xb3\x01\n\x14\x45xtractAnswerRequest\x12\x1a\n\x08question\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\x12\x37\n\x08memories\x18\x02 \x03(\x0b\x32\x1a.cortex.memories.v1.MemoryB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12\x1e\n\rmax_sentences\x18\x03 \x01(\rB\x07\xbaH\x04*\x02\x18\n\x12&\n\rmin_relevance\x18\x04 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\"\x9c\x01\n\x15\x45xtractAnswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12/\n\tcitations\x18\x02 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\x12\x13\n\x0b\x61nswer_kind\x18\x03 \x01(\t\x12-\n\x07related\x18\x04 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\"k\n\x13\x41nswerPromptRequest\x12\x1c\n\x08question\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x90N\x12\x36\n\x08memories\x18\x02 \x03(\x0b\x32\x1a.cortex.memories.v1.MemoryB\x08\xbaH\x05\x92\x01\x02\x10\x64\"u\n\x14\x41nswerPromptResponse\x12\x0e\n\x06system\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12/\n\tcitations\x18\x03 \x03(\x0b\x32\x1c.cortex.cerebrum.v1.Citation\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\x7f\n\x0f\x45xecuteResponse\x12.\n\x04step\x18\x01 \x01(\x0b\x32\x1e.cortex.cerebrum.v1.StepRecordH\x00\x12\x33\n\x07summary\x18\x02 \x01(\x0b\x32 .cortex.cerebrum.v1.TraceSummaryH\x00\x42\x07\n\x05\x65vent\"\xda\x01\n\x05Trace\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04plan\x18\x02 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.cortex.cerebrum.v1.StepRecord\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32 .cortex.cerebrum.v1.TraceSummary\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\x12\x0f\n\x07\x63\x61ll_id\x18\x06 \x01(\t\x12\x11\n\treplay_of\x18\x07 \x01(\t\"-\n\x0f\x43ritiqueRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"c\n\x10\x43ritiqueResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x10\n\x08\x66indings\x18\x02 \x03(\t\x12.\n\x0crevised_plan\x18\x03 \x01(\x0b\x32\x18.cortex.cerebrum.v1.Plan\"*\n\x0cTeachRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\"\n\rTeachResponse\x12\x11\n\tmemory_id\x18\x01 \x01(\t\"+\n\rReplayRequest\x12\x1a\n\x08trace_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\x8a\x01\n\x0eReplayResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\x0c\x12\x15\n\ractual_sha256\x18\x04 \x01(\x0c\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x17\n\x0freplay_trace_id\x18\x06 \x01(\t\"\'\n\x0fGetTraceRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"<\n\x10GetTraceResponse\x12(\n\x05trace\x18\x01 \x01(\x0b\x32\x19.cortex.cerebrum.v1.Trace\",\n\x11ListTracesRequest\x12\x17\n\x05limit\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\"F\n\x12ListTracesResponse\x12\x30\n\x06traces\x18\x01 \x03(\x0b\x32 .cortex.cerebrum.v1.TraceSummary2\xa4\x07\n\x0f\x43\x65rebrumService\x12N\n\x04Plan\x12\x1f.cortex.cerebrum.v1.PlanRequest\x1a .cortex.cerebrum.v1.PlanResponse\"\x03\x90\x02\x01\x12Z\n\x08Simulate\x12#.cortex.cerebrum.v1.SimulateRequest\x1a$.cortex.cerebrum.v1.SimulateResponse\"\x03\x90\x02\x01\x12T\n\x07\x45xecute\x12\".cortex.cerebrum.v1.ExecuteRequest\x1a#.cortex.cerebrum.v1.ExecuteResponse0\x01\x12Z\n\x08\x43ritique\x12#.cortex.cerebrum.v1.CritiqueRequest\x1a$.cortex.cerebrum.v1.CritiqueResponse\"\x03\x90\x02\x01\x12Q\n\x05Teach\x12 .cortex.cerebrum.v1.TeachRequest\x1a!.cortex.cerebrum.v1.TeachResponse\"\x03\x90\x02\x02\x12O\n\x06Replay\x12!.cortex.cerebrum.v1.ReplayRequest\x1a\".cortex.cerebrum.v1.ReplayResponse\x12Z\n\x08GetTrace\x12#.cortex.cerebrum.v1.GetTraceRequest\x1a$.cortex.cerebrum.v1.GetTraceResponse\"\x03\x90\x02\x01\x12`\n\nListTraces\x12%.cortex.cerebrum.v1.ListTracesRequest\x1a&.cortex.cerebrum.v1.ListTracesResponse\"\x03\x90\x02\x01\x12i\n\rExtractAnswer\x12(.cortex.cerebrum.v1.ExtractAnswerRequest\x1a).cortex.cerebrum.v1.ExtractAnswerResponse\"\x03\x90\x02\x01\x12\x66\n\x0c\x41nswerPrompt\x12\'.cortex.cerebrum.v1.AnswerPromptRequest\x1a(.cortex.cerebrum.v1.AnswerPromptResponse\"\x03\x90\x02\x01\x42\x44P\x01Z@github.com/cortex-os/cortex/gen/go/cortex/cerebrum/v1;cerebrumv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,6 +63,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXTRACTANSWERREQUEST'].fields_by_name['memories']._serialized_options = b'\272H\006\222\001\003\020\350\007'
   _globals['_EXTRACTANSWERREQUEST'].fields_by_name['max_sentences']._loaded_options = None
   _globals['_EXTRACTANSWERREQUEST'].fields_by_name['max_sentences']._serialized_options = b'\272H\004*\002\030\n'
+  _globals['_EXTRACTANSWERREQUEST'].fields_by_name['min_relevance']._loaded_options = None
+  _globals['_EXTRACTANSWERREQUEST'].fields_by_name['min_relevance']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_ANSWERPROMPTREQUEST'].fields_by_name['question']._loaded_options = None
+  _globals['_ANSWERPROMPTREQUEST'].fields_by_name['question']._serialized_options = b'\272H\007r\005\020\001\030\220N'
+  _globals['_ANSWERPROMPTREQUEST'].fields_by_name['memories']._loaded_options = None
+  _globals['_ANSWERPROMPTREQUEST'].fields_by_name['memories']._serialized_options = b'\272H\005\222\001\002\020d'
   _globals['_CRITIQUEREQUEST'].fields_by_name['trace_id']._loaded_options = None
   _globals['_CRITIQUEREQUEST'].fields_by_name['trace_id']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_TEACHREQUEST'].fields_by_name['trace_id']._loaded_options = None
@@ -87,6 +93,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CEREBRUMSERVICE'].methods_by_name['ListTraces']._serialized_options = b'\220\002\001'
   _globals['_CEREBRUMSERVICE'].methods_by_name['ExtractAnswer']._loaded_options = None
   _globals['_CEREBRUMSERVICE'].methods_by_name['ExtractAnswer']._serialized_options = b'\220\002\001'
+  _globals['_CEREBRUMSERVICE'].methods_by_name['AnswerPrompt']._loaded_options = None
+  _globals['_CEREBRUMSERVICE'].methods_by_name['AnswerPrompt']._serialized_options = b'\220\002\001'
   _globals['_STEP']._serialized_start=121
   _globals['_STEP']._serialized_end=243
   _globals['_PLAN']._serialized_start=246
@@ -108,37 +116,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPRECORD_STATE']._serialized_start=1197
   _globals['_STEPRECORD_STATE']._serialized_end=1303
   _globals['_TRACESUMMARY']._serialized_start=1306
-  _globals['_TRACESUMMARY']._serialized_end=1503
-  _globals['_CITATION']._serialized_start=1505
-  _globals['_CITATION']._serialized_end=1581
-  _globals['_EXTRACTANSWERREQUEST']._serialized_start=1584
-  _globals['_EXTRACTANSWERREQUEST']._serialized_end=1723
-  _globals['_EXTRACTANSWERRESPONSE']._serialized_start=1725
-  _globals['_EXTRACTANSWERRESPONSE']._serialized_end=1813
-  _globals['_EXECUTERESPONSE']._serialized_start=1815
-  _globals['_EXECUTERESPONSE']._serialized_end=1942
-  _globals['_TRACE']._serialized_start=1945
-  _globals['_TRACE']._serialized_end=2163
-  _globals['_CRITIQUEREQUEST']._serialized_start=2165
-  _globals['_CRITIQUEREQUEST']._serialized_end=2210
-  _globals['_CRITIQUERESPONSE']._serialized_start=2212
-  _globals['_CRITIQUERESPONSE']._serialized_end=2311
-  _globals['_TEACHREQUEST']._serialized_start=2313
-  _globals['_TEACHREQUEST']._serialized_end=2355
-  _globals['_TEACHRESPONSE']._serialized_start=2357
-  _globals['_TEACHRESPONSE']._serialized_end=2391
-  _globals['_REPLAYREQUEST']._serialized_start=2393
-  _globals['_REPLAYREQUEST']._serialized_end=2436
-  _globals['_REPLAYRESPONSE']._serialized_start=2439
-  _globals['_REPLAYRESPONSE']._serialized_end=2577
-  _globals['_GETTRACEREQUEST']._serialized_start=2579
-  _globals['_GETTRACEREQUEST']._serialized_end=2618
-  _globals['_GETTRACERESPONSE']._serialized_start=2620
-  _globals['_GETTRACERESPONSE']._serialized_end=2680
-  _globals['_LISTTRACESREQUEST']._serialized_start=2682
-  _globals['_LISTTRACESREQUEST']._serialized_end=2726
-  _globals['_LISTTRACESRESPONSE']._serialized_start=2728
-  _globals['_LISTTRACESRESPONSE']._serialized_end=2798
-  _globals['_CEREBRUMSERVICE']._serialized_start=2801
-  _globals['_CEREBRUMSERVICE']._serialized_end=3629
+  _globals['_TRACESUMMARY']._serialized_end=1550
+  _globals['_CITATION']._serialized_start=1552
+  _globals['_CITATION']._serialized_end=1628
+  _globals['_EXTRACTANSWERREQUEST']._serialized_start=1631
+  _globals['_EXTRACTANSWERREQUEST']._serialized_end=1810
+  _globals['_EXTRACTANSWERRESPONSE']._serialized_start=1813
+  _globals['_EXTRACTANSWERRESPONSE']._serialized_end=1969
+  _globals['_ANSWERPROMPTREQUEST']._serialized_start=1971
+  _globals['_ANSWERPROMPTREQUEST']._serialized_end=2078
+  _globals['_ANSWERPROMPTRESPONSE']._serialized_start=2080
+  _globals['_ANSWERPROMPTRESPONSE']._serialized_end=2197
+  _globals['_EXECUTERESPONSE']._serialized_start=2199
+  _globals['_EXECUTERESPONSE']._serialized_end=2326
+  _globals['_TRACE']._serialized_start=2329
+  _globals['_TRACE']._serialized_end=2547
+  _globals['_CRITIQUEREQUEST']._serialized_start=2549
+  _globals['_CRITIQUEREQUEST']._serialized_end=2594
+  _globals['_CRITIQUERESPONSE']._serialized_start=2596
+  _globals['_CRITIQUERESPONSE']._serialized_end=2695
+  _globals['_TEACHREQUEST']._serialized_start=2697
+  _globals['_TEACHREQUEST']._serialized_end=2739
+  _globals['_TEACHRESPONSE']._serialized_start=2741
+  _globals['_TEACHRESPONSE']._serialized_end=2775
+  _globals['_REPLAYREQUEST']._serialized_start=2777
+  _globals['_REPLAYREQUEST']._serialized_end=2820
+  _globals['_REPLAYRESPONSE']._serialized_start=2823
+  _globals['_REPLAYRESPONSE']._serialized_end=2961
+  _globals['_GETTRACEREQUEST']._serialized_start=2963
+  _globals['_GETTRACEREQUEST']._serialized_end=3002
+  _globals['_GETTRACERESPONSE']._serialized_start=3004
+  _globals['_GETTRACERESPONSE']._serialized_end=3064
+  _globals['_LISTTRACESREQUEST']._serialized_start=3066
+  _globals['_LISTTRACESREQUEST']._serialized_end=3110
+  _globals['_LISTTRACESRESPONSE']._serialized_start=3112
+  _globals['_LISTTRACESRESPONSE']._serialized_end=3182
+  _globals['_CEREBRUMSERVICE']._serialized_start=3185
+  _globals['_CEREBRUMSERVICE']._serialized_end=4117
 # @@protoc_insertion_point(module_scope)

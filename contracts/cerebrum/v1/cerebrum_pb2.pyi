@@ -133,7 +133,7 @@ class StepRecord(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations")
+    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_OK_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class TraceSummary(_message.Message):
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ANSWER_KIND_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    RELATED_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     status: str
     steps_ok: int
@@ -150,7 +151,8 @@ class TraceSummary(_message.Message):
     answer: str
     answer_kind: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    related: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("memory_id", "source", "text", "heading")
@@ -165,22 +167,48 @@ class Citation(_message.Message):
     def __init__(self, memory_id: _Optional[str] = ..., source: _Optional[str] = ..., text: _Optional[str] = ..., heading: _Optional[str] = ...) -> None: ...
 
 class ExtractAnswerRequest(_message.Message):
-    __slots__ = ("question", "memories", "max_sentences")
+    __slots__ = ("question", "memories", "max_sentences", "min_relevance")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     MAX_SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    MIN_RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     question: str
     memories: _containers.RepeatedCompositeFieldContainer[_memories_pb2.Memory]
     max_sentences: int
-    def __init__(self, question: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[_memories_pb2.Memory, _Mapping]]] = ..., max_sentences: _Optional[int] = ...) -> None: ...
+    min_relevance: float
+    def __init__(self, question: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[_memories_pb2.Memory, _Mapping]]] = ..., max_sentences: _Optional[int] = ..., min_relevance: _Optional[float] = ...) -> None: ...
 
 class ExtractAnswerResponse(_message.Message):
-    __slots__ = ("answer", "citations")
+    __slots__ = ("answer", "citations", "answer_kind", "related")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_KIND_FIELD_NUMBER: _ClassVar[int]
+    RELATED_FIELD_NUMBER: _ClassVar[int]
     answer: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    answer_kind: str
+    related: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., answer_kind: _Optional[str] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+
+class AnswerPromptRequest(_message.Message):
+    __slots__ = ("question", "memories")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    memories: _containers.RepeatedCompositeFieldContainer[_memories_pb2.Memory]
+    def __init__(self, question: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[_memories_pb2.Memory, _Mapping]]] = ...) -> None: ...
+
+class AnswerPromptResponse(_message.Message):
+    __slots__ = ("system", "user", "citations", "labels")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    user: str
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, system: _Optional[str] = ..., user: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("step", "summary")

@@ -82,6 +82,11 @@ class CerebrumServiceStub:
                 request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.SerializeToString,
                 response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.FromString,
                 _registered_method=True)
+        self.AnswerPrompt = channel.unary_unary(
+                '/cortex.cerebrum.v1.CerebrumService/AnswerPrompt',
+                request_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptRequest.SerializeToString,
+                response_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptResponse.FromString,
+                _registered_method=True)
 
 
 class CerebrumServiceServicer:
@@ -154,6 +159,15 @@ class CerebrumServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnswerPrompt(self, request, context):
+        """AnswerPrompt writes the chat a language model answers a question with, from the given
+        memories only: numbered for [n] citations, dated, the replaced ones marked, and told to say
+        when they do not answer. Deterministic; what plans use when a language model is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CerebrumServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +215,11 @@ def add_CerebrumServiceServicer_to_server(servicer, server):
                     servicer.ExtractAnswer,
                     request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.FromString,
                     response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.SerializeToString,
+            ),
+            'AnswerPrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerPrompt,
+                    request_deserializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptRequest.FromString,
+                    response_serializer=cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +467,33 @@ class CerebrumService:
             '/cortex.cerebrum.v1.CerebrumService/ExtractAnswer',
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerRequest.SerializeToString,
             cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.ExtractAnswerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerPrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.cerebrum.v1.CerebrumService/AnswerPrompt',
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptRequest.SerializeToString,
+            cortex_dot_cerebrum_dot_v1_dot_cerebrum__pb2.AnswerPromptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -234,3 +234,85 @@ class ModelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RerankServiceStub:
+    """RerankService scores passages against a query: how well each one answers it. A contract of its
+    own, beside ModelService, so that a plugin may serve a reranker (a cross-encoder) without
+    serving generation, and every ModelService provider keeps serving without one.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Rerank = channel.unary_unary(
+                '/cortex.models.v1.RerankService/Rerank',
+                request_serializer=cortex_dot_models_dot_v1_dot_models__pb2.RerankRequest.SerializeToString,
+                response_deserializer=cortex_dot_models_dot_v1_dot_models__pb2.RerankResponse.FromString,
+                _registered_method=True)
+
+
+class RerankServiceServicer:
+    """RerankService scores passages against a query: how well each one answers it. A contract of its
+    own, beside ModelService, so that a plugin may serve a reranker (a cross-encoder) without
+    serving generation, and every ModelService provider keeps serving without one.
+    """
+
+    def Rerank(self, request, context):
+        """Rerank returns one score per document, in the order given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RerankServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=cortex_dot_models_dot_v1_dot_models__pb2.RerankRequest.FromString,
+                    response_serializer=cortex_dot_models_dot_v1_dot_models__pb2.RerankResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cortex.models.v1.RerankService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cortex.models.v1.RerankService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RerankService:
+    """RerankService scores passages against a query: how well each one answers it. A contract of its
+    own, beside ModelService, so that a plugin may serve a reranker (a cross-encoder) without
+    serving generation, and every ModelService provider keeps serving without one.
+    """
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.models.v1.RerankService/Rerank',
+            cortex_dot_models_dot_v1_dot_models__pb2.RerankRequest.SerializeToString,
+            cortex_dot_models_dot_v1_dot_models__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

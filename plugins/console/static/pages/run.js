@@ -13,13 +13,15 @@ function stepLine(step) {
 
 function answerOf(summary) {
   const citations = summary.citations ?? [];
+  const related = summary.related ?? [];
+  const memoryItem = (c) => h("li", {},
+    c.memory_id ? link(`memories/${encodeURIComponent(c.memory_id)}`, c.heading || c.source || c.memory_id) : c.source,
+    c.text ? h("div", { class: "meta" }, c.text) : null);
   return h("div", { class: "run-answer" },
     h("h3", {}, "Answer"),
     h("p", { class: "answer" }, summary.answer || "The plan ran, but gave no answer."),
-    citations.length ? h("div", {}, h("h3", {}, "From these memories"),
-      h("ol", {}, citations.map((c) => h("li", {},
-        c.memory_id ? link(`memories/${encodeURIComponent(c.memory_id)}`, c.heading || c.source || c.memory_id) : c.source,
-        c.text ? h("div", { class: "meta" }, c.text) : null)))) : null,
+    citations.length ? h("div", {}, h("h3", {}, "From these memories"), h("ol", {}, citations.map(memoryItem))) : null,
+    related.length ? h("div", {}, h("h3", {}, "Related, but not an answer"), h("ul", {}, related.map(memoryItem))) : null,
     h("p", { class: "meta" }, `${summary.steps_ok ?? 0} steps ok, ${summary.steps_failed ?? 0} failed, ${summary.steps_skipped ?? 0} skipped · `,
       link(`traces/${encodeURIComponent(summary.trace_id)}`, "Open the trace")));
 }

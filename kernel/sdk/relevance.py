@@ -10,15 +10,16 @@ names, "answers" above it, "does not" below. Words count where meaning is unsure
 decides.
 
 One check is older than embeddings (factoid question answering's answer types): a question that
-asks "when" is not answered by a passage without a date, day or time, nor "what time" without a
-clock time, nor "how much" or "what is the code" without a number, nor "what is the email" without
-an address. Such a passage scores far below the boundary, however close its meaning. The patterns
-are English, as the stop words are.
+asks "when" is not answered by a passage without a date, day, time or duration, nor "what time"
+without a clock time, nor "how much" or "what is the PIN" without a number (digits or words), nor
+"what is Anna's email" without an address. Such a passage scores far below the boundary, however
+close its meaning. The patterns are English, as the stop words are.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,19 +41,29 @@ WRONG_TYPE = 1.0  # taken off the raw score of a passage without the kind of ans
 
 MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|december|"
           "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
-DAYS = ("monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekends?|weekdays?|today|tomorrow|tonight|morning|"
-        "afternoon|evening|night|noon|midnight|daily|weekly|monthly|yearly|annually|every|each")
-CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b|\b\d{1,2}\s?(am|pm)\b|\bnoon\b|\bmidnight\b", re.IGNORECASE)
-DATE = re.compile(rf"\d|\b({MONTHS}|{DAYS}|weeks?|months?|years?|spring|summer|autumn|fall|winter|christmas|easter)\b",
-                  re.IGNORECASE)
-NUMBER = re.compile(r"\d")
+WEEKDAYS = "(monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?|tues|thurs|weds"
+DAYS = (f"{WEEKDAYS}|weekends?|weekdays?|today|tomorrow|tonight|yesterday|morning|afternoon|evening|night|noon|"
+        "midnight|overnight|daily|weekly|monthly|yearly|annually|every|each|fortnight|bedtime|breakfast|lunch|dinner")
+# "one" and "no" are left out: "the blue one" is not a number
+NUMBER_WORDS = ("two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+                "seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
+                "million|dozen|half|couple|twice|none")
+DURATIONS = "seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|decades?"
+CLOCK = re.compile(r"\b\d{1,2}[:.h]\d{2}\b|\b\d{1,2}\s?[ap]\.?m\b|\b\d{1,2}ish\b|\b(at|by|until|around|from|before|after)"
+                   r"\s+\d{1,2}\b|o['\u2019]clock|\bhalf past\b|\bquarter (past|to)\b|\bnoon\b|\bmidnight\b", re.IGNORECASE)
+DATE = re.compile(rf"\d|\b({MONTHS}|{DAYS}|{DURATIONS}|{NUMBER_WORDS}|spring|summer|autumn|fall|winter|christmas|"
+                  r"easter)\b", re.IGNORECASE)
+NUMBER = re.compile(rf"\d|\b({NUMBER_WORDS})\b", re.IGNORECASE)
 EMAIL = re.compile(r"@")
-ASKS_CLOCK = re.compile(r"\bwhat time\b", re.IGNORECASE)
-ASKS_DATE = re.compile(r"^\W*(when|until when|by when|since when)\b|\b(what|which) (date|day|days|month|year)\b|"
+ASKS_CLOCK = re.compile(r"\bwhat time\b(?!\s+(zone|of))", re.IGNORECASE)
+ASKS_DATE = re.compile(r"^\W*(when|until when|by when|since when)\b|\bwhen\W*$|\b(what|which) (date|day|days|month|year)\b|"
                        r"\bhow often\b|\bhow long\b", re.IGNORECASE)
-ASKS_NUMBER = re.compile(r"^\W*how (much|many)\b|\b(number|code|pin|price|cost|costs|salary|iban|extension|temperature|"
+# not "code": a dress code or a promo code is no number
+ASKS_NUMBER = re.compile(r"^\W*how (much|many)\b|\b(number|pin|price|cost|costs|salary|iban|extension|temperature|"
                          r"pressure|percent|rate|amount|fee|balance)\b", re.IGNORECASE)
-ASKS_EMAIL = re.compile(r"\be-?mail\b", re.IGNORECASE)
+# the address asked for ("Anna's email?", "my email address"), not what an email said
+ASKS_EMAIL = re.compile(r"\be-?mail\s+address\b|^\W*(what|what's|whats)(\s+is)?\s+(\S+\s+){0,3}?e-?mail\W*$",
+                        re.IGNORECASE)
 
 
 def stem(word: str) -> str:
@@ -64,8 +75,14 @@ def stem(word: str) -> str:
     return word
 
 
-def key_terms(text: str) -> set[str]:
-    return {stem(w) for w in WORD.findall(text.lower()) if w not in STOPWORDS}
+def words(text: str) -> list[str]:
+    """The words of `text`, lower case, accents off ("Zoë" is "zoe"): as people type names either way."""
+    plain = unicodedata.normalize("NFKD", text.lower())
+    return WORD.findall("".join(c for c in plain if not unicodedata.combining(c)))
+
+
+def key_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> set[str]:
+    return {stem(w) for w in words(text) if w not in stopwords}
 
 
 def coverage(query_terms: set[str], passage: str) -> float:

@@ -58,6 +58,12 @@ def citation_of(memory: mem.Memory, text: str = "") -> pb.Citation:
                        heading=memory.metadata.get("heading", ""))
 
 
+def earlier(stale: mem.Memory, text: str, current: mem.Memory) -> pb.Citation:
+    """A replaced statement, as history beside the answer that replaced it."""
+    changed = _date(current)
+    return citation_of(stale, f"earlier: {text}" + (f" (changed on {changed})" if changed else ""))
+
+
 def nothing_answers(question: str) -> str:
     return f"Nothing in your memories answers “{question.strip()}”."
 

@@ -129,6 +129,8 @@ def _show_answer(summary: pb.TraceSummary) -> None:
         for n, c in enumerate(summary.citations, start=1):
             where = f" ({c.source}{', ' + c.heading if c.heading else ''})" if c.source else ""
             click.echo(f"  [{n}] {c.memory_id}{where}: {c.text[:100]!r}")
+    for c in summary.history:
+        click.echo(f"  ({c.text[:160]})")
     if summary.related:
         click.echo("related (nearest, but not an answer):")
         for c in summary.related:

@@ -8,8 +8,8 @@ meaning plus the question's key terms, kernel/sdk/relevance.py). Then, in this o
 
 - only sentences at or above the boundary may be quoted; none: the answer abstains and names the
   nearest memories as related (a recipe's line is not an answer to "what is my blood type?");
-- a memory answers only if it names what the question names (its capitalised words after the
-  first: "When is Mees's birthday?" is not answered by Mum's);
+- a memory answers only if it names what the question names (its capitalised words, but a leading
+  question word, months and weekdays: "When is Mees's birthday?" is not answered by Mum's);
 - the current fact wins: a sentence of a memory that a newer one replaced (superseded_by) is
   dropped when the newer memory answers too, and of two answering sentences that say nearly the
   same thing (most key terms shared), the older memory's is dropped;
@@ -24,16 +24,22 @@ Nothing is paraphrased.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cortex.contracts.memories.v1 import memories_pb2 as mem
-from cortex.kernel.sdk.relevance import key_terms
+from cortex.kernel.sdk import relevance
+from cortex.kernel.sdk.relevance import STOPWORDS, key_terms, stem, words
 
 # a sentence ends at . ! ? and a space, but not after a title ("Dr. Hartmann" is one name)
 SENTENCE_END = re.compile(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bProf\.)(?<=[.!?])\s+|\n+")
 HEADING_LINE = re.compile(r"^#{1,6}\s")
-NAME = re.compile(r"\b[A-Z][\w'\u2019-]*")
+NAME = re.compile(r"[^\W_][\w'\u2019-]*")  # a word, with its apostrophes and hyphens: O'Brien, Wi-Fi
+HYPHENATED = re.compile(r"\w+(?:-\w+)+")
+# a capitalised first word that is grammar, not a name ("By when…", "Until what time…")
+LEADING = STOPWORDS | frozenset(
+    "what's whats until since before after during please show list give find tell remind".split())
+CALENDAR = re.compile(rf"{relevance.MONTHS}|{relevance.WEEKDAYS}")
 MAX_SENTENCES_PER_MEMORY = 40
 MAX_SENTENCE_CHARS = 400
 BOUNDARY = 0.5  # RerankService's "answers" boundary
@@ -58,6 +64,7 @@ class Chosen:
     sentence: Sentence
     score: float
     place: int  # the search rank it is weighed at: its memory's, or the better one of a statement it replaced
+    earlier: Sentence | None = None  # the stale statement it replaced (the latest one), shown as history
 
 
 def sentences_of(texts: Sequence[str], headings: Sequence[str] = ()) -> list[Sentence]:
@@ -80,14 +87,50 @@ def passage(sentence: Sentence, heading: str) -> str:
     return f"{heading}: {sentence.text}" if heading else sentence.text
 
 
-def names(question: str) -> set[str]:
-    """The key terms of the names a question asks about: its capitalised words but the first."""
-    words = [re.sub(r"['\u2019]s$", "", w) for w in NAME.findall(question)]  # Dad's: Dad
-    return key_terms(" ".join(words[1:] if words and question.lstrip().startswith(words[0]) else words))
+def names(question: str) -> list[list[set[str]]]:
+    """What the question names: its runs of capitalised words ("Project Meridian", "Grandma Fien"),
+    less a leading function word ("By when…"), "I", months and weekdays; none when capitals are the
+    question's style (title_case). Per name, the ways a memory may hold it, any one will do: all its
+    words, or its last one ("the Meridian deadline"); a hyphenated word joined or in parts
+    ("Wi-Fi": "wifi", or "wi" and "fi")."""
+    tokens = NAME.findall(question)
+    if title_case(tokens):
+        return []
+    runs: list[list[str]] = [[]]
+    for place, token in enumerate(tokens):
+        word = re.sub(r"['\u2019]s$", "", token, flags=re.IGNORECASE).strip("'\u2019-")
+        lower = word.lower()
+        if not token[0].isupper() or (place == 0 and lower in LEADING) or lower == "i" \
+                or lower.startswith(("i'", "i\u2019")) or CALENDAR.fullmatch(lower) or len(lower) < 2:
+            runs.append([])
+            continue
+        runs[-1].append(word)
+    asked = []
+    for run in (r for r in runs if r):
+        ways = [set().union(*(_spellings(w)[0] for w in run)), *_spellings(run[-1])]
+        asked.append([way for n, way in enumerate(ways) if way and way not in ways[:n]])
+    return asked
 
 
-def _context(memory: mem.Memory) -> Iterable[str]:
-    return (memory.text, memory.metadata.get("heading", ""), *memory.tags)
+def _spellings(word: str) -> list[set[str]]:
+    """A word's terms: joined ("wifi"), then in its hyphenated parts ("wi", "fi")."""
+    return [{stem(w) for w in words(word.replace("-", ""))}, {stem(w) for w in words(word) if len(w) > 1}]
+
+
+def title_case(tokens: list[str]) -> bool:
+    """Whether capitals are the question's style, not its names: most words after the first are
+    capitalised, function words among them ("When Is Anna's Birthday?", "WHEN IS IT?")."""
+    rest = tokens[1:]
+    capitalised = [t for t in rest if t[0].isupper()]
+    return len(capitalised) > len(rest) / 2 and any(t.lower() in STOPWORDS for t in capitalised)
+
+
+def mentions(memory: mem.Memory, asked: list[list[set[str]]]) -> bool:
+    """Whether `memory` (its text, heading path and tags) holds every name `asked`."""
+    context = " ".join((memory.text, memory.metadata.get("heading", ""), *memory.tags))
+    joined = " ".join(HYPHENATED.findall(context)).replace("-", "")
+    held = {stem(w) for w in words(context)} | {stem(w) for w in words(joined)}
+    return all(any(way <= held for way in ways) for ways in asked)
 
 
 def choose(
@@ -99,7 +142,7 @@ def choose(
     search weighed evidence the sentence alone does not show: the whole memory, its keywords)."""
     scored = [Chosen(s, round(float(x), 6), s.memory_index) for s, x in zip(sentences, scores, strict=True)]
     asked = names(question)
-    named = {i for i, m in enumerate(memories) if asked <= key_terms(" ".join(_context(m)))}
+    named = {i for i, m in enumerate(memories) if mentions(m, asked)}
     answering = [c for c in current(scored, memories, boundary) if c.score >= boundary and c.sentence.memory_index in named]
     if not answering:
         return []
@@ -138,7 +181,10 @@ def current(scored: list[Chosen], memories: Sequence[mem.Memory], boundary: floa
         j = i
         while j in target:  # successors are ever newer: this ends
             j = target[j]
-        out[j] = Chosen(out[j].sentence, max(out[j].score, scored[i].score), min(out[j].place, scored[i].place))
+        latest = out[j].earlier
+        if latest is None or _created(memories[scored[i].sentence.memory_index]) > _created(memories[latest.memory_index]):
+            latest = scored[i].sentence
+        out[j] = Chosen(out[j].sentence, max(out[j].score, scored[i].score), min(out[j].place, scored[i].place), latest)
     kept = [(i, c) for i, c in enumerate(out) if i not in target]
     return [c for i, c in kept if not (c.score >= boundary and any(
         j != i and other.score >= boundary and other.sentence.memory_index != c.sentence.memory_index

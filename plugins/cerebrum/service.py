@@ -88,6 +88,7 @@ def answer_of(plan: pb.Plan, steps: list[pb.StepRecord], summary: pb.TraceSummar
         summary.answer, summary.answer_kind = response.get("answer", ""), response.get("answer_kind", "extractive")
         summary.citations.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("citations", []))
         summary.related.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("related", []))
+        summary.history.extend(json_format.ParseDict(c, pb.Citation()) for c in response.get("history", []))
     elif path_of(last) == GENERATE:
         feeding = {ref for ref, _ in plans.references(json.loads(plan.steps[-1].request_json or "{}"))}
         prompt = next((s for s in steps if s.step_id in feeding and path_of(s) == PROMPT and s.response_json), None)
@@ -492,7 +493,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                 related=[answer_prompt.citation_of(m) for m in memories[:answer_prompt.RELATED]])
         citations = [answer_prompt.citation_of(memories[c.sentence.memory_index], c.sentence.text) for c in chosen]
         answer = " ".join(f"{c.text} [{n}]" for n, c in enumerate(citations, start=1))
-        return pb.ExtractAnswerResponse(answer=answer, citations=citations, answer_kind="extractive")
+        history = [answer_prompt.earlier(memories[c.earlier.memory_index], c.earlier.text, memories[c.sentence.memory_index])
+                   for c in chosen if c.earlier is not None]
+        return pb.ExtractAnswerResponse(answer=answer, citations=citations, answer_kind="extractive", history=history)
 
     async def relevance(self, question: str, passages: list[str], labels: list[str]) -> list[float]:
         """RerankService's scores for `passages` (in batches the contract allows), sent with the

@@ -109,6 +109,26 @@ def test_without_a_language_model_the_answer_is_extractive_and_cited(brain):
     assert again.answer == summary.answer  # deterministic
 
 
+def test_the_extractive_answer_quotes_the_current_fact_and_says_when_nothing_answers(brain):
+    """As a person uses it: a fact that changed is answered with the new statement, the old one
+    shown only as history; a question no memory answers is declined, with the nearest memories."""
+    stub, memories, _ = brain()
+    memories.Store(mem.StoreRequest(text="Dentist appointment with Dr. Hartmann on Monday 9 March at 10:00."), timeout=60)
+    moved = memories.Store(mem.StoreRequest(
+        text="The dentist appointment with Dr. Hartmann moved to Thursday 12 March at 15:00."), timeout=60)
+    assert moved.supersedes  # the restatement rule linked them
+    _, summary = execute(stub, goal="When is my dentist appointment?")
+    assert summary.answer_kind == "extractive" and "Thursday" in summary.answer and "Monday" not in summary.answer
+    assert len(summary.citations) == 1
+    assert [h.text.split(" (changed on")[0] for h in summary.history] == [
+        "earlier: Dentist appointment with Dr. Hartmann on Monday 9 March at 10:00."]
+
+    _, unknown = execute(stub, goal="What is my blood type?")
+    assert unknown.answer_kind == "none" and not unknown.citations
+    assert unknown.answer == "Nothing in your memories answers “What is my blood type?”."
+    assert unknown.related  # the nearest memories, offered as related
+
+
 def test_teach_then_replan_from_the_taught_example(brain):
     stub, _, _ = brain()
     _, summary = execute(stub, goal=GOAL)
@@ -236,6 +256,10 @@ def test_cli_run_json_and_replay_verdict(tmp_path, serve_process):
     assert ran.returncode == 0, ran.stderr
     assert "answer (extractive" in ran.stdout and "generation_model" in ran.stdout
     assert "The orchids need repotting in spring [1]" in ran.stdout and "sources:\n  [1] m" in ran.stdout
+    run_cli("remember", "Blood pressure averaged 128 over 82 this month", env=env)
+    unknown = run_cli("run", "What is my blood type?", env=env)
+    assert "answer (none: no memory the run recalled answers this)" in unknown.stdout
+    assert "related (nearest, but not an answer):\n  - m" in unknown.stdout
     # a plan file that is not there is an error, not a goal
     missing = run_cli("run", "missing.json", env=env)
     assert missing.returncode != 0 and "no plan file 'missing.json'" in missing.stderr

@@ -36,6 +36,7 @@ def test_the_current_statement_replaces_the_stale_one_and_a_fact_it_does_not_res
     chosen = extract.choose("?", sentences, [0.95, 0.2, 0.6], memories, 3)
     assert [c.sentence.text for c in chosen] == ["From April the rent goes up to 1,395 euros a month."]
     assert chosen[0].score == 0.95 and chosen[0].place == 0  # it took the stale statement's score and place
+    assert chosen[0].earlier.text == "Rent is 1,340 euros a month."  # kept as history
     deposit = extract.choose("?", sentences, [0.2, 0.9, 0.3], memories, 3)
     assert [c.sentence.text for c in deposit] == ["The deposit was 2,680 euros."]
 
@@ -145,3 +146,39 @@ def test_a_question_is_answered_by_the_template_and_a_request_to_act_is_planned(
     from cortex.plugins.cerebrum.service import ACTION, QUESTION
 
     assert bool(QUESTION.search(goal) and not ACTION.search(goal)) is question
+
+
+@pytest.mark.parametrize(("question", "passage", "holds"), [
+    ("How many bananas do I need?", "Buy three ripe bananas.", True),
+    ("How many bananas do I need?", "Bananas should be ripe.", False),
+    ("How long does the bread rest?", "Let it rest overnight.", True),
+    ("When does the bin go out?", "The bin goes out on Thursdays.", True),
+    ("When does the bin go out?", "The green bin is for garden waste.", False),
+    ("What time is dinner?", "Dinner at half past six.", True),
+    ("What time is dinner?", "Dinner is at Yara's place.", False),
+    ("What time zone is Lisbon in?", "Lisbon is on Western European Time.", True),
+    ("What is the dress code?", "Smart casual.", True),
+    ("What did Tom say in his email?", "He is coming on Friday.", True),
+    ("What is Anna's email?", "Anna works at the library.", False),
+    ("Anna's birthday is when?", "Anna likes cake.", False),
+])
+def test_a_passage_without_the_kind_of_answer_asked_for_does_not_answer(question, passage, holds):
+    from cortex.kernel.sdk import relevance
+
+    assert relevance.typed(question, [passage]) == [holds]
+
+
+@pytest.mark.parametrize(("question", "text", "named"), [
+    ("When is Mees's birthday?", "Mum's birthday is 17 August.", False),
+    ("When is Mum's birthday?", "Mum's birthday is 17 August.", True),
+    ("WHEN IS ANNA'S BIRTHDAY?", "Anna was born on 12 March.", True),  # capitals say nothing
+    ("When Is Anna's Birthday?", "Anna was born on 12 March.", True),
+    ("What's the Wi-Fi password?", "The wifi password is on the router.", True),
+    ("What's the wifi password for Zoë's flat?", "Zoe's wifi: hunter2.", True),
+    ("What's the plan for Monday?", "Gym, then groceries.", True),
+    ("When is Will's birthday?", "Mees's birthday is 3 May.", False),
+    ("Who is O'Brien's lawyer?", "O'Brien's lawyer is Ms Kaur.", True),
+    ("When I'm in Paris, where do I stay?", "Hotel Lutetia, Paris.", True),
+])
+def test_a_memory_answers_only_about_what_the_question_names(question, text, named):
+    assert extract.mentions(mem.Memory(text=text), extract.names(question)) is named

@@ -133,7 +133,7 @@ class StepRecord(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related")
+    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_OK_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class TraceSummary(_message.Message):
     ANSWER_KIND_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     RELATED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     status: str
     steps_ok: int
@@ -152,7 +153,8 @@ class TraceSummary(_message.Message):
     answer_kind: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     related: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("memory_id", "source", "text", "heading")
@@ -179,16 +181,18 @@ class ExtractAnswerRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[_memories_pb2.Memory, _Mapping]]] = ..., max_sentences: _Optional[int] = ..., min_relevance: _Optional[float] = ...) -> None: ...
 
 class ExtractAnswerResponse(_message.Message):
-    __slots__ = ("answer", "citations", "answer_kind", "related")
+    __slots__ = ("answer", "citations", "answer_kind", "related", "history")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     ANSWER_KIND_FIELD_NUMBER: _ClassVar[int]
     RELATED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     answer: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     answer_kind: str
     related: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., answer_kind: _Optional[str] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., answer_kind: _Optional[str] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class AnswerPromptRequest(_message.Message):
     __slots__ = ("question", "memories")

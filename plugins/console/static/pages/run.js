@@ -22,6 +22,7 @@ function answerOf(summary) {
     h("p", { class: "answer" }, summary.answer || "The plan ran, but gave no answer."),
     citations.length ? h("div", {}, h("h3", {}, "From these memories"), h("ol", {}, citations.map(memoryItem))) : null,
     related.length ? h("div", {}, h("h3", {}, "Related, but not an answer"), h("ul", {}, related.map(memoryItem))) : null,
+    (summary.history ?? []).length ? h("div", {}, h("h3", {}, "Earlier, replaced"), h("ul", {}, summary.history.map(memoryItem))) : null,
     h("p", { class: "meta" }, `${summary.steps_ok ?? 0} steps ok, ${summary.steps_failed ?? 0} failed, ${summary.steps_skipped ?? 0} skipped · `,
       link(`traces/${encodeURIComponent(summary.trace_id)}`, "Open the trace")));
 }

@@ -8,11 +8,12 @@ meaning plus the question's key terms, kernel/sdk/relevance.py). Then, in this o
 
 - only sentences at or above the boundary may be quoted; none: the answer abstains and names the
   nearest memories as related (a recipe's line is not an answer to "what is my blood type?");
-- a memory answers only if it names what the question names (its capitalised words, but a leading
-  question word, months and weekdays: "When is Mees's birthday?" is not answered by Mum's);
-- the current fact wins: a sentence of a memory that a newer one replaced (superseded_by) is
-  dropped when the newer memory answers too, and of two answering sentences that say nearly the
-  same thing (most key terms shared), the older memory's is dropped;
+- a memory answers only if it holds what the question names (names.py: "When is Mees's birthday?"
+  is not answered by Mum's);
+- the current fact wins: a sentence of a memory that a newer recalled one replaced (superseded_by)
+  gives way to the newer memory's sentence that restates it, and is kept only as history beside
+  the answer ("earlier: …"); of two answering sentences of unlinked memories that say nearly the
+  same thing, the older memory's is dropped;
 - the best sentence is the one that scores highest less RANK_PENALTY a place in the search's order
   (the search weighed the whole memory, and its keywords, which one sentence does not show); another
   is quoted only when it does nearly as well (within MARGIN): the answer is usually one sentence,
@@ -28,18 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cortex.contracts.memories.v1 import memories_pb2 as mem
-from cortex.kernel.sdk import relevance
-from cortex.kernel.sdk.relevance import STOPWORDS, key_terms, stem, words
+from cortex.kernel.sdk.relevance import key_terms
+
+from .names import mentions, names
 
 # a sentence ends at . ! ? and a space, but not after a title ("Dr. Hartmann" is one name)
 SENTENCE_END = re.compile(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bProf\.)(?<=[.!?])\s+|\n+")
 HEADING_LINE = re.compile(r"^#{1,6}\s")
-NAME = re.compile(r"[^\W_][\w'\u2019-]*")  # a word, with its apostrophes and hyphens: O'Brien, Wi-Fi
-HYPHENATED = re.compile(r"\w+(?:-\w+)+")
-# a capitalised first word that is grammar, not a name ("By when…", "Until what time…")
-LEADING = STOPWORDS | frozenset(
-    "what's whats until since before after during please show list give find tell remind".split())
-CALENDAR = re.compile(rf"{relevance.MONTHS}|{relevance.WEEKDAYS}")
 MAX_SENTENCES_PER_MEMORY = 40
 MAX_SENTENCE_CHARS = 400
 BOUNDARY = 0.5  # RerankService's "answers" boundary
@@ -85,52 +81,6 @@ def passage(sentence: Sentence, heading: str) -> str:
     """What the reranker reads for a sentence: with its heading path, which says what it is about
     ("Project Atlas > Risks: the vendor may slip" answers "risks on Project Atlas")."""
     return f"{heading}: {sentence.text}" if heading else sentence.text
-
-
-def names(question: str) -> list[list[set[str]]]:
-    """What the question names: its runs of capitalised words ("Project Meridian", "Grandma Fien"),
-    less a leading function word ("By when…"), "I", months and weekdays; none when capitals are the
-    question's style (title_case). Per name, the ways a memory may hold it, any one will do: all its
-    words, or its last one ("the Meridian deadline"); a hyphenated word joined or in parts
-    ("Wi-Fi": "wifi", or "wi" and "fi")."""
-    tokens = NAME.findall(question)
-    if title_case(tokens):
-        return []
-    runs: list[list[str]] = [[]]
-    for place, token in enumerate(tokens):
-        word = re.sub(r"['\u2019]s$", "", token, flags=re.IGNORECASE).strip("'\u2019-")
-        lower = word.lower()
-        if not token[0].isupper() or (place == 0 and lower in LEADING) or lower == "i" \
-                or lower.startswith(("i'", "i\u2019")) or CALENDAR.fullmatch(lower) or len(lower) < 2:
-            runs.append([])
-            continue
-        runs[-1].append(word)
-    asked = []
-    for run in (r for r in runs if r):
-        ways = [set().union(*(_spellings(w)[0] for w in run)), *_spellings(run[-1])]
-        asked.append([way for n, way in enumerate(ways) if way and way not in ways[:n]])
-    return asked
-
-
-def _spellings(word: str) -> list[set[str]]:
-    """A word's terms: joined ("wifi"), then in its hyphenated parts ("wi", "fi")."""
-    return [{stem(w) for w in words(word.replace("-", ""))}, {stem(w) for w in words(word) if len(w) > 1}]
-
-
-def title_case(tokens: list[str]) -> bool:
-    """Whether capitals are the question's style, not its names: most words after the first are
-    capitalised, function words among them ("When Is Anna's Birthday?", "WHEN IS IT?")."""
-    rest = tokens[1:]
-    capitalised = [t for t in rest if t[0].isupper()]
-    return len(capitalised) > len(rest) / 2 and any(t.lower() in STOPWORDS for t in capitalised)
-
-
-def mentions(memory: mem.Memory, asked: list[list[set[str]]]) -> bool:
-    """Whether `memory` (its text, heading path and tags) holds every name `asked`."""
-    context = " ".join((memory.text, memory.metadata.get("heading", ""), *memory.tags))
-    joined = " ".join(HYPHENATED.findall(context)).replace("-", "")
-    held = {stem(w) for w in words(context)} | {stem(w) for w in words(joined)}
-    return all(any(way <= held for way in ways) for ways in asked)
 
 
 def choose(

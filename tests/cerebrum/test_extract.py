@@ -9,7 +9,7 @@ import pytest
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2, models_pb2_grpc
-from cortex.plugins.cerebrum import answer_prompt, extract
+from cortex.plugins.cerebrum import answer_prompt, extract, names
 
 
 def memory(memory_id: str, text: str, seconds: int, superseded_by: str = "") -> mem.Memory:
@@ -181,4 +181,4 @@ def test_a_passage_without_the_kind_of_answer_asked_for_does_not_answer(question
     ("When I'm in Paris, where do I stay?", "Hotel Lutetia, Paris.", True),
 ])
 def test_a_memory_answers_only_about_what_the_question_names(question, text, named):
-    assert extract.mentions(mem.Memory(text=text), extract.names(question)) is named
+    assert names.mentions(mem.Memory(text=text), names.names(question)) is named

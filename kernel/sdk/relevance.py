@@ -24,12 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-WORD = re.compile(r"\w+", re.UNICODE)
+WORD = re.compile(r"\w+(?:['\u2019]\w+)*", re.UNICODE)  # "anna's", "don't": one word each
 STOPWORDS = frozenset(
     "a an and are as at be been but by can could do does did for from had has have how i if in into is it its me "
     "my mine of on or our ours so that the their them then there these they this those to was we were what when "
     "where which who whom whose why will with would you your yours about know noted note notes tell say said any "
-    "much many long get got go goes going should shall".split()
+    "much many long get got go goes going should shall i'm i've i'd i'll it's what's whats that's there's where's "
+    "who's how's when's let's don't doesn't didn't isn't aren't wasn't weren't can't won't couldn't shouldn't".split()
 )
 # Calibrated on eval/answers' dev split (scripts/eval_answers.py --calibrate): the raw score
 # (cosine + TERMS_WEIGHT * coverage) at which a passage starts to answer, and how sharply the
@@ -69,16 +70,19 @@ ASKS_EMAIL = re.compile(r"\be-?mail\s+address\b|^\W*(what|what's|whats)(\s+is)?\
 def stem(word: str) -> str:
     """A crude, consistent stem: query and passage go through the same cut, so "risks" meets "risk"
     and "booked" meets "booking"; precision does not matter, consistency does."""
-    for suffix in ("'s", "ies", "ing", "ed", "es", "s"):
+    if word.endswith("'s") and len(word) > 3:  # a possessive first: "mees's" and "Mees" meet
+        word = word[:-2]
+    for suffix in ("ies", "ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
             return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
     return word
 
 
 def words(text: str) -> list[str]:
-    """The words of `text`, lower case, accents off ("Zoë" is "zoe"): as people type names either way."""
-    plain = unicodedata.normalize("NFKD", text.lower())
-    return WORD.findall("".join(c for c in plain if not unicodedata.combining(c)))
+    """The words of `text`, case folded, accents off ("Zoë" is "zoe", "Straße" "strasse"): as people
+    type names either way; a possessive or a contraction stays one word ("anna's", "don't")."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    return WORD.findall("".join(c for c in plain if not unicodedata.combining(c)).replace("\u2019", "'"))
 
 
 def key_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> set[str]:

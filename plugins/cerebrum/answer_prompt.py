@@ -125,5 +125,9 @@ def _numbers(group: str) -> list[int] | None:
 
 
 def _date(memory: mem.Memory) -> str:
-    stamp = memory.created_at.seconds
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d") if stamp else ""
+    """The day `memory` was made, or "" (unset, or a time no calendar holds: created_at is the
+    caller's to send, unchecked)."""
+    try:
+        return datetime.fromtimestamp(memory.created_at.seconds, UTC).strftime("%Y-%m-%d") if memory.created_at.seconds else ""
+    except (ValueError, OverflowError, OSError):
+        return ""

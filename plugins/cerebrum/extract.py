@@ -90,10 +90,13 @@ def choose(
     """The sentences to quote, best first; [] when none reaches `boundary`. Of those that do, the
     best is the one whose score less RANK_PENALTY a place in the search's order is highest (the
     search weighed evidence the sentence alone does not show: the whole memory, its keywords)."""
-    scored = [Chosen(s, round(float(x), 6), s.memory_index) for s, x in zip(sentences, scores, strict=True)]
     asked = names(question)
     named = {i for i, m in enumerate(memories) if mentions(m, asked)}
-    answering = [c for c in current(scored, memories, boundary) if c.score >= boundary and c.sentence.memory_index in named]
+    index = {m.id: i for i, m in enumerate(memories)}
+    named |= {j for i in named for j in successors(i, memories, index)}  # a restatement keeps its subject
+    scored = [Chosen(s, round(float(x), 6), s.memory_index) for s, x in zip(sentences, scores, strict=True)
+              if s.memory_index in named]
+    answering = [c for c in current(scored, memories, boundary) if c.score >= boundary]
     if not answering:
         return []
 

@@ -17,7 +17,6 @@ from cortex.kernel.sdk import relevance
 from cortex.kernel.sdk.relevance import STOPWORDS, stem, words
 
 TOKEN = re.compile(r"[^\W_][\w'\u2019-]*")  # a word, with its apostrophes and hyphens: O'Brien, Wi-Fi
-HYPHENATED = re.compile(r"\w+(?:-\w+)+")
 # a capitalised first word that is grammar, not a name ("By when…", "Until what time…")
 LEADING = STOPWORDS | frozenset("what's whats until since before after during please show list give find tell remind".split())
 CALENDAR = re.compile(rf"{relevance.MONTHS}|{relevance.WEEKDAYS}")
@@ -41,6 +40,8 @@ def names(question: str) -> list[list[set[str]]]:
             runs.append([])
             continue
         runs[-1].append(word)
+        if word != token:  # a possessive ends the name: in "Mees's Birthday" the name is Mees
+            runs.append([])
     asked = []
     for run in (r for r in runs if r):
         ways = [set().union(*(_spellings(w)[0] for w in run)), *_spellings(run[-1])]
@@ -63,7 +64,9 @@ def title_case(tokens: list[str]) -> bool:
 
 def mentions(memory: mem.Memory, asked: list[list[set[str]]]) -> bool:
     """Whether `memory` (its text, heading path and tags) holds every name `asked`."""
+    if not asked:
+        return True
     context = " ".join((memory.text, memory.metadata.get("heading", ""), *memory.tags))
-    joined = " ".join(HYPHENATED.findall(context)).replace("-", "")
+    joined = " ".join(t.replace("-", "") for t in context.split() if "-" in t)  # "Wi-Fi" also as "wifi"
     held = {stem(w) for w in words(context)} | {stem(w) for w in words(joined)}
     return all(any(way <= held for way in ways) for ways in asked)

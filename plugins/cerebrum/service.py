@@ -501,7 +501,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         """RerankService's scores for `passages` (in batches the contract allows), sent with the
         labels of the memories they come from; served by no provider, failing, or answering scores
         that are not 0 to 1: the same score from Embed's vectors; without either, the share of the
-        question's key terms."""
+        question's key terms (0 for a passage without the kind of answer asked for)."""
         scores: list[float] = []
         if self.method_of(RERANK) is not None:
             for start in range(0, len(passages), RERANK_BATCH):
@@ -528,7 +528,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         if len(scores) == len(passages):
             return scores
         terms = relevance.key_terms(question)
-        return [relevance.coverage(terms, p) for p in passages]
+        return [relevance.coverage(terms, p) if typed else 0.0
+                for p, typed in zip(passages, relevance.typed(question, passages), strict=True)]
 
     async def AnswerPrompt(self, request, context):
         if not request.question.strip():

@@ -179,6 +179,45 @@ def test_a_passage_without_the_kind_of_answer_asked_for_does_not_answer(question
     ("When is Will's birthday?", "Mees's birthday is 3 May.", False),
     ("Who is O'Brien's lawyer?", "O'Brien's lawyer is Ms Kaur.", True),
     ("When I'm in Paris, where do I stay?", "Hotel Lutetia, Paris.", True),
+    ("Where does Mees's band play?", "Mees plays with the band on Fridays.", True),
+    ("Which café is on the Große Straße?", "The café on the Grosse Strasse opens at 8.", True),
 ])
 def test_a_memory_answers_only_about_what_the_question_names(question, text, named):
     assert names.mentions(mem.Memory(text=text), names.names(question)) is named
+
+
+def test_without_a_reranker_or_embeddings_the_answer_step_scores_by_key_terms_and_answer_type():
+    import asyncio
+    from types import SimpleNamespace
+
+    from cortex.plugins.cerebrum.service import CerebrumServicer
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "no provider"
+
+    async def call(*_args, **_kwargs):
+        raise Unavailable()
+
+    servicer = CerebrumServicer(SimpleNamespace(channel=SimpleNamespace(method=lambda path: None, call=call)))
+    scores = asyncio.run(servicer.relevance("When is the garden party?", [
+        "The garden party is on Saturday 4 June.", "The garden party is at Anna's place.", "Buy new tyres."], []))
+    assert scores == [1.0, 0.0, 0.0]  # every key term, a date; no date; nothing
+
+
+def test_a_capitalised_thing_after_a_name_is_not_the_name_and_another_persons_restatement_does_not_hide_it():
+    assert not names.mentions(mem.Memory(text="Mum's birthday is 17 August."), names.names("When is Mees's Birthday?"))
+    memories = [memory("mees", "Mees's birthday dinner is on Saturday 3 May at the Italian place.", 1),
+                memory("mum", "Mum's birthday dinner is on Saturday 3 May at the Italian place.", 2)]
+    sentences = extract.sentences_of([m.text for m in memories])
+    chosen = extract.choose("When is Mees's birthday dinner?", sentences, [0.9, 0.9], memories, 3)
+    assert [c.sentence.memory_index for c in chosen] == [0]
+
+
+def test_a_created_time_no_calendar_holds_is_shown_without_a_date():
+    for seconds in (253402300800, 2**40, -62135596801):
+        prompt = answer_prompt.compose("q?", [memory("m", "Text.", seconds)])
+        assert prompt.user.startswith("Notes:\n[1] () Text.")

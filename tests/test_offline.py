@@ -28,7 +28,8 @@ SESSION = textwrap.dedent("""\
     if "$PYTHON" -c 'import socket; socket.create_connection(("1.1.1.1", 443), timeout=2)' 2>/dev/null; then
       echo "ONLINE"; exit 3
     fi
-    cortex serve --listen 127.0.0.1:50651 >"$LOG" 2>&1 &
+    # not through the function: $! would be the subshell, and TERM would leave the kernel running
+    "$PYTHON" -m cortex.kernel serve --listen 127.0.0.1:50651 >"$LOG" 2>&1 &
     server=$!
     for _ in $(seq 1 300); do grep -q '"serving on"\\|serving on' "$LOG" && break; sleep 0.1; done
     export CORTEX_TARGET=127.0.0.1:50651

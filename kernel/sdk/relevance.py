@@ -85,8 +85,8 @@ def words(text: str) -> list[str]:
     return WORD.findall("".join(c for c in plain if not unicodedata.combining(c)).replace("\u2019", "'"))
 
 
-def key_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> set[str]:
-    return {stem(w) for w in words(text) if w not in stopwords}
+def key_terms(text: str) -> set[str]:
+    return {stem(w) for w in words(text) if w not in STOPWORDS}
 
 
 def coverage(query_terms: set[str], passage: str) -> float:

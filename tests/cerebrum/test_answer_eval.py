@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "eval_answers.py"
-FLOOR = ROOT / "eval" / "answers" / "floor.json"
+from ..eval_gates import EvalScript
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("eval_answers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+GATE = EvalScript("eval_answers", "answers")
 
 
 def test_the_set_is_what_the_script_says():
-    ev = _script()
+    ev = GATE.module()
     notes, questions = ev.load("notes.jsonl"), ev.load("questions.jsonl")
     ids = {n["id"] for n in notes}
     assert len(notes) == 60 and len(questions) == 100 and len(list((ev.SET / "notes").glob("*.md"))) == 8
@@ -43,8 +30,8 @@ def _row(kind, answer, answer_kind="extractive", citations=1, must=(("300",),), 
 
 
 def test_the_scores_and_the_floor_fail_worse_answers():
-    ev = _script()
-    floor = json.loads(FLOOR.read_text())
+    ev = GATE.module()
+    floor = GATE.floor()
     good = [_row("fact", "It is 300 euros [1]"), _row("changed", "Thursday [1]", must=(("Thursday",),), must_not=("Monday",)),
             _row("none", "Nothing in your memories answers it.", "none", 0, must=())]
     report = ev.score(good)
@@ -63,8 +50,5 @@ def test_the_scores_and_the_floor_fail_worse_answers():
 def test_answers_meet_their_floor(tmp_path):
     """The whole evaluation through a real kernel (the embedded defaults, no language model)."""
     out = tmp_path / "report.json"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--floor", str(FLOOR), "--json", str(out)],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert run.returncode == 0, run.stdout + run.stderr
-    report = json.loads(out.read_text())
+    report = GATE.meets_floor(out, timeout=900)
     assert report["latency_ms"]["run_p50"] < 1000  # generous: CI's 2 cores are shared; the README has the figure

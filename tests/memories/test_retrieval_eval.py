@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "eval_retrieval.py"
-FLOOR = ROOT / "eval" / "retrieval" / "floor.json"
+from ..eval_gates import EvalScript
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("eval_retrieval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+GATE = EvalScript("eval_retrieval", "retrieval")
 
 
 def test_the_set_is_what_the_script_says():
-    ev = _script()
+    ev = GATE.module()
     notes, questions = ev.load("notes.jsonl"), ev.load("questions.jsonl")
     ids = {n["id"] for n in notes}
     assert len(notes) == 70 and len(questions) == 100
@@ -48,8 +36,8 @@ def _report(hybrid_overrides=None):
 
 
 def test_the_floor_fails_a_worse_retrieval():
-    ev = _script()
-    floor = json.loads(FLOOR.read_text())
+    ev = GATE.module()
+    floor = GATE.floor()
     assert ev.below_floor(_report(), floor) == []
     assert any("below its floor" in p for p in ev.below_floor(_report({("all", "r@1"): 0.5}), floor))
     # hybrid worse than the better single mode on one kind, at any k
@@ -63,9 +51,6 @@ def test_the_floor_fails_a_worse_retrieval():
 def test_retrieval_meets_its_floor(tmp_path):
     """The whole evaluation through a real kernel (the default embedding model), as CI gates it."""
     out = tmp_path / "report.json"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--floor", str(FLOOR), "--json", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert run.returncode == 0, run.stdout + run.stderr
-    report = json.loads(out.read_text())
+    report = GATE.meets_floor(out, timeout=600)
     assert report["hybrid"]["all"]["r@1"] >= 0.85 and report["hybrid"]["all"]["r@5"] >= 0.97
     assert report["hybrid"]["changed"]["stale_above"] == 0.0

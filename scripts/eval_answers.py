@@ -211,7 +211,7 @@ def replay(rows: list[dict], weight: float, threshold: float, penalty: float) ->
 
     out = []
     for row in rows:
-        raw = np.array(row["cosines"]) + weight * np.array(row["coverage"]) - relevance.WRONG_TYPE * np.array(row["wrong"])
+        raw = relevance.combined(np.array(row["cosines"]), row["coverage"], row["wrong"], weight)
         scores = relevance.calibrated(raw, threshold) if len(raw) else []
         saved = extract.RANK_PENALTY
         extract.RANK_PENALTY = penalty

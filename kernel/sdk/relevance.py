@@ -114,9 +114,14 @@ def raw_scores(cosines: np.ndarray, query: str, passages: Sequence[str]) -> np.n
     """Cosine plus the weighted key-term coverage, less WRONG_TYPE for a passage without the kind of
     answer asked for, per passage: what the threshold is set on."""
     terms = key_terms(query)
-    covered = np.array([coverage(terms, p) for p in passages], dtype=np.float64)
-    wrong = np.array([not ok for ok in typed(query, passages)], dtype=np.float64)
-    return cosines.astype(np.float64) + TERMS_WEIGHT * covered - WRONG_TYPE * wrong
+    return combined(cosines, [coverage(terms, p) for p in passages], [not ok for ok in typed(query, passages)])
+
+
+def combined(cosines: np.ndarray, covered: Sequence[float], wrong: Sequence[bool], weight: float = TERMS_WEIGHT) -> np.ndarray:
+    """The raw score from its parts: one formula for the scorer and for its calibration, which
+    tries other weights on parts it recorded (scripts/eval_answers.py --calibrate)."""
+    return (cosines.astype(np.float64) + weight * np.asarray(covered, dtype=np.float64)
+            - WRONG_TYPE * np.asarray(wrong, dtype=np.float64))
 
 
 def calibrated(raw: np.ndarray, threshold: float = THRESHOLD, slope: float = SLOPE) -> np.ndarray:

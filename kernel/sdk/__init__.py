@@ -11,7 +11,8 @@
 - command-line helpers for `cortex_register_commands` (config_option, target_option, json_option,
   load_config_or_fail, data_dir_option and data_dir_of, kernel_client and its KernelClient, print_json, print_table, to_dict, client_dial)
 - logs (configure_logging, log_tap); a PostgreSQL database shared with other kernels
-  (postgres_dsn, check_postgres_dsn, PostgresPool, DatabaseUnavailable)
+  (postgres_dsn, check_postgres_dsn, PostgresPool, DatabaseUnavailable); a SQLite file of the data
+  dir, encrypted at rest when the data dir is (`at_rest`: its key, `at_rest.connect`)
 - what model plugins share (`models`: generation limits, endpoint checks, `models_cli`: their commands)
 - the kernel itself, for a plugin that embeds one (Kernel, cortex_version), and the pytest
   fixtures for plugin authors (`cortex.kernel.sdk.testing`, the pytest11 entry point)
@@ -22,7 +23,7 @@ The SDK imports the core and the security ring; neither imports it (tests/test_a
 from ..runtime import Kernel, cortex_version
 from ..security.dial import client_dial
 from ..security.remote import is_loopback_host
-from . import models, models_cli
+from . import at_rest, models, models_cli
 from .asgi import IDENTITY, AsgiServer, BadJson, HostGuard, JsonBodies, LazyApp, headers_of, identify_request, read_json, split_listen
 from .bridge import GrpcGateway, KernelGateway, bridge_caller, describe, parse_json, rpc_status, to_json
 from .databases import DatabaseUnavailable, PostgresPool, check_postgres_dsn, postgres_dsn
@@ -56,6 +57,7 @@ __all__ = [
     "LazyApp",
     "PostgresPool",
     "SchemaBuilder",
+    "at_rest",
     "bridge_caller",
     "check_postgres_dsn",
     "client_dial",

@@ -63,6 +63,12 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
     """Start the kernel and serve every enabled plugin's contracts over gRPC."""
     cfg = load_config_or_fail(config, **{"kernel.listen": listen, "kernel.data_dir": data_dir})
     configure_logging(cfg.kernel_section.log_level, cfg.kernel_section.log_format)
+    from . import at_rest
+
+    try:  # an encrypted data dir without its key: say what is missing now, not as plugins broken one by one
+        at_rest.key(cfg.data_dir)
+    except at_rest.AtRestError as exc:
+        raise click.ClickException(f"{exc}; the kernel will not serve") from None
     try:
         asyncio.run(_serve(cfg))
     except ConfigError as exc:

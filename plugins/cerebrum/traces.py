@@ -7,11 +7,11 @@ were identical), and only they and admin see it."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from pathlib import Path
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
+from cortex.kernel.sdk import at_rest
 
 
 def trace_id(trace: pb.Trace) -> str:
@@ -55,9 +55,12 @@ class TraceReads:
 
 
 class TraceStore(TraceReads):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, data_dir: Path | None = None):
+        """`data_dir`: whose encryption at rest applies (at_rest.py); by default the folder above
+        `<data dir>/cerebrum/traces.db`."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = at_rest.connect(path, path.parent.parent if data_dir is None else data_dir,
+                                  isolation_level=None, check_same_thread=False)
         self.lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")

@@ -16,13 +16,14 @@ position is not the publisher's to learn). Events stored before namespaces are t
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from cortex.kernel.sdk import at_rest
 
 SCHEMA_VERSION = 3
 OWNER_NAMESPACE = "default"  # whose the events stored before events had a namespace are
@@ -98,9 +99,12 @@ class SqliteEventBus(EventBus):
 class SqliteLog:
     """The events table; blocking calls."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL"):
+    def __init__(self, path: Path, synchronous: str = "FULL", data_dir: Path | None = None):
+        """`data_dir`: whose encryption at rest applies (at_rest.py); by default the folder above
+        `<data dir>/events/events.db`."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = at_rest.connect(path, path.parent.parent if data_dir is None else data_dir,
+                                   check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")

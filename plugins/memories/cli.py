@@ -1,6 +1,6 @@
 """`cortex remember`, `cortex recall`, `cortex memories get|delete|list|stats|history|revert|
 delete-matching|tag-matching|reindex|import|export`: clients of MemoryService (and ArchiveService)
-on the running kernel."""
+on the running kernel; `migrate` and `encrypt` (encrypt_cli.py) work on the data dir offline."""
 
 from __future__ import annotations
 
@@ -414,9 +414,11 @@ def import_(config, target, path, split, kind, into):
 
 def register(cli: click.Group) -> None:
     from .archive_cli import export
+    from .encrypt_cli import encrypt
     from .source_cli import register as register_sources
 
     memories.add_command(export)
+    memories.add_command(encrypt)
     for command in (remember, recall, memories):
         cli.add_command(command)
     register_sources(cli)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cortex.kernel.sdk import at_rest
+
 
 @dataclass
 class Record:
@@ -318,11 +320,14 @@ def _record(row: tuple) -> Record:
 
 
 class SqliteStore(MemoryStore):
-    def __init__(self, path: Path, synchronous: str = "FULL"):
+    def __init__(self, path: Path, synchronous: str = "FULL", data_dir: Path | None = None):
+        """`data_dir`: whose encryption at rest applies (at_rest.py); by default the folder above
+        the plugin's own, as `<data dir>/memories/memories.db` is laid out."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self.location = str(path)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._key = at_rest.key(path.parent.parent if data_dir is None else data_dir)  # None: not encrypted
+        self.db = at_rest.open_keyed(path, self._key, isolation_level=None, check_same_thread=False)
         self.lock = threading.RLock()  # one writer; readers share the connection (plugin runs one thread)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -392,7 +397,7 @@ class SqliteStore(MemoryStore):
                                     (record.id, last + 1, version_body(previous), now, cause))
                 self.db.execute("DELETE FROM memories WHERE id = ?", (record.id,))
                 self._write(record)
-        except sqlite3.IntegrityError:
+        except at_rest.errors("IntegrityError"):  # (from sqlite3, or SQLCipher in an encrypted data dir)
             raise DuplicateContent(self.by_hash(record.content_hash)) from None
 
     def _forget(self, ids: list[str]) -> None:
@@ -499,7 +504,8 @@ class SqliteStore(MemoryStore):
     def _read(self) -> sqlite3.Connection:
         db = getattr(self._readers, "db", None)
         if db is None:
-            db = self._readers.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            db = self._readers.db = at_rest.open_keyed(f"file:{self.path}?mode=ro", self._key, uri=True,
+                                                          check_same_thread=False)
             with self.lock:
                 self._all_readers.append(db)
         return db
@@ -687,7 +693,8 @@ class SqliteStore(MemoryStore):
                           f"{mine}", now, model)[0][0]
             expired = count(f"SELECT COUNT(*) FROM memories m WHERE m.expires_at IS NOT NULL AND m.expires_at <= ?{mine}",
                             now)[0][0]
-            pages = self.db.execute("PRAGMA page_count").fetchone()[0] * self.db.execute("PRAGMA page_size").fetchone()[0]
+            # (int: SQLCipher answers page_size as text)
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0] * int(self.db.execute("PRAGMA page_size").fetchone()[0])
         wal = self.path.with_name(self.path.name + "-wal")
         return {
             "total": total, "by_kind": by_kind, "by_tag": by_tag, "stale": stale, "expired": expired,

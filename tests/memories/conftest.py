@@ -4,7 +4,12 @@ cannot drift."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+
+from cortex.kernel.sdk import at_rest
 
 
 def with_backend(config: str, backend: str) -> str:
@@ -23,3 +28,29 @@ def backend(request) -> str:
         return ""
     dsn = request.getfixturevalue("postgres_dsn")
     return f'backend = "postgres"\npostgres_dsn = "{dsn}"\n'
+
+
+@dataclass
+class AtRest:
+    """How a test's data dir is kept on disk: `env` is what `cortex serve` needs to open it,
+    `connect(path)` opens one of its databases from the test (for PRAGMA integrity_check)."""
+
+    data_dir: Path
+    env: dict[str, str]
+    key: bytes | None
+
+    def connect(self, path: Path):
+        return at_rest.open_keyed(path, self.key)
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def stored_at_rest(request, tmp_path) -> AtRest:
+    """`tmp_path / "data"` plain, or encrypted (encryption.json written before the first start,
+    as `cortex memories encrypt` does on a new data dir): the durability tests run on both."""
+    data_dir = tmp_path / "data"
+    if request.param == "plain":
+        return AtRest(data_dir, {}, None)
+    data_dir.mkdir(parents=True)
+    marker, key = at_rest.create(data_dir, "durable passphrase")
+    at_rest.write_marker(data_dir, marker)
+    return AtRest(data_dir, {"CORTEX_PASSPHRASE": "durable passphrase"}, key)

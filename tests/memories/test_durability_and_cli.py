@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import textwrap
 import threading
 
@@ -18,8 +17,8 @@ from ..conftest import cortex_env, run_cli
 ONLY_LOCAL = '["ollama", "openai"]'
 
 
-def test_kill_9_during_a_burst_loses_no_acknowledged_memory(tmp_path, serve_process, channel_to):
-    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL)
+def test_kill_9_during_a_burst_loses_no_acknowledged_memory(tmp_path, serve_process, channel_to, stored_at_rest):
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL, **stored_at_rest.env)
     kernel = serve_process(env=env)
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
     acknowledged: list[tuple[str, str]] = []
@@ -46,7 +45,7 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_memory(tmp_path, serve_proc
     stop.set()
     for w in workers:
         w.join(10)
-    db = sqlite3.connect(tmp_path / "data" / "memories" / "memories.db")
+    db = stored_at_rest.connect(tmp_path / "data" / "memories" / "memories.db")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
     restarted = serve_process(env=env)
@@ -161,10 +160,11 @@ def test_semantic_and_hybrid_beat_keyword_on_paraphrases(start_kernel, channel_t
     assert recall["hybrid"] > recall["keyword"] + 0.3
 
 
-def test_kill_9_leaves_the_approximate_index_repaired_on_the_next_start(tmp_path, serve_process, channel_to):
+def test_kill_9_leaves_the_approximate_index_repaired_on_the_next_start(tmp_path, serve_process, channel_to, stored_at_rest):
     """Past ann_threshold semantic search runs on the HNSW index, saved only at stop: after a
     kill -9 it lags the database, and the next start repairs it (every acknowledged memory found)."""
-    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL, CORTEX_PLUGINS__MEMORIES__ANN_THRESHOLD="20")
+    env = cortex_env(tmp_path / "data", CORTEX_PLUGINS__DISABLED=ONLY_LOCAL, CORTEX_PLUGINS__MEMORIES__ANN_THRESHOLD="20",
+                     **stored_at_rest.env)
     kernel = serve_process(env=env)
     stub = memories_pb2_grpc.MemoryServiceStub(channel_to(kernel.target))
     texts = [f"note {i}: the {['garden', 'passport', 'dentist', 'budget'][i % 4]} entry number {i} in a long list" for i in range(40)]

@@ -3,13 +3,15 @@
 plain call now). In this order, the first refusal wins:
 1. scopes: the caller's key scopes (a nested call's: its caller's), before any provider is named;
 2. privacy: privacy mode, hybrid privacy or a `local_only` request (or the call it serves) keep a
-   call off remote providers (a `private` label is the policy's: governance's rule, step 6);
+   call off remote providers (a `private` label is the policy's: governance's rule, step 6, whose
+   deny of a remote provider is FAILED_PRECONDITION: about where data may go, not who asks);
 3. conjunction: a remote provider past the first only with hybrid.conjunction on;
 4. identity: a remote provider that cannot act there for whom the call serves (`refuses`);
 5. required plugins (kernel.required_plugins): one not loaded refuses every call;
 6. policy: the authorize hooks (any deny wins);
 7. circuit: last, so a half-open circuit's one probe goes to a call otherwise admitted.
-Steps 2-4 and 7 skip the provider, 6 denies it; 1, 5 and a required plugin that cannot judge refuse the call.
+Steps 2-4 and 7 skip the provider, 6 denies it; 1, 5, a required plugin that cannot judge and a
+call that waits for a person's approval (policy effect "ask") refuse the call.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class Admitter:
                 decision = await self.host.authorize(call)
             except RouterError as error:  # a plugin that must judge every call cannot now
                 return Admission(False, error.details(), error.code(), step="policy", whole_call=True)
-            if not decision.allow:
-                return Admission(False, "; ".join(decision.reasons) or "denied", Code.PERMISSION_DENIED, decision, "policy")
+            if not decision.allow:  # (a call waiting for approval is refused whole, with its id)
+                return Admission(False, "; ".join(decision.reasons) or "denied", decision.code or Code.PERMISSION_DENIED,
+                                 decision, "policy", bool(decision.approval))
         breaker = provider.breaker
         if not (breaker.allow() if call is not None and probe else breaker.would_allow()):
             why = f"next probe in {breaker.retry_after():.1f}s" if breaker.retry_after() else "its one probe is in flight"

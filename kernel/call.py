@@ -30,6 +30,8 @@ PROVIDER_HEADER = "x-cortex-provider"
 # data labels a caller puts on its call ("private"): nested calls made while serving it carry them too
 LABELS_HEADER = "x-cortex-labels"
 ROUTE_HEADER = "x-cortex-route"
+# the approval a call waits for (a trailer of its FAILED_PRECONDITION), and that its retry presents
+APPROVAL_HEADER = "x-cortex-approval"
 
 # Call ids: a per-process random prefix and a counter; cheap, unique, and sortable within a run.
 _PREFIX = os.urandom(4).hex()
@@ -58,6 +60,10 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)  # ids of the rules that matched, if any
     by: str = ""  # the plugin that answered; the combiner fills it
+    # a refusal that is not about who asks: where the data may go (FAILED_PRECONDITION), or a call
+    # that waits for a person's approval (`approval`: the whole call waits, no other provider is tried)
+    code: grpc.StatusCode | None = None
+    approval: str = ""
 
     @classmethod
     def permit(cls, reason: str = "", rule: str = "") -> Decision:
@@ -76,6 +82,8 @@ class Decision:
             reasons=[f"{a.by}: {r}" if a.by else r for a in chosen for r in a.reasons],
             rules=[rule for a in chosen for rule in a.rules],
             by=",".join(a.by for a in chosen if a.by),
+            code=next((a.code for a in denies if a.code), None) if all(a.code for a in denies) else None,
+            approval=next((a.approval for a in denies if a.approval), ""),
         )
 
 
@@ -111,6 +119,10 @@ class Call:
     # the call may reach local providers only: its request asked (`local_only`), or the call it
     # was made for did (a caller's constraint follows its nested calls like its rights)
     local_only: bool = False
+    # the labels of the data it carries ("private"): its request's, its caller's, and those of what
+    # its own nested calls returned (security/labels.py); policy judges them (private stays local)
+    labels: set[str] = field(default_factory=set)
+    redacted: dict[str, int] = field(default_factory=dict)  # spans redacted before a remote provider, by kind
 
     def __post_init__(self) -> None:
         self.origin = self.origin or self.principal
@@ -174,9 +186,9 @@ class RouterError(grpc.RpcError):
     """A call's failure as a gRPC status. Plugins calling through the kernel catch grpc.RpcError
     and read `.code()` and `.details()`, as with any gRPC stub."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, outcome: Outcome | None = None):
+    def __init__(self, code: grpc.StatusCode, details: str, outcome: Outcome | None = None, trailers: tuple[tuple[str, str], ...] = ()):
         super().__init__(f"{code.name}: {details}")
-        self._code, self._details, self.outcome = code, details, outcome
+        self._code, self._details, self.outcome, self.trailers = code, details, outcome, trailers
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -185,7 +197,7 @@ class RouterError(grpc.RpcError):
         return self._details
 
     def trailing_metadata(self) -> tuple[Any, ...]:
-        return ()
+        return self.trailers
 
 
 class Unavailable(Exception):

@@ -107,9 +107,22 @@ class ProviderSection:
     token_env: str = ""  #   an API key of the remote kernel, from this variable
 
 
+@dataclass(frozen=True)
+class PrivacySection:
+    """[privacy]: personal data in a request for a remote provider is replaced by placeholders
+    before it leaves, and put back in the answer here (kernel/security/redaction.py)."""
+    redact: bool = True
+    kinds: tuple[str, ...] = ("email", "phone", "card", "iban", "postcode", "national_id")
+    patterns: tuple[str, ...] = ()  # more kinds: "NAME=regular expression"
+    regions: tuple[str, ...] = ()  # phone, postcode and national-number regions (ISO codes); empty: the redactor's
+    # the contracts whose remote providers get redacted requests: models, which answer from the request
+    # alone (a remote kernel serving memories must store the text as it is: it is yours, over TLS)
+    services: tuple[str, ...] = ("cortex.models.v1.ModelService", "cortex.models.v1.RerankService")
+
+
 # The kernel's tables with fixed keys, by name; `routing` and `providers` are keyed by names the admin chooses.
 SECTIONS = {"kernel": KernelSection, "client": ClientSection, "plugins": PluginsSection, "circuit": CircuitSection,
-            "hybrid": HybridSection}
+            "hybrid": HybridSection, "privacy": PrivacySection}
 OPEN_TABLES = {"routing", "providers"}
 DEFAULTS: dict[str, dict[str, Any]] = {  # as TOML values
     name: {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)} for name, cls in SECTIONS.items()
@@ -161,6 +174,7 @@ class Config:
     plugins: PluginsSection = field(init=False)
     circuit: CircuitSection = field(init=False)
     hybrid: HybridSection = field(init=False)
+    privacy: PrivacySection = field(init=False)
     routing: Mapping[str, tuple[str, ...]] = field(init=False)  # service -> its order (provider names)
     providers: Mapping[str, ProviderSection] = field(init=False)  # name -> a remote provider
 

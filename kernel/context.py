@@ -30,11 +30,12 @@ import grpc
 import structlog
 from google.protobuf.descriptor import Descriptor
 
-from .call import CURRENT_CALL, LABELS_HEADER, PRINCIPAL_HEADER, Call, Decision, Outcome, RouterError, asks_local_only, new_call_id
+from .call import CURRENT_CALL, PRINCIPAL_HEADER, Call, Decision, Outcome, RouterError, asks_local_only, new_call_id
 from .method import MethodInfo
 from .registry import ContractRegistry
 from .security.capabilities import CredentialCheck, EventSink, ListenerRule, PluginDirectory, Stopping, WebPages
 from .security.credentials import OWNER_NAMESPACE, AuthError, Identity, namespace_of
+from .security.labels import holds, request_labels, returned, streamed
 
 
 class Router(Protocol):
@@ -54,7 +55,7 @@ class _Multicallable:
     def __init__(self, channel: KernelChannel, path: str):
         self._channel, self._path = channel, path
 
-    def _call(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Call]:
+    def _call(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Call, Call | None]:
         method = self._channel.router.registry.method(self._path)
         if method is None:
             raise RouterError(
@@ -71,9 +72,9 @@ class _Multicallable:
                 principal, scopes, origin = serving.principal, serving.scopes, serving.origin
                 actor = ", ".join((*serving.actors, channel.principal))  # whoever acted before stays named
         meta = (*tuple(metadata or ()), (PRINCIPAL_HEADER, principal))
-        local_only = False
-        if serving is not None:  # what the caller said of its data holds for every call made for it
-            meta += tuple((k, v) for k, v in serving.metadata if k == LABELS_HEADER)
+        local_only, labels = False, request_labels(request, meta)
+        if serving is not None:  # what the caller said of its data, and the data it holds, go with every call made for it
+            labels |= serving.labels
             local_only = serving.local_only or asks_local_only(serving.request)
         if channel.via:
             meta += ((VIA_HEADER, channel.via),)
@@ -89,20 +90,21 @@ class _Multicallable:
             scopes=scopes,
             origin=origin,
             local_only=local_only,
+            labels=labels,
         )
-        return method, call
+        return method, call, serving
 
 
 class _UnaryUnary(_Multicallable):
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_ignored: Any) -> Awaitable[Any]:
-        method, call = self._call(request, timeout, metadata)
-        return self._channel.router.unary(method, request, call)
+        method, call, serving = self._call(request, timeout, metadata)
+        return returned(serving, call, self._channel.router.unary(method, request, call))
 
 
 class _UnaryStream(_Multicallable):
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_ignored: Any) -> AsyncIterator[Any]:
-        method, call = self._call(request, timeout, metadata)
-        return self._channel.router.stream(method, request, call)
+        method, call, serving = self._call(request, timeout, metadata)
+        return streamed(serving, call, self._channel.router.stream(method, request, call))
 
 
 VIA_HEADER = "x-cortex-via"
@@ -176,17 +178,18 @@ class KernelChannel:
     async def call(self, path: str, request: Any, *, timeout: float | None = None, metadata: Any = None) -> tuple[Any, Outcome]:
         """Call any unary method by path, returning (response, outcome): who served it, the
         route, the decision. Raises RouterError (a grpc.RpcError) with the outcome attached."""
-        method, call = _Multicallable(self, path)._call(request, timeout, metadata)
+        method, call, serving = _Multicallable(self, path)._call(request, timeout, metadata)
         if method.server_streaming or method.client_streaming:
             raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{path} streams; only unary methods can be called this way")
-        return await self.router.unary_with_outcome(method, request, call)
+        response, outcome = await self.router.unary_with_outcome(method, request, call)
+        return holds(serving, call, response), outcome
 
     async def admit(self, path: str, request: Any, *, metadata: Any = None) -> Decision:
         """Judge a call of `path` with `request` as this channel would make it (the caller's
         rights, when a plugin serves one) without making it: a side door such as an import,
         admitting each part as the direct call would be. Returns the Decision; raises RouterError
         (PERMISSION_DENIED, ...) when refused."""
-        method, call = _Multicallable(self, path)._call(request, None, metadata)
+        method, call, _ = _Multicallable(self, path)._call(request, None, metadata)
         return await self.router.admit(method, request, call)
 
     def method(self, path: str) -> MethodInfo | None:

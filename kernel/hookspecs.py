@@ -79,7 +79,10 @@ async def cortex_health() -> Health | dict[str, Health] | None:
 def cortex_authorize(call: Call) -> Decision | None:
     """Judge a call about to reach `call.provider`. Return Decision.deny(reason) to refuse it,
     Decision.permit() to allow, or None to abstain. Any deny wins; the caller gets
-    PERMISSION_DENIED with every deny's reasons. May return an awaitable."""
+    PERMISSION_DENIED with every deny's reasons (FAILED_PRECONDITION where every deny sets
+    `code` so: about where the data may go; a deny with an `approval` id refuses the whole call,
+    which waits for that approval). `call.labels` are the data labels it carries. May return an
+    awaitable."""
 
 
 @hookspec

@@ -29,6 +29,7 @@ import structlog
 from .admission import Admitter, Refused
 from .call import (
     ALLOW_BY_DEFAULT,
+    APPROVAL_HEADER,
     CURRENT_CALL,
     PROVIDER_HEADER,
     Attempt,
@@ -42,6 +43,7 @@ from .call import (
 from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
+from .security.outbound import Redaction
 from .security.validation import check_request
 
 log = structlog.get_logger("cortex.router")
@@ -127,16 +129,24 @@ class Router:
         self.registry, self.host, self.config = registry, host, config
         self.owners = config.kernel_section.owners  # for LocalContext.namespace
         self.admission = Admitter(host, config, self.owners)
+        privacy = config.privacy
+        try:  # personal data out of requests for remote providers (security/outbound.py)
+            self.redaction = Redaction(privacy.redact, privacy.kinds, privacy.patterns, privacy.regions, privacy.services)
+        except ValueError as exc:
+            raise config.error(str(exc), "patterns") from None
 
     # -- choosing -------------------------------------------------------------------------------
     async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0, probe: bool = True) -> bool:
         """Admission's answer for `provider` (None: the call, before any provider), noted on the route."""
         admission = await self.admission.admit(route.call, provider, position, probe)
         if admission.whole_call:
-            raise Refused(admission.code, admission.reason)
+            approval = admission.decision.approval
+            raise Refused(admission.code, admission.reason, trailers=((APPROVAL_HEADER, approval),) if approval else ())
         route.decision = admission.decision
-        if provider is not None and not admission.allowed:
-            route.attempts.append(Attempt(provider.name, "denied" if admission.step == "policy" else "skipped", admission.reason))
+        if provider is not None and not admission.allowed:  # (a policy's deny of where data may go skips, as privacy mode does)
+            denied = admission.step == "policy" and admission.code == Code.PERMISSION_DENIED
+            reason = admission.reason if denied or admission.step != "policy" else f"remote provider not allowed: {admission.reason}"
+            route.attempts.append(Attempt(provider.name, "denied" if denied else "skipped", reason))
         return admission.allowed
 
     def _timeout(self, provider: Provider, call: Call) -> tuple[float | None, bool]:
@@ -198,7 +208,7 @@ class Router:
                 Code.FAILED_PRECONDITION,
                 f"no local provider can serve {method.service}: {tried}. Enable a local provider, or allow "
                 "remote ones (kernel.privacy_mode = false, hybrid.mode other than privacy, hybrid.conjunction "
-                "= true, no local_only in the request).",
+                "= true, no local_only in the request, no data labelled for local providers only).",
             )
         if attempts:
             return RouterError(Code.UNAVAILABLE, f"no provider of {method.service} is available: {tried}")
@@ -352,7 +362,8 @@ class Router:
     async def _try_unary(self, attempt: _Try, method: MethodInfo, request: Any, call: Call) -> None:
         serving = CURRENT_CALL.set(call)  # calls the provider makes are this call's children
         try:
-            attempt.response = await attempt.call_unary(method, request, call)
+            outbound = self.redaction.outbound(attempt.provider, request, call)
+            attempt.response = outbound.restore(await attempt.call_unary(method, outbound.request, call))
         except Exception as exc:  # noqa: BLE001 - classified (a cancellation is no Exception: it goes on up)
             attempt.failure = self._classify(exc, attempt.provider, attempt.timeout, attempt.is_deadline, call)
         else:
@@ -387,9 +398,10 @@ class Router:
     async def _try_stream(self, attempt: _Try, route: _Route, method: MethodInfo, request: Any, call: Call) -> AsyncGenerator[Any, None]:
         """The provider's messages, passed on as they come; a failure is left on the attempt."""
         wait = attempt.timeout
-        messages = None
+        messages, message = None, None
         try:
-            messages = attempt.provider.stream(method, request, call, attempt.context, attempt.timeout)
+            outbound = self.redaction.outbound(attempt.provider, request, call)
+            messages = attempt.provider.stream(method, outbound.request, call, attempt.context, attempt.timeout)
             while True:
                 # the provider's own timeout bounds the wait for the first message
                 wait = attempt.timeout if route.sent == 0 else call.remaining()
@@ -398,11 +410,14 @@ class Router:
                     async with asyncio.timeout(wait):
                         message = await anext(messages)
                 except StopAsyncIteration:
-                    break
+                    if (message := outbound.rest(method.output)) is None:
+                        break
+                else:
+                    if not isinstance(message, method.output):
+                        raise TypeError(f"streamed a {type(message).__name__}")
+                    message = outbound.feed(message)
                 finally:
                     CURRENT_CALL.reset(serving)
-                if not isinstance(message, method.output):
-                    raise TypeError(f"streamed a {type(message).__name__}")
                 route.sent += 1
                 yield message
             attempt.check_context()

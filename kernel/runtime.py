@@ -260,7 +260,7 @@ class Kernel:
 
     async def install_plugin(self, spec: str, sha256: str = "") -> list[PluginRecord]:
         """pip-install `spec` into this kernel's environment, then enable the plugins it brings."""
-        from .live_install import install
+        from .security.live_install import install
 
         before = {r.name for r in discover()}
         await install(spec, sha256)

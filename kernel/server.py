@@ -32,6 +32,7 @@ from .call import (
 from .registry import ContractRegistry, MethodInfo
 from .router import Router
 from .security.credentials import AuthError, Credentials
+from .security.labels import request_labels
 from .security.remote import is_loopback_host
 
 log = structlog.get_logger("cortex.server")
@@ -54,6 +55,7 @@ def _trailers(call: Call, error: RouterError | None = None) -> tuple[tuple[str, 
             trailers.append((PROVIDER_HEADER, outcome.provider))
         refused = [f"{a.provider}: {a.detail}" for a in outcome.attempts if a.outcome in ("skipped", "denied")]
         refused += [error.details()] if isinstance(error, Refused) else []
+        trailers += error.trailing_metadata() if error is not None else ()
         for header, value in ((ROUTE_HEADER, outcome.route), (REFUSED_HEADER, "; ".join(refused))):
             if value:
                 trailers.append((header, value.encode("ascii", "replace").decode().translate(_ASCII_SAFE)[:1024]))
@@ -100,6 +102,7 @@ def _make_call(
         deadline=None if remaining is None else time.monotonic() + remaining,
         actor=identity.actor,
         scopes=identity.scopes,
+        labels=request_labels(request, metadata),
     )
 
 

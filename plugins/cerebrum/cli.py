@@ -95,7 +95,9 @@ def run(config, target, as_json, goal_or_plan):
                 click.echo(json.dumps(to_dict(event)))
             elif event.HasField("step"):
                 s = event.step
-                detail = f" {s.status} {s.error}" if s.state == pb.StepRecord.STATE_FAILED else f" via {s.provider}" if s.provider else ""
+                waiting = s.state == pb.StepRecord.STATE_WAITING  # (its error says which approval, and how to give it)
+                detail = (f" {s.status} {s.error}" if s.state == pb.StepRecord.STATE_FAILED else f" {s.error}" if waiting
+                          else f" via {s.provider}" if s.provider else "")
                 click.echo(f"{STATES[s.state]:>8} {s.step_id}: {s.method}{detail}")
             summary = event.summary if event.HasField("summary") else summary
     except grpc.RpcError as exc:

@@ -22,6 +22,7 @@ from cortex.contracts.governance.v1 import governance_pb2 as gov
 from cortex.contracts.kernel.v1 import kernel_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2 as models
+from cortex.kernel import APPROVAL_HEADER, RouterError
 from cortex.kernel.sdk import relevance
 
 from . import answer_prompt, extract, plans
@@ -42,6 +43,8 @@ LIST_MODELS = "/cortex.models.v1.ModelService/ListModels"
 EXTRACT = "/cortex.cerebrum.v1.CerebrumService/ExtractAnswer"
 EVALUATE = "/cortex.governance.v1.GovernanceService/Evaluate"
 CONTRACTS = "/cortex.kernel.v1.KernelService/ListContracts"
+WAIT_APPROVAL = "/cortex.governance.v1.GovernanceService/WaitApproval"
+APPROVAL_WAIT_S = 60.0  # one WaitApproval; a step waits in a loop of them until its approval is decided or expires
 STEP_TIMEOUT = 120.0
 LEARNING = "learning-example"  # the kind of memory a taught plan is kept as: how to plan, not what is known
 # the template's recall step: what is known about the goal (taught plans are not knowledge)
@@ -117,6 +120,27 @@ def recalled(steps: list[pb.StepRecord]) -> list[pb.Citation]:
                 seen.add(memory.id)
                 citations.append(answer_prompt.citation_of(memory))
     return citations
+
+
+async def _as_they_happen(tasks: list[asyncio.Future], notes: asyncio.Queue):
+    """The steps' notes (put on `notes` while they run) and their records as each finishes, in
+    the order they happen."""
+    pending = set(tasks)
+    while pending:
+        getter = asyncio.ensure_future(notes.get())
+        try:
+            done, pending = await asyncio.wait({*pending, getter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        pending.discard(getter)
+        if getter in done:
+            yield getter.result()
+        while not notes.empty():
+            yield notes.get_nowait()
+        for task in tasks:
+            if task in done:
+                yield task.result()
 
 
 class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
@@ -297,7 +321,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                 verdict = await self._try(EVALUATE, gov.EvaluateRequest(call=call))
                 if verdict is not None:
                     sim.allowed = verdict.decision.effect != gov.EFFECT_DENY
+                    sim.asks = verdict.decision.effect == gov.EFFECT_ASK  # allowed, once a person approves
                     sim.reasons.extend(verdict.decision.reasons)
+                    if sim.asks:
+                        sim.reasons.append("the step will wait for a person's approval (`cortex approvals approve ID`)")
             else:
                 sim.reasons.append("no governance plugin: allowed by default")
             if not sim.allowed:
@@ -308,8 +335,11 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
 
     # -- execute --------------------------------------------------------------------------------------------
     async def _run_step(
-        self, step: pb.Step, goal: str, outputs: dict[str, Any], pin: str = "", recorded: str = ""
+        self, step: pb.Step, goal: str, outputs: dict[str, Any], pin: str = "", recorded: str = "",
+        notify: Any = lambda record: None,
     ) -> pb.StepRecord:
+        """Run one step. A step waiting for a person's approval is told to `notify` (the Execute
+        stream shows it) while it waits."""
         record = pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED, started_unix_ms=time.time_ns() // 1_000_000)
         path = path_of(step)
         method = self.method_of(path)
@@ -322,9 +352,9 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             return record
         record.request_json = as_json(message)
         record.request_sha256 = sha(message)
-        metadata = (("x-cortex-provider", pin),) if pin else None
+        metadata = (("x-cortex-provider", pin),) if pin else ()
         try:
-            response, outcome = await self.call(path, message, metadata)
+            response, outcome = await self._call_approved(path, message, metadata, record, notify)
         except grpc.RpcError as exc:
             outcome = getattr(exc, "outcome", None)
             record.state, record.status, record.error = State.STATE_FAILED, exc.code().name, exc.details()
@@ -341,6 +371,40 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         record.latency_ms = (time.monotonic() - started) * 1000
         return record
 
+    async def _call_approved(self, path: str, message: Any, metadata: tuple, record: pb.StepRecord, notify: Any):
+        """Call the step; one that a rule asks a person for (FAILED_PRECONDITION with an
+        x-cortex-approval trailer) waits for the decision, then is retried once with the approval.
+        A denied or expired approval fails the step PERMISSION_DENIED. A replay asks again: an
+        approval lets one call through, never a later one."""
+        try:
+            return await self.call(path, message, metadata or None)
+        except grpc.RpcError as exc:
+            approval = dict(exc.trailing_metadata() or ()).get(APPROVAL_HEADER, "")
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or not approval:
+                raise
+        record.approval_id = approval
+        hint = f"waiting for approval {approval}: `cortex approvals approve {approval}`"
+        notify(pb.StepRecord(step_id=record.step_id, method=record.method, state=State.STATE_WAITING,
+                             approval_id=approval, status="FAILED_PRECONDITION", error=hint,
+                             request_json=record.request_json, request_sha256=record.request_sha256))
+        log.info("cerebrum.step_waits", step=record.step_id, approval=approval)
+        decided = await self._decision_on(approval)
+        if decided.state != gov.Approval.STATE_APPROVED:
+            why = ("nobody decided in time, so it is denied" if decided.state == gov.Approval.STATE_EXPIRED
+                   else f"denied by {decided.decided_by}" + (f" ({decided.note})" if decided.note else ""))
+            raise RouterError(grpc.StatusCode.PERMISSION_DENIED, f"approval {approval}: {why}")
+        return await self.call(path, message, (*metadata, (APPROVAL_HEADER, approval)))
+
+    async def _decision_on(self, approval: str) -> gov.Approval:
+        """Wait until `approval` is decided or expired. Waiting is Cerebrum's own work (the caller
+        chose the step, not the wait); the caller going away cancels it."""
+        own = self.p.channel.for_own_work()
+        while True:
+            reply, _ = await own.call(WAIT_APPROVAL, gov.WaitApprovalRequest(id=approval, wait_seconds=APPROVAL_WAIT_S),
+                                      timeout=APPROVAL_WAIT_S + 10)
+            if reply.approval.state != gov.Approval.STATE_PENDING:
+                return reply.approval
+
     async def run(self, plan: pb.Plan, call_id: str, namespace: str, replay_of: pb.Trace | None = None):
         """Yield step records as they happen, then the trace, stored as `namespace`'s."""
         outputs: dict[str, Any] = {}
@@ -352,18 +416,19 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
                 break
             for step in level:
                 yield pb.StepRecord(step_id=step.id, method=step.method, state=State.STATE_STARTED)
+            notes: asyncio.Queue[pb.StepRecord] = asyncio.Queue()  # a step's news while it runs (waiting for approval)
             tasks = [
                 asyncio.ensure_future(
                     self._run_step(step, plan.goal, outputs, recorded[step.id].provider if step.id in recorded else "",
-                                   recorded[step.id].request_json if step.id in recorded else "")
+                                   recorded[step.id].request_json if step.id in recorded else "", notes.put_nowait)
                 )
                 for step in level
             ]
             try:
-                for done in asyncio.as_completed(tasks):
-                    record = await done
-                    records[record.step_id] = record
-                    failed = failed or record.state == State.STATE_FAILED
+                async for record in _as_they_happen(tasks, notes):
+                    if record.state != State.STATE_WAITING:
+                        records[record.step_id] = record
+                        failed = failed or record.state == State.STATE_FAILED
                     yield record
             finally:
                 # The caller went away (this generator is closed at a yield) or a step crashed: the

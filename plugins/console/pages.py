@@ -12,7 +12,7 @@ import mimetypes
 from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("", "memories", "run", "traces", "audit", "policies", "models", "activity", "login")
+PAGES = ("", "memories", "run", "traces", "audit", "approvals", "policies", "models", "activity", "login")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",

@@ -15,6 +15,13 @@
   principal (overridable; builtin/admin-administers-sources is the allow for admin).
 - builtin/local-never-administers: `local` (an unauthenticated caller on loopback) never changes
   policies, whatever else is allowed. Not overridable.
+- builtin/approvals-admin: only `admin` approves or denies a call waiting for a person (GovernanceService
+  DecideApproval), unless a rule allows another principal (overridable; builtin/admin-decides-approvals
+  is the allow for admin).
+- builtin/local-never-decides: `local` never approves or denies a waiting call. Not overridable.
+- builtin/agents-never-decide: an approval is a person's: no plan step (plugin:cerebrum) nor an
+  agent's tool call (plugin:mcp, plugin:a2a) decides one, even for admin. Not overridable. (The
+  console, through plugin:http, is a person's browser with the person's credential.)
 - builtin/local-default: `local` may call only the kernel's read-only service and the memory
   (source, archive), model, Cerebrum and event contracts (overridable: a rule allowing `local` more wins).
 - builtin/plugin-manifest: a plugin may call only the contracts it provides or its manifest
@@ -34,6 +41,10 @@ INFERENCE = ["Generate", "GenerateStream", "Embed", "Rerank"]
 MODELS = ["cortex.models.v1.ModelService", "cortex.models.v1.RerankService"]
 SOURCES = "cortex.memories.v1.SourceService"
 SOURCE_ADMIN = ["AddSource", "RemoveSource"]
+DECIDE = ["DecideApproval"]
+# the approval methods themselves are never asked for (an ask there would wait for itself)
+NEVER_ASKED = frozenset((GOVERNANCE, m) for m in ("ListApprovals", "DecideApproval", "WaitApproval"))
+AGENTS = ["plugin:cerebrum", "plugin:mcp", "plugin:a2a"]
 
 BUILTIN_RULES = [
     pb.Rule(
@@ -88,6 +99,26 @@ BUILTIN_RULES = [
         id="builtin/local-never-administers",
         description="an unauthenticated caller (local) never changes policies; call with the admin token or a key",
         effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=POLICY_ADMIN, principals=["local"], source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/approvals-admin",
+        description="only admin approves or denies a call waiting for a person, unless a rule allows another principal",
+        effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=DECIDE, overridable=True, source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/admin-decides-approvals",
+        description="admin (the admin token) approves or denies calls waiting for a person",
+        effect=pb.EFFECT_ALLOW, services=[GOVERNANCE], methods=DECIDE, principals=["admin"], source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/local-never-decides",
+        description="an unauthenticated caller (local) never approves or denies a waiting call; use the admin token",
+        effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=DECIDE, principals=["local"], source=SOURCE,
+    ),
+    pb.Rule(
+        id="builtin/agents-never-decide",
+        description="an approval is a person's: a plan step or an agent's tool call never approves or denies one",
+        effect=pb.EFFECT_DENY, services=[GOVERNANCE], methods=DECIDE, principals=AGENTS, source=SOURCE,
     ),
 ]
 

@@ -1,6 +1,6 @@
-"""Governance commands: `cortex policy ...`, `cortex proofs ...`, `cortex audit tail`.
+"""Governance commands: `cortex policy ...`, `cortex approvals ...`, `cortex proofs ...`, `cortex audit tail`.
 
-`policy` talks to the running kernel; `proofs` and `audit` read the data dir directly, so that
+`policy` and `approvals` talk to the running kernel; `proofs` and `audit` read the data dir directly, so that
 verifying never needs the thing being verified to be up.
 """
 
@@ -28,6 +28,7 @@ from cortex.kernel.sdk import (
     to_dict,
 )
 
+from .approvals_cli import STATES, approvals
 from .chain import (
     DB_FILE,
     PUBLIC_KEY_FILE,
@@ -46,7 +47,7 @@ from .merkle import consistent
 from .published import read_published
 from .rules import PolicyError, parse_policy
 
-EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_UNSPECIFIED: "?"}
+EFFECTS = {pb.EFFECT_ALLOW: "allow", pb.EFFECT_DENY: "deny", pb.EFFECT_ASK: "ask", pb.EFFECT_UNSPECIFIED: "?"}
 LOCALITY = {pb.LOCALITY_UNSPECIFIED: "any", pb.LOCALITY_LOCAL: "local", pb.LOCALITY_REMOTE: "remote"}
 
 
@@ -392,11 +393,15 @@ def audit_tail(config, data_dir, as_json, count) -> None:
             text += f" [{', '.join(e.decision.rule_ids) or 'default'}]"
         elif kind == "policy_change":
             text = f"{e.policy_change.action} rule {e.policy_change.rule.id} by {e.policy_change.principal}"
+        elif kind == "approval":
+            a = e.approval
+            text = f"{a.id} {STATES.get(a.state, '?')}" + (f" by {a.decided_by}" if a.decided_by else "")
+            text += f": {a.call.service}/{a.call.method} for {a.call.principal}"
         else:
             text = "genesis"
         click.echo(f"{e.seq:>8}  {kind:<13} {e.call_id:<18} {text}")
 
 
 def register(cli: click.Group) -> None:
-    for group in (policy, proofs, audit):
+    for group in (policy, approvals, proofs, audit):
         cli.add_command(group)

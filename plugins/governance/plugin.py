@@ -11,6 +11,8 @@ Settings (`[plugins.governance]` in cortex.toml):
     checkpoint_seconds = 10    # many entries, or this long after the last one, whichever first
     policy_peers = []          # the kernels of this cluster whose policy changes this one applies:
                                # their public key files (<data dir>/governance/public_key.pem; cluster_policies.py)
+    approval_timeout_seconds = 300  # a call a rule with effect "ask" matched waits this long for a
+                               # person's approval, then it is denied (gate.py)
     [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
     id = "..."
 
@@ -30,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import grpc
 import structlog
 from google.protobuf import json_format
 
@@ -38,34 +41,19 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
 from .audit_writer import AuditWriter
-from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE
+from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE, NEVER_ASKED
 from .chain import AuditChain, load_or_create_key
-from .rules import ALLOW, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
+from .rules import ALLOW, ASK, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
 
 CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cortex.kernel.PLUGIN_API_VERSION)
 
 log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
-LABELS_HEADER = "x-cortex-labels"
 SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries",
-            "policy_peers"}
-
-
-def request_labels(request: Any, metadata: tuple[tuple[str, str], ...]) -> frozenset[str]:
-    """Data labels of a call: the request's `tags` / `labels` fields and the x-cortex-labels header."""
-    labels: set[str] = set()
-    for name in ("tags", "labels"):
-        values = getattr(request, name, None)
-        if values is not None and not isinstance(values, (str, bytes)):
-            try:
-                labels.update(v for v in values if isinstance(v, str))
-            except TypeError:
-                pass
-    for key, value in metadata:
-        if key == LABELS_HEADER:
-            labels.update(v.strip() for v in value.split(",") if v.strip())
-    return frozenset(labels)
+            "policy_peers", "approval_timeout_seconds"}
+APPROVAL_TIMEOUT_S = 300.0
+MAX_APPROVAL_TIMEOUT_S = 30 * 24 * 3600.0
 
 
 def request_fields(request: Any) -> dict[str, str]:
@@ -106,6 +94,7 @@ class Governance:
         self.peers: dict[bytes, str] = {}
         self.sync: Any = None
         self._folder = Path()
+        self.gate: Any = None  # approval gates (gate.py), once configured
 
     # -- lifecycle -------------------------------------------------------------------------------
     @hookimpl
@@ -117,6 +106,10 @@ class Governance:
             value = config.get(name, 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
                 raise ValueError(f"[plugins.governance] {name} must be a number >= {lowest}")
+        timeout = config.get("approval_timeout_seconds", APPROVAL_TIMEOUT_S)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_APPROVAL_TIMEOUT_S:
+            raise ValueError(f"[plugins.governance] approval_timeout_seconds must be a number of seconds, "
+                             f"above 0 and at most {MAX_APPROVAL_TIMEOUT_S:.0f} (30 days)")
         self._settings = dict(config)
         self.privacy_mode = context.privacy_mode
         self.plugins = context.plugins
@@ -144,6 +137,13 @@ class Governance:
             self.chain, announce=self._announce,
             **{k: config[k] for k in ("batch_ms", "batch_entries", "checkpoint_every", "checkpoint_seconds") if k in config},
         )
+        from .approvals import DB_FILE as APPROVALS_DB
+        from .approvals import ApprovalStore
+        from .gate import ApprovalGate
+
+        if self.gate is not None:
+            self.gate.store.close()
+        self.gate = ApprovalGate(ApprovalStore(folder / APPROVALS_DB), float(timeout), self._record)
         log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
 
     @hookimpl
@@ -159,12 +159,18 @@ class Governance:
 
             self.sync = PolicySync(self, self._channel, self._folder, self.peers, raw(self._key.public_key()))
             self.sync.start()
+        if self.gate is not None:
+            self.gate.start()  # expires pending approvals at their time (those kept across a restart too)
 
     @hookimpl
     async def cortex_stop(self, context) -> None:
         if self.sync is not None:
             await self.sync.stop()
             self.sync = None
+        if self.gate is not None:
+            await self.gate.stop()
+            self.gate.store.close()
+            self.gate = None
         if self.writer is not None:
             self.writer.close()  # what is queued, written; the log's last head, kept as a checkpoint
             self.writer = self.chain = None
@@ -178,6 +184,12 @@ class Governance:
         """Write what the observe hook queued (before reading the log)."""
         if self.writer is not None:
             self.writer.flush()
+
+    def _record(self, entries: list[pb.AuditEntry]) -> None:
+        """Append `entries` now (an approval's decision or expiry), or fail: nothing is decided unrecorded."""
+        if self.writer is None:
+            raise Unavailable("the audit log is closed")
+        self.writer.record(entries)
 
     def _announce(self, checkpoint: pb.Checkpoint) -> None:
         """Publish the checkpoint on the event bus, when one is served, without holding anyone up."""
@@ -225,7 +237,8 @@ class Governance:
             seen[rule.id] = rule.source
             rules.append(rule)
         default = DENY if self._settings.get("default", "allow") == "deny" else ALLOW
-        return RuleSet(rules, default, self._computed_rule if self._settings.get("builtin", True) else self._manifest_check), rejected
+        computed = self._computed_rule if self._settings.get("builtin", True) else self._manifest_check
+        return RuleSet(rules, default, computed, never_asked=NEVER_ASKED), rejected
 
     def reload(self, keep_on_error: bool = True) -> None:
         """Put the policies on disk in force. With `keep_on_error`, any rejected file keeps the
@@ -292,7 +305,7 @@ class Governance:
             provider=provider.name if provider else "",
             provider_local=provider.local if provider else True,
             privacy_mode=self.privacy_mode,
-            labels=request_labels(call.request, call.metadata),
+            labels=frozenset(call.labels),  # the kernel's: its request's, its caller's, and what it got back
             fields=lambda: request_fields(call.request),
         )
 
@@ -306,9 +319,19 @@ class Governance:
             service=facts.service, method=facts.method, principal=facts.principal,
             provider=facts.provider, provider_local=facts.provider_local, labels=sorted(facts.labels), actor=call.actor,
         )
+        if decision.effect == ASK:  # a person decides (gate.py)
+            if self.gate is None:
+                raise Unavailable("approvals are closed")
+            answer, decision = self.gate.judge(call, description, decision)
+            self._pending.setdefault(call.id, []).append((description, decision))
+            return answer
         self._pending.setdefault(call.id, []).append((description, decision))
         if decision.effect == DENY:
-            return Decision(False, list(decision.reasons), list(decision.rule_ids))
+            # a deny that only keeps the call off remote providers (private stays local) is about
+            # where the data may go: FAILED_PRECONDITION, as privacy mode's, not PERMISSION_DENIED
+            route = bool(decision.rule_ids) and all(self.rules.locality(r) == pb.LOCALITY_REMOTE for r in decision.rule_ids)
+            code = grpc.StatusCode.FAILED_PRECONDITION if route else None
+            return Decision(False, list(decision.reasons), list(decision.rule_ids), code=code)
         return Decision(True, list(decision.reasons), list(decision.rule_ids))
 
     @hookimpl
@@ -320,6 +343,9 @@ class Governance:
         # and what was decided on. A call that was decided on more than once (failing over to
         # another provider) has the earlier decisions as entries of their own before it.
         description, decision = decided[-1] if decided else (None, None)
+        if description is not None and call.redacted:  # (redaction happens after the decision, on the way out)
+            description.redacted.update(call.redacted)
+        approval = self.gate.for_proof(call.id) if self.gate is not None else None
         entries = [pb.AuditEntry(call_id=call.id, call=d, decision=v) for d, v in decided[:-1]]
         entries.append(
             pb.AuditEntry(
@@ -339,6 +365,7 @@ class Governance:
                     messages=outcome.messages,
                     decision=decision,
                     latency_ms=outcome.latency_s * 1000,
+                    approval=approval,  # the person's approval it ran under (or the one it waits for)
                 ),
             )
         )

@@ -5,7 +5,7 @@ A policy file holds `[[rule]]` tables:
     [[rule]]
     id = "no-cloud-at-night"
     description = "Remote models are off limits outside office hours"
-    effect = "deny"                       # allow | deny
+    effect = "deny"                       # allow | deny | ask
     services = ["cortex.models.v1.*"]     # globs; absent = any
     methods = ["Generate*"]
     principals = ["mcp:*"]
@@ -17,8 +17,11 @@ A policy file holds `[[rule]]` tables:
     not_after = 2027-01-01T00:00:00Z
     overridable = false                   # a deny that yields to a matching allow rule
 
-Decision: any matching deny wins; else any matching allow allows; else a matching overridable
-deny denies; else the configured default applies.
+Decision: any matching deny wins; else any matching ask asks (the call waits for a person's
+approval: approvals.py, gate.py; an allow rule does not bypass it); else any matching allow allows;
+else a matching overridable deny denies; else the configured default applies. A deny or an ask
+naming whoever acted for the principal (a plan step's plugin:cerebrum) holds as if it named the
+principal; an allow names the principal only.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Any
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 
-ALLOW, DENY = pb.EFFECT_ALLOW, pb.EFFECT_DENY
+ALLOW, DENY, ASK = pb.EFFECT_ALLOW, pb.EFFECT_DENY, pb.EFFECT_ASK
+EFFECTS = {"allow": ALLOW, "deny": DENY, "ask": ASK}
 LOCALITIES = {"any": pb.LOCALITY_UNSPECIFIED, "local": pb.LOCALITY_LOCAL, "remote": pb.LOCALITY_REMOTE}
 FIELDS = {
     "id", "description", "effect", "services", "methods", "principals", "provider", "fields", "labels",
@@ -121,8 +125,8 @@ def rule_from_table(table: dict[str, Any], source: str, fail: Fail) -> pb.Rule:
     if not isinstance(rule_id, str) or not ID_PATTERN.match(rule_id):
         raise fail("every rule needs an 'id' (letters, digits, and _ . : / -)", "id")
     effect = table.get("effect")
-    if effect not in ("allow", "deny"):
-        raise fail(f"rule {rule_id}: 'effect' must be \"allow\" or \"deny\", got {effect!r}", "effect")
+    if effect not in EFFECTS:
+        raise fail(f"rule {rule_id}: 'effect' must be \"allow\", \"deny\" or \"ask\", got {effect!r}", "effect")
     provider = table.get("provider", "any")
     if provider not in LOCALITIES:
         raise fail(f"rule {rule_id}: 'provider' must be local, remote or any", "provider")
@@ -138,7 +142,7 @@ def rule_from_table(table: dict[str, Any], source: str, fail: Fail) -> pb.Rule:
     return pb.Rule(
         id=rule_id,
         description=str(table.get("description", "")),
-        effect=ALLOW if effect == "allow" else DENY,
+        effect=EFFECTS[effect],
         services=_as_list(table.get("services", []), "services", fail),
         methods=_as_list(table.get("methods", []), "methods", fail),
         principals=_as_list(table.get("principals", []), "principals", fail),
@@ -260,10 +264,13 @@ class RuleSet:
         rules: list[pb.Rule],
         default: int = ALLOW,
         extra_check: Callable[[CallFacts], pb.Rule | None] | None = None,
+        never_asked: frozenset[tuple[str, str]] = frozenset(),
     ):
         """`extra_check` is a rule computed rather than written (the plugin-manifest check): it
-        returns the matching rule, or None."""
+        returns the matching rule, or None. `never_asked` are the (service, method) an ask rule
+        does not hold for: deciding and waiting for approvals, which an ask would deadlock."""
         self.rules = list(rules)
+        self.never_asked = never_asked
         self.default = default
         self._compiled = [CompiledRule(r) for r in rules]
         self._extra = extra_check
@@ -277,6 +284,10 @@ class RuleSet:
 
     def _candidates(self, service: str, method: str, principal: str, local: bool) -> tuple[CompiledRule, ...]:
         return tuple(c for c in self._by_service(service) if c.statically_matches(method, principal, local))
+
+    def locality(self, rule_id: str) -> int:
+        """Where the rule applies (pb.LOCALITY_*); unspecified for an id not in force."""
+        return next((c.locality for c in self._compiled if c.rule.id == rule_id), pb.LOCALITY_UNSPECIFIED)
 
     def evaluate(self, facts: CallFacts, now: float | None = None) -> pb.Decision:
         now = time.time() if now is None else now
@@ -292,16 +303,23 @@ class RuleSet:
             matched += [
                 c.rule
                 for c in self.candidates(facts.service, facts.method, actor, facts.provider_local)
-                if c.principals is not None and c.rule.effect == DENY and c.rule not in matched
+                if c.principals is not None and c.rule.effect in (DENY, ASK) and c.rule not in matched
                 and c.dynamically_matches(facts, now)
             ]
         if self._extra is not None and (verdict := self._extra(facts)) is not None:
             matched.append(verdict)
         denies = [r for r in matched if r.effect == DENY and not r.overridable]
+        asks = [r for r in matched if r.effect == ASK] if (facts.service, facts.method) not in self.never_asked else []
         allows = [r for r in matched if r.effect == ALLOW]
         soft = [r for r in matched if r.effect == DENY and r.overridable]
-        chosen, effect = (denies, DENY) if denies else (allows, ALLOW) if allows else (soft, DENY) if soft else ([], self.default)
+        chosen, effect = (
+            (denies, DENY) if denies else (asks, ASK) if asks else (allows, ALLOW) if allows
+            else (soft, DENY) if soft else ([], self.default)
+        )
         return _decision(effect, tuple((r.id, r.effect, r.description) for r in chosen))
+
+
+VERB = {ALLOW: "allowed", DENY: "denied", ASK: "waits for a person's approval"}
 
 
 @lru_cache(maxsize=4096)
@@ -313,7 +331,7 @@ def _decision(effect: int, chosen: tuple[tuple[str, int, str], ...]) -> pb.Decis
     return pb.Decision(
         effect=effect,
         rule_ids=[rule_id for rule_id, _, _ in chosen],
-        reasons=[f"{rule_id}: {text or ('allowed' if kind == ALLOW else 'denied')}" for rule_id, kind, text in chosen],
+        reasons=[f"{rule_id}: {text or VERB[kind]}" for rule_id, kind, text in chosen],
     )
 
 

@@ -12,6 +12,11 @@ between two it got): only a walk of the whole log does (VerifyChain, `cortex pro
 The whole-log answers (VerifyChain's verdict, GetCheckpoint, GetConsistencyProof) name positions,
 sizes and Merkle roots, never an entry's content; and policies (ListPolicies, Evaluate) are the
 kernel's configuration, the rules every caller is judged by, read by anyone who may call them.
+
+Approvals keep the same wall: ListApprovals shows a caller the approvals asked for principals of its
+own namespace (admin: all of them), WaitApproval waits only on one of those (or any, for a plugin:
+Cerebrum waiting for its plan's step), and an approval of another namespace is NOT_FOUND, as an id
+never used. Deciding one is admin's (builtin/approvals-admin: judged by policy before it gets here).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import grpc
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 
+from .approvals import NotDecidable
 from .chain import proof_id, verify_chain, verify_entry
 from .policy_files import Refused, add_policy, remove_rule
 from .rules import CallFacts
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     from .plugin import Governance
 
 MAX_EXPORT = 100_000
+WAIT_DEFAULT_S = 30.0
 
 
 def _principal(context) -> str:
@@ -53,8 +60,8 @@ def readable(context) -> Callable[[pb.AuditEntry], bool] | None:
         body = entry.WhichOneof("body")
         if body == "genesis":
             return True
-        who = entry.policy_change.principal if body == "policy_change" else (
-            entry.proof.principal if body == "proof" else entry.call.principal)
+        who = {"policy_change": entry.policy_change.principal, "proof": entry.proof.principal,
+               "approval": entry.approval.call.principal}.get(body, entry.call.principal)
         return bool(mine and who and namespace_of) and namespace_of(who) == mine
 
     return ours
@@ -186,3 +193,58 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         for entry in self.chain.entries(request.from_seq, min(limit, MAX_EXPORT)):
             if allowed is None or allowed(entry):
                 yield pb.ExportAuditResponse(entry=entry)
+
+    # -- approvals (gate.py) ---------------------------------------------------------------------------------
+    def _gate(self):
+        gate = self.gov.gate
+        if gate is None:
+            raise NotDecidable("UNAVAILABLE", "approvals are closed (the governance plugin is stopping)")
+        return gate
+
+    async def _approval(self, approval_id: str, context) -> pb.Approval:
+        """The approval `approval_id`, when the caller may see it; else NOT_FOUND, as for an id never used."""
+        try:
+            approval = self._gate().get(approval_id) if approval_id else None
+        except NotDecidable as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
+        if approval is None or not _sees(context, approval):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no approval {approval_id!r}; `cortex approvals list` shows the ones you may see")
+        return approval
+
+    async def ListApprovals(self, request, context):
+        try:
+            gate = self._gate()
+        except NotDecidable as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
+        gate.sweep()
+        limit = request.limit or 100
+        listed = [a for a in gate.store.list(request.pending_only, 1000) if _sees(context, a)]
+        return pb.ListApprovalsResponse(approvals=listed[:limit])
+
+    async def DecideApproval(self, request, context):
+        await self._approval(request.id, context)  # (one the caller cannot see is NOT_FOUND, as never asked)
+        try:
+            decided = self._gate().decide(request.id, request.approve, _principal(context), request.note)
+        except NotDecidable as refused:
+            await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
+        return pb.DecideApprovalResponse(approval=decided)
+
+    async def WaitApproval(self, request, context):
+        approval = await self._approval(request.id, context)
+        principal = _principal(context)
+        if not (principal.startswith("plugin:") or principal == "admin" or principal == approval.call.principal):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"only {approval.call.principal} (whose call waits), admin or a plugin waits on {approval.id}")
+        seconds = request.wait_seconds or WAIT_DEFAULT_S
+        remaining = context.time_remaining() if hasattr(context, "time_remaining") else None
+        if remaining is not None:  # answer before the caller's deadline, with the approval as it stands
+            seconds = max(0.0, min(seconds, remaining - 0.5))
+        waited = await self._gate().wait(request.id, seconds)
+        return pb.WaitApprovalResponse(approval=waited or approval)
+
+
+def _sees(context, approval: pb.Approval) -> bool:
+    """Whether the caller sees `approval`: admin and the kernel's parts all; else its namespace's."""
+    allowed = readable(context)
+    return allowed is None or allowed(pb.AuditEntry(approval=approval))

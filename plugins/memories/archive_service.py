@@ -261,8 +261,8 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         done = 0
         for start in range(0, len(records), 32):
             batch = records[start:start + 32]
-            for labels in {tuple(sorted(r.tags)) for r in batch}:
-                group = [r for r in batch if tuple(sorted(r.tags)) == labels]
+            for labels in {self.memories.embedding_labels(r) for r in batch}:  # labels travel with their texts
+                group = [r for r in batch if self.memories.embedding_labels(r) == labels]
                 result = await self.memories.embed([r.text for r in group], list(labels))
                 if result is None:
                     return done

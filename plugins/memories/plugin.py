@@ -39,6 +39,10 @@ Settings (`[plugins.memories]`):
     include = ["**/*.md", "**/*.txt", "**/*.pdf"]   # the default
     exclude = ["drafts/**"]     # hidden files and folders are always left out
     namespace = "default"       # whose memories its notes become (the default: the owner's)
+    labels = ["private"]        # data labels of its every passage (labelling.py): private stays local
+
+    [plugins.memories.labels.private]   # more memories labelled (a tag named "private" always is)
+    tags = ["health"]           # by tag, source name, kind or namespace
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ ARCHIVE_SERVICE = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"]
 KINDS = ["note", "fact", "event", "learning-example", "task", "preference", "summary"]
 SETTINGS = {"backend", "postgres_dsn", "postgres_dsn_env", "postgres_pool_size", "kinds", "max_text_chars", "embedding_model",
             "synchronous", "ann_threshold", "restatements", "restatement_min_similarity", "watch", "rescan_seconds",
-            "watch_debounce_ms", "source", "namespaces", "shared"}
+            "watch_debounce_ms", "source", "namespaces", "shared", "labels"}
 
 
 class MemoriesPlugin:
@@ -74,6 +78,7 @@ class MemoriesPlugin:
         self.store: Any = None
         self.servicer: Any = None
         self.sources: Any = None
+        self.labeller: Any = None  # which data labels a memory carries (labelling.py), from config
         self.configured_sources: list = []
         self.watch, self.rescan_seconds, self.watch_debounce_ms = True, 300.0, 500
         self.channel: Any = None
@@ -119,6 +124,12 @@ class MemoriesPlugin:
         if context.credentials is not None:  # a gateway's user named "family" must not become the family
             context.credentials.reserve(shared)
         self.configured_sources = self._configured_sources(config.get("source", []))
+        from .labelling import Labeller
+
+        source_labels = {str(e.get("name", "")): e.get("labels", []) for e in config.get("source", [])}
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in source_labels.values()):
+            raise ValueError('[[plugins.memories.source]] labels is a list of names: labels = ["private"]')
+        self.labeller = Labeller.from_config(config.get("labels", {}), source_labels)
         self.data_dir = context.data_dir
         self.folder = context.data_dir / "memories"
         self.open_store = store_opener(config, self.folder, self.synchronous)
@@ -136,10 +147,10 @@ class MemoriesPlugin:
             raise ValueError("[[plugins.memories.source]] entries are tables: name, path, include, exclude")
         sources = []
         for entry in entries:
-            unknown = set(entry) - {"name", "path", "include", "exclude", "namespace"}
+            unknown = set(entry) - {"name", "path", "include", "exclude", "namespace", "labels"}
             if unknown:
                 raise ValueError(f"[[plugins.memories.source]] has no setting {', '.join(sorted(unknown))} "
-                                 "(name, path, include, exclude, namespace)")
+                                 "(name, path, include, exclude, namespace, labels)")
             try:
                 sources.append(source_row(str(entry.get("name", "")), str(entry.get("path", "")), list(entry.get("include", [])),
                                           list(entry.get("exclude", [])), True, str(entry.get("namespace", DEFAULT))))

@@ -27,6 +27,7 @@ from .ann_index import AnnIndex
 from .bulk import MAX_BULK, SAMPLE, confirmation, retagged
 from .currency import current_first
 from .fusion import fuse, query_terms
+from .labelling import Labeller
 from .namespaces import DEFAULT, Access, Denied, caller
 from .restatement import restates
 from .store import DuplicateContent, Link, Query, Record, version_body
@@ -49,6 +50,9 @@ EMBED_TIMEOUT = 120.0
 
 class Invalid(ValueError):
     pass
+
+
+PLAIN = Labeller()  # a tag named "private" is the label, no rules
 
 
 def now_ms() -> int:
@@ -74,11 +78,11 @@ def new_id() -> str:
     return f"m{now_ms():012x}{os.urandom(5).hex()}"
 
 
-def to_proto(r: Record, superseded_by: str = "") -> pb.Memory:
+def to_proto(r: Record, superseded_by: str = "", labeller: Labeller = PLAIN) -> pb.Memory:
     m = pb.Memory(
         id=r.id, kind=r.kind, text=r.text, tags=r.tags, metadata=r.metadata, source=r.source,
         embedding_model=r.embedding_model, dimension=0 if r.embedding is None else len(r.embedding),
-        content_hash=r.content_hash, superseded_by=superseded_by, namespace=r.namespace,
+        content_hash=r.content_hash, superseded_by=superseded_by, namespace=r.namespace, labels=labeller.labels_of(r),
     )
     m.created_at.FromMilliseconds(r.created_at)
     m.updated_at.FromMilliseconds(r.updated_at)
@@ -105,6 +109,18 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         self.switch_task: asyncio.Task | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
+    def to_proto(self, record: Record, superseded_by: str = "") -> pb.Memory:
+        """The memory as the contract has it, with the labels config gives it (labelling.py)."""
+        return to_proto(record, superseded_by, self.p.labeller or PLAIN)
+
+    def labels_of(self, record: Record) -> list[str]:
+        return (self.p.labeller or PLAIN).labels_of(record)
+
+    def embedding_labels(self, record: Record) -> tuple[str, ...]:
+        """What an Embed of the memory's text is labelled with: its tags (as a Store's request
+        was) and its labels."""
+        return tuple(sorted({*record.tags, *self.labels_of(record)}))
+
     @property
     def store(self):
         store = self.p.store
@@ -329,7 +345,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         digest = content_hash(kind, text, tags, namespace)
         existing = await self.read(self.store.by_hash, digest)  # the common repeat costs no embedding
         if existing is not None and existing.namespace == namespace and (existing.expires_at is None or existing.expires_at > now):
-            return pb.StoreResponse(id=existing.id, created=False, memory=to_proto(existing))
+            return pb.StoreResponse(id=existing.id, created=False, memory=self.to_proto(existing))
         supersedes, rule = "", ""
         if request.supersedes:
             old = await self._visible(request.supersedes, access, now)
@@ -348,7 +364,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         )
         # Embed first so one transaction writes the memory with its vector; without an embedding
         # it is stored all the same (acknowledged means stored).
-        result = await self.embed([text], tags)
+        result = await self.embed([text], [*tags, *self.labels_of(record)])
         if result is not None:
             record.embedding_model, record.embedding = result[0], result[1][0]
             if not supersedes and self.p.restatements != "off":
@@ -363,13 +379,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         # atomically, and the loser answers with the winner's memory, as a sequential repeat would.
         record, created = await self.io(self.store.put, record, now)
         if not created:
-            return pb.StoreResponse(id=record.id, created=False, memory=to_proto(record))
+            return pb.StoreResponse(id=record.id, created=False, memory=self.to_proto(record))
         await self.index_new(record)
         if supersedes:
             await self.io(self.store.supersede, supersedes, record.id, rule, now)
             log.info("memories.superseded", old_id=supersedes, new_id=record.id, rule=rule)
         self.announce("memory.stored", record)
-        return pb.StoreResponse(id=record.id, created=True, memory=to_proto(record), supersedes=supersedes, rule=rule)
+        return pb.StoreResponse(id=record.id, created=True, memory=self.to_proto(record), supersedes=supersedes, rule=rule)
 
     async def _fold(self, record: Record, into: str, rule: str, now: int, context) -> pb.StoreResponse:
         """`restatements = "update"`: the restated memory takes the new text (and its kind, tags,
@@ -409,7 +425,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no memory {request.id!r} (it may have expired or been deleted)")
         newer = await self._newer([record.id])
-        return pb.GetResponse(memory=to_proto(record, newer.get(record.id, "")))
+        return pb.GetResponse(memory=self.to_proto(record, newer.get(record.id, "")))
 
     async def Search(self, request, context):
         mode = request.mode or HYBRID
@@ -454,7 +470,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             matched = [m for m, name in ((SEMANTIC, "semantic"), (KEYWORD, "keyword")) if name in entry]
             results.append(
                 pb.SearchResult(
-                    memory=to_proto(record, newer.get(memory_id, "")), score=entry["hybrid"], matched=matched,
+                    memory=self.to_proto(record, newer.get(memory_id, "")), score=entry["hybrid"], matched=matched,
                     semantic_score=entry.get("semantic", 0.0), keyword_score=entry.get("keyword", 0.0),
                 )
             )
@@ -510,7 +526,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         updated.updated_at = now
         updated.content_hash = content_hash(updated.kind, updated.text, updated.tags, updated.namespace)
         if "text" in paths and updated.text != record.text:
-            result = await self.embed([updated.text], updated.tags)
+            result = await self.embed([updated.text], [*updated.tags, *self.labels_of(updated)])
             updated.embedding_model, updated.embedding = (result[0], result[1][0]) if result else ("", None)
         return pb.UpdateResponse(memory=await self._replace(updated, record, "update", now, context))
 
@@ -521,7 +537,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         except DuplicateContent as clash:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(clash))
         newer = await self._newer([updated.id])
-        return to_proto(updated, newer.get(updated.id, ""))
+        return self.to_proto(updated, newer.get(updated.id, ""))
 
     async def _rewrite(self, updated: Record, previous: Record, cause: str, now: int, keep: bool = True) -> None:
         """_replace, raising DuplicateContent when `updated` would be a copy of another memory;
@@ -540,11 +556,11 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         links = await self.read(self.store.links, [record.id])
         older = [link_proto(link) for link in links if link.new_id == record.id]
         newer = next((link for link in links if link.old_id == record.id), None)
-        reply = pb.HistoryResponse(memory=to_proto(record, newer.new_id if newer else ""), supersedes=older)
+        reply = pb.HistoryResponse(memory=self.to_proto(record, newer.new_id if newer else ""), supersedes=older)
         if newer is not None:
             reply.superseded_by.CopyFrom(link_proto(newer))
         for v in versions:
-            version = reply.versions.add(version=v.version, memory=to_proto(v.record), cause=v.cause)
+            version = reply.versions.add(version=v.version, memory=self.to_proto(v.record), cause=v.cause)
             version.replaced_at.FromMilliseconds(v.replaced_at)
         return reply
 
@@ -564,7 +580,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                              "metadata": old.metadata, "source": old.source, "updated_at": now})
         restored.content_hash = content_hash(restored.kind, restored.text, restored.tags, restored.namespace)
         if restored.text != record.text:
-            result = await self.embed([restored.text], restored.tags)
+            result = await self.embed([restored.text], [*restored.tags, *self.labels_of(restored)])
             restored.embedding_model, restored.embedding = (result[0], result[1][0]) if result else ("", None)
         return pb.RevertResponse(memory=await self._replace(restored, record, f"revert to {chosen.version}", now, context))
 
@@ -648,7 +664,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         token = confirmation(self.p.secret, action, shown.SerializeToString(deterministic=True),
                              [(r.id, r.content_hash) for r in matched])
         newer = await self._newer([r.id for r in matched[:SAMPLE]])
-        reply = pb.BulkOutcome(matched=len(matched), sample=[to_proto(r, newer.get(r.id, "")) for r in matched[:SAMPLE]])
+        reply = pb.BulkOutcome(matched=len(matched), sample=[self.to_proto(r, newer.get(r.id, "")) for r in matched[:SAMPLE]])
         if request.dry_run:
             reply.confirm = token
             return None, reply
@@ -695,7 +711,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         records = records[:size]
         newer = await self._newer([r.id for r in records])
         return pb.ListResponse(
-            memories=[to_proto(r, newer.get(r.id, "")) for r in records],
+            memories=[self.to_proto(r, newer.get(r.id, "")) for r in records],
             next_page_token=self._token(records[-1], filter_bytes) if more else "",
         )
 
@@ -755,8 +771,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         yield pb.ReindexResponse(done=0, total=total, embedding_model=model)
         for start in range(0, total, 32):
             batch = records[start : start + 32]
-            for labels in {tuple(sorted(r.tags)) for r in batch}:  # labels travel with their texts
-                group = [r for r in batch if tuple(sorted(r.tags)) == labels]
+            for labels in {self.embedding_labels(r) for r in batch}:  # labels travel with their texts
+                group = [r for r in batch if self.embedding_labels(r) == labels]
                 result = await self.embed([r.text for r in group], list(labels))
                 if result is None or result[0] != model:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, f"embedding stopped after {done} of {total}; run reindex again")

@@ -27,7 +27,7 @@ def seeded(console, garden):
 def pages(seeded) -> dict[str, str]:
     return {
         "overview": "", "memories": "memories", "memory": f"memories/{seeded['memory']}", "run": "run",
-        "traces": "traces", "trace": f"traces/{seeded['trace']}", "audit": "audit", "policies": "policies",
+        "traces": "traces", "trace": f"traces/{seeded['trace']}", "audit": "audit", "approvals": "approvals", "policies": "policies",
         "models": "models", "activity": "activity", "login": "login",
     }
 

@@ -70,7 +70,7 @@ def test_private_data_never_goes_to_a_remote_provider(gov, channel_to, counter_p
     private = (("x-cortex-labels", "private"),)
     reply, call = counter.Get.with_call(counter_pb2.GetRequest(), timeout=5, metadata=private)
     assert reply.provider == "laptop" and cloud.calls == 0
-    assert dict(call.trailing_metadata())["x-cortex-route"] == "cloud:denied,laptop:ok"
+    assert dict(call.trailing_metadata())["x-cortex-route"] == "cloud:skipped,laptop:ok"
     assert counter.Get(counter_pb2.GetRequest(), timeout=5).provider == "cloud"  # not private: allowed
     decision = explain(stub, provider="openai", local=False, labels=["private"])
     assert decision.effect == DENY and "builtin/private-stays-local" in decision.rule_ids

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cortex.kernel.live_install import install
 from cortex.kernel.security.credentials import AuthError, Credentials, KeyStore, parse_expiry
+from cortex.kernel.security.live_install import install
 
 
 def test_expiry_accepts_durations_and_times_and_says_what_it_wants():

@@ -164,7 +164,8 @@ class ScriptedOpenAI(FakeOpenAI):
     """FakeOpenAI answering chat completions from a script, for a server in a process of its own:
     each entry {"when": text, "cite": text, "reply": "... [{n}]"} answers a request whose last
     message holds `when`, with {n} the number of the "[n] ..." note line holding `cite`; no entry
-    matches: "I don't know.". Every request is appended to `record` as a JSON line."""
+    matches: "I don't know."; an entry with "echo": true says the request's last message back. Every
+    request is appended to `record` as a JSON line."""
 
     def __init__(self, script: list[dict[str, str]], record: str) -> None:
         super().__init__()
@@ -173,6 +174,8 @@ class ScriptedOpenAI(FakeOpenAI):
 
     def scripted(self, prompt: str) -> str:
         for entry in self.script:
+            if entry["when"] in prompt and entry.get("echo"):  # {"when": "", "echo": true}: say back what came
+                return f"echo: {prompt}"
             if entry["when"] in prompt:
                 cited = next((line.split("]", 1)[0].lstrip("[") for line in prompt.splitlines()
                               if line.startswith("[") and entry.get("cite", "\0") in line), "")

@@ -57,7 +57,7 @@ class SimulateRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ...) -> None: ...
 
 class StepSimulation(_message.Message):
-    __slots__ = ("step_id", "method", "allowed", "reasons", "provider", "references_ok", "problem")
+    __slots__ = ("step_id", "method", "allowed", "reasons", "provider", "references_ok", "problem", "asks")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class StepSimulation(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     REFERENCES_OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     method: str
     allowed: bool
@@ -72,7 +73,8 @@ class StepSimulation(_message.Message):
     provider: str
     references_ok: bool
     problem: str
-    def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., references_ok: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+    asks: bool
+    def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., references_ok: _Optional[bool] = ..., problem: _Optional[str] = ..., asks: _Optional[bool] = ...) -> None: ...
 
 class SimulateResponse(_message.Message):
     __slots__ = ("ok", "steps")
@@ -91,7 +93,7 @@ class ExecuteRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., goal: _Optional[str] = ...) -> None: ...
 
 class StepRecord(_message.Message):
-    __slots__ = ("step_id", "method", "state", "request_json", "request_sha256", "response_json", "response_sha256", "provider", "status", "error", "started_unix_ms", "latency_ms", "route")
+    __slots__ = ("step_id", "method", "state", "request_json", "request_sha256", "response_json", "response_sha256", "provider", "status", "error", "started_unix_ms", "latency_ms", "route", "approval_id")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[StepRecord.State]
@@ -99,11 +101,13 @@ class StepRecord(_message.Message):
         STATE_FINISHED: _ClassVar[StepRecord.State]
         STATE_FAILED: _ClassVar[StepRecord.State]
         STATE_SKIPPED: _ClassVar[StepRecord.State]
+        STATE_WAITING: _ClassVar[StepRecord.State]
     STATE_UNSPECIFIED: StepRecord.State
     STATE_STARTED: StepRecord.State
     STATE_FINISHED: StepRecord.State
     STATE_FAILED: StepRecord.State
     STATE_SKIPPED: StepRecord.State
+    STATE_WAITING: StepRecord.State
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +121,7 @@ class StepRecord(_message.Message):
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     method: str
     state: StepRecord.State
@@ -130,7 +135,8 @@ class StepRecord(_message.Message):
     started_unix_ms: int
     latency_ms: float
     route: str
-    def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ...) -> None: ...
+    approval_id: str
+    def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
     __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history")

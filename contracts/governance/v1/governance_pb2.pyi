@@ -14,6 +14,7 @@ class Effect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EFFECT_UNSPECIFIED: _ClassVar[Effect]
     EFFECT_ALLOW: _ClassVar[Effect]
     EFFECT_DENY: _ClassVar[Effect]
+    EFFECT_ASK: _ClassVar[Effect]
 
 class Locality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -23,6 +24,7 @@ class Locality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 EFFECT_UNSPECIFIED: Effect
 EFFECT_ALLOW: Effect
 EFFECT_DENY: Effect
+EFFECT_ASK: Effect
 LOCALITY_UNSPECIFIED: Locality
 LOCALITY_LOCAL: Locality
 LOCALITY_REMOTE: Locality
@@ -67,7 +69,7 @@ class Rule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., effect: _Optional[_Union[Effect, str]] = ..., services: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[str]] = ..., principals: _Optional[_Iterable[str]] = ..., provider: _Optional[_Union[Locality, str]] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ..., privacy_mode: _Optional[str] = ..., not_before: _Optional[str] = ..., not_after: _Optional[str] = ..., overridable: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class CallDescription(_message.Message):
-    __slots__ = ("service", "method", "principal", "provider", "provider_local", "fields", "labels", "actor")
+    __slots__ = ("service", "method", "principal", "provider", "provider_local", "fields", "labels", "actor", "redacted", "approval_id")
     class FieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,13 @@ class CallDescription(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class RedactedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +92,8 @@ class CallDescription(_message.Message):
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     service: str
     method: str
     principal: str
@@ -91,7 +102,9 @@ class CallDescription(_message.Message):
     fields: _containers.ScalarMap[str, str]
     labels: _containers.RepeatedScalarFieldContainer[str]
     actor: str
-    def __init__(self, service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., provider_local: _Optional[bool] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ...) -> None: ...
+    redacted: _containers.ScalarMap[str, int]
+    approval_id: str
+    def __init__(self, service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., provider_local: _Optional[bool] = ..., fields: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., redacted: _Optional[_Mapping[str, int]] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("call",)
@@ -158,7 +171,7 @@ class RemovePolicyResponse(_message.Message):
     def __init__(self, removed: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
 
 class Proof(_message.Message):
-    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms", "parent_call_id", "actor")
+    __slots__ = ("call_id", "service", "method", "principal", "provider", "status", "request_sha256", "response_sha256", "messages", "decision", "latency_ms", "parent_call_id", "actor", "approval")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +185,7 @@ class Proof(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     service: str
     method: str
@@ -185,7 +199,96 @@ class Proof(_message.Message):
     latency_ms: float
     parent_call_id: str
     actor: str
-    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    approval: Approval
+    def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ..., actor: _Optional[str] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
+
+class Approval(_message.Message):
+    __slots__ = ("id", "state", "call", "request_sha256", "summary", "rule_ids", "reasons", "call_id", "requested_unix_nanos", "expires_unix_nanos", "decided_by", "decided_unix_nanos", "note", "used_by_call_id")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Approval.State]
+        STATE_PENDING: _ClassVar[Approval.State]
+        STATE_APPROVED: _ClassVar[Approval.State]
+        STATE_DENIED: _ClassVar[Approval.State]
+        STATE_EXPIRED: _ClassVar[Approval.State]
+    STATE_UNSPECIFIED: Approval.State
+    STATE_PENDING: Approval.State
+    STATE_APPROVED: Approval.State
+    STATE_DENIED: Approval.State
+    STATE_EXPIRED: Approval.State
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    RULE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    USED_BY_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: Approval.State
+    call: CallDescription
+    request_sha256: bytes
+    summary: str
+    rule_ids: _containers.RepeatedScalarFieldContainer[str]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    call_id: str
+    requested_unix_nanos: int
+    expires_unix_nanos: int
+    decided_by: str
+    decided_unix_nanos: int
+    note: str
+    used_by_call_id: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[Approval.State, str]] = ..., call: _Optional[_Union[CallDescription, _Mapping]] = ..., request_sha256: _Optional[bytes] = ..., summary: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., call_id: _Optional[str] = ..., requested_unix_nanos: _Optional[int] = ..., expires_unix_nanos: _Optional[int] = ..., decided_by: _Optional[str] = ..., decided_unix_nanos: _Optional[int] = ..., note: _Optional[str] = ..., used_by_call_id: _Optional[str] = ...) -> None: ...
+
+class ListApprovalsRequest(_message.Message):
+    __slots__ = ("pending_only", "limit")
+    PENDING_ONLY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    pending_only: bool
+    limit: int
+    def __init__(self, pending_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListApprovalsResponse(_message.Message):
+    __slots__ = ("approvals",)
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    approvals: _containers.RepeatedCompositeFieldContainer[Approval]
+    def __init__(self, approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ...) -> None: ...
+
+class DecideApprovalRequest(_message.Message):
+    __slots__ = ("id", "approve", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    approve: bool
+    note: str
+    def __init__(self, id: _Optional[str] = ..., approve: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DecideApprovalResponse(_message.Message):
+    __slots__ = ("approval",)
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
+
+class WaitApprovalRequest(_message.Message):
+    __slots__ = ("id", "wait_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    wait_seconds: float
+    def __init__(self, id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class WaitApprovalResponse(_message.Message):
+    __slots__ = ("approval",)
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
 
 class PolicyChange(_message.Message):
     __slots__ = ("action", "rule", "principal")
@@ -206,7 +309,7 @@ class Genesis(_message.Message):
     def __init__(self, public_key: _Optional[bytes] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
-    __slots__ = ("seq", "time_unix_nanos", "prev_hash", "genesis", "decision", "proof", "policy_change", "call_id", "call", "hash", "signature")
+    __slots__ = ("seq", "time_unix_nanos", "prev_hash", "genesis", "decision", "proof", "policy_change", "approval", "call_id", "call", "hash", "signature")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +317,7 @@ class AuditEntry(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     POLICY_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
@@ -225,11 +329,12 @@ class AuditEntry(_message.Message):
     decision: Decision
     proof: Proof
     policy_change: PolicyChange
+    approval: Approval
     call_id: str
     call: CallDescription
     hash: bytes
     signature: bytes
-    def __init__(self, seq: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., policy_change: _Optional[_Union[PolicyChange, _Mapping]] = ..., call_id: _Optional[str] = ..., call: _Optional[_Union[CallDescription, _Mapping]] = ..., hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., policy_change: _Optional[_Union[PolicyChange, _Mapping]] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ..., call_id: _Optional[str] = ..., call: _Optional[_Union[CallDescription, _Mapping]] = ..., hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class GetProofRequest(_message.Message):
     __slots__ = ("id",)

@@ -82,6 +82,21 @@ class GovernanceServiceStub:
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/ListApprovals',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.DecideApproval = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/DecideApproval',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.FromString,
+                _registered_method=True)
+        self.WaitApproval = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/WaitApproval',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalResponse.FromString,
+                _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/cortex.governance.v1.GovernanceService/GetConsistencyProof',
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetConsistencyProofRequest.SerializeToString,
@@ -159,6 +174,30 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovals(self, request, context):
+        """ListApprovals lists the calls waiting for a person (a rule with effect "ask" matched them),
+        and those decided, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideApproval(self, request, context):
+        """DecideApproval approves or denies a waiting call; only admin, unless a rule allows another
+        principal. The decision (who, when, what) is an entry of the signed audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitApproval(self, request, context):
+        """WaitApproval returns once the approval is decided or has expired (denied), or when the
+        request's wait ends, with the approval as it stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetConsistencyProof(self, request, context):
         """GetConsistencyProof returns the RFC 9162 consistency proof between two sizes of the log:
         with it, a tree head kept earlier and a newer one show that the log only grew.
@@ -214,6 +253,21 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.FromString,
                     response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'DecideApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideApproval,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.SerializeToString,
+            ),
+            'WaitApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitApproval,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalResponse.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConsistencyProof,
@@ -466,6 +520,87 @@ class GovernanceService:
             '/cortex.governance.v1.GovernanceService/GetCheckpoint',
             cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointRequest.SerializeToString,
             cortex_dot_governance_dot_v1_dot_governance__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/ListApprovals',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/DecideApproval',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/WaitApproval',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 
 class Memory(_message.Message):
-    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash", "superseded_by", "namespace")
+    __slots__ = ("id", "kind", "text", "tags", "metadata", "source", "created_at", "updated_at", "expires_at", "embedding_model", "dimension", "content_hash", "superseded_by", "namespace", "labels")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Memory(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     text: str
@@ -61,7 +62,8 @@ class Memory(_message.Message):
     content_hash: str
     superseded_by: str
     namespace: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ..., superseded_by: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., content_hash: _Optional[str] = ..., superseded_by: _Optional[str] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
     __slots__ = ("text", "kind", "tags", "metadata", "source", "ttl_seconds", "supersedes", "namespace")

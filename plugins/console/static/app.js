@@ -191,13 +191,14 @@ export function badge(map, value) {
   return h("span", { class: `badge badge-${kind}` }, text);
 }
 
-export const EFFECT = { EFFECT_ALLOW: ["allow", "ok"], EFFECT_DENY: ["deny", "bad"] };
+export const EFFECT = { EFFECT_ALLOW: ["allow", "ok"], EFFECT_DENY: ["deny", "bad"], EFFECT_ASK: ["ask", "warn"] };
 
 // a traced step's state, as people say it (cortex.cerebrum.v1.StepRecord.State)
-export const STEP_STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running" };
+export const STEP_STATE = { STATE_FINISHED: "done", STATE_FAILED: "failed", STATE_SKIPPED: "skipped", STATE_STARTED: "running",
+  STATE_WAITING: "waiting for approval" };
 
 // each page is pages/<its path>.js; the console's root is the overview
-const PAGES = new Set(["memories", "run", "traces", "audit", "policies", "models", "activity", "login"]);
+const PAGES = new Set(["memories", "run", "traces", "audit", "approvals", "policies", "models", "activity", "login"]);
 
 async function whoAmI() {
   const who = document.getElementById("who");

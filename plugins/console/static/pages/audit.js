@@ -8,11 +8,15 @@ const TAIL = 50;
 function row(entry) {
   const call = entry.proof ?? entry.call ?? {};
   const decision = entry.proof?.decision ?? entry.decision ?? {};
-  const kind = entry.genesis ? "genesis" : entry.policy_change ? `policy ${entry.policy_change.action ?? ""}` : entry.proof ? "proof" : "decision";
+  const approval = entry.approval;
+  const kind = entry.genesis ? "genesis" : entry.policy_change ? `policy ${entry.policy_change.action ?? ""}` : entry.proof ? "proof"
+    : approval ? `approval ${(approval.state ?? "").replace("STATE_", "").toLowerCase()}` : "decision";
   return {
     seq: entry.seq, time: new Date(Number(BigInt(entry.time_unix_nanos ?? 0) / 1000000n)).toLocaleString(), kind,
-    who: call.principal ?? entry.policy_change?.principal ?? entry.genesis?.created_by ?? "",
-    what: call.service ? `${call.service}/${call.method}` : entry.policy_change?.rule?.id ?? "",
+    who: approval ? `${approval.decided_by || "(expiry)"} for ${approval.call?.principal ?? ""}`
+      : call.principal ?? entry.policy_change?.principal ?? entry.genesis?.created_by ?? "",
+    what: approval ? `${approval.id} ${approval.call?.service ?? ""}/${approval.call?.method ?? ""}`
+      : call.service ? `${call.service}/${call.method}` : entry.policy_change?.rule?.id ?? "",
     effect: decision.effect ?? "",
     reasons: (decision.reasons ?? []).join("; "), status: entry.proof?.status ?? "",
   };

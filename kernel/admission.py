@@ -83,9 +83,9 @@ class Admitter:
                 decision = await self.host.authorize(call)
             except RouterError as error:  # a plugin that must judge every call cannot now
                 return Admission(False, error.details(), error.code(), step="policy", whole_call=True)
-            if not decision.allow:  # (a call waiting for approval is refused whole, with its id)
+            if not decision.allow:  # (a call waiting for approval, or over its quota of them, is refused whole)
                 return Admission(False, "; ".join(decision.reasons) or "denied", decision.code or Code.PERMISSION_DENIED,
-                                 decision, "policy", bool(decision.approval))
+                                 decision, "policy", bool(decision.approval) or decision.code == Code.RESOURCE_EXHAUSTED)
         breaker = provider.breaker
         if not (breaker.allow() if call is not None and probe else breaker.would_allow()):
             why = f"next probe in {breaker.retry_after():.1f}s" if breaker.retry_after() else "its one probe is in flight"

@@ -119,9 +119,9 @@ class Call:
     # the call may reach local providers only: its request asked (`local_only`), or the call it
     # was made for did (a caller's constraint follows its nested calls like its rights)
     local_only: bool = False
-    # the labels of the data it carries ("private"): its request's, its caller's, and those of what
-    # its own nested calls returned (security/labels.py); policy judges them (private stays local)
-    labels: set[str] = field(default_factory=set)
+    # the labels of the data it carries ("private"): its request's, its caller's, and those of what its
+    labels: set[str] = field(default_factory=set)  # nested calls returned (security/labels.py)
+    gathered: set[str] = field(default_factory=set)  # ...those last, which it hands on to its own caller
     redacted: dict[str, int] = field(default_factory=dict)  # spans redacted before a remote provider, by kind
 
     def __post_init__(self) -> None:
@@ -274,6 +274,10 @@ class LocalContext:
     @property
     def call_id(self) -> str:
         return self._call.id
+
+    @property
+    def labels(self) -> set[str]:  # the call's data labels: kept with what it stores, added to from what it reads back
+        return self._call.labels
 
     @property
     def principal(self) -> str:

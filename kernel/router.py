@@ -129,11 +129,7 @@ class Router:
         self.registry, self.host, self.config = registry, host, config
         self.owners = config.kernel_section.owners  # for LocalContext.namespace
         self.admission = Admitter(host, config, self.owners)
-        privacy = config.privacy
-        try:  # personal data out of requests for remote providers (security/outbound.py)
-            self.redaction = Redaction(privacy.redact, privacy.kinds, privacy.patterns, privacy.regions, privacy.services)
-        except ValueError as exc:
-            raise config.error(str(exc), "patterns") from None
+        self.redaction = Redaction.of(config.privacy, config.error)  # personal data out of remote providers' requests
 
     # -- choosing -------------------------------------------------------------------------------
     async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0, probe: bool = True) -> bool:
@@ -362,7 +358,7 @@ class Router:
     async def _try_unary(self, attempt: _Try, method: MethodInfo, request: Any, call: Call) -> None:
         serving = CURRENT_CALL.set(call)  # calls the provider makes are this call's children
         try:
-            outbound = self.redaction.outbound(attempt.provider, request, call)
+            outbound = await self.redaction.outbound(attempt.provider, request, call)
             attempt.response = outbound.restore(await attempt.call_unary(method, outbound.request, call))
         except Exception as exc:  # noqa: BLE001 - classified (a cancellation is no Exception: it goes on up)
             attempt.failure = self._classify(exc, attempt.provider, attempt.timeout, attempt.is_deadline, call)
@@ -400,7 +396,7 @@ class Router:
         wait = attempt.timeout
         messages, message = None, None
         try:
-            outbound = self.redaction.outbound(attempt.provider, request, call)
+            outbound = await self.redaction.outbound(attempt.provider, request, call)
             messages = attempt.provider.stream(method, outbound.request, call, attempt.context, attempt.timeout)
             while True:
                 # the provider's own timeout bounds the wait for the first message
@@ -409,17 +405,17 @@ class Router:
                 try:
                     async with asyncio.timeout(wait):
                         message = await anext(messages)
-                except StopAsyncIteration:
-                    if (message := outbound.rest(method.output)) is None:
-                        break
-                else:
                     if not isinstance(message, method.output):
                         raise TypeError(f"streamed a {type(message).__name__}")
-                    message = outbound.feed(message)
+                    message = outbound.feed(message)  # (None: held back, a redacted stream goes one message late)
+                except StopAsyncIteration:
+                    if (message := outbound.last()) is None:
+                        break
                 finally:
                     CURRENT_CALL.reset(serving)
-                route.sent += 1
-                yield message
+                if message is not None:
+                    route.sent += 1
+                    yield message
             attempt.check_context()
         except (asyncio.CancelledError, GeneratorExit):
             raise

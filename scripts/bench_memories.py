@@ -158,10 +158,13 @@ def encryption_cost(opts) -> int:
     from cortex.kernel.sdk import at_rest
 
     size, figures = opts.sizes[0], {}
-    os.environ[at_rest.PASSPHRASE_ENV] = "bench passphrase"  # the encrypted store's key, as `cortex serve` gets it
     for variant in ("plain", "encrypted"):
         data_dir = Path(tempfile.mkdtemp(prefix=f"cortex-bench-{variant}-"))
+        # the encrypted store's key, as `cortex serve` gets it (set for the plain one, it would
+        # encrypt that new data dir too)
+        os.environ.pop(at_rest.PASSPHRASE_ENV, None)
         if variant == "encrypted":
+            os.environ[at_rest.PASSPHRASE_ENV] = "bench passphrase"
             at_rest.write_marker(data_dir, at_rest.create(data_dir, os.environ[at_rest.PASSPHRASE_ENV])[0])
         rng = np.random.default_rng(0)
         store = SqliteStore(data_dir / "memories" / "memories.db", "FULL")

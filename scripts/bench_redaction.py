@@ -11,6 +11,11 @@ the common case), and redact+restore "warm": a chat resends its history every tu
 matcher's verdicts on runs it has seen are cached (the other figures clear that cache before each
 call). Each figure is the p50 of `calls` timed calls after a warm-up; the ratio is redact+restore
 (cold) / copy.
+
+Then "adversarial": `Redactor.find` of texts built to be slow (one long run of digits and
+separators, thousands of SSN-shaped values, dotted number pairs), cold, p50 of 5 calls, next to the
+baseline of ordinary notes of the same size with nothing to find. Before the phone finder cut runs
+into bounded windows and capped its work per text, `"1 " * 20000` alone took 9 s.
 """
 
 from __future__ import annotations
@@ -109,6 +114,32 @@ def measure(redactor: Redactor, size: int, calls: int, rng: random.Random) -> di
     return figures
 
 
+ADVERSARIAL = {
+    '"1 " * 100000': "1 " * 100000,
+    '"536-22-8726 " * 5000': "536-22-8726 " * 5000,
+    '"1.2 " * 50000': "1.2 " * 50000,
+}
+
+
+def adversarial(redactor: Redactor, rng: random.Random, calls: int = 5) -> dict[str, dict[str, float]]:
+    figures = {}
+    for name, text in ADVERSARIAL.items():
+        baseline = notes(len(text), False, rng)
+
+        def cold(t: str) -> Callable[[], object]:
+            def run() -> object:
+                redactor.clear_cache()
+                return redactor.find(t)
+            return run
+
+        figures[name] = {
+            "chars": len(text),
+            "find_ms": p50_us(cold(text), calls) / 1000,
+            "baseline_ms": p50_us(cold(baseline), calls) / 1000,
+        }
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
@@ -117,12 +148,16 @@ def main() -> int:
     opts = parser.parse_args()
     rng = random.Random(7)
     redactor = Redactor()  # every kind, the default regions
-    results = {}
+    results: dict[object, object] = {}
     for size in (int(s) for s in opts.sizes.split(",")):
         f = results[size] = measure(redactor, size, opts.calls, rng)
         print(f"{size:>6} chars ({f['spans']:.0f} spans): copy p50 {f['copy_us']:6.1f} us   redact+restore p50 "
               f"{f['redact_restore_us']:8.1f} us (x{f['ratio']:.0f})   warm {f['redact_restore_warm_us']:8.1f} us   "
               f"nothing found p50 {f['nothing_found_us']:8.1f} us")
+    results["adversarial"] = adv = adversarial(redactor, rng)
+    for name, a in adv.items():
+        print(f"adversarial {name:<24} {a['chars']:>7.0f} chars: find p50 {a['find_ms']:7.1f} ms   "
+              f"baseline (notes, same size) {a['baseline_ms']:7.1f} ms")
     if opts.json:
         with open(opts.json, "w") as out:
             json.dump(results, out, indent=2)

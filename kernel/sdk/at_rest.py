@@ -7,17 +7,26 @@ one opener every such store uses.
 
 A data dir is encrypted when it holds `encryption.json` (MARKER). It is not a secret: it says how
 the key is made (scrypt, its parameters, a random salt) and carries a key check (HMAC-SHA256 of a
-fixed text under the key), so that a wrong passphrase is told apart from a damaged database. The
+fixed text under the key), so that a wrong passphrase is told apart from a damaged database; its
+fields are checked on read (a tampered one is "damaged", never a slow or failing derivation). The
 passphrase is never kept in the data dir; it comes from, in order:
 
 - CORTEX_PASSPHRASE, the passphrase itself, or CORTEX_KEY_FILE, a file holding it (refused inside
-  the data dir: a key kept beside what it locks protects nothing); one of the two, not both;
+  the data dir: a key kept beside what it locks protects nothing; refused when others may read or
+  change it, as ssh does); one of the two, not both;
 - the OS keyring (service "cortex-os", user the data dir's absolute path), where one works: a
   keyring that raises, or none installed, is simply not there.
 
 The key is derived once per process (scrypt is slow on purpose) and handed to SQLCipher as a raw
 key (`PRAGMA key = "x'..'"`), so that opening a database, or each thread's read connection, costs
-no second derivation. In a data dir without the marker `connect` is the standard sqlite3's. The
+no second derivation.
+
+Without the marker, a passphrase set in the environment is not ignored (that would fail open: a
+deleted marker, or a passphrase set before `encrypt` was ever run, would mean text in the clear):
+a data dir holding none of DATABASES yet gets its marker then (its stores are created encrypted);
+one holding plain databases is refused (run `cortex memories encrypt`, or unset the variable); one
+holding encrypted databases is refused saying that the marker is missing, with or without a
+passphrase. Otherwise, in a data dir without the marker `connect` is the standard sqlite3's. The
 two modules speak DB-API alike, but their exceptions are classes of their own: `errors()` names
 both. `cortex memories encrypt` turns a data dir's encryption on (`encrypt_database`, `create`).
 """
@@ -47,6 +56,15 @@ KEYRING_SERVICE = "cortex-os"
 MIN_PASSPHRASE_CHARS = 8  # asked of a new passphrase only: one that opened a data dir keeps opening it
 # OWASP's scrypt parameters: about 0.5 s and 128 MiB per derivation, once per process
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+SCRYPT_MAXMEM = 256 * 1024 * 1024
+# what the scrypt parameters of a marker may be (a tampered one must not make the derivation take
+# gigabytes, or minutes): ours are inside, with room for a stronger future default
+N_RANGE, R_RANGE, P_RANGE, SALT_BYTES = (2**14, 2**20), (1, 16), (1, 4), (16, 64)
+# the databases that hold text and are opened through `connect` (memories, watched sources'
+# passages, Cerebrum's traces, the event log, approval requests' summaries): what `cortex memories
+# encrypt` encrypts, and what tells a data dir holding databases from a new one
+DATABASES = ("memories/memories.db", "memories/sources.db", "cerebrum/traces.db", "events/events.db",
+             "governance/approvals.db")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every plain SQLite file (an encrypted one: random)
 _CHECK_TEXT = b"cortex-os key check"
 _INSTALL = "pip install 'cortex-os[encryption]'"
@@ -65,6 +83,14 @@ class KeyMissing(AtRestError):
 
 class WrongKey(AtRestError):
     """The passphrase given is not this data dir's."""
+
+
+class NotEncrypted(AtRestError):
+    """A passphrase is given, and the data dir holds plain databases (`cortex memories encrypt` not run)."""
+
+
+class MarkerMissing(AtRestError):
+    """The data dir holds encrypted databases, and no encryption.json says how their key is made."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +122,47 @@ class Marker:
             raise AtRestError(f"{path} cannot be read ({exc}): it says how this data dir's key is made, so the data "
                               "cannot be opened without it; restore it from a backup") from None
         try:
-            if raw["format"] != FORMAT:
-                raise AtRestError(f"{path} is format {raw['format']}, which this Cortex-OS does not know ({FORMAT}): upgrade")
-            kdf = raw["kdf"]
-            return cls(base64.b64decode(kdf["salt"], validate=True), bytes.fromhex(raw["key_check"]["value"]),
-                       int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise AtRestError(f"{path} is damaged ({exc!r} is wrong or missing); restore it from a backup") from None
+            return cls._parse(raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = str(exc) if isinstance(exc, _Damaged) else f"{exc!r} is wrong or missing"
+            newer = isinstance(raw, dict) and type(raw.get("format")) is int and raw["format"] > FORMAT
+            raise AtRestError(f"{path} is damaged: {problem}; restore it from a backup"
+                              + (" (or upgrade Cortex-OS: it is a newer format)" if newer else "")) from None
+
+    @classmethod
+    def _parse(cls, raw: Any) -> Marker:
+        if raw["format"] != FORMAT:
+            raise _Damaged(f"format {raw['format']!r} is not the one this Cortex-OS knows ({FORMAT})")
+        kdf, check = raw["kdf"], raw["key_check"]
+        if kdf["name"] != "scrypt":
+            raise _Damaged(f"the key derivation {kdf['name']!r} is not scrypt")
+        if check["name"] != "hmac-sha256":
+            raise _Damaged(f"the key check {check['name']!r} is not hmac-sha256")
+        n, r, p = (_whole(kdf, name) for name in ("n", "r", "p"))
+        if not (N_RANGE[0] <= n <= N_RANGE[1] and n & (n - 1) == 0):
+            raise _Damaged(f"scrypt n={n} is not a power of two from 2**14 to 2**20")
+        if not (R_RANGE[0] <= r <= R_RANGE[1]):
+            raise _Damaged(f"scrypt r={r} is not from {R_RANGE[0]} to {R_RANGE[1]}")
+        if not (P_RANGE[0] <= p <= P_RANGE[1]):
+            raise _Damaged(f"scrypt p={p} is not from {P_RANGE[0]} to {P_RANGE[1]}")
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        if not (SALT_BYTES[0] <= len(salt) <= SALT_BYTES[1]):
+            raise _Damaged(f"the salt has {len(salt)} bytes, not {SALT_BYTES[0]} to {SALT_BYTES[1]}")
+        value = bytes.fromhex(check["value"])
+        if len(value) != hashlib.sha256().digest_size:
+            raise _Damaged(f"the key check has {len(value)} bytes, not {hashlib.sha256().digest_size}")
+        return cls(salt, value, n, r, p)
+
+
+class _Damaged(ValueError):
+    """A field of encryption.json that is there but cannot be right (its message says which)."""
+
+
+def _whole(table: dict[str, Any], name: str) -> int:
+    value = table[name]
+    if type(value) is not int:  # (not a float, a string or a bool that int() would take)
+        raise _Damaged(f"scrypt {name}={value!r} is not a whole number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -137,6 +197,7 @@ def _read_key_file(named: str, data_dir: Path) -> str:
         raise AtRestError(f"{KEY_FILE_ENV}={named} is inside the data dir {data_dir}: a key kept beside the data it "
                           "locks protects nothing (a copy of the folder carries both); keep it elsewhere (another disk, "
                           "a password manager's file, a USB key)")
+    _check_private(path, named)
     try:
         text = path.read_text(encoding="utf-8").rstrip("\r\n")  # an editor's final newline is not the passphrase's
     except (OSError, UnicodeDecodeError) as exc:
@@ -144,6 +205,24 @@ def _read_key_file(named: str, data_dir: Path) -> str:
     if not text:
         raise AtRestError(f"{KEY_FILE_ENV}={named} is empty: an empty passphrase locks nothing")
     return text
+
+
+def _check_private(path: Path, named: str) -> None:
+    """Refuse a key file that others may read or change (its mode, or its owner), as ssh does with a
+    private key: a passphrase anyone on the machine can read locks nothing, and one anyone can
+    write can be swapped for theirs. (Not on Windows, whose permissions are ACLs.)"""
+    if os.name != "posix":
+        return
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise AtRestError(f"{KEY_FILE_ENV}={named} cannot be read: {exc}") from None
+    if st.st_uid != os.getuid():
+        raise AtRestError(f"{KEY_FILE_ENV}={named} belongs to another user (uid {st.st_uid}), who can read and change "
+                          f"it: keep the passphrase in a file of your own, readable by you alone (`chmod 600 FILE`)")
+    if st.st_mode & 0o077:
+        raise AtRestError(f"{KEY_FILE_ENV}={named} can be read or changed by others (mode {st.st_mode & 0o777:03o}): "
+                          f"make it yours alone, `chmod 600 {path}`")
 
 
 def _from_keyring(data_dir: Path) -> str | None:
@@ -176,8 +255,13 @@ def derive(passphrase: str, marker: Marker) -> bytes:
     cache_key = (marker.salt, marker.n, marker.r, marker.p, hashlib.sha256(passphrase.encode()).digest())
     with _deriving:  # two stores starting together wait for one derivation rather than run two
         if cache_key not in _derived:
-            _derived[cache_key] = hashlib.scrypt(passphrase.encode(), salt=marker.salt, n=marker.n, r=marker.r,
-                                                 p=marker.p, maxmem=256 * 1024 * 1024, dklen=32)
+            try:
+                _derived[cache_key] = hashlib.scrypt(passphrase.encode(), salt=marker.salt, n=marker.n, r=marker.r,
+                                                     p=marker.p, maxmem=SCRYPT_MAXMEM, dklen=32)
+            except ValueError as exc:  # parameters this machine's scrypt refuses (memory limit exceeded...)
+                raise AtRestError(f"the key cannot be derived with the parameters of {MARKER} (scrypt n={marker.n}, "
+                                  f"r={marker.r}, p={marker.p}: {exc}): {MARKER} is damaged; restore it from a "
+                                  "backup") from None
         return _derived[cache_key]
 
 
@@ -191,7 +275,7 @@ def key(data_dir: Path, given: Passphrase | None = None) -> bytes | None:
     the passphrase, WrongKey when the one given is not this data dir's."""
     marker = Marker.read(data_dir)
     if marker is None:
-        return None
+        return _unmarked(data_dir, given)
     found = given or find_passphrase(data_dir)
     if found is None:
         raise KeyMissing(f"the data dir {data_dir} is encrypted ({MARKER}), and no passphrase was given: "
@@ -201,6 +285,75 @@ def key(data_dir: Path, given: Passphrase | None = None) -> bytes | None:
         raise WrongKey(f"the passphrase from {found.origin} does not match this data dir ({data_dir}): it was "
                        "encrypted with another one")
     return derived
+
+
+_creating = threading.Lock()
+
+
+def _unmarked(data_dir: Path, given: Passphrase | None) -> bytes | None:
+    """`key` in a data dir without the marker: None (plain) unless a passphrase is set in the
+    environment (or `given`), which is never ignored: a data dir holding no database yet is made
+    encrypted (its marker written now), one holding plain databases is refused, and so, with or
+    without a passphrase, is one whose databases are encrypted (its marker is missing)."""
+    encrypted, plain = databases(data_dir)
+    if encrypted:
+        raise MarkerMissing(marker_missing(data_dir, encrypted))
+    found = given or _from_environment(data_dir)
+    if found is None:
+        return None
+    variable = (PASSPHRASE_ENV if found.origin == PASSPHRASE_ENV else
+                KEY_FILE_ENV if found.origin.startswith(KEY_FILE_ENV) else "a passphrase")
+    if plain:
+        raise NotEncrypted(f"{variable} is set but this data dir is not encrypted: run `cortex memories encrypt` "
+                           f"(kernel stopped), or unset it ({data_dir} holds {', '.join(plain)} in plain text)")
+    try:
+        sqlcipher()
+    except AtRestError:
+        raise AtRestError(f"{variable} is set, and SQLCipher is not installed here: {_INSTALL}, or unset it") from None
+    with _creating:  # two stores starting together make one marker, not two with different salts
+        made = None
+        if Marker.read(data_dir) is None and databases(data_dir) == ((), ()):
+            marker, derived = create(data_dir, found.text)
+            Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+            if write_marker(data_dir, marker, replace=False):
+                log.info("at_rest.created", data_dir=str(data_dir), passphrase_from=found.origin)
+                made = derived
+    # (else a marker or a database appeared meanwhile, written by another store or process: as it says)
+    return made if made is not None else key(data_dir, found)
+
+
+def _from_environment(data_dir: Path) -> Passphrase | None:
+    """The passphrase of CORTEX_PASSPHRASE or CORTEX_KEY_FILE (not the keyring's, which only
+    `cortex memories encrypt --keyring` fills, for a data dir it encrypts)."""
+    if os.environ.get(PASSPHRASE_ENV) is None and os.environ.get(KEY_FILE_ENV) is None:
+        return None
+    return find_passphrase(data_dir)
+
+
+def databases(data_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the encrypted, the plain) of DATABASES in `data_dir`; an empty file is neither (SQLite
+    makes one before its first page)."""
+    encrypted, plain = [], []
+    for name in DATABASES:
+        path = Path(data_dir) / name
+        try:
+            with open(path, "rb") as file:
+                head = file.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise AtRestError(f"{path} cannot be read: {exc}") from None
+        if head == SQLITE_HEADER:
+            plain.append(name)
+        elif head:
+            encrypted.append(name)
+    return tuple(encrypted), tuple(plain)
+
+
+def marker_missing(data_dir: Path, encrypted: tuple[str, ...] | list[str]) -> str:
+    return (f"the data dir {data_dir} holds encrypted databases ({', '.join(map(str, encrypted))}) but its {MARKER} is "
+            f"missing: it says how their key is made, and they cannot be opened without it; restore {MARKER} from a "
+            "backup (a new one, even with the same passphrase, has another salt and will not open them)")
 
 
 def create(data_dir: Path, passphrase: str) -> tuple[Marker, bytes]:
@@ -214,19 +367,30 @@ def create(data_dir: Path, passphrase: str) -> tuple[Marker, bytes]:
     return Marker(salt, key_check(derived)), derived
 
 
-def write_marker(data_dir: Path, marker: Marker) -> None:
-    """encryption.json, atomically (written beside, flushed to disk, renamed, the folder flushed)."""
-    write_atomically(Path(data_dir) / MARKER, marker.to_json().encode())
+def write_marker(data_dir: Path, marker: Marker, *, replace: bool = True) -> bool:
+    """encryption.json, atomically (written beside, flushed to disk, renamed, the folder flushed);
+    `replace=False`: only where there is none yet (False when one was there)."""
+    return write_atomically(Path(data_dir) / MARKER, marker.to_json().encode(), replace=replace)
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        out.write(content)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+def write_atomically(path: Path, content: bytes, *, replace: bool = True) -> bool:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # (fails where the file is there: a rename would replace it)
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
     sync_folder(path.parent)
+    return True
 
 
 def sync_folder(folder: Path) -> None:
@@ -254,6 +418,11 @@ def open_keyed(path: Path | str, derived: bytes | None, **kwargs: Any) -> sqlite
     """`connect` with the key already in hand (a store's further connections: no marker read
     again, no keyring asked again); None: a plain file."""
     if derived is None:
+        file = _file_of(path)
+        if file is not None and file.exists() and not file.is_dir() and file.stat().st_size and not is_plain_sqlite(file):
+            raise MarkerMissing(f"{file} is not a plain SQLite file, and its data dir has no {MARKER}: it is "
+                                f"encrypted and the data dir's {MARKER} is missing (restore it from a backup: a "
+                                "new one, even with the same passphrase, will not open it), or the file is damaged")
         plain: sqlite3.Connection = sqlite3.connect(path, **kwargs)
         return plain
     dbapi2 = sqlcipher()
@@ -263,9 +432,17 @@ def open_keyed(path: Path | str, derived: bytes | None, **kwargs: Any) -> sqlite
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except dbapi2.DatabaseError:
         db.close()
-        raise AtRestError(_unreadable(Path(str(path).removeprefix("file:").split("?")[0]))) from None
+        raise AtRestError(_unreadable(_file_of(path) or Path(str(path)))) from None
     # (a sqlcipher3 connection is not a subclass of sqlite3's, but the stores use only what both have)
     return cast(sqlite3.Connection, db)
+
+
+def _file_of(path: Path | str) -> Path | None:
+    """The file a connect argument names (a `file:` URI's path); None for ":memory:"."""
+    text = str(path)
+    if text == ":memory:" or text.startswith("file::memory:"):
+        return None
+    return Path(text.removeprefix("file:").split("?")[0])
 
 
 def _unreadable(path: Path) -> str:
@@ -356,6 +533,7 @@ def commit(encrypted: Encrypted) -> None:
 
 
 __all__ = [
+    "DATABASES",
     "KEY_FILE_ENV",
     "MARKER",
     "PASSPHRASE_ENV",
@@ -363,17 +541,21 @@ __all__ = [
     "Encrypted",
     "KeyMissing",
     "Marker",
+    "MarkerMissing",
+    "NotEncrypted",
     "Passphrase",
     "WrongKey",
     "commit",
     "connect",
     "create",
+    "databases",
     "encrypt_database",
     "errors",
     "find_passphrase",
     "is_encrypted",
     "is_plain_sqlite",
     "key",
+    "marker_missing",
     "open_keyed",
     "save_in_keyring",
     "sqlcipher",

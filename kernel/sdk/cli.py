@@ -65,7 +65,10 @@ def serve(config: str | None, listen: str | None, data_dir: str | None) -> None:
     configure_logging(cfg.kernel_section.log_level, cfg.kernel_section.log_format)
     from . import at_rest
 
-    try:  # an encrypted data dir without its key: say what is missing now, not as plugins broken one by one
+    # an encrypted data dir without its key, a passphrase set on a plain one, a missing or damaged
+    # encryption.json: say so now, not as plugins broken one by one (and a passphrase set on a new
+    # data dir makes it encrypted here, before any store is created)
+    try:
         at_rest.key(cfg.data_dir)
     except at_rest.AtRestError as exc:
         raise click.ClickException(f"{exc}; the kernel will not serve") from None

@@ -21,10 +21,11 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from ..call import Call
+from ..call import LABELS_HEADER, Call
 
-LABELS_HEADER = "x-cortex-labels"
-_MAX_LABEL = 64  # a label is a short name; longer strings in such a field are not labels
+_MAX_LABEL = 200  # a label is a name (the contracts' bound); longer strings in such a field are not labels
+# messages whose `labels` describe data rather than carry it: a policy rule's, an audited call's
+DESCRIBING = frozenset({"cortex.governance.v1.Rule", "cortex.governance.v1.CallDescription"})
 
 
 def request_labels(request: Any, metadata: Iterable[tuple[str, str]] = ()) -> set[str]:
@@ -72,7 +73,7 @@ def _collect(message: Any, labels: set[str]) -> None:
 def _may_hold_labels(descriptor: Descriptor, _seen: frozenset[str] = frozenset()) -> bool:
     """Whether a message of this type can hold a `labels` field anywhere (types that cannot are
     never walked: most responses)."""
-    if descriptor.full_name in _seen:
+    if descriptor.full_name in _seen or descriptor.full_name in DESCRIBING:
         return False
     seen = _seen | {descriptor.full_name}
     for field in descriptor.fields:
@@ -86,9 +87,11 @@ def _may_hold_labels(descriptor: Descriptor, _seen: frozenset[str] = frozenset()
 
 def holds(serving: Call | None, call: Call, response: Any) -> Any:
     """What nested `call` returned is data the call it was made for (`serving`) now holds: that
-    call carries its labels on, and those `call` gathered from its own nested calls."""
-    if serving is not None:
-        serving.labels |= call.labels | labels_in(response)
+    call carries its labels on, and those `call` gathered from its own nested calls (not those of
+    `call`'s request: the caller gave them, and a bulk job's every batch would pile up on it)."""
+    if serving is not None and (got := labels_in(response) | call.gathered):
+        serving.gathered |= got
+        serving.labels |= got
     return response
 
 

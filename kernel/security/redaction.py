@@ -17,25 +17,30 @@ What is detected (`kinds`):
   runs of 7+ digits a cheap regex found (the matcher alone took 120-210 ms per region on 20 KB); a
   match written with ``+``/``00``, ``(`` or a trunk ``0`` is taken, any other (``30 123456 10``,
   which VALID calls a US number) must also pass STRICT_GROUPING and have separators: a bare
-  10-digit run is an id far more often than a phone.
-- ``card``: 13-19 digits, optionally grouped by one kind of separator, with a known IIN prefix
+  10-digit run is an id far more often than a phone. A run longer than 48 characters is looked at
+  in bounded windows, and each text's phone work is capped (past the cap, a regex that errs towards
+  redacting takes over), so the cost is linear in the text whatever it holds.
+- ``card``: 13-19 digits, optionally in groups of 3+ set off by single spaces, dashes or dots, with a known IIN prefix
   (Visa, Mastercard, Amex, Discover, JCB, Diners, Maestro, UnionPay) and a valid Luhn digit.
-- ``iban``: country code, check digits and BBAN, optionally in space-separated groups, the
-  country's registered length and the ISO 13616 mod-97 check; upper case only.
+- ``iban``: country code, check digits and BBAN, optionally in groups set off by spaces or dashes,
+  the country's registered length and the ISO 13616 mod-97 check; upper or lower case, not mixed.
 - ``postcode``: only formats with structure: UK (``SW1A 1AA``), Canada (``K1A 0B1``), US ZIP+4
   (``12345-6789``), and NL (``1012 LG``) when a town follows or the word postcode is near, since
   ``4090 TI`` or ``1500 MB`` have the same shape. Never bare 5-digit numbers (US ZIP, German,
   French...): most 5-digit numbers in notes are amounts, counts or ids.
-- ``national_id``: US SSN (``AAA-GG-SSSS`` with its validity rules; 9 bare digits only next to
-  "SSN"/"social security"), UK NINO, NL BSN (11-proof, and only with "BSN"/"burgerservicenummer"
+- ``national_id``: US SSN (``AAA-GG-SSSS`` with its validity rules; dotted or 9 bare digits only
+  next to "SSN"/"social security"), UK NINO, NL BSN (11-proof, and only with "BSN"/"burgerservicenummer"
   nearby, as Presidio does: 1 in 11 random 9-digit numbers passes the 11-proof).
+
+Detectors see each text normalised (Unicode spaces as a space, zero-width characters dropped,
+fullwidth forms as ASCII); what they find is mapped back, and the original characters replaced.
 
 Regions (ISO codes) choose the phone numbering plans and which of the postcode and national-id
 formats run (US, CA, GB, NL). Extra detectors come from config as `patterns`: kind -> regex.
 
 Placeholders are ``<KIND_N>``: upper-case words in angle brackets are copied verbatim by LLMs and
-almost never occur in prose. Numbering starts past any placeholder-shaped text already in the
-request, so a placeholder never names text the request had. Restoring is exact-but-robust: it
+almost never occur in prose. Numbers skip any placeholder-shaped text already in the request (each
+kind takes the smallest free number), so a placeholder never names text the request had. Restoring is exact-but-robust: it
 accepts what a model does to a token without changing its meaning (case, spaces inside the
 brackets, ``-``/space for ``_``: ``< email 1 >``), never a placeholder without its brackets (that
 could be the model's own words), and only numbers this request issued.
@@ -44,8 +49,8 @@ could be the model's own words), and only numbers this request issued.
 from __future__ import annotations
 
 import bisect
-import functools
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -103,7 +108,27 @@ _MAX_LOCAL = 64
 _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "heic", "tif", "tiff", "pdf", "avif"})
 
 # a run of digits and phone separators holding a candidate phone number: the matcher runs on these
-_PHONE_RUN = re.compile(r"[+(]?\d[\d ().\-]{5,}\d")
+_PHONE_RUN = re.compile(r"[+(]?\d[\d ().\-/]{5,}\d")
+# a run longer than this (a table of numbers, or text built to be slow: the matcher's cost grows
+# with what it is given) is looked at in windows of this many characters, each starting half a
+# window after the last, so every number of up to half a window (24 characters: a phone number
+# with all its separators is at most ~20) lies whole in one of them
+_MAX_RUN = 48
+# the phone work one text may cost, in rough microseconds: a cached verdict, the plans' pre-check
+# of a window, one matcher call for one region. Past it (~0.3 s of work; an ordinary 20 KB prompt
+# costs a few per cent of it) the rest of the text is judged by _PHONE_EVIDENT alone, which errs
+# towards redacting: a false positive costs the model context, a miss would leak the number
+_PHONE_BUDGET = 300_000
+_COST_CACHED, _COST_PRECHECK, _COST_MATCHER = 20, 100, 300
+_GLUED_BEFORE = re.compile(r"\d[/.-]?\Z")
+_GLUED_AFTER = re.compile(r"[/.-]?\d")
+_CACHE_SIZE = 4096  # windows are at most _MAX_RUN + 2 * _PHONE_CONTEXT characters: ~1 MB at most
+# the fallback: a number marked as one by an international prefix, brackets or a trunk 0, or
+# grouped as in North America (3-3-4)
+_PHONE_EVIDENT = re.compile(
+    r"[+(\d](?<![\w.,+/-].)(?:(?<=[+(0])\d(?:[ ().\-/]{0,2}\d){5,16}|(?<=\d)\d\d([-. ])\d{3}\1\d{4})(?![\w-]|[.,/]\d)"
+)
+_SEVEN_DIGITS = re.compile(r"(?:\D*\d){7}")
 # runs the matcher would refuse anyway, skipped for speed: dates and IPv4 addresses
 _NOT_PHONE_RUN = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{1,3}(?:\.\d{1,3}){3}")
 _MIN_PHONE_DIGITS = 7
@@ -114,8 +139,12 @@ _MAX_PHONE_DIGITS = 17
 _DIGITS = re.compile(r"\d+")
 _PHONE_CONTEXT = 2  # characters either side the matcher sees (it refuses a number glued to a letter)
 
-_CARD_RUN = re.compile(r"\d(?<![\w.,-]\d)(?:[ -]?\d){12,40}(?![\w-]|[.,]\d)")
-_CARD_GROUPS = re.compile(r"\d+|[ -]")
+# 13-19 digits bare, or groups of 3+ digits each set off by one separator (space, dash or dot, mixed
+# or not); a run of 13+ digits at most, so a long table of numbers is never one run
+_CARD_RUN = re.compile(
+    r"(?<![\w.,-])(?=\d{3})(?=(?:[ .-]?\d){13})(?:\d{13,19}|\d{3,19}(?:[ .-]\d{3,19}){1,6})(?![\w-]|[.,]\d)"
+)
+_CARD_GROUPS = re.compile(r"\d+")
 _CARD_FIRST_DIGITS = "23456"  # every scheme below starts with one of these
 # IIN prefix ranges and the lengths each scheme issues
 _CARD_SCHEMES: tuple[tuple[int, int, int, frozenset[int]], ...] = tuple(
@@ -132,7 +161,7 @@ _CARD_SCHEMES: tuple[tuple[int, int, int, frozenset[int]], ...] = tuple(
     )
 )
 
-_IBAN_START = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d\d(?=[ ]?[A-Z0-9])")
+_IBAN_START = re.compile(r"[A-Za-z](?<![A-Za-z0-9][A-Za-z])[A-Za-z]\d\d(?=[ -]?[A-Za-z0-9])")
 # ISO 13616 registry: country -> IBAN length
 _IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27, "BR": 29,
@@ -166,7 +195,7 @@ _UK_NOT_INWARD = ("GB", "TB")
 # nine digits as an SSN (AAA-GG-SSSS, spaces or nothing between) or a BSN (123456782, 123 456 782,
 # 123.456.782, 1234.56.782) writes them: one pass, told apart after
 _NINE = re.compile(
-    r"\d(?<![\w.,-]\d)\d\d(?:(?P<ssn>[- ]?)\d\d(?P=ssn)\d{4}|(?P<bsn>[ .])\d{3}(?P=bsn)\d{3}|\d\.\d\d\.\d{3})"
+    r"\d(?<![\w.,-]\d)\d\d(?:(?P<ssn>[-. ]?)\d\d(?P=ssn)\d{4}|(?P<bsn>[ .])\d{3}(?P=bsn)\d{3}|\d\.\d\d\.\d{3})"
     r"(?![\w-]|[.,]\d)"
 )
 _SSN_INVALID = re.compile(r"000|666|9|...00|.....0000")  # area, group and serial numbers never issued
@@ -181,6 +210,47 @@ _CONTEXT_BEFORE = 48  # characters before an id searched for its context word
 _CONTEXT_AFTER = 24
 
 
+# ---- the normalising pre-pass ----------------------------------------------------------------
+# Detectors see text with Unicode spaces as a space, hyphens as "-", fullwidth forms as ASCII (what
+# NFKC makes of U+FF01-FF5E) and zero-width characters dropped; spans map back to the original, so
+# the original text is what gets replaced (and restored).
+_SPACES = "\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_ZERO_WIDTH = "\u00ad\u180e\u200b-\u200d\u2060\ufeff"
+_ONE_TO_ONE = re.compile(f"[{_SPACES}\u2010\u2011\uff01-\uff5e]")
+_ONE_TO_ONE_TABLE = {
+    **dict.fromkeys((0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), " "),
+    0x2010: "-", 0x2011: "-",
+    **{cp: chr(cp - 0xFEE0) for cp in range(0xFF01, 0xFF5F)},
+}
+_ZERO_WIDTH_RUN = re.compile(f"[{_ZERO_WIDTH}]+")
+
+
+class _Normalised(NamedTuple):
+    text: str
+    drops: list[int]  # for each character dropped, where in `text` it would have been
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of text[start:end]: dropped characters inside it are in it."""
+        if not self.drops:
+            return start, end
+        return start + bisect.bisect_right(self.drops, start), end + bisect.bisect_right(self.drops, end - 1)
+
+
+def _normalise(text: str) -> _Normalised | None:
+    """The text the detectors see, or None when that is `text` itself (ASCII text always is)."""
+    if text.isascii():
+        return None
+    out = text.translate(_ONE_TO_ONE_TABLE) if _ONE_TO_ONE.search(text) else text
+    drops: list[int] = []
+    if _ZERO_WIDTH_RUN.search(out):
+        gone = 0
+        for m in _ZERO_WIDTH_RUN.finditer(out):
+            drops.extend([m.start() - gone] * (m.end() - m.start()))
+            gone += m.end() - m.start()
+        out = _ZERO_WIDTH_RUN.sub("", out)
+    return None if out is text else _Normalised(out, drops)
+
+
 def _near(text: str, start: int, end: int, word: re.Pattern[str]) -> bool:
     return word.search(text, max(0, start - _CONTEXT_BEFORE), min(len(text), end + _CONTEXT_AFTER)) is not None
 
@@ -188,8 +258,8 @@ def _near(text: str, start: int, end: int, word: re.Pattern[str]) -> bool:
 def _find_emails(text: str) -> Iterator[tuple[int, int]]:
     at = text.find("@")
     while at >= 0:
-        local = _EMAIL_LOCAL.search(text, max(0, at - _MAX_LOCAL), at)
-        domain = _EMAIL_DOMAIN.match(text, at + 1) if local else None
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        local = _EMAIL_LOCAL.search(text, max(0, at - _MAX_LOCAL), at) if domain else None
         if local and domain and domain.group(1).lower() not in _FILE_TLDS:
             yield local.start(), domain.end()
         at = text.find("@", at + 1)
@@ -209,18 +279,17 @@ def _card_scheme_ok(digits: str) -> bool:
     return any(len(digits) in lengths and lo <= int(digits[:size]) <= hi for size, lo, hi, lengths in _CARD_SCHEMES)
 
 
-def _card_window(groups: list[str], seps: list[str]) -> tuple[int, int] | None:
-    """The longest run of groups (one kind of separator, groups of 3+ when separated) that is a card."""
+def _card_window(groups: list[str]) -> tuple[int, int] | None:
+    """The longest run of groups (of 3+ digits when separated) that is a card."""
     best: tuple[int, int] | None = None
     for i in range(len(groups)):
         if groups[i][0] not in _CARD_FIRST_DIGITS:
             continue
+        digits = ""
         for j in range(i, len(groups)):
-            digits = "".join(groups[i: j + 1])
+            digits += groups[j]
             if len(digits) > 19:
                 break
-            if j > i and (len(set(seps[i:j])) > 1 or min(len(g) for g in groups[i: j + 1]) < 3):
-                continue
             if len(digits) >= 13 and _luhn(digits) and _card_scheme_ok(digits):
                 if best is None or j - i > best[1] - best[0]:
                     best = (i, j)
@@ -229,13 +298,10 @@ def _card_window(groups: list[str], seps: list[str]) -> tuple[int, int] | None:
 
 def _find_cards(text: str) -> Iterator[tuple[int, int]]:
     for m in _CARD_RUN.finditer(text):
-        tokens = [(t.start(), t.group()) for t in _CARD_GROUPS.finditer(m.group())]
-        groups = [tok for _, tok in tokens[0::2]]
-        seps = [tok for _, tok in tokens[1::2]]
-        window = _card_window(groups, seps)
+        tokens = list(_CARD_GROUPS.finditer(text, m.start(), m.end()))
+        window = _card_window([t.group() for t in tokens])
         if window is not None:
-            first, last = tokens[2 * window[0]], tokens[2 * window[1]]
-            yield m.start() + first[0], m.start() + last[0] + len(last[1])
+            yield tokens[window[0]].start(), tokens[window[1]].end()
 
 
 def _iban_ok(iban: str) -> bool:
@@ -245,27 +311,33 @@ def _iban_ok(iban: str) -> bool:
 
 
 def _iban_end(text: str, start: int, length: int) -> int | None:
-    """Where an IBAN of `length` characters starting at `start` ends (single spaces allowed), if it does."""
-    count, i = 0, start
+    """Where an IBAN of `length` characters starting at `start` ends (groups set off by single spaces
+    or single dashes, one of the two throughout), if it does."""
+    count, i, sep = 0, start, ""
     while i < len(text) and count < length:
         ch = text[i]
-        if ch.isascii() and (ch.isdigit() or ch.isupper()):
+        if ch.isascii() and ch.isalnum():
             count += 1
-        elif not (ch == " " and i + 1 < len(text) and text[i + 1] != " " and count >= 4):
+        elif ch in " -" and (sep or ch) == ch and count >= 4 and i + 1 < len(text) and text[i + 1].isalnum():
+            sep = ch
+        else:
             return None
         i += 1
-    if count < length or (i < len(text) and text[i].isalnum()):
+    if count < length or (i < len(text) and (text[i].isalnum() or (text[i] == "-" and text[i + 1: i + 2].isalnum()))):
         return None
     return i
 
 
 def _find_ibans(text: str) -> Iterator[tuple[int, int]]:
     for m in _IBAN_START.finditer(text):
-        length = _IBAN_LENGTHS.get(m.group()[:2])
+        length = _IBAN_LENGTHS.get(m.group()[:2].upper())
         if length is None:
             continue
         end = _iban_end(text, m.start(), length)
-        if end is not None and _iban_ok(text[m.start(): end].replace(" ", "")):
+        if end is None:
+            continue
+        iban = text[m.start(): end].replace(" ", "").replace("-", "")
+        if (iban.isupper() or iban.islower()) and _iban_ok(iban):  # nl91abna..., not a mixed-case id
             yield m.start(), end
 
 
@@ -310,10 +382,52 @@ def _digit_windows(candidate: str) -> Iterator[str]:
                 yield digits
 
 
+def _phone_windows(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """The windows of the run text[start:end] the matcher is shown: the run itself when it is short,
+    else windows of _MAX_RUN characters cut between digit groups, half a window apart."""
+    if end - start <= _MAX_RUN:
+        yield start, end
+        return
+    at = start
+    while True:
+        stop = min(end, at + _MAX_RUN)
+        if stop < end:  # cut before the digit group the window's edge falls in, and its separators
+            cut = stop
+            while cut > at and text[cut - 1].isdigit() and text[cut].isdigit():
+                cut -= 1
+            while cut > at and not text[cut - 1].isdigit():
+                cut -= 1
+            stop = cut if cut > at else stop
+        yield at, stop
+        if stop >= end:
+            return
+        nxt = at + _MAX_RUN // 2
+        while nxt < end and text[nxt - 1].isdigit() and text[nxt].isdigit():  # to the next group's start
+            nxt += 1
+        while nxt < end and not text[nxt].isdigit():
+            nxt += 1
+        if nxt >= end:
+            return
+        if text[nxt - 1] in "+(":
+            nxt -= 1
+        at = nxt
+
+
+class _Budget:
+    """What is left of one text's phone work (one per call: a Redactor is shared between threads)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = _PHONE_BUDGET
+
+
 class _PhoneFinder:
     """phonenumbers' matcher, run only around the digit runs that could hold a phone number, and
     only for the regions whose plan has a number there (a regex check of each plan's number
-    pattern): the matcher costs ~100 us per region per run, the check ~1 us."""
+    pattern): the matcher costs ~100-400 us per region per window, the check ~20-130 us. Long runs
+    are cut into bounded windows and each text's work is capped (_PHONE_BUDGET), so the cost is
+    linear in the text and bounded, whatever the text."""
 
     def __init__(self, regions: Sequence[str]) -> None:
         # one region per calling code: VALID asks is_valid_number, so US and CA find the same numbers
@@ -323,31 +437,59 @@ class _PhoneFinder:
         self.plans = [_plan(region) for region in by_code.values()]
         idd00 = [p.region for p in self.plans if phonenumbers.PhoneMetadata.metadata_for_region(p.region).international_prefix == "00"]  # type: ignore[union-attr]
         self.idd00 = idd00[:1] or [p.region for p in self.plans]
-        # a chat resends its history every turn: the same runs are judged again and again
-        self.match_window = functools.lru_cache(maxsize=4096)(self._match_window)
+        # a chat resends its history every turn: the same windows are judged again and again
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
 
     def __call__(self, text: str) -> Iterator[tuple[int, int]]:
         seen: set[tuple[int, int]] = set()
+        budget = _Budget()
         for run in _PHONE_RUN.finditer(text):
             candidate = run.group()
-            if sum(ch.isdigit() for ch in candidate) < _MIN_PHONE_DIGITS or _NOT_PHONE_RUN.fullmatch(candidate):
+            if not _SEVEN_DIGITS.match(candidate) or _NOT_PHONE_RUN.fullmatch(candidate):
                 continue
             if _is_isbn(text, run.start(), candidate):
                 continue
-            offset = max(0, run.start() - _PHONE_CONTEXT)
-            for start, end in self.match_window(text[offset: run.end() + _PHONE_CONTEXT], candidate):
-                found = (offset + start, offset + end)
-                if found not in seen:
-                    seen.add(found)
-                    yield found
+            for w_start, w_end in _phone_windows(text, run.start(), run.end()):
+                if budget.left <= 0:  # the rest of the text, from this window on, by the fallback
+                    yield from (span for span in _evident_phones(text, w_start) if span not in seen)
+                    return
+                window = text[w_start:w_end]
+                if w_end - w_start < len(candidate) and not _SEVEN_DIGITS.match(window):
+                    continue
+                # the matcher sees a little of the text around a run (it refuses a number glued to a
+                # letter); a window cut inside a run is shown as it is
+                offset = max(0, w_start - _PHONE_CONTEXT) if w_start == run.start() else w_start
+                stop = w_end + _PHONE_CONTEXT if w_end == run.end() else w_end
+                for start, end in self._match(text[offset:stop], window, budget):
+                    found = (offset + start, offset + end)
+                    if found not in seen and not _glued(text, *found):
+                        seen.add(found)
+                        yield found
 
-    def _match_window(self, window: str, candidate: str) -> tuple[tuple[int, int], ...]:
-        found: list[tuple[int, int]] = []
+    def _match(self, window: str, candidate: str, budget: _Budget) -> tuple[tuple[int, int], ...]:
+        key = (window, candidate)
+        found = self._cache.get(key)
+        if found is not None:
+            budget.left -= _COST_CACHED
+            return found
+        budget.left -= _COST_PRECHECK
+        spans: list[tuple[int, int]] = []
         for region in self._regions_for(candidate):
+            budget.left -= _COST_MATCHER
             for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.VALID):
                 if _phone_shape_ok(match.raw_string, region):
-                    found.append((match.start, match.end))
-        return tuple(found)
+                    spans.append((match.start, match.end))
+        found = tuple(spans)
+        with self._lock:
+            if len(self._cache) >= _CACHE_SIZE:  # the oldest out
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[key] = found
+        return found
 
     def _regions_for(self, candidate: str) -> list[str]:
         if candidate.startswith("+"):  # parses alike in every region: one matcher is enough
@@ -374,6 +516,19 @@ def _phone_shape_ok(raw: str, region: str) -> bool:
         return False
     matches = phonenumbers.PhoneNumberMatcher(raw, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
     return any(m.raw_string == raw for m in matches)
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """A match that is part of a longer number: a digit (or a digit and a tight separator) touches
+    it (`020/7946 0958` is one number, not `0/7946 0958` after a stray `02`)."""
+    return _GLUED_BEFORE.search(text, max(0, start - 2), start) is not None or _GLUED_AFTER.match(text, end) is not None
+
+
+def _evident_phones(text: str, pos: int) -> Iterator[tuple[int, int]]:
+    """Past the phone budget: numbers that look like phone numbers, by one regex pass."""
+    for m in _PHONE_EVIDENT.finditer(text, pos):
+        if not _NOT_PHONE_RUN.fullmatch(m.group()) and not _is_isbn(text, m.start(), m.group()):
+            yield m.span()
 
 
 def _find_uk_postcodes(text: str) -> Iterator[tuple[int, int]]:
@@ -427,6 +582,8 @@ class _NineDigitIds:
 
     def _is_id(self, text: str, m: re.Match[str]) -> bool:
         digits = _NOT_DIGIT.sub("", m.group())
+        if m.group("ssn") == ".":  # 536.22.8726: an SSN only with its name nearby
+            return self.ssn and _ssn_ok(digits) and _near(text, m.start(), m.end(), _SSN_WORD)
         if m.group("ssn"):  # 536-22-8726, 536 22 8726
             return self.ssn and _ssn_ok(digits)
         bare = m.group().isdigit()
@@ -613,16 +770,21 @@ class Redactor:
         """Forget the phone matcher's verdicts on runs already seen (benchmarks measure a cold start)."""
         for _, finder in self._builtins:
             if isinstance(finder, _PhoneFinder):
-                finder.match_window.cache_clear()
+                finder.clear()
 
     def find(self, text: str) -> list[Span]:
         """Personal data in `text`, in order, non-overlapping (the longest, then most specific, wins)."""
         candidates: list[tuple[int, int, int, str]] = []
         for name, pattern in self._custom:
             candidates.extend((m.start(), m.end(), _CUSTOM_PRIORITY, name) for m in pattern.finditer(text) if m.end() > m.start())
-        if self._builtins and ("@" in text or _DIGIT.search(text)):  # every built-in needs one or the other
+        normalised = _normalise(text) if self._builtins else None
+        seen = normalised.text if normalised else text
+        if self._builtins and ("@" in seen or _DIGIT.search(seen)):  # every built-in needs one or the other
             for kind, finder in self._builtins:
-                candidates.extend((start, end, _PRIORITY[kind], kind) for start, end in finder(text))
+                found = finder(seen)
+                if normalised is not None:
+                    found = (normalised.span(start, end) for start, end in found)
+                candidates.extend((start, end, _PRIORITY[kind], kind) for start, end in found)
         return _choose(candidates) if candidates else []
 
     def redact(self, message: M) -> Redacted[M] | None:
@@ -655,17 +817,19 @@ class Redactor:
 
 
 class _Issuer:
-    """Hands out placeholders for one request: the same value gets the same one; numbers start past
-    any placeholder-shaped text the request already holds, so none names the request's own text."""
+    """Hands out placeholders for one request: the same value gets the same one; each kind's numbers
+    are the smallest that no placeholder-shaped text in the request already uses, so none names the
+    request's own text and, whatever numbers that text holds, the issued ones stay small (a request
+    quoting `<EMAIL_999999999999>` still gets `<EMAIL_1>`, which _LOOSE can read back)."""
 
     def __init__(self, labels: Mapping[str, str], texts: Iterable[tuple[Path, str]]) -> None:
         self.labels = labels
-        self.next: dict[str, int] = {}
+        self.used: dict[str, set[int]] = {}
         for _, text in texts:
             if "<" in text:
                 for m in _LOOSE.finditer(text):
-                    key = _label_key(m.group(1))
-                    self.next[key] = max(self.next.get(key, 1), int(m.group(2)) + 1)
+                    self.used.setdefault(_label_key(m.group(1)), set()).add(int(m.group(2)))
+        self.next: dict[str, int] = {}  # per label: no number below it is free
         self.issued: dict[tuple[str, str], str] = {}
         self.placeholders: set[str] = set()
         self.originals: dict[tuple[str, int], str] = {}
@@ -676,7 +840,11 @@ class _Issuer:
         if found is None:
             label = self.labels[kind]
             key = _label_key(label)
+            used = self.used.setdefault(key, set())
             number = self.next.get(key, 1)
+            while number in used:
+                number += 1
+            used.add(number)
             self.next[key] = number + 1
             found = self.issued[(kind, value)] = f"<{label}_{number}>"
             self.placeholders.add(found)

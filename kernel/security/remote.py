@@ -37,7 +37,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..call import CALL_ID_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
+from ..call import CALL_ID_HEADER, LABELS_HEADER, PRINCIPAL_HEADER, PROVIDER_HEADER, Call
 from ..method import MethodInfo
 from ..registry import Health, Provider
 from .credentials import OWNER_NAMESPACE, is_reserved, namespace_of
@@ -94,8 +94,10 @@ class RemoteProvider(Provider):
         return fn
 
     def _metadata(self, call: Call) -> tuple[tuple[str, str], ...]:
-        own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER, "authorization")  # a pin names a provider here
+        own = (PRINCIPAL_HEADER, CALL_ID_HEADER, PROVIDER_HEADER, LABELS_HEADER, "authorization")  # a pin names a provider here
         forwarded = tuple((k, v) for k, v in call.metadata if k not in own)
+        if call.labels:  # every label the call carries, gathered ones too: the remote kernel's policy judges them
+            forwarded += ((LABELS_HEADER, ",".join(sorted(call.labels))),)
         # acting for the caller needs a credential there; this kernel's own principals (admin,
         # local, key:*, plugin:*) mean nothing there: the remote judges the credential instead
         who = _serves(call)

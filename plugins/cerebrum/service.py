@@ -405,8 +405,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             if reply.approval.state != gov.Approval.STATE_PENDING:
                 return reply.approval
 
-    async def run(self, plan: pb.Plan, call_id: str, namespace: str, replay_of: pb.Trace | None = None):
-        """Yield step records as they happen, then the trace, stored as `namespace`'s."""
+    async def run(self, plan: pb.Plan, call_id: str, namespace: str, replay_of: pb.Trace | None = None,
+                  labels: set[str] | None = None):
+        """Yield step records as they happen, then the trace, stored as `namespace`'s, with
+        `labels` (the serving call's: what its steps read, known once they ran)."""
         outputs: dict[str, Any] = {}
         records: dict[str, pb.StepRecord] = {}
         recorded = {r.step_id: r for r in replay_of.steps} if replay_of else {}
@@ -452,6 +454,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         )
         if not failed:
             answer_of(plan, steps, summary)
+        summary.labels.extend(sorted(labels or ()))
         trace = pb.Trace(plan=plan, steps=steps, summary=summary, created_unix_ms=time.time_ns() // 1_000_000,
                          call_id=call_id, replay_of=replay_of.id if replay_of else "")
         summary.trace_id = await asyncio.to_thread(self.p.traces.put, trace, namespace)
@@ -478,7 +481,8 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             plan, _ = await self.make_plan(request.goal, whose(context))
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send a plan, or a goal to plan")
-        async for item in self.run(plan, getattr(context, "call_id", ""), getattr(context, "namespace", "")):
+        async for item in self.run(plan, getattr(context, "call_id", ""), getattr(context, "namespace", ""),
+                                   labels=getattr(context, "labels", None)):
             if isinstance(item, pb.Trace):
                 yield pb.ExecuteResponse(summary=item.summary)
             else:
@@ -619,9 +623,11 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
 
     async def Replay(self, request, context):
         original = await self._trace(request.trace_id, context)
-        replayed = None
+        replayed, labels = None, getattr(context, "labels", None)
+        if labels is not None:  # the recorded requests quote what the run read: they go where it could
+            labels.update(original.summary.labels)
         async for item in self.run(original.plan, getattr(context, "call_id", ""), getattr(context, "namespace", ""),
-                                   replay_of=original):
+                                   replay_of=original, labels=labels):
             if isinstance(item, pb.Trace):
                 replayed = item
         for before, after in zip(original.steps, replayed.steps, strict=True):

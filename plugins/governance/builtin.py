@@ -43,7 +43,7 @@ SOURCES = "cortex.memories.v1.SourceService"
 SOURCE_ADMIN = ["AddSource", "RemoveSource"]
 DECIDE = ["DecideApproval"]
 # the approval methods themselves are never asked for (an ask there would wait for itself)
-NEVER_ASKED = frozenset((GOVERNANCE, m) for m in ("ListApprovals", "DecideApproval", "WaitApproval"))
+NEVER_ASKED = frozenset((GOVERNANCE, m) for m in ("ListApprovals", "GetApproval", "DecideApproval", "WaitApproval"))
 AGENTS = ["plugin:cerebrum", "plugin:mcp", "plugin:a2a"]
 
 BUILTIN_RULES = [

@@ -12,7 +12,10 @@ Settings (`[plugins.governance]` in cortex.toml):
     policy_peers = []          # the kernels of this cluster whose policy changes this one applies:
                                # their public key files (<data dir>/governance/public_key.pem; cluster_policies.py)
     approval_timeout_seconds = 300  # a call a rule with effect "ask" matched waits this long for a
-                               # person's approval, then it is denied (gate.py)
+                               # person's approval, then it is denied (gate.py); approved, it may
+                               # be used for as long after the approval
+    approval_max_pending = 20  # approvals one principal may have waiting at once; past them a call
+                               # that asks is refused with RESOURCE_EXHAUSTED
     [[plugins.governance.rule]] # rules written in the config itself, as in a policy file
     id = "..."
 
@@ -51,8 +54,9 @@ log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
 SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries",
-            "policy_peers", "approval_timeout_seconds"}
+            "policy_peers", "approval_timeout_seconds", "approval_max_pending"}
 APPROVAL_TIMEOUT_S = 300.0
+APPROVAL_MAX_PENDING = 20
 MAX_APPROVAL_TIMEOUT_S = 30 * 24 * 3600.0
 
 
@@ -110,6 +114,9 @@ class Governance:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_APPROVAL_TIMEOUT_S:
             raise ValueError(f"[plugins.governance] approval_timeout_seconds must be a number of seconds, "
                              f"above 0 and at most {MAX_APPROVAL_TIMEOUT_S:.0f} (30 days)")
+        most = config.get("approval_max_pending", APPROVAL_MAX_PENDING)
+        if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= 100_000:
+            raise ValueError("[plugins.governance] approval_max_pending must be a whole number from 1 to 100000")
         self._settings = dict(config)
         self.privacy_mode = context.privacy_mode
         self.plugins = context.plugins
@@ -143,7 +150,9 @@ class Governance:
 
         if self.gate is not None:
             self.gate.store.close()
-        self.gate = ApprovalGate(ApprovalStore(folder / APPROVALS_DB), float(timeout), self._record)
+        # (opened through at_rest: encrypted with the data dir, as the request summaries it holds must be)
+        store = ApprovalStore(folder / APPROVALS_DB, context.data_dir, max_pending=most)
+        self.gate = ApprovalGate(store, float(timeout), self._record)
         log.info("governance.ready", rules=len(self.rules.rules), chain_head=self.chain.head_seq)
 
     @hookimpl

@@ -14,9 +14,12 @@ sizes and Merkle roots, never an entry's content; and policies (ListPolicies, Ev
 kernel's configuration, the rules every caller is judged by, read by anyone who may call them.
 
 Approvals keep the same wall: ListApprovals shows a caller the approvals asked for principals of its
-own namespace (admin: all of them), WaitApproval waits only on one of those (or any, for a plugin:
-Cerebrum waiting for its plan's step), and an approval of another namespace is NOT_FOUND, as an id
-never used. Deciding one is admin's (builtin/approvals-admin: judged by policy before it gets here).
+own namespace (admin: all of them; filtered in the store's query, by principal, so that no number
+of others' approvals hides a caller's own), pending first, each newest first, a page at a time;
+WaitApproval waits only on one of those (or any, for a plugin: Cerebrum waiting for its plan's
+step), and an approval of another namespace is NOT_FOUND, as an id never used. GetApproval gives
+the whole request an approval was asked for, to admin and to the principal whose call it is only.
+Deciding one is admin's (builtin/approvals-admin: judged by policy before it gets here).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf import descriptor_pool, json_format, message_factory
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
@@ -215,12 +219,22 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
     async def ListApprovals(self, request, context):
         try:
             gate = self._gate()
+            gate.sweep()
+            principals = _visible_principals(context, gate.store, request.principal)
+            listed, token = gate.store.list(request.pending_only, request.limit or 100, principals, request.page_token)
         except NotDecidable as refused:
             await context.abort(getattr(grpc.StatusCode, refused.code), str(refused))
-        gate.sweep()
-        limit = request.limit or 100
-        listed = [a for a in gate.store.list(request.pending_only, 1000) if _sees(context, a)]
-        return pb.ListApprovalsResponse(approvals=listed[:limit])
+        return pb.ListApprovalsResponse(approvals=listed, next_page_token=token)
+
+    async def GetApproval(self, request, context):
+        approval = await self._approval(request.id, context)
+        principal = _principal(context)
+        if principal not in ("admin", approval.call.principal):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"only admin and {approval.call.principal} (whose call it is) read the request of {approval.id}")
+        type_name, raw = self._gate().store.request_of(approval.id)
+        return pb.GetApprovalResponse(approval=approval, request_type=type_name, request=raw,
+                                      request_json=_as_json(type_name, raw))
 
     async def DecideApproval(self, request, context):
         await self._approval(request.id, context)  # (one the caller cannot see is NOT_FOUND, as never asked)
@@ -248,3 +262,29 @@ def _sees(context, approval: pb.Approval) -> bool:
     """Whether the caller sees `approval`: admin and the kernel's parts all; else its namespace's."""
     allowed = readable(context)
     return allowed is None or allowed(pb.AuditEntry(approval=approval))
+
+
+def _visible_principals(context, store, asked: str) -> list[str] | None:
+    """The principals whose approvals the caller lists (None: everyone's), `asked` alone when given."""
+    if getattr(context, "sees_every_namespace", False):
+        return [asked] if asked else None
+    mine, namespace_of = getattr(context, "namespace", "") or "", getattr(context, "namespace_of", None)
+    if not mine or namespace_of is None:
+        return []
+    own = _principal(context)
+    if not asked and namespace_of(own) == mine and own == mine:  # (a key's namespace is itself: its own alone)
+        return [own]
+    candidates = [asked] if asked else store.principals()
+    return [p for p in candidates if p and namespace_of(p) == mine]
+
+
+def _as_json(type_name: str, raw: bytes) -> str:
+    """The request as JSON when its type is known here (every contract's is); else ''."""
+    if not type_name:
+        return ""
+    try:
+        message = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(type_name))()
+        message.ParseFromString(raw)
+    except Exception:  # noqa: BLE001 - a type no longer loaded, bytes that do not parse: the bytes are given
+        return ""
+    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)

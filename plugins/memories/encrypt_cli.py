@@ -19,8 +19,17 @@ import click
 from cortex.kernel.sdk import at_rest, config_option, data_dir_of, data_dir_option
 
 # the stores that hold text and open their files through at_rest (memories, watched sources'
-# bookkeeping, Cerebrum's traces, the event log); the audit log and the API keys hold none
-DATABASES = ("memories/memories.db", "memories/sources.db", "cerebrum/traces.db", "events/events.db")
+# bookkeeping, Cerebrum's traces, the event log, governance's approval requests with their
+# summaries): at_rest's list, which also tells a new data dir from one holding plain databases
+# when a passphrase is set without the marker; the audit log and the API keys hold no text
+DATABASES = at_rest.DATABASES
+# what the databases left readable hold (docs/encryption.md, "What stays readable")
+READABLE = {
+    "governance/audit.db": "hashes of each call's request and response, and its description (service, method, "
+                           "principal, provider, the labels, which may include a Store's tags, redaction counts), "
+                           "no request or response content",
+    "credentials.db": "API key names, scopes and hashes",
+}
 LEFTOVERS = ("-wal", "-shm", "-journal")
 
 
@@ -30,7 +39,7 @@ LEFTOVERS = ("-wal", "-shm", "-journal")
 @click.option("--keyring", "to_keyring", is_flag=True,
               help="Also keep the passphrase in the OS keyring, where `cortex serve` finds it without CORTEX_PASSPHRASE.")
 def encrypt(config, data_dir, to_keyring):
-    """Encrypt the data dir's memories, sources, traces and events at rest (SQLCipher), with the
+    """Encrypt the data dir's memories, sources, traces, events and approvals at rest (SQLCipher), with the
     passphrase from CORTEX_PASSPHRASE, CORTEX_KEY_FILE or the OS keyring (asked for when none is
     set and a person is at the terminal). Run it with the kernel stopped."""
     folder = data_dir_of(config, data_dir)
@@ -39,6 +48,9 @@ def encrypt(config, data_dir, to_keyring):
         at_rest.sqlcipher()  # before anything is written: says what to install
         passphrase = _passphrase(folder)
         was_encrypted = at_rest.is_encrypted(folder)
+        encrypted_already, _ = at_rest.databases(folder)
+        if not was_encrypted and encrypted_already:  # a new marker (another salt) would lock them out for good
+            raise at_rest.MarkerMissing(at_rest.marker_missing(folder, encrypted_already))
         if was_encrypted:  # finishing what a crash left plain, or only --keyring: the same passphrase
             marker, derived = None, at_rest.key(folder, passphrase)
         else:
@@ -119,5 +131,7 @@ def _lock(path: Path):
 def _say_what_stays_readable(folder: Path) -> None:
     others = sorted(p for p in folder.rglob("*.db") if str(p.relative_to(folder)) not in DATABASES and at_rest.is_plain_sqlite(p))
     if others:
-        click.echo(f"left readable, holding no memory text: {', '.join(str(p.relative_to(folder)) for p in others)} "
-                   "(docs/encryption.md says what they hold)")
+        held = [f"{name} ({READABLE[name]})" if name in READABLE else name
+                for name in (str(p.relative_to(folder)) for p in others)]
+        click.echo(f"left readable, holding no memory text: {'; '.join(held)} (docs/encryption.md says what else stays "
+                   "readable: file names and sizes, the semantic index's vectors, keys, policies and config)")

@@ -39,10 +39,10 @@ class LabelRule:
     kinds: frozenset[str] = frozenset()
     namespaces: frozenset[str] = frozenset()
 
-    def matches(self, record: Record, source: str) -> bool:
+    def matches(self, tags: Iterable[str], kind: str, source: str, namespace: str) -> bool:
         return bool(
-            self.tags.intersection(record.tags) or (source and source in self.sources)
-            or record.kind in self.kinds or record.namespace in self.namespaces
+            self.tags.intersection(tags) or (source and source in self.sources)
+            or kind in self.kinds or namespace in self.namespaces
         )
 
 
@@ -71,9 +71,14 @@ class Labeller:
 
     def labels_of(self, record: Record) -> list[str]:
         """The memory's labels, sorted."""
-        source = source_name(record)
-        found = {tag for tag in record.tags if tag in self.names}
-        found.update(rule.label for rule in self.rules if rule.label not in found and rule.matches(record, source))
+        return self.labels_for(record.tags, record.kind, source_name(record), record.namespace)
+
+    def labels_for(self, tags: Iterable[str], kind: str, source: str = "", namespace: str = "default") -> list[str]:
+        """The labels of a memory with these tags, kind, watched source (its name, "" for none) and
+        namespace, sorted: for a passage about to be embedded, before it is a memory."""
+        tags = list(tags)
+        found = {tag for tag in tags if tag in self.names}
+        found.update(rule.label for rule in self.rules if rule.label not in found and rule.matches(tags, kind, source, namespace))
         return sorted(found)
 
     def of_source(self, name: str) -> list[str]:

@@ -116,6 +116,13 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
     def labels_of(self, record: Record) -> list[str]:
         return (self.p.labeller or PLAIN).labels_of(record)
 
+    def _carried(self, context, tags: list[str]) -> list[str]:
+        """The labels the Store's call carries that the memory would not (its caller read private
+        data, or said so in x-cortex-labels), as tags: text stored from a private memory stays
+        private when it is read back later, outside the run that wrote it."""
+        names = (self.p.labeller or PLAIN).names
+        return sorted(label for label in getattr(context, "labels", ()) if label in names and label not in tags)
+
     def embedding_labels(self, record: Record) -> tuple[str, ...]:
         """What an Embed of the memory's text is labelled with: its tags (as a Store's request
         was) and its labels."""
@@ -338,6 +345,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
         try:
             kind, text = self._kind(request.kind), self._text(request.text)
             tags, metadata = self._tags(request.tags), self._metadata(request.metadata)
+            tags += self._carried(context, tags)
             expires_at = self._expiry(request.ttl_seconds, now)
             namespace = access.target(request.namespace)
         except (Invalid, Denied) as exc:

@@ -265,9 +265,12 @@ class SourceServicer(sources_pb2_grpc.SourceServiceServicer):
         else:
             text = "\n".join(all_lines[first_n - 1:last_n])
         reply = pb.OpenResponse(source=name, path=rel, first_line=first_n, last_line=last_n, text=text, note=note)
+        records = await self.memories.read(self.memories.store.get_many, row.chunk_ids, _now())
+        # the text is the file's: it carries the labels of the file's every passage, and its source's
+        labels = {label for r in records.values() for label in self.memories.labels_of(r)}
+        reply.labels.extend(sorted(labels.union(self.p.labeller.of_source(name) if self.p.labeller else ())))
         if memory is None:
             span = f"{first_n}-{last_n}"
-            records = await self.memories.read(self.memories.store.get_many, row.chunk_ids, _now())
             memory = next((r for r in records.values() if r.metadata.get("lines") == span), None)
         if memory is not None:
             reply.memory_id, reply.heading = memory.id, memory.metadata.get("heading", "")

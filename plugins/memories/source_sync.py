@@ -29,6 +29,7 @@ from pathlib import Path
 import structlog
 
 from .chunking import CHUNKER_VERSION, Chunk, Unreadable, chunks_of
+from .labelling import Labeller
 from .source_store import FileRow, SourceRow, SourceTable
 from .store import DuplicateContent, Record
 
@@ -248,7 +249,7 @@ class Syncer:
                     rows.append(await self._unindexed(source, read, old, report))
                 else:
                     plans.append(await self._match(read, old))
-            await self._embed_fresh(plans, source.name)  # one call for the batch's new passages, not one per file
+            await self._embed_fresh(plans, source)  # one call for the batch's new passages, not one per file
             for plan in plans:
                 rows.append(await self._apply(source, plan, report))
             await asyncio.to_thread(self.table.put_files, source.name, rows)
@@ -322,21 +323,21 @@ class Syncer:
         leftover = [r.id for r in unused if r.id not in matched]
         return FilePlan(read, pairs, leftover)
 
-    async def _embed_fresh(self, plans: list[FilePlan], source: str) -> None:
-        """Vectors for every new or rewritten passage of `plans`, batched by their tags (tags are
-        the labels routing decides on: a `private` note is embedded only by a local provider), with
-        the labels of their source (`labels` in its config: labelling.py)."""
-        labeller = self.servicer.p.labeller
-        source_labels = labeller.of_source(source) if labeller is not None else []
+    async def _embed_fresh(self, plans: list[FilePlan], source: SourceRow) -> None:
+        """Vectors for every new or rewritten passage of `plans`, batched by what the Embed is
+        labelled with: its tags and the labels it will carry as a memory (labelling.py: its source's,
+        and the rules'), so that a private note is embedded only by a local provider."""
+        labeller = self.servicer.p.labeller or Labeller()
         groups: dict[tuple[str, ...], list[tuple[FilePlan, int]]] = {}
         for plan in plans:
             for k, (chunk, match) in enumerate(plan.pairs):
                 if match is None or match.text != chunk.text:
-                    groups.setdefault(tuple(chunk.tags), []).append((plan, k))
-        for tags, wanted in groups.items():
+                    labels = labeller.labels_for(chunk.tags, "note", source.name, source.namespace)
+                    groups.setdefault(tuple(sorted({*chunk.tags, *labels})), []).append((plan, k))
+        for labels, wanted in groups.items():
             for start in range(0, len(wanted), EMBED_BATCH):
                 part = wanted[start:start + EMBED_BATCH]
-                result = await self.servicer.embed([plan.pairs[k][0].text for plan, k in part], [*tags, *source_labels])
+                result = await self.servicer.embed([plan.pairs[k][0].text for plan, k in part], list(labels))
                 if result is None:
                     return  # stored all the same; `cortex memories reindex` embeds them later
                 for (plan, k), vector in zip(part, result[1], strict=True):

@@ -19,18 +19,9 @@ from cortex.contracts.governance.v1 import governance_pb2_grpc
 
 from ..conftest import audit_entries, callers, wait_for
 from ..counter_contract import CounterPlugin, CounterServicer, counter_stub
+from ..governance.test_approvals import ASKS
 
-CONFIG = """
-[plugins]
-disabled = ["ollama", "openai", "a2a", "mcp", "http"]
-[plugins.governance]
-approval_timeout_seconds = {timeout}
-[[plugins.governance.rule]]
-id = "adding-needs-a-person"
-effect = "ask"
-services = ["cortex_test.v1.CounterService"]
-methods = ["Add"]
-"""
+CONFIG = ASKS  # adding to the counter asks a person
 State = pb.StepRecord
 PLAN = pb.Plan(goal="count two more", steps=[
     pb.Step(id="look", method="cortex_test.v1.CounterService/Get", request_json="{}"),

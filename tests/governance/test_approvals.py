@@ -17,7 +17,7 @@ from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.contracts.governance.v1 import governance_pb2_grpc
 from cortex.plugins.governance.rules import ASK, CallFacts, PolicyError, RuleSet, parse_policy
 
-from ..conftest import audit_entries, callers, cortex_env, run_cli
+from ..conftest import audit_entries, callers, cortex_env, plugin_of, run_cli
 from ..counter_contract import CounterPlugin, CounterServicer, counter_stub
 
 COUNTER = "cortex_test.v1.CounterService"
@@ -318,3 +318,179 @@ def test_explain_shows_ask_and_asking_everything_never_holds_up_the_approvals(as
     gov.DecideApproval(pb.DecideApprovalRequest(id=approval, approve=True), timeout=5, metadata=who["admin"])
     assert gov.WaitApproval(pb.WaitApprovalRequest(id=approval), timeout=5, metadata=who["alice"]).approval.state == State.STATE_APPROVED
     assert counter.Get(counter_pb2.GetRequest(), timeout=10, metadata=with_id(who["alice"], approval)).provider == "counter"
+
+
+# -- the hostile review's findings --------------------------------------------------------------------
+SECRET = "wombatlantern"  # the word no file of an encrypted data dir may hold
+MEMORIES_ASK = """
+[plugins]
+disabled = ["ollama", "openai", "a2a", "mcp", "http"]
+[plugins.memories]
+ann_threshold = 2
+[[plugins.governance.rule]]
+id = "storing-needs-a-person"
+effect = "ask"
+services = ["cortex.memories.v1.MemoryService"]
+methods = ["Store"]
+"""
+
+
+def files_holding(folder, word: str) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and word.encode() in p.read_bytes())
+
+
+def test_an_encrypted_data_dir_keeps_the_approved_request_in_no_file_and_out_of_the_audit_log(
+        start_kernel, channel_to, data_dir, monkeypatch):
+    from cortex.contracts.memories.v1 import memories_pb2, memories_pb2_grpc
+    from cortex.kernel.sdk import at_rest
+
+    passphrase = "correct horse battery staple"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker, _ = at_rest.create(data_dir, passphrase)
+    at_rest.write_marker(data_dir, marker)
+    monkeypatch.setenv("CORTEX_PASSPHRASE", passphrase)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    target, kt = start_kernel(MEMORIES_ASK, governance=True)
+    who = callers(target, data_dir, "alice")
+    memories = memories_pb2_grpc.MemoryServiceStub(channel_to(target, as_admin=False))
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target, as_admin=False))
+    store = memories_pb2.StoreRequest(text=f"The {SECRET} is kept under the third stair.")
+    error = refused(memories.Store, store, metadata=who["alice"])
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    approval = dict(error.trailing_metadata())[HEADER]
+    [listed] = gov.ListApprovals(pb.ListApprovalsRequest(), timeout=5, metadata=who["admin"]).approvals
+    assert SECRET in listed.summary  # the person reads it, from the store...
+    gov.DecideApproval(pb.DecideApprovalRequest(id=approval, approve=True), timeout=5, metadata=who["admin"])
+    assert memories.Store(store, timeout=60, metadata=with_id(who["alice"], approval)).created
+    # ...but the audit log (plain, and meant to hold no content) never gets it
+    entries = audit_entries(kt)
+    logged = [e.approval for e in entries if e.WhichOneof("body") == "approval"]
+    proven = [e.proof.approval for e in entries if e.WhichOneof("body") == "proof" and e.proof.approval.id]
+    assert logged and len(proven) == 2 and all(a.id == approval and not a.summary for a in logged + proven)
+    assert proven[-1].request_sha256 and proven[-1].decided_by == "admin"
+    assert files_holding(data_dir, SECRET) == []  # while it runs (the -wal files too)
+    kt.stop()
+    assert (data_dir / "governance" / "approvals.db").exists() and not at_rest.is_plain_sqlite(
+        data_dir / "governance" / "approvals.db")
+    assert files_holding(data_dir, SECRET) == []
+    verified = run_cli("proofs", "verify", "--all", env=cortex_env(data_dir, CORTEX_PASSPHRASE=passphrase))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_one_caller_cannot_flood_the_approvals_nor_hide_anothers(asking, counter_pb2):
+    counter, gov, who, _, _, kt = asking()
+    codes = []
+    for amount in range(1100):  # the reviewer's repro: every request a distinct one
+        codes.append(refused(counter.Add, counter_pb2.AddRequest(amount=amount), metadata=who["alice"]).code())
+    assert codes[:20] == [grpc.StatusCode.FAILED_PRECONDITION] * 20
+    assert set(codes[20:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    over = refused(counter.Add, counter_pb2.AddRequest(amount=5000), metadata=who["alice"])
+    assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "20 approvals of yours are waiting: ap-" in over.details()
+    assert HEADER not in dict(over.trailing_metadata())
+    assert ask(counter, counter_pb2, who["alice"], amount=3)  # one of hers asked again: the same approval, still
+    bobs = ask(counter, counter_pb2, who["bob"], amount=1)
+    # bob sees his own, and admin finds it first (newest first), or by principal
+    assert [a.id for a in gov.ListApprovals(pb.ListApprovalsRequest(), timeout=5, metadata=who["bob"]).approvals] == [bobs]
+    newest = gov.ListApprovals(pb.ListApprovalsRequest(limit=1), timeout=5, metadata=who["admin"])
+    assert [a.id for a in newest.approvals] == [bobs] and newest.next_page_token
+    by_bob = gov.ListApprovals(pb.ListApprovalsRequest(principal="key:bob"), timeout=5, metadata=who["admin"]).approvals
+    assert [a.id for a in by_bob] == [bobs]
+    # alice may not list bob's by naming him
+    assert gov.ListApprovals(pb.ListApprovalsRequest(principal="key:bob"), timeout=5, metadata=who["alice"]).approvals == []
+    # paging walks every one once
+    seen, token = [], ""
+    while True:
+        page = gov.ListApprovals(pb.ListApprovalsRequest(limit=7, page_token=token), timeout=5, metadata=who["admin"])
+        seen += [a.id for a in page.approvals]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 21 and seen[0] == bobs
+    # only the 21 approvals were stored, and no approval entry was written for the refused calls
+    assert [e for e in audit_entries(kt) if e.WhichOneof("body") == "approval"] == []
+    assert plugin_of(kt, "governance").gate.store.db.execute("SELECT count(*) FROM approvals").fetchone()[0] == 21
+
+
+def test_decided_and_expired_approvals_are_purged_after_the_retention(tmp_path):
+    from cortex.plugins.governance.approvals import ApprovalStore, TooMany
+
+    store = ApprovalStore(tmp_path / "governance" / "approvals.db", tmp_path, max_pending=2, retention_s=0.2)
+
+    def asked(amount: int, timeout: float = 300) -> pb.Approval:
+        call = pb.CallDescription(service=COUNTER, method="Add", principal="key:alice")
+        return store.request(pb.Approval(call=call, request_sha256=bytes([amount]) * 32), timeout)[0]
+
+    short, kept = asked(1, timeout=0.1), asked(2)
+    with pytest.raises(TooMany, match="2 approvals of yours are waiting"):
+        asked(3)
+    store.decide(short.id, False, "admin", "no")
+    time.sleep(0.15)
+    assert store.purge() == 0  # expired 0.05 s ago: kept for the retention
+    time.sleep(0.3)
+    assert store.purge() == 1
+    assert store.get(short.id) is None and store.get(kept.id).state == State.STATE_PENDING  # a pending one stays
+    assert asked(4).state == State.STATE_PENDING  # (room again)
+    store.close()
+
+
+def test_a_padded_request_cannot_hide_its_namespace_and_the_whole_request_is_shown(
+        asking, counter_pb2, data_dir):
+    from cortex.contracts.memories.v1 import memories_pb2
+    from cortex.plugins.governance.approvals import SUMMARY_CHARS
+    from cortex.plugins.governance.gate import summary_of
+
+    padded = memories_pb2.StoreRequest(text="harmless note " * 30, supersedes="mem-the-victim", namespace="shared:payroll",
+                                       metadata={f"a{i}": "x" * 1000 for i in range(20)})
+    summary, truncated = summary_of(padded, "to memories (local) ")
+    assert truncated and len(summary) <= SUMMARY_CHARS and summary.startswith("to memories (local) {")
+    assert '"namespace": "shared:payroll"' in summary and '"supersedes": "mem-the-victim"' in summary
+    assert '"text": "harmless note' in summary and "(truncated: long fields shortened)" in summary
+    many = memories_pb2.StoreRequest(text="t", tags=[f"tag{i}" for i in range(32)], metadata={"k": "v" * 900},
+                                     source="s" * 4000, supersedes="mem-x", namespace="shared:payroll", ttl_seconds=5)
+    summary, truncated = summary_of(many)
+    assert truncated and len(summary) <= SUMMARY_CHARS and '"namespace": "shared:payroll"' in summary
+    small, cut = summary_of(counter_pb2.AddRequest(amount=3))
+    assert (small, cut) == ('{"amount": "3"}', False)
+    # end to end: the list marks it, `cortex approvals show` prints the whole request, to admin and its asker only
+    counter, gov, who, _, target, _ = asking()
+    approval = ask(counter, counter_pb2, who["alice"], amount=7)
+    shown = gov.GetApproval(pb.GetApprovalRequest(id=approval), timeout=5, metadata=who["alice"])
+    assert (shown.approval.id, shown.request_type) == (approval, "cortex_test.v1.AddRequest")
+    assert counter_pb2.AddRequest.FromString(shown.request).amount == 7 and '"amount": "7"' in shown.request_json
+    assert refused(gov.GetApproval, pb.GetApprovalRequest(id=approval), metadata=who["bob"]).code() == grpc.StatusCode.NOT_FOUND
+    printed = run_cli("approvals", "show", approval, env=cortex_env(data_dir, CORTEX_TARGET=target))
+    assert printed.returncode == 0 and '"amount": "7"' in printed.stdout and "cortex_test.v1.AddRequest" in printed.stdout
+
+
+def test_an_approved_approval_expires_unused(asking, counter_pb2):
+    counter, gov, who, servicer, _, kt = asking(timeout=1)
+    approval = ask(counter, counter_pb2, who["alice"])
+    decided = gov.DecideApproval(pb.DecideApprovalRequest(id=approval, approve=True), timeout=5, metadata=who["admin"]).approval
+    assert decided.expires_unix_nanos == decided.decided_unix_nanos + 1_000_000_000
+    time.sleep(1.3)
+    late = refused(counter.Add, counter_pb2.AddRequest(amount=3), metadata=with_id(who["alice"], approval))
+    assert late.code() == grpc.StatusCode.PERMISSION_DENIED and "expired unused" in late.details(), late.details()
+    assert servicer.calls == 0
+    assert [(a.state, a.decided_by) for a in approval_entries(kt, approval)] == [
+        (State.STATE_APPROVED, "admin"), (State.STATE_EXPIRED, "admin")]
+
+
+def test_an_approval_shows_and_binds_the_route(start_kernel, channel_to, counter_pb2, data_dir):
+    local, cloud = CounterServicer(counter_pb2, "counter"), CounterServicer(counter_pb2, "cloud")
+    target, _ = start_kernel(textwrap.dedent(ASKS.format(timeout=300)),
+                             [("counter", CounterPlugin(counter_pb2, local)),
+                              ("cloud", CounterPlugin(counter_pb2, cloud, local=False, provider="cloud"))], governance=True)
+    who = callers(target, data_dir, "alice")
+    counter = counter_stub(lambda t: channel_to(t, as_admin=False), target, counter_pb2)
+    gov = governance_pb2_grpc.GovernanceServiceStub(channel_to(target, as_admin=False))
+    to_cloud = (*who["alice"], ("x-cortex-provider", "cloud"))
+    approval = ask(counter, counter_pb2, to_cloud)
+    shown = gov.GetApproval(pb.GetApprovalRequest(id=approval), timeout=5, metadata=who["admin"]).approval
+    assert (shown.call.provider, shown.call.provider_local, shown.pinned_provider) == ("cloud", False, "cloud")
+    assert shown.summary.startswith("to cloud (REMOTE, pinned) ")
+    gov.DecideApproval(pb.DecideApprovalRequest(id=approval, approve=True), timeout=5, metadata=who["admin"])
+    elsewhere = refused(counter.Add, counter_pb2.AddRequest(amount=3),
+                        metadata=(*who["alice"], ("x-cortex-provider", "counter"), (HEADER, approval)))
+    assert elsewhere.code() == grpc.StatusCode.PERMISSION_DENIED and "pinned to provider 'cloud'" in elsewhere.details()
+    reply = counter.Add(counter_pb2.AddRequest(amount=3), timeout=10, metadata=(*to_cloud, (HEADER, approval)))
+    assert reply.provider == "cloud" and local.calls == 0

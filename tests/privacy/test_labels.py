@@ -40,9 +40,20 @@ def _call(labels=()) -> Call:
 
 def test_what_a_nested_call_returns_labels_the_call_it_was_made_for():
     serving, nested = _call(), _call({"work"})
+    nested.gathered.add("pii")  # what the nested call's own nested calls returned
     holds(serving, nested, mem.GetResponse(memory=mem.Memory(labels=["private"])))
-    assert serving.labels == {"private", "work"}  # the response's, and what the nested call gathered
+    # the response's, and what the nested call gathered; not its request's own ("work": the caller
+    # gave it, and every batch of a bulk job would pile its tags up on the job)
+    assert serving.labels == serving.gathered == {"private", "pii"}
     holds(None, nested, mem.GetResponse())  # a call made for nobody: nothing to carry
+
+
+def test_labels_that_describe_data_are_not_labels_of_data():
+    from cortex.contracts.governance.v1 import governance_pb2 as gov
+
+    policies = gov.ListPoliciesResponse(rules=[gov.Rule(id="builtin/private-stays-local", labels=["private"])])
+    assert labels_in(policies) == set()  # a rule about private data is no private data
+    assert labels_in(gov.ExportAuditResponse(entry=gov.AuditEntry(call=gov.CallDescription(labels=["private"])))) == set()
 
 
 def test_a_streamed_labels_in_the_caller_message_by_message():

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cortex.contracts.models.v1 import models_pb2 as pb
+from cortex.kernel.security import redaction
 from cortex.kernel.security.redaction import Redactor, Span
 
 REDACTOR = Redactor()
@@ -50,6 +51,21 @@ POSITIVES = [
     ("national_id", "NINO AB123456C", "AB123456C"),
     ("national_id", "mijn BSN is 123456782", "123456782"),
     ("national_id", "burgerservicenummer: 111.222.333", "111.222.333"),
+    # Unicode spaces, zero-width characters and fullwidth forms: found, and the original replaced
+    ("card", "visa 4111\xa01111\xa01111\xa01111 exp", "4111\xa01111\xa01111\xa01111"),
+    ("phone", "London 020\xa07946\xa00958", "020\xa07946\xa00958"),
+    ("phone", "tel 020\u202f7946\u202f0958.", "020\u202f7946\u202f0958"),
+    ("phone", "call +44\u200920\u20097946\u20090958 now", "+44\u200920\u20097946\u20090958"),
+    ("email", "mail anna\u200b@example.org today", "anna\u200b@example.org"),
+    ("email", "mail anna@exam\u2060ple.org\u200b today", "anna@exam\u2060ple.org"),
+    ("email", "mail anna\uff20example.org today", "anna\uff20example.org"),
+    # other separators, case, and values that were redacted only in part
+    ("card", "card 4111.1111.1111.1111 exp", "4111.1111.1111.1111"),
+    ("card", "card 4111 1111-1111 1111 exp", "4111 1111-1111 1111"),
+    ("iban", "iban nl91abna0417164300 please", "nl91abna0417164300"),
+    ("iban", "IBAN NL91-ABNA-0417-1643-00.", "NL91-ABNA-0417-1643-00"),
+    ("national_id", "SSN 536.22.8726", "536.22.8726"),
+    ("phone", "London 020/7946 0958", "020/7946 0958"),
 ]
 
 # numbers of every kind that are no personal data, and the shapes closest to each detector's
@@ -68,6 +84,8 @@ NEAR_MISSES = [
     "QQ 12 34 56 C", "GB 12 34 56 A", "id 111222333",
     "icon@2x.png", "user@localhost", "@mention", "a @ b",
     "<EMAIL_1>", "x = 10 ** 9", "SHA 3f786850e387550fdab836ed7e6dc881de23001b",
+    "536.22.8726", "nl91ABNA0417164300", "Nl91abna0417164300", "4111.1111.1111.1112", "1.234.567.890.123,45",
+    "15.03.2024\xa010:30", "version\xa01.2.3.4567", "\u20ac\xa01\u202f234,56", "\uff11\uff12\uff13\uff14\uff15",
 ]
 
 
@@ -118,6 +136,15 @@ def test_placeholders_never_collide_with_the_requests_own_text() -> None:
     assert redacted.request.prompt == "template <EMAIL_1> and < email 2 > and <PHONE_7>; real: <EMAIL_3>"
     answer = pb.GenerateResponse(text="<EMAIL_1>, <EMAIL_2> and <EMAIL_3>")
     assert redacted.restore(answer).text == "<EMAIL_1>, <EMAIL_2> and ann@example.com"
+
+
+def test_issued_numbers_are_the_smallest_free_ones() -> None:
+    # max+1 would issue <EMAIL_1000000000000>, which restoring (12 digits at most) cannot read back
+    text = "note <EMAIL_999999999999> and <EMAIL_2>; mail anna@example.org, bob@example.org, cc@example.org"
+    redacted = REDACTOR.redact(pb.GenerateRequest(prompt=text))
+    assert redacted is not None
+    assert redacted.request.prompt == "note <EMAIL_999999999999> and <EMAIL_2>; mail <EMAIL_1>, <EMAIL_3>, <EMAIL_4>"
+    assert redacted.restore(pb.GenerateResponse(text=redacted.request.prompt)).text == text
 
 
 def test_restore_accepts_what_a_model_does_to_a_token_but_not_more() -> None:
@@ -216,6 +243,56 @@ def test_regions_choose_the_national_formats() -> None:
     dutch = Redactor(regions=["NL"])
     assert dutch.find("SW1A 2AA, SSN 536-22-8726, (212) 555-0123") == []
     assert [s.kind for s in dutch.find("BSN 123456782, 06 12345678, +44 20 7946 0958")] == ["national_id", "phone", "phone"]
+
+
+class _CountingMatcher:
+    """phonenumbers.PhoneNumberMatcher, counting its calls and the longest text it was given."""
+
+    def __init__(self, real: type) -> None:
+        self.real, self.calls, self.longest = real, 0, 0
+
+    def __call__(self, text: str, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        self.longest = max(self.longest, len(text))
+        return self.real(text, *args, **kwargs)
+
+
+@pytest.fixture
+def matcher(monkeypatch: pytest.MonkeyPatch) -> _CountingMatcher:
+    counting = _CountingMatcher(redaction.phonenumbers.PhoneNumberMatcher)
+    monkeypatch.setattr(redaction.phonenumbers, "PhoneNumberMatcher", counting)
+    return counting
+
+
+@pytest.mark.parametrize("text", [
+    "1 " * 20000,  # one 40 KB run: was 9 s, the matcher given the whole run once per region
+    "536-22-8726 " * 2000,
+    "1.2 " * 5000,
+    " ".join(str(i * 7919 % 10) for i in range(20000)),  # no window repeats: no cache to help
+])
+def test_phone_work_is_bounded_whatever_the_text(matcher: _CountingMatcher, text: str) -> None:
+    Redactor().find(text)
+    assert matcher.longest <= redaction._MAX_RUN + 2 * redaction._PHONE_CONTEXT  # bounded windows only
+    assert matcher.calls <= redaction._PHONE_BUDGET // redaction._COST_MATCHER
+
+
+def test_past_the_phone_budget_numbers_are_still_redacted(matcher: _CountingMatcher) -> None:
+    phones = [f"+44 20 7946 {i:04d}" for i in range(1500)] + [f"06 1234 {i:04d}" for i in range(1500)]
+    text = "".join(f"call {phone}, " for phone in phones)
+    found = [text[s.start:s.end] for s in Redactor().find(text)]
+    assert matcher.calls <= redaction._PHONE_BUDGET // redaction._COST_MATCHER
+    assert found == phones  # the matcher's, then the fallback's
+
+
+@pytest.mark.parametrize(("text", "phones"), [
+    # runs longer than a window: looked at in windows, each number whole in one of them
+    ("+44 20 7946 0958 +31 6 12345678 (212) 555-0123 +44 20 7946 0959",
+     ["+44 20 7946 0958", "+31 6 12345678", "+44 20 7946 0959"]),
+    ("tel. 020 7946 0958 - 020 7946 0959 - 020 7946 0950 - 06 12345678",
+     ["020 7946 0958", "020 7946 0959", "020 7946 0950", "06 12345678"]),
+])
+def test_phone_numbers_in_a_long_run(text: str, phones: list[str]) -> None:
+    assert [text[s.start:s.end] for s in REDACTOR.find(text)] == phones
 
 
 # random text, and random text stitched from the tables above, so personal data, near misses and

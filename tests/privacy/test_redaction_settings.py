@@ -3,6 +3,7 @@ kernel is built, with a message naming what to fix."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +25,10 @@ def call() -> Call:
     return Call(id="c", method=None, request=None, principal="admin")  # type: ignore[arg-type]
 
 
+def outbound(redaction, *args):
+    return asyncio.run(redaction.outbound(*args))
+
+
 MODELS = models.DESCRIPTOR.services_by_name["ModelService"]
 
 
@@ -35,21 +40,21 @@ def provider(local: bool, service=MODELS) -> SimpleNamespace:
 def test_a_remote_provider_gets_placeholders_and_a_local_one_the_request_as_it_is(tmp_path):
     redaction = kernel_with(tmp_path, "").router.redaction  # the default: on
     request = models.GenerateRequest(prompt="mail jo@example.org about EMP-123456")
-    local = redaction.outbound(provider(True), request, c := call())
+    local = outbound(redaction, provider(True), request, c := call())
     assert local.request is request and not c.redacted
     memories = mem.DESCRIPTOR.services_by_name["MemoryService"]  # a remote kernel keeps what it is sent
-    assert redaction.outbound(provider(False, memories), request, c).request is request and not c.redacted
-    remote = redaction.outbound(provider(False), request, c)
+    assert outbound(redaction, provider(False, memories), request, c).request is request and not c.redacted
+    remote = outbound(redaction, provider(False), request, c)
     assert remote.request.prompt == "mail <EMAIL_1> about EMP-123456" and c.redacted == {"email": 1}
     assert remote.restore(models.GenerateResponse(text="Sent to <EMAIL_1>.")).text == "Sent to jo@example.org."
 
 
 def test_patterns_add_kinds_and_redact_false_turns_it_off(tmp_path):
     redaction = kernel_with(tmp_path, "[privacy]\nkinds = []\npatterns = ['employee_id=EMP-\\d{6}']\n").router.redaction
-    remote = redaction.outbound(provider(False), models.GenerateRequest(prompt="jo@example.org EMP-123456"), call())
+    remote = outbound(redaction, provider(False), models.GenerateRequest(prompt="jo@example.org EMP-123456"), call())
     assert remote.request.prompt == "jo@example.org <EMPLOYEE_ID_1>"  # only the pattern runs: kinds = []
     off = kernel_with(tmp_path, "[privacy]\nredact = false\n").router.redaction
-    assert off.outbound(provider(False), models.GenerateRequest(prompt="jo@example.org"), call()).request.prompt == "jo@example.org"
+    assert outbound(off, provider(False), models.GenerateRequest(prompt="jo@example.org"), call()).request.prompt == "jo@example.org"
 
 
 @pytest.mark.parametrize(("privacy", "says"), [

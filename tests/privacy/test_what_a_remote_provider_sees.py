@@ -61,6 +61,9 @@ def kernel(start_kernel, recording_server, monkeypatch, tmp_path):
     journal = tmp_path / "journal"
     journal.mkdir()
     (journal / "december.md").write_text("# Dreams\n\nDreamt of a lighthouse keeper named Oswin.\n")
+    notes = tmp_path / "notes"  # a source not labelled as a whole: its note tagged health is private by the rule
+    notes.mkdir()
+    (notes / "bloods.md").write_text("---\ntags: [health]\n---\n# Bloods\n\nFerritin result was Zanzibarine nine.\n")
     target, kt = start_kernel(f"""
 [plugins]
 disabled = ["ollama"]
@@ -75,6 +78,9 @@ tags = ["health"]
 name = "journal"
 path = "{journal}"
 labels = ["private"]
+[[plugins.memories.source]]
+name = "notes"
+path = "{notes}"
 [hybrid]
 mlx_first = false
 [routing."cortex.models.v1.ModelService"]
@@ -158,3 +164,50 @@ def test_private_data_with_only_a_remote_provider_fails_naming_the_label(kernel,
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "private" in refused.value.details()
     assert len(received(record)) == before
+
+
+def _run(cerebrum, *steps: cb.Step) -> dict[str, cb.StepRecord]:
+    plan = cb.Plan(goal="a plan", steps=list(steps))
+    records = [m.step for m in cerebrum.Execute(cb.ExecuteRequest(plan=plan), timeout=120) if m.HasField("step")]
+    return {r.step_id: r for r in records if r.state in (cb.StepRecord.STATE_FINISHED, cb.StepRecord.STATE_FAILED)}
+
+
+def _say(quote: str, after: str) -> cb.Step:
+    return cb.Step(id="say", method="cortex.models.v1.ModelService/Generate", depends_on=[after],
+                   request_json=json.dumps({"prompt": f"Repeat: {quote}", "max_tokens": 16}))
+
+
+def test_private_text_stays_private_wherever_it_is_read_from_next(kernel, channel_to):
+    """Not only a recalled memory: a watched file opened whole, a trace of a run that read private
+    data, a memory a plan stored from private text, a note private by a rule on its tag."""
+    target, _, record = kernel
+    channel = channel_to(target)
+    memories = memories_pb2_grpc.MemoryServiceStub(channel)
+    cerebrum = cerebrum_pb2_grpc.CerebrumServiceStub(channel)
+    memories.Store(mem.StoreRequest(text="My gym locker code is 4711.", tags=["private"]), timeout=60)
+    recall = cb.Step(id="recall", method="cortex.memories.v1.MemoryService/Search",
+                     request_json=json.dumps({"query": "gym locker code", "top_k": 1}))
+
+    opened = _run(cerebrum, cb.Step(id="open", method="cortex.memories.v1.SourceService/Open",
+                                    request_json=json.dumps({"ref": "journal:december.md"})),
+                  _say("${steps.open.text}", "open"))
+    assert opened["say"].provider == "mlx" and "Oswin" in opened["say"].request_json
+
+    # a plan that stores what it recalled: the copy is tagged private, so a later plan quoting it stays local
+    _run(cerebrum, recall, cb.Step(id="keep", method="cortex.memories.v1.MemoryService/Store", depends_on=["recall"],
+                                   request_json=json.dumps({"text": "Copied: ${steps.recall.results[0].memory.text}"})))
+    copy = memories.Search(mem.SearchRequest(query="Copied gym locker", top_k=1), timeout=60).results[0].memory
+    assert copy.text.startswith("Copied:") and "private" in copy.tags and list(copy.labels) == ["private"]
+
+    # the trace of a run that read private data says so; a plan quoting it stays local
+    summary = list(cerebrum.Execute(cb.ExecuteRequest(goal="What is my gym locker code?"), timeout=120))[-1].summary
+    assert list(summary.labels) == ["private"]
+    traced = _run(cerebrum, cb.Step(id="trace", method="cortex.cerebrum.v1.CerebrumService/GetTrace",
+                                    request_json=json.dumps({"id": summary.trace_id})),
+                  _say("${steps.trace.trace.steps[0].response_json}", "trace"))
+    assert traced["say"].provider == "mlx" and "4711" in traced["say"].request_json
+
+    bloods = memories.Search(mem.SearchRequest(query="ferritin result", top_k=1), timeout=60).results[0].memory
+    assert "Zanzibarine" in bloods.text and list(bloods.labels) == ["private"]
+    wire = sent(record)
+    assert "4711" not in wire and "Oswin" not in wire and "Zanzibarine" not in wire

@@ -139,7 +139,7 @@ class StepRecord(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history")
+    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history", "labels")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_OK_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class TraceSummary(_message.Message):
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     RELATED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     status: str
     steps_ok: int
@@ -160,7 +161,8 @@ class TraceSummary(_message.Message):
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     related: _containers.RepeatedCompositeFieldContainer[Citation]
     history: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("memory_id", "source", "text", "heading")

@@ -203,7 +203,7 @@ class Proof(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., service: _Optional[str] = ..., method: _Optional[str] = ..., principal: _Optional[str] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_sha256: _Optional[bytes] = ..., messages: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., latency_ms: _Optional[float] = ..., parent_call_id: _Optional[str] = ..., actor: _Optional[str] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ("id", "state", "call", "request_sha256", "summary", "rule_ids", "reasons", "call_id", "requested_unix_nanos", "expires_unix_nanos", "decided_by", "decided_unix_nanos", "note", "used_by_call_id")
+    __slots__ = ("id", "state", "call", "request_sha256", "summary", "rule_ids", "reasons", "call_id", "requested_unix_nanos", "expires_unix_nanos", "decided_by", "decided_unix_nanos", "note", "used_by_call_id", "summary_truncated", "pinned_provider")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Approval.State]
@@ -230,6 +230,8 @@ class Approval(_message.Message):
     DECIDED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     USED_BY_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: Approval.State
     call: CallDescription
@@ -244,21 +246,47 @@ class Approval(_message.Message):
     decided_unix_nanos: int
     note: str
     used_by_call_id: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[Approval.State, str]] = ..., call: _Optional[_Union[CallDescription, _Mapping]] = ..., request_sha256: _Optional[bytes] = ..., summary: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., call_id: _Optional[str] = ..., requested_unix_nanos: _Optional[int] = ..., expires_unix_nanos: _Optional[int] = ..., decided_by: _Optional[str] = ..., decided_unix_nanos: _Optional[int] = ..., note: _Optional[str] = ..., used_by_call_id: _Optional[str] = ...) -> None: ...
+    summary_truncated: bool
+    pinned_provider: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[Approval.State, str]] = ..., call: _Optional[_Union[CallDescription, _Mapping]] = ..., request_sha256: _Optional[bytes] = ..., summary: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., call_id: _Optional[str] = ..., requested_unix_nanos: _Optional[int] = ..., expires_unix_nanos: _Optional[int] = ..., decided_by: _Optional[str] = ..., decided_unix_nanos: _Optional[int] = ..., note: _Optional[str] = ..., used_by_call_id: _Optional[str] = ..., summary_truncated: _Optional[bool] = ..., pinned_provider: _Optional[str] = ...) -> None: ...
 
 class ListApprovalsRequest(_message.Message):
-    __slots__ = ("pending_only", "limit")
+    __slots__ = ("pending_only", "limit", "principal", "page_token")
     PENDING_ONLY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     pending_only: bool
     limit: int
-    def __init__(self, pending_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    principal: str
+    page_token: str
+    def __init__(self, pending_only: _Optional[bool] = ..., limit: _Optional[int] = ..., principal: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListApprovalsResponse(_message.Message):
-    __slots__ = ("approvals",)
+    __slots__ = ("approvals", "next_page_token")
     APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     approvals: _containers.RepeatedCompositeFieldContainer[Approval]
-    def __init__(self, approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetApprovalRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetApprovalResponse(_message.Message):
+    __slots__ = ("approval", "request_type", "request_json", "request")
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    request_type: str
+    request_json: str
+    request: bytes
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ..., request_type: _Optional[str] = ..., request_json: _Optional[str] = ..., request: _Optional[bytes] = ...) -> None: ...
 
 class DecideApprovalRequest(_message.Message):
     __slots__ = ("id", "approve", "note")

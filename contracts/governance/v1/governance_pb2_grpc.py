@@ -92,6 +92,11 @@ class GovernanceServiceStub:
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.SerializeToString,
                 response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.FromString,
                 _registered_method=True)
+        self.GetApproval = channel.unary_unary(
+                '/cortex.governance.v1.GovernanceService/GetApproval',
+                request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalRequest.SerializeToString,
+                response_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalResponse.FromString,
+                _registered_method=True)
         self.WaitApproval = channel.unary_unary(
                 '/cortex.governance.v1.GovernanceService/WaitApproval',
                 request_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.WaitApprovalRequest.SerializeToString,
@@ -190,6 +195,14 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetApproval(self, request, context):
+        """GetApproval returns one approval with the whole request it was asked for (the summary is
+        shortened); only admin and the principal whose call it is read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WaitApproval(self, request, context):
         """WaitApproval returns once the approval is decided or has expired (denied), or when the
         request's wait ends, with the approval as it stands.
@@ -263,6 +276,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.DecideApproval,
                     request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.FromString,
                     response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.SerializeToString,
+            ),
+            'GetApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApproval,
+                    request_deserializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalRequest.FromString,
+                    response_serializer=cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalResponse.SerializeToString,
             ),
             'WaitApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitApproval,
@@ -574,6 +592,33 @@ class GovernanceService:
             '/cortex.governance.v1.GovernanceService/DecideApproval',
             cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalRequest.SerializeToString,
             cortex_dot_governance_dot_v1_dot_governance__pb2.DecideApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.governance.v1.GovernanceService/GetApproval',
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalRequest.SerializeToString,
+            cortex_dot_governance_dot_v1_dot_governance__pb2.GetApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -174,7 +174,7 @@ class OpenRequest(_message.Message):
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
 class OpenResponse(_message.Message):
-    __slots__ = ("source", "path", "heading", "first_line", "last_line", "text", "memory_id", "note")
+    __slots__ = ("source", "path", "heading", "first_line", "last_line", "text", "memory_id", "note", "labels")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     HEADING_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class OpenResponse(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     source: str
     path: str
     heading: str
@@ -191,4 +192,5 @@ class OpenResponse(_message.Message):
     text: str
     memory_id: str
     note: str
-    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., heading: _Optional[str] = ..., first_line: _Optional[int] = ..., last_line: _Optional[int] = ..., text: _Optional[str] = ..., memory_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., heading: _Optional[str] = ..., first_line: _Optional[int] = ..., last_line: _Optional[int] = ..., text: _Optional[str] = ..., memory_id: _Optional[str] = ..., note: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -12,6 +12,14 @@ const STATE = {
 
 const time = (nanos) => (nanos ? new Date(Number(BigInt(nanos) / 1000000n)).toLocaleString() : "");
 const what = (a) => h("code", {}, `${a.call?.service ?? ""}/${a.call?.method ?? ""}`);
+const route = (a) => (a.call?.provider
+  ? `${a.call.provider} (${a.call.provider_local ? "local" : "REMOTE"}${a.pinned_provider ? ", pinned" : ""})` : "");
+// the summary is shortened (each long field, then fields left out): say so, and where the whole is
+const request = (a) => h("div", {}, h("code", { class: "wrap" }, a.summary ?? ""),
+  a.summary_truncated
+    ? h("p", { class: "hint" }, h("strong", {}, "Truncated: "), "part of the request is not shown; ",
+      h("code", {}, `cortex approvals show ${a.id}`), " prints it whole.")
+    : null);
 
 async function draw(box, output, note) {
   const listed = (await api(`${GS}/ListApprovals`, { limit: 200 })).approvals ?? [];
@@ -28,7 +36,7 @@ async function draw(box, output, note) {
   box.replaceChildren(
     table("Calls waiting for approval", [
       ["Approval", (a) => h("code", {}, a.id)], ["For", (a) => a.call?.principal ?? ""], ["Call", what],
-      ["Request", (a) => h("code", { class: "wrap" }, a.summary ?? "")],
+      ["To", route], ["Request", request],
       ["Why", (a) => (a.reasons ?? []).join("; ")],
       ["Asked", (a) => time(a.requested_unix_nanos)], ["Expires", (a) => time(a.expires_unix_nanos)],
       ["Decide", (a) => h("div", { class: "actions" }, decide(a, true), decide(a, false))],

@@ -8,6 +8,7 @@ act on, and printing as tables or JSON.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import click
 import grpc
 from google.protobuf import json_format
 
+from ..call import APPROVAL_HEADER
 from ..config import Config, ConfigError, load_config
 from ..security.dial import Dial, client_dial
 
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from cortex.contracts.kernel.v1.kernel_pb2_grpc import KernelServiceStub
 
 TIMEOUT = 10.0
+# an approval to present (x-cortex-approval): a command a policy rule made wait for a person, run
+# again once an admin approved it (`CORTEX_APPROVAL=ap-... cortex memories delete ID`)
+APPROVAL_ENV = "CORTEX_APPROVAL"
 
 
 def to_dict(message: Any) -> dict[str, Any]:
@@ -78,6 +83,8 @@ class KernelClient:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         self.metadata = dial.metadata()
+        if approval := os.environ.get(APPROVAL_ENV, "").strip():
+            self.metadata = (*self.metadata, (APPROVAL_HEADER, approval))
 
     def call(self, fn: Callable[..., Any], request: Any, timeout: float = TIMEOUT) -> Any:
         try:
@@ -96,6 +103,13 @@ class KernelClient:
             return click.ClickException(
                 f"no kernel is answering at {self.target} ({code.name}: {exc.details()}). "
                 "Start one with `cortex serve`, or pass --target HOST:PORT."
+            )
+        trailers: Any = exc.trailing_metadata() or ()  # (grpc's stubs type it loosely)
+        approval = next((str(value) for key, value in trailers if key == APPROVAL_HEADER), "")
+        if code == grpc.StatusCode.FAILED_PRECONDITION and approval:
+            return click.ClickException(
+                f"{code.name}: {exc.details()}\nOnce it is approved, run the same command again with "
+                f"{APPROVAL_ENV}={approval} set."
             )
         return click.ClickException(f"{code.name}: {exc.details()}")
 

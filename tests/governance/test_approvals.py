@@ -494,3 +494,26 @@ def test_an_approval_shows_and_binds_the_route(start_kernel, channel_to, counter
     assert elsewhere.code() == grpc.StatusCode.PERMISSION_DENIED and "pinned to provider 'cloud'" in elsewhere.details()
     reply = counter.Add(counter_pb2.AddRequest(amount=3), timeout=10, metadata=(*to_cloud, (HEADER, approval)))
     assert reply.provider == "cloud" and local.calls == 0
+
+
+def test_a_command_that_waits_for_approval_runs_again_with_it(start_kernel, data_dir):
+    """`cortex remember` under an ask rule: the command says which approval it waits for and how to
+    run it again; approved, the same command with CORTEX_APPROVAL runs once."""
+    target, _ = start_kernel("""
+[plugins]
+disabled = ["ollama", "openai", "a2a", "mcp", "http"]
+[[plugins.governance.rule]]
+id = "storing-needs-a-person"
+effect = "ask"
+services = ["cortex.memories.v1.MemoryService"]
+methods = ["Store"]
+""", governance=True)
+    env = cortex_env(data_dir, CORTEX_TARGET=target)
+    waiting = run_cli("remember", "The spare key is under the blue pot", env=env)
+    assert waiting.returncode == 1 and "FAILED_PRECONDITION" in waiting.stderr, waiting.stderr
+    approval = re.search(r"CORTEX_APPROVAL=(ap-[0-9a-f]+)", waiting.stderr).group(1)
+    assert run_cli("approvals", "approve", approval, env=env).returncode == 0
+    stored = run_cli("remember", "The spare key is under the blue pot", env={**env, "CORTEX_APPROVAL": approval})
+    assert stored.returncode == 0, stored.stderr
+    again = run_cli("remember", "The spare key is under the blue pot", env={**env, "CORTEX_APPROVAL": approval})
+    assert again.returncode == 1 and "PERMISSION_DENIED" in again.stderr  # an approval lets one call through

@@ -6,8 +6,6 @@ memory answers is declined; a replaced fact is marked as such in what the model 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,8 @@ from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.memories.v1 import memories_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..models.fake_servers import scripted_openai
+
 SCRIPT = [
     {"when": "Question: What is the garden budget?", "cite": "300 euros", "reply": "The garden budget is 300 euros [{n}]. [9]"},
     {"when": "Question: When is the dentist?", "cite": "Thursday", "reply": "On Thursday at 15:00 [{n}]."},
@@ -26,17 +25,8 @@ SCRIPT = [
 
 @pytest.fixture
 def scripted_server(tmp_path):
-    script, record = tmp_path / "script.json", tmp_path / "requests.jsonl"
-    script.write_text(json.dumps(SCRIPT))
-    record.touch()
-    process = subprocess.Popen([sys.executable, "-m", "tests.models.fake_servers", str(script), str(record)],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1", record
-    finally:
-        process.kill()
-        process.wait(10)
+    with scripted_openai(tmp_path, SCRIPT) as server:
+        yield server
 
 
 def chats(record: Path) -> list[dict]:

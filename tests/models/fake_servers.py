@@ -11,9 +11,14 @@ Replies are deterministic: the completion is "echo: <last user message>".
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -188,9 +193,23 @@ class ScriptedOpenAI(FakeOpenAI):
         super().route(h, method, path, body)
 
 
-if __name__ == "__main__":  # python -m tests.models.fake_servers SCRIPT.json RECORD.jsonl: prints the port
-    import sys
+@contextlib.contextmanager
+def scripted_openai(folder: Path, script: list[dict[str, Any]]) -> Iterator[tuple[str, Path]]:
+    """A ScriptedOpenAI in a process of its own (a kernel's provider calls it as it would a real
+    endpoint): (its base URL, the file every request it receives is appended to)."""
+    script_file, record = folder / "script.json", folder / "requests.jsonl"
+    script_file.write_text(json.dumps(script))
+    record.touch()
+    process = subprocess.Popen([sys.executable, "-m", "tests.models.fake_servers", str(script_file), str(record)],
+                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        yield f"http://127.0.0.1:{int(process.stdout.readline())}/v1", record
+    finally:
+        process.kill()
+        process.wait(10)
 
+
+if __name__ == "__main__":  # python -m tests.models.fake_servers SCRIPT.json RECORD.jsonl: prints the port
     script_file, record_file = sys.argv[1], sys.argv[2]
     server = ScriptedOpenAI(json.loads(open(script_file, encoding="utf-8").read()), record_file)
     print(server.port, flush=True)

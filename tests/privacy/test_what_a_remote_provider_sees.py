@@ -7,8 +7,6 @@ provable from the audit log."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -22,24 +20,17 @@ from cortex.contracts.models.v1 import models_pb2 as models
 from cortex.contracts.models.v1 import models_pb2_grpc
 
 from ..conftest import audit_entries
+from ..models.fake_servers import scripted_openai
 
-ROOT = Path(__file__).resolve().parents[2]
 EMAIL, PHONE = "anna.jansen@example.org", "+44 20 7946 0958"
 
 
 @pytest.fixture
 def recording_server(tmp_path):
-    """An OpenAI-compatible server in a process of its own that appends every request to a file."""
-    script, record = tmp_path / "script.json", tmp_path / "requests.jsonl"
-    script.write_text(json.dumps([{"when": "", "echo": True}]))
-    record.touch()
-    process = subprocess.Popen([sys.executable, "-m", "tests.models.fake_servers", str(script), str(record)],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        yield f"http://127.0.0.1:{int(process.stdout.readline())}/v1", record
-    finally:
-        process.kill()
-        process.wait(10)
+    """An OpenAI-compatible server in a process of its own that says back what it is sent, and
+    appends every request to a file."""
+    with scripted_openai(tmp_path, [{"when": "", "echo": True}]) as server:
+        yield server
 
 
 def received(record: Path) -> list[dict]:

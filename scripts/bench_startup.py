@@ -92,10 +92,12 @@ def fill_memories(data: Path, count: int) -> None:
         for i, v in enumerate(vectors, start=start):
             memory_id, text = new_id() + f"{i:07d}", f"memory {i} about the garden and the budget"
             rows.append((memory_id, "note", text, "[]", "{}", "bench", now, now, None, content_hash("note", text, []),
-                         "all-MiniLM-L6-v2", (v / np.linalg.norm(v)).tobytes(), vector_key(memory_id)))
+                         "all-MiniLM-L6-v2", (v / np.linalg.norm(v)).tobytes(), "default", vector_key(memory_id)))
+        # as many placeholders as the store's columns (and vkey): the schema moves on, this follows it
+        places = ", ".join("?" * (len(COLUMNS.split(",")) + 1))
         with store.db:
             store.db.execute("BEGIN")
-            store.db.executemany(f"INSERT INTO memories ({COLUMNS}, vkey) VALUES ({', '.join('?' * 13)})", rows)  # noqa: S608 - columns and placeholders only
+            store.db.executemany(f"INSERT INTO memories ({COLUMNS}, vkey) VALUES ({places})", rows)  # noqa: S608 - columns and placeholders only
     store.meta("embedding_model", "all-MiniLM-L6-v2")
     store.close()
 

@@ -20,7 +20,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-demo() { echo; echo "\$ cortex $*"; "$cortex" "$@"; }
+# each command as it can be pasted into a shell (printf %q quotes what needs it), then its output
+demo() { echo; printf '$ cortex'; printf ' %q' "$@"; echo; "$cortex" "$@"; }
 export CORTEX_TARGET="$listen"
 demo info
 demo plugins list

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import structlog
 
+log = structlog.get_logger("cortex.credentials")
 ADMIN = "admin"
 LOCAL = "local"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
@@ -288,10 +290,15 @@ class Credentials:
         self.reserved.update(names)
 
     def ensure_admin_token(self) -> Path:
-        """Create the admin token on first start (0600); keep it from then on."""
+        """Create the admin token on first start (0600); keep it from then on. The data dir that
+        holds it (and the memories) is made its owner's alone (0700), also one the user made
+        (`mkdir` leaves it 0755: anyone on the machine could list it, and read what is not 0600)."""
         path = self.data_dir / ADMIN_TOKEN_FILE
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.name == "posix" and (mode := self.data_dir.stat().st_mode & 0o777) & 0o077:
+            self.data_dir.chmod(0o700)
+            log.warning("data_dir.made_private", path=str(self.data_dir), was=f"{mode:03o}", now="700")
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_secret(path, "cta_" + secrets.token_urlsafe(32))
         self._admin = read_admin_token(self.data_dir).encode()
         return path

@@ -44,11 +44,15 @@ def register(cli: click.Group) -> None:
     def plugin_new(name, parent) -> None:
         """Create cortex-NAME/: pyproject (entry points, manifest), a commented .proto, the generated
         code, the plugin, tests on a real kernel, a README and a CI workflow."""
+        given, name = name, name.replace("-", "_")  # "reading-list": the Python package cannot hold '-'
         if not NAME.match(name) or keyword.iskeyword(name):
             raise click.ClickException(
-                f"plugin name {name!r}: 2-40 lowercase letters, digits and '_', starting with a letter (it is the "
-                "entry point's name and the Python package's)"
+                f"plugin name {given!r}: 2-40 lowercase letters, digits, '_' and '-', starting with a letter (it is "
+                "the entry point's name and, with '_' for '-', the Python package's)"
             )
+        if given != name:
+            click.echo(f"plugin name {name!r}: a Python package's name holds '_' where yours has '-' "
+                       f"(the distribution is cortex-{given})")
         root = Path(parent) / f"cortex-{name.replace('_', '-')}"
         if root.exists():
             raise click.ClickException(f"{root} exists; choose another name or --dir")

@@ -381,6 +381,8 @@ def audit_tail(config, data_dir, as_json, count) -> None:
         chain.close()
     if as_json:
         return print_json([_entry_dict(e) for e in entries])
+    if entries:  # what each column is (SEQ: the entry's place in the chain: `cortex proofs show p-SEQ`, or the CALL id)
+        click.echo(f"{'SEQ':>8}  {'ENTRY':<13} {'CALL':<18} WHAT")
     for e in entries:
         kind = e.WhichOneof("body")
         if kind == "proof":

@@ -90,6 +90,7 @@ def test_the_chain_verifies_offline_and_survives_a_restart(chain_with_calls, ser
     assert shown["proof"]["call_id"] == call_ids[0] and shown["proof"]["status"] == "OK"
     tail = run_cli("audit", "tail", "-n", "3", env=env)
     assert "proof" in tail.stdout and "cortex_echo.v1.EchoService/Echo" in tail.stdout
+    assert tail.stdout.splitlines()[0].split() == ["SEQ", "ENTRY", "CALL", "WHAT"]  # the columns say what they are
 
 
 def test_signing_key_is_private_and_its_public_key_exported(chain_with_calls, tmp_path):

@@ -72,3 +72,17 @@ def test_pip_failing_is_said_in_its_own_words(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     with pytest.raises(ValueError, match="pip could not install"):
         asyncio.run(install(str(tmp_path / "nothing-here")))
+
+
+def test_a_data_dir_the_user_made_is_made_the_owners_alone(tmp_path):
+    """`mkdir` leaves a folder 0755: the data dir holds the admin token and the memories, so the
+    kernel makes it 0700 at start (and leaves one that already is alone)."""
+    data_dir = tmp_path / "mine"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)  # (whatever the umask)
+    token = Credentials(data_dir).ensure_admin_token()
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert token.stat().st_mode & 0o777 == 0o600
+    first = token.read_text()
+    Credentials(data_dir).ensure_admin_token()  # the next start keeps the token
+    assert token.read_text() == first

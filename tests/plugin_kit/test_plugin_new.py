@@ -114,3 +114,18 @@ def test_hook_calls_are_traced_on_request(start_kernel, monkeypatch, caplog):
     start_kernel()
     traced = [r.getMessage() for r in caplog.records if "hook.trace" in r.getMessage()]
     assert any("cortex_configure" in line for line in traced) and any("cortex_start" in line for line in traced)
+
+
+@pytest.mark.parametrize(("given", "refused"), [("reading-list", False), ("reading_list", False),
+                                                ("Reading-List", True), ("2-list", True), ("class", True)])
+def test_a_plugin_name_may_hold_a_dash_as_the_docs_say(tmp_path, given, refused):
+    made = run_cli("plugin", "new", given, "--dir", str(tmp_path), env=cortex_env(tmp_path / "unused"))
+    if refused:
+        assert made.returncode == 1 and "2-40 lowercase letters, digits, '_' and '-'" in made.stderr
+        assert not list(tmp_path.glob("cortex-*"))
+        return
+    assert made.returncode == 0, made.stderr
+    package_name = given.replace("-", "_")
+    package = tmp_path / f"cortex-{package_name.replace('_', '-')}"
+    assert (package / "src" / package_name / "plugin.py").is_file()
+    assert f'{package_name} = "{package_name}.plugin:plugin"' in (package / "pyproject.toml").read_text()

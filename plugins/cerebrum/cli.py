@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ from google.protobuf import json_format
 
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2 as pb
 from cortex.contracts.cerebrum.v1 import cerebrum_pb2_grpc
-from cortex.kernel.sdk import config_option, json_option, kernel_client, print_json, target_option, to_dict
+from cortex.kernel.sdk import config_option, json_option, kernel_client, print_json, print_table, target_option, to_dict
 
 TIMEOUT = 600.0
 STATES = {v: k.removeprefix("STATE_").lower() for k, v in pb.StepRecord.State.items()}
@@ -156,8 +157,14 @@ def traces_list(config, target, as_json):
     reply = client.call(stub.ListTraces, pb.ListTracesRequest())
     if as_json:
         return print_json(to_dict(reply))
+    rows = []
     for t in reply.traces:
-        click.echo(f"{t.trace_id}  {t.status:<9} ok={t.steps_ok} failed={t.steps_failed} skipped={t.steps_skipped}")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.created_unix_ms / 1000)) if t.created_unix_ms else "-"
+        goal = t.goal if len(t.goal) <= 60 else t.goal[:59] + "…"
+        what = f"replay of {t.replay_of[:12]}" if t.replay_of else "run"
+        rows.append([when, t.status, f"{t.steps_ok}/{t.steps_ok + t.steps_failed + t.steps_skipped}", what, goal, t.trace_id])
+    if rows:
+        print_table(rows, ["WHEN", "STATUS", "STEPS OK", "KIND", "GOAL", "TRACE"])
 
 
 @traces.command("show")
@@ -165,9 +172,17 @@ def traces_list(config, target, as_json):
 @target_option
 @click.argument("trace_id")
 def traces_show(config, target, trace_id):
-    """A trace as JSON."""
+    """A trace as JSON (each step's request and response as JSON objects, not strings of JSON)."""
     client, stub = _stub(config, target)
-    print_json(to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id)).trace))
+    shown = to_dict(client.call(stub.GetTrace, pb.GetTraceRequest(id=trace_id)).trace)
+    for step in shown.get("steps", []):
+        for field in ("request_json", "response_json"):
+            if step.get(field):
+                try:
+                    step[field.removesuffix("_json")] = json.loads(step.pop(field))
+                except ValueError:  # (a step that could not be built keeps what it had)
+                    pass
+    print_json(shown)
 
 
 @click.command()

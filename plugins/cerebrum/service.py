@@ -503,7 +503,10 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
         if limit > 1000:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: at most 1000")
         traces = await asyncio.to_thread(self.p.traces.recent, limit, whose(context))
-        return pb.ListTracesResponse(traces=[t.summary for t in traces])
+        reply = pb.ListTracesResponse(traces=[t.summary for t in traces])
+        for listed, trace in zip(reply.traces, traces, strict=True):  # what tells one run from another in a list
+            listed.goal, listed.created_unix_ms, listed.replay_of = trace.plan.goal, trace.created_unix_ms, trace.replay_of
+        return reply
 
     async def Critique(self, request, context):
         trace = await self._trace(request.trace_id, context)

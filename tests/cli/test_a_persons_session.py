@@ -76,12 +76,17 @@ def test_goals_traces_and_learning_from_the_terminal(cli, tmp_path):
     ran = cli("run", str(plan_file))
     assert "finished recall" in ran and "The orchids need repotting in spring [1]" in ran
     trace_id = re.search(r"succeeded: trace (\w+)", ran).group(1)
-    assert trace_id in cli("traces", "list") and "ok=2" in cli("traces", "list")
+    listed = cli("traces", "list")
+    assert listed.splitlines()[0].split()[:3] == ["WHEN", "STATUS", "STEPS"]
+    row = next(line for line in listed.splitlines() if trace_id in line)
+    assert "succeeded" in row and " 2/2 " in row and " run " in row and "when do the orchids need repotting?" in row
     shown = json.loads(cli("traces", "show", trace_id))
     assert shown["id"] == trace_id and shown["summary"]["answer_kind"] == "extractive"
+    assert shown["steps"][0]["request"]["query"] and "request_json" not in shown["steps"][0]  # JSON, not a string of it
 
     assert cli("critique", trace_id).startswith("score ")
     assert "identical" in cli("replay", trace_id)
+    assert f"replay of {trace_id[:12]}" in cli("traces", "list")  # a replay is told from a run
     taught = cli("teach", trace_id)
     assert taught.startswith("taught: memory m")
     # the taught example is how to plan, not something known: the next answer does not quote it

@@ -139,7 +139,7 @@ class StepRecord(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[_Union[StepRecord.State, str]] = ..., request_json: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., response_json: _Optional[str] = ..., response_sha256: _Optional[bytes] = ..., provider: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., latency_ms: _Optional[float] = ..., route: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history", "labels")
+    __slots__ = ("trace_id", "status", "steps_ok", "steps_failed", "steps_skipped", "answer", "answer_kind", "citations", "related", "history", "labels", "goal", "created_unix_ms", "replay_of")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_OK_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,9 @@ class TraceSummary(_message.Message):
     RELATED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_OF_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     status: str
     steps_ok: int
@@ -162,7 +165,10 @@ class TraceSummary(_message.Message):
     related: _containers.RepeatedCompositeFieldContainer[Citation]
     history: _containers.RepeatedCompositeFieldContainer[Citation]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    goal: str
+    created_unix_ms: int
+    replay_of: str
+    def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[str] = ..., steps_ok: _Optional[int] = ..., steps_failed: _Optional[int] = ..., steps_skipped: _Optional[int] = ..., answer: _Optional[str] = ..., answer_kind: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., goal: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., replay_of: _Optional[str] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("memory_id", "source", "text", "heading")

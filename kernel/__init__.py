@@ -19,7 +19,7 @@ import warnings
 from typing import Any
 
 from . import hookspecs
-from .call import APPROVAL_HEADER, Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
+from .call import APPROVAL_HEADER, PROVIDER_HEADER, Call, Decision, Outcome, ProviderInfo, RouterError, Unavailable
 from .context import KernelChannel, PluginContext, check_settings
 from .doctor_check import FAIL, OK, WARN, DoctorCheck, listener_check, port_check
 from .hookspecs import hookimpl, hookspec
@@ -67,8 +67,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "APPROVAL_HEADER", "FAIL", "LOCAL", "OK", "PLUGIN_API_VERSION", "WARN", "AuthError", "Call", "CredentialCheck", "Decision",
-    "DoctorCheck", "EventSink", "Health", "Identity", "KernelChannel", "ListenerRule", "MethodInfo",
+    "APPROVAL_HEADER", "FAIL", "LOCAL", "OK", "PLUGIN_API_VERSION", "PROVIDER_HEADER", "WARN", "AuthError", "Call",
+    "CredentialCheck", "Decision", "DoctorCheck", "EventSink", "Health", "Identity", "KernelChannel", "ListenerRule", "MethodInfo",
     "Outcome", "PluginContext", "PluginDirectory", "ProviderInfo", "Registrar", "RouterError", "Stopping",
     "Unavailable", "WebPages", "check_settings", "hookimpl", "hookspec", "hookspecs", "listener_check",
     "port_check"

@@ -22,7 +22,7 @@ from cortex.contracts.governance.v1 import governance_pb2 as gov
 from cortex.contracts.kernel.v1 import kernel_pb2
 from cortex.contracts.memories.v1 import memories_pb2 as mem
 from cortex.contracts.models.v1 import models_pb2 as models
-from cortex.kernel import APPROVAL_HEADER, RouterError
+from cortex.kernel import APPROVAL_HEADER, PROVIDER_HEADER, RouterError
 from cortex.kernel.sdk import relevance
 
 from . import answer_prompt, extract, plans
@@ -352,7 +352,7 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             return record
         record.request_json = as_json(message)
         record.request_sha256 = sha(message)
-        metadata = (("x-cortex-provider", pin),) if pin else ()
+        metadata = ((PROVIDER_HEADER, pin),) if pin else ()
         try:
             response, outcome = await self._call_approved(path, message, metadata, record, notify)
         except grpc.RpcError as exc:

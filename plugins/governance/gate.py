@@ -42,7 +42,7 @@ import structlog
 from google.protobuf import json_format
 
 from cortex.contracts.governance.v1 import governance_pb2 as pb
-from cortex.kernel import APPROVAL_HEADER, Decision
+from cortex.kernel import APPROVAL_HEADER, PROVIDER_HEADER, Decision
 
 from .approvals import APPROVED, EXPIRED, PENDING, SUMMARY_CHARS, ApprovalStore, NotDecidable, TooMany, for_audit
 
@@ -50,7 +50,6 @@ log = structlog.get_logger("cortex.governance")
 
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 SWEEP_AT_MOST_S = 60.0
-PROVIDER_HEADER = "x-cortex-provider"  # (cortex.kernel.call.PROVIDER_HEADER)
 FIELD_AT_LEAST = 24  # a shortened field keeps this many characters at least; past that, fields are left out
 
 

@@ -29,8 +29,9 @@ def test_admin_approves_a_waiting_call_on_the_approvals_page(console, open_page,
             kernel.GetInfo(kernel_pb2.GetInfoRequest(), timeout=10, metadata=key)
         approval = dict(asked.value.trailing_metadata())["x-cortex-approval"]
 
-        local = open_page(console, "approvals")  # without a credential: refused, and told why
-        expect(local.get_by_role("alert")).to_contain_text("PERMISSION_DENIED")
+        local = open_page(console, "approvals")  # without a credential: told it needs the admin, and how
+        expect(local.locator(".admin-needed")).to_contain_text("Seeing and deciding approvals needs the admin.")
+        expect(local.get_by_role("alert")).to_have_count(0)
 
         page = open_page(console, "approvals", as_admin=True)
         waiting = page.get_by_role("region", name="Calls waiting for approval")

@@ -128,7 +128,7 @@ def test_run_a_goal_see_steps_stream_in_then_replay_its_trace(console, garden, o
     screenshot(page, "trace")
     page.goto(f"{console.url}/traces")
     wait_ready(page)
-    page.get_by_label("Filter by id, status or answer").fill("no trace has this")
+    page.get_by_label("Filter by goal, id, status or answer").fill("no trace has this")
     expect(page.get_by_text("No trace matches the filter.")).to_be_visible()
     assert not page.errors
 
@@ -211,14 +211,13 @@ def test_admin_toggles_a_plugin_and_local_cannot(console, open_page, axe):
 
 
 def test_a_deny_is_explained_where_it_happens(console, garden, open_page, axe):
-    """Without a credential, the audit page is refused with the rule and what to do; a policy the
-    admin adds in the console (its TOML errors shown inline first) denies local a search, and the
-    memories page says which rule; removing it in the console lifts it."""
+    """Without a credential, the audit page says it needs the admin and how (not an error); a
+    policy the admin adds in the console (its TOML errors shown inline first) denies local a
+    search, and the memories page says which rule; removing it in the console lifts it."""
     local = open_page(console, "audit")
-    refused = local.get_by_role("alert")
-    expect(refused).to_contain_text("PERMISSION_DENIED")
-    expect(refused).to_contain_text("builtin/local-default")
-    assert_accessible(local, axe, "a refused page")
+    expect(local.locator(".admin-needed")).to_contain_text("The audit chain needs the admin.")
+    expect(local.get_by_role("alert")).to_have_count(0)
+    assert_accessible(local, axe, "a page that needs the admin")
 
     admin = open_page(console, "policies", as_admin=True)
     add = admin.get_by_role("form", name="Add a policy file")
@@ -375,4 +374,127 @@ def test_page_through_the_audit_chain(console, open_page):
     expect(page.locator(".table-wrap").first).to_be_focused()
     page.get_by_role("button", name="Newer entries").click()
     expect(page.get_by_role("table", name=f"Entries {first} to {last} of {size}, newest first")).to_be_visible()
+    assert not page.errors
+
+
+# How many lines the text of an element takes: the most line boxes any one of its text nodes is
+# laid out on ("succe|eded" broken inside the word is 2; "succeeded" whole is 1).
+LINES = """(element) => { let most = 0;
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (!node.textContent.trim()) continue;
+    const range = document.createRange(); range.selectNodeContents(node);
+    const tops = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+    most = Math.max(most, tops.size); }
+  return most; }"""
+NARROW = {"width": 320, "height": 640}
+
+
+def test_the_traces_table_says_when_what_and_how_each_run_went(console, garden, open_page, axe):
+    """Each trace by its goal (cut, whole in the title), when, its status as a whole word, its
+    steps, the trace it replays, and its id shortened and linked: at 1280 px and at 320 px."""
+    from cortex.contracts.cerebrum.v1 import cerebrum_pb2, cerebrum_pb2_grpc
+
+    cerebrum = console.kt.stub(cerebrum_pb2_grpc.CerebrumServiceStub)
+    goal = "summarise what I noted about the garden project, its budget and where the raised beds go " * 2
+    plan = cerebrum.Plan(cerebrum_pb2.PlanRequest(goal=goal.strip())).plan
+    run = [m.summary for m in cerebrum.Execute(cerebrum_pb2.ExecuteRequest(plan=plan)) if m.HasField("summary")][-1]
+    replay = cerebrum.Replay(cerebrum_pb2.ReplayRequest(trace_id=run.trace_id))
+    assert run.status == "succeeded" and replay.replay_trace_id
+
+    page = open_page(console, "traces")
+    traces = page.get_by_role("table", name=re.compile("traces, newest first"))
+    expect(traces.locator("thead th")).to_have_text(["When", "Goal", "Status", "Steps ok", "Run or replay", "Trace"])
+    row = traces.locator("tbody tr").filter(has=page.locator(f'td:last-child a[href="/console/traces/{run.trace_id}"]'))
+    expect(row).to_have_count(1)
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_contain_text("summarise what I noted about the garden project")
+    expect(cells.nth(1).locator("[title]")).to_have_attribute("title", goal.strip())  # the whole goal
+    assert len(cells.nth(1).inner_text()) < len(goal.strip())  # cut, with an ellipsis
+    expect(cells.nth(1)).to_contain_text("…")
+    expect(cells.nth(0)).to_have_text(re.compile(r"\d"))
+    expect(cells.nth(2)).to_have_text("succeeded")
+    expect(cells.nth(3)).to_have_text(re.compile(r"^\d+ / \d+$"))
+    expect(cells.nth(4)).to_have_text("run")
+    expect(cells.nth(5).get_by_role("link")).to_have_text(f"{run.trace_id[:12]}…")
+    replayed = traces.locator("tbody tr").filter(has=page.locator(f'td:last-child a[href="/console/traces/{replay.replay_trace_id}"]'))
+    expect(replayed.locator("td").nth(4)).to_have_text(f"replay of {run.trace_id[:12]}…")
+    expect(replayed.locator("td").nth(4).get_by_role("link")).to_have_attribute("href", f"/console/traces/{run.trace_id}")
+    for width in ("1280px", "320px"):
+        if width == "320px":
+            page.set_viewport_size(NARROW)
+        for cell in (0, 2, 3, 4, 5):  # when, status, steps, run or replay, id: each on one line
+            assert cells.nth(cell).evaluate(LINES) == 1, f"{width}: {cells.nth(cell).inner_text()!r} wraps"
+        status = cells.nth(2).locator(".badge").bounding_box()
+        line = cells.nth(2).evaluate("(e) => parseFloat(getComputedStyle(e).lineHeight)")
+        assert status["height"] < 1.5 * line, (width, status, line)
+        assert_accessible(page, axe, f"the traces list at {width}")
+    assert page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1
+    screenshot(page, "traces-list-narrow")
+    cells.nth(5).get_by_role("link").click()
+    wait_ready(page)
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Trace {run.trace_id}")
+    assert not page.errors
+
+
+def test_audit_numbers_stay_whole_and_the_table_scrolls_when_narrow(console, open_page):
+    page = open_page(console, "audit", as_admin=True)
+    entries = page.get_by_role("table", name=re.compile("newest first"))
+    rows = entries.locator("tbody tr")
+    expect(rows.first).to_be_visible()
+    for width in ("1280px", "320px"):
+        if width == "320px":
+            page.set_viewport_size(NARROW)
+        for i in range(min(5, rows.count())):
+            for cell in (0, 1):  # the entry's number and its time
+                text = rows.nth(i).locator("td").nth(cell)
+                assert text.evaluate(LINES) == 1, f"{width}: {text.inner_text()!r} wraps"
+            number = rows.nth(i).locator("td").nth(0)
+            assert number.evaluate("(e) => getComputedStyle(e).textAlign") == "right"
+    region = page.locator(".table-wrap").filter(has=entries)
+    assert region.evaluate("(e) => e.scrollWidth > e.clientWidth")  # the table scrolls in its region...
+    assert page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1  # ...not the page
+    screenshot(page, "audit-table-narrow")
+    assert not page.errors
+
+
+def test_as_local_the_admin_pages_say_how_to_sign_in_not_an_error(console, open_page, axe):
+    """local (no credential) opening the audit, policies and approvals pages is told they need the
+    admin and where its token is, with a sign-in link that brings it back; no PERMISSION_DENIED."""
+    token = str(console.kt.data_dir / "admin.token")
+    page = open_page(console)
+    for path, what in (("policies", "Reading and changing policies"), ("approvals", "Seeing and deciding approvals"),
+                       ("audit", "The audit chain")):
+        page.goto(f"{console.url}/{path}")
+        wait_ready(page)
+        guidance = page.locator(".admin-needed")
+        expect(guidance).to_contain_text(f"{what} needs the admin.")
+        expect(guidance).to_contain_text("You are browsing as local")
+        expect(guidance.locator("code")).to_have_text(token)
+        expect(page.locator("#main")).not_to_contain_text("PERMISSION_DENIED")
+        expect(page.locator("#main")).not_to_contain_text("cortex keys create")
+        expect(page.locator(".notice-error, [role=alert]")).to_have_count(0)
+        assert_accessible(page, axe, f"{path} as local")
+    screenshot(page, "audit-as-local")
+    page.locator(".admin-needed").get_by_role("link", name="Sign in with the admin token").click()
+    page.wait_for_url(re.compile(r"/console/login\?next=%2Fconsole%2Faudit$"))
+    wait_ready(page)
+    page.get_by_label("Admin token or API key").fill(console.admin_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/audit$"))
+    wait_ready(page)
+    expect(page.get_by_role("table", name=re.compile("newest first"))).to_be_visible()
+    expect(page.locator(".admin-needed")).to_have_count(0)
+    assert not page.errors
+
+
+def test_other_failures_of_an_admin_page_are_still_errors(console, open_page):
+    """Only a refusal becomes the sign-in guidance: the kernel unavailable is an error, as local too."""
+    page = open_page(console)
+    page.route("**/v1/cortex.governance.v1.GovernanceService/GetCheckpoint", lambda route: route.fulfill(
+        status=503, content_type="application/json", body='{"error": {"code": "UNAVAILABLE", "message": "governance is restarting"}}'))
+    page.goto(f"{console.url}/audit")
+    wait_ready(page)
+    expect(page.get_by_role("alert")).to_contain_text("UNAVAILABLE: governance is restarting")
+    expect(page.locator(".admin-needed")).to_have_count(0)
     assert not page.errors

@@ -91,14 +91,35 @@ export function field(label, control, hint = "") {
   return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintNode);
 }
 
-// A data table; columns: [[heading, row => cell]].
+// A data table; columns: [[heading, row => cell, kind?]]. A column's kind (its heading's and
+// cells' class, console.css) says how it wraps: "num" (right-aligned figures, never broken),
+// "short" (a word, a time, a status: never broken), "text" (prose: the column that takes the room
+// left, wrapping between words), "code" (long names, dotted(): broken after a "." or "/", from a
+// readable width).
+// Without one a cell wraps anywhere, as long names and errors must.
 export function table(caption, columns, rows, empty = "Nothing yet.") {
   if (!rows.length) return h("p", { class: "empty" }, empty);
   return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
     h("table", {},
       h("caption", {}, caption),
-      h("thead", {}, h("tr", {}, columns.map(([name]) => h("th", { scope: "col" }, name)))),
-      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(row))))))));
+      h("thead", {}, h("tr", {}, columns.map(([name, , kind]) => h("th", { scope: "col", class: kind && `col-${kind}` }, name)))),
+      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map(([, cell, kind]) => h("td", { class: kind && `col-${kind}` }, cell(row))))))));
+}
+
+// a long dotted name ("cortex.memories.v1.MemoryService/Search") as code that wraps after a "." or
+// a "/" rather than inside a word
+export function dotted(text) {
+  return h("code", {}, String(text).split(/(?<=[./])/).flatMap((part, i) => (i ? [h("wbr"), part] : [part])));
+}
+
+// "abcdef0123…": a long id cut to its start (the whole of it in the title and the link it is in)
+export function shortId(id, keep = 12) { return id.length > keep + 1 ? `${id.slice(0, keep)}…` : id; }
+
+// prose cut to `most` characters at a word, with "…"; the whole text is the caller's to show as a title
+export function truncate(text, most = 90) {
+  if (text.length <= most) return text;
+  const cut = text.slice(0, most - 1), space = cut.lastIndexOf(" ");
+  return `${(space > most / 2 ? cut.slice(0, space) : cut).trimEnd()}…`;
 }
 
 // A message a person can act on; errors name the gRPC status and the kernel's own words.
@@ -110,6 +131,35 @@ export function errorNotice(error) {
   const parts = [h("strong", {}, error.code ?? "Error"), ": ", error.message];
   if (error.code === "UNAUTHENTICATED") parts.push(" ", link(`login?next=${encodeURIComponent(location.pathname)}`, "Sign in"));
   return notice("error", ...parts);
+}
+
+const signInHere = (text) => link(`login?next=${encodeURIComponent(location.pathname)}`, text);
+
+// What a page (or part of one) whose data is the admin's says to someone else: not an error, but
+// who may see it and how to become them. `what` completes "… needs the admin" ("The audit chain").
+// The admin token's path comes from the kernel (its data dir), when it says; local is told the
+// whole way (it has no credential), a signed-in principal also what the kernel answered.
+export async function adminNeeded(what, me, error = null) {
+  let where = null;
+  try {
+    const info = await api("cortex.kernel.v1.KernelService/GetInfo");
+    if (info.data_dir) where = `${info.data_dir.replace(/\/+$/, "")}/admin.token`;
+  } catch { /* beyond loopback without a credential: say where it is by default */ }
+  const local = !me?.principal || me.principal === "local";
+  return h("div", { class: "notice notice-info admin-needed", role: "status" },
+    h("p", {}, h("strong", {}, `${what} needs the admin.`), " ",
+      local ? "You are browsing as local (no credential), which may use memories, runs, traces, models and activity but not this."
+        : `You are signed in as ${me.principal}, which may not see it.`),
+    h("p", {}, signInHere("Sign in with the admin token"), ": the text of the file ",
+      h("code", { class: "path" }, where ?? "admin.token"), where ? "" : " in the kernel's data dir (~/.cortex unless configured)",
+      ", on the machine the kernel runs on; the kernel writes it at its first start. The sign-in lasts until this tab is closed."),
+    !local && error ? h("p", { class: "meta" }, `The kernel said: ${error.code}: ${error.message}`) : null);
+}
+
+// An error of a page whose data is the admin's: a refusal to anyone else is adminNeeded's
+// guidance; any other failure (and a refusal of the admin) is an error.
+export async function adminPageError(what, me, error) {
+  return error?.code === "PERMISSION_DENIED" && !me?.admin ? adminNeeded(what, me, error) : errorNotice(error);
 }
 
 export function announce(text) {

@@ -1,6 +1,8 @@
 // Audit and proofs: the chain's newest entries as a table (who, what, decision, reasons), the
 // whole chain verified (and where it breaks), one call's proof, the signed checkpoint to keep.
-import { EFFECT, announce, api, badge, button, errorNotice, field, form, h, notice, pretty, section, stream, table } from "../app.js";
+import {
+  EFFECT, adminPageError, announce, api, badge, button, dotted, errorNotice, field, form, h, notice, pretty, section, stream, table,
+} from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const TAIL = 50;
@@ -32,10 +34,10 @@ async function entriesUpTo(box, size, last) {
     box.querySelector(".table-wrap")?.focus(); // the button pressed is gone: keep the reader in the table
   }, { class: "secondary" });
   box.replaceChildren(table(`Entries ${first} to ${last} of ${size}, newest first`, [
-    ["#", (r) => String(r.seq)], ["When", (r) => r.time], ["Kind", (r) => r.kind], ["Who", (r) => r.who],
-    ["What", (r) => h("code", {}, r.what)],
-    ["Decision", (r) => (r.effect ? badge(EFFECT, r.effect) : "")],
-    ["Reasons", (r) => r.reasons], ["Status", (r) => r.status],
+    ["#", (r) => String(r.seq), "num"], ["When", (r) => r.time, "short"], ["Kind", (r) => r.kind, "short"],
+    ["Who", (r) => r.who, "short"], ["What", (r) => dotted(r.what), "code"],
+    ["Decision", (r) => (r.effect ? badge(EFFECT, r.effect) : ""), "short"],
+    ["Reasons", (r) => r.reasons, "text"], ["Status", (r) => r.status, "short"],
   ], entries.map(row).reverse()),
   h("div", { class: "actions" }, last < size ? turn("Newer entries", Math.min(size, last + TAIL)) : null,
     first > 1 ? turn("Older entries", first - 1) : null));
@@ -48,11 +50,17 @@ async function tail(box) {
   return checkpoint;
 }
 
-export async function render(root) {
+export async function render(root, { me }) {
   root.append(h("h1", {}, "Audit and proofs"),
     h("p", { class: "lead" }, "Every governed call leaves a signed, hash-linked entry; checkpoints sign the Merkle tree of them all."));
   const tailBox = h("div", {}), verifyOut = h("div", {});
-  const checkpoint = await tail(tailBox);
+  let checkpoint;
+  try {
+    checkpoint = await tail(tailBox);
+  } catch (error) { // local (and a key no rule lets read the chain): how to sign in as the admin, not an error
+    root.append(await adminPageError("The audit chain", me, error));
+    return;
+  }
   root.append(
     section("Verify the chain", h("p", { class: "meta" }, "Checks every entry's hash, link and signature, and every signed checkpoint."),
       button("Verify the whole chain", async () => {

@@ -10,7 +10,8 @@ export async function render(root, { params }) {
   const safeNext = next && next.startsWith(`${BASE}/`) && !next.startsWith("//") ? next : `${BASE}/`;
   root.append(section("Credential", form("Sign in", [
     field("Admin token or API key", h("input", { name: "credential", type: "password", autocomplete: "current-password", required: true }),
-      "Kept only in this tab until you sign out or close it."),
+      "The admin token is the text of admin.token in the kernel's data dir (~/.cortex/admin.token unless configured). "
+        + "Kept only in this tab until you sign out or close it."),
   ], "Sign in", async (data) => {
     const credential = String(data.get("credential") ?? "").trim();
     if (!credential) return notice("error", "Paste the admin token or an API key.");

@@ -1,6 +1,6 @@
 // Policies (admin): the rules in force with where each comes from; add a policy file (the
 // kernel's validation errors shown beside it) or remove a rule.
-import { EFFECT, announce, api, badge, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
+import { EFFECT, adminPageError, announce, api, badge, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const EXAMPLE = `[[rule]]
@@ -34,9 +34,15 @@ async function rules(box, output) {
 
 export async function render(root, { me }) {
   root.append(h("h1", {}, "Policies"));
-  if (!me.admin) root.append(notice("warn", "Only the admin may change policies; the kernel refuses anyone else and says so below."));
   const box = h("div", {}), output = h("div", {});
-  try { await rules(box, output); } catch (error) { box.replaceChildren(errorNotice(error)); }
+  try {
+    await rules(box, output);
+  } catch (error) { // local (and a key no rule lets read them): how to sign in as the admin, not an error
+    const shown = await adminPageError("Reading and changing policies", me, error);
+    if (shown.classList.contains("admin-needed")) return root.append(shown);
+    box.replaceChildren(shown);
+  }
+  if (!me.admin) root.append(notice("warn", "Only the admin may change policies; the kernel refuses anyone else and says so below."));
   const toml = h("textarea", { name: "toml", rows: 8, spellcheck: "false" }, EXAMPLE);
   root.append(section("Rules", output, box), section("Add a policy file", form("Add a policy file", [
     field("File name", h("input", { name: "name", placeholder: "local-models", autocomplete: "off" })),

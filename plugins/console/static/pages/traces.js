@@ -1,8 +1,21 @@
 // Traces: list and filter; one trace's steps (requests and responses as JSON, latency, provider,
 // route); replay it (identical, or the first step that differs, side by side), critique, teach.
-import { STEP_STATE, announce, api, button, errorNotice, h, link, notice, pretty, section, table, when } from "../app.js";
+import {
+  STEP_STATE, announce, api, button, errorNotice, h, link, notice, pretty, section, shortId, table, truncate, when,
+} from "../app.js";
 
 const CS = "cortex.cerebrum.v1.CerebrumService";
+
+// "succeeded" / "failed" as a coloured word; another status as it is
+const STATUS = { succeeded: ["succeeded", "ok"], failed: ["failed", "bad"] };
+// an id cut to its start, linking to the trace (the whole id in the title and on the trace's page)
+const traceLink = (id) => link(`traces/${encodeURIComponent(id)}`, h("code", {}, shortId(id)), { title: id });
+
+function stepsCell(t) {
+  const ok = t.steps_ok ?? 0, failed = t.steps_failed ?? 0, skipped = t.steps_skipped ?? 0;
+  const more = [failed ? `${failed} failed` : "", skipped ? `${skipped} skipped` : ""].filter(Boolean).join(", ");
+  return [`${ok} / ${ok + failed + skipped}`, more ? h("div", { class: "meta" }, more) : null];
+}
 
 async function renderList(root) {
   root.append(h("h1", {}, "Traces"));
@@ -10,17 +23,20 @@ async function renderList(root) {
   const box = h("div", {});
   const draw = (text) => {
     const q = text.trim().toLowerCase();
-    const shown = traces.filter((t) => !q || `${t.trace_id} ${t.status} ${t.answer ?? ""}`.toLowerCase().includes(q));
+    const shown = traces.filter((t) => !q || `${t.trace_id} ${t.goal ?? ""} ${t.status} ${t.answer ?? ""}`.toLowerCase().includes(q));
     box.replaceChildren(table(`${shown.length} of ${traces.length} traces, newest first`, [
-      ["Trace", (t) => link(`traces/${encodeURIComponent(t.trace_id)}`, t.trace_id)],
-      ["Status", (t) => t.status ?? ""],
-      ["Steps ok / failed / skipped", (t) => `${t.steps_ok ?? 0} / ${t.steps_failed ?? 0} / ${t.steps_skipped ?? 0}`],
-      ["Answer", (t) => (t.answer ?? "").slice(0, 160)],
+      ["When", (t) => when(Number(t.created_unix_ms ?? 0)), "short"],
+      // the goal, cut at a word; all of it in the title (and on the trace's page)
+      ["Goal", (t) => h("span", { title: t.goal ?? "" }, truncate(t.goal ?? "", 90)), "text"],
+      ["Status", (t) => (STATUS[t.status] ? h("span", { class: `badge badge-${STATUS[t.status][1]}` }, t.status) : t.status ?? ""), "short"],
+      ["Steps ok", stepsCell, "num"],
+      ["Run or replay", (t) => (t.replay_of ? ["replay of ", traceLink(t.replay_of)] : "run"), "short"],
+      ["Trace", (t) => traceLink(t.trace_id), "short"],
     ], shown, traces.length ? "No trace matches the filter." : "No trace yet: run a goal on the Ask / Run page."));
   };
   const filter = h("input", { type: "search", id: "trace-filter", autocomplete: "off" });
   filter.addEventListener("input", () => draw(filter.value));
-  root.append(h("div", { class: "field" }, h("label", { for: "trace-filter" }, "Filter by id, status or answer"), filter), box);
+  root.append(h("div", { class: "field" }, h("label", { for: "trace-filter" }, "Filter by goal, id, status or answer"), filter), box);
   draw("");
 }
 
@@ -29,7 +45,7 @@ function stepsTable(trace) {
     ["Step", (s) => [h("strong", {}, s.step_id), h("div", {}, h("code", {}, s.method ?? ""))]],
     ["State", (s) => [STEP_STATE[s.state] ?? s.state ?? "", s.error ? h("div", { class: "meta" }, s.error) : null]],
     ["Provider and route", (s) => [s.provider ?? "", s.route ? h("div", { class: "meta" }, s.route) : null]],
-    ["Latency", (s) => `${Number(s.latency_ms ?? 0).toFixed(1)} ms`],
+    ["Latency", (s) => `${Number(s.latency_ms ?? 0).toFixed(1)} ms`, "num"],
     ["Request and response", (s) => h("details", {}, h("summary", {}, `JSON of ${s.step_id}`),
       h("h3", {}, "Request"), h("pre", {}, pretty(s.request_json)), h("h3", {}, "Response"), h("pre", {}, pretty(s.response_json)))],
   ], trace.steps ?? []);

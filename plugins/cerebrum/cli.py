@@ -217,7 +217,8 @@ def teach(config, target, trace_id):
 @json_option
 @click.argument("trace_id")
 def replay(config, target, as_json, trace_id):
-    """Re-run a trace; say `identical` or the first step that diverged. Exits 1 on divergence."""
+    """Re-run a trace; say `identical`, or the first step that diverged and what changed (the memories
+    a recall read: changed, gone, new, reordered; their scores do not count). Exits 1 on divergence."""
     client, stub = _stub(config, target)
     reply = client.call(stub.Replay, pb.ReplayRequest(trace_id=trace_id), TIMEOUT)
     if as_json:

@@ -25,7 +25,7 @@ from cortex.contracts.models.v1 import models_pb2 as models
 from cortex.kernel import APPROVAL_HEADER, PROVIDER_HEADER, RouterError
 from cortex.kernel.sdk import relevance
 
-from . import answer_prompt, extract, plans
+from . import answer_prompt, divergence, extract, plans
 from .plans import PlanError, path_of
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("cortex.cerebrum")
 
 SEARCH = "/cortex.memories.v1.MemoryService/Search"
+HISTORY = "/cortex.memories.v1.MemoryService/History"
 STORE = "/cortex.memories.v1.MemoryService/Store"
 GENERATE = "/cortex.models.v1.ModelService/Generate"
 EMBED = "/cortex.models.v1.ModelService/Embed"
@@ -634,15 +635,21 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             if isinstance(item, pb.Trace):
                 replayed = item
         for before, after in zip(original.steps, replayed.steps, strict=True):
-            if before.response_sha256 == after.response_sha256 and before.state == after.state:
+            if before.state == after.state and self._read_the_same(before, after):
                 continue
             if after.state != State.STATE_FINISHED:
                 reason = (
                     f"the step now fails: {after.status}: {after.error}" if after.state == State.STATE_FAILED
                     else "the step did not run"
                 )
+            elif before.state != State.STATE_FINISHED:
+                reason = ("the step now runs (when recorded it failed: "
+                          f"{before.status}: {before.error})" if before.state == State.STATE_FAILED
+                          else "the step now runs (when recorded it did not)")
             elif before.provider != after.provider:
                 reason = f"a different provider served it ({before.provider} then, {after.provider} now)"
+            elif path_of(before) in divergence.READS:
+                reason = await self._what_it_read(before, after)
             elif before.method.startswith("cortex.memories."):
                 reason = "a changed memory: the same request now reads different memories"
             elif before.method.startswith("cortex.models."):
@@ -652,3 +659,63 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
             return pb.ReplayResponse(status="diverged", step_id=before.step_id, expected_sha256=before.response_sha256,
                                      actual_sha256=after.response_sha256, reason=reason, replay_trace_id=replayed.id)
         return pb.ReplayResponse(status="identical", replay_trace_id=replayed.id)
+
+    def _read_the_same(self, before: pb.StepRecord, after: pb.StepRecord) -> bool:
+        """Whether a replayed step's response says what the recorded one said, less what does not
+        say what the step read (divergence.NOT_READ: a search's scores move when any other memory
+        or watched file changes, its memories do not)."""
+        if before.response_sha256 == after.response_sha256:
+            return True
+        method = self.method_of(path_of(before))
+        if method is None or not before.response_json or not after.response_json:
+            return False
+        try:
+            return (divergence.read_digest(before.response_json, method.output)
+                    == divergence.read_digest(after.response_json, method.output))
+        except json_format.ParseError:
+            return False
+
+    async def _what_it_read(self, before: pb.StepRecord, after: pb.StepRecord) -> str:
+        """What changed in the memories a step read: the first few differences, each with what
+        the memory's history says (its versions; that it was deleted), and how many more."""
+        path, method = path_of(before), self.method_of(path_of(before))
+        try:
+            read = [divergence.READS[path](divergence.parsed(r.response_json, method.output)) for r in (before, after)]
+        except (AttributeError, json_format.ParseError):  # no longer served, or a response it cannot read
+            return "a changed memory: the same request now reads different memories"
+        found = divergence.differences(*read)
+        if not found:
+            return "the same request now gets a different response, though it returns the same memories"
+        for difference in found[:divergence.SHOWN]:
+            if difference.memory is not None and (said := await self._history_of(difference)):
+                difference.details.append(said)
+        return "the memories it read changed: " + divergence.worded(found)
+
+    async def _history_of(self, difference: divergence.Difference) -> str:
+        """What a memory's History says about a difference: "version 2 → 3" (the version the run
+        read, and the current one), or of a memory no longer returned, that it was deleted, is
+        unchanged, or that a newer memory replaces it (Search ranks that one above it)."""
+        recorded = difference.memory
+        try:
+            history, _ = await self.call(HISTORY, mem.HistoryRequest(id=recorded.id))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND and difference.kind == "gone":
+                return "it was deleted, or has expired"
+            log.info("cerebrum.call_failed", method=HISTORY, code=exc.code().name, details=exc.details())
+            return ""
+
+        def body(memory: mem.Memory) -> tuple:  # what a version keeps (memories' VERSIONED, less times)
+            return memory.kind, memory.text, list(memory.tags), dict(memory.metadata), memory.source
+
+        if body(history.memory) == body(recorded):
+            if difference.kind != "gone":
+                return ""
+            newer = history.superseded_by.new_id if history.HasField("superseded_by") else ""
+            return f"it is still stored, but {newer} replaces it" if newer else "it is still stored, unchanged"
+        current = len(history.versions) + 1
+        then = next((v.version for v in reversed(history.versions) if body(v.memory) == body(recorded)), None)
+        if then is None and current == 1:  # changed without a version kept (a watched passage's lines moved)
+            return ""
+        version = f"version {then} → {current}" if then is not None else f"now version {current}"
+        changed = "it has changed since: " if difference.kind == "gone" else ""
+        return f"{changed}{version}; `cortex memories history {recorded.id}`"

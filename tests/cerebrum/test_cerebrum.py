@@ -152,7 +152,8 @@ def test_replay_is_identical_then_names_the_step_a_memory_edit_changed(brain):
     )
     changed = stub.Replay(pb.ReplayRequest(trace_id=summary.trace_id), timeout=120)
     assert (changed.status, changed.step_id) == ("diverged", "recall")
-    assert changed.expected_sha256 != changed.actual_sha256 and "changed memory" in changed.reason
+    assert changed.expected_sha256 != changed.actual_sha256
+    assert f"memory {budget.id} 'Garden project budget is 300…' now has different text" in changed.reason
 
 
 def test_a_denied_step_is_caught_by_simulate_before_execute(brain):
@@ -260,6 +261,11 @@ def test_cli_run_json_and_replay_verdict(tmp_path, serve_process):
     unknown = run_cli("run", "What is my blood type?", env=env)
     assert "answer (none: no memory the run recalled answers this)" in unknown.stdout
     assert "related (nearest, but not an answer):\n  - m" in unknown.stdout
+    # a memory stored since the run: its replay says which, and exits 1
+    replayed = run_cli("replay", trace_id, env=env)
+    assert replayed.returncode == 1, replayed.stderr
+    assert replayed.stdout.startswith("diverged at step recall: the memories it read changed: new memory m")
+    assert "'Blood pressure averaged 128…' returned at position 2" in replayed.stdout
     # a plan file that is not there is an error, not a goal
     missing = run_cli("run", "missing.json", env=env)
     assert missing.returncode != 0 and "no plan file 'missing.json'" in missing.stderr

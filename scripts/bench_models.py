@@ -5,6 +5,12 @@
   PyTorch CPU, same model files, same texts, batch 32 -> texts/s each and the ratio;
 - generation: tokens/s of the tiny Llama model through mlx-lm.
 
+Needs: the base install (MLX and mlx-lm, on Linux or macOS) and the default embedding model
+(`scripts/setup.sh`, or `.venv/bin/cortex models install`); for the baseline only,
+sentence-transformers (it brings PyTorch): without it the ratio is skipped, with a note.
+Small: `python scripts/bench_models.py --smoke` (one batch of 32 texts, 1 round, 32 tokens: checks
+that it runs, not figures to quote).
+
     pip install sentence-transformers     # the baseline only (brings PyTorch)
     python scripts/bench_models.py [--texts 512] [--rounds 3]
 """
@@ -37,12 +43,32 @@ def rate(fn, texts: list[str], batch: int, rounds: int) -> float:
     return statistics.median(rates)
 
 
+def needs() -> None:
+    """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
+    from importlib.util import find_spec
+
+    if find_spec("mlx") is None or find_spec("mlx_lm") is None:
+        print(f"{Path(__file__).name} needs MLX and mlx-lm (Linux or macOS): .venv/bin/pip install -e . "
+              "(or scripts/setup.sh)", file=sys.stderr)
+        raise SystemExit(2)
+    from cortex.plugins.mlx.plugin import packaged_minilm
+
+    if packaged_minilm() is None:
+        print(f"{Path(__file__).name} needs the default embedding model: .venv/bin/cortex models install", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=256, help="tokens generated a round")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: that it runs (overrides the sizes)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.texts, opts.batch, opts.rounds, opts.tokens = 32, 32, 1, 32
+    needs()
 
     from cortex.plugins.mlx.blas import use_fast_blas
 
@@ -59,28 +85,28 @@ def main() -> int:
         import torch
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        print("sentence-transformers not installed: no baseline (pip install sentence-transformers)")
+        print("sentence-transformers not installed: no baseline, no ratio (.venv/bin/pip install sentence-transformers)")
         st_rate = None
     else:
         st = SentenceTransformer(str(model_dir), device="cpu")
         st_rate = rate(lambda b: st.encode(b, batch_size=opts.batch), texts, opts.batch, opts.rounds)
         print(f"sentence-transformers (torch {torch.__version__}, {torch.get_num_threads()} threads): {st_rate:8.1f} texts/s")
-        print(f"ratio MLX / sentence-transformers: {mlx_rate / st_rate:.2f} (target >= 1.0)")
+        print(f"ratio MLX / sentence-transformers: x{mlx_rate / st_rate:.2f} (target >= 1.0)")
 
     from mlx_lm import load, stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     from cortex.plugins.mlx.tiny_model import build_tiny_model
 
-    folder = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
-    model, tokenizer = load(str(folder))
-    prompt = tokenizer.encode("Remember the plan for the week")
-    speeds = []
-    for _ in range(opts.rounds):
-        last = None
-        for _ in stream_generate(model, tokenizer, prompt, max_tokens=256, sampler=make_sampler(0.0)):
-            pass
-        speeds.append(last.generation_tps)
+    with tempfile.TemporaryDirectory(prefix="cortex-bench-models-") as tmp:
+        model, tokenizer = load(str(build_tiny_model(Path(tmp) / "tiny")))
+        prompt = tokenizer.encode("Remember the plan for the week")
+        speeds = []
+        for _ in range(opts.rounds):
+            last = None
+            for response in stream_generate(model, tokenizer, prompt, max_tokens=opts.tokens, sampler=make_sampler(0.0)):
+                last = response  # the last one carries the run's rates
+            speeds.append(last.generation_tps)
     print(f"MLX generation, tiny Llama (2 layers, 64 wide): {statistics.median(speeds):8.1f} tokens/s "
           f"({last.generation_tokens} tokens a run)")
     return 0

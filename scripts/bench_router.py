@@ -4,7 +4,12 @@ grpc.aio server, measured in the same run; the same kernel with governance (poli
 an audit entry per call, batched under signed tree heads) switched on, as it is by default; and the cost of security: that
 governed kernel called with an API key over TLS (required credentials) vs over plaintext loopback.
 
-    python scripts/bench_router.py [--seconds 5] [--concurrency 32] [--rounds 3] [--json out.json]
+Needs: the example plugin cortex-echo pip-installed (`.venv/bin/pip install --no-deps
+--no-build-isolation ./examples/cortex-echo`; the tests install it too); otherwise the base install.
+Small: `python scripts/bench_router.py --smoke` (20 calls, 0.3 s of load at 4 in flight, 1 round:
+checks that it runs and prints its ratios, not figures to quote).
+
+    python scripts/bench_router.py [--seconds 4] [--concurrency 32] [--rounds 3] [--json out.json]
 
 Each server runs in its own subprocess; the client is this process (on 2 cores the client takes
 a good share of the CPU, so calls/s is a floor for what a server can do).
@@ -23,6 +28,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,23 +133,55 @@ def main() -> int:
     parser.add_argument("--latency-calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: that it runs (overrides the sizes)")
     opts = parser.parse_args()
-
+    if opts.smoke:
+        opts.seconds, opts.concurrency, opts.latency_calls, opts.rounds = 0.3, 4, 20, 1
+    needs()
     data = tempfile.mkdtemp(prefix="cortex-bench-")
+    procs: list[subprocess.Popen] = []  # the servers, stopped however the run ends
+    try:
+        return run(opts, data, procs)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def needs() -> None:
+    """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
+    from importlib import metadata
+
+    try:
+        metadata.version("cortex-echo")
+    except metadata.PackageNotFoundError:
+        print(f"{Path(__file__).name} needs the example plugin: .venv/bin/pip install --no-deps --no-build-isolation "
+              "./examples/cortex-echo", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(opts: argparse.Namespace, data: str, procs: list[subprocess.Popen]) -> int:
     env = {**os.environ, "CORTEX_DATA_DIR": data, "CORTEX_LOG_LEVEL": "warning", "CORTEX_CONFIG": str(Path(data) / "none.toml")}
     Path(env["CORTEX_CONFIG"]).write_text("")
     serve = [sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0"]
-    bare, bare_target = start([sys.executable, "-c", BARE_SERVER], env)
+
+    def server(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+        proc, target = start(cmd, env)
+        procs.append(proc)
+        return proc, target
+
+    _, bare_target = server([sys.executable, "-c", BARE_SERVER], env)
     ungoverned = {**env, "CORTEX_PLUGINS__DISABLED": '["governance"]', "CORTEX_KERNEL__REQUIRED_PLUGINS": "[]"}
-    kernel, kernel_target = start([*serve, "--data-dir", f"{data}/k1"], ungoverned)
-    governed, governed_target = start([*serve, "--data-dir", f"{data}/k2"], env)
+    _, kernel_target = server([*serve, "--data-dir", f"{data}/k1"], ungoverned)
+    _, governed_target = server([*serve, "--data-dir", f"{data}/k2"], env)
     # the governed kernel again, as it must run beyond loopback: TLS, credentials required, a key
     k3 = Path(data) / "k3"
     tls = init_ca(k3)
     key = KeyStore(k3).create("bench", [])
     secured = {**env, "CORTEX_KERNEL__TLS_CERT": str(tls["cert"]), "CORTEX_KERNEL__TLS_KEY": str(tls["key"]),
                "CORTEX_KERNEL__REQUIRE_CREDENTIALS": "true"}
-    secure, secure_target = start([*serve, "--data-dir", str(k3)], secured)
+    _, secure_target = server([*serve, "--data-dir", str(k3)], secured)
     servers = (
         ("bare", bare_target, Dial()),
         ("kernel", kernel_target, Dial()),
@@ -152,19 +190,14 @@ def main() -> int:
     )
     results: dict[str, dict[str, list[float]]] = {name: {"lat": [], "rps": [], "load": []} for name, _, _ in servers}
     errors = 0
-    try:
-        for round_no in range(1, opts.rounds + 1):
-            for name, target, dial in servers:
-                results[name]["lat"] += asyncio.run(latency(target, dial, opts.latency_calls))
-                rps, samples, errs = asyncio.run(throughput(target, dial, opts.seconds, opts.concurrency))
-                results[name]["rps"].append(rps)
-                results[name]["load"] += samples
-                errors += errs
-                print(f"round {round_no}/{opts.rounds} {name:8s}: {rps:8.0f} calls/s", flush=True)
-    finally:
-        for proc in (bare, kernel, governed, secure):
-            proc.terminate()
-            proc.wait(10)
+    for round_no in range(1, opts.rounds + 1):
+        for name, target, dial in servers:
+            results[name]["lat"] += asyncio.run(latency(target, dial, opts.latency_calls))
+            rps, samples, errs = asyncio.run(throughput(target, dial, opts.seconds, opts.concurrency))
+            results[name]["rps"].append(rps)
+            results[name]["load"] += samples
+            errors += errs
+            print(f"round {round_no}/{opts.rounds} {name:8s}: {rps:8.0f} calls/s", flush=True)
 
     def summary(name: str) -> dict[str, float]:
         r = results[name]
@@ -216,6 +249,8 @@ def main() -> int:
     print(f"\n{'cost of security (governed)':28s}{'plaintext+admin':>16s}{'TLS+API key':>13s}{'ratio':>7s}")
     for key, label in labels.items():
         print(f"{label:28s}{governed_s[key]:16.3f}{secure_s[key]:13.3f}{report['ratio_tls_key'][key]:7.2f}")
+    t = report["ratio_tls_key"]
+    print(f"\nTLS+key / plaintext:  p50 x{t['p50_ms']:.2f}, calls/s x{t['calls_per_s']:.2f}")
     if opts.json_out:
         Path(opts.json_out).write_text(json.dumps(report, indent=2))
     return 0

@@ -2,6 +2,11 @@
 """Watched sources: how long a sync of a large notes folder takes when nothing, or one file,
 changed, against reading every file again (`SyncSource full`) in the same run.
 
+Needs: the base install and the default embedding model (`scripts/setup.sh`, or
+`.venv/bin/cortex models install`); nothing more (the kernel runs in this process, temp folders).
+Small: `python scripts/bench_sources.py --smoke` (20 notes, 1 run: checks that it runs and prints
+its ratios, not figures to quote).
+
     python scripts/bench_sources.py [--files 5000] [--repeat 3]
 
 Builds a vault of N Markdown notes (front matter, two or three headed sections each, ~1 KB),
@@ -49,7 +54,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 run: that it runs (overrides the sizes)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.files, opts.repeat = 20, 1
+    if opts.files <= 7 + 50 * (opts.repeat - 1):  # the notes that runs edit (note 7, 57, ...)
+        parser.error(f"--files must be over {7 + 50 * (opts.repeat - 1)} for --repeat {opts.repeat}")
+    from cortex.plugins.mlx.plugin import packaged_minilm
+
+    if packaged_minilm() is None:
+        print(f"{Path(__file__).name} needs the default embedding model: .venv/bin/cortex models install", file=sys.stderr)
+        return 2
 
     from cortex.contracts.memories.v1 import sources_pb2 as pb
     from cortex.contracts.memories.v1 import sources_pb2_grpc
@@ -101,7 +116,7 @@ def main() -> int:
     print(f"{'sync of ' + str(opts.files) + ' files':34s} {'p50 s':>8s} {'vs full':>8s}")
     for name, runs in (("nothing changed", none), ("one file changed", one), ("full (every file read)", full)):
         p50 = statistics.median(runs)
-        print(f"{name:34s} {p50:8.3f} {p50 / base:8.2f}x")
+        print(f"{name:34s} {p50:8.3f} {f'x{p50 / base:.2f}':>8s}")
     return 0
 
 

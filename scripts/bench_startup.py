@@ -4,6 +4,10 @@ gRPC health, and its RSS once idle, with an empty data dir and with a 100k-memor
 grpc.aio server with the health service (the floor for any Python gRPC server) measured in the
 same run as the baseline.
 
+Needs: the base install, on Linux (RSS is read from /proc); a temp folder, removed at the end.
+Small: `python scripts/bench_startup.py --smoke` (1,000 memories, 1 run, 0.2 s idle: checks that it
+runs and prints its ratios, not figures to quote).
+
     python scripts/bench_startup.py [--runs 3] [--memories 100000]
 
 Target (issue #14): SERVING in under 1 s and under 100 MB RSS at idle.
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -108,8 +113,21 @@ def main() -> int:
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--idle", type=float, default=2.0, help="seconds idle before RSS is read")
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 run: that it runs (overrides the sizes)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.runs, opts.memories, opts.idle = 1, 1000, 0.2
+    if not Path("/proc/self/status").exists():
+        print(f"{Path(__file__).name} needs Linux: it reads RSS from /proc/PID/status", file=sys.stderr)
+        return 2
     root = Path(tempfile.mkdtemp(prefix="cortex-bench-start-"))
+    try:
+        return run(opts, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(opts: argparse.Namespace, root: Path) -> int:
     config = root / "none.toml"
     config.write_text("")
     env = {**os.environ, "CORTEX_CONFIG": str(config), "CORTEX_LOG_LEVEL": "warning"}

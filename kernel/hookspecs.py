@@ -45,10 +45,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def cortex_configure(config: dict[str, Any], context: PluginContext) -> None:
-    """Receive the plugin's own config section (`[plugins.NAME]`, {} when absent) and its context
-    (`name`, `config`, `data_dir`, `plugin_dir`, `privacy_mode`, `channel`, `log`, and the capabilities
-    its manifest asks for). Called once, first. Raise ValueError with a message a person can act on
-    for a bad setting: the plugin is reported broken and skipped."""
+    """Receive the plugin's own config section (`[plugins.NAME]`, {} when absent) and its context: `name`, `config`,
+    `data_dir` (the kernel's), `plugin_dir` (yours: `<data dir>/plugins/NAME`, made 0700 when first read, kept across
+    restarts), `privacy_mode`, `channel` (to call other contracts), `log`, the capabilities its manifest asks for. Called
+    first (again when enabled or reinstalled live). Raise ValueError saying what to fix: the plugin is reported broken."""
 
 
 @hookspec

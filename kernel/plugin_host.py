@@ -284,25 +284,32 @@ class PluginHost:
         await self._each("cortex_start", self.loaded() if records is None else records, lambda r: {"context": r.context})
 
     # -- while the kernel runs ---------------------------------------------------------------------
-    async def enable_now(self, name: str, make_context: Callable[[str], PluginContext]) -> PluginRecord:
+    async def enable_now(self, name: str, make_context: Callable[[str], PluginContext], forget: bool = True) -> PluginRecord:
         """Load, configure, register and start an installed plugin in the running kernel (one
-        installed since the kernel started is discovered now). KeyError: no such plugin."""
+        installed since the kernel started is discovered now; `forget`: from the files installed now). KeyError: no such plugin."""
         record = self.records.get(name)
         if record is None or record.state != LOADED:
-            fresh = {r.name: r for r in discover()}
-            record = fresh.get(name, record)
+            record = {r.name: r for r in discover()}.get(name, record)
             if record is None:  # neither known nor installed now
                 raise KeyError(name)
-            self.records[name] = record
-            record.state, record.error = LOADED, ""
             if record.source != "in-process":
-                record.obj = None  # loaded again from its entry point (it may have been reinstalled)
-            self.pm.unblock(name)
-            self._register(record)
-            await self.configure(make_context, [record])
-            await self.register([record])
-            await self.start([record])
-            self._index_hot_hooks()
+                record.obj = None  # loaded again from its entry point, from the files installed now
+                if forget and not any(r.source == record.source and r.state == LOADED for r in self.records.values()):
+                    from .security.reinstall import forget_modules  # (no plugin of its distribution runs their code now)
+                    forget_modules(record.source)
+            await self.start_now(record, make_context)
+        return record
+
+    async def start_now(self, record: PluginRecord, make_context: Callable[[str], PluginContext]) -> PluginRecord:
+        """Register and start `record` in the running kernel: its object, else its entry point's."""
+        self.records[record.name] = record
+        record.state, record.error = LOADED, ""
+        self.pm.unblock(record.name)
+        self._register(record)
+        await self.configure(make_context, [record])
+        await self.register([record])
+        await self.start([record])
+        self._index_hot_hooks()
         return record
 
     async def disable_now(self, name: str, grace: float = 10.0) -> PluginRecord:
@@ -413,9 +420,8 @@ class PluginHost:
                 if isinstance(exc, Unavailable) or name in self.required:
                     why = str(exc) if isinstance(exc, Unavailable) else first_line(exc)
                     log.error("plugin.cannot_authorize", plugin=name, call_id=call.id, error=why)
-                    raise RouterError(
-                        grpc.StatusCode.UNAVAILABLE, f"'{name}' cannot judge calls now ({why}): calls are refused until it recovers"
-                    ) from None
+                    raise RouterError(grpc.StatusCode.UNAVAILABLE,
+                                      f"'{name}' cannot judge calls now ({why}): calls are refused until it recovers") from None
                 log.error("plugin.authorize_failed", plugin=name, call_id=call.id, error=first_line(exc))
                 answer = Decision.deny(f"authorize hook failed ({first_line(exc)}); denying to be safe")
             if answer is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -23,7 +24,7 @@ from .config import Config, ConfigError
 from .context import KernelChannel, PluginContext
 from .kernel_service import PLUGIN_SERVICE, KernelServicer, PluginServicer
 from .kernel_service import SERVICE as KERNEL_SERVICE
-from .plugin_host import BROKEN, BUILT_IN_DIST, DISABLED, PluginHost, PluginRecord, discover
+from .plugin_host import BROKEN, BUILT_IN_DIST, DISABLED, PluginHost, PluginRecord
 from .registry import ContractRegistry, Health, resolve_service
 from .router import Router
 from .security.capabilities import grant
@@ -34,6 +35,7 @@ from .security.remote import RemoteProvider, is_loopback
 from .server import LateContracts, build_server
 
 log = structlog.get_logger("cortex.kernel")
+T = TypeVar("T")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -59,6 +61,7 @@ class Kernel:
         self.server: grpc.aio.Server | None = None
         self.server_handlers: LateContracts | None = None  # serves contracts registered after start (live enables)
         self._plugin_changes = asyncio.Lock()
+        self._changing: set[asyncio.Future[Any]] = set()
         self.address = config.listen
         self.started_at = time.monotonic()
         self._monitor: asyncio.Task[None] | None = None
@@ -93,10 +96,8 @@ class Kernel:
             self.credentials, mutual_tls=bool(self.exposure.tls_client_ca),
         )
         try:
-            if server_credentials is None:
-                port = self.server.add_insecure_port(cfg.listen)
-            else:
-                port = self.server.add_secure_port(cfg.listen, server_credentials)
+            port = (self.server.add_insecure_port(cfg.listen) if server_credentials is None
+                    else self.server.add_secure_port(cfg.listen, server_credentials))
         except RuntimeError as exc:
             await self.host.stop()
             raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another kernel running there?)") from None
@@ -106,16 +107,10 @@ class Kernel:
         self.registry.listeners.append(self._on_circuit_change)
         self._monitor = asyncio.create_task(self._health_loop(), name="cortex-health")
         self.started_at = time.monotonic()
-        log.info(
-            "kernel.serving",
-            listen=self.address,
-            tls=self.exposure.tls,
-            mutual_tls=bool(self.exposure.tls_client_ca),
-            require_credentials=self.exposure.require_credentials,
-            governed_by=self.host.authorizers or "NOBODY: calls are not authorized or audited",
-            plugins=[r.name for r in self.host.loaded()],
-            contracts=[s.full_name for s in self.registry.served()],
-        )
+        log.info("kernel.serving", listen=self.address, tls=self.exposure.tls, mutual_tls=bool(self.exposure.tls_client_ca),
+                 require_credentials=self.exposure.require_credentials,
+                 governed_by=self.host.authorizers or "NOBODY: calls are not authorized or audited",
+                 plugins=[r.name for r in self.host.loaded()], contracts=[s.full_name for s in self.registry.served()])
 
     async def _require_plugins(self) -> None:
         """Fail closed: a kernel whose required plugins (governance, by default) did not come up
@@ -162,19 +157,11 @@ class Kernel:
                     info = self.registry.service(resolve_service(service))
                 except ValueError as exc:
                     raise cfg.error(f"[providers.{name}]: {exc}", service) from None
-                self.registry.add(
-                    RemoteProvider(
-                        name=name,
-                        plugin="",
-                        service=info,
-                        breaker=self.registry.breaker(name),
-                        local=is_loopback(endpoint) if settings.local is None else settings.local,
-                        endpoint=endpoint,
-                        timeout=settings.timeout_seconds,
-                        max_message_bytes=cfg.kernel_section.max_message_bytes,
-                        dial=provider_dial(settings),
-                    )
-                )
+                local = is_loopback(endpoint) if settings.local is None else settings.local
+                self.registry.add(RemoteProvider(
+                    name=name, plugin="", service=info, breaker=self.registry.breaker(name), local=local, endpoint=endpoint,
+                    timeout=settings.timeout_seconds, max_message_bytes=cfg.kernel_section.max_message_bytes,
+                    dial=provider_dial(settings)))
 
     def _check_routing(self) -> None:
         for service, order in self.config.routing.items():
@@ -190,9 +177,7 @@ class Kernel:
         probed, and plugins whose providers are all remote are not asked."""
         private = self.config.local_only
         providers = list(self.registry.all_providers())
-        remote_only = {
-            p.plugin for p in providers if not p.local and all(not q.local for q in providers if q.plugin == p.plugin)
-        }
+        remote_only = {p.plugin for p in providers if not p.local and all(not q.local for q in providers if q.plugin == p.plugin)}
         reports = await self.host.health(skip=remote_only if private else set())
         remote = [p for p in providers if p.endpoint and (p.local or not private)]
         probes = await asyncio.gather(*(p.probe() for p in remote), return_exceptions=True)
@@ -234,8 +219,7 @@ class Kernel:
     # -- plugins while serving ------------------------------------------------------------------------
     async def enable_plugin(self, name: str) -> PluginRecord:
         """Load an installed plugin now; its contracts are served at once (KeyError: unknown)."""
-        async with self._plugin_changes:  # one change at a time: never stopped while half-started
-            record = await self.host.enable_now(name, self._plugin_context)
+        record = await self._change(lambda: self.host.enable_now(name, self._plugin_context))
         await self._served_changed()
         log.info("plugin.enabled_live", plugin=name, state=record.state, error=record.error or None)
         return record
@@ -246,11 +230,20 @@ class Kernel:
             raise KeyError(name)
         if name in self.host.required:
             raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
-        async with self._plugin_changes:
-            record = await self.host.disable_now(name, self.config.kernel_section.shutdown_grace_seconds)
+        record = await self._change(lambda: self.host.disable_now(name, self.config.kernel_section.shutdown_grace_seconds))
         await self._served_changed()
         log.info("plugin.disabled_live", plugin=name)
         return record
+
+    async def _change(self, work: Callable[[], Awaitable[T]]) -> T:
+        """One live plugin change at a time, never left half-done when its caller goes away (a cancelled Install)."""
+        async def locked() -> T:
+            async with self._plugin_changes:
+                return await work()
+        task = asyncio.ensure_future(locked())
+        self._changing.add(task)  # (the loop holds tasks weakly)
+        task.add_done_callback(self._changing.discard)
+        return await asyncio.shield(task)
 
     async def _served_changed(self) -> None:
         """After a live change: the late handlers look again, and health says what serves now."""
@@ -259,15 +252,17 @@ class Kernel:
         await self.refresh_health()
 
     async def install_plugin(self, spec: str, sha256: str = "") -> list[PluginRecord]:
-        """pip-install `spec` into this kernel's environment, then enable the plugins it brings."""
-        from .security.live_install import install
+        """pip-install `spec` into this kernel's environment, then enable the plugins it brings and
+        load again, from their new files, those it changed (security/reinstall.py)."""
+        from .security.reinstall import reinstall
 
-        before = {r.name for r in discover()}
-        await install(spec, sha256)
-        added = [r.name for r in discover() if r.name not in before]
-        if not added:
-            raise ValueError(f"{spec} installed, but it brings no plugin (no entry point in the 'cortex' group)")
-        return [await self.enable_plugin(name) for name in added]
+        grace = self.config.kernel_section.shutdown_grace_seconds
+        records = await self._change(lambda: reinstall(self.host, spec, sha256, self._plugin_context, grace))
+        await self._served_changed()
+        log.info("plugin.installed_live", spec=spec, plugins={r.name: r.state for r in records})
+        if wrong := [f"plugin '{r.name}' {r.error}" for r in records if r.state != DISABLED and r.error]:  # broken, or kept
+            raise ValueError(f"{spec} installed, but " + "; ".join(wrong))
+        return records
 
     # -- unknown methods ------------------------------------------------------------------------------
     def explain_unknown(self, path: str) -> str:

@@ -206,6 +206,14 @@ def cortex_env(data_dir: Path, extra_path: list[Path] | None = None, **env: str)
     return environment
 
 
+def pip_install(*args: str, python: str = sys.executable) -> None:
+    """pip install ARGS (a package a test made: `--target DIR PATH`, `-e PATH`) offline, without its
+    dependencies or build isolation, with `python`'s pip."""
+    done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cortex.kernel", *args],
@@ -218,8 +226,8 @@ def serve_process() -> Iterator:
     """serve_process(*args, env=...) -> a started ServeProcess, stopped after the test."""
     processes: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str], cwd: Path | None = None, ready: bool = True, prefix=()) -> ServeProcess:
-        proc = ServeProcess(*args, env=env, cwd=cwd, prefix=prefix)
+    def start(*args: str, env: dict[str, str], cwd: Path | None = None, ready: bool = True, **options: Any) -> ServeProcess:
+        proc = ServeProcess(*args, env=env, cwd=cwd, **options)  # (prefix=, python=)
         processes.append(proc)
         if ready:
             proc.wait_ready()

@@ -221,17 +221,21 @@ def plugins_list(config: str | None, as_json: bool, show_hooks: bool) -> None:
         host = PluginHost(cfg, ContractRegistry(), quiet=True)
         host.load()
         hooks = {r.name: sorted(c.name for c in host.pm.get_hookcallers(r.obj) or ()) for r in host.loaded()}
+    installed = {r.name: r for r in discover()}
     rows: list[dict[str, Any]] = [
         {
-            "name": r.name,
-            "version": r.version,
-            "enabled": r.name not in disabled,
-            "source": r.source,
-            "contracts": r.contracts,
-            **({"state": running[r.name][0], "error": running[r.name][1]} if r.name in running else {}),
-            **({"hooks": hooks.get(r.name, [])} if show_hooks else {}),
+            "name": name,
+            # what the kernel runs, where one answers (a reinstall it could not load leaves the version before)
+            "version": running[name]["version"] if name in running else r.version if r else "",
+            **({"installed": r.version} if r and name in running and r.version != running[name]["version"] else {}),
+            "enabled": name not in disabled,
+            "source": r.source if r else running[name]["source"],
+            "contracts": r.contracts if r else running[name]["contracts"],
+            **({"state": running[name]["state"], "error": running[name]["error"]} if name in running else {}),
+            **({"hooks": hooks.get(name, [])} if show_hooks else {}),
         }
-        for r in discover()
+        # (a plugin installed in the kernel's environment only, as a live install into another venv, is listed too)
+        for name, r in [*installed.items(), *((n, None) for n in running if n not in installed)]
     ]
     if as_json:
         return print_json({"config": str(cfg.path or ""), "kernel": bool(running), "plugins": rows})
@@ -241,7 +245,8 @@ def plugins_list(config: str | None, as_json: bool, show_hooks: bool) -> None:
     header = ["NAME", "VERSION", "ENABLED", "SOURCE", "CONTRACTS"] + (["IN KERNEL"] if running else []) + (["HOOKS"] if show_hooks else [])
     print_table(
         [
-            [r["name"], r["version"], "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])]
+            [r["name"], r["version"] + (f" ({r['installed']} installed)" if "installed" in r else ""),
+             "yes" if r["enabled"] else "no", r["source"], ", ".join(r["contracts"])]
             + ([r.get("state", "-") + (f": {r['error']}" if r.get("error") else "")] if running else [])
             + ([", ".join(h.removeprefix("cortex_") for h in r["hooks"])] if show_hooks else [])
             for r in rows
@@ -250,8 +255,9 @@ def plugins_list(config: str | None, as_json: bool, show_hooks: bool) -> None:
     )
 
 
-def _running_plugins(cfg: Config) -> dict[str, tuple[str, str]]:
-    """{name: (state, error)} from the kernel at client.target, or {} when none answers."""
+def _running_plugins(cfg: Config) -> dict[str, dict[str, Any]]:
+    """{name: its state, error, version, source and contracts} from the kernel at client.target, or {}
+    when none answers."""
     from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 
     dial = client_dial(cfg)
@@ -262,7 +268,8 @@ def _running_plugins(cfg: Config) -> dict[str, tuple[str, str]]:
             )
     except (grpc.RpcError, ValueError):
         return {}
-    return {p.name: (kernel_pb2.Plugin.State.Name(p.state).removeprefix("STATE_").lower(), p.error) for p in reply.plugins}
+    return {p.name: {"state": kernel_pb2.Plugin.State.Name(p.state).removeprefix("STATE_").lower(), "error": p.error,
+                     "version": p.version, "source": p.source, "contracts": list(p.contracts)} for p in reply.plugins}
 
 
 def _set_enabled(config: str | None, name: str, enabled: bool, restart_hint: bool = True) -> None:
@@ -354,6 +361,7 @@ def plugins_install(config: str | None, target: str | None, spec: str, sha256: s
 
     if Path(spec).exists():
         spec = str(Path(spec).resolve())  # the kernel may run elsewhere in the file system
+    click.echo(f"installing {spec} into the running kernel's environment (pip; up to a minute or two)...", err=True)
     reply = _live(config, target, "Install", kernel_pb2.InstallRequest(spec=spec, sha256=sha256))
     for plugin in reply.plugins:
         click.echo(f"installed plugin '{plugin.name}' {plugin.version}: {_state(plugin)}")

@@ -13,8 +13,22 @@ runs it. Shape it by overriding fixtures of these names in your conftest.py:
     cortex_plugins   [(name, plugin_object)] registered for the test, besides the installed ones
 
 and call it as the CLI does (`stub(Stub)` and `channel()` send the admin token) or as a stranger
-(`channel(as_admin=False)`: the kernel sees `local`). `cortex_serve` starts `cortex serve` in a
-subprocess for end-to-end tests (a kill, a restart).
+(`channel(as_admin=False)`: the kernel sees `local`). To call as the holder of an API key, ask for
+`cortex_key` (it starts `cortex_kernel`):
+
+    def test_a_reader_may_not_add(cortex_key):
+        reader = cortex_key("reader", scopes=["bookmarks.v1.BookmarkService/List"])
+        stub = reader.stub(bookmarks_pb2_grpc.BookmarkServiceStub)   # or BookmarkServiceStub(reader.channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Add(bookmarks_pb2.AddRequest(url="https://example.org"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+`cortex_key(NAME, scopes)` makes API key NAME as `cortex keys create NAME --scope ...` does (scopes
+are "package.Service/Method" globs; none: every method) and returns a `KeyHolder`: `principal`
+("key:NAME", what the kernel's policy and your servicer's `context.principal` see), `namespace`
+(whose data its calls touch: "key:NAME", apart from the owner's `default`), `token`, `channel` and
+`stub(Stub)`. `cortex_serve` starts `cortex serve` in a subprocess for end-to-end tests (a kill, a
+restart).
 
 Why not pytest-grpc: its fixtures (`grpc_add_to_server`, `grpc_servicer`, `grpc_stub_cls`) serve a
 servicer on a bare grpc server, so a plugin's calls through `context.channel`, its policy
@@ -40,14 +54,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import pytest
 
-from ..security.credentials import KeyStore, read_admin_token
+from ..security.credentials import KeyStore, namespace_of, read_admin_token
 
 if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = [
-    "FREE_BRIDGE_PORTS", "Bearer", "RunningKernel", "ServeProcess", "authenticated", "cortex_config", "cortex_data_dir",
-    "cortex_kernel", "cortex_plugins", "cortex_serve", "kernel_config",
+    "FREE_BRIDGE_PORTS", "Bearer", "KeyHolder", "RunningKernel", "ServeProcess", "authenticated", "cortex_config",
+    "cortex_data_dir", "cortex_kernel", "cortex_key", "cortex_plugins", "cortex_serve", "kernel_config",
 ]
 
 # bridges on free ports, so that tests never fight over 50080/50082
@@ -86,6 +100,21 @@ class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
 
 def authenticated(channel: grpc.Channel, token: str) -> grpc.Channel:
     return grpc.intercept_channel(channel, Bearer(token)) if token else channel
+
+
+class KeyHolder:
+    """The holder of an API key of a test kernel (`cortex_key`): calls on `channel` (or through
+    `stub(Stub)`) carry its key, so the kernel sees `principal` ("key:NAME") with the key's scopes,
+    and the data they touch is `namespace`'s."""
+
+    def __init__(self, principal: str, namespace: str, token: str, channel: grpc.Channel):
+        self.principal, self.namespace, self.token, self.channel = principal, namespace, token, channel
+
+    def stub(self, stub_class: type) -> Any:
+        return stub_class(self.channel)
+
+    def __repr__(self) -> str:
+        return f"KeyHolder({self.principal!r}, namespace={self.namespace!r})"
 
 
 class RunningKernel:
@@ -127,7 +156,15 @@ class RunningKernel:
     def key(self, name: str, scopes: Sequence[str] = ()) -> str:
         """Make API key NAME (as `cortex keys create NAME --scope ...` does) and return it: call as
         its holder with `stub(Stub, key=...)`; `scopes` are "package.Service/Method" globs (none: all)."""
-        return KeyStore(self.data_dir).create(name, list(scopes), None)
+        return KeyStore(self.data_dir).create(name, [scopes] if isinstance(scopes, str) else list(scopes), None)
+
+    def key_holder(self, name: str, scopes: Sequence[str] = ()) -> KeyHolder:
+        """Make API key NAME with `scopes` (as `key()`) and return its holder: a channel to this
+        kernel authenticated with it, and who the kernel takes its holder for."""
+        token = self.key(name, scopes)
+        principal = f"key:{name}"
+        namespace = namespace_of(principal, self.kernel.config.kernel_section.owners)
+        return KeyHolder(principal, namespace, token, self.channel(key=token))
 
     def plugin(self, name: str) -> Any:
         """A loaded plugin's object (its record has state and error too: `kernel.host.records`)."""
@@ -161,10 +198,12 @@ def kernel_config(path: Path, text: str, data_dir: Path, env: dict[str, str] | N
 class ServeProcess:
     """`cortex serve` in a subprocess; `target` is read from its 'serving on' line."""
 
-    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None, prefix: Sequence[str] = ()):
-        # `prefix` runs it elsewhere, e.g. `ip netns exec HOST` (an exec: signals reach the kernel)
+    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None, prefix: Sequence[str] = (),
+                 python: str = sys.executable):
+        # `prefix` runs it elsewhere, e.g. `ip netns exec HOST` (an exec: signals reach the kernel);
+        # `python` in another environment (a live install goes into the kernel's own)
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
+            [*prefix, python, "-m", "cortex.kernel", "serve", "--listen", "127.0.0.1:0", *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         )
         self.target = ""
@@ -242,6 +281,18 @@ def cortex_kernel(
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def cortex_key(cortex_kernel: RunningKernel) -> Callable[..., KeyHolder]:
+    """cortex_key(NAME, scopes=()) -> a KeyHolder: API key NAME made on `cortex_kernel` (as `cortex
+    keys create NAME --scope ...` does; scopes are "package.Service/Method" globs, none: every
+    method), with a channel that calls as its holder (`key:NAME`, in namespace `key:NAME`)."""
+
+    def make(name: str, scopes: Sequence[str] = ()) -> KeyHolder:
+        return cortex_kernel.key_holder(name, scopes)
+
+    return make
 
 
 @pytest.fixture

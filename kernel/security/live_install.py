@@ -1,13 +1,16 @@
 """Installing a plugin into the running kernel's own environment (PluginService.Install): pip, in
-a subprocess, with the file's SHA-256 checked first when one is expected."""
+a subprocess, with the file's SHA-256 checked first when one is expected (reinstall.py loads what
+it changed)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import importlib
+import json
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import structlog
@@ -33,11 +36,31 @@ def _check(spec: str, sha256: str) -> None:
         raise ValueError(f"{spec} has SHA-256 {found}, not the expected {sha256}: not installed")
 
 
-async def install(spec: str, sha256: str = "") -> None:
-    """ValueError saying what went wrong (a hash that does not match, pip's own last lines)."""
+def editable_from(spec: str) -> str:
+    """The distribution installed editable (`pip install -e`) from the folder `spec`, or ''."""
+    path = Path(os.path.expanduser(spec))
+    if not path.is_dir():
+        return ""
+    url = path.resolve().as_uri()
+    for dist in metadata.distributions():
+        try:
+            origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        if isinstance(origin, dict) and origin.get("url") == url and (origin.get("dir_info") or {}).get("editable"):
+            return str(dist.metadata["Name"] or "")
+    return ""
+
+
+async def install(spec: str, sha256: str = "") -> tuple[str, str]:
+    """Install `spec`; a folder an author installed editable stays editable (else their tests would
+    test a copy from now on). Returns (that distribution's name or '', pip's output): an editable
+    one's plugins load again though no installed file changed (their sources did). ValueError
+    saying what went wrong (a hash that does not match, pip's own last lines)."""
     if sha256:
         await asyncio.to_thread(_check, spec, sha256)
-    command = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", spec]
+    editable = await asyncio.to_thread(editable_from, spec)
+    command = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", *(["-e"] if editable else []), spec]
     log.info("plugin.installing", spec=spec)
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
@@ -49,4 +72,5 @@ async def install(spec: str, sha256: str = "") -> None:
         tail = " | ".join(output.decode(errors="replace").strip().splitlines()[-3:])
         raise ValueError(f"pip could not install {spec}: {tail}")
     importlib.invalidate_caches()  # the new distribution's metadata and modules are found from now on
-    log.info("plugin.installed", spec=spec)
+    log.info("plugin.installed", spec=spec, editable=bool(editable))
+    return editable, output.decode(errors="replace")

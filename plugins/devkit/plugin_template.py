@@ -15,7 +15,7 @@ requires-python = ">=3.11"
 dependencies = ["cortex-os>=0.1", "grpcio>=1.85.1", "protobuf>=7.35"]
 
 [project.optional-dependencies]
-# codegen (`cortex plugin codegen`) and the tests (cortex.kernel.testing comes with cortex-os)
+# codegen (`cortex plugin codegen`) and the tests (their fixtures, cortex.kernel.sdk.testing, come with cortex-os)
 dev = ["grpcio-tools==1.85.1", "pytest>=8"]
 
 # The plugin: its name is this entry point's name ("{name}"), not the distribution's.
@@ -44,9 +44,9 @@ package {name}.v1;
 
 // {Name}Service keeps short notes in the order they were added.
 service {Name}Service {{
-  // Add keeps one note and returns its number.
+  // Add keeps one note, in the caller's namespace, and returns its number.
   rpc Add(AddRequest) returns (AddResponse);
-  // List returns every note, oldest first.
+  // List returns the caller's notes, oldest first.
   rpc List(ListRequest) returns (ListResponse) {{
     option idempotency_level = NO_SIDE_EFFECTS;
   }}
@@ -101,25 +101,26 @@ class {Name}Servicer({name}_pb2_grpc.{Name}ServiceServicer):
     async def Add(self, request, context):
         if not 0 < len(request.text) <= MAX_TEXT:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"text must be 1 to {{MAX_TEXT}} characters")
-        if len(self.plugin.notes) >= self.plugin.max_notes:
+        notes = self.plugin.notes.setdefault(context.namespace, [])  # each caller's own (the kernel says whose)
+        if len(notes) >= self.plugin.max_notes:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{{self.plugin.max_notes}} notes kept already ([plugins.{name}] max_notes)")
-        self.plugin.notes.append(request.text)
-        return {name}_pb2.AddResponse(number=len(self.plugin.notes))
+        notes.append(request.text)
+        return {name}_pb2.AddResponse(number=len(notes))
 
     async def List(self, request, context):
-        return {name}_pb2.ListResponse(notes=self.plugin.notes)
+        return {name}_pb2.ListResponse(notes=self.plugin.notes.get(context.namespace, []))
 
 
 class {Name}Plugin:
     def __init__(self) -> None:
-        self.notes: list[str] = []
+        self.notes: dict[str, list[str]] = {{}}  # by namespace: a key holder never sees another's notes
         self.max_notes = 1000
 
     @hookimpl
     def cortex_configure(self, config: dict[str, Any], context) -> None:
         check_settings(config, {{"max_notes"}}, context.name)
-        self.notes = []  # one plugin object serves every kernel this process starts: begin afresh
+        self.notes = {{}}  # one plugin object serves every kernel this process starts: begin afresh
         self.max_notes = int(config.get("max_notes", 1000))
         if self.max_notes < 1:
             raise ValueError("[plugins.{name}] max_notes must be at least 1")
@@ -130,13 +131,14 @@ class {Name}Plugin:
 
     @hookimpl
     async def cortex_health(self) -> Health:
-        return Health(True, f"{{len(self.notes)}} notes")
+        return Health(True, f"{{sum(map(len, self.notes.values()))}} notes")
 
 
 plugin = {Name}Plugin()
 '''
 
-TESTS = '''"""{name} against a real, governed kernel (cortex.kernel.testing's cortex_kernel fixture)."""
+TESTS = '''"""{name} against a real, governed kernel: the fixtures `cortex_kernel` and `cortex_key` come with
+cortex-os (cortex.kernel.sdk.testing, a pytest plugin), no import needed."""
 
 import grpc
 import pytest
@@ -177,6 +179,20 @@ def test_a_caller_without_a_credential_is_held_by_policy(cortex_kernel):
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_a_key_holder_may_call_only_what_its_key_allows(cortex_kernel, cortex_key):
+    """`cortex_key` makes an API key (as `cortex keys create NAME --scope ...` does) and calls as its
+    holder: the kernel sees key:reader, in a namespace of its own, and holds it to its scopes."""
+    admin = cortex_kernel.stub({name}_pb2_grpc.{Name}ServiceStub)
+    admin.Add({name}_pb2.AddRequest(text="the admin's"), timeout=5)
+    reader = cortex_key("reader", scopes=["{name}.v1.{Name}Service/List"])
+    stub = reader.stub({name}_pb2_grpc.{Name}ServiceStub)
+    assert list(stub.List({name}_pb2.ListRequest(), timeout=5).notes) == []  # its own namespace's notes: none
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Add({name}_pb2.AddRequest(text="not mine to add"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "key:reader may call only {name}.v1.{Name}Service/List" in err.value.details()
+
+
 def test_generated_code_matches_the_proto():
     import subprocess
     import sys
@@ -194,7 +210,7 @@ A Cortex-OS plugin serving `{name}.v1.{Name}Service` (see `protos/{name}/v1/{nam
 
 ```sh
 pip install -e '.[dev]'           # into the environment cortex-os runs in
-pytest                            # against a real, governed kernel (cortex.kernel.testing)
+pytest                            # against a real, governed kernel (fixtures: cortex.kernel.sdk.testing)
 cortex plugin codegen             # after editing the .proto (CI runs it with --check)
 cortex plugins list               # {name} is there; `cortex serve` serves it
 ```

@@ -282,23 +282,25 @@ class Governance:
         # either way it may reach only what its manifest declares
         for who in (facts.principal, *facts.actors):
             if who.startswith("plugin:"):
-                verdict = self._manifest_verdict(who[len("plugin:") :], facts.service)
+                # the record as it is now: a plugin reinstalled live declares what its new version does
+                record = self.plugins.get(who[len("plugin:") :])
+                verdict = self._manifest_verdict(who[len("plugin:") :], facts.service, tuple(getattr(record, "contracts", ())),
+                                                 tuple(getattr(record, "calls", ())), getattr(record, "target", ""))
                 if verdict is not None:
                     return verdict
         return None
 
     @lru_cache(maxsize=1024)  # noqa: B019 - one instance per process; cleared on configure
-    def _manifest_verdict(self, plugin: str, service: str) -> pb.Rule | None:
-        record = self.plugins.get(plugin)
-        allowed = [*getattr(record, "contracts", []), *getattr(record, "calls", [])]
-        if any(fnmatch.fnmatchcase(service, pattern) for pattern in allowed):
+    def _manifest_verdict(self, plugin: str, service: str, contracts: tuple[str, ...], calls: tuple[str, ...],
+                          target: str) -> pb.Rule | None:
+        if any(fnmatch.fnmatchcase(service, pattern) for pattern in (*contracts, *calls)):
             return None
         rule = pb.Rule()
         rule.CopyFrom(MANIFEST_RULE)
-        declared = ", ".join(getattr(record, "calls", [])) or "nothing"
+        module = target.partition(":")[0].strip() or "<its plugin module>"
         rule.description = (
-            f"plugin '{plugin}' may not call {service}: its manifest declares {declared}. To allow it, add "
-            f'"{plugin}.{service}" = "<its plugin module>" to [project.entry-points."cortex.calls"] in the '
+            f"plugin '{plugin}' may not call {service}: its manifest declares {', '.join(calls) or 'nothing'}. To allow it, add "
+            f'"{plugin}.{service}" = "{module}" to [project.entry-points."cortex.calls"] in the '
             "plugin's pyproject.toml (the plugin's name is its entry-point name in the 'cortex' group) and reinstall it"
         )
         return rule

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from ..conftest import cortex_env, run_cli
+from ..conftest import cortex_env, pip_install, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,7 @@ def bookmarks(tmp_path_factory):
     made = run_cli("plugin", "new", "bookmarks", "--dir", str(root), env=cortex_env(root / "unused"))
     assert made.returncode == 0, made.stderr
     package, site = root / "cortex-bookmarks", root / "site"
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(package)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert installed.returncode == 0, installed.stderr
+    pip_install("--target", str(site), str(package))
     return package, site, started
 
 
@@ -37,7 +33,7 @@ def test_a_new_plugin_passes_its_own_tests_as_generated(bookmarks):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=package, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "4 passed" in done.stdout
+    assert "5 passed" in done.stdout
     assert "__pycache__/" in (package / ".gitignore").read_text()  # a fresh `git add .` takes no build output
     print(f"cortex plugin new -> passing tests: {time.monotonic() - started:.1f} s")
     checked = run_cli("plugin", "codegen", "--check", "--root", str(package), env=env)
@@ -81,7 +77,7 @@ def test_the_kernel_serves_it_on_every_surface_with_its_comments(bookmarks, serv
     api = httpx.Client(base_url=f"http://{http.group(1)}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     document = api.get("/openapi.json").json()
     operation = document["paths"]["/v1/bookmarks.v1.BookmarksService/List"]["post"]
-    assert operation["description"].startswith("List returns every note, oldest first.")
+    assert operation["description"].startswith("List returns the caller's notes, oldest first.")
     listed = api.post("/v1/bookmarks.v1.BookmarksService/List", json={})
     assert listed.status_code == 200 and listed.json()["notes"] == ["https://example.org"]
     # MCP: the tool and its description

@@ -8,6 +8,7 @@ import pytest
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.kernel import hookimpl
+from cortex.kernel.security.credentials import KeyStore
 
 seen: list[str] = []
 
@@ -49,6 +50,23 @@ def test_a_test_calls_as_a_key_holder_in_one_line(cortex_kernel):
     with pytest.raises(grpc.RpcError) as err:  # outside its scopes
         reader.ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "key:reader may call only" in err.value.details()
+
+
+def test_cortex_key_makes_a_key_and_calls_as_its_holder(cortex_key, cortex_kernel):
+    """`cortex_key(NAME, scopes)`: the key made as `cortex keys create` makes it, a channel with it."""
+    reader = cortex_key("reader", scopes=["cortex.kernel.v1.KernelService/Get*"])
+    assert (reader.principal, reader.namespace) == ("key:reader", "key:reader")
+    assert reader.stub(kernel_pb2_grpc.KernelServiceStub).GetInfo(kernel_pb2.GetInfoRequest(), timeout=5).version
+    assert "GetInfo:key:reader" in seen
+    with pytest.raises(grpc.RpcError) as err:  # outside its scopes
+        kernel_pb2_grpc.KernelServiceStub(reader.channel).ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "key:reader may call only" in err.value.details()
+    anyone = cortex_key("anyone")  # no scopes: every method
+    assert anyone.stub(kernel_pb2_grpc.KernelServiceStub).ListPlugins(kernel_pb2.ListPluginsRequest(), timeout=5).plugins
+    listed = {k.name: k.scopes for k in KeyStore(cortex_kernel.data_dir).list()}
+    assert listed == {"reader": ("cortex.kernel.v1.KernelService/Get*",), "anyone": ("*/*",)}
+    assert cortex_key("one", "cortex.kernel.v1.KernelService/GetInfo").stub(kernel_pb2_grpc.KernelServiceStub).GetInfo(
+        kernel_pb2.GetInfoRequest(), timeout=5).version  # one scope given as a string is that scope
 
 
 def test_cortex_serve_runs_a_real_process(cortex_serve):

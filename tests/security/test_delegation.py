@@ -278,3 +278,25 @@ def test_local_cannot_lift_a_plugins_manifest(start_kernel):
         service="cortex.governance.v1.GovernanceService", method="ListPolicies", principal="local", provider="governance",
         provider_local=True, privacy_mode=False, actor="plugin:nosy"))
     assert verdict is not None and verdict.id == "builtin/plugin-manifest" and not verdict.overridable
+
+
+def test_a_plugins_manifest_is_read_as_it_is_now(start_kernel):
+    """A plugin reinstalled live gets a new record with what its new version declares: governance
+    judges by that record, never by a verdict it cached for the version before."""
+    from dataclasses import replace
+
+    from cortex.plugins.governance.rules import CallFacts
+
+    _, kt = start_kernel("", governance=True)
+    governance, records = kt.kernel.host.records["governance"].obj, kt.kernel.host.records
+    facts = CallFacts(service="cortex.models.v1.ModelService", method="Embed", principal="plugin:memories",
+                      provider="mlx", provider_local=True, privacy_mode=False)
+    assert governance._computed_rule(facts) is None  # memories' manifest calls ModelService
+    before = records["memories"]
+    records["memories"] = replace(before, calls=["cortex.events.v1.EventService"])  # as enable_now's fresh record
+    try:
+        verdict = governance._computed_rule(facts)
+        assert verdict is not None and verdict.id == "builtin/plugin-manifest"
+        assert '"memories.cortex.models.v1.ModelService" = "cortex.plugins.memories.plugin"' in verdict.description
+    finally:
+        records["memories"] = before

@@ -1,4 +1,4 @@
-"""The echo plugin on a real, governed kernel, with cortex.kernel.testing's fixtures (installed with
+"""The echo plugin on a real, governed kernel, with cortex.kernel.sdk.testing's fixtures (installed with
 cortex-os): what a third-party plugin's own tests look like."""
 
 import grpc

@@ -220,7 +220,6 @@ class Kernel:
     async def enable_plugin(self, name: str) -> PluginRecord:
         """Load an installed plugin now; its contracts are served at once (KeyError: unknown)."""
         record = await self._change(lambda: self.host.enable_now(name, self._plugin_context))
-        await self._served_changed()
         log.info("plugin.enabled_live", plugin=name, state=record.state, error=record.error or None)
         return record
 
@@ -231,7 +230,6 @@ class Kernel:
         if name in self.host.required:
             raise ValueError(f"'{name}' is in kernel.required_plugins: the kernel does not serve without it")
         record = await self._change(lambda: self.host.disable_now(name, self.config.kernel_section.shutdown_grace_seconds))
-        await self._served_changed()
         log.info("plugin.disabled_live", plugin=name)
         return record
 
@@ -239,17 +237,18 @@ class Kernel:
         """One live plugin change at a time, never left half-done when its caller goes away (a cancelled Install)."""
         async def locked() -> T:
             async with self._plugin_changes:
-                return await work()
+                if self._stopped.is_set():
+                    raise ValueError("the kernel is stopping: no plugin changes now")
+                try:
+                    return await work()
+                finally:  # the late handlers look again, and health says what serves now
+                    if self.server_handlers is not None:
+                        self.server_handlers.refresh()
+                    await self.refresh_health()
         task = asyncio.ensure_future(locked())
         self._changing.add(task)  # (the loop holds tasks weakly)
         task.add_done_callback(self._changing.discard)
         return await asyncio.shield(task)
-
-    async def _served_changed(self) -> None:
-        """After a live change: the late handlers look again, and health says what serves now."""
-        if self.server_handlers is not None:
-            self.server_handlers.refresh()
-        await self.refresh_health()
 
     async def install_plugin(self, spec: str, sha256: str = "") -> list[PluginRecord]:
         """pip-install `spec` into this kernel's environment, then enable the plugins it brings and
@@ -258,7 +257,6 @@ class Kernel:
 
         grace = self.config.kernel_section.shutdown_grace_seconds
         records = await self._change(lambda: reinstall(self.host, spec, sha256, self._plugin_context, grace))
-        await self._served_changed()
         log.info("plugin.installed_live", spec=spec, plugins={r.name: r.state for r in records})
         if wrong := [f"plugin '{r.name}' {r.error}" for r in records if r.state != DISABLED and r.error]:  # broken, or kept
             raise ValueError(f"{spec} installed, but " + "; ".join(wrong))
@@ -280,6 +278,8 @@ class Kernel:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
+        # a live plugin change in progress ends first (within the grace), so that what it started is stopped
+        await asyncio.wait([*self._changing], timeout=grace) if self._changing else None
         await self.host.stop()
         for provider in self.registry.all_providers():
             await provider.close()

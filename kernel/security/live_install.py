@@ -12,6 +12,8 @@ import os
 import sys
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import structlog
 
@@ -41,13 +43,15 @@ def editable_from(spec: str) -> str:
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
         return ""
-    url = path.resolve().as_uri()
     for dist in metadata.distributions():
         try:
             origin = json.loads(dist.read_text("direct_url.json") or "{}")
         except ValueError:
             continue
-        if isinstance(origin, dict) and origin.get("url") == url and (origin.get("dir_info") or {}).get("editable"):
+        if not isinstance(origin, dict) or not (origin.get("dir_info") or {}).get("editable"):
+            continue
+        url = urlsplit(str(origin.get("url", "")))  # as pip wrote it: quoted, maybe through a symlink
+        if url.scheme == "file" and Path(url2pathname(url.path)).resolve() == path.resolve():
             return str(dist.metadata["Name"] or "")
     return ""
 

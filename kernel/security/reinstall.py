@@ -32,7 +32,7 @@ BUILT_IN_DIST = "cortex-os"  # (never reloaded: the kernel itself)
 # what protobuf says when a module registers a .proto file (or a message) it holds already with
 # other content: upb's two wordings, and the pure-Python backend's
 CONTRACT_CHANGED = ("duplicate file name", "duplicate symbol", "already added, but with different descriptor")
-WITHDRAWN = "no longer installed"  # a plugin whose entry point a reinstall took away
+STOPPED = "stopped by an install"  # (not by the admin: a later install may start it again)
 
 
 class PluginLifecycle(Protocol):
@@ -76,7 +76,10 @@ def _own_files(dist_name: str) -> tuple[set[Path], Path | None, set[str]]:
         origin = {}
     url = urlsplit(str(origin.get("url", ""))) if isinstance(origin, dict) and (origin.get("dir_info") or {}).get("editable") else None
     project = Path(url2pathname(url.path)).resolve() if url is not None and url.scheme == "file" else None
-    return files, project, set((dist.read_text("top_level.txt") or "").split())
+    # (setuptools writes top_level.txt; hatchling, flit and pdm do not: then its plugins' own packages)
+    tops = set((dist.read_text("top_level.txt") or "").split()) or {
+        ep.value.partition(":")[0].split(".")[0].strip() for ep in dist.entry_points if ep.group == "cortex"}
+    return files, project, tops
 
 
 def _environment() -> list[Path]:
@@ -84,11 +87,10 @@ def _environment() -> list[Path]:
     return [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages()}]
 
 
-def forget_modules(dist_name: str) -> dict[str, ModuleType]:
-    """Take a distribution's modules (of the files it installed; installed editable, of its project
-    folder) out of sys.modules, so that loading its plugins runs the files there now rather than the
-    code imported before; returns them, to put back (restore_modules). Plugins never import each
-    other, so nothing else holds these modules but the plugins' own objects, stopped first."""
+def modules_of(dist_name: str) -> dict[str, ModuleType]:
+    """A distribution's modules in this process: of the files it installed; installed editable, of
+    its project folder, under the top-level names it installs (never the kernel's, nor any module of
+    an environment's site-packages, nor __main__)."""
     if _normal(dist_name) == BUILT_IN_DIST:
         return {}
     files, project, tops = _own_files(dist_name)
@@ -96,25 +98,34 @@ def forget_modules(dist_name: str) -> dict[str, ModuleType]:
 
     def its_own(name: str, module: ModuleType) -> bool:
         where = getattr(module, "__file__", None)
-        if not where or name.split(".")[0] == "cortex":
+        if not where or name.split(".")[0] in ("cortex", "__main__"):
             return False
         path = Path(where).resolve()
         if path in files:
             return True
         # editable: its sources in the project folder, under the names it installed, none of an environment
-        return (project is not None and path.is_relative_to(project) and (not tops or name.split(".")[0] in tops)
+        return (project is not None and path.is_relative_to(project) and name.split(".")[0] in tops
                 and not any(path.is_relative_to(place) for place in environment))
 
-    gone = {name: module for name, module in list(sys.modules.items()) if module is not None and its_own(name, module)}
+    return {name: module for name, module in list(sys.modules.items()) if module is not None and its_own(name, module)}
+
+
+def forget_modules(dist_name: str, also: dict[str, ModuleType] | None = None) -> dict[str, ModuleType]:
+    """Take a distribution's modules (modules_of; `also`: those it had before pip changed how it is
+    installed, editable or not) out of sys.modules, so that loading its plugins runs the files there
+    now rather than the code imported before; returns them, to put back (restore_modules). Plugins
+    never import each other, so nothing else holds these modules but the plugins' own objects,
+    stopped first."""
+    gone = {**(also or {}), **modules_of(dist_name)}
     for name in gone:
-        del sys.modules[name]
+        sys.modules.pop(name, None)
     importlib.invalidate_caches()
     return gone
 
 
 def restore_modules(dist_name: str, modules: dict[str, ModuleType]) -> None:
     """Put back what forget_modules took, dropping what the failed load imported in their place."""
-    forget_modules(dist_name)
+    forget_modules(dist_name, {name: module for name, module in modules.items() if name in sys.modules})
     sys.modules.update(modules)
 
 
@@ -134,6 +145,8 @@ async def reinstall(host: PluginLifecycle, spec: str, sha256: str, make_context:
     distribution it changed that run (or are broken; one disabled stays off, its files load when it
     is enabled) and withdraw those whose entry point went. ValueError when nothing changed."""
     before = installed_plugins()
+    # what each running distribution's modules are now, by its files as installed before pip
+    imported = {r.source: modules_of(r.source) for r in host.records.values() if r.state == "loaded"}
     editable, said = await install(spec, sha256)
     now = installed_plugins()
     changed = {dist for name, (dist, digest) in now.items() if before.get(name, (dist, "")) != (dist, digest)}
@@ -143,17 +156,17 @@ async def reinstall(host: PluginLifecycle, spec: str, sha256: str, make_context:
     running = {n: r for n, r in known.items() if r.state == "loaded"}
     for name in running:
         await host.disable_now(name, grace)  # no new call reaches it; the calls inside finish first
-    taken = {dist: forget_modules(dist) for dist in changed}  # once per distribution: its plugins share one copy
+    taken = {dist: forget_modules(dist, imported.get(dist)) for dist in changed}  # once per distribution: one copy
     records = []
     for name, (dist, _) in now.items():
         other = host.records.get(name)
         if dist not in changed or (other is not None and other.source not in changed):
             continue  # unchanged, or the name is another distribution's (a built-in's wins): not this one's to start
         # one the admin disabled stays off (not one this machinery withdrew)
-        off = name in known and known[name].state == "disabled" and name not in running and not known[name].error.startswith(WITHDRAWN)
+        off = name in known and known[name].state == "disabled" and name not in running and not known[name].error.startswith(STOPPED)
         records.append(known[name] if off else await host.enable_now(name, make_context, forget=False))
     for name in (n for n in running if n not in now):  # its entry point renamed or removed: withdrawn, said so
-        host.records[name].error = f"{WITHDRAWN}: {spec} removed its entry point"
+        host.records[name].error = f"{STOPPED}: {spec} removed its entry point"
         records.append(host.records[name])
     for dist in {running[r.name].source for r in records if r.name in running and r.state == "broken"}:
         records = await _keep_running(host, dist, taken[dist], running, records, make_context, grace)
@@ -169,17 +182,20 @@ async def _keep_running(host: PluginLifecycle, dist: str, modules: dict[str, Mod
     """A plugin of `dist` that ran did not come up from the new files: every plugin of `dist` that
     ran serves on from the code before (its modules, object and manifest), saying why."""
     new = {r.name: r for r in records}
-    cause = next(f"{r.name}: {r.error}" for r in records if r.source == dist and r.state == "broken")
+    cause = next((f"{r.name}: {r.error}" for r in records if r.name in running and r.state == "broken"), "its new files")
     for record in records:
         if record.source == dist and record.state == "loaded":
             await host.disable_now(record.name, grace)
+            record.error = f"{STOPPED}: the new files of another plugin of {dist} did not come up"
     restore_modules(dist, modules)
     for name, old in running.items():
         if old.source == dist:
             mine = new.get(name)
             why = mine.error if mine is not None and mine.state == "broken" else f"plugin {cause}"
+            said = kept_running(why, old.version, mine.version if mine is not None else old.version)
             kept = await host.start_now(old, make_context)
-            kept.error = kept.error or kept_running(why, old.version, mine.version if mine is not None else old.version)
+            # (the code before may fail to start again too: then both are said)
+            kept.error = f"{kept.error}; after {said.partition(': ')[2]}" if kept.error else said
             new[name] = kept
-            log.warning("plugin.kept_running", plugin=name, reason=kept.error)
+            log.warning("plugin.kept_running" if kept.state == "loaded" else "plugin.rollback_failed", plugin=name, reason=kept.error)
     return list(new.values())

@@ -5,6 +5,7 @@ same process, so the version before serves on and the install says so and how to
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -144,3 +145,11 @@ def test_an_editable_install_stays_editable_and_serves_its_edited_sources(tmp_pa
     origin = subprocess.run([python, "-c", "from importlib import metadata; print(metadata.distribution('cortex-shelf')"
                              ".read_text('direct_url.json'))"], check=True, capture_output=True, text=True).stdout
     assert '"editable": true' in origin and package.resolve().as_uri() in origin
+
+    # from editable to a plain install of another copy: the modules of the project folder go too
+    copy = tmp_path / "release" / "cortex-shelf"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    (copy / "src" / "shelf" / "plugin.py").write_text(plugin_py.read_text().replace("MAX_TEXT = 5", "MAX_TEXT = 2"))
+    released = run_cli("plugins", "install", str(copy), env=cli_env, timeout=300)
+    assert released.returncode == 0 and "installed plugin 'shelf' 0.1.0: loaded" in released.stdout, released.stderr
+    assert "1 to 2 characters" in add(kernel.target, token, "book")[1]

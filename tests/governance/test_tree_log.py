@@ -171,7 +171,8 @@ def test_consistency_proofs_over_grpc_and_offline(tmp_path, serve_process, chann
 def test_concurrent_calls_share_appends_and_signed_heads(start_kernel, channel_to):
     from ..conftest import wait_for
 
-    target, kt = start_kernel("[plugins.governance]\nbatch_ms = 50\n", governance=True)
+    # windows of 500 ms: a loaded 2-core machine spread 40 concurrent calls over 21 windows of 50 ms
+    target, kt = start_kernel("[plugins.governance]\nbatch_ms = 500\n", governance=True)
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(target))
     writer = kt.kernel.host.records["governance"].obj.writer
     before = (writer.writes, writer.written)
@@ -179,7 +180,6 @@ def test_concurrent_calls_share_appends_and_signed_heads(start_kernel, channel_t
     assert [f.result().message for f in futures] == [str(i) for i in range(40)]
     wait_for(lambda: writer.written - before[1] >= 40, "the 40 calls' proofs written")
     # batches, not an append (and a signature) per call: at least two calls an append on average
-    # (a loaded 2-core machine spreads 40 concurrent calls over more 50 ms windows: 13 seen once)
     assert writer.writes - before[0] <= 20
     assert verify_chain(writer.chain.path).ok
 

@@ -295,8 +295,8 @@ class PluginHost:
             if record.source != "in-process":
                 record.obj = None  # loaded again from its entry point, from the files installed now
                 if forget and not any(r.source == record.source and r.state == LOADED for r in self.records.values()):
-                    from .security.reinstall import forget_modules  # (no plugin of its distribution runs their code now)
-                    forget_modules(record.source)
+                    from .security.reinstall import forget_modules
+                    forget_modules(record.source)  # (no plugin of its distribution runs that code now: one copy stays one)
             await self.start_now(record, make_context)
         return record
 

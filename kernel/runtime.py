@@ -278,8 +278,8 @@ class Kernel:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
-        # a live plugin change in progress ends first (within the grace), so that what it started is stopped
-        await asyncio.wait([*self._changing], timeout=grace) if self._changing else None
+        if self._changing:  # a live plugin change in progress ends first (within the grace): what it started is stopped
+            await asyncio.wait([*self._changing], timeout=grace)
         await self.host.stop()
         for provider in self.registry.all_providers():
             await provider.close()

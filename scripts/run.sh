@@ -44,6 +44,8 @@ settings="$(.venv/bin/python - "$log" <<'PY'
 import json, shlex, sys
 from cortex.kernel.sdk import client_dial, load_config_or_fail, split_listen
 from cortex.kernel.security.credentials import ADMIN_TOKEN_FILE
+from cortex.plugins.a2a.plugin import DEFAULT_LISTEN as A2A_DEFAULT
+from cortex.plugins.http.plugin import DEFAULT_LISTEN as HTTP_DEFAULT
 
 log = sys.argv[1]
 cfg = load_config_or_fail(None)
@@ -85,8 +87,8 @@ def listener(plugin, server, default):
         return "", f"[plugins.{plugin}] listen has port 0: the port the kernel chose is in its log, {log}"
     return reachable(listen), ""
 
-http, http_why = listener("http", "http-api", "127.0.0.1:50080")
-a2a, a2a_why = listener("a2a", "a2a", "127.0.0.1:50082")
+http, http_why = listener("http", "http-api", HTTP_DEFAULT)
+a2a, a2a_why = listener("a2a", "a2a", A2A_DEFAULT)
 console, console_why = ("yes", "") if http else ("", "it is served by the HTTP/JSON API's listener")
 if http and ("console" in cfg.disabled_plugins or (started is not None and "console" not in started)):
     console, console_why = "", "the console plugin is disabled or did not start"

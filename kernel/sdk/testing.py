@@ -288,11 +288,7 @@ def cortex_key(cortex_kernel: RunningKernel) -> Callable[..., KeyHolder]:
     """cortex_key(NAME, scopes=()) -> a KeyHolder: API key NAME made on `cortex_kernel` (as `cortex
     keys create NAME --scope ...` does; scopes are "package.Service/Method" globs, none: every
     method), with a channel that calls as its holder (`key:NAME`, in namespace `key:NAME`)."""
-
-    def make(name: str, scopes: Sequence[str] = ()) -> KeyHolder:
-        return cortex_kernel.key_holder(name, scopes)
-
-    return make
+    return cortex_kernel.key_holder
 
 
 @pytest.fixture

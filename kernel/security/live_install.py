@@ -38,22 +38,25 @@ def _check(spec: str, sha256: str) -> None:
         raise ValueError(f"{spec} has SHA-256 {found}, not the expected {sha256}: not installed")
 
 
+def editable_project(dist: metadata.Distribution) -> Path | None:
+    """The folder a distribution is installed editable from (`pip install -e`; pip's direct_url.json),
+    or None."""
+    try:
+        origin = json.loads(dist.read_text("direct_url.json") or "{}")
+    except ValueError:
+        return None
+    if not isinstance(origin, dict) or not (origin.get("dir_info") or {}).get("editable"):
+        return None
+    url = urlsplit(str(origin.get("url", "")))  # as pip wrote it: quoted, maybe through a symlink
+    return Path(url2pathname(url.path)).resolve() if url.scheme == "file" else None
+
+
 def editable_from(spec: str) -> str:
-    """The distribution installed editable (`pip install -e`) from the folder `spec`, or ''."""
+    """The distribution installed editable from the folder `spec`, or ''."""
     path = Path(os.path.expanduser(spec))
     if not path.is_dir():
         return ""
-    for dist in metadata.distributions():
-        try:
-            origin = json.loads(dist.read_text("direct_url.json") or "{}")
-        except ValueError:
-            continue
-        if not isinstance(origin, dict) or not (origin.get("dir_info") or {}).get("editable"):
-            continue
-        url = urlsplit(str(origin.get("url", "")))  # as pip wrote it: quoted, maybe through a symlink
-        if url.scheme == "file" and Path(url2pathname(url.path)).resolve() == path.resolve():
-            return str(dist.metadata["Name"] or "")
-    return ""
+    return next((str(d.metadata["Name"] or "") for d in metadata.distributions() if editable_project(d) == path.resolve()), "")
 
 
 async def install(spec: str, sha256: str = "") -> tuple[str, str]:

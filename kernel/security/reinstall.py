@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import site
 import sys
 from collections.abc import Callable
@@ -20,12 +19,10 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import structlog
 
-from .live_install import install
+from .live_install import editable_project, install
 
 log = structlog.get_logger("cortex.kernel")
 BUILT_IN_DIST = "cortex-os"  # (never reloaded: the kernel itself)
@@ -70,12 +67,7 @@ def _own_files(dist_name: str) -> tuple[set[Path], Path | None, set[str]]:
     except metadata.PackageNotFoundError:
         return set(), None, set()
     files = {Path(str(dist.locate_file(f))).resolve() for f in dist.files or [] if f.suffix == ".py"}
-    try:
-        origin = json.loads(dist.read_text("direct_url.json") or "{}")
-    except ValueError:
-        origin = {}
-    url = urlsplit(str(origin.get("url", ""))) if isinstance(origin, dict) and (origin.get("dir_info") or {}).get("editable") else None
-    project = Path(url2pathname(url.path)).resolve() if url is not None and url.scheme == "file" else None
+    project = editable_project(dist)
     # (setuptools writes top_level.txt; hatchling, flit and pdm do not: then its plugins' own packages)
     tops = set((dist.read_text("top_level.txt") or "").split()) or {
         ep.value.partition(":")[0].split(".")[0].strip() for ep in dist.entry_points if ep.group == "cortex"}
@@ -94,6 +86,8 @@ def modules_of(dist_name: str) -> dict[str, ModuleType]:
     if _normal(dist_name) == BUILT_IN_DIST:
         return {}
     files, project, tops = _own_files(dist_name)
+    if not files and project is None:  # not installed (a built-in's "built-in", an in-process plugin): nothing of its own
+        return {}
     environment = _environment() if project is not None else []
 
     def its_own(name: str, module: ModuleType) -> bool:
@@ -146,7 +140,7 @@ async def reinstall(host: PluginLifecycle, spec: str, sha256: str, make_context:
     is enabled) and withdraw those whose entry point went. ValueError when nothing changed."""
     before = installed_plugins()
     # what each running distribution's modules are now, by its files as installed before pip
-    imported = {r.source: modules_of(r.source) for r in host.records.values() if r.state == "loaded"}
+    imported = {source: modules_of(source) for source in {r.source for r in host.records.values() if r.state == "loaded"}}
     editable, said = await install(spec, sha256)
     now = installed_plugins()
     changed = {dist for name, (dist, digest) in now.items() if before.get(name, (dist, "")) != (dist, digest)}

@@ -678,10 +678,13 @@ class CerebrumServicer(cerebrum_pb2_grpc.CerebrumServiceServicer):
     async def _what_it_read(self, before: pb.StepRecord, after: pb.StepRecord) -> str:
         """What changed in the memories a step read: the first few differences, each with what
         the memory's history says (its versions; that it was deleted), and how many more."""
-        path, method = path_of(before), self.method_of(path_of(before))
+        path = path_of(before)
+        method = self.method_of(path)
         try:
+            if method is None:  # no longer served
+                raise json_format.ParseError(path)
             read = [divergence.READS[path](divergence.parsed(r.response_json, method.output)) for r in (before, after)]
-        except (AttributeError, json_format.ParseError):  # no longer served, or a response it cannot read
+        except json_format.ParseError:  # or a response it cannot read
             return "a changed memory: the same request now reads different memories"
         found = divergence.differences(*read)
         if not found:

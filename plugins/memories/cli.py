@@ -4,7 +4,6 @@ on the running kernel; `migrate` and `encrypt` (encrypt_cli.py) work on the data
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cortex.kernel.sdk import (
     to_dict,
 )
 
-from .chunking import chunks_of, front_matter_tags
+from .chunking import FRONT_MATTER, Unreadable, chunks_of, front_matter_tags
 
 MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "semantic": pb.SEARCH_MODE_SEMANTIC, "keyword": pb.SEARCH_MODE_KEYWORD}
 TIMEOUT = 120.0
@@ -361,9 +360,6 @@ def reindex(config, target, everything):
     click.echo(f"reindexed {bar.length if bar else 0} memories")
 
 
-FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
-
-
 def notes_of(path: Path, split: str) -> list[tuple[str, list[str], str]]:
     """(text, tags, source) for each memory in the note at `path`: the note as written, or (--split
     headings, Markdown) its sections as plain text, cut as a watched folder cuts them (chunking.py:
@@ -401,7 +397,12 @@ def import_(config, target, path, split, kind, into):
     created = existing = 0
     with click.progressbar(files, label=f"importing {len(files)} notes", file=sys.stderr) as bar:
         for file in bar:
-            for text, tags, source in notes_of(file, split):
+            try:
+                notes = notes_of(file, split)
+            except Unreadable as exc:  # (a file that is no text: the rest go on)
+                click.echo(f"\nskipped {file}: {exc}", err=True)
+                continue
+            for text, tags, source in notes:
                 reply = client.call(stub.Store, pb.StoreRequest(text=text, kind=kind, tags=tags, source=source), TIMEOUT)
                 created, existing = created + reply.created, existing + (not reply.created)
     click.echo(f"imported {created} new memories from {len(files)} files ({existing} already known)")

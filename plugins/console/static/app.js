@@ -158,8 +158,11 @@ export async function adminNeeded(what, me, error = null) {
 
 // An error of a page whose data is the admin's: a refusal to anyone else is adminNeeded's
 // guidance; any other failure (and a refusal of the admin) is an error.
+// a page refused as a whole to one who is not the admin: how to sign in as the admin, not an error
+export const needsTheAdmin = (me, error) => error?.code === "PERMISSION_DENIED" && !me?.admin;
+
 export async function adminPageError(what, me, error) {
-  return error?.code === "PERMISSION_DENIED" && !me?.admin ? adminNeeded(what, me, error) : errorNotice(error);
+  return needsTheAdmin(me, error) ? adminNeeded(what, me, error) : errorNotice(error);
 }
 
 export function announce(text) {

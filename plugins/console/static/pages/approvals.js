@@ -2,7 +2,7 @@
 // with Approve and Deny, and the ones decided. Deciding is GovernanceService.DecideApproval called
 // with the person's own credential, so only the admin's is let through (builtin/approvals-admin),
 // and who decided, when and why is an entry of the audit log.
-import { adminPageError, announce, api, badge, button, errorNotice, field, h, notice, section, table } from "../app.js";
+import { adminPageError, announce, api, badge, button, errorNotice, field, h, needsTheAdmin, notice, section, table } from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const STATE = {
@@ -57,7 +57,7 @@ export async function render(root, { me }) {
     await draw(box, output, note);
   } catch (error) { // local (and a key no rule lets list them): how to sign in as the admin, not an error
     const shown = await adminPageError("Seeing and deciding approvals", me, error);
-    if (shown.classList.contains("admin-needed")) return root.append(shown);
+    if (needsTheAdmin(me, error)) return root.append(shown);
     box.replaceChildren(shown);
   }
   if (!me.admin) root.append(notice("warn", "Only the admin approves or denies; you see the approvals of your own calls."));

@@ -1,6 +1,6 @@
 // Policies (admin): the rules in force with where each comes from; add a policy file (the
 // kernel's validation errors shown beside it) or remove a rule.
-import { EFFECT, adminPageError, announce, api, badge, button, confirmAction, errorNotice, field, form, h, notice, section, table } from "../app.js";
+import { EFFECT, adminPageError, announce, api, badge, button, confirmAction, errorNotice, field, form, h, needsTheAdmin, notice, section, table } from "../app.js";
 
 const GS = "cortex.governance.v1.GovernanceService";
 const EXAMPLE = `[[rule]]
@@ -39,7 +39,7 @@ export async function render(root, { me }) {
     await rules(box, output);
   } catch (error) { // local (and a key no rule lets read them): how to sign in as the admin, not an error
     const shown = await adminPageError("Reading and changing policies", me, error);
-    if (shown.classList.contains("admin-needed")) return root.append(shown);
+    if (needsTheAdmin(me, error)) return root.append(shown);
     box.replaceChildren(shown);
   }
   if (!me.admin) root.append(notice("warn", "Only the admin may change policies; the kernel refuses anyone else and says so below."));

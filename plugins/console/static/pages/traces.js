@@ -1,7 +1,7 @@
 // Traces: list and filter; one trace's steps (requests and responses as JSON, latency, provider,
 // route); replay it (identical, or the first step that differs, side by side), critique, teach.
 import {
-  STEP_STATE, announce, api, button, errorNotice, h, link, notice, pretty, section, shortId, table, truncate, when,
+  STEP_STATE, announce, api, badge, button, errorNotice, h, link, notice, pretty, section, shortId, table, truncate, when,
 } from "../app.js";
 
 const CS = "cortex.cerebrum.v1.CerebrumService";
@@ -28,7 +28,7 @@ async function renderList(root) {
       ["When", (t) => when(Number(t.created_unix_ms ?? 0)), "short"],
       // the goal, cut at a word; all of it in the title (and on the trace's page)
       ["Goal", (t) => h("span", { title: t.goal ?? "" }, truncate(t.goal ?? "", 90)), "text"],
-      ["Status", (t) => (STATUS[t.status] ? h("span", { class: `badge badge-${STATUS[t.status][1]}` }, t.status) : t.status ?? ""), "short"],
+      ["Status", (t) => (STATUS[t.status] ? badge(STATUS, t.status) : t.status ?? ""), "short"],
       ["Steps ok", stepsCell, "num"],
       ["Run or replay", (t) => (t.replay_of ? ["replay of ", traceLink(t.replay_of)] : "run"), "short"],
       ["Trace", (t) => traceLink(t.trace_id), "short"],

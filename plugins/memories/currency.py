@@ -42,3 +42,10 @@ def current_first(ranked: list[tuple[str, dict]], newer: dict[str, str]) -> list
 def _answers(successor: dict, outdated: dict) -> bool:
     old = outdated["hybrid"]
     return old <= 0 or successor["hybrid"] >= ANSWERS_AS_WELL * old
+
+
+def newer_of(store, ids: list[str]) -> dict[str, str]:
+    """old id -> the id of the memory that supersedes it, for those of `ids` that are superseded
+    (a MemoryStore's links; on the caller's thread)."""
+    wanted = set(ids)
+    return {link.old_id: link.new_id for link in store.links(ids) if link.old_id in wanted}

@@ -25,7 +25,7 @@ from cortex.kernel import RouterError
 
 from .ann_index import AnnIndex
 from .bulk import MAX_BULK, SAMPLE, confirmation, retagged
-from .currency import current_first
+from .currency import current_first, newer_of
 from .fusion import fuse, query_terms
 from .labelling import Labeller
 from .namespaces import DEFAULT, Access, Denied, caller
@@ -420,13 +420,7 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
 
     async def _newer(self, ids: list[str]) -> dict[str, str]:
         """old id -> the id of the memory that supersedes it, for those of `ids` that are superseded."""
-        return {link.old_id: link.new_id for link in await self.read(self.store.links, ids) if link.old_id in ids}
-
-    async def _current_first(self, ranked: list) -> tuple[list, dict]:
-        """`ranked` with the current statement of a fact above the outdated one (currency.py), and
-        which of its memories are superseded by which."""
-        newer = await self._newer([i for i, _ in ranked])
-        return current_first(ranked, newer), newer
+        return await self.read(newer_of, self.store, ids)
 
     async def Get(self, request, context):
         record = await self._visible(request.id, self.access(context), now_ms())
@@ -452,24 +446,16 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             await self._refuse(context, exc)
         now = now_ms()
         wide = max(top_k * 4, 40) if mode == HYBRID else top_k
-        semantic: list[tuple[str, float]] = []
-        model, vector = "", None
+        model, vector, index = "", None, None
         if mode in (SEMANTIC, HYBRID):
-            semantic, model, vector, why = await self._semantic(request.query, wide, query, now)
+            model, vector, index, why = await self._query_vector(request.query)
             if why and mode == SEMANTIC:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"semantic search is unavailable: {why}")
             if why:
                 mode = KEYWORD  # hybrid degrades to keyword, and says so
-        keyword = await self.read(self.store.keyword, request.query, query, now, wide) if mode in (KEYWORD, HYBRID) else []
-        if mode == HYBRID:
-            records = await self.read(self.store.get_many, list(dict.fromkeys([i for i, _ in semantic + keyword])), now)
-            terms = query_terms(request.query, await self.read(self.store.common_terms))
-            ranked = fuse(semantic, keyword, records, terms, vector, model)
-        else:
-            name = "semantic" if mode == SEMANTIC else "keyword"
-            ranked = [(i, {name: score, "hybrid": score}) for i, score in (semantic if mode == SEMANTIC else keyword)]
-            records = await self.read(self.store.get_many, [i for i, _ in ranked], now)
-        ranked, newer = await self._current_first(ranked)
+        # the ranking, the memories and their links in one trip to a reader thread: under load each
+        # trip costs the event loop a wake-up and a handover, and a search made five
+        ranked, records, newer = await self.read(self._ranked, request.query, mode, index, vector, model, query, now, wide)
         results = []
         for memory_id, entry in ranked:
             record = records.get(memory_id)
@@ -486,21 +472,35 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
                 break
         return pb.SearchResponse(results=results, mode=mode, embedding_model=model)
 
-    async def _semantic(self, text: str, k: int, query: Query, now: int) -> tuple[list[tuple[str, float]], str, np.ndarray | None, str]:
-        """(ranked, model, the query's vector, why not) of a semantic search."""
+    async def _query_vector(self, text: str) -> tuple[str, np.ndarray | None, VectorIndex | AnnIndex | None, str]:
+        """(model, the query's vector, the index to search, why semantic search cannot be done)."""
         result = await self.embed([text], [])
         if result is None:
-            return [], "", None, "no embedding provider answered"
+            return "", None, None, "no embedding provider answered"
         model, vectors = result
         index = await self.ready_index()
-        if index is None:
-            return [], model, vectors[0], ""  # nothing embedded yet: nothing to find by meaning
-        if index.model != model:
-            return [], model, None, (
+        if index is not None and index.model != model:
+            return model, None, None, (
                 f"the query was embedded by {model}, the memories by {index.model}; run `cortex memories reindex` "
                 "to move them to the new model"
             )
-        return await self.read(index.search, vectors[0], k, query, now), model, vectors[0], ""
+        return model, vectors[0], index, ""  # (no index: nothing embedded yet, nothing to find by meaning)
+
+    def _ranked(self, text: str, mode: int, index, vector: np.ndarray | None, model: str, query: Query, now: int,
+                wide: int) -> tuple[list, dict[str, Record], dict[str, str]]:
+        """(ranked best first, the memories ranked, old id -> its superseder's), on a reader thread."""
+        store = self.store
+        semantic = index.search(vector, wide, query, now) if index is not None and mode in (SEMANTIC, HYBRID) else []
+        keyword = store.keyword(text, query, now, wide) if mode in (KEYWORD, HYBRID) else []
+        if mode == HYBRID:
+            records = store.get_many(list(dict.fromkeys([i for i, _ in semantic + keyword])), now)
+            ranked = fuse(semantic, keyword, records, query_terms(text, store.common_terms()), vector, model)
+        else:
+            name = "semantic" if mode == SEMANTIC else "keyword"
+            ranked = [(i, {name: score, "hybrid": score}) for i, score in (semantic if mode == SEMANTIC else keyword)]
+            records = store.get_many([i for i, _ in ranked], now)
+        newer = newer_of(store, [i for i, _ in ranked])
+        return current_first(ranked, newer), records, newer
 
     async def Update(self, request, context):
         paths = set(request.update_mask.paths) or {

@@ -49,6 +49,7 @@ class KernelSection:
     log_format: str = "auto"  # auto (JSON unless a TTY) | json | console
     max_message_bytes: int = 8 * 1024 * 1024  # at least 1024
     shutdown_grace_seconds: float = 10.0  # in-flight calls' time to finish when the kernel stops
+    max_in_flight: int = 64  # calls from outside served at once; past it RESOURCE_EXHAUSTED (0: no limit)
     health_interval_seconds: float = 10.0
     required_plugins: tuple[str, ...] = ("governance",)  # without one of these (broken, disabled), serve refuses to start
     require_credentials: bool = False  # true: callers on loopback need a credential too (no `local`)
@@ -402,6 +403,8 @@ def _validate(cfg: Config) -> None:
         raise cfg.error("kernel.tls_cert and kernel.tls_key go together: set both (`cortex tls init` prints them)", "tls_")
     if kernel.max_message_bytes < 1024:
         raise cfg.error("kernel.max_message_bytes must be at least 1024", "max_message_bytes")
+    if not 0 <= kernel.max_in_flight <= 100_000:
+        raise cfg.error("kernel.max_in_flight must be between 0 (no limit) and 100000", "max_in_flight")
     if not 0 <= cfg.circuit.retries <= 5:
         raise cfg.error("circuit.retries must be between 0 and 5", "retries")
 

@@ -109,6 +109,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             config_path=str(k.config.path.resolve()) if k.config.path else "",
             uptime_seconds=time.monotonic() - k.started_at,
             governed_by=k.host.authorizers,
+            calls_shed=k.router.load.shed, in_flight=k.router.load.in_flight,
         )
 
     async def ListPlugins(self, request: kernel_pb2.ListPluginsRequest, context: LocalContext) -> kernel_pb2.ListPluginsResponse:

@@ -248,18 +248,8 @@ class ContractRegistry:
             raise ValueError(f"provider {name or plugin!r}: rank must be a number (lower first), not NaN")
         info = self.service(service)
         provider_name = name or plugin
-        return self.add(
-            InProcessProvider(
-                name=provider_name,
-                plugin=plugin,
-                service=info,
-                breaker=self.breaker(provider_name),
-                local=local,
-                timeout=timeout,
-                rank=rank,
-                servicer=servicer,
-            )
-        )
+        return self.add(InProcessProvider(name=provider_name, plugin=plugin, service=info, breaker=self.breaker(provider_name),
+                                          local=local, timeout=timeout, rank=rank, servicer=servicer))
 
     def remove_plugin(self, plugin: str) -> list[Provider]:
         removed = []
@@ -319,15 +309,8 @@ class Registrar:
         `servicer`, an object with one method per RPC, as for grpc.aio. `name` defaults to the
         plugin's name; `local` says whether calls stay on this machine; `rank`, the provider's
         default place among the service's providers (lower first, after the config's routing order)."""
-        provider = self._registry.add_servicer(
-            service,
-            servicer,
-            plugin=self.plugin,
-            name=name,
-            local=local,
-            timeout=self._timeouts.get(name or self.plugin),
-            rank=rank,
-        )
+        provider = self._registry.add_servicer(service, servicer, plugin=self.plugin, name=name, local=local,
+                                               timeout=self._timeouts.get(name or self.plugin), rank=rank)
         self.added.append(provider)
         return provider
 

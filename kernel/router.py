@@ -44,6 +44,7 @@ from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
 from .security.outbound import Redaction
+from .security.shedding import Shedder
 from .security.validation import check_request
 
 log = structlog.get_logger("cortex.router")
@@ -117,11 +118,8 @@ class _Try:
 def _wrong_type(response: Any, method: MethodInfo, provider: Provider) -> _Failure | None:
     if isinstance(response, method.output):
         return None
-    return _Failure(
-        Code.INTERNAL,
-        f"provider {provider.name} returned {type(response).__name__}, expected {method.output.DESCRIPTOR.full_name}",
-        True,
-    )
+    expected = method.output.DESCRIPTOR.full_name
+    return _Failure(Code.INTERNAL, f"provider {provider.name} returned {type(response).__name__}, expected {expected}", True)
 
 
 class Router:
@@ -130,6 +128,7 @@ class Router:
         self.owners = config.kernel_section.owners  # for LocalContext.namespace
         self.admission = Admitter(host, config, self.owners)
         self.redaction = Redaction.of(config.privacy, config.error)  # personal data out of remote providers' requests
+        self.load = Shedder(config.kernel_section.max_in_flight)  # calls from outside past it: RESOURCE_EXHAUSTED
 
     # -- choosing -------------------------------------------------------------------------------
     async def _admitted(self, route: _Route, provider: Provider | None, position: int = 0, probe: bool = True) -> bool:
@@ -333,8 +332,7 @@ class Router:
     # -- unary ----------------------------------------------------------------------------------
     async def unary(self, method: MethodInfo, request: Any, call: Call) -> Any:
         """Route one unary call; returns the response or raises RouterError."""
-        response, _ = await self.unary_with_outcome(method, request, call)
-        return response
+        return (await self.unary_with_outcome(method, request, call))[0]
 
     async def unary_with_outcome(self, method: MethodInfo, request: Any, call: Call) -> tuple[Any, Outcome]:
         route = _Route(method, call)
@@ -476,10 +474,8 @@ class Router:
         if outcome.code == Code.OK:
             log.debug("call", **fields, provider=outcome.provider, route=outcome.route, latency_ms=latency_ms)
         else:
-            log.info(
-                "call.failed", **fields, code=outcome.code.name, details=outcome.details, route=outcome.route,
-                latency_ms=latency_ms,
-            )
+            log.info("call.failed", **fields, code=outcome.code.name, details=outcome.details, route=outcome.route,
+                     latency_ms=latency_ms)
 
 
 __all__ = ["Decision", "Router", "RouterError"]

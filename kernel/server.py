@@ -131,10 +131,11 @@ async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerConte
 def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
-        try:
-            response = await router.unary(method, call.request, call)
-        except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call, err))
+        async with router.load.slot(call.principal, context, call.id):
+            try:
+                response = await router.unary(method, call.request, call)
+            except RouterError as err:
+                await context.abort(err.code(), err.details(), _trailers(call, err))
         context.set_trailing_metadata(_trailers(call))
         return response
 
@@ -144,11 +145,12 @@ def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials,
 def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
-        try:
-            async for message in router.stream(method, call.request, call):
-                yield message
-        except RouterError as err:
-            await context.abort(err.code(), err.details(), _trailers(call, err))
+        async with router.load.slot(call.principal, context, call.id):
+            try:
+                async for message in router.stream(method, call.request, call):
+                    yield message
+            except RouterError as err:
+                await context.abort(err.code(), err.details(), _trailers(call, err))
         context.set_trailing_metadata(_trailers(call))
 
     return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)

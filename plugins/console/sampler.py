@@ -1,5 +1,5 @@
-"""What the console's charts need that no call tells: which circuits are open, how many memories
-are stored. Asked through the kernel like any plugin's call (and so governed)."""
+"""What the console's charts need that no call tells: which circuits are open, how many calls the
+kernel shed at capacity, how many memories are stored. Asked through the kernel like any plugin's call (and so governed)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from cortex.contracts.kernel.v1 import kernel_pb2
 from .activity import Activity
 
 CONTRACTS = "/cortex.kernel.v1.KernelService/ListContracts"
+INFO = "/cortex.kernel.v1.KernelService/GetInfo"
 STATS = "/cortex.memories.v1.MemoryService/Stats"
 
 
 async def poll_once(channel, activity: Activity, log) -> None:
     try:
+        info, _ = await channel.call(INFO, kernel_pb2.GetInfoRequest(), timeout=5)
+        activity.shed_total(info.calls_shed)
         contracts, _ = await channel.call(CONTRACTS, kernel_pb2.ListContractsRequest(), timeout=5)
         activity.circuits({(c.service, p.name): p.circuit == kernel_pb2.Provider.CIRCUIT_OPEN
                            for c in contracts.contracts for p in c.providers})

@@ -28,7 +28,7 @@ class ConsoleServicer:
             samples.append(pb.Sample(
                 start=s.start, calls=s.calls, p50_ms=round(s.percentile(0.50), 3), p99_ms=round(s.percentile(0.99), 3),
                 allowed=s.allowed, denied=s.denied, errors=s.errors, circuit_openings=s.circuit_openings,
-                memories=s.memories,
+                memories=s.memories, shed=s.shed,
                 by_method=[pb.Breakdown(method=m.lstrip("/"), provider=p, calls=c.calls, denied=c.denied, errors=c.errors)
                            for (m, p), c in sorted(s.by_method.items())],
             ))

@@ -72,3 +72,16 @@ def test_a_circuit_counts_once_when_it_opens_and_the_memory_count_carries_on():
     first, second = activity.since(0)
     assert (first.circuit_openings, second.circuit_openings) == (2, 1)
     assert (first.memories, second.memories) == (42, 42)
+
+
+def test_calls_shed_land_in_the_sample_they_were_polled_in():
+    clock = clock_at(0.0)
+    activity = Activity(interval=10, keep_seconds=60, clock=clock)
+    activity.shed_total(7)  # shed before the console's first poll: not this hour's to chart
+    activity.shed_total(10)
+    clock.advance(10)
+    activity.shed_total(10)
+    activity.shed_total(25)
+    clock.advance(10)
+    activity.shed_total(4)  # the kernel restarted: its count began again
+    assert [s.shed for s in activity.since(0)] == [3, 15, 4]

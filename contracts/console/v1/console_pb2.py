@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from cortex.contracts import buf_validate as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ortex/console/v1/console.proto\x12\x11\x63ortex.console.v1\x1a\x1b\x62uf/validate/validate.proto\"\x0f\n\rWhoAmIRequest\"2\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\"/\n\x12GetActivityRequest\x12\x19\n\x07minutes\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xa0\x0b\"[\n\x13GetActivityResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12*\n\x07samples\x18\x02 \x03(\x0b\x32\x19.cortex.console.v1.Sample\"\xd4\x01\n\x06Sample\x12\r\n\x05start\x18\x01 \x01(\x01\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x06 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x04\x12\x18\n\x10\x63ircuit_openings\x18\x08 \x01(\x04\x12\x10\n\x08memories\x18\t \x01(\x03\x12/\n\tby_method\x18\n \x03(\x0b\x32\x1c.cortex.console.v1.Breakdown\"\\\n\tBreakdown\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x04 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x04\x32\xc7\x01\n\x0e\x43onsoleService\x12R\n\x06WhoAmI\x12 .cortex.console.v1.WhoAmIRequest\x1a!.cortex.console.v1.WhoAmIResponse\"\x03\x90\x02\x01\x12\x61\n\x0bGetActivity\x12%.cortex.console.v1.GetActivityRequest\x1a&.cortex.console.v1.GetActivityResponse\"\x03\x90\x02\x01\x42\x42P\x01Z>github.com/cortex-os/cortex/gen/go/cortex/console/v1;consolev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ortex/console/v1/console.proto\x12\x11\x63ortex.console.v1\x1a\x1b\x62uf/validate/validate.proto\"\x0f\n\rWhoAmIRequest\"2\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\"/\n\x12GetActivityRequest\x12\x19\n\x07minutes\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xa0\x0b\"[\n\x13GetActivityResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12*\n\x07samples\x18\x02 \x03(\x0b\x32\x19.cortex.console.v1.Sample\"\xe2\x01\n\x06Sample\x12\r\n\x05start\x18\x01 \x01(\x01\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x06 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x04\x12\x18\n\x10\x63ircuit_openings\x18\x08 \x01(\x04\x12\x10\n\x08memories\x18\t \x01(\x03\x12/\n\tby_method\x18\n \x03(\x0b\x32\x1c.cortex.console.v1.Breakdown\x12\x0c\n\x04shed\x18\x0b \x01(\x04\"\\\n\tBreakdown\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x04 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x04\x32\xc7\x01\n\x0e\x43onsoleService\x12R\n\x06WhoAmI\x12 .cortex.console.v1.WhoAmIRequest\x1a!.cortex.console.v1.WhoAmIResponse\"\x03\x90\x02\x01\x12\x61\n\x0bGetActivity\x12%.cortex.console.v1.GetActivityRequest\x1a&.cortex.console.v1.GetActivityResponse\"\x03\x90\x02\x01\x42\x42P\x01Z>github.com/cortex-os/cortex/gen/go/cortex/console/v1;consolev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,9 +49,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETACTIVITYRESPONSE']._serialized_start=201
   _globals['_GETACTIVITYRESPONSE']._serialized_end=292
   _globals['_SAMPLE']._serialized_start=295
-  _globals['_SAMPLE']._serialized_end=507
-  _globals['_BREAKDOWN']._serialized_start=509
-  _globals['_BREAKDOWN']._serialized_end=601
-  _globals['_CONSOLESERVICE']._serialized_start=604
-  _globals['_CONSOLESERVICE']._serialized_end=803
+  _globals['_SAMPLE']._serialized_end=521
+  _globals['_BREAKDOWN']._serialized_start=523
+  _globals['_BREAKDOWN']._serialized_end=615
+  _globals['_CONSOLESERVICE']._serialized_start=618
+  _globals['_CONSOLESERVICE']._serialized_end=817
 # @@protoc_insertion_point(module_scope)

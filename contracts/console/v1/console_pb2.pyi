@@ -35,7 +35,7 @@ class GetActivityResponse(_message.Message):
     def __init__(self, interval_seconds: _Optional[float] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("start", "calls", "p50_ms", "p99_ms", "allowed", "denied", "errors", "circuit_openings", "memories", "by_method")
+    __slots__ = ("start", "calls", "p50_ms", "p99_ms", "allowed", "denied", "errors", "circuit_openings", "memories", "by_method", "shed")
     START_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class Sample(_message.Message):
     CIRCUIT_OPENINGS_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     BY_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
     start: float
     calls: int
     p50_ms: float
@@ -56,7 +57,8 @@ class Sample(_message.Message):
     circuit_openings: int
     memories: int
     by_method: _containers.RepeatedCompositeFieldContainer[Breakdown]
-    def __init__(self, start: _Optional[float] = ..., calls: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., allowed: _Optional[int] = ..., denied: _Optional[int] = ..., errors: _Optional[int] = ..., circuit_openings: _Optional[int] = ..., memories: _Optional[int] = ..., by_method: _Optional[_Iterable[_Union[Breakdown, _Mapping]]] = ...) -> None: ...
+    shed: int
+    def __init__(self, start: _Optional[float] = ..., calls: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., allowed: _Optional[int] = ..., denied: _Optional[int] = ..., errors: _Optional[int] = ..., circuit_openings: _Optional[int] = ..., memories: _Optional[int] = ..., by_method: _Optional[_Iterable[_Union[Breakdown, _Mapping]]] = ..., shed: _Optional[int] = ...) -> None: ...
 
 class Breakdown(_message.Message):
     __slots__ = ("method", "provider", "calls", "denied", "errors")

@@ -52,7 +52,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "data_dir", "privacy_mode", "listen", "config_path", "uptime_seconds", "governed_by")
+    __slots__ = ("version", "data_dir", "privacy_mode", "listen", "config_path", "uptime_seconds", "governed_by", "calls_shed", "in_flight")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class GetInfoResponse(_message.Message):
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GOVERNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CALLS_SHED_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     version: str
     data_dir: str
     privacy_mode: bool
@@ -67,7 +69,9 @@ class GetInfoResponse(_message.Message):
     config_path: str
     uptime_seconds: float
     governed_by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., data_dir: _Optional[str] = ..., privacy_mode: _Optional[bool] = ..., listen: _Optional[str] = ..., config_path: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., governed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+    calls_shed: int
+    in_flight: int
+    def __init__(self, version: _Optional[str] = ..., data_dir: _Optional[str] = ..., privacy_mode: _Optional[bool] = ..., listen: _Optional[str] = ..., config_path: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., governed_by: _Optional[_Iterable[str]] = ..., calls_shed: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class ListPluginsRequest(_message.Message):
     __slots__ = ()

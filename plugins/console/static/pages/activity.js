@@ -11,7 +11,8 @@ const CHARTS = [
   { title: "Calls per second", unit: "calls/s", series: [["calls/s", "--chart-1", (s, dt) => Number(s.calls ?? 0) / dt]] },
   { title: "Latency", unit: "ms", series: [["p50 ms", "--chart-1", (s) => Number(s.p50_ms ?? 0)], ["p99 ms", "--chart-2", (s) => Number(s.p99_ms ?? 0)]] },
   { title: "Decisions and errors", unit: "calls", series: [["allowed", "--chart-3", (s) => Number(s.allowed ?? 0)],
-    ["denied", "--chart-2", (s) => Number(s.denied ?? 0)], ["errors", "--chart-4", (s) => Number(s.errors ?? 0)]] },
+    ["denied", "--chart-2", (s) => Number(s.denied ?? 0)], ["errors", "--chart-4", (s) => Number(s.errors ?? 0)],
+    ["shed at capacity", "--chart-5", (s) => Number(s.shed ?? 0)]] },
   { title: "Circuit openings", unit: "openings", series: [["circuits opened", "--chart-2", (s) => Number(s.circuit_openings ?? 0)]] },
   { title: "Memories stored", unit: "memories", series: [["memories", "--chart-1", (s) => (Number(s.memories ?? 0) < 0 ? null : Number(s.memories ?? 0))]] },
 ];
@@ -53,7 +54,8 @@ function summary(samples) {
 
 export async function render(root) {
   root.append(h("h1", {}, "Activity"),
-    h("p", { class: "lead" }, "The last hour of every call the kernel routed (from any client), in 10-second samples."));
+    h("p", { class: "lead" }, "The last hour of every call the kernel routed (from any client), in 10-second samples; "
+      + "calls shed at capacity (refused with RESOURCE_EXHAUSTED before routing) are counted apart."));
   const boxes = CHARTS.map((spec) => {
     const holder = h("div", { class: "chart", role: "img", "aria-label": `Chart: ${spec.title}; the table below has the same figures` });
     const tableBox = h("div", {});

@@ -1,0 +1,72 @@
+"""Load shedding: past kernel.max_in_flight calls from outside, a call is refused at once with
+RESOURCE_EXHAUSTED and a retry hint, counted in GetInfo; the admin's calls are still served,
+and the calls in flight finish untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import pytest
+
+from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
+from cortex.kernel import hookimpl
+from cortex.kernel.config import ConfigError, load_config
+from cortex_echo.plugin import EchoServicer
+from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
+
+from ..conftest import wait_for
+
+
+def held_echo(release: threading.Event, started: list[str]):
+    class Held(EchoServicer):
+        async def Echo(self, request, context):
+            started.append(request.message)
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            return echo_pb2.EchoResponse(message=request.message, served_by="held")
+
+    class HeldPlugin:
+        @hookimpl
+        def cortex_register(self, registry):
+            registry.add(echo_pb2.DESCRIPTOR.services_by_name["EchoService"], Held("held"))
+
+    return HeldPlugin()
+
+
+def test_past_the_limit_calls_are_shed_with_a_retry_hint_and_the_admin_still_served(start_kernel, channel_to):
+    release, started = threading.Event(), []
+    target, _ = start_kernel('[kernel]\nmax_in_flight = 2\n[plugins]\ndisabled = ["echo"]\n',
+                             plugins=[("held", held_echo(release, started))])
+    local = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
+    admin_channel = channel_to(target)
+    in_flight = [local.Echo.future(echo_pb2.EchoRequest(message=f"m{i}"), timeout=30) for i in range(2)]
+    wait_for(lambda: len(started) == 2, "two calls in flight")
+
+    with pytest.raises(grpc.RpcError) as shed:
+        local.Echo(echo_pb2.EchoRequest(message="one too many"), timeout=10)
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "kernel.max_in_flight" in shed.value.details() and "retry in about" in shed.value.details()
+    trailers = dict(shed.value.trailing_metadata())
+    assert int(trailers["grpc-retry-pushback-ms"]) >= 10 and trailers["x-cortex-call-id"]
+    assert "one too many" not in started  # refused before any provider saw it
+
+    info = kernel_pb2_grpc.KernelServiceStub(admin_channel).GetInfo(kernel_pb2.GetInfoRequest(), timeout=10)
+    assert (info.calls_shed, info.in_flight) == (1, 3)  # the two held, and this GetInfo: the admin is not shed
+    admin_echo = echo_pb2_grpc.EchoServiceStub(admin_channel).Echo.future(echo_pb2.EchoRequest(message="admin"), timeout=30)
+    wait_for(lambda: "admin" in started, "the admin's call served while the kernel is full")
+
+    release.set()
+    assert [f.result().message for f in in_flight] == ["m0", "m1"]  # nothing admitted was lost
+    assert admin_echo.result().served_by == "held"
+    assert local.Echo(echo_pb2.EchoRequest(message="later"), timeout=10).message == "later"  # a slot again
+    info = kernel_pb2_grpc.KernelServiceStub(admin_channel).GetInfo(kernel_pb2.GetInfoRequest(), timeout=10)
+    assert (info.calls_shed, info.in_flight) == (1, 1)  # this GetInfo alone
+
+
+def test_a_limit_out_of_range_is_refused_naming_the_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[kernel]\nmax_in_flight = -1\n")
+    with pytest.raises(ConfigError, match="max_in_flight must be between 0"):
+        load_config(config)

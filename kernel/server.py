@@ -145,9 +145,10 @@ def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials,
 def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
-        async with router.load.slot(call.principal, context, call.id):
+        async with router.load.slot(call.principal, context, call.id) as release:
             try:
                 async for message in router.stream(method, call.request, call):
+                    release()
                     yield message
             except RouterError as err:
                 await context.abort(err.code(), err.details(), _trailers(call, err))

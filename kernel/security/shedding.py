@@ -18,7 +18,7 @@ kernel), nor the calls plugins make while serving (they belong to a call already
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -50,8 +50,10 @@ class Shedder:
         return max(10, min(10_000, round(self._latency_s * 1000)))
 
     @asynccontextmanager
-    async def slot(self, principal: str, context: Any, call_id: str) -> AsyncIterator[None]:
-        """Serve the call in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint)."""
+    async def slot(self, principal: str, context: Any, call_id: str) -> AsyncIterator[Callable[[], None]]:
+        """Serve the call in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint). Gives
+        the slot's early release: a stream lets go once its first message is out (a subscription
+        lives for hours and costs little once started: held, 64 of them would refuse every call)."""
         if not self.admit(principal):
             wait = self.retry_after_ms()
             await context.abort(
@@ -60,8 +62,14 @@ class Shedder:
                 f"(kernel.max_in_flight); retry in about {wait} ms",
                 ((PUSHBACK_HEADER, str(wait)), ("x-cortex-call-id", call_id)),
             )
-        started = time.monotonic()
+        started, held = time.monotonic(), [True]
+
+        def release() -> None:
+            if held[0]:
+                held[0] = False
+                self.done(started)
+
         try:
-            yield
+            yield release
         finally:
-            self.done(started)
+            release()

@@ -27,6 +27,11 @@ def held_echo(release: threading.Event, started: list[str]):
                 await asyncio.sleep(0.01)
             return echo_pb2.EchoResponse(message=request.message, served_by="held")
 
+        async def EchoStream(self, request, context):  # a subscription: one message, then open till released
+            yield echo_pb2.EchoResponse(message="first", served_by="held")
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+
     class HeldPlugin:
         @hookimpl
         def cortex_register(self, registry):
@@ -70,3 +75,20 @@ def test_a_limit_out_of_range_is_refused_naming_the_key(tmp_path):
     config.write_text("[kernel]\nmax_in_flight = -1\n")
     with pytest.raises(ConfigError, match="max_in_flight must be between 0"):
         load_config(config)
+
+
+def test_a_stream_holds_its_slot_only_until_its_first_message(start_kernel, channel_to):
+    release, started = threading.Event(), []
+    target, _ = start_kernel('[kernel]\nmax_in_flight = 1\n[plugins]\ndisabled = ["echo"]\n',
+                             plugins=[("held", held_echo(release, started))])
+    local = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
+    streams = [local.EchoStream(echo_pb2.EchoRequest(message="s"), timeout=30) for _ in range(3)]
+    assert [next(s).message for s in streams] == ["first"] * 3  # each began, one after another
+    held = local.Echo.future(echo_pb2.EchoRequest(message="unary"), timeout=30)  # the one slot: free again
+    wait_for(lambda: "unary" in started, "the unary call served beside three open streams")
+    with pytest.raises(grpc.RpcError) as shed:  # and now taken by that unary call
+        local.Echo(echo_pb2.EchoRequest(message="over"), timeout=10)
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    release.set()
+    assert held.result().message == "unary"
+    assert all(list(s) == [] for s in streams)  # the streams end cleanly

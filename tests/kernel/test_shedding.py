@@ -23,14 +23,12 @@ def held_echo(release: threading.Event, started: list[str]):
     class Held(EchoServicer):
         async def Echo(self, request, context):
             started.append(request.message)
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(release.wait, 30)  # (set from the test's thread)
             return echo_pb2.EchoResponse(message=request.message, served_by="held")
 
         async def EchoStream(self, request, context):  # a subscription: one message, then open till released
             yield echo_pb2.EchoResponse(message="first", served_by="held")
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(release.wait, 30)  # (set from the test's thread)
 
     class HeldPlugin:
         @hookimpl

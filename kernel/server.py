@@ -131,7 +131,7 @@ async def _parse(method: MethodInfo, raw: bytes, context: grpc.aio.ServicerConte
 def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
-        async with router.load.slot(call.principal, context, call.id):
+        async with router.load.slot(call, context):
             try:
                 response = await router.unary(method, call.request, call)
             except RouterError as err:
@@ -145,7 +145,7 @@ def _unary_handler(router: Router, method: MethodInfo, credentials: Credentials,
 def _stream_handler(router: Router, method: MethodInfo, credentials: Credentials, mutual_tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = await _identified_call(method, raw, context, credentials, mutual_tls)
-        async with router.load.slot(call.principal, context, call.id) as release:
+        async with router.load.slot(call, context, stream=True) as release:
             try:
                 async for message in router.stream(method, call.request, call):
                     release()

@@ -151,7 +151,7 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         sampler.cancel()
-        lost = await read_back(acknowledged)
+        lost, unverified = await read_back(acknowledged)
         healthy = await health(channels)
     finally:
         for channel in channels:
@@ -166,22 +166,25 @@ async def run(targets: str | list[str], rate: float, duration: float, mix: dict[
         "achieved_rps": round(statuses["OK"] / elapsed, 1), "statuses": dict(statuses),  # answered, not refused
         "errors": sum(v for k, v in statuses.items() if k != "OK"),
         "shed": statuses.get("RESOURCE_EXHAUSTED", 0), "acknowledged_stores": len(acknowledged),
-        "acknowledged_lost": lost, "healthy_after": healthy,
+        "acknowledged_lost": lost, "acknowledged_unverified": unverified, "healthy_after": healthy,
         "latency_ms": {"p50": pct(every, .5), "p95": pct(every, .95), "p99": pct(every, .99), "max": every[-1] * 1000 if every else None},
         "by_kind_p99_ms": {k: pct(sorted(v), .99) for k, v in latencies.items()},
         "rss_samples_mb": rss,
     }
 
 
-async def read_back(acknowledged: list) -> int:
-    """How many of the Stores the kernel acknowledged cannot be read back (lost)."""
-    lost = 0
+async def read_back(acknowledged: list) -> tuple[int, int]:
+    """Of the Stores the kernel acknowledged: (how many are gone: NOT_FOUND, how many could not
+    be read to tell: any other error)."""
+    lost = unverified = 0
     for start in range(0, len(acknowledged), 50):
         batch = acknowledged[start : start + 50]
         found = await asyncio.gather(*(stub.Get(mem.GetRequest(id=memory_id), timeout=60) for stub, memory_id in batch),
                                      return_exceptions=True)
-        lost += sum(1 for f in found if isinstance(f, Exception))
-    return lost
+        errors = [f for f in found if isinstance(f, Exception)]
+        gone = sum(1 for e in errors if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.NOT_FOUND)
+        lost, unverified = lost + gone, unverified + len(errors) - gone
+    return lost, unverified
 
 
 async def health(channels: list) -> bool:
@@ -199,10 +202,14 @@ def show(result: dict) -> None:
     lat = result["latency_ms"]
     print(f"rate {result['target_rps']:>6.0f}/s for {result['duration_s']}s: achieved {result['achieved_rps']} RPS "
           f"(x{result['achieved_rps'] / result['target_rps']:.2f} the rate), errors {result['errors']} {result['statuses']}")
+    unread = f" ({result['acknowledged_unverified']} could not be read back)" if result["acknowledged_unverified"] else ""
     print(f"  shed at capacity: {result['shed']}; stores acknowledged {result['acknowledged_stores']}, lost "
-          f"{result['acknowledged_lost']}; kernel healthy after: {'yes' if result['healthy_after'] else 'NO'}")
-    print(f"  latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}; "
-          f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
+          f"{result['acknowledged_lost']}{unread}; kernel healthy after: {'yes' if result['healthy_after'] else 'NO'}")
+    if lat["max"] is None:
+        print("  latency: no call was answered")
+    else:
+        print(f"  latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}; "
+              f"p99 by kind {({k: round(v, 1) for k, v in result['by_kind_p99_ms'].items()})}")
     if "rss_mb" in result:
         print(f"  kernel RSS: {result['rss_mb']['start']:.0f} MB at start, {result['rss_mb']['end']:.0f} MB at end")
     if len(result.get("rss_samples_mb", [])) > 2:
@@ -219,7 +226,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10)
     parser.add_argument("--seed-memories", type=int, default=500)
     parser.add_argument("--knee", type=float, nargs="*", help="rates to step through; stops past p99 >= 2 s or errors")
-    parser.add_argument("--repeat", type=int, default=1, help="--knee: find it this many times, a fresh kernel each")
+    parser.add_argument("--repeat", type=int, default=1, help="--knee: find it this many times (with --spawn, a fresh kernel each)")
     parser.add_argument("--overload", type=float, default=0,
                         help="--knee: then drive this many times the lowest knee for --duration (a fresh kernel)")
     parser.add_argument("--json", dest="json_out")

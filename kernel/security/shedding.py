@@ -10,13 +10,17 @@ it (`grpc-retry-pushback-ms`, which gRPC's retry policy honours) and in the mess
 law the limit bounds the time an admitted call waits: limit / throughput (64 at 100 calls/s:
 0.64 s).
 
-The admin's calls are never shed (the operator must be able to see and mend an overloaded
-kernel), nor the calls plugins make while serving (they belong to a call already admitted).
+The admin's calls (and calls the admin makes for someone) are never shed: the operator must be
+able to see and mend an overloaded kernel; nor are the calls plugins make while serving (they
+belong to a call already admitted). A stream holds its slot until its first message, at most
+STREAM_HOLD_S: a subscription may wait hours for its first event, and 64 of them holding their
+slots would refuse every other call.
 `shed` counts the refusals (GetInfo's calls_shed; the console's activity page charts them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +29,7 @@ from typing import Any
 import grpc
 
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's retry throttling trailer (gRFC A6)
+STREAM_HOLD_S = 1.0
 
 
 class Shedder:
@@ -34,42 +39,48 @@ class Shedder:
         self.shed = 0  # calls refused since the kernel started
         self._latency_s = 0.05  # a moving average of admitted calls' time in the kernel
 
-    def admit(self, principal: str) -> bool:
-        if self.limit and self.in_flight >= self.limit and principal != "admin":
+    def admit(self, principal: str, actor: str = "") -> bool:
+        if self.limit and self.in_flight >= self.limit and "admin" not in (principal, actor):
             self.shed += 1
             return False
         self.in_flight += 1
         return True
 
-    def done(self, started: float) -> None:
+    def done(self, started: float | None) -> None:
+        """A slot free again; `started`: a unary call's start, for the retry hint (a stream's time says nothing)."""
         self.in_flight -= 1
-        self._latency_s = 0.9 * self._latency_s + 0.1 * (time.monotonic() - started)
+        if started is not None:
+            self._latency_s = 0.9 * self._latency_s + 0.1 * (time.monotonic() - started)
 
     def retry_after_ms(self) -> int:
         """When a slot is likely free again: about one call's time in the kernel now."""
         return max(10, min(10_000, round(self._latency_s * 1000)))
 
     @asynccontextmanager
-    async def slot(self, principal: str, context: Any, call_id: str) -> AsyncIterator[Callable[[], None]]:
-        """Serve the call in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint). Gives
-        the slot's early release: a stream lets go once its first message is out (a subscription
-        lives for hours and costs little once started: held, 64 of them would refuse every call)."""
-        if not self.admit(principal):
+    async def slot(self, call: Any, context: Any, stream: bool = False) -> AsyncIterator[Callable[[], None]]:
+        """Serve `call` in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint). Gives
+        the slot's early release, for a stream's first message (and a stream's slot is let go
+        after STREAM_HOLD_S in any case)."""
+        if not self.admit(call.principal, call.actor):
             wait = self.retry_after_ms()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the kernel is at capacity: it is serving its limit of {self.limit} calls at once "
                 f"(kernel.max_in_flight); retry in about {wait} ms",
-                ((PUSHBACK_HEADER, str(wait)), ("x-cortex-call-id", call_id)),
+                ((PUSHBACK_HEADER, str(wait)), ("x-cortex-call-id", call.id)),
             )
+            raise AssertionError("context.abort returned")  # (it raises: the slot is never entered)
         started, held = time.monotonic(), [True]
 
         def release() -> None:
             if held[0]:
                 held[0] = False
-                self.done(started)
+                self.done(None if stream else started)
 
+        timer = asyncio.get_running_loop().call_later(STREAM_HOLD_S, release) if stream else None
         try:
             yield release
         finally:
+            if timer is not None:
+                timer.cancel()
             release()

@@ -1,5 +1,6 @@
 """What the console's charts need that no call tells: which circuits are open, how many calls the
-kernel shed at capacity, how many memories are stored. Asked through the kernel like any plugin's call (and so governed)."""
+kernel shed at capacity, how many memories are stored. Asked through the kernel like any
+plugin's call (and so governed)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ async def poll_once(channel, activity: Activity, log) -> None:
     try:
         info, _ = await channel.call(INFO, kernel_pb2.GetInfoRequest(), timeout=5)
         activity.shed_total(info.calls_shed)
+    except grpc.RpcError as exc:  # (the circuits and memories are still worth asking)
+        log.debug("console.sample_failed", what="calls shed", code=exc.code().name)
+    try:
         contracts, _ = await channel.call(CONTRACTS, kernel_pb2.ListContractsRequest(), timeout=5)
         activity.circuits({(c.service, p.name): p.circuit == kernel_pb2.Provider.CIRCUIT_OPEN
                            for c in contracts.contracts for p in c.providers})

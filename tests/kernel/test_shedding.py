@@ -27,7 +27,9 @@ def held_echo(release: threading.Event, started: list[str]):
             return echo_pb2.EchoResponse(message=request.message, served_by="held")
 
         async def EchoStream(self, request, context):  # a subscription: one message, then open till released
-            yield echo_pb2.EchoResponse(message="first", served_by="held")
+            started.append(request.message)
+            if request.message != "quiet":  # (a quiet one: no event yet)
+                yield echo_pb2.EchoResponse(message="first", served_by="held")
             await asyncio.to_thread(release.wait, 30)  # (set from the test's thread)
 
     class HeldPlugin:
@@ -90,3 +92,25 @@ def test_a_stream_holds_its_slot_only_until_its_first_message(start_kernel, chan
     release.set()
     assert held.result().message == "unary"
     assert all(list(s) == [] for s in streams)  # the streams end cleanly
+
+
+def test_a_quiet_stream_lets_its_slot_go_after_a_second(start_kernel, channel_to):
+    import time
+
+    from cortex.kernel.security.shedding import STREAM_HOLD_S
+
+    release, started = threading.Event(), []
+    target, _ = start_kernel('[kernel]\nmax_in_flight = 1\n[plugins]\ndisabled = ["echo"]\n',
+                             plugins=[("held", held_echo(release, started))])
+    local = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
+    quiet = local.EchoStream(echo_pb2.EchoRequest(message="quiet"), timeout=30)
+    wait_for(lambda: "quiet" in started, "the quiet stream at its provider")
+    opened = time.monotonic()
+    with pytest.raises(grpc.RpcError) as shed:  # its slot, for now
+        local.Echo(echo_pb2.EchoRequest(message="early"), timeout=10)
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() - opened < STREAM_HOLD_S
+    time.sleep(STREAM_HOLD_S + 0.3)
+    served = local.Echo.future(echo_pb2.EchoRequest(message="later"), timeout=30)  # 64 subscriptions never pin the kernel
+    wait_for(lambda: "later" in started, "a call served beside the quiet stream")
+    release.set()
+    assert served.result().message == "later" and list(quiet) == []

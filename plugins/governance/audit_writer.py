@@ -4,14 +4,9 @@ Calls queue their entries and go on; everything queued is appended in one transa
 signed tree head (chain.py) as soon as the event loop has nothing else ready, and at the latest
 `batch_ms` after the first of the batch (or at once when `batch_entries` are waiting). So a lone
 call's entry is written while its caller reads the answer (no latency added), and under load many
-calls share a commit and a signature. Once calls overlap (the last append held more than one
-call's entries), appends are also at least `batch_ms` apart: written whenever the loop was idle,
-32 callers' governed echo calls took an append (a commit, a Merkle root, an Ed25519 signature)
-per 2.6 calls, governance's largest cost; 5 ms apart, one per 6.5 calls and 17-19% more calls/s
-(measured alternately in one session). One caller at a time keeps the idle write: a write timed
-for later lands in the middle of its next call (a fixed delay for every write was measured and
-lost for that reason). It runs on the event loop, between calls: a writer thread was measured and
-lost too (it contends for the GIL with the loop on every call).
+calls share a commit and a signature. It runs on the event loop, between calls: a writer thread
+was measured and lost (it contends for the GIL with the loop on every call), and so did a fixed
+delay (a write then lands in the middle of a later call).
 
 A write that fails puts its entries back at the front of the queue, in order, and sets
 `failure`: the governance plugin refuses every call (UNAVAILABLE) until a write succeeds, so no
@@ -62,15 +57,11 @@ class AuditWriter:
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadline = 0.0
-        self._written_at = float("-inf")  # time.monotonic() of the last append
-        self._overlapping = False  # the last append held several calls' entries
-        self._calls = 0  # calls whose entries are queued
         self.writes = self.written = 0  # appends, and entries in them: their ratio is the batch size
 
     def add(self, entries: list[pb.AuditEntry]) -> None:
         """Queue a call's entries (together: another call's never come between them)."""
         self._queue.extend(entries)
-        self._calls += 1
         if len(self._queue) >= self._batch_entries:
             self.flush()
             return
@@ -83,11 +74,7 @@ class AuditWriter:
             return
         self._scheduled = True
         self._deadline = self._loop.time() + self._batch_s
-        rest = self._written_at + self._batch_s - time.monotonic()  # under load, appends batch_ms apart
-        if self._overlapping and rest > 0:
-            self._loop.call_later(rest, self._write_when_idle)
-        else:
-            self._loop.call_soon(self._write_when_idle)
+        self._loop.call_soon(self._write_when_idle)
 
     def _write_when_idle(self) -> None:
         """Write once the loop has nothing else ready (a lone call's entries are written while
@@ -109,18 +96,15 @@ class AuditWriter:
             if not self._queue:
                 return
             batch = [self._queue.popleft() for _ in range(len(self._queue))]
-            calls, self._calls = self._calls, 0
             try:
                 self.chain.append(batch)
             except Exception as exc:  # noqa: BLE001 - any failure to record: fail closed, say why
                 self._queue.extendleft(reversed(batch))
-                self._calls += calls
                 if not self.failure:
                     log.error("governance.audit_write_failed", error=repr(exc), queued=len(self._queue))
                 self.failure = f"the audit log cannot be written ({type(exc).__name__}: {exc})"
                 return
             self.writes, self.written = self.writes + 1, self.written + len(batch)
-            self._written_at, self._overlapping = time.monotonic(), calls > 1
             if self.failure:
                 log.info("governance.audit_write_recovered")
                 self.failure = ""
@@ -140,7 +124,6 @@ class AuditWriter:
         """Append `entries` now, after everything queued (a policy change), and return them completed."""
         with self._lock:
             queued = [self._queue.popleft() for _ in range(len(self._queue))]
-            self._calls = 0
             try:
                 self.chain.append([*queued, *entries])
             except Exception:

@@ -204,40 +204,6 @@ def test_calls_answered_in_one_turn_of_the_loop_share_one_append(chain):
     assert verify_chain(chain.path).ok
 
 
-def test_overlapping_calls_share_appends_batch_ms_apart_and_a_lone_call_is_written_at_once(chain):
-    import asyncio
-    import time
-
-    from cortex.plugins.governance.audit_writer import AuditWriter
-
-    writer = AuditWriter(chain, batch_ms=500)  # (wide: a loaded machine's sleeps overshoot)
-
-    async def scenario():
-        writer.add([proof_entry(0)])  # a lone call: written as soon as the loop is idle
-        await asyncio.sleep(0.01)
-        assert (writer.writes, writer.written) == (1, 1)
-        await asyncio.sleep(0.55)  # the writer rests
-        loop = asyncio.get_running_loop()
-        for i in (1, 2):  # two calls ending in one turn: they overlap
-            loop.call_soon(writer.add, [proof_entry(i)])
-        await asyncio.sleep(0.01)
-        assert (writer.writes, writer.written) == (2, 3)
-        started = time.monotonic()
-        for i in range(3, 13):  # more calls while the last append held several: they wait for batch_ms
-            writer.add([proof_entry(i)])
-            await asyncio.sleep(0.005)
-        assert writer.writes == 2 and time.monotonic() - started < 0.5
-        await asyncio.sleep(0.6)
-        assert (writer.writes, writer.written) == (3, 13)  # the ten in one append, batch_ms after the previous one
-        await asyncio.sleep(0.55)
-        writer.add([proof_entry(13)])  # that append held one batch of many calls: still overlapping
-        await asyncio.sleep(0.01)
-        assert writer.writes == 4  # but batch_ms has passed: written at once
-
-    asyncio.run(scenario())
-    assert verify_chain(chain.path).ok
-
-
 def test_a_failed_checkpoint_never_writes_a_batch_twice(chain, monkeypatch):
     from cortex.plugins.governance.audit_writer import AuditWriter
 

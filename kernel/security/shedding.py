@@ -28,6 +28,9 @@ from typing import Any
 
 import grpc
 
+from ..call import CALL_ID_HEADER
+from .credentials import ADMIN
+
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's retry throttling trailer (gRFC A6)
 STREAM_HOLD_S = 1.0
 
@@ -40,7 +43,7 @@ class Shedder:
         self._latency_s = 0.05  # a moving average of admitted calls' time in the kernel
 
     def admit(self, principal: str, actor: str = "") -> bool:
-        if self.limit and self.in_flight >= self.limit and "admin" not in (principal, actor):
+        if self.limit and self.in_flight >= self.limit and ADMIN not in (principal, actor):
             self.shed += 1
             return False
         self.in_flight += 1
@@ -67,7 +70,7 @@ class Shedder:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the kernel is at capacity: it is serving its limit of {self.limit} calls at once "
                 f"(kernel.max_in_flight); retry in about {wait} ms",
-                ((PUSHBACK_HEADER, str(wait)), ("x-cortex-call-id", call.id)),
+                ((PUSHBACK_HEADER, str(wait)), (CALL_ID_HEADER, call.id)),
             )
             raise AssertionError("context.abort returned")  # (it raises: the slot is never entered)
         started, held = time.monotonic(), [True]

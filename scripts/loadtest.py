@@ -268,6 +268,11 @@ def main() -> int:
     return 0
 
 
+def held(result: dict) -> bool:
+    """Whether a rate held: no errors (a shed call is one) and p99 under 2 s."""
+    return not result["errors"] and result["latency_ms"]["p99"] < 2000
+
+
 def knee_run(opts, rates: list[float], mix: dict[str, int], rng: random.Random, stop_early: bool = True) -> tuple[float | None, list]:
     """Seed a kernel (spawned fresh, or --target), then drive it at each rate in turn; (the highest
     rate meeting p99 < 2 s with no errors, the runs)."""
@@ -286,13 +291,13 @@ def knee_run(opts, rates: list[float], mix: dict[str, int], rng: random.Random, 
                 result["rss_mb"] = {"start": start_rss, "end": rss_mb(proc.pid)}
             show(result)
             results.append(result)
-            if stop_early and opts.knee and (result["errors"] or result["latency_ms"]["p99"] >= 2000):
+            if stop_early and opts.knee and not held(result):
                 break
     finally:
         if proc:
             proc.terminate()
             proc.wait(30)
-    good = [r["target_rps"] for r in results if not r["errors"] and r["latency_ms"]["p99"] < 2000]
+    good = [r["target_rps"] for r in results if held(r)]
     if opts.knee and stop_early:
         print(f"knee: highest rate meeting p99 < 2 s with no errors: {f'{max(good):g}' if good else 'none'} RPS")
     return (max(good) if good else None), results

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from ..call import CALL_ID_HEADER
+from ..call import CALL_ID_HEADER, Call
 from .credentials import ADMIN
 
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's retry throttling trailer (gRFC A6)
@@ -60,7 +60,7 @@ class Shedder:
         return max(10, min(10_000, round(self._latency_s * 1000)))
 
     @asynccontextmanager
-    async def slot(self, call: Any, context: Any, stream: bool = False) -> AsyncIterator[Callable[[], None]]:
+    async def slot(self, call: Call, context: Any, stream: bool = False) -> AsyncIterator[Callable[[], None]]:
         """Serve `call` in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint). Gives
         the slot's early release, for a stream's first message (and a stream's slot is let go
         after STREAM_HOLD_S in any case)."""
@@ -73,11 +73,12 @@ class Shedder:
                 ((PUSHBACK_HEADER, str(wait)), (CALL_ID_HEADER, call.id)),
             )
             raise AssertionError("context.abort returned")  # (it raises: the slot is never entered)
-        started, held = time.monotonic(), [True]
+        started, held = time.monotonic(), True
 
         def release() -> None:
-            if held[0]:
-                held[0] = False
+            nonlocal held
+            if held:
+                held = False
                 self.done(None if stream else started)
 
         timer = asyncio.get_running_loop().call_later(STREAM_HOLD_S, release) if stream else None

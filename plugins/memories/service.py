@@ -486,8 +486,8 @@ class MemoryServicer(memories_pb2_grpc.MemoryServiceServicer):
             )
         return model, vectors[0], index, ""  # (no index: nothing embedded yet, nothing to find by meaning)
 
-    def _ranked(self, text: str, mode: int, index, vector: np.ndarray | None, model: str, query: Query, now: int,
-                wide: int) -> tuple[list, dict[str, Record], dict[str, str]]:
+    def _ranked(self, text: str, mode: int, index: VectorIndex | AnnIndex | None, vector: np.ndarray | None, model: str,
+                query: Query, now: int, wide: int) -> tuple[list, dict[str, Record], dict[str, str]]:
         """(ranked best first, the memories ranked, old id -> its superseder's), on a reader thread."""
         store = self.store
         semantic = index.search(vector, wide, query, now) if index is not None and mode in (SEMANTIC, HYBRID) else []

@@ -282,7 +282,7 @@ COMMON_SHARE = 0.05  # a term in more than this share of memories says little (a
 COMMON_WINDOW = 10_000  # a query of common terms only looks at this many recent memories (PostgreSQL)
 # ... and on SQLite at this many of the newest memories it matches, within the caller's filters:
 # BM25 costs ~5 us a row, and a common word matched a fifth of a growing store (8 ms a search at
-# 6,000 memories, the search's largest cost under load; 1 ms here at any size)
+# 6,000 memories, the search's largest cost under load; 1.7 ms here, at any size)
 COMMON_CANDIDATES = 200
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from cortex.contracts.kernel.v1 import kernel_pb2, kernel_pb2_grpc
 from cortex.kernel import hookimpl
+from cortex.kernel.call import PRINCIPAL_HEADER
 from cortex.kernel.config import ConfigError, load_config
 from cortex_echo.plugin import EchoServicer
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
@@ -61,10 +62,17 @@ def test_past_the_limit_calls_are_shed_with_a_retry_hint_and_the_admin_still_ser
     assert (info.calls_shed, info.in_flight) == (1, 3)  # the two held, and this GetInfo: the admin is not shed
     admin_echo = echo_pb2_grpc.EchoServiceStub(admin_channel).Echo.future(echo_pb2.EchoRequest(message="admin"), timeout=30)
     wait_for(lambda: "admin" in started, "the admin's call served while the kernel is full")
+    for_alice = echo_pb2_grpc.EchoServiceStub(admin_channel).Echo.future(  # the admin acting for someone
+        echo_pb2.EchoRequest(message="for alice"), metadata=((PRINCIPAL_HEADER, "alice"),), timeout=30)
+    wait_for(lambda: "for alice" in started, "the admin's call for alice served while the kernel is full")
+    with pytest.raises(grpc.RpcError) as spoofed:  # a caller claiming to be the admin is not
+        local.Echo(echo_pb2.EchoRequest(message="spoof"), metadata=((PRINCIPAL_HEADER, "admin"),), timeout=10)
+    assert spoofed.value.code() == grpc.StatusCode.PERMISSION_DENIED  # refused by its credential, before any slot
+    assert "spoof" not in started
 
     release.set()
     assert [f.result().message for f in in_flight] == ["m0", "m1"]  # nothing admitted was lost
-    assert admin_echo.result().served_by == "held"
+    assert admin_echo.result().served_by == "held" and for_alice.result().message == "for alice"
     assert local.Echo(echo_pb2.EchoRequest(message="later"), timeout=10).message == "later"  # a slot again
     info = kernel_pb2_grpc.KernelServiceStub(admin_channel).GetInfo(kernel_pb2.GetInfoRequest(), timeout=10)
     assert (info.calls_shed, info.in_flight) == (1, 1)  # this GetInfo alone

@@ -3,11 +3,16 @@ tree heads the kernel signs with Ed25519.
 
 Each entry is an `AuditEntry` message. Its hash is the SHA-256 of its deterministic protobuf
 serialization with `hash` and `signature` empty (so `prev_hash`, the previous entry's hash, is
-covered). The entry hashes are the leaves of a Merkle tree (merkle.py). Every append (a batch:
-the calls that finished within a few milliseconds) is committed with a signed tree head of the
-whole log, "the first N entries have Merkle root R", in the same transaction, so that every
-stored entry is covered by a signature without signing each one (Certificate Transparency signs
-tree heads, not entries). Genesis and policy-change entries are still signed themselves.
+covered). The entry hashes are the leaves of a Merkle tree (merkle.py). The kernel signs tree heads of the
+whole log, "the first N entries have Merkle root R", not entries (Certificate Transparency signs
+tree heads, not certificates): the audit writer appends batches as calls finish and signs a head
+within `sign_ms` of the first entry it does not cover yet (1 s; 0: with every append), at once
+when anyone reads the log through the kernel, and at stop. A signature per append was a third of
+each append's cost. Entries past the newest head are hash-linked to it but not yet signed, as a
+Certificate Transparency log's newest entries wait for its next signed tree head: the offline
+verifier waits for the head to catch up before it calls such a tail added without the key, and
+a kernel killed before signing checks the tail's hashes and links at its next start, then signs
+it. Genesis and policy-change entries are signed themselves, and signed under a head at once.
 Verification needs only the database file (and, to rule out a rewritten log, a copy of the public
 key or of a signed head kept elsewhere).
 
@@ -144,6 +149,16 @@ def entry_hash(entry: pb.AuditEntry) -> bytes:
     return hashlib.sha256(entry.SerializeToString(deterministic=True)).digest()
 
 
+def hashes_as_written(body: bytes, entry: pb.AuditEntry) -> bool:
+    """Whether the stored `body` of `entry` hashes to its `hash`. An entry as the kernel wrote it is
+    its hashed bytes followed by its hash: hashing those bytes is the same check as re-serializing
+    the entry, at a fraction of the cost."""
+    digest = entry.hash
+    if body[-35:-32] == HASH_FIELD and body[-32:] == digest and hashlib.sha256(body[:-35]).digest() == digest:
+        return True
+    return entry_hash(entry) == digest
+
+
 def proof_id(entry: pb.AuditEntry) -> str:
     return f"p-{entry.seq}"
 
@@ -176,7 +191,7 @@ class AuditChain:
             self.reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self.head_seq, self.head_hash = self._head()
         self.frontier = Frontier(SUBTREE)
-        self.head: pb.Checkpoint | None = None  # the newest signed tree head: it covers every entry
+        self.head: pb.Checkpoint | None = None  # the newest signed tree head (entries after it: `unsigned`)
         if not read_only:
             latest = self.latest_checkpoint()
             self.checkpointed_size = latest.size if latest else 0
@@ -234,8 +249,9 @@ class AuditChain:
         return entry.seq, entry.hash
 
     def _open_tree(self) -> None:
-        """The frontier from the stored tree head when it covers the log; otherwise (a chain from
-        before schema 3, or a head that does not match) rebuilt from every leaf, subtrees too."""
+        """The frontier from the stored tree head, and the entries after it (a kernel killed before
+        it signed them) checked and signed; otherwise (a chain from before schema 3, or a head that
+        does not match) rebuilt from every leaf, subtrees too."""
         row = self.db.execute("SELECT body, frontier FROM tree_head WHERE id = 1").fetchone()
         if row is not None:
             head = pb.Checkpoint.FromString(row[0])
@@ -243,8 +259,10 @@ class AuditChain:
                 frontier = Frontier.from_bytes(row[1], SUBTREE)
             except ValueError:
                 frontier = None
-            if frontier is not None and head.size == frontier.size == self.head_seq and head.root_hash == frontier.root():
+            if frontier is not None and head.size == frontier.size <= self.head_seq and head.root_hash == frontier.root():
                 self.frontier, self.head = frontier, head
+                if head.size < self.head_seq:
+                    self._sign_tail()
                 return
         started = time.monotonic()
         self.frontier = Frontier(SUBTREE)
@@ -256,6 +274,23 @@ class AuditChain:
                 self.head = self._sign_head()
         if self.frontier.size:
             log.info("governance.tree_rebuilt", entries=self.frontier.size, seconds=round(time.monotonic() - started, 3))
+
+    def _sign_tail(self) -> None:
+        """Sign the entries a killed kernel left after its newest head, once their hashes and links
+        hold (a tail that was altered is not signed: the chain cannot be used until it is looked at)."""
+        prev = self.get(self.head.size).hash if self.head.size else b""
+        rows = self.db.execute("SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq", (self.head.size,)).fetchall()
+        for seq, body in rows:
+            entry = pb.AuditEntry.FromString(body)
+            if entry.seq != seq or entry.prev_hash != prev or not hashes_as_written(body, entry):
+                raise ChainError(
+                    f"{self.path}: entry {seq}, written after the newest signed tree head ({self.head.size} entries), "
+                    "does not hash or link as written: the log was altered. See `cortex proofs verify --all`."
+                )
+            self.frontier.append(entry.hash)
+            prev = entry.hash
+        self.sign()
+        log.info("governance.tail_signed", entries=len(rows), head=self.head.size)
 
     def _store_subtrees(self) -> None:
         if self.frontier.completed:
@@ -292,9 +327,10 @@ class AuditChain:
                 "Restore the original signing_key.pem, or move the audit chain aside to start a new one."
             )
 
-    def append(self, entries: list[pb.AuditEntry]) -> list[pb.AuditEntry]:
-        """Link, hash and store `entries`, and sign the new tree head, in one transaction; returns
-        them completed. A failure leaves the log, the tree and the head as they were."""
+    def append(self, entries: list[pb.AuditEntry], *, sign: bool = True) -> list[pb.AuditEntry]:
+        """Link, hash and store `entries` (and, with `sign`, sign the new tree head) in one
+        transaction; returns them completed. A failure leaves the log, the tree and the head as
+        they were."""
         if self._key is None:
             raise ChainError("this chain was opened read-only: it cannot be appended to")
         seq, prev = self.head_seq, self.head_hash
@@ -325,18 +361,33 @@ class AuditChain:
                 self.db.executemany("INSERT INTO entries(seq, kind, call_id, body, hash) VALUES (?, ?, ?, ?, ?)", rows)
                 self.frontier.extend(row[4] for row in rows)
                 self._store_subtrees()
-                head = self._sign_head()
+                head = self._sign_head() if sign else self.head
         except BaseException:
             self.frontier = frontier
             raise
         self.head_seq, self.head_hash, self.head = seq, prev, head
         return entries
 
+    @property
+    def unsigned(self) -> int:
+        """Entries appended after the newest signed tree head."""
+        return self.frontier.size - (self.head.size if self.head else 0)
+
+    def sign(self) -> pb.Checkpoint:
+        """The newest signed tree head, signed now if entries were appended after it."""
+        if self._key is None:
+            raise ChainError("this chain was opened read-only: it cannot sign")
+        if self.head is None or self.unsigned:
+            with self.db:
+                self.db.execute("BEGIN")
+                head = self._sign_head()
+            self.head = head
+        return self.head
+
     # -- checkpoints --------------------------------------------------------------------------------
     def checkpoint(self) -> pb.Checkpoint:
-        """Keep the newest signed tree head as a checkpoint (if the log grew since the last one kept)."""
-        if self.head is None:
-            raise ChainError("this chain was opened read-only: it has no tree head of its own")
+        """Sign the log's head and keep it as a checkpoint (if the log grew since the last one kept)."""
+        self.sign()
         if self.checkpointed_size != self.head.size:
             self.db.execute("INSERT OR REPLACE INTO checkpoints(size, body) VALUES (?, ?)", (self.head.size, self.head.SerializeToString()))
             self.checkpointed_size = self.head.size
@@ -469,9 +520,15 @@ class Verdict:
     checked: int
     problem: str = ""
     seq: int = 0  # the first broken entry
+    unsigned: int = 0  # the newest entries, after the newest signed tree head
 
     def __str__(self) -> str:
-        return f"OK: {self.checked} entries verified" if self.ok else f"BROKEN at entry {self.seq}: {self.problem}"
+        if not self.ok:
+            return f"BROKEN at entry {self.seq}: {self.problem}"
+        if self.unsigned:
+            return (f"OK: {self.checked} entries verified; the newest {self.unsigned} link and hash as written, "
+                    "and wait for the kernel's next signed tree head")
+        return f"OK: {self.checked} entries verified"
 
 
 def verify_entry(entry: pb.AuditEntry, public_key: bytes) -> str:
@@ -500,16 +557,44 @@ def _verify_signatures(args: tuple[bytes, list[tuple[int, bytes, bytes]]]) -> tu
 
 def verify_chain(
     path: Path, expected_key: bytes | None = None, workers: int | None = None, checkpoints: list[pb.Checkpoint] = (),
+    *, unsigned_ok: bool = False, wait_s: float = 0.0,
 ) -> Verdict:
     """Walk the whole log: order, links, hashes, the stored columns against the hashed bodies;
     then every signed tree head (the newest, which must cover every entry; the checkpoints kept
     in the log; `checkpoints` kept elsewhere) against the Merkle tree of the entries, and every
-    signature on an entry (in parallel)."""
+    signature on an entry (in parallel).
+
+    Entries after the newest signed head are a running kernel's that it has not signed yet, or
+    were added without the key. With `unsigned_ok` (the kernel verifying its own log, having just
+    signed, with its head among `checkpoints`) they are reported, not broken; otherwise the walk
+    waits up to `wait_s` (the kernel's signing window) for a head that covers them."""
+    verdict = _walk(path, expected_key, workers, checkpoints, unsigned_ok)
+    if verdict.ok or not verdict.unsigned or wait_s <= 0:
+        return verdict
+    covered, deadline = verdict.checked + verdict.unsigned, time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(0.1, wait_s))
+        try:
+            head = AuditChain(path, read_only=True)
+            try:
+                size = (head.stored_head() or pb.Checkpoint()).size
+            finally:
+                head.close()
+        except (ChainError, sqlite3.Error, DecodeError):
+            break
+        if size >= covered:
+            return _walk(path, expected_key, workers, checkpoints, unsigned_ok)
+    return verdict
+
+
+def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoints: list[pb.Checkpoint],
+          unsigned_ok: bool) -> Verdict:
     try:
         chain = AuditChain(path, read_only=True)
     except (ChainError, sqlite3.Error) as exc:
         return Verdict(False, 0, f"cannot open the chain: {exc}")
     try:
+        chain.db.execute("BEGIN")  # one snapshot: the entries and the heads as of one moment of a live kernel
         version = chain.db.execute("PRAGMA user_version").fetchone()[0]
         query = "SELECT seq, kind, call_id, hash, body FROM entries ORDER BY seq"
         if version < 2:  # a chain from before schema 2, read-only: no hash column yet
@@ -528,7 +613,6 @@ def verify_chain(
     prev = b""
     signed: list[tuple[int, bytes, bytes]] = []
     hashes: list[bytes] = []
-    sha256 = hashlib.sha256
     for position, (row_seq, kind, call_id, column_hash, body) in enumerate(rows, start=1):
         try:
             entry = pb.AuditEntry.FromString(body)
@@ -546,11 +630,8 @@ def verify_chain(
         if entry.prev_hash != prev:
             later = [row[3] for row in rows[position - 1 :]] if has_hash else []
             return _link_broken(position, entry, key, signed, hashes, later, [head, *stored, *checkpoints])
-        # an entry as the kernel wrote it is its hashed bytes followed by its hash: hashing those
-        # bytes is the same check as re-serializing the entry, at a fraction of the cost
-        if not (body[-35:-32] == HASH_FIELD and body[-32:] == digest and sha256(body[:-35]).digest() == digest):
-            if entry_hash(entry) != digest:
-                return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
+        if not hashes_as_written(body, entry):
+            return Verdict(False, position - 1, "its content does not match its hash (the entry was altered)", position)
         body_kind = entry.WhichOneof("body")
         if kind != body_kind or call_id != _call_id_of(entry) or (has_hash and column_hash != digest):
             return Verdict(
@@ -572,18 +653,26 @@ def verify_chain(
             signed.append((position, entry.signature, digest))
         prev = digest
         hashes.append(digest)
-    count = len(rows)
+    count = unsigned = len(rows)
     if has_hash and version >= 3:
         if head is None:
             return Verdict(False, count, "no signed tree head covers the log (the tree_head row was removed)", count)
-        if head.size != count:
-            first = min(head.size, count) + 1
+        unsigned = count - head.size
+        if head.size > count:
             return Verdict(
                 False, count,
                 f"the newest signed tree head covers {head.size} entries, but the log has {count}: "
-                + (f"entries {first} to {count} were added without the key" if head.size < count
-                   else f"entries {first} to {head.size} were removed from its end"),
-                first,
+                f"entries {count + 1} to {head.size} were removed from its end",
+                count + 1,
+            )
+        if unsigned and not unsigned_ok:
+            which = f"entry {count} is" if unsigned == 1 else f"entries {head.size + 1} to {count} are"
+            return Verdict(
+                False, head.size,
+                f"the newest signed tree head covers {head.size} entries, but the log has {count}: {which} signed "
+                "by no head (added without the key, or written by a kernel killed before it signed them: it checks "
+                "and signs them when it starts again)",
+                head.size + 1, unsigned,
             )
     roots = _roots_at(hashes, {cp.size for cp in [*stored, *checkpoints, *([head] if head else [])]})
     for heads, which in (([head] if head else [], "the newest signed tree head"), (stored, "the chain's own checkpoint"),
@@ -595,7 +684,7 @@ def verify_chain(
     if broken is not None:
         seq, problem_text = broken
         return Verdict(False, seq - 1, problem_text, seq)
-    return Verdict(True, count)
+    return Verdict(True, count, unsigned=unsigned if has_hash and version >= 3 else 0)
 
 
 def _roots_at(hashes: list[bytes], sizes: set[int]) -> dict[int, bytes]:

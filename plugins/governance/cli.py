@@ -22,6 +22,7 @@ from cortex.kernel.sdk import (
     data_dir_option,
     json_option,
     kernel_client,
+    load_config_or_fail,
     print_json,
     print_table,
     target_option,
@@ -29,6 +30,7 @@ from cortex.kernel.sdk import (
 )
 
 from .approvals_cli import STATES, approvals
+from .audit_writer import MAX_SIGN_MS, SIGN_MS
 from .chain import (
     DB_FILE,
     PUBLIC_KEY_FILE,
@@ -159,6 +161,17 @@ def _entry_dict(entry: pb.AuditEntry) -> dict:
 
 
 
+def signing_wait_s(config: str | None) -> float:
+    """How long a running kernel may leave its newest entries unsigned (its `sign_ms`), and a
+    second more: verifying waits that long for a head that covers them."""
+    try:
+        settings = load_config_or_fail(config).data.get("plugins", {}).get("governance", {})
+        sign_ms = float(settings.get("sign_ms", SIGN_MS)) if isinstance(settings, dict) else SIGN_MS
+    except (click.ClickException, TypeError, ValueError):
+        sign_ms = SIGN_MS  # (a config that does not load: the default)
+    return min(max(sign_ms, 0.0), MAX_SIGN_MS) / 1000 + 1.0
+
+
 @click.group()
 def proofs() -> None:
     """Verify, show and export proofs from the audit chain (offline: no kernel needed)."""
@@ -213,8 +226,9 @@ def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, pu
         raise click.ClickException("--public-key names one chain's key: verify one --chain with it")
     on_bus, ignored = read_published(kernel_client(config, target)) if published else ({}, 0)
     broken, keys = False, set()
+    wait_s = signing_wait_s(config)
     for each in folders:
-        broken = _verify_one(each, expected, kept, on_bus if published else None, len(folders) > 1, keys) or broken
+        broken = _verify_one(each, expected, kept, on_bus if published else None, len(folders) > 1, keys, wait_s) or broken
     if published:
         others = sum(len(cps) for key, cps in on_bus.items() if key not in keys)
         if others or ignored:
@@ -224,7 +238,7 @@ def proofs_verify(config, data_dir, verify_all, public_key, checkpoint_files, pu
         sys.exit(1)
 
 
-def _verify_one(folder: Path, expected, kept, on_bus, named: bool, keys: set) -> bool:
+def _verify_one(folder: Path, expected, kept, on_bus, named: bool, keys: set, wait_s: float) -> bool:
     """Verify the chain in `folder` (with the checkpoints it published, when `on_bus` is given);
     print its verdict; True when it is broken."""
     try:
@@ -237,7 +251,7 @@ def _verify_one(folder: Path, expected, kept, on_bus, named: bool, keys: set) ->
         key = b""  # verify_chain says what is wrong with it
     keys.add(key)
     mine = on_bus.get(key, []) if on_bus is not None else []
-    verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=[*kept, *mine])
+    verdict = verify_chain(folder / "governance" / DB_FILE, expected, checkpoints=[*kept, *mine], wait_s=wait_s)
     label = f"{folder}: " if named else ""
     held = f"; the {len(mine)} checkpoints it published on the bus hold" if on_bus is not None and verdict.ok else ""
     click.echo(f"{label}{verdict}{held}")
@@ -265,7 +279,7 @@ def proofs_checkpoint(config, data_dir, out) -> None:
     up to it. Keep it elsewhere: `cortex proofs verify --checkpoint FILE` then catches entries
     removed from the end or rewritten, and `cortex proofs consistency FILE` shows the log only grew."""
     folder = data_dir_of(config, data_dir)
-    verdict = verify_chain(folder / "governance" / DB_FILE)
+    verdict = verify_chain(folder / "governance" / DB_FILE, wait_s=signing_wait_s(config))
     if not verdict.ok:
         raise click.ClickException(f"the log does not verify, so no checkpoint of it is worth keeping: {verdict}")
     chain = _open_chain(folder)

@@ -5,8 +5,11 @@ Settings (`[plugins.governance]` in cortex.toml):
 
     default = "allow"          # the decision when no rule matches: allow | deny
     builtin = true             # the built-in rules (see builtin.py)
-    batch_ms = 5               # calls finishing within this long share one append and one signed
-    batch_entries = 512        # tree head, up to this many entries, whichever comes first
+    batch_ms = 5               # calls finishing within this long share one append (one
+    batch_entries = 512        # transaction), up to this many entries, whichever comes first
+    sign_ms = 1000             # the tree head is signed this long after the first entry it does
+                               # not cover (and when the log is read, and at stop); 0 to 10000,
+                               # 0 = with every batch
     checkpoint_every = 1000    # keep (and publish) a signed tree head as a checkpoint after this
     checkpoint_seconds = 10    # many entries, or this long after the last one, whichever first
     policy_peers = []          # the kernels of this cluster whose policy changes this one applies:
@@ -43,7 +46,7 @@ from cortex.contracts.events.v1 import events_pb2
 from cortex.contracts.governance.v1 import governance_pb2 as pb
 from cortex.kernel import Decision, Health, Unavailable, check_settings, hookimpl
 
-from .audit_writer import AuditWriter
+from .audit_writer import MAX_SIGN_MS, SIGN_MS, AuditWriter
 from .builtin import BUILTIN_RULES, LOCAL_RULE, LOCAL_SERVICES, MANIFEST_RULE, NEVER_ASKED
 from .chain import AuditChain, load_or_create_key
 from .rules import ALLOW, ASK, DENY, CallFacts, PolicyError, RuleSet, load_policy_dir, rules_from_tables
@@ -53,7 +56,7 @@ CORTEX_API = ">=1,<2"  # the plugin API versions this plugin is written for (cor
 log = structlog.get_logger("cortex.governance")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GovernanceService"]
-SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries",
+SETTINGS = {"default", "builtin", "rule", "checkpoint_every", "checkpoint_seconds", "batch_ms", "batch_entries", "sign_ms",
             "policy_peers", "approval_timeout_seconds", "approval_max_pending"}
 APPROVAL_TIMEOUT_S = 300.0
 APPROVAL_MAX_PENDING = 20
@@ -110,6 +113,10 @@ class Governance:
             value = config.get(name, 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
                 raise ValueError(f"[plugins.governance] {name} must be a number >= {lowest}")
+        sign_ms = config.get("sign_ms", SIGN_MS)
+        if isinstance(sign_ms, bool) or not isinstance(sign_ms, (int, float)) or not 0 <= sign_ms <= MAX_SIGN_MS:
+            raise ValueError(f"[plugins.governance] sign_ms must be a number of milliseconds from 0 (sign with every "
+                             f"batch) to {MAX_SIGN_MS}: how long a written entry may wait for a signed tree head")
         timeout = config.get("approval_timeout_seconds", APPROVAL_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_APPROVAL_TIMEOUT_S:
             raise ValueError(f"[plugins.governance] approval_timeout_seconds must be a number of seconds, "
@@ -142,7 +149,8 @@ class Governance:
         self.chain = AuditChain(folder / "audit.db", self._key)
         self.writer = AuditWriter(
             self.chain, announce=self._announce,
-            **{k: config[k] for k in ("batch_ms", "batch_entries", "checkpoint_every", "checkpoint_seconds") if k in config},
+            **{k: config[k] for k in ("batch_ms", "batch_entries", "sign_ms", "checkpoint_every", "checkpoint_seconds")
+               if k in config},
         )
         from .approvals import DB_FILE as APPROVALS_DB
         from .approvals import ApprovalStore
@@ -190,9 +198,9 @@ class Governance:
         return self.writer.failure if self.writer is not None else ""
 
     def flush(self) -> None:
-        """Write what the observe hook queued (before reading the log)."""
+        """Write what the observe hook queued, under a signed head (before reading the log)."""
         if self.writer is not None:
-            self.writer.flush()
+            self.writer.flush(sign=True)
 
     def _record(self, entries: list[pb.AuditEntry]) -> None:
         """Append `entries` now (an approval's decision or expiry), or fail: nothing is decided unrecorded."""

@@ -49,10 +49,10 @@ def test_callers_at_once_share_one_walk(governed, monkeypatch):
     walks = []
     real = governance_service.verify_chain
 
-    def slow_walk(*args):
+    def slow_walk(*args, **kwargs):
         walks.append(time.monotonic())
         time.sleep(0.5)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(governance_service, "verify_chain", slow_walk)
     verdicts = []

@@ -35,14 +35,6 @@ def proof_entry(i: int) -> pb.AuditEntry:
     return pb.AuditEntry(call_id=f"c{i}", proof=pb.Proof(call_id=f"c{i}", service="s", method="m", status="OK"))
 
 
-@pytest.fixture
-def chain(tmp_path):
-    folder = tmp_path / "governance"
-    chain = AuditChain(folder / "audit.db", load_or_create_key(folder))
-    yield chain
-    chain.close()
-
-
 def fill(chain: AuditChain, count: int, batch: int = 37) -> None:
     for start in range(0, count, batch):
         chain.append([proof_entry(i) for i in range(start, min(count, start + batch))])

@@ -10,6 +10,11 @@ it (`grpc-retry-pushback-ms`, which gRPC's retry policy honours) and in the mess
 law the limit bounds the time an admitted call waits: limit / throughput (64 at 100 calls/s:
 0.64 s).
 
+One caller must not take every slot from the rest: past PRESSURE of the limit, a caller already
+holding its share (the limit shared among the callers holding slots, and at most PRESSURE of it)
+is shed while the others are still admitted, so a client that floods the kernel leaves a quarter
+of the slots to everyone else.
+
 The admin's calls (and calls the admin makes for someone) are never shed: the operator must be
 able to see and mend an overloaded kernel; nor are the calls plugins make while serving (they
 belong to a call already admitted). A stream holds its slot until its first message, at most
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +39,7 @@ from .credentials import ADMIN
 
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's retry throttling trailer (gRFC A6)
 STREAM_HOLD_S = 1.0
+PRESSURE = 0.75  # past this share of the limit, a caller holding its fair share of the slots is shed
 
 
 class Shedder:
@@ -40,18 +47,37 @@ class Shedder:
         self.limit = limit  # 0: no limit
         self.in_flight = 0
         self.shed = 0  # calls refused since the kernel started
+        self.held: Counter[str] = Counter()  # slots each caller holds (the admin's are not counted)
+        self.pressure = limit - int(limit * (1 - PRESSURE))  # (a limit under 4 keeps no slots apart)
         self._latency_s = 0.05  # a moving average of admitted calls' time in the kernel
 
-    def admit(self, principal: str, actor: str = "") -> bool:
-        if self.limit and self.in_flight >= self.limit and ADMIN not in (principal, actor):
+    def refusal(self, principal: str, actor: str = "") -> str:
+        """'' when a call from `principal` may take a slot now, else why not (the call is counted shed)."""
+        why = ""
+        if self.limit and ADMIN not in (principal, actor):
+            if self.in_flight >= self.limit:
+                why = f"it is serving its limit of {self.limit} calls at once (kernel.max_in_flight)"
+            elif self.in_flight >= self.pressure:
+                mine = self.held[principal]
+                share = min(self.pressure, self.limit / (len(self.held) + (mine == 0)))
+                if mine >= share:
+                    why = (f"it is near its limit of {self.limit} calls at once (kernel.max_in_flight), and "
+                           f"{principal!r} already holds {mine} of them, its share: the rest are kept for other callers")
+        if why:
             self.shed += 1
-            return False
+            return why
         self.in_flight += 1
-        return True
+        if ADMIN not in (principal, actor):
+            self.held[principal] += 1
+        return ""
 
-    def done(self, started: float | None) -> None:
+    def done(self, principal: str, actor: str, started: float | None) -> None:
         """A slot free again; `started`: a unary call's start, for the retry hint (a stream's time says nothing)."""
         self.in_flight -= 1
+        if ADMIN not in (principal, actor):
+            self.held[principal] -= 1
+            if not self.held[principal]:
+                del self.held[principal]
         if started is not None:
             self._latency_s = 0.9 * self._latency_s + 0.1 * (time.monotonic() - started)
 
@@ -64,12 +90,12 @@ class Shedder:
         """Serve `call` in a slot, or end it with RESOURCE_EXHAUSTED (and the retry hint). Gives
         the slot's early release, for a stream's first message (and a stream's slot is let go
         after STREAM_HOLD_S in any case)."""
-        if not self.admit(call.principal, call.actor):
+        why = self.refusal(call.principal, call.actor)
+        if why:
             wait = self.retry_after_ms()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the kernel is at capacity: it is serving its limit of {self.limit} calls at once "
-                f"(kernel.max_in_flight); retry in about {wait} ms",
+                f"the kernel is at capacity: {why}; retry in about {wait} ms",
                 ((PUSHBACK_HEADER, str(wait)), (CALL_ID_HEADER, call.id)),
             )
             raise AssertionError("context.abort returned")  # (it raises: the slot is never entered)
@@ -79,7 +105,7 @@ class Shedder:
             nonlocal held
             if held:
                 held = False
-                self.done(None if stream else started)
+                self.done(call.principal, call.actor, None if stream else started)
 
         timer = asyncio.get_running_loop().call_later(STREAM_HOLD_S, release) if stream else None
         try:

@@ -17,7 +17,7 @@ from cortex.kernel.config import ConfigError, load_config
 from cortex_echo.plugin import EchoServicer
 from cortex_echo.v1 import echo_pb2, echo_pb2_grpc
 
-from ..conftest import wait_for
+from ..conftest import callers, wait_for
 
 
 def held_echo(release: threading.Event, started: list[str]):
@@ -76,6 +76,29 @@ def test_past_the_limit_calls_are_shed_with_a_retry_hint_and_the_admin_still_ser
     assert local.Echo(echo_pb2.EchoRequest(message="later"), timeout=10).message == "later"  # a slot again
     info = kernel_pb2_grpc.KernelServiceStub(admin_channel).GetInfo(kernel_pb2.GetInfoRequest(), timeout=10)
     assert (info.calls_shed, info.in_flight) == (1, 1)  # this GetInfo alone
+
+
+def test_one_caller_flooding_the_kernel_leaves_slots_to_the_others(start_kernel, channel_to, data_dir):
+    release, started = threading.Event(), []
+    target, _ = start_kernel('[kernel]\nmax_in_flight = 8\n[plugins]\ndisabled = ["echo"]\n',
+                             plugins=[("held", held_echo(release, started))])
+    who = callers(target, data_dir, "alice", "bob", "carol")
+    echo = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
+    flood = [echo.Echo.future(echo_pb2.EchoRequest(message=f"a{i}"), metadata=who["alice"], timeout=30) for i in range(6)]
+    wait_for(lambda: len(started) == 6, "alice's six calls in flight: three quarters of the slots")
+    with pytest.raises(grpc.RpcError) as shed:  # the kernel is not full, but alice holds her share
+        echo.Echo(echo_pb2.EchoRequest(message="a-more"), metadata=who["alice"], timeout=10)
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "'key:alice' already holds 6 of them, its share" in shed.value.details()
+    others = [echo.Echo.future(echo_pb2.EchoRequest(message=m), metadata=who[name], timeout=30)
+              for name, m in (("bob", "b0"), ("carol", "c0"))]
+    wait_for(lambda: {"b0", "c0"} <= set(started), "bob's and carol's calls served beside the flood")
+    with pytest.raises(grpc.RpcError) as full:  # now the kernel is full: anyone is shed
+        echo.Echo(echo_pb2.EchoRequest(message="b-more"), metadata=who["bob"], timeout=10)
+    assert "serving its limit of 8 calls at once" in full.value.details()
+    release.set()
+    assert [f.result().message for f in flood + others] == [f"a{i}" for i in range(6)] + ["b0", "c0"]
+    assert "a-more" not in started and "b-more" not in started
 
 
 def test_a_limit_out_of_range_is_refused_naming_the_key(tmp_path):

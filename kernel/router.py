@@ -44,7 +44,7 @@ from .config import Config
 from .plugin_host import BROKEN, DISABLED, PluginHost
 from .registry import ContractRegistry, MethodInfo, Provider, status_of
 from .security.outbound import Redaction
-from .security.shedding import Shedder
+from .security.shedding import PUSHBACK_HEADER, Shedder
 from .security.validation import check_request
 
 log = structlog.get_logger("cortex.router")
@@ -58,10 +58,15 @@ PROVIDER_FAULTS = frozenset({Code.UNAVAILABLE, Code.INTERNAL, Code.UNKNOWN})
 class _Failure(Exception):
     """One attempt's failure, classified."""
 
-    def __init__(self, code: Code, details: str, fault: bool, final: bool = False, counts: bool | None = None):
+    def __init__(self, code: Code, details: str, fault: bool, final: bool = False, counts: bool | None = None,
+                 refused: bool = False):
         super().__init__(details)
         self.code, self.details, self.fault, self.final = code, details, fault, final
         self.counts = fault if counts is None else counts  # against the provider's circuit
+        self.refused = refused  # before doing anything (a remote kernel shedding): another provider may serve
+
+    def moves_on(self, method: MethodInfo) -> bool:
+        return not self.final and (self.refused or (self.fault and method.failover_safe))
 
 
 @dataclass
@@ -164,6 +169,9 @@ class Router:
             return _Failure(Code.UNAVAILABLE, f"{provider.name} did not answer within {timeout:g}s", True)
         elif (status := status_of(exc)) is not None:
             code, details = status
+            trailers = exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None
+            if code == Code.RESOURCE_EXHAUSTED and provider.endpoint and PUSHBACK_HEADER in dict(trailers or ()):
+                return _Failure(code, f"{provider.name} is at capacity: {details}", False, refused=True)
             if code == Code.DEADLINE_EXCEEDED:
                 if is_deadline:
                     return _Failure(code, details or "deadline exceeded", False, True)
@@ -250,7 +258,7 @@ class Router:
         for pass_no in range(1 + self.config.circuit.retries):
             if pass_no:
                 last = route.last
-                if last is None or last.final or not last.fault or not route.method.failover_safe:
+                if last is None or not last.moves_on(route.method):
                     return
                 backoff = self.config.circuit.retry_backoff_seconds * 2 ** (pass_no - 1)
                 remaining = route.call.remaining()
@@ -277,8 +285,7 @@ class Router:
                 self._settle(route, attempt)
                 if attempt.failure is None:
                     return
-                failure = attempt.failure
-                if failure.final or not failure.fault or not route.method.failover_safe:
+                if not attempt.failure.moves_on(route.method):
                     return
 
     async def admit(self, method: MethodInfo, request: Any, call: Call) -> Decision:

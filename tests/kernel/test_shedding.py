@@ -101,6 +101,38 @@ def test_one_caller_flooding_the_kernel_leaves_slots_to_the_others(start_kernel,
     assert "a-more" not in started and "b-more" not in started
 
 
+def test_a_remote_kernel_shedding_is_routed_around_and_not_held_against_it(start_kernel, channel_to, tmp_path):
+    from cortex.kernel.security.credentials import KeyStore
+
+    release, started = threading.Event(), []
+    far_dir = tmp_path / "far"
+    far, _ = start_kernel('[kernel]\nmax_in_flight = 1\n[plugins]\ndisabled = ["echo"]\n',
+                          plugins=[("held", held_echo(release, started))], env={"CORTEX_DATA_DIR": str(far_dir)})
+    key = KeyStore(far_dir).create("near", ["cortex_echo.v1.*/*", "act_as"])
+    near, near_kt = start_kernel(f"""
+        [providers.far]
+        endpoint = "{far}"
+        services = ["cortex_echo.v1.EchoService"]
+        token_env = "FAR_KEY"
+        [routing."cortex_echo.v1.EchoService"]
+        order = ["far", "echo"]
+    """, env={"FAR_KEY": key})
+    far_echo = echo_pb2_grpc.EchoServiceStub(channel_to(far, as_admin=False))
+    holding = far_echo.Echo.future(echo_pb2.EchoRequest(message="holds the far kernel's one slot"), timeout=30)
+    wait_for(lambda: len(started) == 1, "the far kernel full")
+    for _ in range(3):
+        reply, call = echo_pb2_grpc.EchoServiceStub(channel_to(near)).Echo.with_call(echo_pb2.EchoRequest(message="x"),
+                                                                                     timeout=10)
+        assert reply.served_by == "echo"  # served here, at once: the far kernel refused before doing anything
+        assert dict(call.trailing_metadata())["x-cortex-route"] == "far:RESOURCE_EXHAUSTED,echo:ok"
+    provider = next(p for p in near_kt.kernel.registry.all_providers() if p.name == "far")
+    assert provider.failures == 0 and provider.breaker.state.value == "closed"  # at capacity is not broken
+    release.set()
+    assert holding.result().message == "holds the far kernel's one slot"
+    reply = echo_pb2_grpc.EchoServiceStub(channel_to(near)).Echo(echo_pb2.EchoRequest(message="y"), timeout=10)
+    assert reply.served_by == "held"  # the far kernel again, once it has room
+
+
 def test_a_limit_out_of_range_is_refused_naming_the_key(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[kernel]\nmax_in_flight = -1\n")

@@ -151,19 +151,20 @@ class AuditWriter:
             self.chain.sign()
         except Exception as exc:  # noqa: BLE001 - any failure to sign: fail closed, say why, try again
             self._failed("governance.audit_sign_failed", "the audit log's tree head cannot be signed", exc)
-            self._sign_later()
+            self._sign_later(now_without_loop=False)  # (without a loop: the next flush tries again)
             return
         if self.failure and not self._queue:  # everything is written and signed again
             log.info("governance.audit_recovered")
             self.failure = ""
 
-    def _sign_later(self) -> None:
+    def _sign_later(self, now_without_loop: bool = True) -> None:
         """Sign `sign_ms` from now, on the event loop; with none running, now (a signature due on a
         loop that has since stopped would never come)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._sign()
+            if now_without_loop:
+                self._sign()
             return
         if self._signing is None or self._signing_loop is not loop:
             self._signing, self._signing_loop = loop.call_later(self._sign_s, self._signed_later), loop

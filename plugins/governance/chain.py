@@ -10,9 +10,12 @@ within `sign_ms` of the first entry it does not cover yet (1 s; 0: with every ap
 when anyone reads the log through the kernel, and at stop. A signature per append was a third of
 each append's cost. Entries past the newest head are hash-linked to it but not yet signed, as a
 Certificate Transparency log's newest entries wait for its next signed tree head: the offline
-verifier waits for the head to catch up before it calls such a tail added without the key, and
-a kernel killed before signing checks the tail's hashes and links at its next start, then signs
-it. Genesis and policy-change entries are signed themselves, and signed under a head at once.
+verifier waits for the head to catch up before it calls such a tail added without the key. Each
+append that is not signed stores a tail tag, an HMAC of the new tree head under a key derived
+from the signing key (microseconds, where a signature took a tenth of a millisecond): a kernel
+killed inside the window signs the tail it finds at its next start only when the tag says it
+wrote exactly that tail, and otherwise refuses to start. Genesis and policy-change entries are
+signed themselves, and signed under a head at once.
 Verification needs only the database file (and, to rule out a rewritten log, a copy of the public
 key or of a signed head kept elsewhere).
 
@@ -32,8 +35,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -52,7 +57,7 @@ from .merkle import Frontier, consistency_path, inclusion_path, node_hash, root_
 
 log = structlog.get_logger("cortex.governance")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SUBTREE = 256  # perfect subtrees this large and larger are stored (about n / 128 rows)
 # An entry with only `hash` set after its body serializes as the body's bytes followed by this
 # field (20, length-delimited, 32 bytes): hash 20 and signature 21 are the highest field numbers.
@@ -175,6 +180,10 @@ class AuditChain:
     def __init__(self, path: Path, key: Ed25519PrivateKey | None = None, *, read_only: bool = False):
         self.path = path
         self._key = key
+        self._tag_key = b""  # the tail tags' HMAC key, derived from the signing key
+        if key is not None:
+            raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+            self._tag_key = hashlib.sha256(b"cortex-os audit tail tag\n" + raw).digest()
         if read_only:
             if not path.exists():
                 raise ChainError(f"no audit chain at {path}")
@@ -195,8 +204,10 @@ class AuditChain:
         if not read_only:
             latest = self.latest_checkpoint()
             self.checkpointed_size = latest.size if latest else 0
+            self._check_key()  # before anything is signed with it
             self._open_tree()
-            self._open_chain()
+            if self.head_seq == 0:
+                self.append([pb.AuditEntry(genesis=pb.Genesis(public_key=self._public(), created_by="cortex-os"))])
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -240,6 +251,15 @@ class AuditChain:
                 COMMIT;
                 """
             )
+        if version < 4:  # the tail tag: what the kernel appended after its newest signed head
+            self.db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE IF NOT EXISTS tail_tag (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, tag BLOB NOT NULL);
+                PRAGMA user_version = 4;
+                COMMIT;
+                """
+            )
 
     def _head(self) -> tuple[int, bytes]:
         row = self.reader.execute("SELECT body FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
@@ -250,8 +270,9 @@ class AuditChain:
 
     def _open_tree(self) -> None:
         """The frontier from the stored tree head, and the entries after it (a kernel killed before
-        it signed them) checked and signed; otherwise (a chain from before schema 3, or a head that
-        does not match) rebuilt from every leaf, subtrees too."""
+        it signed them) checked and signed; a chain from before schema 3 (no head yet) gets its
+        tree rebuilt from every leaf, subtrees too. A stored head that does not match the log, or
+        is not signed with this key, stops the start: the log was altered."""
         row = self.db.execute("SELECT body, frontier FROM tree_head WHERE id = 1").fetchone()
         if row is not None:
             head = pb.Checkpoint.FromString(row[0])
@@ -259,11 +280,17 @@ class AuditChain:
                 frontier = Frontier.from_bytes(row[1], SUBTREE)
             except ValueError:
                 frontier = None
-            if frontier is not None and head.size == frontier.size <= self.head_seq and head.root_hash == frontier.root():
-                self.frontier, self.head = frontier, head
-                if head.size < self.head_seq:
-                    self._sign_tail()
-                return
+            problem = checkpoint_problem(head, self._public())
+            if problem or frontier is None or not head.size == frontier.size <= self.head_seq or head.root_hash != frontier.root():
+                raise ChainError(
+                    f"{self.path}: the stored signed tree head ({head.size} entries) "
+                    + (problem or f"does not match the log of {self.head_seq} entries")
+                    + ": entries were removed or the head was altered. `cortex proofs verify --all` says where."
+                )
+            self.frontier, self.head = frontier, head
+            if head.size < self.head_seq:
+                self._sign_tail()
+            return
         started = time.monotonic()
         self.frontier = Frontier(SUBTREE)
         self.frontier.extend(self.leaves(MAX_SEQ))
@@ -277,20 +304,39 @@ class AuditChain:
 
     def _sign_tail(self) -> None:
         """Sign the entries a killed kernel left after its newest head, once their hashes and links
-        hold (a tail that was altered is not signed: the chain cannot be used until it is looked at)."""
-        prev = self.get(self.head.size).hash if self.head.size else b""
-        rows = self.db.execute("SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq", (self.head.size,)).fetchall()
+        hold and the tail tag says this kernel wrote exactly them (a tail added or rewritten without
+        the key is not signed: the chain cannot be used until it is looked at)."""
+        signed = self.head.size
+        prev = self.get(signed).hash if signed else b""
+        rows = self.db.execute("SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq", (signed,)).fetchall()
         for seq, body in rows:
             entry = pb.AuditEntry.FromString(body)
             if entry.seq != seq or entry.prev_hash != prev or not hashes_as_written(body, entry):
                 raise ChainError(
-                    f"{self.path}: entry {seq}, written after the newest signed tree head ({self.head.size} entries), "
+                    f"{self.path}: entry {seq}, written after the newest signed tree head ({signed} entries), "
                     "does not hash or link as written: the log was altered. See `cortex proofs verify --all`."
                 )
             self.frontier.append(entry.hash)
             prev = entry.hash
+        tag = self.db.execute("SELECT size, tag FROM tail_tag WHERE id = 1").fetchone()
+        if tag is None or tag[0] != self.frontier.size or not hmac.compare_digest(tag[1], self._tail_tag()):
+            raise ChainError(
+                f"{self.path}: entries {signed + 1} to {self.head_seq}, written after the newest signed tree head, "
+                "are not the ones this kernel wrote (their tail tag does not match): they were added or rewritten "
+                "without the key. See `cortex proofs verify --all`."
+            )
         self.sign()
         log.info("governance.tail_signed", entries=len(rows), head=self.head.size)
+
+    def _tail_tag(self) -> bytes:
+        """The HMAC of the tree head as it is now: the kernel's word, without a signature, that it wrote these entries."""
+        message = struct.pack(">Q", self.frontier.size) + self.frontier.root()
+        return hmac.new(self._tag_key, message, hashlib.sha256).digest()
+
+    def _public(self) -> bytes:
+        if self._key is None:
+            raise ChainError("a read-only chain cannot be opened for writing")
+        return raw_public(self._key.public_key())
 
     def _store_subtrees(self) -> None:
         if self.frontier.completed:
@@ -310,12 +356,10 @@ class AuditChain:
         )
         return head
 
-    def _open_chain(self) -> None:
-        if self._key is None:
-            raise ChainError("a read-only chain cannot be opened for writing")
-        mine = raw_public(self._key.public_key())
+    def _check_key(self) -> None:
+        """The signing key is the one the chain was started with (a new chain: any)."""
+        mine = self._public()
         if self.head_seq == 0:
-            self.append([pb.AuditEntry(genesis=pb.Genesis(public_key=mine, created_by="cortex-os"))])
             return
         genesis = self.get(1)
         if genesis is None or genesis.WhichOneof("body") != "genesis":
@@ -361,7 +405,12 @@ class AuditChain:
                 self.db.executemany("INSERT INTO entries(seq, kind, call_id, body, hash) VALUES (?, ?, ?, ?, ?)", rows)
                 self.frontier.extend(row[4] for row in rows)
                 self._store_subtrees()
-                head = self._sign_head() if sign else self.head
+                if sign:
+                    head = self._sign_head()
+                else:  # the kernel's word that it wrote them, for a start after a kill (_sign_tail)
+                    head = self.head
+                    self.db.execute("INSERT OR REPLACE INTO tail_tag(id, size, tag) VALUES (1, ?, ?)",
+                                    (self.frontier.size, self._tail_tag()))
         except BaseException:
             self.frontier = frontier
             raise
@@ -406,7 +455,7 @@ class AuditChain:
         return pb.Checkpoint.FromString(row[0]) if row else None
 
     def newest_head(self) -> pb.Checkpoint | None:
-        """The newest signed tree head (it covers every entry), else the newest kept checkpoint."""
+        """The newest signed tree head (entries written since may wait for the next), else the newest kept checkpoint."""
         return self.head or self.stored_head() or self.latest_checkpoint()
 
     def leaves(self, size: int) -> list[bytes]:
@@ -526,8 +575,8 @@ class Verdict:
         if not self.ok:
             return f"BROKEN at entry {self.seq}: {self.problem}"
         if self.unsigned:
-            return (f"OK: {self.checked} entries verified; the newest {self.unsigned} link and hash as written, "
-                    "and wait for the kernel's next signed tree head")
+            return (f"OK: {self.checked} entries verified; {self.unsigned} written since wait for the kernel's "
+                    "next signed tree head")
         return f"OK: {self.checked} entries verified"
 
 
@@ -557,7 +606,7 @@ def _verify_signatures(args: tuple[bytes, list[tuple[int, bytes, bytes]]]) -> tu
 
 def verify_chain(
     path: Path, expected_key: bytes | None = None, workers: int | None = None, checkpoints: list[pb.Checkpoint] = (),
-    *, unsigned_ok: bool = False, wait_s: float = 0.0,
+    *, signed_through: int | None = None, wait_s: float = 0.0,
 ) -> Verdict:
     """Walk the whole log: order, links, hashes, the stored columns against the hashed bodies;
     then every signed tree head (the newest, which must cover every entry; the checkpoints kept
@@ -565,10 +614,12 @@ def verify_chain(
     signature on an entry (in parallel).
 
     Entries after the newest signed head are a running kernel's that it has not signed yet, or
-    were added without the key. With `unsigned_ok` (the kernel verifying its own log, having just
-    signed, with its head among `checkpoints`) they are reported, not broken; otherwise the walk
-    waits up to `wait_s` (the kernel's signing window) for a head that covers them."""
-    verdict = _walk(path, expected_key, workers, checkpoints, unsigned_ok)
+    were added without the key. Every entry up to `signed_through` (default: all) must be under a
+    signed head; those after it (written since the verifier began: the kernel verifying its own
+    log passes the head it has just signed, and that head among `checkpoints`) are reported, not
+    vouched for. A tail no head covers is waited for up to `wait_s` (the kernel's signing window);
+    then every entry of the first walk must be signed, and those written since may wait."""
+    verdict = _walk(path, expected_key, workers, checkpoints, signed_through)
     if verdict.ok or not verdict.unsigned or wait_s <= 0:
         return verdict
     covered, deadline = verdict.checked + verdict.unsigned, time.monotonic() + wait_s
@@ -583,12 +634,12 @@ def verify_chain(
         except (ChainError, sqlite3.Error, DecodeError):
             break
         if size >= covered:
-            return _walk(path, expected_key, workers, checkpoints, unsigned_ok)
+            return _walk(path, expected_key, workers, checkpoints, covered)
     return verdict
 
 
 def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoints: list[pb.Checkpoint],
-          unsigned_ok: bool) -> Verdict:
+          signed_through: int | None) -> Verdict:
     try:
         chain = AuditChain(path, read_only=True)
     except (ChainError, sqlite3.Error) as exc:
@@ -665,7 +716,7 @@ def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoin
                 f"entries {count + 1} to {head.size} were removed from its end",
                 count + 1,
             )
-        if unsigned and not unsigned_ok:
+        if head.size < (count if signed_through is None else min(count, signed_through)):
             which = f"entry {count} is" if unsigned == 1 else f"entries {head.size + 1} to {count} are"
             return Verdict(
                 False, head.size,
@@ -684,7 +735,9 @@ def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoin
     if broken is not None:
         seq, problem_text = broken
         return Verdict(False, seq - 1, problem_text, seq)
-    return Verdict(True, count, unsigned=unsigned if has_hash and version >= 3 else 0)
+    if has_hash and version >= 3:
+        return Verdict(True, head.size, unsigned=unsigned)
+    return Verdict(True, count)
 
 
 def _roots_at(hashes: list[bytes], sizes: set[int]) -> dict[int, bytes]:

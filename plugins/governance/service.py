@@ -166,10 +166,11 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         # the same walk as `cortex proofs verify --all`, on a read-only connection, off the event
         # loop; callers asking while one runs share its verdict, so a burst of requests costs one walk
         if self._verifying is None or self._verifying.done():
-            # the head the kernel just signed must hold; entries written since wait for the next one
+            # every entry under the head the kernel has just signed (and that head itself); entries
+            # written since wait for the next head and are not vouched for
             chain = self.chain
             self._verifying = asyncio.ensure_future(asyncio.to_thread(
-                verify_chain, chain.path, chain.public_key(), checkpoints=[chain.head], unsigned_ok=True))
+                verify_chain, chain.path, chain.public_key(), checkpoints=[chain.head], signed_through=chain.head.size))
         verdict = await asyncio.shield(self._verifying)
         return pb.VerifyChainResponse(valid=verdict.ok, checked=verdict.checked, broken_at=verdict.seq,
                                       problem=verdict.problem)

@@ -97,7 +97,7 @@ def test_a_log_from_before_schema_3_gets_its_tree_on_open(tmp_path, chain):
     assert "cannot" not in str(verify_chain(path))  # an old log, read as one: no head to demand
     folder = tmp_path / "governance"
     reopened = AuditChain(path, load_or_create_key(folder))
-    assert reopened.head.size == 301 and reopened.db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert reopened.head.size == 301 and reopened.db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert reopened.db.execute("SELECT COUNT(*) FROM subtrees WHERE size = ?", (SUBTREE,)).fetchone()[0] == 1
     reopened.close()
     assert verify_chain(path).ok

@@ -15,9 +15,9 @@ A write that fails puts its entries back at the front of the queue, in order, an
 `failure`: the governance plugin refuses every call (UNAVAILABLE) until a write succeeds, so no
 call goes unrecorded; a signature that fails does the same until a signature succeeds (tried
 again every `sign_ms`). A kill -9 loses at most the queued batch, never the log's consistency.
-Readers (GovernanceService) call `flush()` first, so that what was observed is in the log, under
-a signed head, before anyone reads it. The lock keeps a reader's flush and a policy change's `record` from
-interleaving with a batch, should either come from another thread.
+Readers (GovernanceService) call `flush(sign=True)` first, so that what was observed is in the
+log, under a signed head, before anyone reads it. The lock keeps a reader's flush and a policy
+change's `record` from interleaving with a batch, should either come from another thread.
 """
 
 from __future__ import annotations

@@ -609,9 +609,9 @@ def verify_chain(
     *, signed_through: int | None = None, wait_s: float = 0.0,
 ) -> Verdict:
     """Walk the whole log: order, links, hashes, the stored columns against the hashed bodies;
-    then every signed tree head (the newest, which must cover every entry; the checkpoints kept
-    in the log; `checkpoints` kept elsewhere) against the Merkle tree of the entries, and every
-    signature on an entry (in parallel).
+    then every signed tree head (the newest, which must cover every entry but those written since
+    the verifier began; the checkpoints kept in the log; `checkpoints` kept elsewhere) against the
+    Merkle tree of the entries, and every signature on an entry (in parallel).
 
     Entries after the newest signed head are a running kernel's that it has not signed yet, or
     were added without the key. Every entry up to `signed_through` (default: all) must be under a
@@ -704,7 +704,7 @@ def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoin
             signed.append((position, entry.signature, digest))
         prev = digest
         hashes.append(digest)
-    count = unsigned = len(rows)
+    count = len(rows)
     if has_hash and version >= 3:
         if head is None:
             return Verdict(False, count, "no signed tree head covers the log (the tree_head row was removed)", count)
@@ -721,8 +721,8 @@ def _walk(path: Path, expected_key: bytes | None, workers: int | None, checkpoin
             return Verdict(
                 False, head.size,
                 f"the newest signed tree head covers {head.size} entries, but the log has {count}: {which} signed "
-                "by no head (added without the key, or written by a kernel killed before it signed them: it checks "
-                "and signs them when it starts again)",
+                "by no head (added without the key, or written by a kernel killed before it signed them, which signs "
+                "them when it starts again if their tail tag says it wrote them)",
                 head.size + 1, unsigned,
             )
     roots = _roots_at(hashes, {cp.size for cp in [*stored, *checkpoints, *([head] if head else [])]})

@@ -10,11 +10,12 @@ it (`grpc-retry-pushback-ms`, which gRPC's retry policy honours) and in the mess
 law the limit bounds the time an admitted call waits: limit / throughput (64 at 100 calls/s:
 0.64 s).
 
-One caller must not take every slot from the rest: past PRESSURE of the limit, a caller already
-holding its share (the limit shared among the callers holding slots, and at most PRESSURE of it)
-is shed while the others are still admitted, so a client that floods the kernel leaves an eighth
-of the slots to everyone else (with a quarter kept apart, loadtest.py's single client was shed
-from 48 of 64 slots, and its knee fell from 100 to 80 RPS).
+One caller must not take every slot from the rest: at the limit, a caller holding less than its
+share (the limit shared among the callers holding slots) is still admitted, into SPARE more
+slots kept for them, while a caller holding its share or more is shed. So a client that floods
+the kernel cannot lock the others out, and a lone client still has the whole limit (keeping a
+quarter of the limit apart instead shed loadtest.py's single client from 48 of 64 slots, and
+its knee fell from 100 to 80 RPS).
 
 The admin's calls (and calls the admin makes for someone) are never shed: the operator must be
 able to see and mend an overloaded kernel; nor are the calls plugins make while serving (they
@@ -40,7 +41,7 @@ from .credentials import ADMIN
 
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's retry throttling trailer (gRFC A6)
 STREAM_HOLD_S = 1.0
-PRESSURE = 0.875  # past this share of the limit, a caller holding its fair share of the slots is shed
+SPARE = 0.125  # past the limit, this share of it more is kept for callers holding less than their share
 
 
 class Shedder:
@@ -49,21 +50,20 @@ class Shedder:
         self.in_flight = 0
         self.shed = 0  # calls refused since the kernel started
         self.held: Counter[str] = Counter()  # slots each caller holds (the admin's are not counted)
-        self.pressure = limit - int(limit * (1 - PRESSURE))  # (a limit under 8 keeps no slots apart)
+        self.spare = max(1, int(limit * SPARE)) if limit else 0
         self._latency_s = 0.05  # a moving average of admitted calls' time in the kernel
 
     def refusal(self, principal: str, actor: str = "") -> str:
         """'' when a call from `principal` may take a slot now, else why not (the call is counted shed)."""
         why = ""
         if self.limit and ADMIN not in (principal, actor):
-            if self.in_flight >= self.limit:
-                why = f"it is serving its limit of {self.limit} calls at once (kernel.max_in_flight)"
-            elif self.in_flight >= self.pressure:
-                mine = self.held[principal]
-                share = min(self.pressure, self.limit / (len(self.held) + (mine == 0)))
-                if mine >= share:
-                    why = (f"it is near its limit of {self.limit} calls at once (kernel.max_in_flight), and "
-                           f"{principal!r} already holds {mine} of them, its share: the rest are kept for other callers")
+            mine = self.held[principal]
+            if self.in_flight >= self.limit + self.spare:
+                why = (f"it is serving its limit of {self.limit} calls at once (kernel.max_in_flight), and the "
+                       f"{self.spare} more it keeps for callers holding less than their share")
+            elif self.in_flight >= self.limit and mine >= self.limit / (len(self.held) + (mine == 0)):
+                why = (f"it is serving its limit of {self.limit} calls at once (kernel.max_in_flight), "
+                       f"{mine} of them {principal!r}'s: its share or more")
         if why:
             self.shed += 1
             return why

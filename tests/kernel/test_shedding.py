@@ -84,19 +84,19 @@ def test_one_caller_flooding_the_kernel_leaves_slots_to_the_others(start_kernel,
                              plugins=[("held", held_echo(release, started))])
     who = callers(target, data_dir, "alice", "bob", "carol")
     echo = echo_pb2_grpc.EchoServiceStub(channel_to(target, as_admin=False))
-    flood = [echo.Echo.future(echo_pb2.EchoRequest(message=f"a{i}"), metadata=who["alice"], timeout=30) for i in range(7)]
-    wait_for(lambda: len(started) == 7, "alice's seven calls in flight: seven eighths of the slots")
-    with pytest.raises(grpc.RpcError) as shed:  # the kernel is not full, but alice holds her share
+    flood = [echo.Echo.future(echo_pb2.EchoRequest(message=f"a{i}"), metadata=who["alice"], timeout=30) for i in range(8)]
+    wait_for(lambda: len(started) == 8, "alice alone holding every slot")
+    with pytest.raises(grpc.RpcError) as shed:  # the kernel at its limit, alice holding all of it
         echo.Echo(echo_pb2.EchoRequest(message="a-more"), metadata=who["alice"], timeout=10)
     assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "'key:alice' already holds 7 of them, its share" in shed.value.details()
+    assert "8 of them 'key:alice''s: its share or more" in shed.value.details()
     bob = echo.Echo.future(echo_pb2.EchoRequest(message="b0"), metadata=who["bob"], timeout=30)
-    wait_for(lambda: "b0" in started, "bob's call served beside the flood")
-    with pytest.raises(grpc.RpcError) as full:  # now the kernel is full: anyone is shed
+    wait_for(lambda: "b0" in started, "bob's call served beside the flood, in the slot kept spare")
+    with pytest.raises(grpc.RpcError) as full:  # the spare slot taken too: anyone is shed
         echo.Echo(echo_pb2.EchoRequest(message="c0"), metadata=who["carol"], timeout=10)
-    assert "serving its limit of 8 calls at once" in full.value.details()
+    assert "and the 1 more it keeps for callers holding less than their share" in full.value.details()
     release.set()
-    assert [f.result().message for f in [*flood, bob]] == [f"a{i}" for i in range(7)] + ["b0"]
+    assert [f.result().message for f in [*flood, bob]] == [f"a{i}" for i in range(8)] + ["b0"]
     assert "a-more" not in started and "c0" not in started
 
 

@@ -169,7 +169,8 @@ class Router:
             return _Failure(Code.UNAVAILABLE, f"{provider.name} did not answer within {timeout:g}s", True)
         elif (status := status_of(exc)) is not None:
             code, details = status
-            trailers = exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None
+            trailing = getattr(exc, "trailing_metadata", None)
+            trailers = trailing() if callable(trailing) else None
             if code == Code.RESOURCE_EXHAUSTED and provider.endpoint and PUSHBACK_HEADER in dict(trailers or ()):
                 return _Failure(code, f"{provider.name} is at capacity: {details}", False, refused=True)
             if code == Code.DEADLINE_EXCEEDED:

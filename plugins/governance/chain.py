@@ -181,7 +181,9 @@ class AuditChain:
         self.path = path
         self._key = key
         self._tag_key = b""  # the tail tags' HMAC key, derived from the signing key
+        self._mine = b""  # the signing key's public half, as every head carries it
         if key is not None:
+            self._mine = raw_public(key.public_key())
             raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
             self._tag_key = hashlib.sha256(b"cortex-os audit tail tag\n" + raw).digest()
         if read_only:
@@ -336,7 +338,7 @@ class AuditChain:
     def _public(self) -> bytes:
         if self._key is None:
             raise ChainError("a read-only chain cannot be opened for writing")
-        return raw_public(self._key.public_key())
+        return self._mine
 
     def _store_subtrees(self) -> None:
         if self.frontier.completed:
@@ -347,7 +349,7 @@ class AuditChain:
         """Sign the tree head of the whole log and store it (inside the caller's transaction)."""
         head = pb.Checkpoint(
             size=self.frontier.size, root_hash=self.frontier.root(), time_unix_nanos=time.time_ns(),
-            public_key=raw_public(self._key.public_key()),
+            public_key=self._mine,
         )
         head.signature = self._key.sign(checkpoint_note(head))
         self.db.execute(

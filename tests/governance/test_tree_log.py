@@ -1,4 +1,5 @@
-"""The audit log as a Merkle tree log: every append is covered by a signed tree head, proofs read
+"""The audit log as a Merkle tree log: an append that signs is covered by a signed tree head (the
+timer that signs the others: test_signing_window.py), proofs read
 stored subtrees (and agree with the RFC's definitions over the leaves), consistency proofs over
 gRPC and offline, and a log from before schema 3 or with a lost head is rebuilt on open."""
 
